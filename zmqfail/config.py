@@ -1,0 +1,319 @@
+"""Typed, validated cluster configuration (TOML).
+
+One file describes the whole cluster, so every node, client and operator tool
+agrees on names, endpoints and policies. Relative data directories are
+resolved against the file's own directory, so a cluster directory can be moved
+as a whole. ``DEFAULT_TOML`` is the embedded default: a two-node cluster on
+loopback, used when no ``--config`` is given.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zmqfail.errors import ConfigError
+
+# Port offsets from a node's base port, in this order.
+ENDPOINT_OFFSETS = {
+    "client": 0,
+    "control": 1,
+    "main_records": 2,
+    "main_ack": 3,
+    "main_heartbeat": 4,
+    "failsafe_records": 5,
+    "failsafe_ack": 6,
+    "failsafe_heartbeat": 7,
+}
+PORTS_PER_NODE = 10
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9.]{0,11}$")
+_ENDPOINT_RE = re.compile(r"^tcp://[^\s:]+:\d{1,5}$")
+DEFAULT_INSTRUMENTS = ("ABC", "XYZ", "DEF", "QQQ")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEndpoints:
+    """One replication link (main or failsafe) of one node: where it listens."""
+
+    records: str  # PULL: transaction records arrive here
+    ack: str  # REP: commit requests arrive here
+    heartbeat: str  # PUB: this node's heartbeats leave here
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    client: str  # ROUTER frontend for clients
+    control: str  # ROUTER for operator tools (status, kill, watch)
+    main: LinkEndpoints
+    failsafe: LinkEndpoints
+    data_dir: Path
+
+    def link(self, name: str) -> LinkEndpoints:
+        return self.main if name == "main" else self.failsafe
+
+
+@dataclass(frozen=True, slots=True)
+class FlushConfig:
+    """Checkpoint agent criteria for the normal state (periodic flushing)."""
+
+    interval_ms: int = 100
+    max_records: int = 5000
+    max_bytes: int = 1 << 20
+    max_memory_bytes: int = 64 << 20
+    snapshot_every_records: int = 200_000
+    segment_bytes: int = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverConfig:
+    heartbeat_interval_ms: int = 50
+    heartbeat_misses: int = 4
+    client_timeout_ms: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    instruments: tuple[str, ...] = DEFAULT_INSTRUMENTS
+    price_decimals: int = 2
+    dedup_window: int = 1024
+    max_closed_orders: int = 100_000
+    max_reports_per_client: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    name: str
+    primary: str
+    nodes: tuple[NodeConfig, ...]
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    flush: FlushConfig = field(default_factory=FlushConfig)
+    failover: FailoverConfig = field(default_factory=FailoverConfig)
+    path: Path | None = None
+
+    def node(self, name: str) -> NodeConfig:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        known = ", ".join(n.name for n in self.nodes)
+        raise ConfigError(f"no node named {name!r} in the config (nodes: {known})")
+
+    def peers(self, name: str) -> tuple[NodeConfig, ...]:
+        return tuple(n for n in self.nodes if n.name != name)
+
+
+def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    sec = raw.get(key, {})
+    if not isinstance(sec, dict):
+        raise ConfigError(f"[{key}] must be a table")
+    return sec
+
+
+def _ints(sec: dict[str, Any], where: str, cls: type[Any]) -> dict[str, int]:
+    known = set(cls.__dataclass_fields__)
+    out: dict[str, int] = {}
+    for k, v in sec.items():
+        if k not in known:
+            raise ConfigError(f"[{where}] unknown key {k!r} (known: {', '.join(sorted(known))})")
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"[{where}] {k} must be a positive integer, got {v!r}")
+        out[k] = v
+    return out
+
+
+def _endpoint(v: object, where: str) -> str:
+    if not isinstance(v, str) or not _ENDPOINT_RE.match(v):
+        raise ConfigError(f"{where} must be an endpoint like tcp://127.0.0.1:5700, got {v!r}")
+    port = int(v.rsplit(":", 1)[1])
+    if not 0 < port < 65536:
+        raise ConfigError(f"{where}: port {port} out of range")
+    return v
+
+
+def _link(raw: object, where: str) -> LinkEndpoints:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table with records, ack, heartbeat")
+    missing = {"records", "ack", "heartbeat"} - set(raw)
+    if missing:
+        raise ConfigError(f"{where} lacks {', '.join(sorted(missing))}")
+    return LinkEndpoints(
+        records=_endpoint(raw["records"], f"{where}.records"),
+        ack=_endpoint(raw["ack"], f"{where}.ack"),
+        heartbeat=_endpoint(raw["heartbeat"], f"{where}.heartbeat"),
+    )
+
+
+def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> ClusterConfig:
+    """Build a ClusterConfig from parsed TOML, or raise ConfigError naming the key."""
+    cluster = _section(raw, "cluster")
+    name = cluster.get("name", "zmqfail")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("[cluster] name must be a non-empty string")
+    nodes_raw = _section(raw, "nodes")
+    if not nodes_raw:
+        raise ConfigError("the config defines no [nodes.NAME] table")
+    nodes: list[NodeConfig] = []
+    for node_name, spec in nodes_raw.items():
+        where = f"[nodes.{node_name}]"
+        if not _NAME_RE.match(node_name):
+            raise ConfigError(f"{where}: node names are lower-case letters, digits, - and _")
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where} must be a table")
+        data_dir = spec.get("data_dir", node_name)
+        if not isinstance(data_dir, str) or not data_dir:
+            raise ConfigError(f"{where} data_dir must be a path")
+        dd = Path(data_dir)
+        nodes.append(
+            NodeConfig(
+                name=node_name,
+                client=_endpoint(spec.get("client"), f"{where} client"),
+                control=_endpoint(spec.get("control"), f"{where} control"),
+                main=_link(spec.get("main"), f"{where} main"),
+                failsafe=_link(spec.get("failsafe"), f"{where} failsafe"),
+                data_dir=dd if dd.is_absolute() else (base_dir / dd),
+            )
+        )
+    seen: dict[str, str] = {}
+    for n in nodes:
+        for label, ep in (
+            ("client", n.client),
+            ("control", n.control),
+            ("main.records", n.main.records),
+            ("main.ack", n.main.ack),
+            ("main.heartbeat", n.main.heartbeat),
+            ("failsafe.records", n.failsafe.records),
+            ("failsafe.ack", n.failsafe.ack),
+            ("failsafe.heartbeat", n.failsafe.heartbeat),
+        ):
+            here = f"{n.name}.{label}"
+            if ep in seen:
+                raise ConfigError(f"endpoint {ep} is used twice: {seen[ep]} and {here}")
+            seen[ep] = here
+    primary = cluster.get("primary", nodes[0].name)
+    if primary not in {n.name for n in nodes}:
+        raise ConfigError(f"[cluster] primary {primary!r} is not one of the nodes")
+
+    eng = _section(raw, "engine")
+    instruments = eng.get("instruments", list(DEFAULT_INSTRUMENTS))
+    if (
+        not isinstance(instruments, list)
+        or not instruments
+        or not all(isinstance(s, str) and _SYMBOL_RE.match(s) for s in instruments)
+    ):
+        raise ConfigError("[engine] instruments must be a list of symbols like \"ABC\"")
+    if len(set(instruments)) != len(instruments):
+        raise ConfigError("[engine] instruments lists a symbol twice")
+    eng_ints = _ints({k: v for k, v in eng.items() if k != "instruments"}, "engine", EngineConfig)
+    if eng_ints.get("price_decimals", 2) > 8:
+        raise ConfigError("[engine] price_decimals must be at most 8")
+    engine = EngineConfig(instruments=tuple(instruments), **eng_ints)
+    flush = FlushConfig(**_ints(_section(raw, "flush"), "flush", FlushConfig))
+    failover = FailoverConfig(**_ints(_section(raw, "failover"), "failover", FailoverConfig))
+    unknown = set(raw) - {"cluster", "nodes", "engine", "flush", "failover"}
+    if unknown:
+        raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}")
+    return ClusterConfig(
+        name=name,
+        primary=primary,
+        nodes=tuple(nodes),
+        engine=engine,
+        flush=flush,
+        failover=failover,
+        path=path,
+    )
+
+
+def load(path: str | Path) -> ClusterConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    return loads(text, p.resolve().parent, p.resolve())
+
+
+def loads(text: str, base_dir: Path, path: Path | None = None) -> ClusterConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = path or "config"
+        raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+    return parse(raw, base_dir, path)
+
+
+def render(
+    nodes: int = 2,
+    base_port: int = 5700,
+    host: str = "127.0.0.1",
+    failsafe_host: str | None = None,
+    name: str = "local",
+) -> str:
+    """The TOML text of a local cluster: nodes a, b, ... from base_port on."""
+    if not 1 <= nodes <= 26:
+        raise ConfigError("--nodes must be between 1 and 26")
+    top = base_port + PORTS_PER_NODE * nodes
+    if base_port < 1024 or top > 65535:
+        raise ConfigError(f"ports {base_port}..{top} must lie within 1024..65535")
+    fs_host = failsafe_host or host
+    lines = [
+        "# zmqfail cluster configuration. Every node, client and tool reads the same file.",
+        "# Endpoints are where each node listens; data_dir is relative to this file.",
+        "",
+        "[cluster]",
+        f'name = "{name}"',
+        'primary = "a"           # the node that starts as primary on a fresh cluster',
+        "",
+        "[engine]",
+        'instruments = ["ABC", "XYZ", "DEF", "QQQ"]',
+        "price_decimals = 2      # prices are accepted with at most this many decimals",
+        "dedup_window = 1024     # stored replies kept per client (must be equal on every node)",
+        "max_closed_orders = 100000",
+        "max_reports_per_client = 1000",
+        "",
+        "[flush]                 # checkpoint agent, normal state: flush when any is reached",
+        "interval_ms = 100",
+        "max_records = 5000",
+        "max_bytes = 1048576",
+        "max_memory_bytes = 67108864",
+        "snapshot_every_records = 200000",
+        "segment_bytes = 67108864",
+        "",
+        "[failover]",
+        "heartbeat_interval_ms = 50",
+        "heartbeat_misses = 4",
+        "client_timeout_ms = 300",
+    ]
+    for i in range(nodes):
+        n = chr(ord("a") + i)
+        p = base_port + PORTS_PER_NODE * i
+        o = ENDPOINT_OFFSETS
+        lines += [
+            "",
+            f"[nodes.{n}]",
+            f'client = "tcp://{host}:{p + o["client"]}"',
+            f'control = "tcp://127.0.0.1:{p + o["control"]}"',
+            f'data_dir = "{n}"',
+            f'main = {{ records = "tcp://{host}:{p + o["main_records"]}", '
+            f'ack = "tcp://{host}:{p + o["main_ack"]}", '
+            f'heartbeat = "tcp://{host}:{p + o["main_heartbeat"]}" }}',
+            f'failsafe = {{ records = "tcp://{fs_host}:{p + o["failsafe_records"]}", '
+            f'ack = "tcp://{fs_host}:{p + o["failsafe_ack"]}", '
+            f'heartbeat = "tcp://{fs_host}:{p + o["failsafe_heartbeat"]}" }}',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+DEFAULT_TOML = render(nodes=2, base_port=5700, name="default").replace(
+    'data_dir = "a"', 'data_dir = "zmqfail-data/a"'
+).replace('data_dir = "b"', 'data_dir = "zmqfail-data/b"')
+
+
+def load_default() -> ClusterConfig:
+    """The embedded default cluster; data lives under ./zmqfail-data."""
+    return loads(DEFAULT_TOML, Path.cwd())

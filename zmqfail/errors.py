@@ -1,0 +1,68 @@
+"""One error family for everything zmqfail raises on purpose.
+
+Callers catch ``ZmqfailError`` for "zmqfail said no", and look at
+``RETRYABLE`` to decide whether the same request may be tried again (on this
+server or another) without risk: the request was certainly not applied, or the
+dedup table will answer a resend from the stored reply.
+"""
+
+from __future__ import annotations
+
+
+class ZmqfailError(Exception):
+    """Base of every error zmqfail raises deliberately."""
+
+
+class ConfigError(ZmqfailError):
+    """The configuration file or a command-line option is invalid."""
+
+
+class ProtocolError(ZmqfailError):
+    """A frame could not be decoded or failed validation."""
+
+
+class RequestRejected(ZmqfailError):
+    """The engine refused a request (bad instrument, quantity, price, order...).
+
+    Nothing was changed; resending the same request gets the same answer.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class NotActive(ZmqfailError):
+    """The server is not the active one (it is a backup, or syncing)."""
+
+
+class Fenced(ZmqfailError):
+    """A message from a lower epoch was refused: its sender is stale."""
+
+
+class LogCorrupt(ZmqfailError):
+    """The transaction log or a snapshot is damaged where it must not be."""
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        super().__init__(f"{path}: offset {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+class RequestTimeout(ZmqfailError):
+    """No reply arrived in time. The request may or may not have been applied:
+    resend it with the same msg_id and the dedup table answers."""
+
+
+class Unavailable(ZmqfailError):
+    """No server answered before the deadline."""
+
+
+class NodeError(ZmqfailError):
+    """A node cannot start or keep running (port in use, data dir locked...)."""
+
+
+# Errors after which resending the same (client_id, msg_id) is safe and useful.
+RETRYABLE: tuple[type[ZmqfailError], ...] = (NotActive, RequestTimeout, Unavailable)

@@ -1,0 +1,304 @@
+"""Wire messages of every zmqfail channel, as frozen dataclasses.
+
+Every frame is one msgpack array ``[version, type, field...]``. Decoding checks
+the version, the type tag, the field count and each field's type, so a node
+hands its logic only well-formed messages and answers anything else with a
+clear error (or drops and counts it where no reply is possible). Arrays, not
+maps, because this is the hot path: a map costs a key string per field per
+frame. ``docs/protocol.md`` is the human description of the same table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, TypeVar
+
+import msgpack
+
+from zmqfail.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+
+# Reply statuses. "ok" and "rejected" are final answers of the engine; the
+# others say the request was not processed here and may be sent elsewhere.
+STATUS_OK = "ok"
+STATUS_REJECTED = "rejected"
+STATUS_ERROR = "error"
+STATUS_NOT_ACTIVE = "not_active"
+STATUS_STALE = "stale"
+REPLY_STATUSES = frozenset(
+    {STATUS_OK, STATUS_REJECTED, STATUS_ERROR, STATUS_NOT_ACTIVE, STATUS_STALE}
+)
+
+MAX_ID_LEN = 128
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise ProtocolError(what)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_id(v: object, what: str) -> None:
+    _check(isinstance(v, str) and 0 < len(v) <= MAX_ID_LEN, f"{what} must be a non-empty string")
+
+
+def _check_uint(v: object, what: str) -> None:
+    _check(_is_int(v) and v >= 0, f"{what} must be a non-negative integer")  # type: ignore[operator]
+
+
+def _check_map(v: object, what: str) -> None:
+    _check(isinstance(v, dict) and all(isinstance(k, str) for k in v), f"{what} must be a map")
+
+
+M = TypeVar("M", bound="Message")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base: subclasses set TYPE and implement ``validate``."""
+
+    TYPE: ClassVar[str] = ""
+
+    def validate(self) -> None:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        out: list[Any] = [PROTOCOL_VERSION, self.TYPE]
+        out.extend(getattr(self, f.name) for f in fields(self))
+        return msgpack.packb(out, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+def _register(cls: type[M]) -> type[M]:
+    _REGISTRY[cls.TYPE] = cls
+    return cls
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Request(Message):
+    """Client -> server: one application request."""
+
+    TYPE: ClassVar[str] = "req"
+    client_id: str
+    msg_id: int
+    body: dict[str, Any]
+
+    def validate(self) -> None:
+        _check_id(self.client_id, "client_id")
+        _check(_is_int(self.msg_id) and self.msg_id > 0, "msg_id must be a positive integer")
+        _check_map(self.body, "body")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Reply(Message):
+    """Server -> client: the answer to one Request (or to an undecodable frame)."""
+
+    TYPE: ClassVar[str] = "rep"
+    msg_id: int
+    status: str
+    result: dict[str, Any]
+    epoch: int
+    server: str
+
+    def validate(self) -> None:
+        _check_uint(self.msg_id, "msg_id")
+        _check(self.status in REPLY_STATUSES, f"unknown status {self.status!r}")
+        _check_map(self.result, "result")
+        _check_uint(self.epoch, "epoch")
+        _check_id(self.server, "server")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """Client -> server: keep-alive and 'who is active?' probe."""
+
+    TYPE: ClassVar[str] = "hello"
+    client_id: str
+
+    def validate(self) -> None:
+        _check_id(self.client_id, "client_id")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Welcome(Message):
+    """Server -> client: answer to Hello; ``active`` says whether it takes requests."""
+
+    TYPE: ClassVar[str] = "welcome"
+    server: str
+    epoch: int
+    active: bool
+
+    def validate(self) -> None:
+        _check_id(self.server, "server")
+        _check_uint(self.epoch, "epoch")
+        _check(isinstance(self.active, bool), "active must be a boolean")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class RecoverySignal(Message):
+    """Server -> clients: I have taken over at this epoch; resend what has no reply."""
+
+    TYPE: ClassVar[str] = "recovered"
+    server: str
+    epoch: int
+
+    def validate(self) -> None:
+        _check_id(self.server, "server")
+        _check_uint(self.epoch, "epoch")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ReplRecords(Message):
+    """Primary -> backup (PUSH/PULL): encoded transaction records, consecutive LSNs."""
+
+    TYPE: ClassVar[str] = "records"
+    sender: str
+    epoch: int
+    first_lsn: int
+    records: list[bytes]
+
+    def validate(self) -> None:
+        _check_id(self.sender, "sender")
+        _check_uint(self.epoch, "epoch")
+        _check(_is_int(self.first_lsn) and self.first_lsn > 0, "first_lsn must be positive")
+        _check(
+            isinstance(self.records, list) and all(isinstance(r, bytes) for r in self.records),
+            "records must be a list of byte strings",
+        )
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class CommitRequest(Message):
+    """Primary -> backup (REQ): 'do you hold everything up to lsn?'."""
+
+    TYPE: ClassVar[str] = "commit"
+    sender: str
+    epoch: int
+    lsn: int
+
+    def validate(self) -> None:
+        _check_id(self.sender, "sender")
+        _check_uint(self.epoch, "epoch")
+        _check_uint(self.lsn, "lsn")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class CommitAck(Message):
+    """Backup -> primary (REP): the highest consecutive LSN it holds.
+
+    ``status`` is "ok", "gap" (resend from ``held + 1``) or "fenced" (the
+    sender's epoch is lower than the backup's: it must step down).
+    """
+
+    TYPE: ClassVar[str] = "ack"
+    sender: str
+    epoch: int
+    held: int
+    status: str
+
+    def validate(self) -> None:
+        _check_id(self.sender, "sender")
+        _check_uint(self.epoch, "epoch")
+        _check_uint(self.held, "held")
+        _check(self.status in ("ok", "gap", "fenced"), f"unknown ack status {self.status!r}")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Message):
+    """Every server -> its peers (PUB/SUB, on each link)."""
+
+    TYPE: ClassVar[str] = "hb"
+    name: str
+    role: str
+    state: str
+    epoch: int
+    last_lsn: int
+    committed_lsn: int
+    flushed_lsn: int
+    link: str
+
+    def validate(self) -> None:
+        _check_id(self.name, "name")
+        _check(isinstance(self.role, str), "role must be a string")
+        _check(isinstance(self.state, str), "state must be a string")
+        for name in ("epoch", "last_lsn", "committed_lsn", "flushed_lsn"):
+            _check_uint(getattr(self, name), name)
+        _check(self.link in ("main", "failsafe"), "link must be main or failsafe")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ControlRequest(Message):
+    """Operator tool -> node control socket: status, fault injection, stop."""
+
+    TYPE: ClassVar[str] = "ctl"
+    command: str
+    args: dict[str, Any]
+
+    def validate(self) -> None:
+        _check_id(self.command, "command")
+        _check_map(self.args, "args")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ControlReply(Message):
+    """Node control socket -> operator tool."""
+
+    TYPE: ClassVar[str] = "ctlrep"
+    ok: bool
+    result: dict[str, Any]
+    error: str
+
+    def validate(self) -> None:
+        _check(isinstance(self.ok, bool), "ok must be a boolean")
+        _check_map(self.result, "result")
+        _check(isinstance(self.error, str), "error must be a string")
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = dict(_REGISTRY)
+
+
+def decode(frame: bytes) -> Message:
+    """Decode and validate one frame; raise ProtocolError on anything else."""
+    try:
+        obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"not a msgpack frame: {exc}") from None
+    _check(isinstance(obj, list) and len(obj) >= 2, "frame must be an array [version, type, ...]")
+    version, tag = obj[0], obj[1]
+    _check(version == PROTOCOL_VERSION, f"unsupported protocol version {version!r}")
+    cls = _REGISTRY.get(tag) if isinstance(tag, str) else None
+    _check(cls is not None, f"unknown message type {tag!r}")
+    assert cls is not None
+    expected = len(fields(cls))
+    _check(len(obj) - 2 == expected, f"{tag} takes {expected} fields, got {len(obj) - 2}")
+    try:
+        msg = cls(*obj[2:])
+    except TypeError as exc:  # pragma: no cover - count checked above
+        raise ProtocolError(str(exc)) from None
+    msg.validate()
+    return msg
+
+
+def decode_as(frame: bytes, cls: type[M]) -> M:
+    """Decode a frame that must be of one given type."""
+    msg = decode(frame)
+    if not isinstance(msg, cls):
+        raise ProtocolError(f"expected {cls.TYPE}, got {msg.TYPE}")
+    return msg

@@ -1,0 +1,1 @@
+"""Transaction log: records, in-RAM log, disk segments, snapshots, recovery."""
