@@ -204,7 +204,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
         or not instruments
         or not all(isinstance(s, str) and _SYMBOL_RE.match(s) for s in instruments)
     ):
-        raise ConfigError("[engine] instruments must be a list of symbols like \"ABC\"")
+        raise ConfigError('[engine] instruments must be a list of symbols like "ABC"')
     if len(set(instruments)) != len(instruments):
         raise ConfigError("[engine] instruments lists a symbol twice")
     eng_ints = _ints({k: v for k, v in eng.items() if k != "instruments"}, "engine", EngineConfig)
@@ -309,9 +309,11 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-DEFAULT_TOML = render(nodes=2, base_port=5700, name="default").replace(
-    'data_dir = "a"', 'data_dir = "zmqfail-data/a"'
-).replace('data_dir = "b"', 'data_dir = "zmqfail-data/b"')
+DEFAULT_TOML = (
+    render(nodes=2, base_port=5700, name="default")
+    .replace('data_dir = "a"', 'data_dir = "zmqfail-data/a"')
+    .replace('data_dir = "b"', 'data_dir = "zmqfail-data/b"')
+)
 
 
 def load_default() -> ClusterConfig:

@@ -10,6 +10,8 @@ frame. ``docs/protocol.md`` is the human description of the same table.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
@@ -67,16 +69,27 @@ class Message:
         raise NotImplementedError
 
     def encode(self) -> bytes:
-        out: list[Any] = [PROTOCOL_VERSION, self.TYPE]
-        out.extend(getattr(self, f.name) for f in fields(self))
-        return msgpack.packb(out, use_bin_type=True)  # type: ignore[no-any-return]
+        # Hot path: one C-level attrgetter call and one pack, no per-field Python loop.
+        values = _GETTERS[self.TYPE](self)
+        return _pack([PROTOCOL_VERSION, self.TYPE, *values])
 
 
 _REGISTRY: dict[str, type[Message]] = {}
+_GETTERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {}
+_ARITY: dict[str, int] = {}
+# One shared Packer: its C pack() runs whole under the GIL (no Python callbacks
+# for plain dict/list/str/int/bytes), so threads cannot interleave inside it.
+_pack = msgpack.Packer(use_bin_type=True).pack
+_unpackb = msgpack.unpackb
 
 
 def _register(cls: type[M]) -> type[M]:
+    names = [f.name for f in fields(cls)]
     _REGISTRY[cls.TYPE] = cls
+    _ARITY[cls.TYPE] = len(names)
+    getter = operator.attrgetter(*names)
+    # attrgetter with one name returns the value itself, not a 1-tuple.
+    _GETTERS[cls.TYPE] = getter if len(names) > 1 else (lambda m: (getter(m),))
     return cls
 
 
@@ -91,9 +104,18 @@ class Request(Message):
     body: dict[str, Any]
 
     def validate(self) -> None:
-        _check_id(self.client_id, "client_id")
-        _check(_is_int(self.msg_id) and self.msg_id > 0, "msg_id must be a positive integer")
-        _check_map(self.body, "body")
+        cid, mid = self.client_id, self.msg_id
+        if not (
+            type(cid) is str
+            and 0 < len(cid) <= MAX_ID_LEN
+            and type(mid) is int
+            and mid > 0
+            and type(self.body) is dict
+        ):
+            _check_id(cid, "client_id")
+            _check(_is_int(mid) and mid > 0, "msg_id must be a positive integer")
+            _check(isinstance(self.body, dict), "body must be a map")
+        _check(all(type(k) is str for k in self.body), "body keys must be strings")
 
 
 @_register
@@ -109,11 +131,21 @@ class Reply(Message):
     server: str
 
     def validate(self) -> None:
-        _check_uint(self.msg_id, "msg_id")
-        _check(self.status in REPLY_STATUSES, f"unknown status {self.status!r}")
-        _check_map(self.result, "result")
-        _check_uint(self.epoch, "epoch")
-        _check_id(self.server, "server")
+        if not (
+            type(self.msg_id) is int
+            and self.msg_id >= 0
+            and self.status in REPLY_STATUSES
+            and type(self.result) is dict
+            and type(self.epoch) is int
+            and self.epoch >= 0
+            and type(self.server) is str
+            and 0 < len(self.server) <= MAX_ID_LEN
+        ):
+            _check_uint(self.msg_id, "msg_id")
+            _check(self.status in REPLY_STATUSES, f"unknown status {self.status!r}")
+            _check_map(self.result, "result")
+            _check_uint(self.epoch, "epoch")
+            _check_id(self.server, "server")
 
 
 @_register
@@ -277,7 +309,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = dict(_REGISTRY)
 def decode(frame: bytes) -> Message:
     """Decode and validate one frame; raise ProtocolError on anything else."""
     try:
-        obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
+        obj = _unpackb(frame, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(f"not a msgpack frame: {exc}") from None
     _check(isinstance(obj, list) and len(obj) >= 2, "frame must be an array [version, type, ...]")
@@ -286,14 +318,34 @@ def decode(frame: bytes) -> Message:
     cls = _REGISTRY.get(tag) if isinstance(tag, str) else None
     _check(cls is not None, f"unknown message type {tag!r}")
     assert cls is not None
-    expected = len(fields(cls))
+    expected = _ARITY[tag]
     _check(len(obj) - 2 == expected, f"{tag} takes {expected} fields, got {len(obj) - 2}")
-    try:
-        msg = cls(*obj[2:])
-    except TypeError as exc:  # pragma: no cover - count checked above
-        raise ProtocolError(str(exc)) from None
+    msg = cls(*obj[2:])
     msg.validate()
     return msg
+
+
+def encode_reply(
+    msg_id: int, status: str, result: dict[str, Any], epoch: int, server: str
+) -> bytes:
+    """A `rep` frame without building a Reply object (the server's hot path)."""
+    return _pack([PROTOCOL_VERSION, Reply.TYPE, msg_id, status, result, epoch, server])
+
+
+def decode_request(frame: bytes) -> Message:
+    """Decode a client frame, with a fast path for the common `req`.
+
+    Same checks as ``decode``; a Request is built without the generic lookup.
+    """
+    try:
+        obj = _unpackb(frame, raw=False, strict_map_key=True, use_list=True)
+    except Exception:
+        return decode(frame)  # raises the proper ProtocolError
+    if type(obj) is list and len(obj) == 5 and obj[0] == PROTOCOL_VERSION and obj[1] == "req":
+        msg = Request(obj[2], obj[3], obj[4])
+        msg.validate()
+        return msg
+    return decode(frame)
 
 
 def decode_as(frame: bytes, cls: type[M]) -> M:

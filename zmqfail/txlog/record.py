@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 
 from zmqfail.errors import ProtocolError
+from zmqfail.protocol import _pack
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class TxRecord:
     result: dict[str, Any]
 
     def encode(self) -> bytes:
-        return msgpack.packb(  # type: ignore[no-any-return]
+        return _pack(
             [
                 self.lsn,
                 self.epoch,
@@ -40,8 +41,7 @@ class TxRecord:
                 self.changes,
                 self.status,
                 self.result,
-            ],
-            use_bin_type=True,
+            ]
         )
 
     @classmethod

@@ -1,0 +1,132 @@
+"""Shared fixtures: random free ports, ZeroMQ sockets closed with linger 0,
+clusters on loopback in temporary directories, and processes that are always
+ended by the test that started them, also on failure."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from zmqfail import config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_base_port(span: int = 40) -> int:
+    """A base port with `span` consecutive free ports above it."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base: int = s.getsockname()[1]
+        if base + span >= 65000:
+            continue
+        ok = True
+        for p in range(base, base + span):
+            with socket.socket() as t:
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    t.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port range found")
+
+
+def wait_for(
+    cond: Callable[[], object], timeout: float, what: str, interval: float = 0.02
+) -> object:
+    """Poll `cond` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def zctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    ctx.setsockopt(zmq.LINGER, 0)
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def cluster_dir(tmp_path: Path) -> Callable[..., Path]:
+    """Write a cluster config in tmp_path; returns the config path."""
+
+    def make(nodes: int = 2, **kw: object) -> Path:
+        base = free_base_port(10 * nodes + 5)
+        text = config.render(nodes=nodes, base_port=base)
+        for key, value in kw.items():
+            section, name = key.split("__")
+            text = text.replace(f"[{section}]", f"[{section}]\n{name} = {value}", 1)
+        path = tmp_path / "zmqfail.toml"
+        path.write_text(text)
+        return path
+
+    return make
+
+
+class Procs:
+    """Processes started by a test; all are killed at teardown."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, log: str = "proc") -> subprocess.Popen[bytes]:
+        out = open(self.tmp / f"{log}.log", "ab")  # noqa: SIM115 - closed by the child/GC
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        p = subprocess.Popen(
+            [sys.executable, "-m", "zmqfail", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.tmp,
+            start_new_session=True,
+        )
+        self.procs.append(p)
+        return p
+
+    def node(self, cfg: Path, name: str) -> subprocess.Popen[bytes]:
+        return self.start("node", "--config", str(cfg), "--name", name, log=f"node-{name}")
+
+    def log_text(self, log: str) -> str:
+        p = self.tmp / f"{log}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                p.kill()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    ps = Procs(tmp_path)
+    try:
+        yield ps
+    finally:
+        ps.stop_all()

@@ -1,0 +1,275 @@
+"""zmqfail benchmarks (run as `tools/bench`; figures go to docs/benchmarks.md).
+
+Scenarios, each measured in the same invocation so ratios are comparable on a
+noisy 2-core machine:
+  single  one node alone: fsync before every acknowledgement, group commit
+  bare    the bare ZeroMQ flow of the normal state, no engine, no log (ceiling)
+  normal  primary + backup in the normal state, real engine
+Every scenario runs at 1 and at 64 requests in flight from one client process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from zmqfail import config
+from zmqfail.cli.demo import random_order
+from zmqfail.client.control import node_status
+from zmqfail.client.sync import Client
+from zmqfail.protocol import STATUS_OK, Reply, Request, Welcome, decode
+
+
+def percentile(sorted_vals: list[float], q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    i = min(len(sorted_vals) - 1, int(q * len(sorted_vals)))
+    return sorted_vals[i]
+
+
+def drive(endpoints: list[str], window: int, seconds: float, seed: int, out: Any) -> None:
+    """One closed-loop client process: keep `window` requests in flight."""
+    rng = random.Random(seed)
+    instruments = config.DEFAULT_INSTRUMENTS
+    lat: list[float] = []
+    errors = 0
+    with Client(endpoints, timeout=10.0, window=window) as c:
+        c.connect()
+        sent_at: dict[int, float] = {}
+        t_end = time.perf_counter() + seconds
+        warm_end = time.perf_counter() + min(1.0, seconds / 5)
+        while True:
+            now = time.perf_counter()
+            if now >= t_end:
+                break
+            while len(c.session.outstanding) < window:
+                mid = c.submit(random_order(rng, instruments))
+                sent_at[mid] = time.perf_counter()
+            for rep in c.poll(1.0):
+                t = time.perf_counter()
+                t0 = sent_at.pop(rep.msg_id)
+                if rep.status != STATUS_OK:
+                    errors += 1
+                if t0 >= warm_end:
+                    lat.append(t - t0)
+        measured = time.perf_counter() - warm_end
+    out.put({"lat": lat, "errors": errors, "seconds": measured})
+
+
+def run_clients(endpoints: list[str], window: int, seconds: float) -> dict[str, Any]:
+    q: mp.Queue[dict[str, Any]] = mp.Queue()
+    p = mp.Process(target=drive, args=(endpoints, window, seconds, 1, q))
+    p.start()
+    res = q.get(timeout=seconds + 60)
+    p.join(timeout=10)
+    lat = sorted(res["lat"])
+    return {
+        "window": window,
+        "throughput": round(len(lat) / res["seconds"]),
+        "p50_us": round(percentile(lat, 0.5) * 1e6),
+        "p99_us": round(percentile(lat, 0.99) * 1e6),
+        "errors": res["errors"],
+    }
+
+
+class Cluster:
+    def __init__(self, nodes: int, start: list[str]) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="zmqfail-bench-"))
+        self.path = self.dir / "zmqfail.toml"
+        self.path.write_text(config.render(nodes=nodes, base_port=free_port_base()))
+        self.cfg = config.load(self.path)
+        self.procs = [self._start(n) for n in start]
+        for n in start:
+            self._wait(n)
+
+    def _start(self, name: str) -> subprocess.Popen[bytes]:
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115
+        return subprocess.Popen(
+            [sys.executable, "-m", "zmqfail", "node", "--config", str(self.path), "--name", name],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _wait(self, name: str) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            st = node_status(self.cfg.node(name), digest=False, timeout=0.3)
+            if st["state"] in ("primary_only", "normal"):
+                return
+            time.sleep(0.05)
+        raise SystemExit(f"node {name} did not become ready; see {self.dir}")
+
+    def wait_state(self, name: str, state: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if node_status(self.cfg.node(name), digest=False, timeout=0.3)["state"] == state:
+                return
+            time.sleep(0.05)
+        raise SystemExit(f"node {name} did not reach {state}; see {self.dir}")
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def free_port_base() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return 20000 + (port % 20000)
+
+
+def bench_single(seconds: float) -> list[dict[str, Any]]:
+    cl = Cluster(2, ["a"])
+    try:
+        eps = [cl.cfg.node("a").client]
+        return [dict(run_clients(eps, w, seconds), scenario="single") for w in (1, 64)]
+    finally:
+        cl.close()
+
+
+def bare_server(port: int, ready: Any) -> None:
+    """The normal-state socket flow with nothing else: ROUTER in, PUSH + REQ/REP, reply."""
+    ctx = zmq.Context()
+    fe = ctx.socket(zmq.ROUTER)
+    fe.bind(f"tcp://127.0.0.1:{port}")
+    push = ctx.socket(zmq.PUSH)
+    req = ctx.socket(zmq.REQ)
+    push.connect(f"tcp://127.0.0.1:{port + 1}")
+    req.connect(f"tcp://127.0.0.1:{port + 2}")
+    ready.set()
+    held: list[tuple[bytes, bytes]] = []
+    waiting = False
+    poller = zmq.Poller()
+    poller.register(fe, zmq.POLLIN)
+    poller.register(req, zmq.POLLIN)
+    batch: list[tuple[bytes, bytes]] = []
+    while True:
+        ev = dict(poller.poll())
+        if fe in ev:
+            for _ in range(512):
+                try:
+                    ident, data = fe.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                r = decode(data)
+                if not isinstance(r, Request):
+                    fe.send_multipart((ident, Welcome("bare", 1, True).encode()))
+                    continue
+                push.send(data)
+                batch.append((ident, Reply(r.msg_id, "ok", {}, 1, "bare").encode()))
+        if req in ev:
+            req.recv()
+            waiting = False
+            for ident, rep in held:
+                fe.send_multipart((ident, rep))
+            held = []
+        if not waiting and batch:
+            held, batch = batch, []
+            req.send(b"commit")
+            waiting = True
+
+
+def bare_backup(port: int, ready: Any) -> None:
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    rep = ctx.socket(zmq.REP)
+    pull.bind(f"tcp://127.0.0.1:{port + 1}")
+    rep.bind(f"tcp://127.0.0.1:{port + 2}")
+    ready.set()
+    poller = zmq.Poller()
+    poller.register(pull, zmq.POLLIN)
+    poller.register(rep, zmq.POLLIN)
+    while True:
+        ev = dict(poller.poll())
+        if pull in ev:
+            while True:
+                try:
+                    pull.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+        if rep in ev:
+            rep.recv()
+            rep.send(b"ack")
+
+
+def bench_bare(seconds: float) -> list[dict[str, Any]]:
+    port = free_port_base()
+    evs = [mp.Event(), mp.Event()]
+    procs = [
+        mp.Process(target=bare_backup, args=(port, evs[0]), daemon=True),
+        mp.Process(target=bare_server, args=(port, evs[1]), daemon=True),
+    ]
+    for p in procs:
+        p.start()
+    for e in evs:
+        e.wait(10)
+    try:
+        eps = [f"tcp://127.0.0.1:{port}"]
+        return [dict(run_bare_clients(eps, w, seconds), scenario="bare") for w in (1, 64)]
+    finally:
+        for p in procs:
+            p.kill()
+            p.join()
+
+
+def run_bare_clients(endpoints: list[str], window: int, seconds: float) -> dict[str, Any]:
+    # The bare server answers no hello, so skip connect(): point the client at it directly.
+    return run_clients(endpoints, window, seconds)
+
+
+def bench_normal(seconds: float) -> list[dict[str, Any]]:
+    cl = Cluster(2, ["a", "b"])
+    try:
+        cl.wait_state("a", "normal")
+        eps = [n.client for n in cl.cfg.nodes]
+        return [dict(run_clients(eps, w, seconds), scenario="normal") for w in (1, 64)]
+    finally:
+        cl.close()
+
+
+SCENARIOS = {"single": bench_single, "bare": bench_bare, "normal": bench_normal}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("scenarios", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS))
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--json", dest="json_out", default=None, help="Also write results here.")
+    args = ap.parse_args()
+    rows: list[dict[str, Any]] = []
+    for name in args.scenarios:
+        rows += SCENARIOS[name](args.seconds)
+        for r in rows[-2:]:
+            print(
+                f"{r['scenario']:>7} window {r['window']:>3}: {r['throughput']:>7,} req/s  "
+                f"p50 {r['p50_us']:>6,} us  p99 {r['p99_us']:>7,} us  errors {r['errors']}",
+                flush=True,
+            )
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from zmqfail.cli.main import main
+
+main()

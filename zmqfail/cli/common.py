@@ -1,0 +1,43 @@
+"""Helpers shared by the commands: config loading and one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from zmqfail import config
+from zmqfail.errors import ZmqfailError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def load_config(path: str | None) -> config.ClusterConfig:
+    return config.load(Path(path)) if path else config.load_default()
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Cluster config (TOML). Default: the embedded two-node cluster on loopback.",
+)
+
+
+def one_line_errors(fn: F) -> F:
+    """Turn every zmqfail error into one line on stderr and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ZmqfailError as exc:
+            click.echo(f"zmqfail: error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]

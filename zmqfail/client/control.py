@@ -1,0 +1,65 @@
+"""Operator side of a node's control socket (status, fault injection, stop).
+
+A fresh DEALER per call with LINGER 0 and a deadline, so a dead or frozen
+node costs the caller one timeout and never a hang.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+
+from zmqfail.config import ClusterConfig, NodeConfig
+from zmqfail.errors import ProtocolError, Unavailable, ZmqfailError
+from zmqfail.protocol import ControlReply, ControlRequest, decode_as
+
+
+def call(
+    endpoint: str,
+    command: str,
+    args: dict[str, Any] | None = None,
+    timeout: float = 1.0,
+    ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
+) -> dict[str, Any]:
+    c: zmq.Context[zmq.Socket[bytes]] = ctx or zmq.Context.instance()
+    s: zmq.Socket[bytes] = c.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    try:
+        s.connect(endpoint)
+        s.send(ControlRequest(command, args or {}).encode())
+        if not s.poll(int(timeout * 1000)):
+            raise Unavailable(f"no answer from {endpoint} within {timeout}s")
+        try:
+            rep = decode_as(s.recv(), ControlReply)
+        except ProtocolError as exc:
+            raise ZmqfailError(f"bad control reply from {endpoint}: {exc}") from None
+        if not rep.ok:
+            raise ZmqfailError(f"{endpoint}: {rep.error}")
+        return rep.result
+    finally:
+        s.close(linger=0)
+
+
+def node_status(node: NodeConfig, digest: bool = True, timeout: float = 1.0) -> dict[str, Any]:
+    """A node's status, or a row saying it is unreachable (never raises for that)."""
+    try:
+        return call(node.control, "status", {"digest": digest}, timeout)
+    except Unavailable:
+        return {
+            "name": node.name,
+            "role": None,
+            "state": "unreachable",
+            "epoch": None,
+            "last_lsn": None,
+            "committed_lsn": None,
+            "flushed_lsn": None,
+            "digest": None,
+            "pid": None,
+        }
+
+
+def cluster_status(
+    cfg: ClusterConfig, digest: bool = True, timeout: float = 1.0
+) -> list[dict[str, Any]]:
+    return [node_status(n, digest, timeout) for n in cfg.nodes]

@@ -1,0 +1,188 @@
+"""The primary's replication agent, as pure logic (method 250a, per backup).
+
+For every backup the primary keeps: the highest LSN the backup confirmed it
+holds (``held``), how far it has pushed records on the link in use
+(``sent``), and for each link (main, failsafe) the commit request in flight.
+The node calls ``pump`` after each round of work and ``on_ack`` when an
+answer arrives; both return actions for the I/O shell to carry out. Nothing
+here reads a clock or touches a socket, so link failures, lost acks and
+catch-up are tested with a fake clock.
+
+Rules:
+- Records go out on the link in use; the commit request asks "do you hold
+  everything up to ``sent``?". Only one request per link is in flight (REQ).
+- An answer that does not come within ``ack_timeout`` marks that link down:
+  its REQ is reset (closed and reopened: a REQ is stuck after a lost reply),
+  replication moves to the other link and everything after ``held`` is pushed
+  again. The backup ignores what it already holds, so nothing is lost or
+  repeated.
+- While on failsafe, main is probed with empty commit requests; when main
+  answers again, replication moves back.
+- A backup counts toward the commit point only once it has caught up
+  (``in_sync``); before that it is syncing and the primary acknowledges
+  alone (flushing first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LINKS = ("main", "failsafe")
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    peer: str
+    link: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    peer: str
+    link: str
+    lsn: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResetLink:
+    """Close and reopen the peer's REQ (and PUSH) on this link."""
+
+    peer: str
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendSnapshot:
+    """The backup needs records the primary no longer keeps in RAM."""
+
+    peer: str
+    link: str
+
+
+Action = Push | Commit | ResetLink | SendSnapshot
+
+
+@dataclass(slots=True)
+class LinkState:
+    up: bool = True
+    inflight_lsn: int | None = None
+    inflight_since: float = 0.0
+    last_answer: float = 0.0
+
+
+@dataclass(slots=True)
+class PeerState:
+    name: str
+    held: int = 0
+    sent: int = 0
+    link: str = "main"
+    in_sync: bool = False
+    heard: bool = False
+    snapshot_pending: bool = False
+    last_answer: float = 0.0
+    links: dict[str, LinkState] = field(default_factory=lambda: {n: LinkState() for n in LINKS})
+
+
+@dataclass(slots=True)
+class ReplicationTracker:
+    peers: dict[str, PeerState]
+    ack_timeout: float = 0.1
+    keepalive: float = 0.05
+    max_push: int = 2000
+    in_sync_lag: int = 500
+
+    @classmethod
+    def for_peers(cls, names: list[str], **kw: float | int) -> ReplicationTracker:
+        return cls({n: PeerState(n) for n in names}, **kw)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ events
+    def on_ack(self, peer: str, link: str, held: int, gap: bool, now: float) -> None:
+        p = self.peers[peer]
+        ls = p.links[link]
+        ls.inflight_lsn = None
+        ls.up = True
+        ls.last_answer = now
+        p.last_answer = now
+        p.heard = True
+        if held < p.held:
+            # The backup holds less than it confirmed before: it restarted and lost
+            # its RAM log. It is syncing again and no longer counts for commits.
+            p.held = held
+            p.sent = held
+            p.in_sync = False
+        elif held > p.held:
+            p.held = held
+        if gap or p.sent < p.held:
+            # A gap means records were lost in transit: push again from what it holds.
+            p.sent = p.held
+        if link == "main" and p.link != "main":
+            p.link = "main"  # main is back: move replication home
+            p.sent = p.held
+
+    def on_snapshot_sent(self, peer: str, lsn: int) -> None:
+        p = self.peers[peer]
+        p.snapshot_pending = False
+        p.sent = lsn
+
+    def mark_lost(self, peer: str) -> None:
+        """The failover agent decided this backup is gone: stop waiting for it."""
+        p = self.peers[peer]
+        p.in_sync = False
+        p.heard = False
+        p.sent = p.held
+
+    # -------------------------------------------------------------------- pump
+    def pump(self, now: float, last_lsn: int, first_kept: int) -> list[Action]:
+        """What to send now, given the primary's last LSN and the oldest LSN still in RAM."""
+        out: list[Action] = []
+        for p in self.peers.values():
+            self._timeouts(p, now, out)
+            if p.held >= last_lsn - self.in_sync_lag and p.heard:
+                p.in_sync = True
+            cur = p.links[p.link]
+            if p.heard and p.sent < last_lsn and cur.up:
+                if p.sent + 1 < first_kept:
+                    if not p.snapshot_pending:
+                        p.snapshot_pending = True
+                        out.append(SendSnapshot(p.name, p.link))
+                else:
+                    last = min(last_lsn, p.sent + self.max_push)
+                    out.append(Push(p.name, p.link, p.sent + 1, last))
+                    p.sent = last
+            for name, ls in p.links.items():
+                if ls.inflight_lsn is not None:
+                    continue
+                carrying = name == p.link
+                want = p.sent if carrying else p.held
+                due = (carrying and p.held < p.sent) or now - ls.last_answer >= self.keepalive
+                if due:
+                    ls.inflight_lsn = want
+                    ls.inflight_since = now
+                    out.append(Commit(p.name, name, want))
+        return out
+
+    def _timeouts(self, p: PeerState, now: float, out: list[Action]) -> None:
+        for name, ls in p.links.items():
+            if ls.inflight_lsn is not None and now - ls.inflight_since >= self.ack_timeout:
+                ls.inflight_lsn = None
+                ls.up = False
+                ls.last_answer = now  # retry after a keepalive period, not at once
+                out.append(ResetLink(p.name, name))
+                if name == p.link:
+                    other = LINKS[1] if name == LINKS[0] else LINKS[0]
+                    p.link = other
+                    p.sent = p.held
+
+    # ------------------------------------------------------------------ queries
+    def commit_point(self) -> int | None:
+        """Highest LSN every in-sync backup holds; None when no backup is in sync."""
+        helds = [p.held for p in self.peers.values() if p.in_sync]
+        return min(helds) if helds else None
+
+    def in_sync(self) -> list[str]:
+        return [p.name for p in self.peers.values() if p.in_sync]
+
+    def silent_for(self, peer: str, now: float) -> float:
+        return now - self.peers[peer].last_answer
