@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -130,3 +131,40 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         yield ps
     finally:
         ps.stop_all()
+
+
+class NodeThread:
+    """A Node running its poll loop on a thread of the test process."""
+
+    def __init__(self, cfg: config.ClusterConfig, name: str) -> None:
+        from zmqfail.node.server import Node
+
+        self.node = Node(cfg, name, ctx=zmq.Context())
+        self.node.open()
+        self.rc: int | None = None
+        self.thread = threading.Thread(target=self._run, name=f"node-{name}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.rc = self.node.run()
+
+    def stop(self) -> None:
+        self.node.stop()
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive(), "node thread did not stop"
+        self.node.ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def node_threads() -> Iterator[Callable[[config.ClusterConfig, str], NodeThread]]:
+    started: list[NodeThread] = []
+
+    def start(cfg: config.ClusterConfig, name: str) -> NodeThread:
+        nt = NodeThread(cfg, name)
+        started.append(nt)
+        return nt
+
+    yield start
+    for nt in started:
+        if nt.thread.is_alive():
+            nt.stop()

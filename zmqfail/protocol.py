@@ -79,7 +79,7 @@ _GETTERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {}
 _ARITY: dict[str, int] = {}
 # One shared Packer: its C pack() runs whole under the GIL (no Python callbacks
 # for plain dict/list/str/int/bytes), so threads cannot interleave inside it.
-_pack = msgpack.Packer(use_bin_type=True).pack
+_pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
 _unpackb = msgpack.unpackb
 
 

@@ -123,7 +123,9 @@ class Client:
         if self.active is None:
             self.connect()
         while len(self.session.outstanding) >= self.window:
-            self.poll(self.timeout, raise_on_timeout=True)
+            # Replies that free the window are kept for the caller's next poll().
+            got = self.poll(self.timeout, raise_on_timeout=True)
+            self._spill.extend(got)  # not extend(self.poll()): poll() swaps the list
         req = self.session.new_request(body, time.monotonic())
         assert self.active is not None
         self.active.send(req.encode())
@@ -172,7 +174,8 @@ class Client:
                         f"no reply to msg_id {msg_id} within {limit}s; resending it with the "
                         "same msg_id is safe"
                     )
-                self._spill.extend(self.poll(remaining))
+                got = self.poll(remaining)
+                self._spill.extend(got)
             return self.done.pop(msg_id)
         finally:
             self._waiting.discard(msg_id)

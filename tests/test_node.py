@@ -1,0 +1,193 @@
+"""A node on a thread with real sockets: requests, dedup across restart,
+malformed frames, the control socket, and the data-dir lock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+from conftest import NodeThread
+
+from zmqfail import config
+from zmqfail.audit import replay_digest
+from zmqfail.client.control import call
+from zmqfail.client.sync import Client
+from zmqfail.client.session import ClientState
+from zmqfail.errors import NodeError, Unavailable
+from zmqfail.protocol import Reply, Request, decode_as
+from zmqfail.txlog.recovery import iter_records
+
+pytestmark = pytest.mark.timeout(60)
+
+StartNode = Callable[[config.ClusterConfig, str], NodeThread]
+
+BUY = {"op": "new", "instrument": "ABC", "side": "buy", "type": "limit", "qty": 10, "price": "10.00"}
+
+
+def raw_dealer(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[bytes]:
+    s: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    return s
+
+
+def recv_reply(sock: zmq.Socket[bytes], timeout: float = 5.0) -> Reply:
+    assert sock.poll(int(timeout * 1000)), "no reply before the deadline"
+    return decode_as(sock.recv(), Reply)
+
+
+def test_orders_are_matched_and_logged(
+    cluster_dir: Callable[..., Path], node_threads: StartNode
+) -> None:
+    cfg = config.load(cluster_dir())
+    nt = node_threads(cfg, "a")
+    with Client(cfg, timeout=5) as c:
+        r1 = c.request(BUY)
+        r2 = c.request({**BUY, "side": "sell", "qty": 4, "price": "9.90"})
+    assert (r1.status, r1.result["status"]) == ("ok", "new")
+    assert r2.result["status"] == "filled"
+    assert r2.result["fills"][0]["price"] == "10.00"  # the maker's price
+    assert r1.server == "a" and r1.epoch >= 1
+    nt.stop()
+    lsns = [lsn for lsn, _ in iter_records(cfg.node("a").data_dir)]
+    assert lsns == [1, 2]
+
+
+def test_duplicate_answered_from_stored_reply_also_after_restart(
+    cluster_dir: Callable[..., Path], node_threads: StartNode, zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    cfg = config.load(cluster_dir())
+    nt = node_threads(cfg, "a")
+    s = raw_dealer(zctx, cfg.node("a").client)
+    req = Request("dup-client", 7, BUY).encode()
+    s.send(req)
+    first = recv_reply(s)
+    s.send(req)
+    again = recv_reply(s)
+    assert first.status == "ok" and again.result == first.result
+    nt.stop()
+    nt2 = node_threads(cfg, "a")
+    s.send(req)
+    after = recv_reply(s, 10)
+    assert after.result == first.result
+    status = nt2.node.status()
+    assert status["last_lsn"] == 1, "the resend must not create a second order"
+    assert status["engine"]["orders"] == 1
+
+
+def test_malformed_frames_get_errors_and_node_keeps_serving(
+    cluster_dir: Callable[..., Path], node_threads: StartNode, zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    cfg = config.load(cluster_dir())
+    nt = node_threads(cfg, "a")
+    s = raw_dealer(zctx, cfg.node("a").client)
+    bad_frames = [
+        b"",
+        b"\xc1garbage",
+        msgpack.packb({"not": "an array"}),
+        msgpack.packb([99, "req", "c", 1, {}]),
+        msgpack.packb([1, "nope"]),
+        msgpack.packb([1, "req", "c", "one", {}]),
+        msgpack.packb([1, "req", "c", True, {}]),
+        msgpack.packb([1, "req", "", 1, {}]),
+        msgpack.packb([1, "req", "c", 1, [1, 2]]),
+        msgpack.packb([1, "req", "c", 1, {1: 2}]),
+        msgpack.packb([1, "rep", 1, "ok", {}, 1, "x"]),
+    ]
+    for frame in bad_frames:
+        s.send(frame)
+        rep = recv_reply(s)
+        assert rep.status == "error", frame
+        assert rep.result["code"] in ("bad_frame", "unexpected")
+    s.send_multipart([b"two", b"parts"])  # dropped and counted, no reply possible
+    # A bad body is the engine's business: a rejection, nothing changes.
+    s.send(Request("c", 1, {"op": "new", "instrument": "ABC", "side": "up"}).encode())
+    assert recv_reply(s).status == "rejected"
+    s.send(Request("c", 2, BUY).encode())
+    assert recv_reply(s).status == "ok"
+    st = nt.node.status()
+    assert st["counters"]["bad_frames"] == len(bad_frames) + 1
+    assert st["engine"]["orders"] == 1
+
+
+def test_backup_answers_not_active(
+    cluster_dir: Callable[..., Path], node_threads: StartNode, zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    cfg = config.load(cluster_dir())
+    node_threads(cfg, "b")
+    s = raw_dealer(zctx, cfg.node("b").client)
+    s.send(Request("c", 1, BUY).encode())
+    rep = recv_reply(s)
+    assert rep.status == "not_active" and rep.server == "b"
+
+
+def test_control_status_and_stop(cluster_dir: Callable[..., Path], node_threads: StartNode) -> None:
+    cfg = config.load(cluster_dir())
+    nt = node_threads(cfg, "a")
+    with Client(cfg) as c:
+        for i in range(5):
+            c.request({**BUY, "qty": 10 + i})
+    st = call(cfg.node("a").control, "status", {"digest": True})
+    for key in ("name", "role", "state", "epoch", "last_lsn", "committed_lsn", "flushed_lsn",
+                "digest", "pid"):
+        assert key in st
+    assert st["last_lsn"] == st["committed_lsn"] == st["flushed_lsn"] == 5
+    assert st["digest"] == nt.node.proc.engine.digest()
+    assert call(cfg.node("a").control, "stop") == {"stopping": True}
+    nt.thread.join(10)
+    assert not nt.thread.is_alive()
+    assert replay_digest(cfg.node("a").data_dir, cfg.engine) == st["digest"]
+
+
+def test_data_dir_is_locked(cluster_dir: Callable[..., Path], node_threads: StartNode) -> None:
+    cfg = config.load(cluster_dir())
+    node_threads(cfg, "a")
+    from zmqfail.node.server import Node
+
+    other = Node(cfg, "a", ctx=zmq.Context())
+    with pytest.raises(NodeError, match="in use"):
+        other.open()
+    other.ctx.destroy(linger=0)
+
+
+def test_request_timeout_when_no_server(cluster_dir: Callable[..., Path]) -> None:
+    cfg = config.load(cluster_dir())
+    with Client(cfg, timeout=0.3) as c, pytest.raises(Unavailable, match="no active server"):
+        c.request(BUY)
+    assert c.state is ClientState.LOST
+
+
+def test_async_client(cluster_dir: Callable[..., Path], node_threads: StartNode) -> None:
+    import asyncio
+
+    from zmqfail.client.aio import AsyncClient
+
+    cfg = config.load(cluster_dir())
+    node_threads(cfg, "a")
+
+    async def main() -> list[Reply]:
+        c = AsyncClient(cfg, timeout=5)
+        try:
+            return list(await asyncio.gather(*(c.request({**BUY, "qty": q}) for q in (1, 2, 3))))
+        finally:
+            await c.close()
+
+    replies = asyncio.run(main())
+    assert sorted(r.result["remaining"] for r in replies) == [1, 2, 3]
+    assert len({r.msg_id for r in replies}) == 3
+
+
+def test_window_keeps_every_reply(cluster_dir: Callable[..., Path], node_threads: StartNode) -> None:
+    """Replies that arrive while submit() waits for room are handed out later, not lost."""
+    cfg = config.load(cluster_dir())
+    node_threads(cfg, "a")
+    got: set[int] = set()
+    with Client(cfg, timeout=5, window=4) as c:
+        sent = [c.submit({**BUY, "qty": i + 1}) for i in range(60)]
+        while c.session.outstanding:
+            got.update(r.msg_id for r in c.poll(5))
+        got.update(r.msg_id for r in c.poll(0))
+    assert got == set(sent)
