@@ -14,8 +14,8 @@ from conftest import NodeThread
 from zmqfail import config
 from zmqfail.audit import replay_digest
 from zmqfail.client.control import call
-from zmqfail.client.sync import Client
 from zmqfail.client.session import ClientState
+from zmqfail.client.sync import Client
 from zmqfail.errors import NodeError, Unavailable
 from zmqfail.protocol import Reply, Request, decode_as
 from zmqfail.txlog.recovery import iter_records
@@ -24,7 +24,14 @@ pytestmark = pytest.mark.timeout(60)
 
 StartNode = Callable[[config.ClusterConfig, str], NodeThread]
 
-BUY = {"op": "new", "instrument": "ABC", "side": "buy", "type": "limit", "qty": 10, "price": "10.00"}
+BUY = {
+    "op": "new",
+    "instrument": "ABC",
+    "side": "buy",
+    "type": "limit",
+    "qty": 10,
+    "price": "10.00",
+}
 
 
 def raw_dealer(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[bytes]:
@@ -131,8 +138,17 @@ def test_control_status_and_stop(cluster_dir: Callable[..., Path], node_threads:
         for i in range(5):
             c.request({**BUY, "qty": 10 + i})
     st = call(cfg.node("a").control, "status", {"digest": True})
-    for key in ("name", "role", "state", "epoch", "last_lsn", "committed_lsn", "flushed_lsn",
-                "digest", "pid"):
+    for key in (
+        "name",
+        "role",
+        "state",
+        "epoch",
+        "last_lsn",
+        "committed_lsn",
+        "flushed_lsn",
+        "digest",
+        "pid",
+    ):
         assert key in st
     assert st["last_lsn"] == st["committed_lsn"] == st["flushed_lsn"] == 5
     assert st["digest"] == nt.node.proc.engine.digest()
@@ -180,7 +196,9 @@ def test_async_client(cluster_dir: Callable[..., Path], node_threads: StartNode)
     assert len({r.msg_id for r in replies}) == 3
 
 
-def test_window_keeps_every_reply(cluster_dir: Callable[..., Path], node_threads: StartNode) -> None:
+def test_window_keeps_every_reply(
+    cluster_dir: Callable[..., Path], node_threads: StartNode
+) -> None:
     """Replies that arrive while submit() waits for room are handed out later, not lost."""
     cfg = config.load(cluster_dir())
     node_threads(cfg, "a")

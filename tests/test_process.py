@@ -83,8 +83,17 @@ def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None
     assert by_name["a"]["last_lsn"] == live["last_lsn"]
     assert by_name["a"]["digest"] == live["digest"]
     assert by_name["b"]["state"] == "unreachable"
-    for key in ("name", "role", "state", "epoch", "last_lsn", "committed_lsn", "flushed_lsn",
-                "digest", "pid"):
+    for key in (
+        "name",
+        "role",
+        "state",
+        "epoch",
+        "last_lsn",
+        "committed_lsn",
+        "flushed_lsn",
+        "digest",
+        "pid",
+    ):
         assert key in by_name["a"]
 
     verify = zmqfail("log", "verify", "--data-dir", str(cfg.node("a").data_dir))
@@ -97,7 +106,9 @@ def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None
 
 def test_cli_orders_and_errors(tmp_path: Path, procs: Procs) -> None:
     base = free_base_port(30)
-    assert zmqfail("config", "init", "--dir", str(tmp_path), "--base-port", str(base)).returncode == 0
+    assert (
+        zmqfail("config", "init", "--dir", str(tmp_path), "--base-port", str(base)).returncode == 0
+    )
     cfg_path = tmp_path / "zmqfail.toml"
     cfg = config.load(cfg_path)
     procs.node(cfg_path, "a")

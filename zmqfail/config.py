@@ -74,6 +74,7 @@ class FailoverConfig:
     heartbeat_interval_ms: int = 50
     heartbeat_misses: int = 4
     client_timeout_ms: int = 300
+    link_timeout_ms: int = 150  # a commit not answered in this time: the link is down
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,9 @@ def _link(raw: object, where: str) -> LinkEndpoints:
 def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> ClusterConfig:
     """Build a ClusterConfig from parsed TOML, or raise ConfigError naming the key."""
     cluster = _section(raw, "cluster")
+    unknown_cluster = set(cluster) - {"name", "primary"}
+    if unknown_cluster:
+        raise ConfigError(f"[cluster] unknown key(s) {', '.join(sorted(unknown_cluster))}")
     name = cluster.get("name", "zmqfail")
     if not isinstance(name, str) or not name:
         raise ConfigError("[cluster] name must be a non-empty string")
@@ -163,6 +167,9 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
             raise ConfigError(f"{where}: node names are lower-case letters, digits, - and _")
         if not isinstance(spec, dict):
             raise ConfigError(f"{where} must be a table")
+        unknown_keys = set(spec) - {"client", "control", "main", "failsafe", "data_dir"}
+        if unknown_keys:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown_keys))}")
         data_dir = spec.get("data_dir", node_name)
         if not isinstance(data_dir, str) or not data_dir:
             raise ConfigError(f"{where} data_dir must be a path")
@@ -194,7 +201,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
                 raise ConfigError(f"endpoint {ep} is used twice: {seen[ep]} and {here}")
             seen[ep] = here
     primary = cluster.get("primary", nodes[0].name)
-    if primary not in {n.name for n in nodes}:
+    if not isinstance(primary, str) or primary not in {n.name for n in nodes}:
         raise ConfigError(f"[cluster] primary {primary!r} is not one of the nodes")
 
     eng = _section(raw, "engine")
@@ -235,6 +242,8 @@ def load(path: str | Path) -> ClusterConfig:
         raise ConfigError(f"config file {p} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text: {exc.reason}") from None
     return loads(text, p.resolve().parent, p.resolve())
 
 
@@ -288,6 +297,7 @@ def render(
         "heartbeat_interval_ms = 50",
         "heartbeat_misses = 4",
         "client_timeout_ms = 300",
+        "link_timeout_ms = 150   # unanswered commit: replication moves to the other link",
     ]
     for i in range(nodes):
         n = chr(ord("a") + i)

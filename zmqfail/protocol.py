@@ -134,15 +134,20 @@ class Reply(Message):
         if not (
             type(self.msg_id) is int
             and self.msg_id >= 0
+            and type(self.status) is str
             and self.status in REPLY_STATUSES
             and type(self.result) is dict
+            and all(type(k) is str for k in self.result)
             and type(self.epoch) is int
             and self.epoch >= 0
             and type(self.server) is str
             and 0 < len(self.server) <= MAX_ID_LEN
         ):
             _check_uint(self.msg_id, "msg_id")
-            _check(self.status in REPLY_STATUSES, f"unknown status {self.status!r}")
+            _check(
+                isinstance(self.status, str) and self.status in REPLY_STATUSES,
+                f"unknown status {self.status!r}",
+            )
             _check_map(self.result, "result")
             _check_uint(self.epoch, "epoch")
             _check_id(self.server, "server")
@@ -213,6 +218,25 @@ class ReplRecords(Message):
 
 @_register
 @dataclass(frozen=True, slots=True)
+class SnapshotImage(Message):
+    """Primary -> backup (PUSH/PULL): the whole table state at ``lsn``, for a
+    backup too far behind for the records the primary still keeps in RAM."""
+
+    TYPE: ClassVar[str] = "snapshot"
+    sender: str
+    epoch: int
+    lsn: int
+    state: bytes
+
+    def validate(self) -> None:
+        _check_id(self.sender, "sender")
+        _check_uint(self.epoch, "epoch")
+        _check_uint(self.lsn, "lsn")
+        _check(isinstance(self.state, bytes), "state must be a byte string")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
 class CommitRequest(Message):
     """Primary -> backup (REQ): 'do you hold everything up to lsn?'."""
 
@@ -263,8 +287,13 @@ class Heartbeat(Message):
     committed_lsn: int
     flushed_lsn: int
     link: str
+    in_sync: list[str]
 
     def validate(self) -> None:
+        _check(
+            isinstance(self.in_sync, list) and all(isinstance(n, str) for n in self.in_sync),
+            "in_sync must be a list of node names",
+        )
         _check_id(self.name, "name")
         _check(isinstance(self.role, str), "role must be a string")
         _check(isinstance(self.state, str), "state must be a string")
@@ -314,7 +343,10 @@ def decode(frame: bytes) -> Message:
         raise ProtocolError(f"not a msgpack frame: {exc}") from None
     _check(isinstance(obj, list) and len(obj) >= 2, "frame must be an array [version, type, ...]")
     version, tag = obj[0], obj[1]
-    _check(version == PROTOCOL_VERSION, f"unsupported protocol version {version!r}")
+    _check(
+        type(version) is int and version == PROTOCOL_VERSION,
+        f"unsupported protocol version {version!r}",
+    )
     cls = _REGISTRY.get(tag) if isinstance(tag, str) else None
     _check(cls is not None, f"unknown message type {tag!r}")
     assert cls is not None
@@ -341,7 +373,13 @@ def decode_request(frame: bytes) -> Message:
         obj = _unpackb(frame, raw=False, strict_map_key=True, use_list=True)
     except Exception:
         return decode(frame)  # raises the proper ProtocolError
-    if type(obj) is list and len(obj) == 5 and obj[0] == PROTOCOL_VERSION and obj[1] == "req":
+    if (
+        type(obj) is list
+        and len(obj) == 5
+        and type(obj[0]) is int
+        and obj[0] == PROTOCOL_VERSION
+        and obj[1] == "req"
+    ):
         msg = Request(obj[2], obj[3], obj[4])
         msg.validate()
         return msg

@@ -186,3 +186,14 @@ class ReplicationTracker:
 
     def silent_for(self, peer: str, now: float) -> float:
         return now - self.peers[peer].last_answer
+
+    def lag(self, last_lsn: int) -> int | None:
+        """Records the furthest-behind backup still lacks; None if none was heard."""
+        helds = [p.held for p in self.peers.values() if p.heard]
+        return last_lsn - min(helds) if helds else None
+
+    def carrying_link(self) -> str | None:
+        for p in self.peers.values():
+            if p.heard:
+                return p.link
+        return None

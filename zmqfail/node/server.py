@@ -20,7 +20,11 @@ from zmqfail.checkpoint import PERIODIC, SYNC, FlushPolicy
 from zmqfail.config import ClusterConfig
 from zmqfail.engine import Engine
 from zmqfail.errors import NodeError, ProtocolError
+from zmqfail.node import control
 from zmqfail.node.flusher import Flusher
+from zmqfail.node.heartbeat import Heartbeats
+from zmqfail.node.mirror import Mirror
+from zmqfail.node.replicator import Replicator
 from zmqfail.processor import Processor, ReplyGate
 from zmqfail.protocol import (
     STATUS_ERROR,
@@ -28,12 +32,13 @@ from zmqfail.protocol import (
     ControlReply,
     ControlRequest,
     Hello,
-    Reply,
     Request,
     Welcome,
     decode,
     decode_request,
+    encode_reply,
 )
+from zmqfail.txlog.frames import log_dir
 from zmqfail.txlog.memlog import MemLog
 from zmqfail.txlog.record import TxRecord
 from zmqfail.txlog.recovery import recover
@@ -43,6 +48,7 @@ from zmqfail.txlog.snapshot import write_meta, write_snapshot
 log = logging.getLogger("zmqfail.node")
 
 MAX_BATCH = 512  # frames taken from a socket per poll round, so no channel starves
+PUSH_EVERY = 16  # requests processed between replication pushes within one batch
 
 
 class Node:
@@ -68,8 +74,12 @@ class Node:
             "undeliverable": 0,
             "flushes": 0,
             "snapshots": 0,
+            "snapshots_installed": 0,
         }
+        self.cut_links: set[str] = set()
+        self.to_apply: list[TxRecord] = []
         self.started = time.time()
+        self.replicator: Replicator | None = None
         self._lock_fd = -1
         self._sockets: list[zmq.Socket[bytes]] = []
 
@@ -82,14 +92,11 @@ class Node:
         if rec.snapshot is not None:
             engine = Engine.restore(self.cfg.engine, rec.snapshot.state)
             last = rec.snapshot.lsn
-            epoch = rec.snapshot.epoch
         else:
-            engine, last, epoch = Engine(self.cfg.engine), 0, 0
-        self.proc = Processor(engine, self.name, max(epoch, rec.epoch), last)
+            engine, last = Engine(self.cfg.engine), 0
+        self.proc = Processor(engine, self.name, max(rec.epoch, 1), last)
         for _lsn, payload in rec.records:
             self.proc.apply_record(TxRecord.decode(payload))
-        if self.proc.epoch == 0:
-            self.proc.epoch = 1
         self.snapshot_lsn = rec.snapshot.lsn if rec.snapshot else 0
         log.info(
             "%s: recovered to lsn %d epoch %d in %.3fs (snapshot %d, %d records replayed, "
@@ -102,9 +109,7 @@ class Node:
             len(rec.records),
             rec.truncated_bytes,
         )
-        write_meta(
-            self.data_dir, {"epoch": self.proc.epoch, "node": self.name, "cluster": self.cfg.name}
-        )
+        self._save_meta()
         self.disklog = DiskLog(self.data_dir, self.cfg.flush.segment_bytes, self.proc.last_lsn + 1)
         self.memlog = MemLog(self.proc.last_lsn + 1)
         self.flushed_lsn = self.proc.last_lsn
@@ -112,18 +117,45 @@ class Node:
         self.policy = FlushPolicy(self.cfg.flush, SYNC)
         self.gate = ReplyGate()
         self.flusher = Flusher(self.ctx, self.disklog, self.name)
-        self._bind()
+        self.poller = zmq.Poller()
+        self.frontend = self._socket(zmq.ROUTER)
+        self.frontend.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.frontend.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.frontend.setsockopt(zmq.SNDHWM, 100_000)
+        self.frontend.setsockopt(zmq.RCVHWM, 100_000)
+        self.control = self._socket(zmq.ROUTER)
+        self.bind(self.frontend, self.me.client)
+        self.bind(self.control, self.me.control)
+        self.mirror = Mirror(self)
+        try:
+            self.heartbeats = Heartbeats(self.ctx, self.cfg, self.me)
+        except zmq.ZMQError as exc:
+            raise NodeError(f"cannot bind a heartbeat endpoint: {exc.strerror}") from None
+        for s in (
+            self.frontend,
+            self.control,
+            self.flusher.notify,
+            *self.mirror.sockets(),
+            *self.heartbeats.sockets(),
+        ):
+            self.poller.register(s, zmq.POLLIN)
         (self.data_dir / "node.pid").write_text(f"{os.getpid()}\n")
-        # Until replication exists the configured primary runs alone: it is the
-        # only copy, so it flushes before every acknowledgement.
         if self.role == "primary":
-            self.state = "primary_only"
-            self.policy.set_mode(SYNC)
+            self.replicator = Replicator(self, self.cfg.peers(self.name))
+            self._set_state("primary_only")
         else:
-            self.state = "standby"
-            self.policy.set_mode(PERIODIC)
-        log.info(
-            "%s: %s, state %s, clients on %s", self.name, self.role, self.state, self.me.client
+            self._set_state("standby")
+        log.info("%s: %s, clients on %s", self.name, self.role, self.me.client)
+
+    def _save_meta(self) -> None:
+        write_meta(
+            self.data_dir,
+            {
+                "epoch": self.proc.epoch,
+                "node": self.name,
+                "cluster": self.cfg.name,
+                "role": self.role,
+            },
         )
 
     def _lock(self) -> None:
@@ -133,11 +165,8 @@ class Node:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            pid = (
-                (self.data_dir / "node.pid").read_text().strip()
-                if (self.data_dir / "node.pid").exists()
-                else "?"
-            )
+            pidfile = self.data_dir / "node.pid"
+            pid = pidfile.read_text().strip() if pidfile.exists() else "?"
             raise NodeError(
                 f"data dir {self.data_dir} is in use by another node (pid {pid})"
             ) from None
@@ -149,54 +178,127 @@ class Node:
         self._sockets.append(s)
         return s
 
-    def _bind(self) -> None:
-        self.frontend = self._socket(zmq.ROUTER)
-        self.frontend.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.frontend.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.frontend.setsockopt(zmq.SNDHWM, 100_000)
-        self.frontend.setsockopt(zmq.RCVHWM, 100_000)
-        self.control = self._socket(zmq.ROUTER)
-        for sock, ep in ((self.frontend, self.me.client), (self.control, self.me.control)):
-            try:
-                sock.bind(ep)
-            except zmq.ZMQError as exc:
-                raise NodeError(f"cannot bind {ep}: {exc.strerror}") from None
-        self.poller = zmq.Poller()
-        self.poller.register(self.frontend, zmq.POLLIN)
-        self.poller.register(self.control, zmq.POLLIN)
-        self.poller.register(self.flusher.notify, zmq.POLLIN)
+    def bind(self, sock: zmq.Socket[bytes], endpoint: str) -> None:
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise NodeError(f"cannot bind {endpoint}: {exc.strerror}") from None
+
+    def _set_state(self, state: str) -> None:
+        if state == self.state:
+            return
+        log.info(
+            "%s: state %s -> %s (role %s, epoch %d, lsn %d)",
+            self.name,
+            self.state,
+            state,
+            self.role,
+            self.proc.epoch,
+            self.proc.last_lsn,
+        )
+        self.state = state
+        # Alone, a record's only copy is ours: flush before every acknowledgement.
+        # With an in-sync backup holding it, flushing periodically is enough.
+        self.policy.set_mode(SYNC if state == "primary_only" else PERIODIC)
 
     # ------------------------------------------------------------------- loop
     @property
     def active(self) -> bool:
-        return self.state in ("primary_only", "normal") and self.role == "primary"
+        return self.role == "primary" and self.state in ("primary_only", "normal")
 
     def run(self) -> int:
         while not self.stopping:
             now = time.monotonic()
-            deadline = self.policy.next_deadline(now)
-            timeout = 50.0 if deadline is None else max(0.0, min(50.0, (deadline - now) * 1e3))
-            events = dict(self.poller.poll(int(timeout)))
+            events = dict(self.poller.poll(self._timeout_ms(now)))
+            now = time.monotonic()
             if self.flusher.notify in events:
                 self._on_flushed()
             if self.frontend in events:
                 self._drain_frontend()
+            for sock in events:
+                if sock in self.mirror.link_of:
+                    self.mirror.on_readable(sock, now)
+                elif self.replicator is not None and sock in self.replicator.owner:
+                    self.replicator.on_readable(sock, now)
+            for link, sub in self.heartbeats.subs.items():
+                if sub in events:
+                    self.heartbeats.drain(link, now)
             if self.control in events:
                 self._drain_control()
-            self._maybe_flush()
+            self._tick(now)
         self._shutdown()
         return self.exit_code
+
+    def _timeout_ms(self, now: float) -> int:
+        deadline = min(
+            d
+            for d in (
+                self.policy.next_deadline(now),
+                self.mirror.next_deadline(),
+                self.heartbeats.next_beat,
+                now + 0.05,
+            )
+            if d is not None
+        )
+        return max(0, int((deadline - now) * 1000) + 1)
+
+    def _tick(self, now: float) -> None:
+        self.mirror.answer_pending(now)
+        self.apply_held()
+        if self.replicator is not None:
+            self.replicator.pump(now)
+            self._update_primary_state()
+        else:
+            self._update_backup_state()
+        if self.heartbeats.due(now):
+            self.heartbeats.beat(now, self._heartbeat_fields())
+        self._maybe_flush()
+
+    def _heartbeat_fields(self) -> dict[str, object]:
+        in_sync = self.replicator.tracker.in_sync() if self.replicator else []
+        return {
+            "name": self.name,
+            "role": self.role,
+            "state": self.state,
+            "epoch": self.proc.epoch,
+            "last_lsn": self.proc.last_lsn,
+            "committed_lsn": self.committed_lsn,
+            "flushed_lsn": self.flushed_lsn,
+            "in_sync": in_sync,
+        }
+
+    def _update_primary_state(self) -> None:
+        assert self.replicator is not None
+        point = self.replicator.tracker.commit_point()
+        if point is None:
+            self._set_state("primary_only")
+        else:
+            self._set_state("normal")
+            self._commit(point)
+
+    def _update_backup_state(self) -> None:
+        view = self.heartbeats.peers.get(self.mirror.primary)
+        if not self.mirror.primary:
+            return
+        if view is not None and view.last is not None and self.name in view.last.in_sync:
+            self._set_state("normal")
+        else:
+            self._set_state("syncing")
+        self.committed_lsn = self.proc.last_lsn if self.state == "normal" else self.flushed_lsn
 
     def stop(self) -> None:
         self.stopping = True
 
     def _drain_frontend(self) -> None:
         fe = self.frontend
+        n_req = 0
         for _ in range(MAX_BATCH):
             try:
                 frames = fe.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            if "clients" in self.cut_links:
+                continue
             if len(frames) != 2:
                 self.counters["bad_frames"] += 1
                 continue
@@ -210,6 +312,11 @@ class Node:
                 continue
             if isinstance(msg, Request):
                 self._on_request(ident, msg)
+                n_req += 1
+                if self.replicator is not None and n_req % PUSH_EVERY == 0:
+                    # Let the backup start on this part of the batch while we
+                    # process the rest: primary, backup and client overlap.
+                    self.replicator.pump(time.monotonic())
             elif isinstance(msg, Hello):
                 self._send(ident, Welcome(self.name, self.proc.epoch, self.active).encode())
             else:
@@ -218,25 +325,24 @@ class Node:
 
     def _error_reply(self, msg_id: int, code: str, message: str) -> bytes:
         result = {"code": code, "message": message}
-        return Reply(msg_id, STATUS_ERROR, result, self.proc.epoch, self.name).encode()
+        return encode_reply(msg_id, STATUS_ERROR, result, self.proc.epoch, self.name)
 
     def _on_request(self, ident: bytes, req: Request) -> None:
         if not self.active:
             result = {"code": "not_active", "message": f"{self.name} is {self.role}/{self.state}"}
             self._send(
                 ident,
-                Reply(req.msg_id, STATUS_NOT_ACTIVE, result, self.proc.epoch, self.name).encode(),
+                encode_reply(req.msg_id, STATUS_NOT_ACTIVE, result, self.proc.epoch, self.name),
             )
             return
         out = self.proc.submit(req.client_id, req.msg_id, req.body)
         if out.record is not None:
             self.disklog.append(out.gate_lsn, out.record)
             self.memlog.append(out.gate_lsn, out.record)
-        data = out.reply
         if out.gate_lsn <= self.committed_lsn:
-            self._send(ident, data)
+            self._send(ident, out.reply)
         else:
-            self.gate.hold(out.gate_lsn, ident, data)
+            self.gate.hold(out.gate_lsn, ident, out.reply)
 
     def _send(self, ident: bytes, data: bytes) -> None:
         try:
@@ -246,6 +352,74 @@ class Node:
             # Client gone or its queue full: it will time out and resend, and the
             # dedup table answers the resend from the stored reply.
             self.counters["undeliverable"] += 1
+
+    # --------------------------------------------------- backup: mirrored data
+    def accept_primary(self, sender: str, epoch: int) -> bool:
+        """Whether records and commits from `sender` at `epoch` may be taken."""
+        if epoch < self.proc.epoch:
+            return False
+        if self.replicator is not None:
+            # We are primary too: only a higher epoch (a takeover we missed) wins.
+            if epoch == self.proc.epoch:
+                return False
+            self.on_higher_epoch(epoch, sender)
+        if epoch > self.proc.epoch:
+            self.proc.epoch = epoch
+            self._save_meta()
+        return True
+
+    def hold_record(self, rec: TxRecord, payload: bytes) -> None:
+        """Step 253: the mirrored record goes into our RAM log (and the disk
+        buffer); the checkpoint agent applies it to the tables after the ack."""
+        self.memlog.append(rec.lsn, payload)
+        self.disklog.append(rec.lsn, payload)
+        self.to_apply.append(rec)
+
+    def apply_held(self) -> None:
+        """Keep the backup warm: apply held records to the tables and queues."""
+        if self.to_apply:
+            recs, self.to_apply = self.to_apply, []
+            for rec in recs:
+                self.proc.apply_record(rec)
+
+    def install_snapshot(self, lsn: int, epoch: int, state: dict[str, Any]) -> None:
+        """Replace everything local by the primary's state at `lsn` (catch-up from
+        too far behind, or a log that diverged from the primary's history)."""
+        engine = Engine.restore(self.cfg.engine, state)  # validate before destroying
+        self.to_apply = []
+        self._wait_flusher_idle()
+        self.flusher.close()
+        self.disklog.close()
+        for d, pattern in ((log_dir(self.data_dir), "*.zfl"), (self.data_dir / "snap", "*.zfs")):
+            for f in d.glob(pattern) if d.exists() else []:
+                f.unlink()
+        write_snapshot(self.data_dir, lsn, epoch, state)
+        self.proc = Processor(engine, self.name, epoch, lsn)
+        self.disklog = DiskLog(self.data_dir, self.cfg.flush.segment_bytes, lsn + 1)
+        self.memlog = MemLog(lsn + 1)
+        self.poller.unregister(self.flusher.notify)
+        self.flusher = Flusher(self.ctx, self.disklog, self.name)
+        self.poller.register(self.flusher.notify, zmq.POLLIN)
+        self.flushed_lsn = self.committed_lsn = self.snapshot_lsn = lsn
+        self.counters["snapshots_installed"] += 1
+        self._save_meta()
+        log.info("%s: installed the primary's snapshot at lsn %d", self.name, lsn)
+
+    def on_higher_epoch(self, epoch: int, sender: str) -> None:
+        """Another server acts at a higher epoch: we are stale and step down."""
+        log.warning(
+            "%s: %s is at epoch %d > %d; stepping down", self.name, sender, epoch, self.proc.epoch
+        )
+        self.gate.drop_all()  # never acknowledge anything after a takeover
+        if self.replicator is not None:
+            for s in self.replicator.sockets():
+                self.poller.unregister(s)
+            self.replicator.close()
+            self.replicator = None
+        self.role = "backup"
+        self.proc.epoch = max(self.proc.epoch, epoch)
+        self._set_state("fenced")
+        self._save_meta()
 
     # ------------------------------------------------------- checkpoint agent
     def _maybe_flush(self) -> None:
@@ -279,7 +453,7 @@ class Node:
             self.counters["flushes"] += 1
             self.policy.flushed(time.monotonic())
             self.memlog.trim_to(self.cfg.flush.max_memory_bytes, self.flushed_lsn)
-        if self.policy.mode == SYNC:
+        if self.state == "primary_only":
             self._commit(self.flushed_lsn)
 
     def _commit(self, lsn: int) -> None:
@@ -302,7 +476,29 @@ class Node:
             time.perf_counter() - t0,
         )
 
-    # ---------------------------------------------------------------- control
+    def _wait_flusher_idle(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.flusher.busy and time.monotonic() < deadline:
+            if self.flusher.notify.poll(100):
+                self._on_flushed()
+
+    # ------------------------------------------------------------ status/control
+    def lag(self) -> int | None:
+        if self.replicator is not None:
+            return self.replicator.tracker.lag(self.proc.last_lsn)
+        view = self.heartbeats.peers.get(self.mirror.primary)
+        if view is None or view.last is None:
+            return None
+        return max(0, view.last.last_lsn - self.proc.last_lsn)
+
+    def replication_link(self) -> str | None:
+        if self.replicator is not None:
+            return self.replicator.tracker.carrying_link()
+        return self.mirror.link or None
+
+    def status(self, digest: bool = False) -> dict[str, Any]:
+        return control.status(self, digest)
+
     def _drain_control(self) -> None:
         for _ in range(64):
             try:
@@ -316,63 +512,29 @@ class Node:
                 req = decode(payload)
                 if not isinstance(req, ControlRequest):
                     raise ProtocolError(f"expected a control request, got {req.TYPE}")
-                reply = ControlReply(True, self._control(req.command, req.args), "")
+                reply = ControlReply(True, control.handle(self, req.command, req.args), "")
             except ProtocolError as exc:
                 reply = ControlReply(False, {}, str(exc))
             with contextlib.suppress(zmq.ZMQError):
                 self.control.send_multipart((ident, reply.encode()), zmq.NOBLOCK)
 
-    def _control(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
-        if command == "status":
-            return self.status(digest=bool(args.get("digest", False)))
-        if command == "stop":
-            self.stopping = True
-            return {"stopping": True}
-        raise ProtocolError(f"unknown control command {command!r}")
-
-    def status(self, digest: bool = False) -> dict[str, Any]:
-        st: dict[str, Any] = {
-            "name": self.name,
-            "role": self.role,
-            "state": self.state,
-            "epoch": self.proc.epoch,
-            "last_lsn": self.proc.last_lsn,
-            "committed_lsn": self.committed_lsn,
-            "flushed_lsn": self.flushed_lsn,
-            "snapshot_lsn": self.snapshot_lsn,
-            "flush_mode": self.policy.mode,
-            "pid": os.getpid(),
-            "uptime": round(time.time() - self.started, 3),
-            "counters": dict(
-                self.counters,
-                applied=self.proc.applied,
-                duplicates=self.proc.duplicates,
-                stale=self.proc.stale,
-            ),
-            "engine": self.proc.engine.stats(),
-            "held_replies": len(self.gate),
-        }
-        if digest:
-            st["digest"] = self.proc.engine.digest()
-        return st
-
     # --------------------------------------------------------------- shutdown
     def _shutdown(self) -> None:
         """Clean stop: make everything processed durable and answer it, then close."""
         if self.exit_code == 0:
+            self._wait_flusher_idle()
             batch = self.disklog.take()
-            if self.flusher.busy:
-                deadline = time.monotonic() + 10
-                while self.flusher.busy and time.monotonic() < deadline:
-                    if self.flusher.notify.poll(100):
-                        self._on_flushed()
             if batch is not None and self.exit_code == 0:
                 self.disklog.write(batch, sync=True)
                 self.flushed_lsn = batch.last_lsn
-            if self.policy.mode == SYNC:
+            if self.state == "primary_only":
                 self._commit(self.flushed_lsn)
         self.flusher.close()
         self.disklog.close()
+        for closer in (self.mirror.close, self.heartbeats.close):
+            closer()
+        if self.replicator is not None:
+            self.replicator.close()
         for s in self._sockets:
             s.close(linger=0)
         with contextlib.suppress(OSError):

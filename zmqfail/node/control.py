@@ -1,0 +1,95 @@
+"""Control socket commands: status for the operator tools, fault injection, stop."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from zmqfail.errors import ProtocolError
+from zmqfail.replication import LINKS
+
+if TYPE_CHECKING:
+    from zmqfail.node.server import Node
+
+CUTTABLE = (*LINKS, "clients")
+
+
+def handle(node: Node, command: str, args: dict[str, Any]) -> dict[str, Any]:
+    if command == "status":
+        return status(node, digest=bool(args.get("digest", False)))
+    if command == "stop":
+        node.stop()
+        return {"stopping": True}
+    if command in ("cut", "heal"):
+        link = args.get("link")
+        if link not in CUTTABLE:
+            raise ProtocolError(f"link must be one of {', '.join(CUTTABLE)}, got {link!r}")
+        if command == "cut":
+            node.cut_links.add(link)
+        else:
+            node.cut_links.discard(link)
+        node.heartbeats.cut = {lk for lk in node.cut_links if lk in LINKS}
+        return {"cut": sorted(node.cut_links)}
+    raise ProtocolError(f"unknown control command {command!r}")
+
+
+def status(node: Node, digest: bool = False) -> dict[str, Any]:
+    now = time.monotonic()
+    proc = node.proc
+    st: dict[str, Any] = {
+        "name": node.name,
+        "role": node.role,
+        "state": node.state,
+        "epoch": proc.epoch,
+        "last_lsn": proc.last_lsn,
+        "committed_lsn": node.committed_lsn,
+        "flushed_lsn": node.flushed_lsn,
+        "snapshot_lsn": node.snapshot_lsn,
+        "flush_mode": node.policy.mode,
+        "pid": os.getpid(),
+        "uptime": round(time.time() - node.started, 3),
+        "lag": node.lag(),
+        "replication_link": node.replication_link(),
+        "cut_links": sorted(node.cut_links),
+        "held_replies": len(node.gate),
+        "counters": dict(
+            node.counters,
+            applied=proc.applied,
+            duplicates=proc.duplicates,
+            stale=proc.stale,
+            repl_bad_frames=node.mirror.bad_frames,
+            repl_stale_frames=node.mirror.stale_frames,
+            hb_bad_frames=node.heartbeats.bad_frames,
+        ),
+        "engine": proc.engine.stats(),
+        "peers": {
+            name: {
+                "heartbeat_age_ms": None
+                if v.age(now) == float("inf")
+                else round(v.age(now) * 1000, 1),
+                "role": v.last.role if v.last else None,
+                "state": v.last.state if v.last else None,
+                "epoch": v.last.epoch if v.last else None,
+                "last_lsn": v.last.last_lsn if v.last else None,
+                "links": {
+                    lk: (None if not t else round((now - t) * 1000, 1))
+                    for lk, t in v.heard_at.items()
+                },
+            }
+            for name, v in node.heartbeats.peers.items()
+        },
+    }
+    if node.replicator is not None:
+        st["backups"] = {
+            p.name: {
+                "held": p.held,
+                "in_sync": p.in_sync,
+                "link": p.link,
+                "links_up": {lk: ls.up for lk, ls in p.links.items()},
+            }
+            for p in node.replicator.tracker.peers.values()
+        }
+    if digest:
+        st["digest"] = proc.engine.digest()
+    return st

@@ -1,0 +1,171 @@
+"""Backup side of the replication agent (method 250a, steps 252-254).
+
+Records arrive on PULL (either link), are checked (decodable, consecutive
+LSN, epoch not stale), appended to the RAM log and the disk buffer, and
+applied to the tables so the backup's application stays warm. A commit
+request on REP is answered with the highest consecutive LSN held; when records
+it asks about are still in flight on the other socket, the answer waits a
+moment for them rather than reporting a gap at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import msgpack
+import zmq
+
+from zmqfail.errors import ProtocolError
+from zmqfail.protocol import (
+    CommitAck,
+    CommitRequest,
+    ReplRecords,
+    SnapshotImage,
+    decode,
+    decode_as,
+)
+from zmqfail.replication import LINKS
+from zmqfail.txlog.record import TxRecord
+
+if TYPE_CHECKING:
+    from zmqfail.node.server import Node
+
+log = logging.getLogger("zmqfail.mirror")
+
+GAP_WAIT = 0.02  # seconds a commit waits for records still in flight
+
+
+class Mirror:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.pull: dict[str, zmq.Socket[bytes]] = {}
+        self.rep: dict[str, zmq.Socket[bytes]] = {}
+        self.link_of: dict[zmq.Socket[bytes], str] = {}
+        self.pending: dict[str, tuple[int, float]] = {}  # link -> (asked lsn, deadline)
+        self.bad_frames = 0
+        self.stale_frames = 0
+        self.link = ""  # the link the last records came on
+        self.primary = ""
+        self.last_heard = 0.0
+        for link in LINKS:
+            ends = node.me.link(link)
+            pull: zmq.Socket[bytes] = node.ctx.socket(zmq.PULL)
+            pull.setsockopt(zmq.LINGER, 0)
+            pull.setsockopt(zmq.RCVHWM, 10_000)
+            rep: zmq.Socket[bytes] = node.ctx.socket(zmq.REP)
+            rep.setsockopt(zmq.LINGER, 0)
+            node.bind(pull, ends.records)
+            node.bind(rep, ends.ack)
+            self.pull[link], self.rep[link] = pull, rep
+            self.link_of[pull] = self.link_of[rep] = link
+
+    def sockets(self) -> list[zmq.Socket[bytes]]:
+        return list(self.link_of)
+
+    @property
+    def held(self) -> int:
+        # Held = in the RAM transaction log; applying to the tables comes after
+        # the answer, so the primary's acknowledgement does not wait for it.
+        return self.node.memlog.last_lsn
+
+    def on_readable(self, sock: zmq.Socket[bytes], now: float) -> None:
+        link = self.link_of[sock]
+        if sock is self.pull[link]:
+            for _ in range(64):
+                try:
+                    data = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if link not in self.node.cut_links:
+                    self._on_push(link, data, now)
+        else:
+            data = sock.recv()
+            if link in self.node.cut_links:
+                # A cut link answers nothing, but a REP must answer before it can
+                # receive again; the asker times out and resets its REQ anyway.
+                self.pending[link] = (-1, float("inf"))
+                return
+            self._on_commit(link, data, now)
+        self.answer_pending(now)
+
+    def _on_push(self, link: str, data: bytes, now: float) -> None:
+        try:
+            msg = decode(data)
+            if not isinstance(msg, ReplRecords | SnapshotImage):
+                raise ProtocolError(f"{msg.TYPE} not expected on the records socket")
+        except ProtocolError as exc:
+            self.bad_frames += 1
+            log.warning("%s: refused a replication frame on %s: %s", self.node.name, link, exc)
+            return
+        if not self.node.accept_primary(msg.sender, msg.epoch):
+            self.stale_frames += 1
+            return
+        self.link, self.primary, self.last_heard = link, msg.sender, now
+        if isinstance(msg, SnapshotImage):
+            self._install(msg)
+            return
+        lsn = msg.first_lsn
+        for payload in msg.records:
+            if lsn > self.held + 1:
+                return  # a gap: the commit answer asks for a resend
+            if lsn == self.held + 1:
+                try:
+                    rec = TxRecord.decode(payload)
+                    if rec.lsn != lsn:
+                        raise ProtocolError(f"record says lsn {rec.lsn}, frame says {lsn}")
+                except ProtocolError as exc:
+                    self.bad_frames += 1
+                    log.warning("%s: refused record %d: %s", self.node.name, lsn, exc)
+                    return
+                self.node.hold_record(rec, payload)
+            lsn += 1
+
+    def _install(self, msg: SnapshotImage) -> None:
+        try:
+            state = msgpack.unpackb(msg.state, raw=False, strict_map_key=False)
+            if not isinstance(state, dict):
+                raise ProtocolError("snapshot state is not a map")
+            self.node.install_snapshot(msg.lsn, msg.epoch, state)
+        except (ProtocolError, ValueError) as exc:
+            self.bad_frames += 1
+            log.warning("%s: refused a snapshot: %s", self.node.name, exc)
+
+    def _on_commit(self, link: str, data: bytes, now: float) -> None:
+        try:
+            req = decode_as(data, CommitRequest)
+        except ProtocolError as exc:
+            self.bad_frames += 1
+            # REP must answer; an ack naming our state lets the asker carry on.
+            self._answer(link, "gap")
+            log.warning("%s: bad commit request on %s: %s", self.node.name, link, exc)
+            return
+        if not self.node.accept_primary(req.sender, req.epoch):
+            self._answer(link, "fenced")
+            return
+        self.primary, self.last_heard = req.sender, now
+        self.pending[link] = (req.lsn, now + GAP_WAIT)
+
+    def answer_pending(self, now: float) -> None:
+        for link, (lsn, deadline) in list(self.pending.items()):
+            if lsn < 0:
+                if link not in self.node.cut_links:
+                    self._answer(link, "gap")  # unblock the REP after a heal
+                continue
+            if self.held >= lsn:
+                self._answer(link, "ok")
+            elif now >= deadline:
+                self._answer(link, "gap")
+
+    def _answer(self, link: str, status: str) -> None:
+        self.pending.pop(link, None)
+        ack = CommitAck(self.node.name, self.node.proc.epoch, self.held, status)
+        self.rep[link].send(ack.encode())
+
+    def next_deadline(self) -> float | None:
+        ds = [d for lsn, d in self.pending.values() if lsn >= 0]
+        return min(ds) if ds else None
+
+    def close(self) -> None:
+        for s in self.link_of:
+            s.close(linger=0)

@@ -1,0 +1,150 @@
+"""Primary side of the replication agent: carries out ReplicationTracker's
+actions on real sockets (PUSH records + REQ commit, per backup, per link)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import msgpack
+import zmq
+
+from zmqfail.config import NodeConfig
+from zmqfail.errors import ProtocolError
+from zmqfail.protocol import CommitAck, CommitRequest, ReplRecords, SnapshotImage, decode_as
+from zmqfail.replication import (
+    LINKS,
+    Commit,
+    Push,
+    ReplicationTracker,
+    ResetLink,
+    SendSnapshot,
+)
+from zmqfail.txlog.memlog import Trimmed
+
+if TYPE_CHECKING:
+    from zmqfail.node.server import Node
+
+log = logging.getLogger("zmqfail.replication")
+
+
+class Replicator:
+    def __init__(self, node: Node, peers: tuple[NodeConfig, ...]) -> None:
+        self.node = node
+        fo = node.cfg.failover
+        self.tracker = ReplicationTracker.for_peers(
+            [p.name for p in peers],
+            ack_timeout=fo.link_timeout_ms / 1000.0,
+            keepalive=fo.heartbeat_interval_ms / 1000.0,
+        )
+        self.peers = {p.name: p for p in peers}
+        self.push: dict[tuple[str, str], zmq.Socket[bytes]] = {}
+        self.req: dict[tuple[str, str], zmq.Socket[bytes]] = {}
+        self.owner: dict[zmq.Socket[bytes], tuple[str, str]] = {}
+        self.bad_acks = 0
+        self.snapshots_sent = 0
+        for name in self.peers:
+            for link in LINKS:
+                self._open(name, link)
+
+    def _open(self, peer: str, link: str) -> None:
+        ends = self.peers[peer].link(link)
+        push: zmq.Socket[bytes] = self.node.ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDHWM, 10_000)
+        push.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer not connected
+        push.connect(ends.records)
+        req: zmq.Socket[bytes] = self.node.ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.connect(ends.ack)
+        self.push[(peer, link)] = push
+        self.req[(peer, link)] = req
+        self.owner[req] = (peer, link)
+        self.node.poller.register(req, zmq.POLLIN)
+
+    def _reset(self, peer: str, link: str) -> None:
+        """A REQ is stuck after a lost reply, and a PUSH may hold records lost on a
+        reset connection: close both (LINGER 0) and start over."""
+        req = self.req.pop((peer, link))
+        self.node.poller.unregister(req)
+        del self.owner[req]
+        req.close(linger=0)
+        self.push.pop((peer, link)).close(linger=0)
+        self._open(peer, link)
+
+    def sockets(self) -> list[zmq.Socket[bytes]]:
+        return list(self.owner)
+
+    # ---------------------------------------------------------------- actions
+    def pump(self, now: float) -> None:
+        node = self.node
+        for act in self.tracker.pump(now, node.proc.last_lsn, node.memlog.first_lsn):
+            if isinstance(act, Push):
+                self._push(act)
+            elif isinstance(act, Commit):
+                if act.link in node.cut_links:
+                    continue  # the request times out as on a real cut
+                msg = CommitRequest(node.name, node.proc.epoch, act.lsn).encode()
+                self.req[(act.peer, act.link)].send(msg)
+            elif isinstance(act, ResetLink):
+                log.info("%s: %s link to %s timed out; reset", node.name, act.link, act.peer)
+                self._reset(act.peer, act.link)
+            elif isinstance(act, SendSnapshot):
+                self._send_snapshot(act.peer, act.link)
+
+    def _push(self, act: Push) -> None:
+        node = self.node
+        if act.link in node.cut_links:
+            return
+        try:
+            records = node.memlog.get_range(act.first, act.last - act.first + 1)
+        except Trimmed:
+            self.tracker.peers[act.peer].sent = self.tracker.peers[act.peer].held
+            return
+        msg = ReplRecords(node.name, node.proc.epoch, act.first, records).encode()
+        try:
+            self.push[(act.peer, act.link)].send(msg, zmq.NOBLOCK)
+        except zmq.Again:
+            # Peer not connected or its queue is full: the commit answer will
+            # show the gap and the records go again.
+            self.tracker.peers[act.peer].sent = self.tracker.peers[act.peer].held
+
+    def _send_snapshot(self, peer: str, link: str) -> None:
+        node = self.node
+        lsn = node.proc.last_lsn
+        state = msgpack.packb(node.proc.engine.snapshot(), use_bin_type=True)
+        msg = SnapshotImage(node.name, node.proc.epoch, lsn, state).encode()
+        try:
+            self.push[(peer, link)].send(msg, zmq.NOBLOCK)
+        except zmq.Again:
+            self.tracker.peers[peer].snapshot_pending = False
+            return
+        self.snapshots_sent += 1
+        self.tracker.on_snapshot_sent(peer, lsn)
+        log.info(
+            "%s: sent a snapshot at lsn %d (%d bytes) to %s over %s",
+            node.name,
+            lsn,
+            len(state),
+            peer,
+            link,
+        )
+
+    def on_readable(self, sock: zmq.Socket[bytes], now: float) -> None:
+        peer, link = self.owner[sock]
+        data = sock.recv()
+        if link in self.node.cut_links:
+            return
+        try:
+            ack = decode_as(data, CommitAck)
+        except ProtocolError:
+            self.bad_acks += 1
+            return
+        if ack.status == "fenced" or ack.epoch > self.node.proc.epoch:
+            self.node.on_higher_epoch(ack.epoch, ack.sender)
+            return
+        self.tracker.on_ack(peer, link, ack.held, ack.status == "gap", now)
+
+    def close(self) -> None:
+        for s in [*self.push.values(), *self.req.values()]:
+            s.close(linger=0)
