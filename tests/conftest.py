@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -76,7 +77,13 @@ def cluster_dir(tmp_path: Path) -> Callable[..., Path]:
         text = config.render(nodes=nodes, base_port=base)
         for key, value in kw.items():
             section, name = key.split("__")
-            text = text.replace(f"[{section}]", f"[{section}]\n{name} = {value}", 1)
+            pattern = re.compile(rf"^{name} = .*$", re.M)
+            head, sep, rest = text.partition(f"[{section}]")
+            if pattern.search(rest.split("\n[", 1)[0]):
+                rest = pattern.sub(f"{name} = {value}", rest, count=1)
+                text = head + sep + rest
+            else:
+                text = text.replace(f"[{section}]", f"[{section}]\n{name} = {value}", 1)
         path = tmp_path / "zmqfail.toml"
         path.write_text(text)
         return path
@@ -168,3 +175,54 @@ def node_threads() -> Iterator[Callable[[config.ClusterConfig, str], NodeThread]
     for nt in started:
         if nt.thread.is_alive():
             nt.stop()
+
+
+class Load:
+    """Orders from a client on a background thread; records every acknowledged reply."""
+
+    def __init__(self, cfg: config.ClusterConfig, window: int = 16, seed: int = 1) -> None:
+        from zmqfail.client.sync import Client
+
+        self.client = Client(cfg, timeout=10.0, window=window)
+        self.acked: dict[int, dict[str, object]] = {}  # msg_id -> result
+        self.errors: list[str] = []
+        self.stop_event = threading.Event()
+        self.seed = seed
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import random
+
+        from zmqfail.cli.demo import random_order
+
+        rng = random.Random(self.seed)
+        c = self.client
+        try:
+            while not self.stop_event.is_set():
+                c.submit(random_order(rng, config.DEFAULT_INSTRUMENTS))
+                for rep in c.poll(0):
+                    self._take(rep)
+            while c.session.outstanding:
+                for rep in c.poll(10.0, raise_on_timeout=True):
+                    self._take(rep)
+        except Exception as exc:  # reported by stop()
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _take(self, rep: object) -> None:
+        from zmqfail.protocol import Reply
+
+        assert isinstance(rep, Reply)
+        if rep.status != "ok":
+            self.errors.append(f"msg {rep.msg_id}: {rep.status} {rep.result}")
+        self.acked[rep.msg_id] = rep.result
+
+    def count(self) -> int:
+        return len(self.acked)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=60)
+        self.client.close()
+        assert not self.thread.is_alive(), "load thread did not finish"
+        assert not self.errors, self.errors

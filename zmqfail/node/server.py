@@ -76,6 +76,8 @@ class Node:
             "snapshots": 0,
             "snapshots_installed": 0,
         }
+        fo = cfg.failover
+        self.dead_after = fo.heartbeat_interval_ms * fo.heartbeat_misses / 1000.0
         self.cut_links: set[str] = set()
         self.to_apply: list[TxRecord] = []
         self.started = time.time()
@@ -247,7 +249,7 @@ class Node:
         self.apply_held()
         if self.replicator is not None:
             self.replicator.pump(now)
-            self._update_primary_state()
+            self._update_primary_state(now)
         else:
             self._update_backup_state()
         if self.heartbeats.due(now):
@@ -267,11 +269,21 @@ class Node:
             "in_sync": in_sync,
         }
 
-    def _update_primary_state(self) -> None:
+    def _update_primary_state(self, now: float) -> None:
         assert self.replicator is not None
-        point = self.replicator.tracker.commit_point()
+        tracker = self.replicator.tracker
+        for name in tracker.in_sync():
+            view = self.heartbeats.peers[name]
+            if tracker.silent_for(name, now) > self.dead_after and view.age(now) > self.dead_after:
+                # Proven unavailable on every path: stop waiting for it (step 280).
+                log.warning("%s: backup %s silent on every link; running alone", self.name, name)
+                tracker.mark_lost(name)
+        point = tracker.commit_point()
         if point is None:
+            # Alone, what is flushed is committed, including records flushed
+            # while we still counted on the backup.
             self._set_state("primary_only")
+            self._commit(self.flushed_lsn)
         else:
             self._set_state("normal")
             self._commit(point)

@@ -1,0 +1,210 @@
+"""Primary and backup on loopback with real sockets: mirroring, link failover,
+catch-up, restart and malformed frames (issue: normal state)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+from conftest import Load, NodeThread, Procs, wait_for
+
+from zmqfail import config
+from zmqfail.client.control import call, node_status
+from zmqfail.client.sync import Client
+from zmqfail.protocol import CommitAck, CommitRequest, ReplRecords, decode_as
+from zmqfail.txlog.recovery import iter_records
+
+pytestmark = pytest.mark.timeout(90)
+
+StartNode = Callable[[config.ClusterConfig, str], NodeThread]
+BUY = {
+    "op": "new",
+    "instrument": "ABC",
+    "side": "buy",
+    "type": "limit",
+    "qty": 10,
+    "price": "10.00",
+}
+
+
+def st(cfg: config.ClusterConfig, name: str) -> dict[str, Any]:
+    return node_status(cfg.node(name), digest=True, timeout=2.0)
+
+
+def in_step(cfg: config.ClusterConfig) -> bool:
+    a, b = st(cfg, "a"), st(cfg, "b")
+    return bool(
+        a["state"] == "normal"
+        and b["state"] == "normal"
+        and a["last_lsn"] == b["last_lsn"]
+        and a["digest"] == b["digest"]
+    )
+
+
+def disk_records(cfg: config.ClusterConfig, name: str) -> list[tuple[int, bytes]]:
+    return list(iter_records(cfg.node(name).data_dir))
+
+
+def test_mirrored_state_and_logs_are_equal(
+    cluster_dir: Callable[..., Path], node_threads: StartNode
+) -> None:
+    cfg = config.load(cluster_dir())
+    a, b = node_threads(cfg, "a"), node_threads(cfg, "b")
+    wait_for(lambda: st(cfg, "a")["state"] == "normal", 10, "a to see its backup")
+    load = Load(cfg)
+    wait_for(lambda: load.count() >= 1500, 60, "1500 acknowledged orders")
+    load.stop()
+    wait_for(lambda: in_step(cfg), 10, "backup to apply everything")
+    sa = st(cfg, "a")
+    assert sa["replication_link"] == "main" and sa["lag"] == 0
+    assert st(cfg, "b")["replication_link"] == "main"
+    a.stop()
+    b.stop()
+    ra, rb = disk_records(cfg, "a"), disk_records(cfg, "b")
+    assert len(ra) == sa["last_lsn"] >= 1500
+    assert ra == rb, "the two transaction logs must be identical"
+
+
+def test_no_acknowledgement_while_backup_is_frozen(
+    tmp_path: Path, procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    cfg_path = cluster_dir()
+    cfg = config.load(cfg_path)
+    procs.node(cfg_path, "a")
+    b = procs.node(cfg_path, "b")
+    wait_for(lambda: node_status(cfg.node("a"), False)["state"] == "normal", 20, "normal state")
+    dead = cfg.failover.heartbeat_interval_ms * cfg.failover.heartbeat_misses / 1000
+    with Client(cfg, timeout=5) as c:
+        assert c.request(BUY).status == "ok"
+        os.kill(b.pid, signal.SIGSTOP)
+        try:
+            msg_id = c.submit(BUY)
+            # The backup cannot confirm; the primary may not acknowledge until it
+            # has proven the backup gone, which takes at least the dead time.
+            assert c.poll(dead * 0.75) == []
+            sa = node_status(cfg.node("a"), False)
+            assert sa["committed_lsn"] < sa["last_lsn"] or sa["state"] == "primary_only"
+            got = c.poll(10.0)
+            assert [r.msg_id for r in got] == [msg_id]
+            sa = node_status(cfg.node("a"), False)
+            assert sa["state"] == "primary_only", "acknowledged alone, so it must run alone"
+            assert sa["flushed_lsn"] >= sa["last_lsn"], "alone, the ack comes after the flush"
+        finally:
+            os.kill(b.pid, signal.SIGCONT)
+    wait_for(lambda: node_status(cfg.node("a"), False)["state"] == "normal", 20, "b back in sync")
+
+
+def test_main_link_cut_mid_stream_failsafe_carries_on(
+    cluster_dir: Callable[..., Path], node_threads: StartNode
+) -> None:
+    cfg = config.load(cluster_dir())
+    a, b = node_threads(cfg, "a"), node_threads(cfg, "b")
+    wait_for(lambda: st(cfg, "a")["state"] == "normal", 10, "normal state")
+    load = Load(cfg)
+    wait_for(lambda: load.count() >= 300, 30, "load to flow")
+    call(cfg.node("b").control, "cut", {"link": "main"})
+    wait_for(lambda: st(cfg, "a")["replication_link"] == "failsafe", 10, "switch to failsafe")
+    n = load.count()
+    wait_for(lambda: load.count() >= n + 500, 30, "orders acknowledged over failsafe")
+    assert st(cfg, "a")["state"] == "normal", "losing one link is not a state change"
+    call(cfg.node("b").control, "heal", {"link": "main"})
+    wait_for(lambda: st(cfg, "a")["replication_link"] == "main", 10, "switch back to main")
+    n = load.count()
+    wait_for(lambda: load.count() >= n + 300, 30, "orders acknowledged over main again")
+    load.stop()
+    wait_for(lambda: in_step(cfg), 10, "backup in step")
+    a.stop()
+    b.stop()
+    ra, rb = disk_records(cfg, "a"), disk_records(cfg, "b")
+    assert [lsn for lsn, _ in rb] == list(range(1, len(ra) + 1)), "lost or repeated records"
+    assert ra == rb
+
+
+@pytest.mark.parametrize("via_snapshot", [False, True], ids=["records", "snapshot"])
+def test_late_backup_catches_up(
+    cluster_dir: Callable[..., Path], node_threads: StartNode, via_snapshot: bool
+) -> None:
+    extra = {"flush__max_memory_bytes": 200_000} if via_snapshot else {}
+    cfg = config.load(cluster_dir(**extra))
+    node_threads(cfg, "a")
+    wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "a alone")
+    with Client(cfg, timeout=10, window=64) as c:
+        for i in range(10_000):
+            c.submit({**BUY, "qty": 1 + i % 50, "price": f"{9 + (i % 100) / 100:.2f}"})
+            c.poll(0)
+        while c.session.outstanding:
+            c.poll(5)
+    assert st(cfg, "a")["last_lsn"] == 10_000
+    b = node_threads(cfg, "b")
+    wait_for(lambda: st(cfg, "b")["state"] in ("syncing", "normal"), 10, "b to start syncing")
+    wait_for(lambda: in_step(cfg), 60, "b to catch up")
+    installed = b.node.counters["snapshots_installed"]
+    assert installed == (1 if via_snapshot else 0)
+
+
+def test_backup_killed_and_restarted_mid_load(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    cfg_path = cluster_dir()
+    cfg = config.load(cfg_path)
+    procs.node(cfg_path, "a")
+    b = procs.node(cfg_path, "b")
+    wait_for(lambda: node_status(cfg.node("a"), False)["state"] == "normal", 20, "normal state")
+    load = Load(cfg)
+    wait_for(lambda: load.count() >= 500, 30, "load to flow")
+    os.killpg(b.pid, signal.SIGKILL)
+    b.wait(10)
+    n = load.count()
+    wait_for(lambda: load.count() >= n + 200, 30, "the primary to carry on while b is down")
+    procs.node(cfg_path, "b")
+    wait_for(lambda: node_status(cfg.node("b"), False)["state"] == "normal", 30, "b to rejoin")
+    n = load.count()
+    wait_for(lambda: load.count() >= n + 300, 30, "load to continue with b back")
+    load.stop()
+    wait_for(lambda: in_step(cfg), 20, "equal digests")
+    with Client(cfg, timeout=10) as c:
+        orders = [r["order_id"] for r in load.acked.values()]
+        for oid in orders[:: max(1, len(orders) // 200)]:
+            assert c.request({"op": "status", "order_id": oid}).status == "ok"
+
+
+def test_malformed_replication_frames_are_refused(
+    cluster_dir: Callable[..., Path], node_threads: StartNode, zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    cfg = config.load(cluster_dir())
+    node_threads(cfg, "a")
+    b = node_threads(cfg, "b")
+    wait_for(lambda: st(cfg, "a")["state"] == "normal", 10, "normal state")
+    ends = cfg.node("b").main
+    push: zmq.Socket[bytes] = zctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(ends.records)
+    good_epoch = st(cfg, "b")["epoch"]
+    for frame in (
+        b"garbage",
+        msgpack.packb([1, "records", "a", good_epoch, 1, ["not bytes"]]),
+        ReplRecords("a", good_epoch, 1, [b"\x93not a record"]).encode(),
+        msgpack.packb([1, "hello", "x"]),
+    ):
+        push.send(frame)
+    req: zmq.Socket[bytes] = zctx.socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(ends.ack)
+    req.send(b"\x00junk")
+    assert req.poll(5000)
+    ack = decode_as(req.recv(), CommitAck)
+    assert ack.status == "gap"
+    req.send(CommitRequest("a", 0, 1).encode())  # a stale epoch is fenced
+    assert req.poll(5000)
+    assert decode_as(req.recv(), CommitAck).status == "fenced"
+    wait_for(lambda: b.node.mirror.bad_frames >= 4, 10, "bad frames counted")
+    with Client(cfg, timeout=10) as c:
+        for i in range(50):
+            assert c.request({**BUY, "qty": 1 + i}).status == "ok"
+    wait_for(lambda: in_step(cfg), 10, "the link keeps working")
