@@ -256,8 +256,12 @@ class CommitRequest(Message):
 class CommitAck(Message):
     """Backup -> primary (REP): the highest consecutive LSN it holds.
 
-    ``status`` is "ok", "gap" (resend from ``held + 1``) or "fenced" (the
-    sender's epoch is lower than the backup's: it must step down).
+    ``status`` is "ok", "gap" (resend from ``held + 1``), "fenced" (the
+    sender's epoch is lower than the backup's: it must step down) or "wait"
+    (this server does not follow the sender yet: ``held`` means nothing).
+    ``incarnation`` is random per process start: within one incarnation
+    ``held`` never decreases, so a lower value from the same incarnation is an
+    old answer arriving late on the other link, not a restart.
     """
 
     TYPE: ClassVar[str] = "ack"
@@ -265,12 +269,17 @@ class CommitAck(Message):
     epoch: int
     held: int
     status: str
+    incarnation: int
 
     def validate(self) -> None:
+        _check_uint(self.incarnation, "incarnation")
         _check_id(self.sender, "sender")
         _check_uint(self.epoch, "epoch")
         _check_uint(self.held, "held")
-        _check(self.status in ("ok", "gap", "fenced"), f"unknown ack status {self.status!r}")
+        _check(
+            isinstance(self.status, str) and self.status in ("ok", "gap", "fenced", "wait"),
+            f"unknown ack status {self.status!r}",
+        )
 
 
 @_register
@@ -288,12 +297,14 @@ class Heartbeat(Message):
     flushed_lsn: int
     link: str
     in_sync: list[str]
+    handoff_to: str
 
     def validate(self) -> None:
         _check(
             isinstance(self.in_sync, list) and all(isinstance(n, str) for n in self.in_sync),
             "in_sync must be a list of node names",
         )
+        _check(isinstance(self.handoff_to, str), "handoff_to must be a string")
         _check_id(self.name, "name")
         _check(isinstance(self.role, str), "role must be a string")
         _check(isinstance(self.state, str), "state must be a string")

@@ -82,6 +82,7 @@ class PeerState:
     heard: bool = False
     snapshot_pending: bool = False
     last_answer: float = 0.0
+    incarnation: int = 0  # the backup process's id, from its acks
     links: dict[str, LinkState] = field(default_factory=lambda: {n: LinkState() for n in LINKS})
 
 
@@ -98,17 +99,38 @@ class ReplicationTracker:
         return cls({n: PeerState(n) for n in names}, **kw)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ events
-    def on_ack(self, peer: str, link: str, held: int, gap: bool, now: float) -> None:
+    def on_ack(
+        self,
+        peer: str,
+        link: str,
+        held: int,
+        gap: bool,
+        now: float,
+        waiting: bool = False,
+        incarnation: int = 0,
+    ) -> None:
         p = self.peers[peer]
         ls = p.links[link]
         ls.inflight_lsn = None
         ls.up = True
         ls.last_answer = now
         p.last_answer = now
+        if waiting:
+            # Alive, but not following us yet: its held LSN means nothing to us.
+            p.heard = False
+            p.in_sync = False
+            return
         p.heard = True
+        restarted = incarnation != p.incarnation
+        p.incarnation = incarnation
+        if held < p.held and not restarted:
+            # Within one incarnation `held` only grows: this is an older answer
+            # that came late on the other link. Nothing new.
+            return
         if held < p.held:
-            # The backup holds less than it confirmed before: it restarted and lost
-            # its RAM log. It is syncing again and no longer counts for commits.
+            # A new incarnation holding less than the old one confirmed: it
+            # restarted and lost its RAM log. It is syncing again and no longer
+            # counts for commits.
             p.held = held
             p.sent = held
             p.in_sync = False

@@ -1,0 +1,452 @@
+"""The failover state machine: ``step(state, event, now) -> (state, actions)``.
+
+Every server runs one. The node shell feeds it what it observed (heartbeats,
+silence on every path, client votes, replication progress, epochs seen) and
+carries out the actions it returns. Nothing here reads a clock or touches a
+socket, so every transition and refusal is tested with a fake clock.
+
+States (methods of the reference):
+
+- STARTING: recovered from disk, listening for an active peer before choosing.
+- STANDBY: a backup with no primary to follow yet (or whose primary vanished
+  before it caught up); it may not take over: it may lack acknowledged data.
+- SYNCING: a backup catching up from the primary (records or a snapshot).
+- NORMAL: the pair is whole; role PRIMARY processes requests and waits for
+  the backups' acks (method 200), role BACKUP mirrors (250a).
+- PRIMARY_ONLY: the primary runs alone, flushing before every ack (method 300).
+- BACKUP_ONLY: a backup that took over from a failed primary (method 400,
+  425a), alone, flushing before every ack.
+- FENCED: a server that learned a higher epoch exists: it stepped down and
+  acknowledges nothing; it rejoins as a backup when it hears the new primary.
+- HANDOFF: a primary handing its role to an in-sync backup on purpose
+  (switchover): it takes no new requests until the backup takes over.
+- STOPPED: final.
+
+Safety rules:
+
+- Acting alone needs proof: a backup takes over only when the primary has
+  been silent on every path (main link, failsafe link, replication) for the
+  dead time AND a client asked it to serve within the vote window (the zguide
+  Binary Star "client vote"): a primary that is alive but cut off from its
+  backup keeps its clients, so no client votes, so no takeover (step 420,
+  "link failure": flush and wait).
+- Only an in-sync backup (NORMAL) may take over: one still syncing may lack
+  acknowledged records. With several backups only the most up-to-date live
+  one does (highest epoch, then last LSN, then the fixed order of names).
+- Every takeover raises the epoch; hearing a higher epoch makes an active
+  server step down at once, dropping every reply it still held.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    STANDBY = "standby"
+    SYNCING = "syncing"
+    NORMAL = "normal"
+    PRIMARY_ONLY = "primary_only"
+    BACKUP_ONLY = "backup_only"
+    FENCED = "fenced"
+    HANDOFF = "handoff"
+    STOPPED = "stopped"
+
+
+class Role(enum.Enum):
+    PRIMARY = "primary"
+    BACKUP = "backup"
+
+
+ACTIVE_STATES = frozenset({State.PRIMARY_ONLY, State.BACKUP_ONLY})
+
+
+class IllegalTransition(Exception):
+    """The event is not allowed in this state; nothing was changed."""
+
+
+# ---------------------------------------------------------------- events
+@dataclass(frozen=True, slots=True)
+class StartupDone:
+    """The startup listening window is over and no active peer was heard."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerActive:
+    """A peer acts as primary (heartbeat role primary, active state) at epoch."""
+
+    peer: str
+    epoch: int
+    in_sync: tuple[str, ...] = ()
+    handoff_to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSilent:
+    """A peer has been silent on every path for the dead time."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientVote:
+    """A client asked this (inactive) server to serve."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackupsInSync:
+    """Primary side: the backups the replication agent now waits for."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HigherEpoch:
+    """A frame from a higher epoch was seen: someone else took over."""
+
+    epoch: int
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerProgress:
+    """A backup peer's position, for choosing the most up-to-date one."""
+
+    peer: str
+    epoch: int
+    last_lsn: int
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Switchover:
+    """Operator: hand the primary role to the in-sync backup."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    pass
+
+
+Event = (
+    StartupDone
+    | PeerActive
+    | PeerSilent
+    | ClientVote
+    | BackupsInSync
+    | HigherEpoch
+    | PeerProgress
+    | Switchover
+    | Stop
+)
+
+
+# --------------------------------------------------------------- actions
+class Action(enum.Enum):
+    BECOME_PRIMARY = "become_primary"  # start the replication agent, serve clients
+    TAKE_OVER = "take_over"  # 425a: disable mirroring, flush, apply, epoch+1, serve
+    RECOVERY_SIGNAL = "recovery_signal"  # 429: tell clients to resend
+    STEP_DOWN = "step_down"  # drop held replies, stop replicating, stop serving
+    RESYNC = "resync"  # our log may hold records the new primary lacks: start over
+    FLUSH = "flush"  # flush the transaction log now
+    FOLLOW = "follow"  # mirror the primary named in the state
+    HANDOFF = "handoff"  # stop taking requests; let the backup catch up and take over
+    STOP = "stop"
+
+
+# ----------------------------------------------------------------- state
+@dataclass(frozen=True, slots=True)
+class FailoverState:
+    name: str
+    peers: tuple[str, ...]  # every other server, in the config's fixed order
+    state: State = State.STARTING
+    role: Role = Role.BACKUP
+    epoch: int = 1
+    preferred: bool = False  # may start as primary when no active peer is heard
+    was_active: bool = False  # served at `epoch` before (meta): its log may diverge
+    primary: str = ""  # the primary this backup follows
+    since: float = 0.0  # when the current state was entered
+    vote_at: float | None = None  # last client vote
+    primary_silent: bool = False
+    in_sync: tuple[str, ...] = ()  # primary: backups it waits for
+    progress: tuple[tuple[str, int, int, bool], ...] = ()  # (peer, epoch, lsn, live)
+    last_lsn: int = 0  # ours, updated by the shell before each step
+    handoff_to: str = ""
+    vote_window: float = 1.0
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def active(self) -> bool:
+        return self.role is Role.PRIMARY and self.state in (
+            State.NORMAL,
+            State.PRIMARY_ONLY,
+            State.BACKUP_ONLY,
+        )
+
+
+def initial(
+    name: str,
+    peers: tuple[str, ...],
+    epoch: int,
+    preferred: bool,
+    was_active: bool,
+    now: float,
+    vote_window: float = 1.0,
+) -> FailoverState:
+    return FailoverState(
+        name=name,
+        peers=peers,
+        epoch=max(1, epoch),
+        preferred=preferred,
+        was_active=was_active,
+        since=now,
+        vote_window=vote_window,
+    )
+
+
+Result = tuple[FailoverState, list[Action]]
+Handler = Callable[[FailoverState, Event, float], Result]
+
+
+def _to(s: FailoverState, state: State, now: float, **kw: object) -> FailoverState:
+    return replace(s, state=state, since=now if state is not s.state else s.since, **kw)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------- handlers
+def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
+    if s.preferred or s.was_active:
+        return _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY), [Action.BECOME_PRIMARY]
+    return _to(s, State.STANDBY, now), []
+
+
+def _active_peer_seen(s: FailoverState, e: Event, now: float) -> Result:
+    """We serve and hear another server serving: the lower epoch steps down (at
+    equal epochs, which only a double failure can cause, the later name does)."""
+    assert isinstance(e, PeerActive)
+    if e.epoch > s.epoch or (e.epoch == s.epoch and _order(s, e.peer) < _order(s, s.name)):
+        handoff = s.state is State.HANDOFF
+        new = _to(
+            s,
+            State.FENCED,
+            now,
+            role=Role.BACKUP,
+            epoch=max(s.epoch, e.epoch),
+            primary="",
+            was_active=not handoff,
+            in_sync=(),
+            handoff_to="",
+        )
+        return new, [Action.STEP_DOWN]
+    return s, []
+
+
+def _follow(s: FailoverState, e: Event, now: float) -> Result:
+    """Hearing an active primary: become (or stay) its backup."""
+    assert isinstance(e, PeerActive)
+    if s.role is Role.PRIMARY:
+        return _active_peer_seen(s, e, now)
+    if e.epoch < s.epoch:
+        return s, []  # a stale primary: ignore it (it will learn of our epoch)
+    actions: list[Action] = []
+    if s.was_active and e.epoch > s.epoch:
+        # We served at a lower epoch: our log may hold records nobody else has.
+        actions.append(Action.RESYNC)
+    if s.state in (State.STARTING, State.STANDBY, State.FENCED) or e.peer != s.primary:
+        actions.append(Action.FOLLOW)
+    in_sync = s.name in e.in_sync
+    state = State.NORMAL if in_sync else State.SYNCING
+    new = _to(
+        s,
+        state,
+        now,
+        role=Role.BACKUP,
+        epoch=e.epoch,
+        primary=e.peer,
+        primary_silent=False,
+        was_active=False if Action.RESYNC in actions else s.was_active,
+    )
+    if e.handoff_to == s.name and in_sync and s.state is State.NORMAL:
+        return _take_over(new, now)
+    return new, actions
+
+
+def _take_over(s: FailoverState, now: float) -> Result:
+    new = _to(
+        s,
+        State.BACKUP_ONLY,
+        now,
+        role=Role.PRIMARY,
+        epoch=s.epoch + 1,
+        primary="",
+        primary_silent=False,
+        vote_at=None,
+        was_active=True,
+        in_sync=(),
+    )
+    return new, [Action.TAKE_OVER, Action.RECOVERY_SIGNAL]
+
+
+def _best_candidate(s: FailoverState) -> bool:
+    """Among live backups (ourselves included), are we the most up to date?"""
+    me = (s.epoch, s.last_lsn, -_order(s, s.name))
+    for peer, epoch, lsn, live in s.progress:
+        if live and peer != s.primary and (epoch, lsn, -_order(s, peer)) > me:
+            return False
+    return True
+
+
+def _order(s: FailoverState, name: str) -> int:
+    names = sorted((s.name, *s.peers))
+    return names.index(name)
+
+
+def _maybe_take_over(s: FailoverState, now: float) -> Result:
+    vote_fresh = s.vote_at is not None and now - s.vote_at <= s.vote_window
+    if s.state is State.NORMAL and s.primary_silent and vote_fresh and _best_candidate(s):
+        return _take_over(s, now)
+    return s, []
+
+
+def _backup_silent(s: FailoverState, e: Event, now: float) -> Result:
+    assert isinstance(e, PeerSilent)
+    if e.peer != s.primary:
+        return s, []
+    if s.state is State.SYNCING:
+        # Not caught up: we may lack acknowledged records and must not serve.
+        return _to(s, State.STANDBY, now, primary_silent=True), [Action.FLUSH]
+    # Step 420: silent on every path. Flush and wait for a client vote.
+    new = replace(s, primary_silent=True)
+    taken = _maybe_take_over(new, now)
+    return taken if taken[0] is not new else (new, [Action.FLUSH])
+
+
+def _vote(s: FailoverState, e: Event, now: float) -> Result:
+    new = replace(s, vote_at=now)
+    return _maybe_take_over(new, now)
+
+
+def _progress(s: FailoverState, e: Event, now: float) -> Result:
+    assert isinstance(e, PeerProgress)
+    rest = tuple(p for p in s.progress if p[0] != e.peer)
+    new = replace(s, progress=(*rest, (e.peer, e.epoch, e.last_lsn, e.live)))
+    return _maybe_take_over(new, now) if s.role is Role.BACKUP else (new, [])
+
+
+def _in_sync(s: FailoverState, e: Event, now: float) -> Result:
+    assert isinstance(e, BackupsInSync)
+    if e.names:
+        return _to(s, State.NORMAL, now, in_sync=e.names), []
+    alone = State.PRIMARY_ONLY if s.state is not State.BACKUP_ONLY else State.BACKUP_ONLY
+    return _to(s, alone, now, in_sync=()), [Action.FLUSH]
+
+
+def _fence(s: FailoverState, e: Event, now: float) -> Result:
+    assert isinstance(e, HigherEpoch)
+    if e.epoch <= s.epoch:
+        return s, []
+    if s.role is Role.PRIMARY:
+        new = _to(
+            s,
+            State.FENCED,
+            now,
+            role=Role.BACKUP,
+            epoch=e.epoch,
+            primary="",
+            was_active=True,
+            in_sync=(),
+        )
+        return new, [Action.STEP_DOWN]
+    return replace(s, epoch=e.epoch), []
+
+
+def _switchover(s: FailoverState, e: Event, now: float) -> Result:
+    if not s.in_sync:
+        raise IllegalTransition("switchover needs an in-sync backup")
+    target = sorted(s.in_sync, key=lambda n: _order(s, n))[0]
+    return _to(s, State.HANDOFF, now, handoff_to=target), [Action.HANDOFF]
+
+
+def _stop(s: FailoverState, e: Event, now: float) -> Result:
+    return _to(s, State.STOPPED, now), [Action.STOP]
+
+
+def _ignore(s: FailoverState, e: Event, now: float) -> Result:
+    return s, []
+
+
+def _record_vote(s: FailoverState, e: Event, now: float) -> Result:
+    return replace(s, vote_at=now), []
+
+
+# ------------------------------------------------------------------ table
+# (state, event type) -> (handler, states it may lead to). Anything not listed
+# is illegal. docs/architecture.md draws its diagram from this table.
+ALL_LIVE = tuple(s for s in State if s is not State.STOPPED)
+_B = (State.SYNCING, State.NORMAL)
+_MAYBE_PRIMARY = (State.NORMAL, State.PRIMARY_ONLY, State.BACKUP_ONLY, State.HANDOFF)
+_BACKUP_ONLY_STATES = (State.STARTING, State.STANDBY, State.SYNCING, State.FENCED)
+TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
+    (State.STARTING, StartupDone): (_startup_done, (State.PRIMARY_ONLY, State.STANDBY)),
+    (State.STARTING, PeerActive): (_follow, _B),
+    (State.STANDBY, PeerActive): (_follow, _B),
+    (State.SYNCING, PeerActive): (_follow, _B),
+    (State.NORMAL, PeerActive): (_follow, (*_B, State.BACKUP_ONLY, State.FENCED)),
+    (State.FENCED, PeerActive): (_follow, _B),
+    (State.SYNCING, PeerSilent): (_backup_silent, (State.STANDBY,)),
+    (State.NORMAL, PeerSilent): (_backup_silent, (State.NORMAL, State.BACKUP_ONLY)),
+    (State.NORMAL, ClientVote): (_vote, (State.NORMAL, State.BACKUP_ONLY)),
+    (State.NORMAL, PeerProgress): (_progress, (State.NORMAL, State.BACKUP_ONLY)),
+    (State.PRIMARY_ONLY, BackupsInSync): (_in_sync, (State.NORMAL, State.PRIMARY_ONLY)),
+    (State.BACKUP_ONLY, BackupsInSync): (_in_sync, (State.NORMAL, State.BACKUP_ONLY)),
+    (State.NORMAL, BackupsInSync): (_in_sync, (State.NORMAL, State.PRIMARY_ONLY)),
+    (State.NORMAL, Switchover): (_switchover, (State.HANDOFF,)),
+    **{(st, HigherEpoch): (_fence, (st,)) for st in _BACKUP_ONLY_STATES},
+    **{(st, HigherEpoch): (_fence, (st, State.FENCED)) for st in _MAYBE_PRIMARY},
+    **{(st, Stop): (_stop, (State.STOPPED,)) for st in ALL_LIVE},
+    # Observations that change nothing in these states, listed so they are legal.
+    **{
+        (st, PeerSilent): (_ignore, (st,))
+        for st in (State.STARTING, State.STANDBY, State.FENCED, State.HANDOFF)
+    },
+    **{
+        (st, ClientVote): (_record_vote, (st,))
+        for st in (State.STARTING, State.STANDBY, State.SYNCING, State.FENCED, State.HANDOFF)
+    },
+    **{(st, PeerProgress): (_progress, (st,)) for st in ALL_LIVE if st is not State.NORMAL},
+    **{
+        (st, PeerActive): (_active_peer_seen, (st, State.FENCED))
+        for st in (State.PRIMARY_ONLY, State.BACKUP_ONLY, State.HANDOFF)
+    },
+    (State.HANDOFF, BackupsInSync): (_ignore, (State.HANDOFF,)),
+}
+
+
+def step(s: FailoverState, event: Event, now: float) -> Result:
+    """Apply one event. An event the table does not allow raises
+    IllegalTransition and leaves the state as it was (states are immutable)."""
+    entry = TRANSITIONS.get((s.state, type(event)))
+    if entry is None:
+        raise IllegalTransition(f"{type(event).__name__} is not allowed in state {s.state.value}")
+    handler, targets = entry
+    new, actions = handler(s, event, now)
+    if new.state is not s.state and new.state not in targets:  # pragma: no cover - table bug
+        raise IllegalTransition(f"{s.state.value} -> {new.state.value} is not in the table")
+    return new, actions
+
+
+def diagram() -> str:
+    """A Mermaid state diagram drawn from TRANSITIONS (for docs/architecture.md)."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for (src, ev), (_handler, targets) in TRANSITIONS.items():
+        for dst in targets:
+            if dst is src:
+                continue
+            edges.setdefault((src.value, dst.value), []).append(ev.__name__)
+    lines = ["stateDiagram-v2", "    [*] --> starting"]
+    for (a, b), evs in sorted(edges.items()):
+        lines.append(f"    {a} --> {b}: {', '.join(sorted(set(evs)))}")
+    lines.append("    stopped --> [*]")
+    return "\n".join(lines) + "\n"
