@@ -155,6 +155,12 @@ class NodeThread:
     def _run(self) -> None:
         self.rc = self.node.run()
 
+    def wait_state(self, *states: str, timeout: float = 10.0) -> None:
+        wait_for(lambda: self.node.state in states, timeout, f"{self.node.name} in {states}")
+
+    def wait_active(self, timeout: float = 10.0) -> None:
+        wait_for(lambda: self.node.active, timeout, f"{self.node.name} to serve")
+
     def stop(self) -> None:
         self.node.stop()
         self.thread.join(timeout=20)

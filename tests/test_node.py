@@ -51,6 +51,7 @@ def test_orders_are_matched_and_logged(
 ) -> None:
     cfg = config.load(cluster_dir())
     nt = node_threads(cfg, "a")
+    nt.wait_active()
     with Client(cfg, timeout=5) as c:
         r1 = c.request(BUY)
         r2 = c.request({**BUY, "side": "sell", "qty": 4, "price": "9.90"})
@@ -68,6 +69,7 @@ def test_duplicate_answered_from_stored_reply_also_after_restart(
 ) -> None:
     cfg = config.load(cluster_dir())
     nt = node_threads(cfg, "a")
+    nt.wait_active()
     s = raw_dealer(zctx, cfg.node("a").client)
     req = Request("dup-client", 7, BUY).encode()
     s.send(req)
@@ -77,6 +79,7 @@ def test_duplicate_answered_from_stored_reply_also_after_restart(
     assert first.status == "ok" and again.result == first.result
     nt.stop()
     nt2 = node_threads(cfg, "a")
+    nt2.wait_active()
     s.send(req)
     after = recv_reply(s, 10)
     assert after.result == first.result
@@ -90,6 +93,7 @@ def test_malformed_frames_get_errors_and_node_keeps_serving(
 ) -> None:
     cfg = config.load(cluster_dir())
     nt = node_threads(cfg, "a")
+    nt.wait_active()
     s = raw_dealer(zctx, cfg.node("a").client)
     bad_frames = [
         b"",
@@ -134,6 +138,7 @@ def test_backup_answers_not_active(
 def test_control_status_and_stop(cluster_dir: Callable[..., Path], node_threads: StartNode) -> None:
     cfg = config.load(cluster_dir())
     nt = node_threads(cfg, "a")
+    nt.wait_active()
     with Client(cfg) as c:
         for i in range(5):
             c.request({**BUY, "qty": 10 + i})
@@ -160,7 +165,7 @@ def test_control_status_and_stop(cluster_dir: Callable[..., Path], node_threads:
 
 def test_data_dir_is_locked(cluster_dir: Callable[..., Path], node_threads: StartNode) -> None:
     cfg = config.load(cluster_dir())
-    node_threads(cfg, "a")
+    node_threads(cfg, "a").wait_active()
     from zmqfail.node.server import Node
 
     other = Node(cfg, "a", ctx=zmq.Context())

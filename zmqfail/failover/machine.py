@@ -218,7 +218,8 @@ def _to(s: FailoverState, state: State, now: float, **kw: object) -> FailoverSta
 # -------------------------------------------------------------- handlers
 def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
     if s.preferred or s.was_active:
-        return _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY), [Action.BECOME_PRIMARY]
+        new = _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY, was_active=True)
+        return new, [Action.BECOME_PRIMARY]
     return _to(s, State.STANDBY, now), []
 
 

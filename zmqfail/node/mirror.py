@@ -98,7 +98,7 @@ class Mirror:
             self.bad_frames += 1
             log.warning("%s: refused a replication frame on %s: %s", self.node.name, link, exc)
             return
-        if not self.node.accept_primary(msg.sender, msg.epoch):
+        if self.node.accept_primary(msg.sender, msg.epoch) != "ok":
             self.stale_frames += 1
             return
         self.link, self.primary, self.last_heard = link, msg.sender, now
@@ -140,8 +140,9 @@ class Mirror:
             self._answer(link, "gap")
             log.warning("%s: bad commit request on %s: %s", self.node.name, link, exc)
             return
-        if not self.node.accept_primary(req.sender, req.epoch):
-            self._answer(link, "fenced")
+        verdict = self.node.accept_primary(req.sender, req.epoch)
+        if verdict != "ok":
+            self._answer(link, verdict)
             return
         self.primary, self.last_heard = req.sender, now
         self.pending[link] = (req.lsn, now + GAP_WAIT)
@@ -159,7 +160,8 @@ class Mirror:
 
     def _answer(self, link: str, status: str) -> None:
         self.pending.pop(link, None)
-        ack = CommitAck(self.node.name, self.node.proc.epoch, self.held, status)
+        node = self.node
+        ack = CommitAck(node.name, node.agent.fs.epoch, self.held, status, node.incarnation)
         self.rep[link].send(ack.encode())
 
     def next_deadline(self) -> float | None:

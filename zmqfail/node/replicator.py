@@ -143,7 +143,15 @@ class Replicator:
         if ack.status == "fenced" or ack.epoch > self.node.proc.epoch:
             self.node.on_higher_epoch(ack.epoch, ack.sender)
             return
-        self.tracker.on_ack(peer, link, ack.held, ack.status == "gap", now)
+        self.tracker.on_ack(
+            peer,
+            link,
+            ack.held,
+            ack.status == "gap",
+            now,
+            waiting=ack.status == "wait",
+            incarnation=ack.incarnation,
+        )
 
     def close(self) -> None:
         for s in [*self.push.values(), *self.req.values()]:

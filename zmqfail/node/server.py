@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import random
 import time
 from typing import Any
 
@@ -20,7 +21,9 @@ from zmqfail.checkpoint import PERIODIC, SYNC, FlushPolicy
 from zmqfail.config import ClusterConfig
 from zmqfail.engine import Engine
 from zmqfail.errors import NodeError, ProtocolError
+from zmqfail.failover.machine import Action, Role, State
 from zmqfail.node import control
+from zmqfail.node.agent import FailoverAgent
 from zmqfail.node.flusher import Flusher
 from zmqfail.node.heartbeat import Heartbeats
 from zmqfail.node.mirror import Mirror
@@ -32,6 +35,7 @@ from zmqfail.protocol import (
     ControlReply,
     ControlRequest,
     Hello,
+    RecoverySignal,
     Request,
     Welcome,
     decode,
@@ -43,7 +47,7 @@ from zmqfail.txlog.memlog import MemLog
 from zmqfail.txlog.record import TxRecord
 from zmqfail.txlog.recovery import recover
 from zmqfail.txlog.segments import DiskLog
-from zmqfail.txlog.snapshot import write_meta, write_snapshot
+from zmqfail.txlog.snapshot import read_meta, write_meta, write_snapshot
 
 log = logging.getLogger("zmqfail.node")
 
@@ -65,8 +69,8 @@ class Node:
         self.data_dir = self.me.data_dir
         self.stopping = False
         self.exit_code = 0
-        self.role = "primary" if name == cfg.primary else "backup"
-        self.state = "starting"
+        self.incarnation = random.getrandbits(48)
+        self.clients: dict[bytes, float] = {}  # identities seen, for the recovery signal
         self.counters: dict[str, int] = {
             "requests": 0,
             "replies": 0,
@@ -75,6 +79,7 @@ class Node:
             "flushes": 0,
             "snapshots": 0,
             "snapshots_installed": 0,
+            "takeovers": 0,
         }
         fo = cfg.failover
         self.dead_after = fo.heartbeat_interval_ms * fo.heartbeat_misses / 1000.0
@@ -111,6 +116,8 @@ class Node:
             len(rec.records),
             rec.truncated_bytes,
         )
+        meta = read_meta(self.data_dir)
+        self.agent = FailoverAgent(self, self.proc.epoch, meta, time.monotonic())
         self._save_meta()
         self.disklog = DiskLog(self.data_dir, self.cfg.flush.segment_bytes, self.proc.last_lsn + 1)
         self.memlog = MemLog(self.proc.last_lsn + 1)
@@ -142,23 +149,21 @@ class Node:
         ):
             self.poller.register(s, zmq.POLLIN)
         (self.data_dir / "node.pid").write_text(f"{os.getpid()}\n")
-        if self.role == "primary":
-            self.replicator = Replicator(self, self.cfg.peers(self.name))
-            self._set_state("primary_only")
-        else:
-            self._set_state("standby")
-        log.info("%s: %s, clients on %s", self.name, self.role, self.me.client)
+        self._apply_mode()
+        log.info(
+            "%s: starting at epoch %d, clients on %s", self.name, self.proc.epoch, self.me.client
+        )
 
     def _save_meta(self) -> None:
-        write_meta(
-            self.data_dir,
-            {
-                "epoch": self.proc.epoch,
-                "node": self.name,
-                "cluster": self.cfg.name,
-                "role": self.role,
-            },
-        )
+        # `active`: this server served at `epoch`, so its log may hold records no
+        # other server has; it must resynchronise if someone else moved on.
+        meta = {
+            "epoch": self.proc.epoch,
+            "node": self.name,
+            "cluster": self.cfg.name,
+            "active": self.agent.fs.was_active,
+        }
+        write_meta(self.data_dir, meta)
 
     def _lock(self) -> None:
         path = self.data_dir / "LOCK"
@@ -186,27 +191,31 @@ class Node:
         except zmq.ZMQError as exc:
             raise NodeError(f"cannot bind {endpoint}: {exc.strerror}") from None
 
-    def _set_state(self, state: str) -> None:
-        if state == self.state:
-            return
-        log.info(
-            "%s: state %s -> %s (role %s, epoch %d, lsn %d)",
-            self.name,
-            self.state,
-            state,
-            self.role,
-            self.proc.epoch,
-            self.proc.last_lsn,
-        )
-        self.state = state
+    def _apply_mode(self) -> None:
         # Alone, a record's only copy is ours: flush before every acknowledgement.
         # With an in-sync backup holding it, flushing periodically is enough.
-        self.policy.set_mode(SYNC if state == "primary_only" else PERIODIC)
+        self.policy.set_mode(SYNC if self.alone else PERIODIC)
 
     # ------------------------------------------------------------------- loop
     @property
+    def role(self) -> str:
+        return self.agent.fs.role.value
+
+    @property
+    def state(self) -> str:
+        return self.agent.fs.state.value
+
+    @property
     def active(self) -> bool:
-        return self.role == "primary" and self.state in ("primary_only", "normal")
+        return self.agent.fs.active
+
+    @property
+    def alone(self) -> bool:
+        return self.agent.fs.state in (State.PRIMARY_ONLY, State.BACKUP_ONLY)
+
+    @property
+    def held_lsn(self) -> int:
+        return self.memlog.last_lsn
 
     def run(self) -> int:
         while not self.stopping:
@@ -249,27 +258,41 @@ class Node:
         self.apply_held()
         if self.replicator is not None:
             self.replicator.pump(now)
-            self._update_primary_state(now)
-        else:
-            self._update_backup_state()
+            self._mark_lost_backups(now)
+        self.agent.tick(now)
+        self._apply_mode()
+        if self.replicator is not None and self.agent.fs.role is Role.PRIMARY:
+            point = self.replicator.tracker.commit_point()
+            # Alone, what is flushed is committed (also records flushed while we
+            # still counted on a backup); otherwise what every in-sync backup holds.
+            self._commit(self.flushed_lsn if point is None or self.alone else point)
+        elif self.agent.fs.role is Role.BACKUP:
+            self.committed_lsn = self.held_lsn if self.state == "normal" else self.flushed_lsn
         if self.heartbeats.due(now):
             self.heartbeats.beat(now, self._heartbeat_fields())
         self._maybe_flush()
 
     def _heartbeat_fields(self) -> dict[str, object]:
+        fs = self.agent.fs
         in_sync = self.replicator.tracker.in_sync() if self.replicator else []
+        handoff_to = ""
+        if fs.state is State.HANDOFF and self.replicator is not None:
+            peer = self.replicator.tracker.peers.get(fs.handoff_to)
+            if peer is not None and peer.held >= self.proc.last_lsn:
+                handoff_to = fs.handoff_to  # it holds everything: it may take over now
         return {
             "name": self.name,
             "role": self.role,
             "state": self.state,
             "epoch": self.proc.epoch,
-            "last_lsn": self.proc.last_lsn,
+            "last_lsn": self.held_lsn,
             "committed_lsn": self.committed_lsn,
             "flushed_lsn": self.flushed_lsn,
             "in_sync": in_sync,
+            "handoff_to": handoff_to,
         }
 
-    def _update_primary_state(self, now: float) -> None:
+    def _mark_lost_backups(self, now: float) -> None:
         assert self.replicator is not None
         tracker = self.replicator.tracker
         for name in tracker.in_sync():
@@ -278,25 +301,6 @@ class Node:
                 # Proven unavailable on every path: stop waiting for it (step 280).
                 log.warning("%s: backup %s silent on every link; running alone", self.name, name)
                 tracker.mark_lost(name)
-        point = tracker.commit_point()
-        if point is None:
-            # Alone, what is flushed is committed, including records flushed
-            # while we still counted on the backup.
-            self._set_state("primary_only")
-            self._commit(self.flushed_lsn)
-        else:
-            self._set_state("normal")
-            self._commit(point)
-
-    def _update_backup_state(self) -> None:
-        view = self.heartbeats.peers.get(self.mirror.primary)
-        if not self.mirror.primary:
-            return
-        if view is not None and view.last is not None and self.name in view.last.in_sync:
-            self._set_state("normal")
-        else:
-            self._set_state("syncing")
-        self.committed_lsn = self.proc.last_lsn if self.state == "normal" else self.flushed_lsn
 
     def stop(self) -> None:
         self.stopping = True
@@ -316,6 +320,8 @@ class Node:
                 continue
             ident, payload = frames
             self.counters["requests"] += 1
+            if ident not in self.clients and len(self.clients) < 100_000:
+                self.clients[ident] = time.monotonic()
             try:
                 msg = decode_request(payload)
             except ProtocolError as exc:
@@ -330,6 +336,8 @@ class Node:
                     # process the rest: primary, backup and client overlap.
                     self.replicator.pump(time.monotonic())
             elif isinstance(msg, Hello):
+                if not self.active:
+                    self.agent.vote()  # a client is looking for a server: a vote
                 self._send(ident, Welcome(self.name, self.proc.epoch, self.active).encode())
             else:
                 self.counters["bad_frames"] += 1
@@ -341,6 +349,7 @@ class Node:
 
     def _on_request(self, ident: bytes, req: Request) -> None:
         if not self.active:
+            self.agent.vote()
             result = {"code": "not_active", "message": f"{self.name} is {self.role}/{self.state}"}
             self._send(
                 ident,
@@ -366,19 +375,26 @@ class Node:
             self.counters["undeliverable"] += 1
 
     # --------------------------------------------------- backup: mirrored data
-    def accept_primary(self, sender: str, epoch: int) -> bool:
-        """Whether records and commits from `sender` at `epoch` may be taken."""
-        if epoch < self.proc.epoch:
-            return False
-        if self.replicator is not None:
-            # We are primary too: only a higher epoch (a takeover we missed) wins.
-            if epoch == self.proc.epoch:
-                return False
-            self.on_higher_epoch(epoch, sender)
-        if epoch > self.proc.epoch:
-            self.proc.epoch = epoch
-            self._save_meta()
-        return True
+    def accept_primary(self, sender: str, epoch: int) -> str:
+        """May records and commits from `sender` at `epoch` be taken? Returns
+        "ok", "fenced" (the sender is stale) or "wait" (we do not follow it)."""
+        fs = self.agent.fs
+        if epoch < fs.epoch:
+            return "fenced"
+        if epoch > fs.epoch:
+            self.agent.higher_epoch(epoch, sender, time.monotonic())
+            return "wait"
+        if (
+            fs.role is Role.BACKUP
+            and fs.primary == sender
+            and fs.state
+            in (
+                State.SYNCING,
+                State.NORMAL,
+            )
+        ):
+            return "ok"
+        return "wait"
 
     def hold_record(self, rec: TxRecord, payload: bytes) -> None:
         """Step 253: the mirrored record goes into our RAM log (and the disk
@@ -396,8 +412,18 @@ class Node:
 
     def install_snapshot(self, lsn: int, epoch: int, state: dict[str, Any]) -> None:
         """Replace everything local by the primary's state at `lsn` (catch-up from
-        too far behind, or a log that diverged from the primary's history)."""
-        engine = Engine.restore(self.cfg.engine, state)  # validate before destroying
+        too far behind)."""
+        self.reset_local(lsn, epoch, state)
+        self.counters["snapshots_installed"] += 1
+        log.info("%s: installed the primary's snapshot at lsn %d", self.name, lsn)
+
+    def reset_local(self, lsn: int, epoch: int, state: dict[str, Any] | None) -> None:
+        """Throw away the local log and tables and start from `state` at `lsn`
+        (None: empty at 0). Used for a snapshot install and for a server whose
+        log may hold records the new primary never had."""
+        engine = (
+            Engine.restore(self.cfg.engine, state) if state is not None else Engine(self.cfg.engine)
+        )  # validate before destroying anything
         self.to_apply = []
         self._wait_flusher_idle()
         self.flusher.close()
@@ -405,7 +431,8 @@ class Node:
         for d, pattern in ((log_dir(self.data_dir), "*.zfl"), (self.data_dir / "snap", "*.zfs")):
             for f in d.glob(pattern) if d.exists() else []:
                 f.unlink()
-        write_snapshot(self.data_dir, lsn, epoch, state)
+        if state is not None:
+            write_snapshot(self.data_dir, lsn, epoch, state)
         self.proc = Processor(engine, self.name, epoch, lsn)
         self.disklog = DiskLog(self.data_dir, self.cfg.flush.segment_bytes, lsn + 1)
         self.memlog = MemLog(lsn + 1)
@@ -413,25 +440,72 @@ class Node:
         self.flusher = Flusher(self.ctx, self.disklog, self.name)
         self.poller.register(self.flusher.notify, zmq.POLLIN)
         self.flushed_lsn = self.committed_lsn = self.snapshot_lsn = lsn
-        self.counters["snapshots_installed"] += 1
+        self.incarnation = random.getrandbits(48)  # held went down: not a late answer
         self._save_meta()
-        log.info("%s: installed the primary's snapshot at lsn %d", self.name, lsn)
 
     def on_higher_epoch(self, epoch: int, sender: str) -> None:
-        """Another server acts at a higher epoch: we are stale and step down."""
-        log.warning(
-            "%s: %s is at epoch %d > %d; stepping down", self.name, sender, epoch, self.proc.epoch
-        )
-        self.gate.drop_all()  # never acknowledge anything after a takeover
+        self.agent.higher_epoch(epoch, sender, time.monotonic())
+
+    def carry_out(self, action: Action) -> None:
+        """Do what the failover state machine decided."""
+        fs = self.agent.fs
+        if action is Action.BECOME_PRIMARY:
+            self.proc.epoch = fs.epoch
+            self._start_replicator()
+        elif action is Action.TAKE_OVER:
+            # Method 425a: stop mirroring (426), flush (427), apply outstanding
+            # records (428), then serve at the new epoch; the signal (429) follows.
+            self.mirror.primary = ""
+            self.apply_held()
+            self.flush_now()
+            self.proc.epoch = fs.epoch
+            self._start_replicator()
+            self.counters["takeovers"] = self.counters.get("takeovers", 0) + 1
+        elif action is Action.RECOVERY_SIGNAL:
+            signal = RecoverySignal(self.name, fs.epoch).encode()
+            for ident in list(self.clients):
+                self._send(ident, signal)
+        elif action is Action.STEP_DOWN:
+            dropped = self.gate.drop_all()  # never acknowledge after a takeover
+            log.warning(
+                "%s: stepped down at epoch %d; %d held replies dropped",
+                self.name,
+                fs.epoch,
+                dropped,
+            )
+            self._stop_replicator()
+            self.proc.epoch = fs.epoch
+        elif action is Action.RESYNC:
+            self.reset_local(0, fs.epoch, None)
+        elif action is Action.FLUSH:
+            self.flush_now()
+        elif action is Action.FOLLOW:
+            self.mirror.primary = fs.primary
+            self.proc.epoch = fs.epoch
+        elif action is Action.STOP:
+            self.stop()
+        self._apply_mode()
+        self._save_meta()
+
+    def _start_replicator(self) -> None:
+        if self.replicator is None:
+            self.replicator = Replicator(self, self.cfg.peers(self.name))
+            self.agent.last_in_sync = None
+
+    def _stop_replicator(self) -> None:
         if self.replicator is not None:
             for s in self.replicator.sockets():
                 self.poller.unregister(s)
             self.replicator.close()
             self.replicator = None
-        self.role = "backup"
-        self.proc.epoch = max(self.proc.epoch, epoch)
-        self._set_state("fenced")
-        self._save_meta()
+
+    def flush_now(self) -> None:
+        """Make every record durable before going on (takeover, link failure)."""
+        self._wait_flusher_idle()
+        batch = self.disklog.take()
+        if batch is not None:
+            self.flusher.submit(batch)
+            self._wait_flusher_idle()
 
     # ------------------------------------------------------- checkpoint agent
     def _maybe_flush(self) -> None:
@@ -465,7 +539,7 @@ class Node:
             self.counters["flushes"] += 1
             self.policy.flushed(time.monotonic())
             self.memlog.trim_to(self.cfg.flush.max_memory_bytes, self.flushed_lsn)
-        if self.state == "primary_only":
+        if self.alone:
             self._commit(self.flushed_lsn)
 
     def _commit(self, lsn: int) -> None:
@@ -539,7 +613,7 @@ class Node:
             if batch is not None and self.exit_code == 0:
                 self.disklog.write(batch, sync=True)
                 self.flushed_lsn = batch.last_lsn
-            if self.state == "primary_only":
+            if self.alone:
                 self._commit(self.flushed_lsn)
         self.flusher.close()
         self.disklog.close()

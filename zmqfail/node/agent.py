@@ -1,0 +1,146 @@
+"""The failover agent's I/O side: observations in, state machine actions out.
+
+It turns what the node saw since the last tick (heartbeats, silence on every
+path, client votes, replication progress, higher epochs) into events for the
+pure state machine in ``zmqfail.failover`` and hands the resulting actions to
+the node. Observations that mean nothing in the current state are not sent:
+the table decides what is legal, and this module asks it first.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from zmqfail.failover.machine import (
+    TRANSITIONS,
+    Action,
+    BackupsInSync,
+    ClientVote,
+    Event,
+    FailoverState,
+    HigherEpoch,
+    PeerActive,
+    PeerProgress,
+    PeerSilent,
+    Role,
+    StartupDone,
+    State,
+    initial,
+    step,
+)
+from zmqfail.protocol import Heartbeat
+
+if TYPE_CHECKING:
+    from zmqfail.node.server import Node
+
+log = logging.getLogger("zmqfail.failover")
+
+# Heartbeat states of a server that serves clients (or is handing over).
+SERVING = frozenset({"normal", "primary_only", "backup_only", "handoff"})
+
+
+class FailoverAgent:
+    def __init__(self, node: Node, epoch: int, meta: dict[str, object], now: float) -> None:
+        cfg = node.cfg
+        self.node = node
+        fresh = "active" not in meta
+        self.fs: FailoverState = initial(
+            node.name,
+            tuple(p.name for p in cfg.peers(node.name)),
+            epoch,
+            preferred=fresh and node.name == cfg.primary,
+            was_active=bool(meta.get("active", False)),
+            now=now,
+            vote_window=max(1.0, 4 * node.dead_after),
+        )
+        self.startup_window = 2 * node.dead_after
+        self.vote_pending = False
+        self.silent: set[str] = set()
+        self.seen: dict[str, Heartbeat] = {}
+        self.last_in_sync: tuple[str, ...] | None = None
+        self.transitions: list[tuple[float, str, str, str]] = []  # (time, from, to, why)
+
+    # ------------------------------------------------------------- feeding
+    def feed(self, event: Event, now: float) -> None:
+        if (self.fs.state, type(event)) not in TRANSITIONS:
+            return
+        old = self.fs
+        self.fs, actions = step(replace(old, last_lsn=self.node.held_lsn), event, now)
+        if self.fs.state is not old.state or self.fs.role is not old.role:
+            why = type(event).__name__
+            self.transitions.append((now, old.state.value, self.fs.state.value, why))
+            del self.transitions[:-50]
+            log.info(
+                "%s: %s/%s -> %s/%s on %s (epoch %d, lsn %d)",
+                self.node.name,
+                old.role.value,
+                old.state.value,
+                self.fs.role.value,
+                self.fs.state.value,
+                why,
+                self.fs.epoch,
+                self.node.held_lsn,
+            )
+        for action in actions:
+            self.node.carry_out(action)
+
+    def tick(self, now: float) -> None:
+        node = self.node
+        fs = self.fs
+        if fs.state is State.STARTING and now - fs.since >= self.startup_window:
+            self.feed(StartupDone(), now)
+        for name, view in node.heartbeats.peers.items():
+            hb = view.last
+            alive = view.age(now) <= node.dead_after
+            if hb is None:
+                continue
+            if self.seen.get(name) is not hb:
+                self.seen[name] = hb
+                if hb.role == "primary" and hb.state in SERVING:
+                    handoff = hb.handoff_to if hb.state == "handoff" else ""
+                    self.feed(PeerActive(name, hb.epoch, tuple(hb.in_sync), handoff), now)
+                elif hb.epoch > self.fs.epoch:
+                    self.feed(HigherEpoch(hb.epoch, name), now)
+            if hb.role == "backup":
+                self.feed(PeerProgress(name, hb.epoch, hb.last_lsn, alive), now)
+        self._primary_silence(now)
+        if self.vote_pending:
+            self.vote_pending = False
+            self.feed(ClientVote(), now)
+        if node.replicator is not None and self.fs.role is Role.PRIMARY:
+            in_sync = tuple(node.replicator.tracker.in_sync())
+            if in_sync != self.last_in_sync:
+                self.last_in_sync = in_sync
+                self.feed(BackupsInSync(in_sync), now)
+
+    def _primary_silence(self, now: float) -> None:
+        node, fs = self.node, self.fs
+        primary = fs.primary
+        if not primary or fs.role is not Role.BACKUP:
+            return
+        view = node.heartbeats.peers.get(primary)
+        hb_age = view.age(now) if view is not None else float("inf")
+        repl_age = now - node.mirror.last_heard if node.mirror.last_heard else float("inf")
+        if hb_age > node.dead_after and repl_age > node.dead_after:
+            if primary not in self.silent:
+                self.silent.add(primary)
+                log.warning(
+                    "%s: primary %s silent on every path for %.0f ms",
+                    node.name,
+                    primary,
+                    min(hb_age, repl_age) * 1000,
+                )
+                self.feed(PeerSilent(primary), now)
+        else:
+            self.silent.discard(primary)
+
+    def higher_epoch(self, epoch: int, peer: str, now: float) -> None:
+        self.feed(HigherEpoch(epoch, peer), now)
+
+    def vote(self) -> None:
+        self.vote_pending = True
+
+
+__all__ = ["Action", "FailoverAgent"]
