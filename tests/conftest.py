@@ -191,6 +191,7 @@ class Load:
 
         self.client = Client(cfg, timeout=10.0, window=window)
         self.acked: dict[int, dict[str, object]] = {}  # msg_id -> result
+        self.replies: list[tuple[float, str, int, int]] = []  # (time, server, epoch, msg_id)
         self.errors: list[str] = []
         self.stop_event = threading.Event()
         self.seed = seed
@@ -222,6 +223,7 @@ class Load:
         if rep.status != "ok":
             self.errors.append(f"msg {rep.msg_id}: {rep.status} {rep.result}")
         self.acked[rep.msg_id] = rep.result
+        self.replies.append((time.monotonic(), rep.server, rep.epoch, rep.msg_id))
 
     def count(self) -> int:
         return len(self.acked)

@@ -42,7 +42,7 @@ pytestmark = pytest.mark.timeout(30)
 SAMPLES: dict[str, Message] = {
     "req": Request("c-1", 1, {"op": "buy", "qty": 10, "px": "10.25", "tags": [1, "x"]}),
     "rep": Reply(7, "ok", {"order": 3, "fills": [{"qty": 1}]}, 2, "a"),
-    "hello": Hello("c-1"),
+    "hello": Hello("c-1", ""),
     "welcome": Welcome("a", 3, True),
     "recovered": RecoverySignal("b", 4),
     "records": ReplRecords("a", 1, 10, [b"x", b"\x00\xff", b""]),
@@ -261,6 +261,8 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("hb", "link", "MAIN"),
     ("hb", "link", 1),
     ("hb", "handoff_to", None),
+    ("hello", "lost", None),
+    ("hello", "lost", "x" * 129),
     ("ack", "incarnation", -1),
     ("ack", "incarnation", "x"),
     ("hb", "handoff_to", 3),
@@ -421,7 +423,7 @@ def test_encode_reply_matches_reply_encode(args: tuple[int, str, dict[str, Any],
 
 
 def test_messages_are_frozen() -> None:
-    msg = Hello("c-1")
+    msg = Hello("c-1", "")
     with pytest.raises(dataclasses.FrozenInstanceError):
         msg.client_id = "c-2"  # type: ignore[misc]
 

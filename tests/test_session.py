@@ -172,7 +172,7 @@ def test_default_client_ids_are_unique_and_valid() -> None:
     for cid in cids:
         assert cid
         assert len(cid) <= MAX_ID_LEN
-        Hello(cid).validate()
+        Hello(cid, "").validate()
     assert Session("").client_id != ""
     fresh = {new_client_id() for _ in range(200)}
     assert len(fresh) == 200

@@ -156,13 +156,19 @@ class Reply(Message):
 @_register
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
-    """Client -> server: keep-alive and 'who is active?' probe."""
+    """Client -> server: 'who is active?' probe.
+
+    ``lost`` names the server the client lost (no reply, or not active), or is
+    "" for a first connection. Only a probe from a client that lost its server
+    is a vote for a backup to take over."""
 
     TYPE: ClassVar[str] = "hello"
     client_id: str
+    lost: str
 
     def validate(self) -> None:
         _check_id(self.client_id, "client_id")
+        _check(isinstance(self.lost, str) and len(self.lost) <= MAX_ID_LEN, "lost must be a name")
 
 
 @_register

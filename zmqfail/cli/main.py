@@ -19,7 +19,7 @@ from zmqfail.cli.common import config_option, load_config, one_line_errors
 from zmqfail.cli.demo import demo_cmd
 from zmqfail.cli.logcmd import log_group
 from zmqfail.client.control import cluster_status
-from zmqfail.errors import ConfigError
+from zmqfail.errors import ConfigError, ZmqfailError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -135,6 +135,42 @@ def _cell(value: Any, key: str) -> str:
         return str(value)[:12]
     return str(value)
 
+
+@cli.command("switchover")
+@config_option
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for it.")
+@one_line_errors
+def switchover_cmd(config_path: str | None, timeout: float) -> None:
+    """Hand the primary role to the in-sync backup, losing no request."""
+    import time
+
+    from zmqfail.client.control import call
+
+    cfg = load_config(config_path)
+    rows = cluster_status(cfg, digest=False, timeout=1.0)
+    primaries = [r for r in rows if r.get("role") == "primary" and r["state"] == "normal"]
+    if len(primaries) != 1:
+        states = ", ".join(f"{r['name']}={r.get('role')}/{r['state']}" for r in rows)
+        raise ZmqfailError(f"need exactly one primary in the normal state ({states})")
+    old = primaries[0]["name"]
+    res = call(cfg.node(old).control, "switchover", {})
+    target = res["handoff_to"]
+    click.echo(f"{old} hands over to {target}...")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = cluster_status(cfg, digest=False, timeout=0.5)
+        by = {r["name"]: r for r in st}
+        if by[target].get("role") == "primary" and by[target]["state"] in ACTIVE_NAMES:
+            click.echo(
+                f"{target} is primary at epoch {by[target]['epoch']}; {old} is "
+                f"{by[old].get('role')}/{by[old]['state']}"
+            )
+            return
+        time.sleep(0.05)
+    raise ZmqfailError(f"{target} did not take over within {timeout}s")
+
+
+ACTIVE_NAMES = ("normal", "primary_only", "backup_only")
 
 cli.add_command(client_group)
 cli.add_command(log_group)

@@ -53,7 +53,7 @@ class AsyncClient:
             self._readers = [asyncio.create_task(self._reader(s)) for s in self.sockets]
         loop = asyncio.get_running_loop()
         self._welcome = loop.create_future()
-        hello = Hello(self.session.client_id).encode()
+        hello = Hello(self.session.client_id, "").encode()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
         while not self._welcome.done():
             for s in self.sockets:

@@ -1,10 +1,18 @@
-"""Blocking client: one DEALER per server, a window of requests in flight."""
+"""Blocking client: one DEALER per server, a window of requests in flight, and
+switch-over to another server when the active one stops answering (method 500).
+
+The application sees states, not exceptions: CONNECTED to a server at an
+epoch, FAILING_OVER while it looks for the server that took over, and LOST
+only when no server has answered for ``lost_after`` seconds, when calls raise
+``Unavailable``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -12,7 +20,17 @@ import zmq
 from zmqfail.client.session import ClientState, Session
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import ProtocolError, RequestTimeout, Unavailable
-from zmqfail.protocol import Hello, RecoverySignal, Reply, Welcome, decode
+from zmqfail.protocol import (
+    STATUS_NOT_ACTIVE,
+    Hello,
+    Message,
+    RecoverySignal,
+    Reply,
+    Welcome,
+    decode,
+)
+
+HELLO_EVERY = 0.05  # seconds between probes of every server while failing over
 
 
 def server_endpoints(servers: Sequence[str] | ClusterConfig) -> list[str]:
@@ -21,11 +39,24 @@ def server_endpoints(servers: Sequence[str] | ClusterConfig) -> list[str]:
     return list(servers)
 
 
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """One switch-over the client lived through."""
+
+    started: float  # monotonic time the failure was noticed
+    ended: float  # monotonic time requests flowed again
+    from_server: str
+    to_server: str
+    epoch: int
+    resent: int
+
+
 class Client:
     """Send requests to the active server and collect replies.
 
     ``request()`` is the simple call; ``submit()`` + ``poll()`` keep up to
-    ``window`` requests in flight. A reply is final for its msg_id.
+    ``window`` requests in flight. A reply is final for its msg_id; a request
+    without a reply is resent, in order, to whichever server takes over.
     """
 
     def __init__(
@@ -35,10 +66,20 @@ class Client:
         timeout: float = 5.0,
         window: int = 64,
         ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
+        failover_after: float | None = None,
+        lost_after: float = 30.0,
     ) -> None:
         self.endpoints = server_endpoints(servers)
         if not self.endpoints:
             raise ValueError("a client needs at least one server endpoint")
+        if failover_after is None:
+            failover_after = (
+                servers.failover.client_timeout_ms / 1000.0
+                if isinstance(servers, ClusterConfig)
+                else 0.3
+            )
+        self.failover_after = failover_after
+        self.lost_after = lost_after
         self.session = Session(client_id)
         self.timeout = timeout
         self.window = window
@@ -58,6 +99,10 @@ class Client:
         self.done: dict[int, Reply] = {}
         self._waiting: set[int] = set()
         self._spill: list[Reply] = []
+        self.failovers: list[Failover] = []
+        self._lost_at = 0.0  # when the current search for a server began
+        self._next_hello = 0.0
+        self._from = ""
 
     @property
     def state(self) -> ClientState:
@@ -66,6 +111,14 @@ class Client:
     @property
     def client_id(self) -> str:
         return self.session.client_id
+
+    @property
+    def server(self) -> str:
+        return self.session.server
+
+    @property
+    def epoch(self) -> int:
+        return self.session.epoch
 
     def close(self) -> None:
         for s in self.sockets:
@@ -81,54 +134,127 @@ class Client:
     # ------------------------------------------------------------ connecting
     def connect(self, timeout: float | None = None) -> str:
         """Find the active server; returns its name. Raises Unavailable at the deadline."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        hello = Hello(self.session.client_id).encode()
-        next_hello = 0.0
-        while True:
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        if self.active is None and self.session.state is not ClientState.FAILING_OVER:
+            self._search(time.monotonic(), ClientState.CONNECTING)
+        while self.active is None:
             now = time.monotonic()
             if now >= deadline:
                 self.session.state = ClientState.LOST
                 raise Unavailable(f"no active server among {', '.join(self.endpoints)}")
-            if now >= next_hello:
-                for s in self.sockets:
-                    with contextlib.suppress(zmq.Again):
-                        s.send(hello, zmq.NOBLOCK)
-                next_hello = now + 0.2
-            for sock, _ in self.poller.poll(max(1, int((min(deadline, next_hello) - now) * 1000))):
-                msg = self._recv(sock)
-                if isinstance(msg, Welcome | RecoverySignal):
-                    active = msg.active if isinstance(msg, Welcome) else True
-                    if active and msg.epoch >= self.session.epoch:
-                        self.active = sock
-                        self.session.state = ClientState.CONNECTED
-                        self.session.server = msg.server
-                        self.session.epoch = msg.epoch
-                        return msg.server
-                elif isinstance(msg, Reply):
-                    self._complete(msg)
+            self._step(min(deadline - now, HELLO_EVERY))
+        return self.session.server
 
-    def _recv(self, sock: zmq.Socket[bytes]) -> object:
-        try:
-            data = sock.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return None
-        try:
-            return decode(data)
-        except ProtocolError:
-            return None
+    def _search(self, now: float, state: ClientState) -> None:
+        """Start looking for the active server (step 520): probe every server."""
+        if self.active is not None:
+            self._from = self.session.server
+        self.active = None
+        self.session.state = state
+        self._lost_at = now
+        self._next_hello = now
+
+    def _hello_all(self, now: float) -> None:
+        lost = self._from if self.session.state is ClientState.FAILING_OVER else ""
+        hello = Hello(self.session.client_id, lost).encode()
+        for s in self.sockets:
+            with contextlib.suppress(zmq.Again):
+                s.send(hello, zmq.NOBLOCK)
+        self._next_hello = now + HELLO_EVERY
+
+    def _adopt(self, sock: zmq.Socket[bytes], server: str, epoch: int, now: float) -> None:
+        """A server is ready (recovery signal, step 530): resend what has no reply."""
+        failing_over = self.session.state is ClientState.FAILING_OVER
+        self.active = sock
+        self.session.state = ClientState.CONNECTED
+        self.session.server = server
+        self.session.epoch = max(self.session.epoch, epoch)
+        pending = self.session.unanswered()
+        for req in pending:  # step 540: in the original order
+            sock.send(req.encode())
+        if pending:
+            self.session.mark_resent(now)
+        if failing_over:
+            self.failovers.append(
+                Failover(self._lost_at, now, self._from, server, epoch, len(pending))
+            )
+
+    # -------------------------------------------------------------- the loop
+    def _step(self, wait: float) -> list[Reply]:
+        """One round: probe if searching, wait up to `wait` for frames, handle them."""
+        now = time.monotonic()
+        if self.session.state in (ClientState.CONNECTING, ClientState.FAILING_OVER):
+            if now - self._lost_at > self.lost_after:
+                self.session.state = ClientState.LOST
+            elif now >= self._next_hello:
+                self._hello_all(now)
+        got: list[Reply] = []
+        for sock, _ in self.poller.poll(max(0, int(wait * 1000))):
+            for _ in range(10_000):
+                try:
+                    data = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    msg = decode(data)
+                except ProtocolError:
+                    continue
+                self._on_message(sock, msg, got)
+        self._check_health(time.monotonic())
+        return got
+
+    def _on_message(self, sock: zmq.Socket[bytes], msg: Message, got: list[Reply]) -> None:
+        now = time.monotonic()
+        if isinstance(msg, Reply):
+            if msg.status == STATUS_NOT_ACTIVE:
+                if sock is self.active or self.active is None:
+                    self._search(now, ClientState.FAILING_OVER)
+                return
+            if self.session.on_reply(msg):
+                if msg.msg_id in self._waiting:
+                    self.done[msg.msg_id] = msg
+                else:
+                    got.append(msg)
+        elif isinstance(msg, RecoverySignal):
+            if msg.epoch > self.session.epoch or (
+                self.active is None and msg.epoch >= self.session.epoch
+            ):
+                if self.active is not None and sock is not self.active:
+                    self._from = self.session.server
+                    self.session.state = ClientState.FAILING_OVER
+                    self._lost_at = now
+                self._adopt(sock, msg.server, msg.epoch, now)
+        elif (
+            isinstance(msg, Welcome)
+            and self.active is None
+            and msg.active
+            and msg.epoch >= self.session.epoch
+        ):
+            self._adopt(sock, msg.server, msg.epoch, now)
+
+    def _check_health(self, now: float) -> None:
+        """Step 510: a request without a reply for too long means the server is lost."""
+        if self.session.state is not ClientState.CONNECTED:
+            return
+        oldest = self.session.oldest_sent_at()
+        if oldest is not None and now - oldest > self.failover_after:
+            self._search(now, ClientState.FAILING_OVER)
 
     # -------------------------------------------------------------- requests
     def submit(self, body: dict[str, Any]) -> int:
-        """Send one request without waiting; returns its msg_id."""
-        if self.active is None:
+        """Send one request without waiting; returns its msg_id.
+
+        While failing over the request is kept and sent, with the others, to
+        the server that takes over."""
+        if self.active is None and self.session.state is not ClientState.FAILING_OVER:
             self.connect()
         while len(self.session.outstanding) >= self.window:
-            # Replies that free the window are kept for the caller's next poll().
             got = self.poll(self.timeout, raise_on_timeout=True)
             self._spill.extend(got)  # not extend(self.poll()): poll() swaps the list
         req = self.session.new_request(body, time.monotonic())
-        assert self.active is not None
-        self.active.send(req.encode())
+        if self.active is not None:
+            self.active.send(req.encode())
         return req.msg_id
 
     def poll(self, timeout: float, raise_on_timeout: bool = False) -> list[Reply]:
@@ -137,18 +263,17 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            wait = 0 if got else max(0, int(remaining * 1000))
-            events = self.poller.poll(wait)
-            for sock, _ in events:
-                while True:
-                    msg = self._recv(sock)
-                    if msg is None:
-                        break
-                    if isinstance(msg, Reply) and self._complete(msg):
-                        if msg.msg_id in self._waiting:
-                            self.done[msg.msg_id] = msg
-                        else:
-                            got.append(msg)
+            wait = 0.0 if got else max(0.0, remaining)
+            if self.session.state is not ClientState.CONNECTED:
+                wait = min(wait, HELLO_EVERY)
+            elif self.session.outstanding:
+                wait = min(wait, self.failover_after / 2)
+            got.extend(self._step(wait))
+            if self.session.state is ClientState.LOST:
+                raise Unavailable(
+                    f"no server answered for {self.lost_after}s "
+                    f"({len(self.session.outstanding)} request(s) without a reply)"
+                )
             if got or remaining <= 0 or (self._waiting & self.done.keys()):
                 break
         if not got and raise_on_timeout and self.session.outstanding:
@@ -157,11 +282,8 @@ class Client:
             )
         return got
 
-    def _complete(self, reply: Reply) -> bool:
-        return self.session.on_reply(reply)
-
     def request(self, body: dict[str, Any], timeout: float | None = None) -> Reply:
-        """Send one request and wait for its reply."""
+        """Send one request and wait for its reply (across a failover if need be)."""
         limit = self.timeout if timeout is None else timeout
         msg_id = self.submit(body)
         self._waiting.add(msg_id)

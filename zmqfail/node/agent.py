@@ -53,7 +53,7 @@ class FailoverAgent:
             preferred=fresh and node.name == cfg.primary,
             was_active=bool(meta.get("active", False)),
             now=now,
-            vote_window=max(1.0, 4 * node.dead_after),
+            vote_window=2 * node.dead_after,  # failing-over clients probe every 50 ms
         )
         self.startup_window = 2 * node.dead_after
         self.vote_pending = False

@@ -21,6 +21,20 @@ def handle(node: Node, command: str, args: dict[str, Any]) -> dict[str, Any]:
     if command == "stop":
         node.stop()
         return {"stopping": True}
+    if command == "switchover":
+        from zmqfail.failover.machine import IllegalTransition, Role, State, Switchover
+
+        fs = node.agent.fs
+        if fs.role is not Role.PRIMARY or fs.state is not State.NORMAL:
+            raise ProtocolError(
+                f"cannot switch over: {node.name} is {fs.role.value}/{fs.state.value}; "
+                "only a primary in the normal state (with an in-sync backup) can hand over"
+            )
+        try:
+            node.agent.feed(Switchover(), time.monotonic())
+        except IllegalTransition as exc:
+            raise ProtocolError(f"cannot switch over: {exc}") from None
+        return {"handoff_to": node.agent.fs.handoff_to, "state": node.state}
     if command in ("cut", "heal"):
         link = args.get("link")
         if link not in CUTTABLE:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import random
@@ -87,6 +88,7 @@ class Node:
         self.to_apply: list[TxRecord] = []
         self.started = time.time()
         self.replicator: Replicator | None = None
+        self.snapshot_child: tuple[int, int, float] | None = None
         self._lock_fd = -1
         self._sockets: list[zmq.Socket[bytes]] = []
 
@@ -254,6 +256,7 @@ class Node:
         return max(0, int((deadline - now) * 1000) + 1)
 
     def _tick(self, now: float) -> None:
+        self._reap_snapshot()
         self.mirror.answer_pending(now)
         self.apply_held()
         if self.replicator is not None:
@@ -336,8 +339,8 @@ class Node:
                     # process the rest: primary, backup and client overlap.
                     self.replicator.pump(time.monotonic())
             elif isinstance(msg, Hello):
-                if not self.active:
-                    self.agent.vote()  # a client is looking for a server: a vote
+                if not self.active and msg.lost and msg.lost != self.name:
+                    self.agent.vote()  # a client lost its server: a vote (Binary Star)
                 self._send(ident, Welcome(self.name, self.proc.epoch, self.active).encode())
             else:
                 self.counters["bad_frames"] += 1
@@ -349,7 +352,6 @@ class Node:
 
     def _on_request(self, ident: bytes, req: Request) -> None:
         if not self.active:
-            self.agent.vote()
             result = {"code": "not_active", "message": f"{self.name} is {self.role}/{self.state}"}
             self._send(
                 ident,
@@ -425,6 +427,9 @@ class Node:
             Engine.restore(self.cfg.engine, state) if state is not None else Engine(self.cfg.engine)
         )  # validate before destroying anything
         self.to_apply = []
+        if self.snapshot_child is not None:
+            os.waitpid(self.snapshot_child[0], 0)
+            self.snapshot_child = None
         self._wait_flusher_idle()
         self.flusher.close()
         self.disklog.close()
@@ -518,9 +523,8 @@ class Node:
             if batch is not None:
                 self.flusher.submit(batch)
         elif (
-            dl.pending_records == 0
+            self.snapshot_child is None
             and self.proc.last_lsn - self.snapshot_lsn >= self.cfg.flush.snapshot_every_records
-            and self.flushed_lsn == self.proc.last_lsn
         ):
             self._snapshot()
 
@@ -549,18 +553,39 @@ class Node:
             self._send(ident, data)
 
     def _snapshot(self) -> None:
-        t0 = time.perf_counter()
-        write_snapshot(
-            self.data_dir, self.proc.last_lsn, self.proc.epoch, self.proc.engine.snapshot()
-        )
-        self.snapshot_lsn = self.proc.last_lsn
-        self.counters["snapshots"] += 1
-        log.info(
-            "%s: snapshot at lsn %d in %.3fs",
-            self.name,
-            self.snapshot_lsn,
-            time.perf_counter() - t0,
-        )
+        """Write a snapshot from a forked child: the fork is a copy-on-write
+        image of the tables at this LSN, so the loop goes on serving (a stall
+        of even a few hundred ms would look like death to peers and clients).
+        The child touches no socket and leaves with os._exit."""
+        lsn, epoch = self.proc.last_lsn, self.proc.epoch
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                write_snapshot(self.data_dir, lsn, epoch, self.proc.engine.snapshot())
+                code = 0
+            finally:
+                os._exit(code)
+        self.snapshot_child = (pid, lsn, time.perf_counter())
+
+    def _reap_snapshot(self) -> None:
+        if self.snapshot_child is None:
+            return
+        pid, lsn, t0 = self.snapshot_child
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == 0:
+            return
+        self.snapshot_child = None
+        if os.waitstatus_to_exitcode(status) == 0:
+            self.snapshot_lsn = lsn
+            self.counters["snapshots"] += 1
+            log.info("%s: snapshot at lsn %d in %.3fs", self.name, lsn, time.perf_counter() - t0)
+        else:
+            log.error(
+                "%s: snapshot at lsn %d failed (status %d); will retry", self.name, lsn, status
+            )
+        # Objects alive now are long-lived tables: keep the cyclic GC off them.
+        gc.freeze()
 
     def _wait_flusher_idle(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -615,6 +640,9 @@ class Node:
                 self.flushed_lsn = batch.last_lsn
             if self.alone:
                 self._commit(self.flushed_lsn)
+        if self.snapshot_child is not None:
+            os.waitpid(self.snapshot_child[0], 0)  # let it finish its atomic write
+            self.snapshot_child = None
         self.flusher.close()
         self.disklog.close()
         for closer in (self.mirror.close, self.heartbeats.close):

@@ -1,0 +1,194 @@
+"""Failover with real processes through the CLI, under load from the client
+library: kill -9 and SIGSTOP of the primary, cut replication links, backup
+loss, rejoin of the old primary, switchover (issue: failover)."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Load, Procs, wait_for
+
+from zmqfail import config
+from zmqfail.audit import replay
+from zmqfail.client.control import call, node_status
+from zmqfail.client.sync import Client
+from zmqfail.txlog.record import TxRecord
+from zmqfail.txlog.recovery import iter_records
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.process]
+
+
+def st(cfg: config.ClusterConfig, name: str, digest: bool = False) -> dict[str, Any]:
+    return node_status(cfg.node(name), digest=digest, timeout=2.0)
+
+
+def role_state(cfg: config.ClusterConfig, name: str) -> tuple[Any, Any]:
+    s = st(cfg, name)
+    return s.get("role"), s["state"]
+
+
+def start_pair(procs: Procs, cluster_dir: Callable[..., Path]) -> tuple[Path, config.ClusterConfig]:
+    cfg_path = cluster_dir()
+    cfg = config.load(cfg_path)
+    procs.node(cfg_path, "a")
+    procs.node(cfg_path, "b")
+    wait_for(lambda: role_state(cfg, "a") == ("primary", "normal"), 20, "a primary, normal")
+    wait_for(lambda: role_state(cfg, "b") == ("backup", "normal"), 20, "b backup, normal")
+    return cfg_path, cfg
+
+
+def check_exactly_once(cfg: config.ClusterConfig, name: str, load: Load) -> None:
+    """Every acknowledged request is in `name`'s log once; no request twice."""
+    seen: collections.Counter[tuple[str, int]] = collections.Counter()
+    for _lsn, payload in iter_records(cfg.node(name).data_dir):
+        rec = TxRecord.decode(payload)
+        if rec.client_id:
+            seen[(rec.client_id, rec.msg_id)] += 1
+    twice = [k for k, n in seen.items() if n > 1]
+    assert not twice, f"applied twice: {twice[:5]}"
+    cid = load.client.client_id
+    lost = [m for m in load.acked if seen[(cid, m)] != 1]
+    assert not lost, f"acknowledged but not in {name}'s log: {lost[:10]}"
+
+
+def stop_all(cfg: config.ClusterConfig, procs: Procs) -> None:
+    """Clean stops, so every record a node holds is on its disk for the checks."""
+    for n in cfg.nodes:
+        if st(cfg, n.name)["state"] != "unreachable":
+            call(n.control, "stop")
+    wait_for(lambda: all(p.poll() is not None for p in procs.procs), 20, "clean stops")
+
+
+def wait_more(load: Load, n: int, what: str, timeout: float = 30) -> None:
+    base = load.count()
+    wait_for(lambda: load.count() >= base + n, timeout, what)
+
+
+def test_kill9_primary_backup_takes_over_and_old_primary_rejoins(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    cfg_path, cfg = start_pair(procs, cluster_dir)
+    load = Load(cfg, window=16)
+    wait_more(load, 800, "load on a")
+    os.killpg(procs.procs[0].pid, signal.SIGKILL)
+    wait_for(lambda: role_state(cfg, "b") == ("primary", "backup_only"), 20, "b takes over")
+    wait_more(load, 800, "load continuing on b")
+    assert st(cfg, "b")["epoch"] == 2
+    assert [f.to_server for f in load.client.failovers] == ["b"]
+    # The old primary comes back as the backup, catches up, and the pair is whole.
+    procs.node(cfg_path, "a")
+    wait_for(lambda: role_state(cfg, "a") == ("backup", "normal"), 30, "a rejoins as backup")
+    wait_for(lambda: role_state(cfg, "b") == ("primary", "normal"), 10, "b primary, normal")
+    wait_more(load, 300, "load with the pair whole again")
+    load.stop()
+    wait_for(
+        lambda: st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"], 20, "equal digests"
+    )
+    stop_all(cfg, procs)
+    check_exactly_once(cfg, "b", load)
+    engine, _ = replay(cfg.node("b").data_dir, cfg.engine)
+    assert engine.stats()["orders"] == len(load.acked)
+
+
+def test_paused_primary_steps_down_and_never_acknowledges_after_takeover(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    _, cfg = start_pair(procs, cluster_dir)
+    load = Load(cfg, window=16)
+    wait_more(load, 500, "load on a")
+    a = procs.procs[0]
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: role_state(cfg, "b") == ("primary", "backup_only"), 20, "takeover")
+        wait_more(load, 300, "load on b while a is paused")
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    wait_for(lambda: st(cfg, "a")["role"] == "backup", 10, "a steps down")
+    wait_for(lambda: role_state(cfg, "a") == ("backup", "normal"), 30, "a rejoins as backup")
+    wait_more(load, 300, "load after a rejoined")
+    load.stop()
+    first_b = min(t for t, server, epoch, _ in load.replies if server == "b")
+    late = [(t, e, m) for t, server, e, m in load.replies if server == "a" and t > first_b]
+    assert not late, f"a acknowledged after b took over: {late[:5]}"
+    assert all(e == 1 for _, server, e, _ in load.replies if server == "a")
+    wait_for(
+        lambda: st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"], 20, "equal digests"
+    )
+    stop_all(cfg, procs)
+    check_exactly_once(cfg, "b", load)
+
+
+def test_both_links_cut_primary_alone_no_takeover(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    _, cfg = start_pair(procs, cluster_dir)
+    load = Load(cfg, window=16)
+    wait_more(load, 300, "load on a")
+    for link in ("main", "failsafe"):
+        call(cfg.node("a").control, "cut", {"link": link})
+    wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "a alone")
+    wait_more(load, 800, "load on a, alone")
+    sb = st(cfg, "b")
+    assert sb["role"] == "backup" and sb["epoch"] == 1, f"no takeover expected: {sb}"
+    assert not load.client.failovers, "clients kept their primary"
+    for link in ("main", "failsafe"):
+        call(cfg.node("a").control, "heal", {"link": link})
+    wait_for(lambda: role_state(cfg, "a") == ("primary", "normal"), 20, "pair whole again")
+    wait_more(load, 200, "load after heal")
+    load.stop()
+    wait_for(
+        lambda: st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"], 20, "equal digests"
+    )
+
+
+def test_backup_killed_primary_alone_then_backup_returns(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    cfg_path, cfg = start_pair(procs, cluster_dir)
+    load = Load(cfg, window=16)
+    wait_more(load, 300, "load")
+    os.killpg(procs.procs[1].pid, signal.SIGKILL)
+    wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "a primary-only")
+    wait_more(load, 300, "load on a alone")
+    procs.node(cfg_path, "b")
+    wait_for(lambda: role_state(cfg, "a") == ("primary", "normal"), 30, "normal again")
+    load.stop()
+    wait_for(
+        lambda: st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"], 20, "equal digests"
+    )
+
+
+def test_switchover_loses_and_fails_no_request(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    cfg_path, cfg = start_pair(procs, cluster_dir)
+    load = Load(cfg, window=16)
+    wait_more(load, 500, "load on a")
+    out = subprocess.run(
+        [sys.executable, "-m", "zmqfail", "switchover", "--config", str(cfg_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert role_state(cfg, "b")[0] == "primary"
+    wait_for(lambda: role_state(cfg, "a") == ("backup", "normal"), 30, "a backup, normal")
+    wait_for(lambda: role_state(cfg, "b") == ("primary", "normal"), 10, "b primary, normal")
+    wait_more(load, 500, "load on b")
+    load.stop()  # asserts no request failed
+    assert st(cfg, "b")["epoch"] == 2
+    wait_for(
+        lambda: st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"], 20, "equal digests"
+    )
+    with Client(cfg, timeout=5) as c:
+        assert c.request({"op": "book", "instrument": "ABC"}).server == "b"
+    stop_all(cfg, procs)
+    check_exactly_once(cfg, "b", load)
