@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,10 @@ def st(cfg: config.ClusterConfig, name: str, digest: bool = False) -> dict[str, 
 def role_state(cfg: config.ClusterConfig, name: str) -> tuple[Any, Any]:
     s = st(cfg, name)
     return s.get("role"), s["state"]
+
+
+def is_role_state(cfg: config.ClusterConfig, name: str, want: tuple[str, str]) -> bool:
+    return role_state(cfg, name) == want
 
 
 def start_pair(procs: Procs, cluster_dir: Callable[..., Path]) -> tuple[Path, config.ClusterConfig]:
@@ -192,3 +197,30 @@ def test_switchover_loses_and_fails_no_request(
         assert c.request({"op": "book", "instrument": "ABC"}).server == "b"
     stop_all(cfg, procs)
     check_exactly_once(cfg, "b", load)
+
+
+def test_several_backups_most_up_to_date_takes_over_others_follow(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    cfg_path = cluster_dir(nodes=3)
+    cfg = config.load(cfg_path)
+    for n in ("a", "b", "c"):
+        procs.node(cfg_path, n)
+    wait_for(lambda: role_state(cfg, "a") == ("primary", "normal"), 20, "a primary")
+    for n in ("b", "c"):
+        wait_for(partial(is_role_state, cfg, n, ("backup", "normal")), 20, f"{n} in sync")
+    load = Load(cfg, window=16)
+    wait_more(load, 800, "load on a")
+    os.killpg(procs.procs[0].pid, signal.SIGKILL)
+    wait_for(lambda: any(role_state(cfg, n)[0] == "primary" for n in ("b", "c")), 20, "a takeover")
+    new = next(n for n in ("b", "c") if st(cfg, n)["role"] == "primary")
+    other = "c" if new == "b" else "b"
+    wait_for(lambda: role_state(cfg, other) == ("backup", "normal"), 20, f"{other} follows")
+    wait_for(lambda: role_state(cfg, new) == ("primary", "normal"), 20, f"{new} normal")
+    assert st(cfg, new)["epoch"] == 2 and st(cfg, other)["epoch"] == 2
+    wait_more(load, 500, f"load on {new}")
+    load.stop()
+    wait_for(lambda: st(cfg, new, True)["digest"] == st(cfg, other, True)["digest"], 20, "equal")
+    stop_all(cfg, procs)
+    check_exactly_once(cfg, new, load)
+    check_exactly_once(cfg, other, load)

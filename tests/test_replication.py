@@ -731,3 +731,34 @@ def test_random_interleavings_lose_and_repeat_nothing(ops: list[tuple[str, str]]
     assert tr.carrying_link() == "main"
     assert tr.commit_point() == last
     assert_exact(sim, last)
+
+
+def test_backup_with_older_epoch_records_past_our_start_gets_a_snapshot() -> None:
+    """A backup that holds records of the old primary beyond the point where our
+    epoch began has a history we never had: it is not pushed records, it is
+    replaced by a snapshot, and only then counts for commits."""
+    tr = make_tracker(in_sync_lag=0)
+    tr.epoch, tr.epoch_start = 2, 100
+    tr.pump(T0, 120, 1)
+    tr.on_ack("b1", "main", 103, False, T0, incarnation=5, last_epoch=1)
+    acts = tr.pump(T0, 120, 1)
+    assert [type(a).__name__ for a in acts if not isinstance(a, Commit)] == ["SendSnapshot"]
+    assert tr.commit_point() is None
+    assert tr.pump(T0, 120, 1) == [], "one snapshot at a time"
+    tr.on_snapshot_sent("b1", 120)
+    tr.on_ack("b1", "main", 120, False, T0 + 0.01, incarnation=6, last_epoch=2)
+    tr.pump(T0 + 0.01, 120, 1)
+    assert tr.commit_point() == 120
+
+
+def test_backup_behind_our_start_or_on_our_epoch_is_not_diverged() -> None:
+    tr = make_tracker(max_push=100, in_sync_lag=0)
+    tr.epoch, tr.epoch_start = 2, 100
+    tr.pump(T0, 120, 1)
+    tr.on_ack("b1", "main", 90, False, T0, incarnation=5, last_epoch=1)  # a prefix of ours
+    assert tr.pump(T0, 120, 1)[0] == Push("b1", "main", 91, 120)
+    tr2 = make_tracker(max_push=100, in_sync_lag=0)
+    tr2.epoch, tr2.epoch_start = 2, 100
+    tr2.pump(T0, 120, 1)
+    tr2.on_ack("b1", "main", 110, False, T0, incarnation=5, last_epoch=2)  # ours already
+    assert tr2.pump(T0, 120, 1)[0] == Push("b1", "main", 111, 120)

@@ -32,6 +32,7 @@ class Processor:
         self.name = name
         self.epoch = epoch
         self.last_lsn = last_lsn
+        self.last_epoch = epoch  # epoch of the record at last_lsn
         self.applied = 0
         self.duplicates = 0
         self.stale = 0
@@ -70,6 +71,7 @@ class Processor:
         ).encode()
         self.engine.apply(client_id, msg_id, out.status, out.result, out.changes)
         self.last_lsn = lsn
+        self.last_epoch = self.epoch
         self.applied += 1
         return Processed(self._reply(msg_id, out.status, out.result), lsn, record)
 
@@ -79,6 +81,7 @@ class Processor:
             raise ValueError(f"record lsn {rec.lsn} does not follow {self.last_lsn}")
         self.engine.apply(rec.client_id, rec.msg_id, rec.status, rec.result, rec.changes)
         self.last_lsn = rec.lsn
+        self.last_epoch = rec.epoch
         self.epoch = max(self.epoch, rec.epoch)
 
 

@@ -267,7 +267,10 @@ class CommitAck(Message):
     (this server does not follow the sender yet: ``held`` means nothing).
     ``incarnation`` is random per process start: within one incarnation
     ``held`` never decreases, so a lower value from the same incarnation is an
-    old answer arriving late on the other link, not a restart.
+    old answer arriving late on the other link, not a restart. ``last_epoch``
+    is the epoch of the record at ``held``: a backup holding records of an older
+    epoch beyond the point where the asker's epoch began has a history the
+    asker never had, and gets a snapshot instead of records.
     """
 
     TYPE: ClassVar[str] = "ack"
@@ -276,9 +279,11 @@ class CommitAck(Message):
     held: int
     status: str
     incarnation: int
+    last_epoch: int
 
     def validate(self) -> None:
         _check_uint(self.incarnation, "incarnation")
+        _check_uint(self.last_epoch, "last_epoch")
         _check_id(self.sender, "sender")
         _check_uint(self.epoch, "epoch")
         _check_uint(self.held, "held")

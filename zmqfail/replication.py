@@ -83,6 +83,7 @@ class PeerState:
     snapshot_pending: bool = False
     last_answer: float = 0.0
     incarnation: int = 0  # the backup process's id, from its acks
+    diverged: bool = False  # holds records we never had: needs a snapshot
     links: dict[str, LinkState] = field(default_factory=lambda: {n: LinkState() for n in LINKS})
 
 
@@ -93,6 +94,8 @@ class ReplicationTracker:
     keepalive: float = 0.05
     max_push: int = 2000
     in_sync_lag: int = 500
+    epoch: int = 0  # the primary's epoch ...
+    epoch_start: int = 0  # ... and the LSN it began at: records after it carry `epoch`
 
     @classmethod
     def for_peers(cls, names: list[str], **kw: float | int) -> ReplicationTracker:
@@ -108,6 +111,7 @@ class ReplicationTracker:
         now: float,
         waiting: bool = False,
         incarnation: int = 0,
+        last_epoch: int | None = None,
     ) -> None:
         p = self.peers[peer]
         ls = p.links[link]
@@ -121,6 +125,14 @@ class ReplicationTracker:
             p.in_sync = False
             return
         p.heard = True
+        if last_epoch is not None and last_epoch < self.epoch and held > self.epoch_start:
+            # It holds older-epoch records past the point our epoch began: records
+            # the old primary never got acknowledged, and we never had. Replace
+            # its state with ours.
+            p.incarnation = incarnation
+            p.in_sync = False
+            p.diverged = True
+            return
         restarted = incarnation != p.incarnation
         p.incarnation = incarnation
         if held < p.held and not restarted:
@@ -146,6 +158,7 @@ class ReplicationTracker:
     def on_snapshot_sent(self, peer: str, lsn: int) -> None:
         p = self.peers[peer]
         p.snapshot_pending = False
+        p.diverged = False
         p.sent = lsn
 
     def mark_lost(self, peer: str) -> None:
@@ -164,7 +177,10 @@ class ReplicationTracker:
             if p.held >= last_lsn - self.in_sync_lag and p.heard:
                 p.in_sync = True
             cur = p.links[p.link]
-            if p.heard and p.sent < last_lsn and cur.up:
+            if p.diverged and cur.up and not p.snapshot_pending:
+                p.snapshot_pending = True
+                out.append(SendSnapshot(p.name, p.link))
+            elif p.heard and p.sent < last_lsn and cur.up and not p.diverged:
                 if p.sent + 1 < first_kept:
                     if not p.snapshot_pending:
                         p.snapshot_pending = True

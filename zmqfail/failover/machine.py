@@ -338,6 +338,8 @@ def _progress(s: FailoverState, e: Event, now: float) -> Result:
 
 def _in_sync(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, BackupsInSync)
+    if s.role is not Role.PRIMARY:
+        return s, []  # only a primary waits for backups
     if e.names:
         return _to(s, State.NORMAL, now, in_sync=e.names), []
     alone = State.PRIMARY_ONLY if s.state is not State.BACKUP_ONLY else State.BACKUP_ONLY
@@ -356,10 +358,16 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
             role=Role.BACKUP,
             epoch=e.epoch,
             primary="",
-            was_active=True,
+            # A handoff waited until the backup held everything: no divergence.
+            was_active=s.state is not State.HANDOFF,
             in_sync=(),
+            handoff_to="",
         )
         return new, [Action.STEP_DOWN]
+    if s.state in (State.SYNCING, State.NORMAL):
+        # Someone took over from the primary we follow: stop following it (and
+        # stop weighing a takeover of our own) until the new primary is heard.
+        return _to(s, State.STANDBY, now, epoch=e.epoch, primary="", primary_silent=False), []
     return replace(s, epoch=e.epoch), []
 
 
@@ -404,8 +412,17 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
     (State.BACKUP_ONLY, BackupsInSync): (_in_sync, (State.NORMAL, State.BACKUP_ONLY)),
     (State.NORMAL, BackupsInSync): (_in_sync, (State.NORMAL, State.PRIMARY_ONLY)),
     (State.NORMAL, Switchover): (_switchover, (State.HANDOFF,)),
-    **{(st, HigherEpoch): (_fence, (st,)) for st in _BACKUP_ONLY_STATES},
-    **{(st, HigherEpoch): (_fence, (st, State.FENCED)) for st in _MAYBE_PRIMARY},
+    **{
+        (st, HigherEpoch): (_fence, (st, State.STANDBY) if st in _B else (st,))
+        for st in _BACKUP_ONLY_STATES
+    },
+    **{
+        (st, HigherEpoch): (
+            _fence,
+            (st, State.FENCED, State.STANDBY) if st in _B else (st, State.FENCED),
+        )
+        for st in _MAYBE_PRIMARY
+    },
     **{(st, Stop): (_stop, (State.STOPPED,)) for st in ALL_LIVE},
     # Observations that change nothing in these states, listed so they are legal.
     **{

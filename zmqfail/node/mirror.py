@@ -161,7 +161,9 @@ class Mirror:
     def _answer(self, link: str, status: str) -> None:
         self.pending.pop(link, None)
         node = self.node
-        ack = CommitAck(node.name, node.agent.fs.epoch, self.held, status, node.incarnation)
+        ack = CommitAck(
+            node.name, node.agent.fs.epoch, self.held, status, node.incarnation, node.held_epoch
+        )
         self.rep[link].send(ack.encode())
 
     def next_deadline(self) -> float | None:

@@ -37,6 +37,8 @@ class Replicator:
             ack_timeout=fo.link_timeout_ms / 1000.0,
             keepalive=fo.heartbeat_interval_ms / 1000.0,
         )
+        self.tracker.epoch = node.proc.epoch
+        self.tracker.epoch_start = node.proc.last_lsn
         self.peers = {p.name: p for p in peers}
         self.push: dict[tuple[str, str], zmq.Socket[bytes]] = {}
         self.req: dict[tuple[str, str], zmq.Socket[bytes]] = {}
@@ -151,6 +153,7 @@ class Replicator:
             now,
             waiting=ack.status == "wait",
             incarnation=ack.incarnation,
+            last_epoch=ack.last_epoch,
         )
 
     def close(self) -> None:

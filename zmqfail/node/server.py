@@ -104,9 +104,11 @@ class Node:
         else:
             engine, last = Engine(self.cfg.engine), 0
         self.proc = Processor(engine, self.name, max(rec.epoch, 1), last)
+        self.proc.last_epoch = rec.snapshot.epoch if rec.snapshot is not None else 0
         for _lsn, payload in rec.records:
             self.proc.apply_record(TxRecord.decode(payload))
         self.snapshot_lsn = rec.snapshot.lsn if rec.snapshot else 0
+        self.held_epoch = self.proc.last_epoch
         log.info(
             "%s: recovered to lsn %d epoch %d in %.3fs (snapshot %d, %d records replayed, "
             "%d torn bytes cut)",
@@ -360,6 +362,7 @@ class Node:
             return
         out = self.proc.submit(req.client_id, req.msg_id, req.body)
         if out.record is not None:
+            self.held_epoch = self.proc.epoch
             self.disklog.append(out.gate_lsn, out.record)
             self.memlog.append(out.gate_lsn, out.record)
         if out.gate_lsn <= self.committed_lsn:
@@ -401,6 +404,7 @@ class Node:
     def hold_record(self, rec: TxRecord, payload: bytes) -> None:
         """Step 253: the mirrored record goes into our RAM log (and the disk
         buffer); the checkpoint agent applies it to the tables after the ack."""
+        self.held_epoch = rec.epoch
         self.memlog.append(rec.lsn, payload)
         self.disklog.append(rec.lsn, payload)
         self.to_apply.append(rec)
@@ -439,6 +443,7 @@ class Node:
         if state is not None:
             write_snapshot(self.data_dir, lsn, epoch, state)
         self.proc = Processor(engine, self.name, epoch, lsn)
+        self.held_epoch = epoch
         self.disklog = DiskLog(self.data_dir, self.cfg.flush.segment_bytes, lsn + 1)
         self.memlog = MemLog(lsn + 1)
         self.poller.unregister(self.flusher.notify)

@@ -1,0 +1,1270 @@
+"""The failover state machine (zmqfail.failover.machine) with a fake clock.
+
+Every (state, event type) pair of TRANSITIONS is stepped through (checked
+mechanically by the last test), every other pair is refused without changing
+the state, and the Binary Star rules are checked one by one: startup choice,
+takeover only on silence plus a fresh client vote, the most up-to-date live
+backup, fencing by epochs, the primary's in-sync bookkeeping, switchover and
+stop. Two hypothesis tests drive random event sequences through one machine
+and through two machines joined by a lossy, partitionable simulated network.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from zmqfail.failover.machine import (
+    TRANSITIONS,
+    Action,
+    BackupsInSync,
+    ClientVote,
+    Event,
+    FailoverState,
+    HigherEpoch,
+    IllegalTransition,
+    PeerActive,
+    PeerProgress,
+    PeerSilent,
+    Role,
+    StartupDone,
+    State,
+    Stop,
+    Switchover,
+    diagram,
+    initial,
+    step,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+# Binary-exact times, so clock arithmetic on floats is exact.
+T0 = 1000.0
+
+EVENT_TYPES: tuple[type, ...] = typing.get_args(Event)
+BACKUP_STATES = (State.STARTING, State.STANDBY, State.SYNCING, State.FENCED)
+SERVING = (State.NORMAL, State.PRIMARY_ONLY, State.BACKUP_ONLY, State.HANDOFF)
+
+# (state, event type) pairs stepped through by go(), for the last test.
+STEPPED: set[tuple[State, type]] = set()
+
+
+def go(s: FailoverState, e: Event, now: float) -> tuple[FailoverState, list[Action]]:
+    """step(), recording which table entry was exercised."""
+    new, actions = step(s, e, now)
+    STEPPED.add((s.state, type(e)))
+    return new, actions
+
+
+def go_s(s: FailoverState, e: Event, now: float) -> FailoverState:
+    return go(s, e, now)[0]
+
+
+# ------------------------------------------------------------ state builders
+def starting(
+    name: str = "b",
+    peers: tuple[str, ...] = ("a", "c"),
+    epoch: int = 1,
+    preferred: bool = False,
+    was_active: bool = False,
+    vote_window: float = 1.0,
+) -> FailoverState:
+    return initial(name, peers, epoch, preferred, was_active, T0, vote_window)
+
+
+def standby() -> FailoverState:
+    s = go_s(starting(), StartupDone(), T0 + 2)
+    assert (s.state, s.role) == (State.STANDBY, Role.BACKUP)
+    return s
+
+
+def syncing(epoch: int = 1) -> FailoverState:
+    s = go_s(starting(epoch=epoch), PeerActive("a", epoch), T0 + 1)
+    assert (s.state, s.role, s.primary) == (State.SYNCING, Role.BACKUP, "a")
+    return s
+
+
+def normal_backup(
+    name: str = "b",
+    peers: tuple[str, ...] = ("a", "c"),
+    epoch: int = 1,
+    vote_window: float = 1.0,
+) -> FailoverState:
+    s = starting(name, peers, epoch, vote_window=vote_window)
+    s = go_s(s, PeerActive("a", epoch, in_sync=(name,)), T0 + 1)
+    assert (s.state, s.role, s.primary, s.epoch) == (State.NORMAL, Role.BACKUP, "a", epoch)
+    return s
+
+
+def primary_only(
+    name: str = "a", peers: tuple[str, ...] = ("b", "c"), epoch: int = 1
+) -> FailoverState:
+    s = go_s(starting(name, peers, epoch, preferred=True), StartupDone(), T0 + 2)
+    assert (s.state, s.role) == (State.PRIMARY_ONLY, Role.PRIMARY)
+    return s
+
+
+def normal_primary(
+    name: str = "a", peers: tuple[str, ...] = ("b", "c"), in_sync: tuple[str, ...] = ("b",)
+) -> FailoverState:
+    s = go_s(primary_only(name, peers), BackupsInSync(in_sync), T0 + 3)
+    assert (s.state, s.role, s.in_sync) == (State.NORMAL, Role.PRIMARY, in_sync)
+    return s
+
+
+def backup_only() -> FailoverState:
+    s = normal_backup()
+    s = go_s(s, ClientVote(), T0 + 2)
+    s = go_s(s, PeerSilent("a"), T0 + 2.5)
+    assert (s.state, s.role, s.epoch) == (State.BACKUP_ONLY, Role.PRIMARY, 2)
+    return s
+
+
+def fenced() -> FailoverState:
+    s = go_s(primary_only(), HigherEpoch(2, "b"), T0 + 4)
+    assert (s.state, s.role, s.epoch) == (State.FENCED, Role.BACKUP, 2)
+    return s
+
+
+def handoff() -> FailoverState:
+    s = go_s(normal_primary(), Switchover(), T0 + 4)
+    assert (s.state, s.role, s.handoff_to) == (State.HANDOFF, Role.PRIMARY, "b")
+    return s
+
+
+def stopped() -> FailoverState:
+    s = go_s(starting(), Stop(), T0 + 1)
+    assert s.state is State.STOPPED
+    return s
+
+
+BUILDERS: dict[str, Callable[[], FailoverState]] = {
+    "starting": starting,
+    "standby": standby,
+    "syncing": syncing,
+    "normal_backup": normal_backup,
+    "normal_primary": normal_primary,
+    "primary_only": primary_only,
+    "backup_only": backup_only,
+    "fenced": fenced,
+    "handoff": handoff,
+    "stopped": stopped,
+}
+ACTIVE_BUILDERS = ("primary_only", "backup_only", "normal_primary", "handoff")
+
+
+def builder_for(state: State, ev: type) -> Callable[[], FailoverState]:
+    if state is State.NORMAL:
+        primary_side = ev in (Switchover, BackupsInSync)
+        return normal_primary if primary_side else normal_backup
+    return BUILDERS[state.value]
+
+
+def sample(ev: type, s: FailoverState) -> Event:
+    """A plausible event of type `ev` for a server in state `s`."""
+    other = s.primary or s.peers[0]
+    samples: dict[type, Event] = {
+        StartupDone: StartupDone(),
+        PeerActive: PeerActive(other, s.epoch + 1),
+        PeerSilent: PeerSilent(other),
+        ClientVote: ClientVote(),
+        BackupsInSync: BackupsInSync((s.peers[0],)),
+        HigherEpoch: HigherEpoch(s.epoch + 3, s.peers[-1]),
+        PeerProgress: PeerProgress(s.peers[-1], s.epoch, 0, True),
+        Switchover: Switchover(),
+        Stop: Stop(),
+    }
+    return samples[ev]
+
+
+def test_event_types_are_all_known() -> None:
+    assert set(EVENT_TYPES) == {
+        StartupDone,
+        PeerActive,
+        PeerSilent,
+        ClientVote,
+        BackupsInSync,
+        HigherEpoch,
+        PeerProgress,
+        Switchover,
+        Stop,
+    }
+    assert {k[1] for k in TRANSITIONS} <= set(EVENT_TYPES)
+
+
+# --------------------------------------------------- 1. every table entry
+TABLE_KEYS = sorted(TRANSITIONS, key=lambda k: (k[0].value, k[1].__name__))
+
+
+@pytest.mark.parametrize(
+    ("state", "ev"), TABLE_KEYS, ids=[f"{s.value}-{e.__name__}" for s, e in TABLE_KEYS]
+)
+def test_table_entry(state: State, ev: type) -> None:
+    s = builder_for(state, ev)()
+    assert s.state is state
+    before = replace(s)
+    new, actions = go(s, sample(ev, s), T0 + 10)
+    _handler, targets = TRANSITIONS[(state, ev)]
+    assert new.state in (state, *targets)
+    assert s == before  # the input is never modified
+    if new.state is not state:
+        assert new.since == T0 + 10
+    else:
+        assert new.since == s.since
+    assert all(isinstance(a, Action) for a in actions)
+
+
+# ------------------------------------------------------------ 2. refusals
+ILLEGAL = [
+    (name, ev)
+    for name, build in BUILDERS.items()
+    for ev in EVENT_TYPES
+    if (State.NORMAL if name.startswith("normal") else State(name), ev) not in TRANSITIONS
+]
+
+
+def test_illegal_list_is_complete() -> None:
+    states = {State.NORMAL if n.startswith("normal") else State(n) for n in BUILDERS}
+    assert states == set(State)
+    n_normal_illegal = sum(1 for ev in EVENT_TYPES if (State.NORMAL, ev) not in TRANSITIONS)
+    expected = len(State) * len(EVENT_TYPES) - len(TRANSITIONS) + n_normal_illegal
+    assert len(ILLEGAL) == expected
+
+
+@pytest.mark.parametrize(("name", "ev"), ILLEGAL, ids=[f"{n}-{e.__name__}" for n, e in ILLEGAL])
+def test_refused(name: str, ev: type) -> None:
+    s = BUILDERS[name]()
+    before = replace(s)
+    with pytest.raises(IllegalTransition):
+        step(s, sample(ev, s), T0 + 10)
+    assert s == before
+    assert s.extra == before.extra
+
+
+def test_switchover_without_in_sync_backup_is_refused() -> None:
+    # (NORMAL, Switchover) is in the table, but a backup in NORMAL has no
+    # in-sync backups of its own: the handler refuses.
+    s = normal_backup()
+    before = replace(s)
+    with pytest.raises(IllegalTransition):
+        step(s, Switchover(), T0 + 5)
+    assert s == before
+    # A primary alone never reaches NORMAL, so PRIMARY_ONLY refuses it by table.
+    p = primary_only()
+    with pytest.raises(IllegalTransition):
+        step(p, Switchover(), T0 + 5)
+    assert p == primary_only()
+
+
+def test_states_are_frozen() -> None:
+    s = starting()
+    with pytest.raises(AttributeError):
+        s.state = State.NORMAL  # type: ignore[misc]
+
+
+# -------------------------------------------------------------- 3. startup
+def test_initial() -> None:
+    s = starting(epoch=0)
+    assert (s.state, s.role, s.epoch, s.since) == (State.STARTING, Role.BACKUP, 1, T0)
+    assert not s.active
+
+
+def test_startup_preferred_fresh_becomes_primary() -> None:
+    s = starting("a", ("b", "c"), preferred=True)
+    new, actions = go(s, StartupDone(), T0 + 2)
+    assert actions == [Action.BECOME_PRIMARY]
+    assert (new.state, new.role, new.epoch) == (State.PRIMARY_ONLY, Role.PRIMARY, 1)
+    assert new.was_active
+    assert new.active
+    assert new.since == T0 + 2
+
+
+def test_startup_non_preferred_waits_in_standby() -> None:
+    new, actions = go(starting(), StartupDone(), T0 + 2)
+    assert actions == []
+    assert (new.state, new.role, new.was_active) == (State.STANDBY, Role.BACKUP, False)
+    assert not new.active
+
+
+def test_startup_formerly_active_resumes() -> None:
+    s = starting("b", ("a", "c"), epoch=4, was_active=True)
+    new, actions = go(s, StartupDone(), T0 + 2)
+    assert actions == [Action.BECOME_PRIMARY]
+    assert (new.state, new.role, new.epoch, new.was_active) == (
+        State.PRIMARY_ONLY,
+        Role.PRIMARY,
+        4,
+        True,
+    )
+
+
+@pytest.mark.parametrize("preferred", [False, True])
+def test_startup_hearing_primary_follows(preferred: bool) -> None:
+    s = starting("b", ("a", "c"), preferred=preferred)
+    new, actions = go(s, PeerActive("a", 3), T0 + 1)
+    assert actions == [Action.FOLLOW]
+    assert (new.state, new.role, new.primary, new.epoch) == (State.SYNCING, Role.BACKUP, "a", 3)
+    assert new.since == T0 + 1
+    # A later StartupDone is not legal any more: the choice is made.
+    with pytest.raises(IllegalTransition):
+        step(new, StartupDone(), T0 + 3)
+
+
+def test_startup_hearing_primary_listing_us_in_sync_is_normal() -> None:
+    new, actions = go(starting(), PeerActive("a", 1, in_sync=("c", "b")), T0 + 1)
+    assert actions == [Action.FOLLOW]
+    assert (new.state, new.primary) == (State.NORMAL, "a")
+
+
+def test_startup_formerly_active_hearing_higher_epoch_resyncs() -> None:
+    s = starting("b", ("a", "c"), epoch=2, was_active=True)
+    new, actions = go(s, PeerActive("a", 3), T0 + 1)
+    assert actions == [Action.RESYNC, Action.FOLLOW]
+    assert (new.state, new.role, new.epoch, new.primary) == (State.SYNCING, Role.BACKUP, 3, "a")
+    assert not new.was_active
+
+
+def test_startup_ignores_stale_primary() -> None:
+    s = starting(epoch=3)
+    new, actions = go(s, PeerActive("a", 2), T0 + 1)
+    assert (new, actions) == (s, [])
+
+
+def test_startup_observations_change_nothing() -> None:
+    s = starting()
+    new, actions = go(s, PeerSilent("a"), T0 + 1)
+    assert (new, actions) == (s, [])
+    new, actions = go(s, ClientVote(), T0 + 1)
+    assert actions == []
+    assert new.state is State.STARTING
+    assert new.vote_at == T0 + 1
+    new, actions = go(s, PeerProgress("c", 1, 5, True), T0 + 1)
+    assert actions == []
+    assert new.progress == (("c", 1, 5, True),)
+
+
+# ------------------------------------------------------------- 4. takeover
+def assert_took_over(old: FailoverState, new: FailoverState, actions: list[Action]) -> None:
+    assert actions == [Action.TAKE_OVER, Action.RECOVERY_SIGNAL]
+    assert (new.state, new.role, new.epoch) == (State.BACKUP_ONLY, Role.PRIMARY, old.epoch + 1)
+    assert new.active
+    assert new.was_active
+    assert (new.primary, new.primary_silent, new.vote_at) == ("", False, None)
+
+
+def test_takeover_vote_then_silence() -> None:
+    s = normal_backup()
+    s1, actions = go(s, ClientVote(), T0 + 10)
+    assert (s1.state, actions, s1.vote_at) == (State.NORMAL, [], T0 + 10)
+    s2, actions = go(s1, PeerSilent("a"), T0 + 10.5)
+    assert_took_over(s1, s2, actions)
+    assert s2.since == T0 + 10.5
+
+
+def test_takeover_silence_then_vote() -> None:
+    s = normal_backup()
+    s1, actions = go(s, PeerSilent("a"), T0 + 10)
+    assert (s1.state, actions, s1.primary_silent) == (State.NORMAL, [Action.FLUSH], True)
+    assert not s1.active
+    s2, actions = go(s1, ClientVote(), T0 + 30)  # silence has no expiry, only votes do
+    assert_took_over(s1, s2, actions)
+
+
+def test_vote_exactly_at_window_edge_counts() -> None:
+    s = go_s(normal_backup(vote_window=1.0), ClientVote(), T0 + 10)
+    new, actions = go(s, PeerSilent("a"), T0 + 11)
+    assert_took_over(s, new, actions)
+
+
+def test_stale_vote_does_not_trigger() -> None:
+    s = go_s(normal_backup(vote_window=1.0), ClientVote(), T0 + 10)
+    new, actions = go(s, PeerSilent("a"), T0 + 11.25)
+    assert (new.state, new.role, new.epoch, actions) == (
+        State.NORMAL,
+        Role.BACKUP,
+        1,
+        [Action.FLUSH],
+    )
+    assert not new.active
+    # A fresh vote then does it.
+    new2, actions = go(new, ClientVote(), T0 + 12)
+    assert_took_over(new, new2, actions)
+
+
+def test_vote_window_is_per_state() -> None:
+    s = go_s(normal_backup(vote_window=4.0), ClientVote(), T0 + 10)
+    new, actions = go(s, PeerSilent("a"), T0 + 13.5)
+    assert_took_over(s, new, actions)
+
+
+def test_silence_alone_flushes_and_waits() -> None:
+    """Step 420, link failure: the primary may be alive and serving its clients."""
+    s = normal_backup()
+    new, actions = go(s, PeerSilent("a"), T0 + 10)
+    assert actions == [Action.FLUSH]
+    assert (new.state, new.role, new.epoch, new.primary) == (State.NORMAL, Role.BACKUP, 1, "a")
+    assert new.since == s.since
+
+
+def test_vote_alone_does_nothing() -> None:
+    s = normal_backup()
+    for t in (10.0, 10.5, 11.0, 20.0):
+        s, actions = go(s, ClientVote(), T0 + t)
+        assert actions == []
+        assert (s.state, s.role, s.epoch) == (State.NORMAL, Role.BACKUP, 1)
+
+
+def test_silence_of_another_peer_is_not_the_primarys() -> None:
+    s = go_s(normal_backup(), ClientVote(), T0 + 10)
+    new, actions = go(s, PeerSilent("c"), T0 + 10.25)
+    assert (new, actions) == (s, [])
+
+
+def test_primary_heard_again_clears_silence() -> None:
+    s = go_s(normal_backup(), PeerSilent("a"), T0 + 10)
+    s = go_s(s, PeerActive("a", 1, in_sync=("b",)), T0 + 10.5)
+    assert not s.primary_silent
+    new, actions = go(s, ClientVote(), T0 + 11)
+    assert (new.state, actions) == (State.NORMAL, [])
+
+
+def test_syncing_backup_whose_primary_goes_silent_never_takes_over() -> None:
+    s = go_s(syncing(), ClientVote(), T0 + 10)
+    assert s.state is State.SYNCING
+    new, actions = go(s, PeerSilent("a"), T0 + 10.25)
+    assert actions == [Action.FLUSH]
+    assert (new.state, new.role, new.epoch) == (State.STANDBY, Role.BACKUP, 1)
+    for t in (10.5, 10.75, 11.0):
+        new, actions = go(new, ClientVote(), T0 + t)
+        assert (new.state, new.role, actions) == (State.STANDBY, Role.BACKUP, [])
+        new, actions = go(new, PeerSilent("a"), T0 + t)
+        assert (new.state, actions) == (State.STANDBY, [])
+
+
+def test_syncing_silence_of_other_peer_ignored() -> None:
+    s = syncing()
+    new, actions = go(s, PeerSilent("c"), T0 + 5)
+    assert (new, actions) == (s, [])
+
+
+def test_standby_never_takes_over() -> None:
+    s = standby()
+    for t in (3.0, 3.5, 4.0):
+        s, actions = go(s, ClientVote(), T0 + t)
+        assert actions == []
+        s, actions = go(s, PeerSilent("a"), T0 + t)
+        assert actions == []
+        s, actions = go(s, PeerProgress("c", 1, 0, False), T0 + t)
+        assert actions == []
+        assert (s.state, s.role, s.epoch) == (State.STANDBY, Role.BACKUP, 1)
+
+
+def test_standby_follows_a_primary_that_shows_up() -> None:
+    s = standby()
+    new, actions = go(s, PeerActive("a", 2, in_sync=()), T0 + 5)
+    assert actions == [Action.FOLLOW]
+    assert (new.state, new.primary, new.epoch) == (State.SYNCING, "a", 2)
+
+
+def test_syncing_catches_up_and_falls_behind() -> None:
+    s = syncing()
+    s, actions = go(s, PeerActive("a", 1, in_sync=("b",)), T0 + 2)
+    assert (s.state, actions) == (State.NORMAL, [])  # same primary: no new FOLLOW
+    s, actions = go(s, PeerActive("a", 1, in_sync=()), T0 + 3)
+    assert (s.state, actions) == (State.SYNCING, [])
+
+
+def test_backup_switches_to_new_primary() -> None:
+    s = normal_backup()
+    new, actions = go(s, PeerActive("c", 2), T0 + 5)
+    assert actions == [Action.FOLLOW]
+    assert (new.state, new.primary, new.epoch) == (State.SYNCING, "c", 2)
+
+
+# ------------------------------------------------------ 5. several backups
+def silent_with_vote(s: FailoverState, now: float) -> FailoverState:
+    s = go_s(s, PeerSilent("a"), now)
+    s = go_s(s, ClientVote(), now)
+    return s
+
+
+def test_better_live_backup_takes_precedence() -> None:
+    s = replace(normal_backup(), last_lsn=40)
+    s, actions = go(s, PeerProgress("c", 1, 50, True), T0 + 5)
+    assert actions == []
+    s = silent_with_vote(s, T0 + 10)
+    assert (s.state, s.role, s.epoch) == (State.NORMAL, Role.BACKUP, 1)
+
+
+def test_higher_epoch_beats_higher_lsn() -> None:
+    s = replace(normal_backup(), last_lsn=90)
+    s = go_s(s, PeerProgress("c", 2, 10, True), T0 + 5)
+    s = silent_with_vote(s, T0 + 10)
+    assert s.state is State.NORMAL
+
+
+def test_worse_backup_does_not_block() -> None:
+    s = replace(normal_backup(), last_lsn=40)
+    s = go_s(s, PeerProgress("c", 1, 39, True), T0 + 5)
+    s1 = go_s(s, PeerSilent("a"), T0 + 10)
+    new, actions = go(s1, ClientVote(), T0 + 10)
+    assert_took_over(s1, new, actions)
+
+
+def test_dead_better_backup_does_not_block() -> None:
+    s = replace(normal_backup(), last_lsn=40)
+    s = go_s(s, PeerProgress("c", 1, 50, False), T0 + 5)
+    s1 = go_s(s, PeerSilent("a"), T0 + 10)
+    new, actions = go(s1, ClientVote(), T0 + 10)
+    assert_took_over(s1, new, actions)
+
+
+def test_better_backup_dying_lets_us_take_over_on_its_progress() -> None:
+    s = replace(normal_backup(), last_lsn=40)
+    s = go_s(s, PeerProgress("c", 1, 50, True), T0 + 5)
+    s = silent_with_vote(s, T0 + 10)
+    assert s.state is State.NORMAL
+    new, actions = go(s, PeerProgress("c", 1, 50, False), T0 + 10.5)
+    assert_took_over(s, new, actions)
+    # Only the latest report of a peer counts.
+    assert new.progress == (("c", 1, 50, False),)
+
+
+def test_tie_is_broken_by_name_order() -> None:
+    # b and c equally up to date: b (lower name) takes over, c does not.
+    b = replace(normal_backup("b", ("a", "c")), last_lsn=40)
+    b = go_s(b, PeerProgress("c", 1, 40, True), T0 + 5)
+    b1 = go_s(b, PeerSilent("a"), T0 + 10)
+    new, actions = go(b1, ClientVote(), T0 + 10)
+    assert_took_over(b1, new, actions)
+
+    c = replace(normal_backup("c", ("a", "b")), last_lsn=40)
+    c = go_s(c, PeerProgress("b", 1, 40, True), T0 + 5)
+    c = silent_with_vote(c, T0 + 10)
+    assert (c.state, c.role) == (State.NORMAL, Role.BACKUP)
+
+
+def test_tie_break_uses_sorted_names_not_config_order() -> None:
+    # c's peers are listed b-last, but b still wins the tie.
+    c = replace(normal_backup("c", ("b", "a")), last_lsn=7)
+    c = go_s(c, PeerProgress("b", 1, 7, True), T0 + 5)
+    c = silent_with_vote(c, T0 + 10)
+    assert c.state is State.NORMAL
+
+
+def test_primarys_own_progress_is_ignored() -> None:
+    s = replace(normal_backup(), last_lsn=40)
+    s = go_s(s, PeerProgress("a", 5, 999, True), T0 + 5)
+    s1 = go_s(s, PeerSilent("a"), T0 + 10)
+    new, actions = go(s1, ClientVote(), T0 + 10)
+    assert_took_over(s1, new, actions)
+
+
+def test_progress_is_only_recorded_by_a_primary() -> None:
+    p = primary_only()
+    new, actions = go(p, PeerProgress("b", 1, 3, True), T0 + 5)
+    assert actions == []
+    assert (new.state, new.progress) == (State.PRIMARY_ONLY, (("b", 1, 3, True),))
+
+
+# ---------------------------------------------------------------- 6. fencing
+@pytest.mark.parametrize("name", ACTIVE_BUILDERS)
+def test_active_server_fenced_by_higher_epoch(name: str) -> None:
+    s = BUILDERS[name]()
+    new, actions = go(s, HigherEpoch(7, "c"), T0 + 20)
+    assert actions == [Action.STEP_DOWN]
+    assert (new.state, new.role, new.epoch) == (State.FENCED, Role.BACKUP, 7)
+    assert not new.active
+    assert (new.in_sync, new.primary, new.since) == ((), "", T0 + 20)
+
+
+@pytest.mark.parametrize("name", ACTIVE_BUILDERS)
+def test_active_server_fenced_by_higher_epoch_primary(name: str) -> None:
+    s = BUILDERS[name]()
+    new, actions = go(s, PeerActive("c", 7, in_sync=(s.name,)), T0 + 20)
+    assert actions == [Action.STEP_DOWN]
+    assert (new.state, new.role, new.epoch) == (State.FENCED, Role.BACKUP, 7)
+    assert not new.active
+    assert (new.in_sync, new.handoff_to) == ((), "")
+
+
+@pytest.mark.parametrize("name", ACTIVE_BUILDERS)
+def test_active_server_ignores_stale_epochs(name: str) -> None:
+    s = BUILDERS[name]()
+    s = replace(s, epoch=5)
+    for e in (HigherEpoch(5, "c"), HigherEpoch(4, "c"), PeerActive("c", 4)):
+        new, actions = go(s, e, T0 + 20)
+        assert (new, actions) == (s, [])
+
+
+def test_equal_epochs_later_name_steps_down() -> None:
+    a = primary_only("a", ("b", "c"))
+    b = replace(primary_only("b", ("a", "c")), epoch=1)
+    new_a, actions_a = go(a, PeerActive("b", 1), T0 + 5)
+    assert (new_a, actions_a) == (a, [])
+    new_b, actions_b = go(b, PeerActive("a", 1), T0 + 5)
+    assert actions_b == [Action.STEP_DOWN]
+    assert (new_b.state, new_b.role, new_b.epoch) == (State.FENCED, Role.BACKUP, 1)
+
+
+def test_equal_epochs_in_normal_and_backup_only() -> None:
+    # b serves in BACKUP_ONLY at epoch 2 and hears c at epoch 2: b is earlier.
+    b = backup_only()
+    new, actions = go(b, PeerActive("c", 2), T0 + 5)
+    assert (new, actions) == (b, [])
+    new, actions = go(b, PeerActive("a", 2), T0 + 5)
+    assert (new.state, actions) == (State.FENCED, [Action.STEP_DOWN])
+    # c as a NORMAL primary hearing b at the same epoch steps down.
+    c = normal_primary("c", ("a", "b"), in_sync=("a",))
+    new, actions = go(c, PeerActive("b", 1), T0 + 5)
+    assert (new.state, new.role, actions) == (State.FENCED, Role.BACKUP, [Action.STEP_DOWN])
+
+
+@pytest.mark.parametrize("name", ["normal_backup", "syncing", "standby", "fenced"])
+def test_backup_ignores_lower_epoch_primary(name: str) -> None:
+    s = replace(BUILDERS[name](), epoch=5)
+    new, actions = go(s, PeerActive("c", 4, in_sync=(s.name,)), T0 + 20)
+    assert (new, actions) == (s, [])
+
+
+@pytest.mark.parametrize("name", ["starting", "standby", "syncing", "normal_backup", "fenced"])
+def test_backup_adopts_higher_epoch(name: str) -> None:
+    s = BUILDERS[name]()
+    new, actions = go(s, HigherEpoch(9, "c"), T0 + 20)
+    assert actions == []
+    assert new == replace(s, epoch=9)
+    # ... and an equal or lower one changes nothing.
+    new, actions = go(s, HigherEpoch(s.epoch, "c"), T0 + 20)
+    assert (new, actions) == (s, [])
+
+
+def test_fenced_follows_a_higher_primary_with_resync() -> None:
+    s = fenced()  # epoch 2 after stepping down
+    assert s.was_active
+    new, actions = go(s, PeerActive("b", 3), T0 + 5)
+    assert actions == [Action.RESYNC, Action.FOLLOW]
+    assert (new.state, new.role, new.primary, new.epoch) == (State.SYNCING, Role.BACKUP, "b", 3)
+    assert not new.was_active
+
+
+def fence_by_higher_epoch() -> FailoverState:
+    return go_s(primary_only(), HigherEpoch(2, "b"), T0 + 4)
+
+
+def fence_by_peer_active() -> FailoverState:
+    return go_s(primary_only(), PeerActive("b", 2), T0 + 4)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: stepping down adopts the new epoch but keeps was_active; _follow only "
+    "resyncs when the primary's epoch is above ours, so the deposed primary never resyncs",
+)
+@pytest.mark.parametrize("fence", [fence_by_higher_epoch, fence_by_peer_active])
+def test_fenced_primary_resyncs_when_following_the_new_primary(
+    fence: Callable[[], FailoverState],
+) -> None:
+    # a served alone at epoch 1; b took over (epoch 2). a steps down, then hears b
+    # serving at epoch 2: a's log may hold records b never had, so a must resync.
+    s = fence()
+    assert (s.state, s.epoch, s.was_active) == (State.FENCED, 2, True)
+    new, actions = go(s, PeerActive("b", 2), T0 + 5)
+    assert new.state is State.SYNCING
+    assert Action.RESYNC in actions
+    assert not new.was_active
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a fenced server is recorded as active at the epoch it adopted, so after a "
+    "restart it starts as primary at the usurper's epoch and the usurper may step down",
+)
+def test_restart_after_fencing_does_not_claim_the_new_epoch() -> None:
+    # a (PRIMARY_ONLY, epoch 1) is fenced by b, which took over at epoch 2.
+    a = fence_by_peer_active()
+    # The node persists meta {"epoch": 2, "active": was_active} and restarts;
+    # b is not heard during the startup window (it is briefly unreachable).
+    a2 = starting("a", ("b", "c"), epoch=a.epoch, preferred=False, was_active=a.was_active)
+    a2 = go_s(a2, StartupDone(), T0 + 10)
+    b = backup_only()  # b, serving at epoch 2
+    assert b.epoch == 2
+    # Two servers active at the same epoch; at equal epochs b (later name) yields to a,
+    # whose log lacks everything b acknowledged at epoch 2.
+    assert not (a2.active and a2.epoch == b.epoch)
+
+
+def test_fenced_from_handoff_rejoins_without_resync() -> None:
+    h = handoff()  # a, handing over to b at epoch 1
+    f, actions = go(h, PeerActive("b", 2, in_sync=()), T0 + 5)
+    assert actions == [Action.STEP_DOWN]
+    assert (f.state, f.role, f.epoch, f.was_active) == (State.FENCED, Role.BACKUP, 2, False)
+    new, actions = go(f, PeerActive("b", 2, in_sync=()), T0 + 6)
+    assert actions == [Action.FOLLOW]
+    assert (new.state, new.primary, new.epoch) == (State.SYNCING, "b", 2)
+    # Even at a later epoch, a server that handed over cleanly has nothing to undo.
+    new, actions = go(f, PeerActive("b", 3, in_sync=("a",)), T0 + 6)
+    assert actions == [Action.FOLLOW]
+    assert new.state is State.NORMAL
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: _fence marks a HANDOFF primary was_active=True (the PeerActive path marks "
+    "it False), so it resyncs needlessly and counts as formerly active",
+)
+def test_handoff_fenced_by_higher_epoch_frame_rejoins_without_resync() -> None:
+    h = handoff()
+    f, actions = go(h, HigherEpoch(2, "b"), T0 + 5)
+    assert (f.state, actions) == (State.FENCED, [Action.STEP_DOWN])
+    assert not f.was_active
+    _new, actions = go(f, PeerActive("b", 3), T0 + 6)
+    assert Action.RESYNC not in actions
+
+
+def test_fenced_ignores_observations() -> None:
+    f = fenced()
+    for e in (PeerSilent("b"), PeerProgress("c", 2, 5, True)):
+        new, actions = go(f, e, T0 + 5)
+        assert actions == []
+        assert (new.state, new.role, new.epoch) == (State.FENCED, Role.BACKUP, 2)
+    new, actions = go(f, ClientVote(), T0 + 5)
+    assert (new.state, new.vote_at, actions) == (State.FENCED, T0 + 5, [])
+
+
+# ----------------------------------------------------------- 7. primary side
+def test_primary_only_gains_a_backup() -> None:
+    p = primary_only()
+    new, actions = go(p, BackupsInSync(("b",)), T0 + 5)
+    assert actions == []
+    assert (new.state, new.role, new.in_sync, new.since) == (
+        State.NORMAL,
+        Role.PRIMARY,
+        ("b",),
+        T0 + 5,
+    )
+    assert new.active
+
+
+def test_primary_only_with_no_backup_flushes() -> None:
+    p = primary_only()
+    new, actions = go(p, BackupsInSync(()), T0 + 5)
+    assert (new.state, new.in_sync, actions) == (State.PRIMARY_ONLY, (), [Action.FLUSH])
+    assert new.since == p.since
+
+
+def test_normal_primary_loses_its_backups() -> None:
+    n = normal_primary(in_sync=("b", "c"))
+    new, actions = go(n, BackupsInSync(("c",)), T0 + 5)
+    assert (new.state, new.in_sync, actions) == (State.NORMAL, ("c",), [])
+    assert new.since == n.since
+    new, actions = go(new, BackupsInSync(()), T0 + 6)
+    assert actions == [Action.FLUSH]
+    assert (new.state, new.role, new.in_sync) == (State.PRIMARY_ONLY, Role.PRIMARY, ())
+    assert new.active
+
+
+def test_backup_only_gains_and_keeps_role() -> None:
+    s = backup_only()
+    new, actions = go(s, BackupsInSync(("a",)), T0 + 5)
+    assert actions == []
+    assert (new.state, new.role, new.epoch, new.in_sync) == (State.NORMAL, Role.PRIMARY, 2, ("a",))
+    assert new.active
+    alone, actions = go(s, BackupsInSync(()), T0 + 5)
+    assert (alone.state, alone.role, actions) == (State.BACKUP_ONLY, Role.PRIMARY, [Action.FLUSH])
+
+
+def test_primary_ignores_votes_and_silence_in_normal() -> None:
+    n = normal_primary()
+    new, actions = go(n, ClientVote(), T0 + 5)
+    assert (new.state, new.role, actions) == (State.NORMAL, Role.PRIMARY, [])
+    new, actions = go(new, PeerSilent("b"), T0 + 5)
+    assert (new.state, new.role, actions) == (State.NORMAL, Role.PRIMARY, [])
+    new, actions = go(new, PeerProgress("b", 1, 0, False), T0 + 5)
+    assert (new.state, new.role, actions) == (State.NORMAL, Role.PRIMARY, [])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: (NORMAL, BackupsInSync) does not check the role, so a NORMAL backup is "
+    "turned into PRIMARY_ONLY with role BACKUP",
+)
+def test_backups_in_sync_is_primary_side_only() -> None:
+    s = normal_backup()
+    try:
+        new, _ = step(s, BackupsInSync(()), T0 + 5)
+    except IllegalTransition:
+        return
+    assert not (new.state in (State.PRIMARY_ONLY, State.BACKUP_ONLY) and new.role is Role.BACKUP)
+
+
+# ------------------------------------------------------------ 8. switchover
+def test_switchover_hands_off_to_first_in_sync_backup_by_name() -> None:
+    n = normal_primary("a", ("c", "b"), in_sync=("c", "b"))
+    new, actions = go(n, Switchover(), T0 + 5)
+    assert actions == [Action.HANDOFF]
+    assert (new.state, new.role, new.handoff_to, new.since) == (
+        State.HANDOFF,
+        Role.PRIMARY,
+        "b",
+        T0 + 5,
+    )
+    assert not new.active  # takes no new requests
+
+
+def test_handoff_ignores_votes_silence_and_sync_changes() -> None:
+    h = handoff()
+    for e in (ClientVote(), PeerSilent("b"), BackupsInSync(()), PeerProgress("b", 1, 9, True)):
+        new, actions = go(h, e, T0 + 5)
+        assert actions == []
+        assert (new.state, new.role, new.handoff_to, new.in_sync) == (
+            State.HANDOFF,
+            Role.PRIMARY,
+            "b",
+            ("b",),
+        )
+
+
+def test_handoff_target_takes_over_at_once() -> None:
+    s = normal_backup()
+    assert s.vote_at is None
+    assert not s.primary_silent
+    new, actions = go(s, PeerActive("a", 1, in_sync=("b",), handoff_to="b"), T0 + 5)
+    assert_took_over(s, new, actions)
+
+
+def test_handoff_to_another_backup_is_not_ours() -> None:
+    s = normal_backup()
+    new, actions = go(s, PeerActive("a", 1, in_sync=("b", "c"), handoff_to="c"), T0 + 5)
+    assert (new.state, new.role, new.epoch, actions) == (State.NORMAL, Role.BACKUP, 1, [])
+
+
+def test_handoff_needs_us_in_sync_and_normal() -> None:
+    s = normal_backup()
+    new, actions = go(s, PeerActive("a", 1, in_sync=(), handoff_to="b"), T0 + 5)
+    assert (new.state, new.role, actions) == (State.SYNCING, Role.BACKUP, [])
+    sy = syncing()
+    new, actions = go(sy, PeerActive("a", 1, in_sync=("b",), handoff_to="b"), T0 + 5)
+    assert (new.state, new.role, actions) == (State.NORMAL, Role.BACKUP, [])
+    taken, actions = go(new, PeerActive("a", 1, in_sync=("b",), handoff_to="b"), T0 + 6)
+    assert_took_over(new, taken, actions)
+
+
+def test_full_switchover() -> None:
+    a = normal_primary()
+    b = normal_backup()
+    a, _ = go(a, Switchover(), T0 + 5)
+    b, actions = go(b, PeerActive("a", a.epoch, a.in_sync, a.handoff_to), T0 + 5.25)
+    assert (b.state, b.epoch, actions[0]) == (State.BACKUP_ONLY, 2, Action.TAKE_OVER)
+    a, actions = go(a, PeerActive("b", b.epoch), T0 + 5.5)
+    assert (a.state, actions, a.was_active) == (State.FENCED, [Action.STEP_DOWN], False)
+    a, actions = go(a, PeerActive("b", b.epoch), T0 + 5.75)
+    assert (a.state, a.primary, actions) == (State.SYNCING, "b", [Action.FOLLOW])
+    b, _ = go(b, BackupsInSync(("a",)), T0 + 6)
+    a, actions = go(a, PeerActive("b", b.epoch, b.in_sync), T0 + 6.25)
+    assert (a.state, b.state, b.role, actions) == (State.NORMAL, State.NORMAL, Role.PRIMARY, [])
+
+
+# ------------------------------------------------------------------ 9. stop
+LIVE = [n for n in BUILDERS if n != "stopped"]
+
+
+@pytest.mark.parametrize("name", LIVE)
+def test_stop_from_every_live_state(name: str) -> None:
+    s = BUILDERS[name]()
+    new, actions = go(s, Stop(), T0 + 50)
+    assert actions == [Action.STOP]
+    assert (new.state, new.since) == (State.STOPPED, T0 + 50)
+    assert not new.active
+
+
+@pytest.mark.parametrize("ev", EVENT_TYPES, ids=[e.__name__ for e in EVENT_TYPES])
+def test_nothing_is_legal_when_stopped(ev: type) -> None:
+    s = go_s(normal_primary(), Stop(), T0 + 5)
+    before = replace(s)
+    with pytest.raises(IllegalTransition):
+        step(s, sample(ev, s), T0 + 6)
+    assert s == before
+
+
+# --------------------------------------------------------------- 10. diagram
+EDGE = re.compile(r"^    (\w+) --> (\w+): (\w+(?:, \w+)*)$")
+
+
+def test_diagram_matches_table() -> None:
+    text = diagram()
+    lines = text.splitlines()
+    assert lines[0] == "stateDiagram-v2"
+    assert text.endswith("\n")
+    assert "    [*] --> starting" in lines
+    assert "    stopped --> [*]" in lines
+    expected: dict[tuple[str, str], set[str]] = {}
+    for (src, ev), (_handler, targets) in TRANSITIONS.items():
+        for dst in targets:
+            if dst is not src:
+                expected.setdefault((src.value, dst.value), set()).add(ev.__name__)
+    found: dict[tuple[str, str], set[str]] = {}
+    for line in lines[1:]:
+        if line in ("    [*] --> starting", "    stopped --> [*]"):
+            continue
+        m = EDGE.match(line)
+        assert m is not None, line
+        key = (m.group(1), m.group(2))
+        assert key not in found, f"duplicate edge {line}"
+        found[key] = set(m.group(3).split(", "))
+    assert found == expected
+    assert all(a != b for a, b in found)
+    # A few edges the rules require.
+    assert ("normal", "backup_only") in found
+    assert ("starting", "primary_only") in found
+    assert ("handoff", "fenced") in found
+    assert "HigherEpoch" in found[("primary_only", "fenced")]
+
+
+# ------------------------------------------------------- 11. random sequences
+NAMES = ("a", "b", "c")
+BACKUP_ROLE_ONLY = (State.STARTING, State.STANDBY, State.SYNCING, State.FENCED)
+
+
+def check_step(
+    old: FailoverState, e: Event, now: float, new: FailoverState, actions: list[Action]
+) -> None:
+    """The invariants of one successful step."""
+    _handler, targets = TRANSITIONS[(old.state, type(e))]
+    assert new.state in (old.state, *targets)
+    assert new.epoch >= old.epoch
+    assert not (new.role is Role.PRIMARY and new.state in BACKUP_ROLE_ONLY)
+    assert not new.active or new.role is Role.PRIMARY
+    assert (new.name, new.peers, new.vote_window) == (old.name, old.peers, old.vote_window)
+    assert new.since == (now if new.state is not old.state else old.since)
+    assert (Action.TAKE_OVER in actions) == (Action.RECOVERY_SIGNAL in actions)
+    if Action.TAKE_OVER in actions:
+        assert old.state is State.NORMAL
+        assert old.role is Role.BACKUP
+        assert (new.state, new.role) == (State.BACKUP_ONLY, Role.PRIMARY)
+        assert new.active
+        if isinstance(e, PeerActive) and e.handoff_to == old.name:
+            assert old.name in e.in_sync
+            assert new.epoch == e.epoch + 1
+        else:
+            vote = now if isinstance(e, ClientVote) else old.vote_at
+            assert vote is not None
+            assert now - vote <= old.vote_window
+            assert old.primary_silent or isinstance(e, PeerSilent)
+            assert new.epoch == old.epoch + 1
+    else:
+        assert new.epoch == old.epoch or isinstance(e, (PeerActive, HigherEpoch))
+    if Action.STEP_DOWN in actions:
+        assert old.role is Role.PRIMARY
+        assert (new.state, new.role) == (State.FENCED, Role.BACKUP)
+    if new.state is State.STOPPED:
+        assert isinstance(e, Stop)
+        assert actions == [Action.STOP]
+    if old.role is Role.PRIMARY and new.role is Role.BACKUP:
+        assert Action.STEP_DOWN in actions
+
+
+@st.composite
+def events_for(draw: st.DrawFn, me: str) -> Event:
+    others = [n for n in NAMES if n != me]
+    peer = st.sampled_from(others)
+    epoch = st.integers(1, 6)
+    names = st.lists(st.sampled_from(NAMES), unique=True, max_size=3).map(tuple)
+    if draw(st.integers(0, 39)) == 0:
+        return Stop()
+    choice: Event = draw(
+        st.one_of(
+            st.just(StartupDone()),
+            st.builds(PeerActive, peer, epoch, names, st.sampled_from(("", *NAMES))),
+            st.builds(PeerSilent, peer),
+            st.just(ClientVote()),
+            st.builds(BackupsInSync, st.lists(st.sampled_from(others), unique=True).map(tuple)),
+            st.builds(HigherEpoch, epoch, peer),
+            st.builds(PeerProgress, peer, epoch, st.integers(0, 20), st.booleans()),
+            st.just(Switchover()),
+        )
+    )
+    return choice
+
+
+CONFIGS = [
+    ("a", True, False, 1),
+    ("b", False, False, 1),
+    ("b", False, True, 3),
+    ("c", False, False, 2),
+    ("c", True, True, 1),
+]
+
+
+@st.composite
+def scenarios(
+    draw: st.DrawFn,
+) -> tuple[FailoverState, bool, list[tuple[Event, float, int]]]:
+    name, preferred, was_active, epoch = draw(st.sampled_from(CONFIGS))
+    window = draw(st.sampled_from((0.5, 1.0, 3.0)))
+    peers = tuple(n for n in NAMES if n != name)
+    s = initial(name, peers, epoch, preferred, was_active, T0, window)
+    shell = draw(st.booleans())
+    steps = draw(
+        st.lists(
+            st.tuples(
+                events_for(name),
+                st.sampled_from((0.0, 0.125, 0.25, 0.5, 1.0, 2.0)),
+                st.integers(0, 3),
+            ),
+            max_size=60,
+        )
+    )
+    return s, shell, steps
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_random_event_sequences_keep_invariants(
+    scenario: tuple[FailoverState, bool, list[tuple[Event, float, int]]],
+) -> None:
+    s, shell, steps = scenario
+    now = T0
+    for e, dt, lsn_inc in steps:
+        now += dt
+        if shell:
+            # As the node shell does: only primaries hear about in-sync backups,
+            # and our own LSN is refreshed before each step.
+            if isinstance(e, BackupsInSync) and s.role is not Role.PRIMARY:
+                continue
+            s = replace(s, last_lsn=s.last_lsn + lsn_inc)
+        before = replace(s)
+        try:
+            new, actions = step(s, e, now)
+        except IllegalTransition:
+            assert s == before
+            legal = (s.state, type(e)) in TRANSITIONS
+            assert not legal or (isinstance(e, Switchover) and not s.in_sync)
+            continue
+        assert s == before
+        check_step(s, e, now, new, actions)
+        if shell:
+            # Without stray primary-side events a backup-role server never sits
+            # in a serving-only state.
+            serving_only = (State.PRIMARY_ONLY, State.BACKUP_ONLY, State.HANDOFF)
+            assert not (new.state in serving_only and new.role is Role.BACKUP)
+            assert new.role is Role.PRIMARY or new.in_sync == ()
+        s = new
+
+
+# --------------------------------------------- two machines on a lossy network
+DT = 0.125
+DEAD = 0.375  # silent on every path for this long
+STARTUP = 2 * DEAD
+VOTE_WINDOW = 1.0
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a heartbeat carries."""
+
+    role: Role
+    state: State
+    epoch: int
+    in_sync: tuple[str, ...]
+    handoff_to: str
+    lsn: int
+
+
+class Pair:
+    """Two servers a (preferred) and b, fed the way the node shell feeds them."""
+
+    def __init__(self, rnd: random.Random) -> None:
+        self.rnd = rnd
+        self.now = T0
+        self.fs = {
+            "a": initial("a", ("b",), 1, True, False, T0, VOTE_WINDOW),
+            "b": initial("b", ("a",), 1, False, False, T0, VOTE_WINDOW),
+        }
+        self.lsn = {"a": 0, "b": 0}
+        self.heard: dict[str, tuple[Beat, float]] = {}  # receiver -> (beat, when)
+        self.silent: set[str] = set()  # receivers that reported their primary silent
+        self.takeovers = 0
+
+    def other(self, x: str) -> str:
+        return "b" if x == "a" else "a"
+
+    def feed(self, x: str, e: Event) -> None:
+        s = self.fs[x]
+        if (s.state, type(e)) not in TRANSITIONS:
+            return
+        s = replace(s, last_lsn=self.lsn[x])
+        try:
+            new, actions = step(s, e, self.now)
+        except IllegalTransition:
+            assert isinstance(e, Switchover)
+            return
+        check_step(s, e, self.now, new, actions)
+        if Action.RESYNC in actions:
+            self.lsn[x] = 0
+        if Action.TAKE_OVER in actions:
+            self.takeovers += 1
+        self.fs[x] = new
+        self.check()
+
+    def check(self) -> None:
+        a, b = self.fs["a"], self.fs["b"]
+        assert not (a.active and b.active and a.epoch == b.epoch), (a, b)
+
+    def beat(self, x: str) -> Beat:
+        s = self.fs[x]
+        handoff_to = s.handoff_to if s.state is State.HANDOFF else ""
+        return Beat(s.role, s.state, s.epoch, s.in_sync, handoff_to, self.lsn[x])
+
+    def tick(self, link: bool, reach: dict[str, bool], drop: float, switchover: bool) -> None:
+        self.now += DT
+        for x in ("a", "b"):
+            s = self.fs[x]
+            if s.state is State.STARTING and self.now - s.since >= STARTUP:
+                self.feed(x, StartupDone())
+        beats = {x: self.beat(x) for x in ("a", "b")}
+        for x in ("a", "b"):
+            y = self.other(x)
+            if not link or self.rnd.random() < drop:
+                continue
+            hb = beats[x]
+            self.heard[y] = (hb, self.now)
+            if hb.role is Role.PRIMARY and hb.state in SERVING:
+                self.feed(y, PeerActive(x, hb.epoch, hb.in_sync, hb.handoff_to))
+            elif hb.epoch > self.fs[y].epoch:
+                self.feed(y, HigherEpoch(hb.epoch, x))
+        for y, (hb, when) in list(self.heard.items()):
+            if hb.role is Role.BACKUP:
+                x = self.other(y)
+                self.feed(y, PeerProgress(x, hb.epoch, hb.lsn, self.now - when <= DEAD))
+        for y in ("a", "b"):
+            s = self.fs[y]
+            if not s.primary or s.role is not Role.BACKUP:
+                continue
+            heard = self.heard.get(y)
+            age = self.now - heard[1] if heard else float("inf")
+            if age > DEAD:
+                if y not in self.silent:
+                    self.silent.add(y)
+                    self.feed(y, PeerSilent(s.primary))
+            else:
+                self.silent.discard(y)
+        # Clients: served by a reachable active server, else they ask the others.
+        reachable = [x for x in ("a", "b") if reach[x]]
+        if self.rnd.random() < 0.7:
+            served = [x for x in reachable if self.fs[x].active]
+            if served:
+                for x in served:
+                    self.lsn[x] += 1
+            else:
+                for x in reachable:
+                    self.feed(x, ClientVote())
+        # Replication: a backup following the primary at its epoch over a live link.
+        for p in ("a", "b"):
+            s = self.fs[p]
+            if s.role is not Role.PRIMARY:
+                continue
+            q = self.other(p)
+            f = self.fs[q]
+            caught_up = f.state in (State.SYNCING, State.NORMAL)
+            following = f.primary == p and f.epoch == s.epoch and caught_up
+            if following and link:
+                self.lsn[q] = self.lsn[p]
+            in_sync = (q,) if following and link else ()
+            if in_sync != s.in_sync:
+                self.feed(p, BackupsInSync(in_sync))
+        if switchover:
+            for x in ("a", "b"):
+                if self.fs[x].role is Role.PRIMARY:
+                    self.feed(x, Switchover())
+
+
+PHASE = st.tuples(
+    st.integers(1, 40),  # ticks
+    st.booleans(),  # server link up
+    st.booleans(),  # clients reach a
+    st.booleans(),  # clients reach b
+    st.sampled_from((0.0, 0.0, 0.3, 0.8)),  # heartbeat drop rate
+    st.integers(0, 5),  # switchover requested when 0
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1), st.lists(PHASE, max_size=12))
+def test_two_nodes_never_both_active_at_one_epoch_and_heal(
+    seed: int, phases: list[tuple[int, bool, bool, bool, float, int]]
+) -> None:
+    pair = Pair(random.Random(seed))
+    for ticks, link, ra, rb, drop, sw in phases:
+        for i in range(ticks):
+            pair.tick(link, {"a": ra, "b": rb}, drop, switchover=(sw == 0 and i == 0))
+    # Heal everything and let it settle.
+    for _ in range(120):
+        pair.tick(True, {"a": True, "b": True}, 0.0, switchover=False)
+    actives = [x for x in ("a", "b") if pair.fs[x].active]
+    assert len(actives) == 1, pair.fs
+    p = actives[0]
+    q = pair.other(p)
+    assert (pair.fs[p].state, pair.fs[p].in_sync) == (State.NORMAL, (q,)), pair.fs
+    assert (pair.fs[q].state, pair.fs[q].role, pair.fs[q].primary) == (
+        State.NORMAL,
+        Role.BACKUP,
+        p,
+    ), pair.fs
+    assert pair.fs[q].epoch == pair.fs[p].epoch
+
+
+def test_two_nodes_partition_with_client_votes_fails_over_once() -> None:
+    pair = Pair(random.Random(1))
+    for _ in range(20):
+        pair.tick(True, {"a": True, "b": True}, 0.0, switchover=False)
+    assert (pair.fs["a"].state, pair.fs["b"].state) == (State.NORMAL, State.NORMAL)
+    assert pair.fs["a"].active
+    # a is cut off from b and from its clients: b takes over at epoch 2.
+    for _ in range(20):
+        pair.tick(False, {"a": False, "b": True}, 0.0, switchover=False)
+    assert pair.fs["b"].active
+    assert (pair.fs["b"].state, pair.fs["b"].epoch, pair.takeovers) == (State.BACKUP_ONLY, 2, 1)
+    # Heal: a steps down and follows b.
+    for _ in range(20):
+        pair.tick(True, {"a": True, "b": True}, 0.0, switchover=False)
+    assert not pair.fs["a"].active
+    assert (pair.fs["a"].state, pair.fs["a"].primary, pair.fs["a"].epoch) == (
+        State.NORMAL,
+        "b",
+        2,
+    )
+    assert pair.takeovers == 1
+
+
+def test_two_nodes_link_failure_alone_never_fails_over() -> None:
+    """Step 420: the servers lose each other but clients still reach a."""
+    pair = Pair(random.Random(2))
+    for _ in range(20):
+        pair.tick(True, {"a": True, "b": True}, 0.0, switchover=False)
+    for _ in range(80):
+        pair.tick(False, {"a": True, "b": True}, 0.0, switchover=False)
+    assert pair.fs["a"].active
+    assert pair.fs["a"].state is State.PRIMARY_ONLY
+    assert (pair.fs["b"].state, pair.fs["b"].role, pair.takeovers) == (
+        State.NORMAL,
+        Role.BACKUP,
+        0,
+    )
+
+
+# ------------------------------------------------------- coverage, checked last
+def test_zz_every_table_entry_exercised(request: pytest.FixtureRequest) -> None:
+    mine = [i for i in request.session.items if i.path == request.path]
+    table_tests = [i for i in mine if i.name.startswith("test_table_entry[")]
+    if len(table_tests) < len(TRANSITIONS) or len(mine) < 100:
+        pytest.skip("only part of this module was selected")
+    assert set(TRANSITIONS) - STEPPED == set()
+    assert set(TRANSITIONS) >= STEPPED
+    assert set(TRANSITIONS) == STEPPED
