@@ -634,8 +634,8 @@ def test_backup_ignores_lower_epoch_primary(name: str) -> None:
     assert (new, actions) == (s, [])
 
 
-@pytest.mark.parametrize("name", ["starting", "standby", "syncing", "normal_backup", "fenced"])
-def test_backup_adopts_higher_epoch(name: str) -> None:
+@pytest.mark.parametrize("name", ["starting", "standby", "fenced"])
+def test_unattached_backup_adopts_higher_epoch(name: str) -> None:
     s = BUILDERS[name]()
     new, actions = go(s, HigherEpoch(9, "c"), T0 + 20)
     assert actions == []
@@ -643,6 +643,37 @@ def test_backup_adopts_higher_epoch(name: str) -> None:
     # ... and an equal or lower one changes nothing.
     new, actions = go(s, HigherEpoch(s.epoch, "c"), T0 + 20)
     assert (new, actions) == (s, [])
+
+
+@pytest.mark.parametrize("name", ["syncing", "normal_backup"])
+def test_following_backup_stops_following_on_higher_epoch(name: str) -> None:
+    """Someone took over from the primary we follow: adopt the epoch, stop
+    following (STANDBY), and never take over from the deposed primary."""
+    s = BUILDERS[name]()
+    new, actions = go(s, HigherEpoch(9, "c"), T0 + 20)
+    assert actions == []
+    assert (new.state, new.role, new.epoch, new.primary) == (State.STANDBY, Role.BACKUP, 9, "")
+    assert (new.primary_silent, new.since) == (False, T0 + 20)
+    # Equal or lower epochs change nothing.
+    for epoch in (s.epoch, s.epoch - 1):
+        same, actions = go(s, HigherEpoch(epoch, "c"), T0 + 20)
+        assert (same, actions) == (s, [])
+    # The old primary going silent and clients voting no longer lead to a takeover.
+    for t in (20.25, 20.5):
+        new, actions = go(new, PeerSilent("a"), T0 + t)
+        assert actions == []
+        new, actions = go(new, ClientVote(), T0 + t)
+        assert (new.state, new.role, actions) == (State.STANDBY, Role.BACKUP, [])
+    # The old primary at its old epoch is ignored; the new one is followed.
+    new, actions = go(new, PeerActive("a", 1, in_sync=("b",)), T0 + 21)
+    assert (new.state, new.epoch, actions) == (State.STANDBY, 9, [])
+    new, actions = go(new, PeerActive("c", 9), T0 + 22)
+    assert (new.state, new.primary, new.epoch, actions) == (
+        State.SYNCING,
+        "c",
+        9,
+        [Action.FOLLOW],
+    )
 
 
 def test_fenced_follows_a_higher_primary_with_resync() -> None:
@@ -714,16 +745,12 @@ def test_fenced_from_handoff_rejoins_without_resync() -> None:
     assert new.state is State.NORMAL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _fence marks a HANDOFF primary was_active=True (the PeerActive path marks "
-    "it False), so it resyncs needlessly and counts as formerly active",
-)
 def test_handoff_fenced_by_higher_epoch_frame_rejoins_without_resync() -> None:
+    # Same as hearing the new primary itself: a clean handoff has nothing to undo.
     h = handoff()
     f, actions = go(h, HigherEpoch(2, "b"), T0 + 5)
-    assert (f.state, actions) == (State.FENCED, [Action.STEP_DOWN])
-    assert not f.was_active
+    assert (f.state, f.role, f.epoch, actions) == (State.FENCED, Role.BACKUP, 2, [Action.STEP_DOWN])
+    assert (f.was_active, f.handoff_to) == (False, "")
     _new, actions = go(f, PeerActive("b", 3), T0 + 6)
     assert Action.RESYNC not in actions
 
@@ -790,18 +817,12 @@ def test_primary_ignores_votes_and_silence_in_normal() -> None:
     assert (new.state, new.role, actions) == (State.NORMAL, Role.PRIMARY, [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: (NORMAL, BackupsInSync) does not check the role, so a NORMAL backup is "
-    "turned into PRIMARY_ONLY with role BACKUP",
-)
 def test_backups_in_sync_is_primary_side_only() -> None:
+    # A stray primary-side event must not turn a NORMAL backup into a "primary".
     s = normal_backup()
-    try:
-        new, _ = step(s, BackupsInSync(()), T0 + 5)
-    except IllegalTransition:
-        return
-    assert not (new.state in (State.PRIMARY_ONLY, State.BACKUP_ONLY) and new.role is Role.BACKUP)
+    for names in ((), ("c",)):
+        new, actions = go(s, BackupsInSync(names), T0 + 5)
+        assert (new, actions) == (s, [])
 
 
 # ------------------------------------------------------------ 8. switchover

@@ -107,7 +107,7 @@ class Cluster:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             st = node_status(self.cfg.node(name), digest=False, timeout=0.3)
-            if st["state"] in ("primary_only", "normal"):
+            if st["state"] in ("primary_only", "normal", "standby", "syncing"):
                 return
             time.sleep(0.05)
         raise SystemExit(f"node {name} did not become ready; see {self.dir}")
@@ -119,6 +119,15 @@ class Cluster:
                 return
             time.sleep(0.05)
         raise SystemExit(f"node {name} did not reach {state}; see {self.dir}")
+
+    def wait_role(self, name: str, role: str, timeout: float, state: str | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = node_status(self.cfg.node(name), digest=False, timeout=0.3)
+            if st.get("role") == role and (state is None or st["state"] == state):
+                return
+            time.sleep(0.02)
+        raise SystemExit(f"node {name} did not become {role}/{state}; see {self.dir}")
 
     def close(self) -> None:
         for p in self.procs:
@@ -249,7 +258,84 @@ def bench_normal(seconds: float) -> list[dict[str, Any]]:
         cl.close()
 
 
-SCENARIOS = {"single": bench_single, "bare": bench_bare, "normal": bench_normal}
+def drive_until(cfg_path: str, window: int, stop: Any, out: Any) -> None:
+    """Closed-loop load until `stop` is set; reports every change of server as
+    (last reply from the old server, first reply from the new one)."""
+    cfg = config.load(cfg_path)
+    rng = random.Random(2)
+    switches: list[tuple[float, float, str, str]] = []
+    last_t, last_server, n, errors = 0.0, "", 0, 0
+    with Client(cfg, timeout=30.0, window=window, lost_after=60.0) as c:
+        c.connect()
+        while not stop.is_set():
+            while len(c.session.outstanding) < window:
+                c.submit(random_order(rng, config.DEFAULT_INSTRUMENTS))
+            for rep in c.poll(0.5):
+                t = time.monotonic()
+                n += 1
+                if rep.status != STATUS_OK:
+                    errors += 1
+                if last_server and rep.server != last_server:
+                    switches.append((last_t, t, last_server, rep.server))
+                last_t, last_server = t, rep.server
+        while c.session.outstanding:
+            c.poll(5.0)
+    out.put({"switches": switches, "replies": n, "errors": errors, "resends": c.session.resends})
+
+
+def bench_failover(seconds: float, kills: int = 20) -> list[dict[str, Any]]:
+    """kill -9 the primary `kills` times under steady load; outage as the client sees it."""
+    cl = Cluster(2, ["a", "b"])
+    stop = mp.Event()
+    q: mp.Queue[dict[str, Any]] = mp.Queue()
+    driver = None
+    try:
+        cl.wait_state("a", "normal")
+        driver = mp.Process(target=drive_until, args=(str(cl.path), 16, stop, q))
+        driver.start()
+        time.sleep(1.0)
+        for i in range(kills):
+            rows = {n.name: node_status(n, False, 0.5) for n in cl.cfg.nodes}
+            primary = next(k for k, v in rows.items() if v.get("role") == "primary")
+            backup = next(k for k in rows if k != primary)
+            idx = [n.name for n in cl.cfg.nodes].index(primary)
+            os.killpg(cl.procs[idx].pid, signal.SIGKILL)
+            cl.procs[idx].wait()
+            cl.wait_role(backup, "primary", 30)
+            cl.procs[idx] = cl._start(primary)
+            cl.wait_role(primary, "backup", 60, state="normal")
+            cl.wait_role(backup, "primary", 30, state="normal")
+            time.sleep(0.5)
+            print(f"  kill {i + 1}/{kills}: {primary} -> {backup}", flush=True)
+        stop.set()
+        res = q.get(timeout=60)
+    finally:
+        stop.set()
+        if driver is not None:
+            driver.join(timeout=30)
+        cl.close()
+    outages = sorted((b - a) * 1000 for a, b, _, _ in res["switches"])
+    return [
+        {
+            "scenario": "failover",
+            "kills": kills,
+            "switches": len(outages),
+            "outage_p50_ms": round(percentile(outages, 0.5), 1),
+            "outage_p99_ms": round(percentile(outages, 0.99), 1),
+            "outage_max_ms": round(max(outages), 1) if outages else None,
+            "replies": res["replies"],
+            "errors": res["errors"],
+            "resends": res["resends"],
+        }
+    ]
+
+
+SCENARIOS = {
+    "single": bench_single,
+    "bare": bench_bare,
+    "normal": bench_normal,
+    "failover": bench_failover,
+}
 
 
 def main() -> None:
@@ -260,8 +346,17 @@ def main() -> None:
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     for name in args.scenarios:
-        rows += SCENARIOS[name](args.seconds)
-        for r in rows[-2:]:
+        new = SCENARIOS[name](args.seconds)
+        rows += new
+        for r in new:
+            if r["scenario"] == "failover":
+                print(
+                    f"failover: {r['kills']} kill -9, outage p50 {r['outage_p50_ms']} ms "
+                    f"p99 {r['outage_p99_ms']} ms max {r['outage_max_ms']} ms, "
+                    f"errors {r['errors']}, resends {r['resends']}",
+                    flush=True,
+                )
+                continue
             print(
                 f"{r['scenario']:>7} window {r['window']:>3}: {r['throughput']:>7,} req/s  "
                 f"p50 {r['p50_us']:>6,} us  p99 {r['p99_us']:>7,} us  errors {r['errors']}",

@@ -71,9 +71,9 @@ class FlushConfig:
 
 @dataclass(frozen=True, slots=True)
 class FailoverConfig:
-    heartbeat_interval_ms: int = 50
-    heartbeat_misses: int = 4
-    client_timeout_ms: int = 300
+    heartbeat_interval_ms: int = 30
+    heartbeat_misses: int = 5  # dead after interval x misses = 150 ms
+    client_timeout_ms: int = 150
     link_timeout_ms: int = 150  # a commit not answered in this time: the link is down
 
 
@@ -294,9 +294,9 @@ def render(
         "segment_bytes = 67108864",
         "",
         "[failover]",
-        "heartbeat_interval_ms = 50",
-        "heartbeat_misses = 4",
-        "client_timeout_ms = 300",
+        "heartbeat_interval_ms = 30   # a peer silent on every link for interval x misses",
+        "heartbeat_misses = 5         # (150 ms) is proven gone",
+        "client_timeout_ms = 150      # a client with no reply this long looks for a new server",
         "link_timeout_ms = 150   # unanswered commit: replication moves to the other link",
     ]
     for i in range(nodes):

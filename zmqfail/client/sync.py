@@ -31,6 +31,7 @@ from zmqfail.protocol import (
 )
 
 HELLO_EVERY = 0.05  # seconds between probes of every server while failing over
+PING_AFTER = 0.03  # a request this old without a reply: ping the server
 
 
 def server_endpoints(servers: Sequence[str] | ClusterConfig) -> list[str]:
@@ -103,6 +104,8 @@ class Client:
         self._lost_at = 0.0  # when the current search for a server began
         self._next_hello = 0.0
         self._from = ""
+        self._alive_at = 0.0  # last sign of life from the active server
+        self._ping_at = 0.0  # last keep-alive sent to it
 
     @property
     def state(self) -> ClientState:
@@ -167,6 +170,7 @@ class Client:
         """A server is ready (recovery signal, step 530): resend what has no reply."""
         failing_over = self.session.state is ClientState.FAILING_OVER
         self.active = sock
+        self._alive_at = now
         self.session.state = ClientState.CONNECTED
         self.session.server = server
         self.session.epoch = max(self.session.epoch, epoch)
@@ -211,6 +215,8 @@ class Client:
                 if sock is self.active or self.active is None:
                     self._search(now, ClientState.FAILING_OVER)
                 return
+            if sock is self.active:
+                self._alive_at = now
             if self.session.on_reply(msg):
                 if msg.msg_id in self._waiting:
                     self.done[msg.msg_id] = msg
@@ -225,21 +231,32 @@ class Client:
                     self.session.state = ClientState.FAILING_OVER
                     self._lost_at = now
                 self._adopt(sock, msg.server, msg.epoch, now)
-        elif (
-            isinstance(msg, Welcome)
-            and self.active is None
-            and msg.active
-            and msg.epoch >= self.session.epoch
-        ):
-            self._adopt(sock, msg.server, msg.epoch, now)
+        elif isinstance(msg, Welcome):
+            if sock is self.active:
+                if msg.active:
+                    self._alive_at = now  # slow, maybe, but alive: keep it
+                else:
+                    self._search(now, ClientState.FAILING_OVER)
+            elif self.active is None and msg.active and msg.epoch >= self.session.epoch:
+                self._adopt(sock, msg.server, msg.epoch, now)
 
     def _check_health(self, now: float) -> None:
-        """Step 510: a request without a reply for too long means the server is lost."""
-        if self.session.state is not ClientState.CONNECTED:
+        """Step 510: a missing reply alone is no proof the server is gone (it may
+        be waiting for its backup), so the client pings it; only a server that
+        gives no sign of life for `failover_after` is left. A slow primary that
+        answers pings keeps its clients, so they cast no vote for a takeover."""
+        if self.session.state is not ClientState.CONNECTED or self.active is None:
             return
         oldest = self.session.oldest_sent_at()
-        if oldest is not None and now - oldest > self.failover_after:
+        if oldest is None:
+            return
+        since = max(oldest, self._alive_at)
+        if now - since > self.failover_after:
             self._search(now, ClientState.FAILING_OVER)
+        elif now - oldest > PING_AFTER and now - self._ping_at > PING_AFTER:
+            self._ping_at = now
+            with contextlib.suppress(zmq.Again):
+                self.active.send(Hello(self.session.client_id, "").encode(), zmq.NOBLOCK)
 
     # -------------------------------------------------------------- requests
     def submit(self, body: dict[str, Any]) -> int:
@@ -267,7 +284,7 @@ class Client:
             if self.session.state is not ClientState.CONNECTED:
                 wait = min(wait, HELLO_EVERY)
             elif self.session.outstanding:
-                wait = min(wait, self.failover_after / 2)
+                wait = min(wait, PING_AFTER)
             got.extend(self._step(wait))
             if self.session.state is ClientState.LOST:
                 raise Unavailable(
