@@ -145,7 +145,8 @@ def test_late_backup_catches_up(
     wait_for(lambda: st(cfg, "b")["state"] in ("syncing", "normal"), 10, "b to start syncing")
     wait_for(lambda: in_step(cfg), 60, "b to catch up")
     installed = b.node.counters["snapshots_installed"]
-    assert installed == (1 if via_snapshot else 0)
+    # A snapshot may go twice when a commit answer races ahead of it; never zero.
+    assert (installed >= 1) if via_snapshot else (installed == 0)
 
 
 def test_backup_killed_and_restarted_mid_load(

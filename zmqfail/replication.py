@@ -84,6 +84,7 @@ class PeerState:
     last_answer: float = 0.0
     incarnation: int = 0  # the backup process's id, from its acks
     diverged: bool = False  # holds records we never had: needs a snapshot
+    snapshot_floor: int = 0  # LSN of a snapshot sent and not yet confirmed
     links: dict[str, LinkState] = field(default_factory=lambda: {n: LinkState() for n in LINKS})
 
 
@@ -148,6 +149,7 @@ class ReplicationTracker:
             p.in_sync = False
         elif held > p.held:
             p.held = held
+        p.snapshot_floor = 0 if held >= p.snapshot_floor or gap else p.snapshot_floor
         if gap or p.sent < p.held:
             # A gap means records were lost in transit: push again from what it holds.
             p.sent = p.held
@@ -160,6 +162,7 @@ class ReplicationTracker:
         p.snapshot_pending = False
         p.diverged = False
         p.sent = lsn
+        p.snapshot_floor = lsn
 
     def mark_lost(self, peer: str) -> None:
         """The failover agent decided this backup is gone: stop waiting for it."""
@@ -211,7 +214,10 @@ class ReplicationTracker:
                 if name == p.link:
                     other = LINKS[1] if name == LINKS[0] else LINKS[0]
                     p.link = other
-                    p.sent = p.held
+                    # A backup installing a snapshot answers nothing for a while:
+                    # go on from the snapshot, not from before it (a lost snapshot
+                    # shows up as a gap answer and is sent again).
+                    p.sent = max(p.held, p.snapshot_floor)
 
     # ------------------------------------------------------------------ queries
     def commit_point(self) -> int | None:

@@ -166,7 +166,8 @@ class FailoverState:
     role: Role = Role.BACKUP
     epoch: int = 1
     preferred: bool = False  # may start as primary when no active peer is heard
-    was_active: bool = False  # served at `epoch` before (meta): its log may diverge
+    was_active: bool = False  # it served: its log may hold records others lack (resync)
+    may_lead: bool = False  # it was the last active server it knows of (start as primary)
     primary: str = ""  # the primary this backup follows
     since: float = 0.0  # when the current state was entered
     vote_at: float | None = None  # last client vote
@@ -195,13 +196,15 @@ def initial(
     was_active: bool,
     now: float,
     vote_window: float = 1.0,
+    may_lead: bool = False,
 ) -> FailoverState:
     return FailoverState(
         name=name,
         peers=peers,
         epoch=max(1, epoch),
         preferred=preferred,
-        was_active=was_active,
+        was_active=was_active or may_lead,
+        may_lead=may_lead,
         since=now,
         vote_window=vote_window,
     )
@@ -217,8 +220,8 @@ def _to(s: FailoverState, state: State, now: float, **kw: object) -> FailoverSta
 
 # -------------------------------------------------------------- handlers
 def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
-    if s.preferred or s.was_active:
-        new = _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY, was_active=True)
+    if s.preferred or s.may_lead:
+        new = _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY, was_active=True, may_lead=True)
         return new, [Action.BECOME_PRIMARY]
     return _to(s, State.STANDBY, now), []
 
@@ -237,6 +240,7 @@ def _active_peer_seen(s: FailoverState, e: Event, now: float) -> Result:
             epoch=max(s.epoch, e.epoch),
             primary="",
             was_active=not handoff,
+            may_lead=False,
             in_sync=(),
             handoff_to="",
         )
@@ -252,7 +256,7 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
     if e.epoch < s.epoch:
         return s, []  # a stale primary: ignore it (it will learn of our epoch)
     actions: list[Action] = []
-    if s.was_active and e.epoch > s.epoch:
+    if s.was_active:
         # We served at a lower epoch: our log may hold records nobody else has.
         actions.append(Action.RESYNC)
     if s.state in (State.STARTING, State.STANDBY, State.FENCED) or e.peer != s.primary:
@@ -267,7 +271,8 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
         epoch=e.epoch,
         primary=e.peer,
         primary_silent=False,
-        was_active=False if Action.RESYNC in actions else s.was_active,
+        was_active=False,
+        may_lead=False,
     )
     if e.handoff_to == s.name and in_sync and s.state is State.NORMAL:
         return _take_over(new, now)
@@ -285,6 +290,7 @@ def _take_over(s: FailoverState, now: float) -> Result:
         primary_silent=False,
         vote_at=None,
         was_active=True,
+        may_lead=True,
         in_sync=(),
     )
     return new, [Action.TAKE_OVER, Action.RECOVERY_SIGNAL]
@@ -360,6 +366,7 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
             primary="",
             # A handoff waited until the backup held everything: no divergence.
             was_active=s.state is not State.HANDOFF,
+            may_lead=False,
             in_sync=(),
             handoff_to="",
         )

@@ -51,7 +51,8 @@ class FailoverAgent:
             tuple(p.name for p in cfg.peers(node.name)),
             epoch,
             preferred=fresh and node.name == cfg.primary,
-            was_active=bool(meta.get("active", False)),
+            was_active=bool(meta.get("resync", False)),
+            may_lead=bool(meta.get("active", False)),
             now=now,
             vote_window=2 * node.dead_after,  # failing-over clients probe every 50 ms
         )
@@ -59,6 +60,7 @@ class FailoverAgent:
         self.vote_pending = False
         self.silent: set[str] = set()
         self.seen: dict[str, Heartbeat] = {}
+        self.live: dict[str, bool] = {}
         self.last_in_sync: tuple[str, ...] | None = None
         self.transitions: list[tuple[float, str, str, str]] = []  # (time, from, to, why)
 
@@ -93,17 +95,21 @@ class FailoverAgent:
             self.feed(StartupDone(), now)
         for name, view in node.heartbeats.peers.items():
             hb = view.last
-            alive = view.age(now) <= node.dead_after
             if hb is None:
                 continue
-            if self.seen.get(name) is not hb:
+            alive = view.age(now) <= node.dead_after
+            fresh = self.seen.get(name) is not hb
+            if fresh:
                 self.seen[name] = hb
                 if hb.role == "primary" and hb.state in SERVING:
                     handoff = hb.handoff_to if hb.state == "handoff" else ""
                     self.feed(PeerActive(name, hb.epoch, tuple(hb.in_sync), handoff), now)
                 elif hb.epoch > self.fs.epoch:
                     self.feed(HigherEpoch(hb.epoch, name), now)
-            if hb.role == "backup":
+            # Progress matters only for choosing who takes over: send it when it
+            # changes, not on every turn of the loop.
+            if hb.role == "backup" and (fresh or self.live.get(name) != alive):
+                self.live[name] = alive
                 self.feed(PeerProgress(name, hb.epoch, hb.last_lsn, alive), now)
         self._primary_silence(now)
         if self.vote_pending:

@@ -3,7 +3,11 @@ actions on real sockets (PUSH records + REQ commit, per backup, per link)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -28,6 +32,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("zmqfail.replication")
 
 
+@dataclass(slots=True)
+class SnapshotJob:
+    """A forked child writing the tables' image for one or more backups."""
+
+    pid: int
+    lsn: int
+    epoch: int
+    path: Path
+    waiting: dict[str, str]  # peer -> link
+
+
 class Replicator:
     def __init__(self, node: Node, peers: tuple[NodeConfig, ...]) -> None:
         self.node = node
@@ -45,6 +60,7 @@ class Replicator:
         self.owner: dict[zmq.Socket[bytes], tuple[str, str]] = {}
         self.bad_acks = 0
         self.snapshots_sent = 0
+        self.snap_job: SnapshotJob | None = None
         for name in self.peers:
             for link in LINKS:
                 self._open(name, link)
@@ -80,6 +96,7 @@ class Replicator:
     # ---------------------------------------------------------------- actions
     def pump(self, now: float) -> None:
         node = self.node
+        self._finish_snapshot()
         for act in self.tracker.pump(now, node.proc.last_lsn, node.memlog.first_lsn):
             if isinstance(act, Push):
                 self._push(act)
@@ -112,25 +129,58 @@ class Replicator:
             self.tracker.peers[act.peer].sent = self.tracker.peers[act.peer].held
 
     def _send_snapshot(self, peer: str, link: str) -> None:
+        """Build the tables' image in a forked child (copy-on-write, at this LSN)
+        so the loop keeps serving and heartbeating; send it when it is ready."""
+        if self.snap_job is not None:
+            self.snap_job.waiting[peer] = link
+            return
         node = self.node
         lsn = node.proc.last_lsn
-        state = msgpack.packb(node.proc.engine.snapshot(), use_bin_type=True)
-        msg = SnapshotImage(node.name, node.proc.epoch, lsn, state).encode()
-        try:
-            self.push[(peer, link)].send(msg, zmq.NOBLOCK)
-        except zmq.Again:
-            self.tracker.peers[peer].snapshot_pending = False
+        path = node.data_dir / f"transfer-{lsn}-{os.getpid()}.tmp"
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                path.write_bytes(msgpack.packb(node.proc.engine.snapshot(), use_bin_type=True))
+                code = 0
+            finally:
+                os._exit(code)
+        self.snap_job = SnapshotJob(pid, lsn, node.proc.epoch, path, {peer: link})
+
+    def _finish_snapshot(self) -> None:
+        job = self.snap_job
+        if job is None:
             return
-        self.snapshots_sent += 1
-        self.tracker.on_snapshot_sent(peer, lsn)
-        log.info(
-            "%s: sent a snapshot at lsn %d (%d bytes) to %s over %s",
-            node.name,
-            lsn,
-            len(state),
-            peer,
-            link,
-        )
+        done, status = os.waitpid(job.pid, os.WNOHANG)
+        if done == 0:
+            return
+        self.snap_job = None
+        try:
+            state = job.path.read_bytes() if os.waitstatus_to_exitcode(status) == 0 else b""
+        except OSError:
+            state = b""
+        with contextlib.suppress(OSError):
+            job.path.unlink()
+        for peer, link in job.waiting.items():
+            if not state:
+                self.tracker.peers[peer].snapshot_pending = False  # try again
+                continue
+            msg = SnapshotImage(self.node.name, job.epoch, job.lsn, state).encode()
+            try:
+                self.push[(peer, link)].send(msg, zmq.NOBLOCK)
+            except zmq.Again:
+                self.tracker.peers[peer].snapshot_pending = False
+                continue
+            self.snapshots_sent += 1
+            self.tracker.on_snapshot_sent(peer, job.lsn)
+            log.info(
+                "%s: sent a snapshot at lsn %d (%d bytes) to %s over %s",
+                self.node.name,
+                job.lsn,
+                len(state),
+                peer,
+                link,
+            )
 
     def on_readable(self, sock: zmq.Socket[bytes], now: float) -> None:
         peer, link = self.owner[sock]
@@ -157,5 +207,10 @@ class Replicator:
         )
 
     def close(self) -> None:
+        if self.snap_job is not None:
+            os.waitpid(self.snap_job.pid, 0)
+            with contextlib.suppress(OSError):
+                self.snap_job.path.unlink()
+            self.snap_job = None
         for s in [*self.push.values(), *self.req.values()]:
             s.close(linger=0)

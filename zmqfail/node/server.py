@@ -159,13 +159,15 @@ class Node:
         )
 
     def _save_meta(self) -> None:
-        # `active`: this server served at `epoch`, so its log may hold records no
-        # other server has; it must resynchronise if someone else moved on.
+        # `active`: the last server known to serve was this one (it may start as
+        # primary alone). `resync`: it served, so its log may hold records nobody
+        # else has; before following another server it must start over.
         meta = {
             "epoch": self.proc.epoch,
             "node": self.name,
             "cluster": self.cfg.name,
-            "active": self.agent.fs.was_active,
+            "active": self.agent.fs.may_lead,
+            "resync": self.agent.fs.was_active,
         }
         write_meta(self.data_dir, meta)
 
