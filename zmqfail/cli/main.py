@@ -14,7 +14,10 @@ from typing import Any
 import click
 
 from zmqfail import __version__, config
+from zmqfail.cli.benchcmd import bench_cmd
 from zmqfail.cli.clientcmd import client_group
+from zmqfail.cli.killcmd import kill_cmd
+from zmqfail.cli.watch import watch_cmd
 from zmqfail.cli.common import config_option, load_config, one_line_errors
 from zmqfail.cli.demo import demo_cmd
 from zmqfail.cli.logcmd import log_group
@@ -173,6 +176,9 @@ def switchover_cmd(config_path: str | None, timeout: float) -> None:
 ACTIVE_NAMES = ("normal", "primary_only", "backup_only")
 
 cli.add_command(client_group)
+client_group.add_command(bench_cmd)
+cli.add_command(watch_cmd)
+cli.add_command(kill_cmd)
 cli.add_command(log_group)
 cli.add_command(demo_cmd)
 

@@ -10,6 +10,7 @@ the table decides what is legal, and this module asks it first.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -62,7 +63,7 @@ class FailoverAgent:
         self.seen: dict[str, Heartbeat] = {}
         self.live: dict[str, bool] = {}
         self.last_in_sync: tuple[str, ...] | None = None
-        self.transitions: list[tuple[float, str, str, str]] = []  # (time, from, to, why)
+        self.transitions: list[tuple[float, str, str, str, int]] = []  # wall, from, to, why, epoch
 
     # ------------------------------------------------------------- feeding
     def feed(self, event: Event, now: float) -> None:
@@ -72,7 +73,9 @@ class FailoverAgent:
         self.fs, actions = step(replace(old, last_lsn=self.node.held_lsn), event, now)
         if self.fs.state is not old.state or self.fs.role is not old.role:
             why = type(event).__name__
-            self.transitions.append((now, old.state.value, self.fs.state.value, why))
+            self.transitions.append(
+                (time.time(), old.state.value, self.fs.state.value, why, self.fs.epoch)
+            )
             del self.transitions[:-50]
             log.info(
                 "%s: %s/%s -> %s/%s on %s (epoch %d, lsn %d)",

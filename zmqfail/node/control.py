@@ -67,6 +67,11 @@ def status(node: Node, digest: bool = False) -> dict[str, Any]:
         "replication_link": node.replication_link(),
         "cut_links": sorted(node.cut_links),
         "held_replies": len(node.gate),
+        "clients": sum(1 for t in node.clients.values() if now - t < 5.0),
+        "transitions": [
+            {"time": t, "from": a, "to": b, "why": why, "epoch": e}
+            for t, a, b, why, e in node.agent.transitions[-20:]
+        ],
         "counters": dict(
             node.counters,
             applied=proc.applied,

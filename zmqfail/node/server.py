@@ -315,6 +315,7 @@ class Node:
     def _drain_frontend(self) -> None:
         fe = self.frontend
         n_req = 0
+        now = time.monotonic()
         for _ in range(MAX_BATCH):
             try:
                 frames = fe.recv_multipart(zmq.NOBLOCK)
@@ -327,8 +328,8 @@ class Node:
                 continue
             ident, payload = frames
             self.counters["requests"] += 1
-            if ident not in self.clients and len(self.clients) < 100_000:
-                self.clients[ident] = time.monotonic()
+            if ident in self.clients or len(self.clients) < 100_000:
+                self.clients[ident] = now
             try:
                 msg = decode_request(payload)
             except ProtocolError as exc:
