@@ -16,11 +16,11 @@ import click
 from zmqfail import __version__, config
 from zmqfail.cli.benchcmd import bench_cmd
 from zmqfail.cli.clientcmd import client_group
-from zmqfail.cli.killcmd import kill_cmd
-from zmqfail.cli.watch import watch_cmd
 from zmqfail.cli.common import config_option, load_config, one_line_errors
 from zmqfail.cli.demo import demo_cmd
+from zmqfail.cli.killcmd import kill_cmd
 from zmqfail.cli.logcmd import log_group
+from zmqfail.cli.watch import watch_cmd
 from zmqfail.client.control import cluster_status
 from zmqfail.errors import ConfigError, ZmqfailError
 
