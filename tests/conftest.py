@@ -120,6 +120,15 @@ class Procs:
         return p.read_text(errors="replace") if p.exists() else ""
 
     def stop_all(self) -> None:
+        # Nodes started by the tool under test (`zmqfail kill --restart`) are not
+        # our children: find them by the pid files in this test's data dirs.
+        for pidfile in self.tmp.glob("**/node.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pidfile.read_text().strip())
+                # A stale pid file may name a reused pid: only kill our own nodes.
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"zmqfail" in cmdline and str(self.tmp).encode() in cmdline:
+                    os.kill(pid, signal.SIGKILL)
         for p in self.procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -1,11 +1,203 @@
-"""`zmqfail kill` (being written; see issue 5)."""
+"""`zmqfail kill`: failure injection for a running cluster.
+
+Signals go to the node's process (its pid from the node itself, or from its
+pid file when it does not answer). Link cuts go through the node's control
+socket: the node drops that channel's traffic both ways, so they need no root;
+with --for the node heals itself, so a cut never outlives the tool.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import click
+
+from zmqfail.chaos import LINK_NAMES, ROLE_ALIASES, SIGNALS, Step, load_plan, run_plan
+from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.client.control import call, cluster_status, node_status
+from zmqfail.config import ClusterConfig
+from zmqfail.errors import ConfigError, ZmqfailError
+
+
+def resolve(cfg: ClusterConfig, node: str) -> str:
+    """A node name, or the node now acting as primary / as a backup."""
+    if node not in ROLE_ALIASES:
+        cfg.node(node)  # raises ConfigError for an unknown name
+        return node
+    rows = cluster_status(cfg, digest=False, timeout=0.5)
+    for row in rows:
+        if row.get("role") == node and row["state"] != "unreachable":
+            return str(row["name"])
+    raise ZmqfailError(f"no reachable node is {node} now")
+
+
+def pid_of(cfg: ClusterConfig, name: str) -> int | None:
+    st = node_status(cfg.node(name), digest=False, timeout=0.5)
+    if st.get("pid"):
+        return int(st["pid"])
+    try:
+        pid = int((cfg.node(name).data_dir / "node.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def send_signal(cfg: ClusterConfig, name: str, sig: str, wait: float = 10.0) -> str:
+    pid = pid_of(cfg, name)
+    if pid is None:
+        raise ZmqfailError(f"node {name} is not running")
+    os.kill(pid, getattr(signal, f"SIG{sig}"))
+    if sig in ("KILL", "TERM"):
+        deadline = time.monotonic() + wait
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if alive(pid):
+            raise ZmqfailError(f"node {name} (pid {pid}) did not exit within {wait}s")
+    return f"SIG{sig} sent to {name} (pid {pid})"
+
+
+def start_node(cfg: ClusterConfig, name: str, wait: float = 20.0) -> str:
+    if cfg.path is None:
+        raise ConfigError("--restart needs --config: the new process must read the same file")
+    node = cfg.node(name)
+    node.data_dir.mkdir(parents=True, exist_ok=True)
+    with open(node.data_dir / "node.log", "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zmqfail", "node", "--config", str(cfg.path), "--name", name],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ZmqfailError(f"node {name} exited at start; see {node.data_dir / 'node.log'}")
+        if node_status(node, digest=False, timeout=0.3)["state"] != "unreachable":
+            return f"{name} restarted (pid {proc.pid})"
+        time.sleep(0.05)
+    raise ZmqfailError(f"node {name} did not answer within {wait}s after start")
+
+
+def restart_node(cfg: ClusterConfig, name: str, sig: str) -> str:
+    said = send_signal(cfg, name, sig) + "; " if pid_of(cfg, name) is not None else ""
+    return said + start_node(cfg, name)
+
+
+def cut(cfg: ClusterConfig, name: str, link: str, heal: bool, seconds: float | None) -> str:
+    args: dict[str, object] = {"link": link}
+    if seconds is not None:
+        args["for"] = seconds
+    res = call(cfg.node(name).control, "heal" if heal else "cut", args, timeout=2.0)
+    cuts = ", ".join(res["cut"]) or "none"
+    verb = "healed" if heal else "cut"
+    extra = f" (heals by itself in {seconds:g}s)" if seconds and not heal else ""
+    return f"{link} link {verb} at {name}{extra}; cut now: {cuts}"
+
+
+def do_step(cfg: ClusterConfig, step: Step) -> str:
+    name = resolve(cfg, step.node)
+    if step.signal:
+        return send_signal(cfg, name, step.signal)
+    if step.restart:
+        return restart_node(cfg, name, "KILL")
+    assert step.link is not None
+    return cut(cfg, name, step.link, step.heal, step.seconds)
 
 
 @click.command("kill")
-def kill_cmd() -> None:
-    """Inject failures."""
-    raise click.ClickException("zmqfail kill is not built yet")
+@config_option
+@click.argument("node", required=False)
+@click.option(
+    "--signal",
+    "sig",
+    type=click.Choice(SIGNALS),
+    default=None,
+    help="Send this signal to the node's process.",
+)
+@click.option(
+    "--restart", is_flag=True, help="Stop the node (SIGKILL, or --signal) and start it again."
+)
+@click.option(
+    "--link",
+    type=click.Choice(LINK_NAMES),
+    default=None,
+    help="Cut this channel at the node (both ways).",
+)
+@click.option("--heal", is_flag=True, help="With --link: restore the channel.")
+@click.option(
+    "--for",
+    "seconds",
+    type=float,
+    default=None,
+    help="With --link: the node heals the cut by itself after this many seconds.",
+)
+@click.option(
+    "--plan",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Run a TOML schedule of faults (see zmqfail/chaos.py).",
+)
+@one_line_errors
+def kill_cmd(
+    config_path: str | None,
+    node: str | None,
+    sig: str | None,
+    restart: bool,
+    link: str | None,
+    heal: bool,
+    seconds: float | None,
+    plan: str | None,
+) -> None:
+    """Break the cluster on purpose: signals, restarts, link cuts, or a plan.
+
+    NODE is a node name, or "primary" / "backup" for whichever node has that
+    role now.
+    """
+    cfg = load_config(config_path)
+    if plan is not None:
+        if node or sig or restart or link or heal or seconds is not None:
+            raise ConfigError("--plan runs alone: give the faults in the plan file")
+        steps = load_plan(Path(plan), tuple(n.name for n in cfg.nodes))
+
+        def report(t: float, step: Step, result: str) -> None:
+            click.echo(f"[{t:7.3f}s] {step.describe()}: {result}")
+
+        run_plan(steps, lambda s: do_step(cfg, s), time.monotonic, time.sleep, report)
+        return
+    if node is None:
+        raise ConfigError("name a NODE (or primary / backup), or give --plan")
+    if link is None and (heal or seconds is not None):
+        raise ConfigError("--heal and --for go with --link")
+    if sum(bool(x) for x in (sig and not restart, restart, link)) != 1:
+        raise ConfigError("give exactly one of --signal, --restart, --link")
+    name = resolve(cfg, node)
+    if restart:
+        click.echo(restart_node(cfg, name, sig or "KILL"))
+    elif link is not None:
+        if heal and seconds is not None:
+            raise ConfigError("--for goes with a cut, not with --heal")
+        click.echo(cut(cfg, name, link, heal, seconds))
+    else:
+        assert sig is not None
+        click.echo(send_signal(cfg, name, sig))

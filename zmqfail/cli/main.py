@@ -184,4 +184,17 @@ cli.add_command(demo_cmd)
 
 
 def main() -> None:
-    cli(prog_name="zmqfail")
+    """Run the CLI; every error is one line on stderr (usage errors exit 2)."""
+    try:
+        rc = cli.main(prog_name="zmqfail", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"zmqfail: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"zmqfail: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("zmqfail: aborted", err=True)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -220,6 +220,14 @@ def _to(s: FailoverState, state: State, now: float, **kw: object) -> FailoverSta
 
 # -------------------------------------------------------------- handlers
 def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
+    ahead = any(
+        live and (epoch, lsn) > (s.epoch, s.last_lsn) for _p, epoch, lsn, live in s.progress
+    )
+    if ahead:
+        # A live peer holds more than we do (we restarted without records only it
+        # has, e.g. acknowledged but not yet flushed here): leading would lose
+        # them. Wait; the clients' votes make it take over, and we follow it.
+        return _to(s, State.STANDBY, now), []
     if s.preferred or s.may_lead:
         new = _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY, was_active=True, may_lead=True)
         return new, [Action.BECOME_PRIMARY]

@@ -132,15 +132,23 @@ class FailoverAgent:
         view = node.heartbeats.peers.get(primary)
         hb_age = view.age(now) if view is not None else float("inf")
         repl_age = now - node.mirror.last_heard if node.mirror.last_heard else float("inf")
-        if hb_age > node.dead_after and repl_age > node.dead_after:
+        hb = view.last if view is not None else None
+        # A primary that restarted and no longer serves is as gone as a silent one.
+        stopped_serving = (
+            hb is not None
+            and hb_age <= node.dead_after
+            and hb.epoch == fs.epoch
+            and (hb.role != "primary" or hb.state not in SERVING)
+        )
+        if stopped_serving or (hb_age > node.dead_after and repl_age > node.dead_after):
             if primary not in self.silent:
                 self.silent.add(primary)
-                log.warning(
-                    "%s: primary %s silent on every path for %.0f ms",
-                    node.name,
-                    primary,
-                    min(hb_age, repl_age) * 1000,
+                why = (
+                    "no longer serves"
+                    if stopped_serving
+                    else f"is silent on every path for {min(hb_age, repl_age) * 1000:.0f} ms"
                 )
+                log.warning("%s: primary %s %s", node.name, primary, why)
                 self.feed(PeerSilent(primary), now)
         else:
             self.silent.discard(primary)

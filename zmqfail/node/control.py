@@ -39,10 +39,19 @@ def handle(node: Node, command: str, args: dict[str, Any]) -> dict[str, Any]:
         link = args.get("link")
         if link not in CUTTABLE:
             raise ProtocolError(f"link must be one of {', '.join(CUTTABLE)}, got {link!r}")
+        seconds = args.get("for")
+        if seconds is not None and (
+            not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0
+        ):
+            raise ProtocolError(f"'for' must be a positive number of seconds, got {seconds!r}")
         if command == "cut":
             node.cut_links.add(link)
+            if seconds is not None:
+                # The node heals itself: a cut must not outlive a dead operator tool.
+                node.heal_at[link] = time.monotonic() + float(seconds)
         else:
             node.cut_links.discard(link)
+            node.heal_at.pop(link, None)
         node.heartbeats.cut = {lk for lk in node.cut_links if lk in LINKS}
         return {"cut": sorted(node.cut_links)}
     raise ProtocolError(f"unknown control command {command!r}")

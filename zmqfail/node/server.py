@@ -85,6 +85,7 @@ class Node:
         fo = cfg.failover
         self.dead_after = fo.heartbeat_interval_ms * fo.heartbeat_misses / 1000.0
         self.cut_links: set[str] = set()
+        self.heal_at: dict[str, float] = {}
         self.to_apply: list[TxRecord] = []
         self.started = time.time()
         self.replicator: Replicator | None = None
@@ -261,6 +262,9 @@ class Node:
 
     def _tick(self, now: float) -> None:
         self._reap_snapshot()
+        for link, when in list(self.heal_at.items()):
+            if now >= when:
+                control.handle(self, "heal", {"link": link})
         self.mirror.answer_pending(now)
         self.apply_held()
         if self.replicator is not None:

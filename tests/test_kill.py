@@ -1,0 +1,194 @@
+"""`zmqfail kill`: every form changes what status reports as expected, and
+plans parse strictly and run in order with an injected clock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Procs, wait_for
+
+from zmqfail import config
+from zmqfail.chaos import Step, parse_plan, run_plan
+from zmqfail.client.control import node_status
+from zmqfail.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def zk(cfg_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zmqfail", "kill", "--config", str(cfg_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def st(cfg: config.ClusterConfig, name: str) -> dict[str, Any]:
+    return node_status(cfg.node(name), digest=False, timeout=1.0)
+
+
+def pair(procs: Procs, cluster_dir: Callable[..., Path]) -> tuple[Path, config.ClusterConfig]:
+    cfg_path = cluster_dir()
+    cfg = config.load(cfg_path)
+    procs.node(cfg_path, "a")
+    procs.node(cfg_path, "b")
+    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "normal state")
+    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b in sync")
+    return cfg_path, cfg
+
+
+# ------------------------------------------------------------------ plans (pure)
+NODES = ("a", "b")
+
+
+def test_plan_parses_sorts_and_describes() -> None:
+    steps = parse_plan(
+        """
+        [[step]]
+        at = 2.0
+        node = "a"
+        link = "main"
+        for = 1.5
+        [[step]]
+        at = 0.5
+        node = "primary"
+        signal = "STOP"
+        [[step]]
+        at = 2.0
+        node = "b"
+        restart = true
+        """,
+        NODES,
+    )
+    assert [s.at for s in steps] == [0.5, 2.0, 2.0]
+    assert steps[1].link == "main" and steps[1].seconds == 1.5  # file order kept on ties
+    assert [s.describe() for s in steps] == [
+        "signal STOP to primary",
+        "cut main link at a for 1.5s",
+        "restart b",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "no \\[\\[step\\]\\]"),
+        ("x = 1", "only \\[\\[step\\]\\]"),
+        ("[[step]]\nnode = 'zz'\nsignal = 'KILL'", "node must be one of"),
+        ("[[step]]\nnode = 'a'", "exactly one of"),
+        ("[[step]]\nnode = 'a'\nsignal = 'KILL'\nrestart = true", "exactly one of"),
+        ("[[step]]\nnode = 'a'\nsignal = 'HUP'", "signal must be one of"),
+        ("[[step]]\nnode = 'a'\nlink = 'eth0'", "link must be one of"),
+        ("[[step]]\nnode = 'a'\nsignal = 'KILL'\nat = -1", "non-negative"),
+        ("[[step]]\nnode = 'a'\nsignal = 'KILL'\nfor = 1", "'for' only goes with a link cut"),
+        ("[[step]]\nnode = 'a'\nlink = 'main'\nfor = 0", "positive"),
+        ("[[step]]\nnode = 'a'\nsignal = 'KILL'\nheal = true", "only for a link"),
+        ("[[step]]\nnode = 'a'\nsignal = 'KILL'\nwhen = 3", "unknown key"),
+        ("[[step]\n", "invalid TOML"),
+    ],
+)
+def test_bad_plans_are_refused(text: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        parse_plan(text, NODES)
+
+
+def test_run_plan_waits_for_each_offset_with_an_injected_clock() -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(d: float) -> None:
+        slept.append(d)
+        now[0] += d
+
+    done: list[tuple[float, str]] = []
+    steps = [
+        Step(0.0, "a", signal="STOP"),
+        Step(1.5, "a", signal="CONT"),
+        Step(1.5, "b", restart=True),
+    ]
+    run_plan(
+        steps, lambda s: f"did {s.node}", lambda: now[0], sleep, lambda t, s, r: done.append((t, r))
+    )
+    assert done == [(0.0, "did a"), (1.5, "did a"), (1.5, "did b")]
+    assert slept == [1.5]
+
+
+# ------------------------------------------------------------------ live forms
+def test_link_cuts_move_replication_and_isolate(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    cfg_path, cfg = pair(procs, cluster_dir)
+    out = zk(cfg_path, "b", "--link", "main")
+    assert out.returncode == 0, out.stderr
+    assert "main link cut at b" in out.stdout
+    wait_for(lambda: st(cfg, "a")["replication_link"] == "failsafe", 10, "failsafe carries")
+    assert st(cfg, "b")["cut_links"] == ["main"]
+    assert zk(cfg_path, "b", "--link", "main", "--heal").returncode == 0
+    wait_for(lambda: st(cfg, "a")["replication_link"] == "main", 10, "main again")
+    # Both links cut at the primary: it runs alone.
+    for link in ("main", "failsafe"):
+        assert zk(cfg_path, "primary", "--link", link, "--for", "1.0").returncode == 0
+    wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "a primary-only")
+    # The cuts heal by themselves and the pair is whole again.
+    wait_for(lambda: st(cfg, "a")["cut_links"] == [], 10, "self-heal")
+    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "normal again")
+    # Cutting the clients channel drops client traffic at that node.
+    assert zk(cfg_path, "a", "--link", "clients", "--for", "0.5").returncode == 0
+    assert st(cfg, "a")["cut_links"] == ["clients"]
+
+
+def test_signals_and_restart(procs: Procs, cluster_dir: Callable[..., Path]) -> None:
+    cfg_path, cfg = pair(procs, cluster_dir)
+    out = zk(cfg_path, "backup", "--signal", "STOP")
+    assert out.returncode == 0 and "SIGSTOP sent to b" in out.stdout, out.stderr
+    wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "backup frozen")
+    assert zk(cfg_path, "b", "--signal", "CONT").returncode == 0
+    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "backup back")
+    out = zk(cfg_path, "b", "--signal", "KILL")
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: st(cfg, "b")["state"] == "unreachable", 10, "b dead")
+    out = zk(cfg_path, "b", "--restart")
+    assert out.returncode == 0 and "b restarted" in out.stdout, out.stderr
+    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b rejoined")
+    # Restarting the primary with no clients: nobody votes for a takeover, and
+    # the restarted primary, holding everything (all flushed while idle), leads
+    # again; the pair is whole.
+    before = st(cfg, "a")["pid"]
+    out = zk(cfg_path, "primary", "--restart")
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "a primary again")
+    assert st(cfg, "a")["pid"] != before and st(cfg, "a")["role"] == "primary"
+    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b follows")
+    # Errors are one line, never a traceback.
+    for args in (("zz", "--signal", "KILL"), ("a",), ("a", "--heal"), ("--plan", "/nope")):
+        res = zk(cfg_path, *args)
+        assert res.returncode != 0, args
+        assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_plan_runs_steps_in_order(
+    procs: Procs, cluster_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    cfg_path, cfg = pair(procs, cluster_dir)
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[[step]]\nat = 0\nnode = "b"\nsignal = "STOP"\n'
+        '[[step]]\nat = 0.6\nnode = "b"\nsignal = "CONT"\n'
+        '[[step]]\nat = 0.8\nnode = "a"\nlink = "main"\nfor = 0.5\n'
+    )
+    out = zk(cfg_path, "--plan", str(plan))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert "signal STOP to b" in lines[0] and "signal CONT to b" in lines[1]
+    assert "cut main link at a" in lines[2]
+    times = [float(line.split("s]")[0].strip("[ ")) for line in lines]
+    assert times == sorted(times) and times[1] >= 0.6 and times[2] >= 0.8
+    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "whole again")
+    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b resumed and in sync")
