@@ -142,3 +142,18 @@ def test_cli_orders_and_errors(tmp_path: Path, procs: Procs) -> None:
         assert res.returncode != 0, args
         assert "Traceback" not in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_demo_end_to_end_reports_nothing_lost() -> None:
+    base = free_base_port(30)
+    out = subprocess.run(
+        [sys.executable, "-m", "zmqfail", "demo", "--seconds", "4", "--base-port", str(base)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "lost            0 " in out.stdout
+    assert "applied twice   0 " in out.stdout
+    assert "tables          equal" in out.stdout
+    assert "failover outage" in out.stdout and "demo passed" in out.stdout
