@@ -214,3 +214,25 @@ def test_window_keeps_every_reply(
             got.update(r.msg_id for r in c.poll(5))
         got.update(r.msg_id for r in c.poll(0))
     assert got == set(sent)
+
+
+def test_digest_of_large_tables_comes_from_a_forked_child(
+    cluster_dir: Callable[..., Path], node_threads: StartNode
+) -> None:
+    """Above a few thousand rows the digest is hashed off the loop; the answer is
+    the same, and the loop keeps serving meanwhile."""
+    from zmqfail.node.digest import INLINE_MAX_ROWS
+
+    cfg = config.load(cluster_dir())
+    nt = node_threads(cfg, "a")
+    nt.wait_active()
+    with Client(cfg, timeout=10, window=64) as c:
+        for i in range(INLINE_MAX_ROWS + 200):
+            c.submit({**BUY, "qty": 1 + i % 90})
+            c.poll(0)
+        while c.session.outstanding:
+            c.poll(5)
+    assert not nt.node.digests.small(nt.node.proc.engine)
+    st = call(cfg.node("a").control, "status", {"digest": True}, timeout=10)
+    assert st["digest"] == nt.node.proc.engine.digest()
+    assert not nt.node.digests.jobs, "the child was reaped"

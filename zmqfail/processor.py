@@ -82,6 +82,7 @@ class Processor:
         self.engine.apply(rec.client_id, rec.msg_id, rec.status, rec.result, rec.changes)
         self.last_lsn = rec.lsn
         self.last_epoch = rec.epoch
+        self.applied += 1
         self.epoch = max(self.epoch, rec.epoch)
 
 

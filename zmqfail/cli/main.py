@@ -105,6 +105,8 @@ STATUS_KEYS = (
     "flushed_lsn",
     "digest",
     "pid",
+    "lag",
+    "replication_link",
 )
 
 
@@ -114,29 +116,25 @@ STATUS_KEYS = (
 @click.option("--timeout", default=1.0, show_default=True, help="Seconds to wait for each node.")
 @one_line_errors
 def status_cmd(config_path: str | None, as_json: bool, timeout: float) -> None:
-    """Show every node of the cluster; unreachable nodes are listed as such."""
+    """Show every node of the cluster; unreachable nodes are listed as such.
+
+    The table has the columns of `zmqfail watch` (without rates); --json has
+    every key each node reports.
+    """
+    from zmqfail.cli import view
+
     cfg = load_config(config_path)
-    rows = cluster_status(cfg, digest=True, timeout=timeout)
+    rows: list[dict[str, Any]] = cluster_status(cfg, digest=True, timeout=timeout)
+    for row in rows:  # an unreachable node's row has every key too, as None
+        for key in STATUS_KEYS:
+            row.setdefault(key, None)
     if as_json:
         click.echo(json.dumps(rows, sort_keys=True))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"zmqfail cluster {cfg.name}")
-    for key in STATUS_KEYS:
-        table.add_column(key)
-    for row in rows:
-        table.add_row(*(_cell(row.get(k), k) for k in STATUS_KEYS))
-    Console().print(table)
-
-
-def _cell(value: Any, key: str) -> str:
-    if value is None:
-        return "-"
-    if key == "digest":
-        return str(value)[:12]
-    return str(value)
+    hb_ms = cfg.failover.heartbeat_interval_ms
+    shown = [view.node_row(r, hb_ms) for r in rows]
+    table = view.table(shown, f"zmqfail cluster {cfg.name}", rates=False)
+    view.make_console().print(table)
 
 
 @cli.command("switchover")

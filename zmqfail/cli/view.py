@@ -299,12 +299,13 @@ class WatchModel:
         fresh: list[Transition] = []
         for st in statuses:
             name = str(st.get("name"))
-            cur = sample_of(st, now)
-            r = rate(self.samples.get(name), cur)
+            cur, prev = sample_of(st, now), self.samples.get(name)
+            r = rate(prev, cur)
             if cur is not None:
                 self.samples[name] = cur  # kept while unreachable: a pause is not a restart
             hist = self.rates.setdefault(name, deque(maxlen=self.history))
-            hist.append(r)
+            if prev is not None or cur is None:  # a first reading has no rate, a gap has
+                hist.append(r)
             rows.append(node_row(st, self.heartbeat_interval_ms, format_rate(r), sparkline(hist)))
             fresh += node_transitions(st)
             fresh += self._seen_change(name, st, wall)
@@ -340,7 +341,9 @@ def _styled(value: str, styles: Mapping[str, str]) -> Text:
 
 
 def table(rows: Sequence[NodeRow], title: str, rates: bool) -> Table:
-    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    t = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left"
+    )
     right = ("epoch", "last lsn", "committed", "flushed", "lag", "clients")
     heads = ["node", "role", "state", *right[:5], "link", *LINKS, "peer hb", "clients", "digest"]
     if rates:
@@ -366,15 +369,20 @@ def table(rows: Sequence[NodeRow], title: str, rates: bool) -> Table:
 
 
 def transitions_table(items: Sequence[Transition]) -> Table:
-    t = Table(title="state changes (newest last)", box=None, title_justify="left")
+    t = Table(title="state changes (newest last)", box=None, pad_edge=False, title_justify="left")
     for h in ("time", "node", "change", "why", "epoch"):
         t.add_column(h, no_wrap=True)
     for tr in items:
-        clock = time.strftime("%H:%M:%S", time.localtime(tr.time)) + f".{int(tr.time % 1 * 1000):03d}"
-        change = Text(tr.src, style=STATE_STYLES.get(tr.src, ""))
+        clock = (
+            time.strftime("%H:%M:%S", time.localtime(tr.time)) + f".{int(tr.time % 1 * 1000):03d}"
+        )
+        change = Text()
+        change.append(tr.src, style=STATE_STYLES.get(tr.src, ""))
         change.append(" -> ")
         change.append(tr.dst, style=STATE_STYLES.get(tr.dst, ""))
-        t.add_row(Text(clock), Text(tr.node, style="bold"), change, Text(tr.why), Text(_text(tr.epoch)))
+        t.add_row(
+            Text(clock), Text(tr.node, style="bold"), change, Text(tr.why), Text(_text(tr.epoch))
+        )
     return t
 
 
@@ -382,5 +390,5 @@ def render(frame: Frame, title: str, max_transitions: int) -> RenderableType:
     parts: list[RenderableType] = [table(frame.rows, title, rates=True)]
     shown = frame.transitions[-max_transitions:] if max_transitions > 0 else []
     if shown:
-        parts.append(transitions_table(shown))
+        parts += [Text(""), transitions_table(shown)]
     return Group(*parts)

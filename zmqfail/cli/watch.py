@@ -1,11 +1,130 @@
-"""`zmqfail watch` (being written; see issue 5)."""
+"""`zmqfail watch`: the live view of a cluster.
+
+Only the loop lives here; polling, the data model and the layout are in
+`zmqfail/cli/view.py`, shared with `zmqfail status`.
+"""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
 import click
+
+from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.config import ClusterConfig
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from zmqfail.cli.view import Frame
 
 
 @click.command("watch")
-def watch_cmd() -> None:
-    """Live view of the cluster."""
-    raise click.ClickException("zmqfail watch is not built yet")
+@config_option
+@click.option(
+    "--interval",
+    default=0.25,
+    show_default=True,
+    type=click.FloatRange(min=0.02),
+    help="Seconds between polls.",
+)
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Print one frame and exit; it polls twice, --interval apart, so req/s is a real rate.",
+)
+@click.option(
+    "--digest",
+    "with_digest",
+    is_flag=True,
+    help="Also show the tables' digest (large tables are hashed by a forked child per poll).",
+)
+@click.option(
+    "--timeout",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds to wait for each node per poll.",
+)
+@one_line_errors
+def watch_cmd(
+    config_path: str | None, interval: float, once: bool, with_digest: bool, timeout: float
+) -> None:
+    """Live view of the cluster: one row per node, request rates, state changes.
+
+    On a terminal the view redraws in place; with stdout redirected every poll
+    appends one frame. Ctrl-C stops it.
+    """
+    # Imported here: every `zmqfail node` start imports this module, and rich is not cheap.
+    from rich.live import Live
+
+    from zmqfail.cli.view import make_console
+
+    cfg = load_config(config_path)
+    console = make_console()
+    # One thread per node: every node is asked at once, so a dead node delays
+    # a refresh by one timeout, not one timeout per dead node.
+    pool = ThreadPoolExecutor(max_workers=len(cfg.nodes), thread_name_prefix="watch-poll")
+    loop = _Loop(cfg, pool, with_digest, timeout, interval)
+    try:
+        if once:
+            loop.step()
+            time.sleep(interval)
+            console.print(loop.render(loop.step(), 20))
+        elif console.is_terminal:
+            with Live(console=console, auto_refresh=False, transient=False) as live:
+                while True:
+                    frame = loop.step()
+                    live.update(loop.render(frame, _room(console, frame)), refresh=True)
+                    loop.sleep()
+        else:
+            while True:
+                console.print(loop.render(loop.step(), 10))
+                console.file.flush()
+                loop.sleep()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _room(console: Console, frame: Frame) -> int:
+    """State changes that fit under the table without scrolling the terminal."""
+    return max(3, console.height - len(frame.rows) - 10)
+
+
+class _Loop:
+    """Paces polls on a fixed schedule, so a slow poll does not stretch the next interval."""
+
+    def __init__(
+        self, cfg: ClusterConfig, pool: Executor, digest: bool, timeout: float, interval: float
+    ) -> None:
+        self.cfg, self.pool, self.digest, self.timeout = cfg, pool, digest, timeout
+        self.interval = interval
+        from zmqfail.cli.view import WatchModel
+
+        self.model = WatchModel(cfg.failover.heartbeat_interval_ms)
+        self.next_at = time.monotonic()
+        self.title = f"zmqfail cluster {cfg.name}"
+
+    def step(self) -> Frame:
+        from zmqfail.cli.view import poll
+
+        statuses = poll(self.cfg, self.digest, self.timeout, self.pool)
+        return self.model.update(statuses, time.monotonic(), time.time())
+
+    def render(self, frame: Frame, max_transitions: int) -> RenderableType:
+        stamp = time.strftime("%H:%M:%S", time.localtime(frame.polled_at))
+        title = f"{self.title}  {stamp}  every {self.interval:g}s"
+        from zmqfail.cli.view import render
+
+        return render(frame, title, max_transitions)
+
+    def sleep(self) -> None:
+        self.next_at += self.interval
+        now = time.monotonic()
+        if self.next_at < now:  # fell behind (slow poll): start again from now
+            self.next_at = now
+        time.sleep(self.next_at - now)

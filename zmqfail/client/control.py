@@ -45,7 +45,7 @@ def node_status(node: NodeConfig, digest: bool = True, timeout: float = 1.0) -> 
     """A node's status, or a row saying it is unreachable (never raises for that)."""
     try:
         return call(node.control, "status", {"digest": digest}, timeout)
-    except Unavailable:
+    except ZmqfailError:  # silent, or answering nonsense: either way not usable
         return {
             "name": node.name,
             "role": None,

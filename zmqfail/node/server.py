@@ -25,6 +25,7 @@ from zmqfail.errors import NodeError, ProtocolError
 from zmqfail.failover.machine import Action, Role, State
 from zmqfail.node import control
 from zmqfail.node.agent import FailoverAgent
+from zmqfail.node.digest import DigestJobs
 from zmqfail.node.flusher import Flusher
 from zmqfail.node.heartbeat import Heartbeats
 from zmqfail.node.mirror import Mirror
@@ -90,6 +91,7 @@ class Node:
         self.started = time.time()
         self.replicator: Replicator | None = None
         self.snapshot_child: tuple[int, int, float] | None = None
+        self.digests = DigestJobs()
         self._lock_fd = -1
         self._sockets: list[zmq.Socket[bytes]] = []
 
@@ -262,6 +264,12 @@ class Node:
 
     def _tick(self, now: float) -> None:
         self._reap_snapshot()
+        if self.digests.jobs:
+            for ident, st in self.digests.finished():
+                with contextlib.suppress(zmq.ZMQError):
+                    self.control.send_multipart(
+                        (ident, ControlReply(True, st, "").encode()), zmq.NOBLOCK
+                    )
         for link, when in list(self.heal_at.items()):
             if now >= when:
                 control.handle(self, "heal", {"link": link})
@@ -378,6 +386,9 @@ class Node:
             self.gate.hold(out.gate_lsn, ident, out.reply)
 
     def _send(self, ident: bytes, data: bytes) -> None:
+        if "clients" in self.cut_links:
+            self.counters["undeliverable"] += 1  # the channel is cut both ways
+            return
         try:
             self.frontend.send_multipart((ident, data), zmq.NOBLOCK)
             self.counters["replies"] += 1
@@ -635,6 +646,14 @@ class Node:
                 req = decode(payload)
                 if not isinstance(req, ControlRequest):
                     raise ProtocolError(f"expected a control request, got {req.TYPE}")
+                if (
+                    req.command == "status"
+                    and req.args.get("digest")
+                    and not self.digests.small(self.proc.engine)
+                ):
+                    # Answered when the forked child has hashed the tables.
+                    self.digests.start(self.proc.engine, ident, control.status(self, False))
+                    continue
                 reply = ControlReply(True, control.handle(self, req.command, req.args), "")
             except ProtocolError as exc:
                 reply = ControlReply(False, {}, str(exc))
@@ -655,6 +674,7 @@ class Node:
         if self.snapshot_child is not None:
             os.waitpid(self.snapshot_child[0], 0)  # let it finish its atomic write
             self.snapshot_child = None
+        self.digests.close()
         self.flusher.close()
         self.disklog.close()
         for closer in (self.mirror.close, self.heartbeats.close):

@@ -1,0 +1,369 @@
+"""`zmqfail watch` and the `status` table: the view's data model without
+sockets, then the commands against real node processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Procs, wait_for
+from rich.console import Console
+
+from zmqfail import config
+from zmqfail.cli.view import (
+    SPARK,
+    Sample,
+    Transition,
+    WatchModel,
+    link_health,
+    merge_transitions,
+    node_row,
+    rate,
+    render,
+    sparkline,
+    table,
+)
+from zmqfail.client.control import node_status
+from zmqfail.client.sync import Client
+
+pytestmark = pytest.mark.timeout(60)
+
+HB = 30  # heartbeat interval (ms) of the default config
+UNREACHABLE_ROW = {"name": "b", "role": None, "state": "unreachable", "epoch": None}
+
+
+def status(name: str, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"name": name, "role": "primary", "state": "normal", "epoch": 1}
+    base.update(kw)
+    return base
+
+
+# ------------------------------------------------------------------ pure
+
+
+def test_sparkline_scales_from_zero_and_keeps_the_last_samples() -> None:
+    assert sparkline([]) == ""
+    assert sparkline([0.0, 0.0]) == "▁▁"
+    assert sparkline([0.0, 7.0, 14.0]) == "▁▅█"  # equal-width bins
+    assert sparkline([5.0, None, 5.0]) == "█ █"
+    assert sparkline([None, None]) == "  "
+    assert sparkline([-1.0, 2.0]) == "▁█"
+    assert sparkline([float(i) for i in range(100)], width=30) == sparkline(
+        [float(i) for i in range(70, 100)]
+    )
+    assert len(sparkline([1.0] * 100)) == 30
+    assert set(sparkline([float(i) for i in range(8)])) <= set(SPARK)
+
+
+def test_rate_uses_node_uptime_and_never_goes_negative() -> None:
+    a = Sample(count=100, pid=7, uptime=10.0, seen_at=500.0)
+    b = Sample(count=150, pid=7, uptime=10.5, seen_at=500.9)  # watch clock jittered
+    assert rate(a, b) == pytest.approx(100.0)
+    assert rate(None, b) is None
+    assert rate(a, None) is None
+    assert rate(a, a) is None  # no time passed
+    # Without uptime the watcher's clock is used.
+    assert rate(Sample(0, 7, None, 1.0), Sample(30, 7, None, 3.0)) == pytest.approx(15.0)
+    # Restarted (new pid): the counter began at zero, so the average since the restart.
+    restarted = Sample(count=20, pid=8, uptime=2.0, seen_at=501.0)
+    assert rate(b, restarted) == pytest.approx(10.0)
+    # Same pid number reused, counter or uptime going back: a restart too.
+    assert rate(b, Sample(count=5, pid=7, uptime=11.0, seen_at=502.0)) == pytest.approx(5 / 11)
+    assert rate(b, Sample(count=400, pid=7, uptime=0.5, seen_at=502.0)) == pytest.approx(800.0)
+    assert rate(b, Sample(count=0, pid=9, uptime=0.0, seen_at=502.0)) is None
+    for cur in (restarted, Sample(0, 7, 12.0, 503.0), Sample(0, 7, None, 503.0)):
+        r = rate(b, cur)
+        assert r is None or r >= 0
+
+
+def test_link_health_of_a_primary_from_its_replication_tracker() -> None:
+    fresh = {
+        "b": {"heartbeat_age_ms": 10.0, "role": "backup", "links": {"main": 10.0, "failsafe": 12.0}}
+    }
+    up = {"b": {"links_up": {"main": True, "failsafe": True}}}
+    assert link_health(status("a", backups=up, peers=fresh), HB) == {"main": "up", "failsafe": "up"}
+    main_down = {"b": {"links_up": {"main": False, "failsafe": True}}}
+    st = status("a", backups=main_down, peers=fresh)
+    assert link_health(st, HB) == {"main": "down", "failsafe": "up"}
+    # The tracker says up, but the backup has been silent: a dead backup is not an up link.
+    stale = {"b": {"heartbeat_age_ms": 900.0, "links": {"main": 900.0, "failsafe": 10.0}}}
+    assert link_health(status("a", backups=up, peers=stale), HB) == {
+        "main": "down",
+        "failsafe": "up",
+    }
+    two = dict(up, c={"links_up": {"main": False, "failsafe": True}})
+    assert link_health(status("a", backups=two), HB) == {"main": "1/2 up", "failsafe": "up"}
+    st = status("a", backups=up, peers=fresh, cut_links=["failsafe", "clients"])
+    assert link_health(st, HB) == {"main": "up", "failsafe": "cut"}
+    assert link_health(status("a"), HB) == {"main": "-", "failsafe": "-"}  # no backup known
+
+
+def test_link_health_of_a_backup_from_its_primarys_heartbeats() -> None:
+    def backup(links: dict[str, float | None]) -> dict[str, Any]:
+        peers = {"a": {"role": "primary", "links": links}, "c": {"role": "backup", "links": {}}}
+        return status("b", role="backup", peers=peers)
+
+    assert link_health(backup({"main": 5.0, "failsafe": 89.9}), HB) == {
+        "main": "up",
+        "failsafe": "up",
+    }
+    # 3 x the heartbeat interval or more, or never heard: down.
+    assert link_health(backup({"main": 90.0, "failsafe": None}), HB) == {
+        "main": "down",
+        "failsafe": "down",
+    }
+    no_primary = status("b", role="backup", peers={"c": {"role": "backup", "links": {}}})
+    assert link_health(no_primary, HB) == {"main": "-", "failsafe": "-"}
+    assert link_health(UNREACHABLE_ROW, HB) == {"main": "-", "failsafe": "-"}
+
+
+def test_transitions_merge_in_time_order_once_each() -> None:
+    t1 = Transition(1.0, "a", "starting", "primary_only", "StartupDone", 1)
+    t2 = Transition(2.0, "b", "starting", "standby", "StartupDone", 1)
+    t3 = Transition(3.0, "a", "primary_only", "normal", "BackupsInSync", 1)
+    merged = merge_transitions([t1, t3], [t3, t2, t1])
+    assert merged == [t1, t2, t3]
+    # A node that died keeps the changes it reported before.
+    assert merge_transitions(merged, []) == merged
+    assert merge_transitions(merged, [], keep=2) == [t2, t3]
+
+
+def counters(requests: int) -> dict[str, int]:
+    return {"requests": requests, "replies": requests}
+
+
+def test_watch_model_rates_history_and_nodes_that_die_and_come_back() -> None:
+    m = WatchModel(heartbeat_interval_ms=HB)
+    tr = [
+        {"time": 10.0, "from": "starting", "to": "primary_only", "why": "StartupDone", "epoch": 1}
+    ]
+    a0 = status("a", pid=1, uptime=5.0, counters=counters(0), transitions=tr)
+    b0 = status("b", role="backup", pid=2, uptime=5.0, counters=counters(0))
+    f = m.update([a0, b0], now=100.0, wall=20.0)
+    assert [r.rate for r in f.rows] == ["-", "-"]  # one poll: no rate yet
+    assert [t.dst for t in f.transitions] == ["primary_only"]
+
+    a1 = dict(a0, uptime=6.0, counters=counters(250))
+    f = m.update([a1, UNREACHABLE_ROW], now=101.0, wall=21.0)
+    assert f.rows[0].rate == "250"
+    assert f.rows[0].spark == "█"
+    assert not f.rows[1].reachable and f.rows[1].state == "unreachable"
+    assert f.rows[1].rate == "-" and f.rows[1].epoch == "-"
+    gone = f.transitions[-1]
+    assert (gone.node, gone.src, gone.dst) == ("b", "normal", "unreachable")
+
+    # b restarted: a new pid with a small counter gives a positive rate, not a negative one.
+    b2 = status("b", role="backup", pid=3, uptime=2.0, counters=counters(4))
+    f = m.update([dict(a1, uptime=7.0, counters=counters(250)), b2], now=102.0, wall=22.0)
+    assert f.rows[0].rate == "0.0"
+    assert f.rows[1].reachable and f.rows[1].rate == "2.0"
+    assert f.rows[1].spark == " █"  # the poll it missed is a gap
+    back = f.transitions[-1]
+    assert (back.node, back.src, back.dst) == ("b", "unreachable", "normal")
+    assert [t.time for t in f.transitions] == sorted(t.time for t in f.transitions)
+
+
+def render_text(renderable: Any) -> str:
+    buf = io.StringIO()
+    Console(file=buf, width=160, color_system=None).print(renderable)
+    return buf.getvalue()
+
+
+def test_the_table_shows_every_column_and_greys_nothing_into_a_crash() -> None:
+    st = status(
+        "a",
+        last_lsn=12,
+        committed_lsn=11,
+        flushed_lsn=10,
+        lag=1,
+        replication_link="main",
+        clients=2,
+        digest="0123456789abcdef",
+        peers={"b": {"heartbeat_age_ms": 1500.0, "links": {"main": 12.0, "failsafe": None}}},
+        backups={"b": {"links_up": {"main": True, "failsafe": True}}},
+    )
+    rows = [node_row(st, HB), node_row(UNREACHABLE_ROW, HB)]
+    text = render_text(table(rows, "t", rates=False))
+    assert "req/s" not in text
+    a_line = next(line for line in text.splitlines() if line.startswith("a "))
+    assert a_line.split() == [
+        *("a", "primary", "normal", "1", "12", "11", "10", "1", "main", "up", "down"),
+        *("b", "1.5s", "2", "0123456789ab"),
+    ]
+    assert re.search(r"^b +- +unreachable", text, re.M)
+    m = WatchModel(HB)
+    frame = m.update([st, UNREACHABLE_ROW], 1.0, 1.0)
+    assert "req/s" in render_text(render(frame, "t", 5))
+
+
+# ------------------------------------------------------------------ live
+
+
+def zmqfail(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "COLUMNS")}
+    return subprocess.run(
+        [sys.executable, "-m", "zmqfail", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+def rows_of(out: str) -> dict[str, list[str]]:
+    """Table lines by node name (tokens split on spaces)."""
+    return {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if re.match(r"^[ab] +(primary|backup|-) ", line)
+    }
+
+
+def test_watch_once_and_status_against_real_nodes(
+    cluster_dir: Callable[..., Path], procs: Procs
+) -> None:
+    cfg_path = cluster_dir()
+    cfg = config.load(cfg_path)
+    procs.node(cfg_path, "a")
+    node_b = procs.node(cfg_path, "b")
+    wait_for(lambda: node_status(cfg.node("a"), False)["state"] == "normal", 30, "a normal")
+    with Client(cfg, timeout=10) as c:
+        for price in ("10.50", "10.60", "10.70"):
+            body = {"op": "new", "instrument": "ABC", "side": "buy", "type": "limit"}
+            assert c.request({**body, "qty": 10, "price": price}).status == "ok"
+
+    def settled() -> bool:
+        sts = [node_status(cfg.node(n), False) for n in "ab"]
+        return all(
+            (s["last_lsn"], s["committed_lsn"], s["flushed_lsn"], s["lag"]) == (3, 3, 3, 0)
+            for s in sts
+        )
+
+    wait_for(settled, 20, "both nodes to hold, commit and flush the 3 records")
+
+    out = zmqfail("watch", "--config", str(cfg_path), "--once")
+    assert out.returncode == 0, out.stderr
+    assert "\x1b[" not in out.stdout
+    for head in ("role", "state", "epoch", "last lsn", "committed", "flushed", "lag", "link"):
+        assert head in out.stdout
+    for head in ("main", "failsafe", "peer hb", "clients", "req/s", "history"):
+        assert head in out.stdout
+    rows = rows_of(out.stdout)
+    assert rows["a"][:11] == ["a", "primary", "normal", "1", "3", "3", "3", "0", "main", "up", "up"]
+    assert rows["b"][:11] == ["b", "backup", "normal", "1", "3", "3", "3", "0", "main", "up", "up"]
+    assert rows["a"][11] == "b" and re.fullmatch(r"\d+ms", rows["a"][12])
+    assert rows["a"][13].isdigit() and int(rows["a"][13]) >= 1  # our client, seen < 5 s ago
+    assert re.fullmatch(r"\d+(\.\d)?", rows["a"][15])  # req/s from two polls
+    assert "starting -> primary_only" in out.stdout and "syncing -> normal" in out.stdout
+
+    os.killpg(node_b.pid, signal.SIGKILL)
+    node_b.wait(10)
+    out = zmqfail("watch", "--config", str(cfg_path), "--once")
+    assert out.returncode == 0, out.stderr
+    rows = rows_of(out.stdout)
+    assert rows["b"][:4] == ["b", "-", "unreachable", "-"]
+    assert rows["a"][:2] == ["a", "primary"]
+
+    table_out = zmqfail("status", "--config", str(cfg_path))
+    assert table_out.returncode == 0, table_out.stderr
+    rows = rows_of(table_out.stdout)
+    assert rows["b"][:4] == ["b", "-", "unreachable", "-"]
+    assert rows["a"][:2] == ["a", "primary"] and rows["a"][4:7] == ["3", "3", "3"]
+    assert "peer hb" in table_out.stdout and "req/s" not in table_out.stdout
+
+    js = zmqfail("status", "--config", str(cfg_path), "--json")
+    assert js.returncode == 0, js.stderr
+    by_name = {r["name"]: r for r in json.loads(js.stdout)}
+    keys = {"name", "role", "state", "epoch", "last_lsn", "committed_lsn", "flushed_lsn"}
+    keys |= {"digest", "pid", "lag", "replication_link"}
+    assert keys <= set(by_name["a"]) and keys <= set(by_name["b"])
+    assert {"counters", "transitions", "peers", "backups"} <= set(by_name["a"])
+    assert by_name["b"]["state"] == "unreachable" and by_name["b"]["lag"] is None
+    assert by_name["a"]["last_lsn"] == 3 and len(by_name["a"]["digest"]) == 64
+
+
+def test_watch_with_a_missing_config_is_one_line_and_status_1(tmp_path: Path) -> None:
+    out = zmqfail("watch", "--config", str(tmp_path / "missing.toml"), "--once")
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "does not exist" in out.stderr
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["pty", "redirected"])
+def test_watch_refreshes_until_sigint_then_exits_0(
+    cluster_dir: Callable[..., Path], tmp_path: Path, terminal: bool
+) -> None:
+    """No node runs: every refresh shows both unreachable, which must not stop it."""
+    cfg_path = cluster_dir()
+    args = [sys.executable, "-m", "zmqfail", "watch", "--config", str(cfg_path)]
+    args += ["--interval", "0.05", "--timeout", "0.1"]
+    env = dict(os.environ, COLUMNS="180", LINES="40", TERM="xterm")
+    env.pop("FORCE_COLOR", None)
+    chunks: list[bytes] = []
+    log = tmp_path / "watch.out"
+    if terminal:
+        master, slave = pty.openpty()
+        out_target: Any = slave
+    else:
+        out_target = open(log, "wb")  # noqa: SIM115 - closed below
+    p = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=out_target,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    reader: threading.Thread | None = None
+    try:
+        if terminal:
+            os.close(slave)
+
+            def drain() -> None:  # a full pty would block the child's writes
+                while True:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    chunks.append(data)
+
+            reader = threading.Thread(target=drain, daemon=True)
+            reader.start()
+        else:
+            out_target.close()
+
+        def printed() -> str:
+            return (b"".join(chunks) if terminal else log.read_bytes()).decode(errors="replace")
+
+        wait_for(lambda: printed().count("zmqfail cluster") >= 2, 30, "two refreshes")
+        assert "unreachable" in printed()
+        os.kill(p.pid, signal.SIGINT)
+        rc = p.wait(timeout=15)
+        assert p.stderr is not None
+        err = p.stderr.read().decode(errors="replace")
+        assert rc == 0, err
+        assert "Traceback" not in err and "Aborted" not in err
+        if not terminal:
+            assert "\x1b[" not in printed()
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+        if p.stderr is not None:
+            p.stderr.close()
+        if terminal:
+            os.close(master)
+            if reader is not None:
+                reader.join(5)
