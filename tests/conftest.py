@@ -22,6 +22,14 @@ import zmq
 from zmqfail import config
 
 ROOT = Path(__file__).resolve().parent.parent
+BUY = {
+    "op": "new",
+    "instrument": "ABC",
+    "side": "buy",
+    "type": "limit",
+    "qty": 10,
+    "price": "10.00",
+}
 
 
 def free_base_port(span: int = 40) -> int:
@@ -243,3 +251,6 @@ class Load:
         self.client.close()
         assert not self.thread.is_alive(), "load thread did not finish"
         assert not self.errors, self.errors
+
+
+StartNode = Callable[[config.ClusterConfig, str], NodeThread]

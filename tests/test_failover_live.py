@@ -64,6 +64,13 @@ def check_exactly_once(cfg: config.ClusterConfig, name: str, load: Load) -> None
     assert not lost, f"acknowledged but not in {name}'s log: {lost[:10]}"
 
 
+def wait_equal_digests(cfg: config.ClusterConfig, x: str, y: str) -> None:
+    def same() -> bool:
+        return bool(st(cfg, x, True)["digest"] == st(cfg, y, True)["digest"])
+
+    wait_for(same, 20, f"equal digests on {x} and {y}")
+
+
 def stop_all(cfg: config.ClusterConfig, procs: Procs) -> None:
     """Clean stops, so every record a node holds is on its disk for the checks."""
     for n in cfg.nodes:
@@ -94,9 +101,7 @@ def test_kill9_primary_backup_takes_over_and_old_primary_rejoins(
     wait_for(lambda: role_state(cfg, "b") == ("primary", "normal"), 10, "b primary, normal")
     wait_more(load, 300, "load with the pair whole again")
     load.stop()
-    wait_for(
-        lambda: st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"], 20, "equal digests"
-    )
+    wait_equal_digests(cfg, "a", "b")
     stop_all(cfg, procs)
     check_exactly_once(cfg, "b", load)
     engine, _ = replay(cfg.node("b").data_dir, cfg.engine)
@@ -124,9 +129,7 @@ def test_paused_primary_steps_down_and_never_acknowledges_after_takeover(
     late = [(t, e, m) for t, server, e, m in load.replies if server == "a" and t > first_b]
     assert not late, f"a acknowledged after b took over: {late[:5]}"
     assert all(e == 1 for _, server, e, _ in load.replies if server == "a")
-    wait_for(
-        lambda: st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"], 20, "equal digests"
-    )
+    wait_equal_digests(cfg, "a", "b")
     stop_all(cfg, procs)
     check_exactly_once(cfg, "b", load)
 
@@ -149,9 +152,7 @@ def test_both_links_cut_primary_alone_no_takeover(
     wait_for(lambda: role_state(cfg, "a") == ("primary", "normal"), 20, "pair whole again")
     wait_more(load, 200, "load after heal")
     load.stop()
-    wait_for(
-        lambda: st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"], 20, "equal digests"
-    )
+    wait_equal_digests(cfg, "a", "b")
 
 
 def test_backup_killed_primary_alone_then_backup_returns(
@@ -166,9 +167,7 @@ def test_backup_killed_primary_alone_then_backup_returns(
     procs.node(cfg_path, "b")
     wait_for(lambda: role_state(cfg, "a") == ("primary", "normal"), 30, "normal again")
     load.stop()
-    wait_for(
-        lambda: st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"], 20, "equal digests"
-    )
+    wait_equal_digests(cfg, "a", "b")
 
 
 def test_switchover_loses_and_fails_no_request(
@@ -190,9 +189,7 @@ def test_switchover_loses_and_fails_no_request(
     wait_more(load, 500, "load on b")
     load.stop()  # asserts no request failed
     assert st(cfg, "b")["epoch"] == 2
-    wait_for(
-        lambda: st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"], 20, "equal digests"
-    )
+    wait_equal_digests(cfg, "a", "b")
     with Client(cfg, timeout=5) as c:
         assert c.request({"op": "book", "instrument": "ABC"}).server == "b"
     stop_all(cfg, procs)

@@ -9,11 +9,11 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from conftest import NodeThread
+from conftest import BUY, StartNode
 
 from zmqfail import config
 from zmqfail.audit import replay_digest
-from zmqfail.client.control import call
+from zmqfail.client.control import STATUS_KEYS, call
 from zmqfail.client.session import ClientState
 from zmqfail.client.sync import Client
 from zmqfail.errors import NodeError, Unavailable
@@ -21,17 +21,6 @@ from zmqfail.protocol import Reply, Request, decode_as
 from zmqfail.txlog.recovery import iter_records
 
 pytestmark = pytest.mark.timeout(60)
-
-StartNode = Callable[[config.ClusterConfig, str], NodeThread]
-
-BUY = {
-    "op": "new",
-    "instrument": "ABC",
-    "side": "buy",
-    "type": "limit",
-    "qty": 10,
-    "price": "10.00",
-}
 
 
 def raw_dealer(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[bytes]:
@@ -143,17 +132,7 @@ def test_control_status_and_stop(cluster_dir: Callable[..., Path], node_threads:
         for i in range(5):
             c.request({**BUY, "qty": 10 + i})
     st = call(cfg.node("a").control, "status", {"digest": True})
-    for key in (
-        "name",
-        "role",
-        "state",
-        "epoch",
-        "last_lsn",
-        "committed_lsn",
-        "flushed_lsn",
-        "digest",
-        "pid",
-    ):
+    for key in STATUS_KEYS:
         assert key in st
     assert st["last_lsn"] == st["committed_lsn"] == st["flushed_lsn"] == 5
     assert st["digest"] == nt.node.proc.engine.digest()

@@ -17,7 +17,7 @@ from conftest import Procs, free_base_port, wait_for
 from zmqfail import config
 from zmqfail.audit import replay_digest
 from zmqfail.cli.demo import random_order
-from zmqfail.client.control import node_status
+from zmqfail.client.control import STATUS_KEYS, node_status
 from zmqfail.client.sync import Client
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.process]
@@ -90,17 +90,7 @@ def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None
     assert by_name["a"]["last_lsn"] == live["last_lsn"]
     assert by_name["a"]["digest"] == live["digest"]
     assert by_name["b"]["state"] == "unreachable"
-    for key in (
-        "name",
-        "role",
-        "state",
-        "epoch",
-        "last_lsn",
-        "committed_lsn",
-        "flushed_lsn",
-        "digest",
-        "pid",
-    ):
+    for key in STATUS_KEYS:
         assert key in by_name["a"]
 
     verify = zmqfail("log", "verify", "--data-dir", str(cfg.node("a").data_dir))

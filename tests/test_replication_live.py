@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-from conftest import Load, NodeThread, Procs, wait_for
+from conftest import BUY, Load, Procs, StartNode, wait_for
 
 from zmqfail import config
 from zmqfail.client.control import call, node_status
@@ -21,16 +21,6 @@ from zmqfail.protocol import CommitAck, CommitRequest, ReplRecords, decode_as
 from zmqfail.txlog.recovery import iter_records
 
 pytestmark = pytest.mark.timeout(90)
-
-StartNode = Callable[[config.ClusterConfig, str], NodeThread]
-BUY = {
-    "op": "new",
-    "instrument": "ABC",
-    "side": "buy",
-    "type": "limit",
-    "qty": 10,
-    "price": "10.00",
-}
 
 
 def st(cfg: config.ClusterConfig, name: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from zmqfail.cli.demo import demo_cmd
 from zmqfail.cli.killcmd import kill_cmd
 from zmqfail.cli.logcmd import log_group
 from zmqfail.cli.watch import watch_cmd
-from zmqfail.client.control import cluster_status
+from zmqfail.client.control import STATUS_KEYS, cluster_status
 from zmqfail.errors import ConfigError, ZmqfailError
 
 
@@ -95,21 +95,6 @@ def config_init(
     click.echo(str(path))
 
 
-STATUS_KEYS = (
-    "name",
-    "role",
-    "state",
-    "epoch",
-    "last_lsn",
-    "committed_lsn",
-    "flushed_lsn",
-    "digest",
-    "pid",
-    "lag",
-    "replication_link",
-)
-
-
 @cli.command("status")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per node.")
@@ -126,7 +111,7 @@ def status_cmd(config_path: str | None, as_json: bool, timeout: float) -> None:
     cfg = load_config(config_path)
     rows: list[dict[str, Any]] = cluster_status(cfg, digest=True, timeout=timeout)
     for row in rows:  # an unreachable node's row has every key too, as None
-        for key in STATUS_KEYS:
+        for key in (*STATUS_KEYS, "lag", "replication_link"):
             row.setdefault(key, None)
     if as_json:
         click.echo(json.dumps(rows, sort_keys=True))

@@ -14,6 +14,19 @@ from zmqfail.config import ClusterConfig, NodeConfig
 from zmqfail.errors import ProtocolError, Unavailable, ZmqfailError
 from zmqfail.protocol import ControlReply, ControlRequest, decode_as
 
+# Keys every status row has, reachable or not: stable for scripts.
+STATUS_KEYS = (
+    "name",
+    "role",
+    "state",
+    "epoch",
+    "last_lsn",
+    "committed_lsn",
+    "flushed_lsn",
+    "digest",
+    "pid",
+)
+
 
 def call(
     endpoint: str,
