@@ -1,11 +1,194 @@
-"""`zmqfail client bench` (being written; see issue 5)."""
+"""`zmqfail client bench`: drive load from several client processes and report
+acknowledged throughput, latency percentiles, errors and every failover the
+clients lived through, with the outage each saw.
+
+The live display goes to stderr, the report to stdout, so a redirected report
+stays clean; the display is off with --quiet or when stderr is no terminal.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.errors import ZmqfailError
+from zmqfail.loadgen.runner import BenchOptions, run_bench
+
+PROGRESS_COLUMNS = ("server", "state", "sent", "ok", "rejected", "errors", "inflight", "resends")
+
+
+class LiveDisplay:
+    """A progress bar for the whole run above one row per client."""
+
+    def __init__(self, console: Console, opts: BenchOptions) -> None:
+        self.opts = opts
+        self.by_time = opts.duration is not None
+        self.progress = Progress(
+            TextColumn("[bold]bench"),
+            BarColumn(),
+            TextColumn("{task.fields[what]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        total = opts.duration if opts.duration is not None else float(opts.requests or 0)
+        self.task: TaskID = self.progress.add_task("bench", total=total, what="")
+        self.live = Live(console=console, refresh_per_second=8, transient=True)
+
+    def __enter__(self) -> LiveDisplay:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.__exit__(None, None, None)
+
+    def update(self, elapsed: float, progress: dict[int, dict[str, Any]]) -> None:
+        rows = [progress[i] for i in sorted(progress)]
+        acked = sum(r.get("ok", 0) + r.get("rejected", 0) for r in rows)
+        done = acked + sum(r.get("errors", 0) for r in rows)
+        rate = acked / elapsed if elapsed > 0 else 0.0
+        failovers = max((r.get("failovers", 0) for r in rows), default=0)
+        what = f"{acked:,} acked  {rate:,.0f} req/s  failovers {failovers}"
+        completed = min(elapsed, self.opts.duration or 0.0) if self.by_time else done
+        self.progress.update(self.task, completed=completed, what=what)
+        table = Table(box=None, padding=(0, 1))
+        table.add_column("client")
+        for col in PROGRESS_COLUMNS:
+            table.add_column(col, justify="left" if col in ("server", "state") else "right")
+        for i, r in enumerate(rows):
+            table.add_row(str(i), *(_cell(r.get(c, "")) for c in PROGRESS_COLUMNS))
+        self.live.update(Group(self.progress, table))
+
+
+def _cell(v: object) -> str:
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _mode(s: dict[str, Any], opts: BenchOptions) -> str:
+    loop = f"open loop at {opts.rate:,.0f} req/s" if opts.rate else "closed loop"
+    amount = f"{opts.duration:g} s" if opts.duration is not None else f"{opts.requests:,} requests"
+    return f"{s['clients']} client(s) x window {s['window']}, {loop}, {amount}"
+
+
+def print_report(console: Console, s: dict[str, Any], opts: BenchOptions) -> None:
+    lat = s["latency_ms"]
+    out = functools.partial(console.print, soft_wrap=True)  # lines stay whole in a pipe
+    out(f"zmqfail bench: {_mode(s, opts)}, seed {s['seed']}")
+    out(
+        f"acknowledged {s['acknowledged']:,} of {s['requests']:,} requests in "
+        f"{s['duration']:.2f} s: {s['throughput']:,.1f} req/s "
+        f"({s['ok']:,} ok, {s['rejected']:,} rejected)"
+    )
+    out(
+        f"latency ms: p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  "
+        f"p99.9 {lat['p999']:.3f}  max {lat['max']:.3f}"
+    )
+    kinds = ", ".join(f"{k} {v:,}" for k, v in s["errors_by_kind"].items())
+    out(f"errors: {s['errors']:,}" + (f" ({kinds})" if kinds else ""))
+    if s["rejected_by_code"]:
+        codes = ", ".join(f"{k} {v:,}" for k, v in s["rejected_by_code"].items())
+        out(f"rejected by code: {codes}")
+    out(f"resends: {s['resends']:,}")
+    if opts.rate:
+        out(f"behind schedule (window full when due): {s['behind']:,}")
+    events = s["failover_events"]
+    out(f"failovers: {len(events)}")
+    for e in events:
+        out(
+            f"  {e['from_server']} -> {e['to_server']} at epoch {e['epoch']}: outage "
+            f"{e['outage_ms']:.1f} ms (worst of {e['clients']} client(s), {e['resent']} resent)"
+        )
+    table = Table(title="zmqfail client bench")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("acknowledged req/s", f"{s['throughput']:,.1f}")
+    table.add_row("requests", f"{s['requests']:,}")
+    table.add_row("acknowledged (ok + rejected)", f"{s['acknowledged']:,}")
+    for key, label in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9")):
+        table.add_row(f"latency {label} ms", f"{lat[key]:.3f}")
+    table.add_row("latency max ms", f"{lat['max']:.3f}")
+    table.add_row("errors", f"{s['errors']:,}")
+    table.add_row("resends", f"{s['resends']:,}")
+    table.add_row("orders crossing on arrival", f"{s['crossed_fraction']:.0%}")
+    for e in events:
+        table.add_row(
+            f"outage {e['from_server']} -> {e['to_server']} (epoch {e['epoch']}) ms",
+            f"{e['outage_ms']:.1f}",
+        )
+    console.print(table)
 
 
 @click.command("bench")
-def bench_cmd() -> None:
-    """Drive load against the cluster and report throughput and latency."""
-    raise click.ClickException("zmqfail client bench is not built yet")
+@config_option
+@click.option("--clients", default=1, show_default=True, help="Client processes.")
+@click.option("--window", default=16, show_default=True, help="Requests in flight per client.")
+@click.option(
+    "--rate", type=float, default=None, help="Target req/s across all clients (open loop)."
+)
+@click.option("--duration", type=float, default=None, help="Seconds of load.")
+@click.option("--requests", type=int, default=None, help="Requests in all (instead of --duration).")
+@click.option("--seed", default=1, show_default=True, help="Seed of the order mix.")
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write JSON here.")
+@click.option("--history", type=click.Path(dir_okay=False), default=None, help="JSON lines log.")
+@click.option("--drain", default=5.0, show_default=True, help="Seconds to wait for late replies.")
+@click.option("--connect-timeout", default=5.0, show_default=True, help="Seconds to find a server.")
+@click.option(
+    "--lost-after", default=10.0, show_default=True, help="Seconds without any server: give up."
+)
+@click.option("--quiet", is_flag=True, help="No live display.")
+@one_line_errors
+def bench_cmd(
+    config_path: str | None,
+    clients: int,
+    window: int,
+    rate: float | None,
+    duration: float | None,
+    requests: int | None,
+    seed: int,
+    json_out: str | None,
+    history: str | None,
+    drain: float,
+    connect_timeout: float,
+    lost_after: float,
+    quiet: bool,
+) -> None:
+    """Drive load against the cluster and report throughput and latency.
+
+    Without --duration or --requests it runs for 10 seconds. Exit status 0
+    unless the bench could not run or a client lost every server."""
+    cfg = load_config(config_path)
+    opts = BenchOptions(
+        clients=clients,
+        window=window,
+        rate=rate,
+        duration=10.0 if duration is None and requests is None else duration,
+        requests=requests,
+        seed=seed,
+        history=Path(history) if history else None,
+        drain=drain,
+        connect_timeout=connect_timeout,
+        lost_after=lost_after,
+    )
+    opts.validate()
+    err = Console(stderr=True)
+    if quiet or not sys.stderr.isatty():
+        run = run_bench(cfg, opts)
+    else:
+        with LiveDisplay(err, opts) as display:
+            run = run_bench(cfg, opts, display.update)
+    s = run.summary
+    if json_out:
+        Path(json_out).write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
+    print_report(Console(), s, opts)
+    if s["lost_clients"]:
+        reasons = "; ".join(r.lost for r in run.results if r.lost)
+        raise ZmqfailError(f"the bench ended early: {reasons}")

@@ -41,7 +41,7 @@ class OrderMix:
     ) -> None:
         if not instruments:
             raise ValueError("the order mix needs at least one instrument")
-        if not (0 <= market and 0 <= cancel and market + cancel < 1 and 0 <= cross <= 1):
+        if not (market >= 0 and cancel >= 0 and market + cancel < 1 and 0 <= cross <= 1):
             raise ValueError("market + cancel must leave room for limit orders")
         self.rng = random.Random(seed)
         self.instruments = tuple(instruments)
@@ -75,13 +75,18 @@ class OrderMix:
         side = rng.choice(("buy", "sell"))
         if r >= 1.0 - self.market:
             qty = rng.randint(1, 10) * 10
-            return {"op": "new", "instrument": instrument, "side": side, "type": "market", "qty": qty}
+            return {
+                "op": "new",
+                "instrument": instrument,
+                "side": side,
+                "type": "market",
+                "qty": qty,
+            }
         sign = 1 if side == "buy" else -1
-        if rng.random() < self.cross:
-            # Through the mid into the other side's resting levels.
-            offset = rng.randint(1, 3)
-        else:
-            offset = -rng.randint(1, self.depth)  # rests on its own side of the mid
+        # Aggressive orders reach through the mid into the other side's resting
+        # levels; passive ones rest on their own side of it.
+        aggressive = rng.random() < self.cross
+        offset = rng.randint(1, 3) if aggressive else -rng.randint(1, self.depth)
         ticks = self.mid + sign * offset * self.tick
         return {
             "op": "new",
