@@ -75,8 +75,9 @@ def starting(
     preferred: bool = False,
     was_active: bool = False,
     vote_window: float = 1.0,
+    may_lead: bool = False,
 ) -> FailoverState:
-    return initial(name, peers, epoch, preferred, was_active, T0, vote_window)
+    return initial(name, peers, epoch, preferred, was_active, T0, vote_window, may_lead=may_lead)
 
 
 def standby() -> FailoverState:
@@ -274,6 +275,10 @@ def test_initial() -> None:
     s = starting(epoch=0)
     assert (s.state, s.role, s.epoch, s.since) == (State.STARTING, Role.BACKUP, 1, T0)
     assert not s.active
+    assert (s.was_active, s.may_lead) == (False, False)
+    # A server that may lead served, so its log may also need a resync.
+    s = starting(may_lead=True)
+    assert (s.was_active, s.may_lead) == (True, True)
 
 
 def test_startup_preferred_fresh_becomes_primary() -> None:
@@ -294,14 +299,49 @@ def test_startup_non_preferred_waits_in_standby() -> None:
 
 
 def test_startup_formerly_active_resumes() -> None:
-    s = starting("b", ("a", "c"), epoch=4, was_active=True)
+    # Meta "active": it was the last active server it knows of.
+    s = starting("b", ("a", "c"), epoch=4, may_lead=True)
     new, actions = go(s, StartupDone(), T0 + 2)
     assert actions == [Action.BECOME_PRIMARY]
-    assert (new.state, new.role, new.epoch, new.was_active) == (
+    assert (new.state, new.role, new.epoch, new.was_active, new.may_lead) == (
         State.PRIMARY_ONLY,
         Role.PRIMARY,
         4,
         True,
+        True,
+    )
+
+
+def test_startup_needing_resync_only_waits() -> None:
+    # Meta "resync" without "active": it served once but someone led after it.
+    s = starting("b", ("a", "c"), epoch=4, was_active=True)
+    new, actions = go(s, StartupDone(), T0 + 2)
+    assert (new.state, new.role, actions) == (State.STANDBY, Role.BACKUP, [])
+
+
+@pytest.mark.parametrize("who", ["preferred", "may_lead"])
+def test_startup_defers_to_a_live_peer_holding_more(who: str) -> None:
+    s = starting("a", ("b", "c"), preferred=who == "preferred", may_lead=who == "may_lead")
+    s = replace(s, last_lsn=10)
+    ahead = go_s(s, PeerProgress("b", 1, 11, True), T0 + 0.5)
+    new, actions = go(ahead, StartupDone(), T0 + 2)
+    assert (new.state, new.role, actions) == (State.STANDBY, Role.BACKUP, [])
+    # A peer at a higher epoch holds more whatever its LSN.
+    ahead = go_s(s, PeerProgress("c", 2, 0, True), T0 + 0.5)
+    assert go_s(ahead, StartupDone(), T0 + 2).state is State.STANDBY
+
+
+@pytest.mark.parametrize(
+    "report", [("b", 1, 11, False), ("b", 1, 10, True), ("b", 1, 3, True), ("c", 0, 99, True)]
+)
+def test_startup_leads_when_no_live_peer_holds_more(report: tuple[str, int, int, bool]) -> None:
+    s = replace(starting("a", ("b", "c"), preferred=True), last_lsn=10)
+    s = go_s(s, PeerProgress(*report), T0 + 0.5)
+    new, actions = go(s, StartupDone(), T0 + 2)
+    assert (new.state, new.role, actions) == (
+        State.PRIMARY_ONLY,
+        Role.PRIMARY,
+        [Action.BECOME_PRIMARY],
     )
 
 
@@ -329,6 +369,27 @@ def test_startup_formerly_active_hearing_higher_epoch_resyncs() -> None:
     assert actions == [Action.RESYNC, Action.FOLLOW]
     assert (new.state, new.role, new.epoch, new.primary) == (State.SYNCING, Role.BACKUP, 3, "a")
     assert not new.was_active
+
+
+def test_startup_formerly_active_resyncs_even_at_equal_epoch() -> None:
+    s = starting("b", ("a", "c"), epoch=2, was_active=True)
+    new, actions = go(s, PeerActive("a", 2, in_sync=("b",)), T0 + 1)
+    assert actions == [Action.RESYNC, Action.FOLLOW]
+    assert (new.state, new.was_active, new.may_lead) == (State.NORMAL, False, False)
+
+
+def test_restarted_leader_learning_a_higher_epoch_does_not_lead_at_it() -> None:
+    # a led at epoch 1 and restarted (meta active). Meanwhile b took over at epoch 2
+    # and c follows b. During a's startup window a hears only c: a backup heartbeat
+    # at epoch 2 (HigherEpoch), not b itself. a must not then serve at epoch 2.
+    s = replace(starting("a", ("b", "c"), epoch=1, may_lead=True), last_lsn=50)
+    s = go_s(s, HigherEpoch(2, "c"), T0 + 0.25)
+    assert s.epoch == 2
+    s = go_s(s, PeerProgress("c", 2, 40, True), T0 + 0.5)
+    new, _ = go(s, StartupDone(), T0 + 2)
+    # It would serve its epoch-1 log as epoch 2, at the same epoch as b; at equal
+    # epochs b (later name) steps down in favour of a and its acked records are lost.
+    assert not (new.active and new.epoch == 2)
 
 
 def test_startup_ignores_stale_primary() -> None:
@@ -693,11 +754,6 @@ def fence_by_peer_active() -> FailoverState:
     return go_s(primary_only(), PeerActive("b", 2), T0 + 4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stepping down adopts the new epoch but keeps was_active; _follow only "
-    "resyncs when the primary's epoch is above ours, so the deposed primary never resyncs",
-)
 @pytest.mark.parametrize("fence", [fence_by_higher_epoch, fence_by_peer_active])
 def test_fenced_primary_resyncs_when_following_the_new_primary(
     fence: Callable[[], FailoverState],
@@ -705,25 +761,23 @@ def test_fenced_primary_resyncs_when_following_the_new_primary(
     # a served alone at epoch 1; b took over (epoch 2). a steps down, then hears b
     # serving at epoch 2: a's log may hold records b never had, so a must resync.
     s = fence()
-    assert (s.state, s.epoch, s.was_active) == (State.FENCED, 2, True)
+    assert (s.state, s.epoch, s.was_active, s.may_lead) == (State.FENCED, 2, True, False)
     new, actions = go(s, PeerActive("b", 2), T0 + 5)
-    assert new.state is State.SYNCING
-    assert Action.RESYNC in actions
-    assert not new.was_active
+    assert actions == [Action.RESYNC, Action.FOLLOW]
+    assert (new.state, new.primary, new.was_active) == (State.SYNCING, "b", False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a fenced server is recorded as active at the epoch it adopted, so after a "
-    "restart it starts as primary at the usurper's epoch and the usurper may step down",
-)
-def test_restart_after_fencing_does_not_claim_the_new_epoch() -> None:
+@pytest.mark.parametrize("fence", [fence_by_higher_epoch, fence_by_peer_active])
+def test_restart_after_fencing_does_not_claim_the_new_epoch(
+    fence: Callable[[], FailoverState],
+) -> None:
     # a (PRIMARY_ONLY, epoch 1) is fenced by b, which took over at epoch 2.
-    a = fence_by_peer_active()
-    # The node persists meta {"epoch": 2, "active": was_active} and restarts;
-    # b is not heard during the startup window (it is briefly unreachable).
-    a2 = starting("a", ("b", "c"), epoch=a.epoch, preferred=False, was_active=a.was_active)
+    a = fence()
+    # The node persists meta {"epoch", "active": may_lead, "resync": was_active}
+    # and restarts; b is not heard during the startup window (briefly unreachable).
+    a2 = starting("a", ("b", "c"), epoch=a.epoch, was_active=a.was_active, may_lead=a.may_lead)
     a2 = go_s(a2, StartupDone(), T0 + 10)
+    assert (a2.state, a2.was_active) == (State.STANDBY, True)
     b = backup_only()  # b, serving at epoch 2
     assert b.epoch == 2
     # Two servers active at the same epoch; at equal epochs b (later name) yields to a,
@@ -973,12 +1027,18 @@ def check_step(
         if isinstance(e, PeerActive) and e.handoff_to == old.name:
             assert old.name in e.in_sync
             assert new.epoch == e.epoch + 1
+        elif isinstance(e, PeerProgress) and e.peer == old.primary:
+            # Our primary restarted and holds less than we do: no vote needed.
+            assert new.epoch == old.epoch + 1
         else:
             vote = now if isinstance(e, ClientVote) else old.vote_at
             assert vote is not None
             assert now - vote <= old.vote_window
             assert old.primary_silent or isinstance(e, PeerSilent)
             assert new.epoch == old.epoch + 1
+    elif Action.BECOME_PRIMARY in actions and new.epoch != old.epoch:
+        # Leading with nobody to take over from (all restarted): a new epoch.
+        assert new.epoch == old.epoch + 1
     else:
         assert new.epoch == old.epoch or isinstance(e, (PeerActive, HigherEpoch))
     if Action.STEP_DOWN in actions:
@@ -989,6 +1049,15 @@ def check_step(
         assert actions == [Action.STOP]
     if old.role is Role.PRIMARY and new.role is Role.BACKUP:
         assert Action.STEP_DOWN in actions
+    if new.role is Role.PRIMARY:
+        # A serving server's log may hold records nobody else has.
+        assert new.was_active
+        assert new.may_lead
+    if new.state is State.FENCED:
+        assert not new.may_lead
+    if Action.RESYNC in actions:
+        assert old.was_active
+        assert not new.was_active
 
 
 @st.composite
@@ -1014,12 +1083,14 @@ def events_for(draw: st.DrawFn, me: str) -> Event:
     return choice
 
 
-CONFIGS = [
-    ("a", True, False, 1),
-    ("b", False, False, 1),
-    ("b", False, True, 3),
-    ("c", False, False, 2),
-    ("c", True, True, 1),
+CONFIGS = [  # name, preferred, was_active (resync), may_lead, epoch
+    ("a", True, False, False, 1),
+    ("b", False, False, False, 1),
+    ("b", False, True, False, 3),
+    ("b", False, True, True, 3),
+    ("c", False, False, False, 2),
+    ("c", False, False, True, 2),
+    ("c", True, True, False, 1),
 ]
 
 
@@ -1027,10 +1098,10 @@ CONFIGS = [
 def scenarios(
     draw: st.DrawFn,
 ) -> tuple[FailoverState, bool, list[tuple[Event, float, int]]]:
-    name, preferred, was_active, epoch = draw(st.sampled_from(CONFIGS))
+    name, preferred, was_active, may_lead, epoch = draw(st.sampled_from(CONFIGS))
     window = draw(st.sampled_from((0.5, 1.0, 3.0)))
     peers = tuple(n for n in NAMES if n != name)
-    s = initial(name, peers, epoch, preferred, was_active, T0, window)
+    s = initial(name, peers, epoch, preferred, was_active, T0, window, may_lead=may_lead)
     shell = draw(st.booleans())
     steps = draw(
         st.lists(
@@ -1133,6 +1204,17 @@ class Pair:
             self.takeovers += 1
         self.fs[x] = new
         self.check()
+
+    def restart(self, x: str, lost: int) -> None:
+        """x's process restarts from its meta (epoch, "active": may_lead, "resync":
+        was_active), having lost its last `lost` records (acked, not yet flushed)."""
+        s = self.fs[x]
+        self.fs[x] = initial(
+            x, s.peers, s.epoch, False, s.was_active, self.now, VOTE_WINDOW, may_lead=s.may_lead
+        )
+        self.lsn[x] = max(0, self.lsn[x] - lost)
+        self.heard.pop(x, None)
+        self.silent.discard(x)
 
     def check(self) -> None:
         a, b = self.fs["a"], self.fs["b"]
@@ -1262,6 +1344,34 @@ def test_two_nodes_partition_with_client_votes_fails_over_once() -> None:
         2,
     )
     assert pair.takeovers == 1
+
+
+def test_two_nodes_restart_of_the_primary_rejoins() -> None:
+    pair = Pair(random.Random(3))
+    for _ in range(20):
+        pair.tick(True, {"a": True, "b": True}, 0.0, switchover=False)
+    assert (pair.fs["a"].state, pair.fs["b"].state) == (State.NORMAL, State.NORMAL)
+    pair.restart("a", lost=0)
+    for _ in range(100):
+        pair.tick(True, {"a": True, "b": True}, 0.0, switchover=False)
+    assert [x for x in ("a", "b") if pair.fs[x].active] == ["a"]
+    assert pair.fs["b"].state is State.NORMAL
+
+
+@pytest.mark.parametrize("both", [True, False], ids=["both_restart", "primary_restarts"])
+def test_two_nodes_restart_with_lost_records_serves_again(both: bool) -> None:
+    pair = Pair(random.Random(4))
+    for _ in range(20):
+        pair.tick(True, {"a": True, "b": True}, 0.0, switchover=False)
+    assert (pair.fs["a"].state, pair.fs["b"].state) == (State.NORMAL, State.NORMAL)
+    # a (primary) restarts without its last 3 records, which b holds; with `both`
+    # b restarts too (power loss), otherwise b keeps running.
+    pair.restart("a", lost=3)
+    if both:
+        pair.restart("b", lost=0)
+    for _ in range(200):
+        pair.tick(True, {"a": True, "b": True}, 0.0, switchover=False)
+    assert [x for x in ("a", "b") if pair.fs[x].active] == ["b"], pair.fs
 
 
 def test_two_nodes_link_failure_alone_never_fails_over() -> None:

@@ -49,7 +49,7 @@ SAMPLES: dict[str, Message] = {
     "commit": CommitRequest("a", 1, 11),
     "ack": CommitAck("b", 1, 11, "gap", 7, 1),
     "snapshot": SnapshotImage("a", 2, 12, b"\x93\x01\x02\x03"),
-    "hb": Heartbeat("a", "primary", "normal", 2, 10, 9, 8, "failsafe", ["b", "c"], ""),
+    "hb": Heartbeat("a", "primary", "normal", 2, 10, 9, 8, "failsafe", ["b", "c"], "", 2),
     "ctl": ControlRequest("status", {"digest": True}),
     "ctlrep": ControlReply(False, {}, "boom"),
 }
@@ -261,6 +261,7 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("hb", "link", "MAIN"),
     ("hb", "link", 1),
     ("hb", "handoff_to", None),
+    ("hb", "last_epoch", -1),
     ("hello", "lost", None),
     ("hello", "lost", "x" * 129),
     ("ack", "incarnation", -1),

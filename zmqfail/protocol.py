@@ -309,8 +309,10 @@ class Heartbeat(Message):
     link: str
     in_sync: list[str]
     handoff_to: str
+    last_epoch: int
 
     def validate(self) -> None:
+        _check_uint(self.last_epoch, "last_epoch")
         _check(
             isinstance(self.in_sync, list) and all(isinstance(n, str) for n in self.in_sync),
             "in_sync must be a list of node names",

@@ -113,7 +113,8 @@ class HigherEpoch:
 
 @dataclass(frozen=True, slots=True)
 class PeerProgress:
-    """A backup peer's position, for choosing the most up-to-date one."""
+    """A backup peer's log position (epoch of its last record, last LSN), for
+    choosing the most up-to-date server."""
 
     peer: str
     epoch: int
@@ -174,7 +175,8 @@ class FailoverState:
     primary_silent: bool = False
     in_sync: tuple[str, ...] = ()  # primary: backups it waits for
     progress: tuple[tuple[str, int, int, bool], ...] = ()  # (peer, epoch, lsn, live)
-    last_lsn: int = 0  # ours, updated by the shell before each step
+    last_lsn: int = 0  # ours, updated by the shell before each step ...
+    last_epoch: int = 0  # ... with the epoch of the record at last_lsn
     handoff_to: str = ""
     vote_window: float = 1.0
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
@@ -202,6 +204,7 @@ def initial(
         name=name,
         peers=peers,
         epoch=max(1, epoch),
+        last_epoch=max(1, epoch),  # the shell sets the real one before each step
         preferred=preferred,
         was_active=was_active or may_lead,
         may_lead=may_lead,
@@ -221,7 +224,7 @@ def _to(s: FailoverState, state: State, now: float, **kw: object) -> FailoverSta
 # -------------------------------------------------------------- handlers
 def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
     ahead = any(
-        live and (epoch, lsn) > (s.epoch, s.last_lsn) for _p, epoch, lsn, live in s.progress
+        live and (epoch, lsn) > (s.last_epoch, s.last_lsn) for _p, epoch, lsn, live in s.progress
     )
     if ahead:
         # A live peer holds more than we do (we restarted without records only it
@@ -231,7 +234,39 @@ def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
     if s.preferred or s.may_lead:
         new = _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY, was_active=True, may_lead=True)
         return new, [Action.BECOME_PRIMARY]
+    if _most_up_to_date_of_all(s):
+        return _lead_at_new_epoch(s, now)
     return _to(s, State.STANDBY, now), []
+
+
+def _most_up_to_date_of_all(s: FailoverState) -> bool:
+    """Every peer is live, none serves (the shell sends progress only for
+    backups), and we hold strictly the most (epoch, LSN, then name order): then
+    no server anywhere holds a record we lack, so we may lead. This is what
+    lets a cluster whose servers all restarted serve again when the one that
+    led last came back with less than another."""
+    live = {p: (epoch, lsn) for p, epoch, lsn, ok in s.progress if ok}
+    if set(s.peers) - set(live):
+        return False
+    me = (s.last_epoch, s.last_lsn, -_order(s, s.name))
+    return all((e, lsn, -_order(s, p)) < me for p, (e, lsn) in live.items())
+
+
+def _lead_at_new_epoch(s: FailoverState, now: float) -> Result:
+    """Lead without a current primary to take over from: a new epoch fences any
+    former leader that might wake up."""
+    new = _to(
+        s,
+        State.PRIMARY_ONLY,
+        now,
+        role=Role.PRIMARY,
+        epoch=s.epoch + 1,
+        primary="",
+        was_active=True,
+        may_lead=True,
+    )
+    # Clients looking for a server find it by their hellos (it answers active).
+    return new, [Action.BECOME_PRIMARY]
 
 
 def _active_peer_seen(s: FailoverState, e: Event, now: float) -> Result:
@@ -306,7 +341,7 @@ def _take_over(s: FailoverState, now: float) -> Result:
 
 def _best_candidate(s: FailoverState) -> bool:
     """Among live backups (ourselves included), are we the most up to date?"""
-    me = (s.epoch, s.last_lsn, -_order(s, s.name))
+    me = (s.last_epoch, s.last_lsn, -_order(s, s.name))
     for peer, epoch, lsn, live in s.progress:
         if live and peer != s.primary and (epoch, lsn, -_order(s, peer)) > me:
             return False
@@ -347,7 +382,15 @@ def _progress(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, PeerProgress)
     rest = tuple(p for p in s.progress if p[0] != e.peer)
     new = replace(s, progress=(*rest, (e.peer, e.epoch, e.last_lsn, e.live)))
-    return _maybe_take_over(new, now) if s.role is Role.BACKUP else (new, [])
+    if s.role is not Role.BACKUP:
+        return new, []
+    if s.state is State.STANDBY and _most_up_to_date_of_all(new):
+        return _lead_at_new_epoch(new, now)
+    if s.state is State.NORMAL and e.peer == s.primary and _most_up_to_date_of_all(new):
+        # Our primary is alive but reports as a backup (it restarted) and holds
+        # less than we do: we lead, or the records only we hold would be lost.
+        return _take_over(new, now)
+    return _maybe_take_over(new, now)
 
 
 def _in_sync(s: FailoverState, e: Event, now: float) -> Result:
@@ -382,8 +425,20 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
     if s.state in (State.SYNCING, State.NORMAL):
         # Someone took over from the primary we follow: stop following it (and
         # stop weighing a takeover of our own) until the new primary is heard.
-        return _to(s, State.STANDBY, now, epoch=e.epoch, primary="", primary_silent=False), []
-    return replace(s, epoch=e.epoch), []
+        return (
+            _to(
+                s,
+                State.STANDBY,
+                now,
+                epoch=e.epoch,
+                primary="",
+                primary_silent=False,
+                may_lead=False,
+            ),
+            [],
+        )
+    # Someone led after us: we may no longer start as the leader on our own.
+    return replace(s, epoch=e.epoch, may_lead=False), []
 
 
 def _switchover(s: FailoverState, e: Event, now: float) -> Result:
@@ -402,7 +457,10 @@ def _ignore(s: FailoverState, e: Event, now: float) -> Result:
 
 
 def _record_vote(s: FailoverState, e: Event, now: float) -> Result:
-    return replace(s, vote_at=now), []
+    new = replace(s, vote_at=now)
+    if s.state is State.STANDBY and _most_up_to_date_of_all(s):
+        return _lead_at_new_epoch(new, now)
+    return new, []
 
 
 # ------------------------------------------------------------------ table
@@ -445,10 +503,14 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
         for st in (State.STARTING, State.STANDBY, State.FENCED, State.HANDOFF)
     },
     **{
-        (st, ClientVote): (_record_vote, (st,))
+        (st, ClientVote): (_record_vote, (st, State.PRIMARY_ONLY) if st is State.STANDBY else (st,))
         for st in (State.STARTING, State.STANDBY, State.SYNCING, State.FENCED, State.HANDOFF)
     },
-    **{(st, PeerProgress): (_progress, (st,)) for st in ALL_LIVE if st is not State.NORMAL},
+    **{
+        (st, PeerProgress): (_progress, (st, State.PRIMARY_ONLY) if st is State.STANDBY else (st,))
+        for st in ALL_LIVE
+        if st is not State.NORMAL
+    },
     **{
         (st, PeerActive): (_active_peer_seen, (st, State.FENCED))
         for st in (State.PRIMARY_ONLY, State.BACKUP_ONLY, State.HANDOFF)

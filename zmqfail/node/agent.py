@@ -70,7 +70,8 @@ class FailoverAgent:
         if (self.fs.state, type(event)) not in TRANSITIONS:
             return
         old = self.fs
-        self.fs, actions = step(replace(old, last_lsn=self.node.held_lsn), event, now)
+        here = replace(old, last_lsn=self.node.held_lsn, last_epoch=self.node.held_epoch)
+        self.fs, actions = step(here, event, now)
         if self.fs.state is not old.state or self.fs.role is not old.role:
             why = type(event).__name__
             self.transitions.append(
@@ -113,7 +114,7 @@ class FailoverAgent:
             # changes, not on every turn of the loop.
             if hb.role == "backup" and (fresh or self.live.get(name) != alive):
                 self.live[name] = alive
-                self.feed(PeerProgress(name, hb.epoch, hb.last_lsn, alive), now)
+                self.feed(PeerProgress(name, hb.last_epoch, hb.last_lsn, alive), now)
         self._primary_silence(now)
         if self.vote_pending:
             self.vote_pending = False

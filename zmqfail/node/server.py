@@ -309,6 +309,7 @@ class Node:
             "flushed_lsn": self.flushed_lsn,
             "in_sync": in_sync,
             "handoff_to": handoff_to,
+            "last_epoch": self.held_epoch,
         }
 
     def _mark_lost_backups(self, now: float) -> None:
