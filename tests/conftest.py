@@ -8,7 +8,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import pytest
 import zmq
 
 from zmqfail import config
+from zmqfail.netutil import free_base_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BUY = {
@@ -30,28 +30,6 @@ BUY = {
     "qty": 10,
     "price": "10.00",
 }
-
-
-def free_base_port(span: int = 40) -> int:
-    """A base port with `span` consecutive free ports above it."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base: int = s.getsockname()[1]
-        if base + span >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + span):
-            with socket.socket() as t:
-                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    t.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range found")
 
 
 def wait_for(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Procs, free_base_port, wait_for
+from conftest import ROOT, Procs, wait_for
 
 from zmqfail import config
 from zmqfail.client.control import node_status
@@ -31,6 +31,7 @@ from zmqfail.loadgen.orders import OrderMix
 from zmqfail.loadgen.outage import Outage, OutageTracker, merge_outages
 from zmqfail.loadgen.results import ClientResult, summarize
 from zmqfail.loadgen.runner import BenchOptions, split
+from zmqfail.netutil import free_base_port
 
 pytestmark = pytest.mark.timeout(120)
 

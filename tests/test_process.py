@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Procs, free_base_port, wait_for
+from conftest import Procs, wait_for
 
 from zmqfail import config
 from zmqfail.audit import replay_digest
 from zmqfail.cli.demo import random_order
 from zmqfail.client.control import STATUS_KEYS, node_status
 from zmqfail.client.sync import Client
+from zmqfail.netutil import free_base_port
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.process]
 

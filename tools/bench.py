@@ -29,6 +29,7 @@ from zmqfail import config
 from zmqfail.cli.demo import random_order
 from zmqfail.client.control import node_status
 from zmqfail.client.sync import Client
+from zmqfail.netutil import free_base_port
 from zmqfail.protocol import STATUS_OK, Reply, Request, Welcome, decode
 
 
@@ -141,12 +142,7 @@ class Cluster:
 
 
 def free_port_base() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return 20000 + (port % 20000)
+    return free_base_port(40)
 
 
 def bench_single(seconds: float) -> list[dict[str, Any]]:
