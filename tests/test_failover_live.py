@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Load, Procs, wait_for
+from conftest import BUY, Load, Procs, wait_for
 
 from zmqfail import config
 from zmqfail.audit import replay
@@ -221,3 +221,30 @@ def test_several_backups_most_up_to_date_takes_over_others_follow(
     stop_all(cfg, procs)
     check_exactly_once(cfg, new, load)
     check_exactly_once(cfg, other, load)
+
+
+def test_async_client_fails_over_with_its_requests(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    import asyncio
+
+    from zmqfail.client.aio import AsyncClient
+
+    _, cfg = start_pair(procs, cluster_dir)
+
+    async def main() -> tuple[list[Any], int]:
+        c = AsyncClient(cfg, timeout=20)
+        try:
+            await c.connect()
+            first = await asyncio.gather(*(c.request(BUY) for _ in range(100)))
+            os.killpg(procs.procs[0].pid, signal.SIGKILL)  # a dies; some requests follow
+            rest = await asyncio.gather(*(c.request(BUY) for _ in range(300)))
+            return [*first, *rest], len(c.failovers)
+        finally:
+            await c.close()
+
+    replies, failovers = asyncio.run(main())
+    assert all(r.status == "ok" for r in replies)
+    assert len({r.result["order_id"] for r in replies}) == 400, "one order per request"
+    assert failovers == 1
+    assert replies[-1].server == "b" and replies[-1].epoch == 2

@@ -1,20 +1,30 @@
-"""asyncio client: the same Session, awaited instead of blocked on."""
+"""asyncio client: the sync Client's behaviour, failover included, for coroutines.
+
+One sync Client runs on a thread of its own (its sockets never leave that
+thread); coroutines hand it requests through a queue and get their replies as
+futures. The switch-over logic (pings, recovery signal, resend in order) is
+therefore the very same code as the sync client's, not a second copy.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import socket
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
-from zmqfail.client.session import ClientState, Session
-from zmqfail.client.sync import server_endpoints
+from zmqfail.client.session import ClientState
+from zmqfail.client.sync import Client, Failover
 from zmqfail.config import ClusterConfig
-from zmqfail.errors import ProtocolError, RequestTimeout, Unavailable
-from zmqfail.protocol import Hello, RecoverySignal, Reply, Welcome, decode
+from zmqfail.errors import RequestTimeout, Unavailable, ZmqfailError
+from zmqfail.protocol import Reply
+
+_Job = tuple[dict[str, Any], asyncio.Future[Reply], asyncio.AbstractEventLoop]
 
 
 class AsyncClient:
@@ -26,90 +36,109 @@ class AsyncClient:
         client_id: str | None = None,
         timeout: float = 5.0,
         window: int = 64,
+        failover_after: float | None = None,
+        lost_after: float = 30.0,
     ) -> None:
-        self.endpoints = server_endpoints(servers)
-        self.session = Session(client_id)
+        self._client = Client(
+            servers,
+            client_id=client_id,
+            timeout=timeout,
+            window=window,
+            failover_after=failover_after,
+            lost_after=lost_after,
+        )
         self.timeout = timeout
-        self.ctx = zmq.asyncio.Context.instance()
-        self.sockets: list[zmq.asyncio.Socket] = []
-        for ep in self.endpoints:
-            s = self.ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.ROUTING_ID, self.session.client_id.encode())
-            s.connect(ep)
-            self.sockets.append(s)
-        self.active: zmq.asyncio.Socket | None = None
-        self._window = asyncio.Semaphore(window)
-        self._futures: dict[int, asyncio.Future[Reply]] = {}
-        self._readers: list[asyncio.Task[None]] = []
-        self._welcome: asyncio.Future[zmq.asyncio.Socket] | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._futures: dict[int, tuple[asyncio.Future[Reply], asyncio.AbstractEventLoop]] = {}
+        self._error: ZmqfailError | None = None
+        # A byte on this pair wakes the I/O thread from its poll when work arrives.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._client.poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        self._thread = threading.Thread(target=self._run, name="zmqfail-aio", daemon=True)
+        self._thread.start()
 
     @property
     def state(self) -> ClientState:
-        return self.session.state
+        return self._client.state
+
+    @property
+    def client_id(self) -> str:
+        return self._client.client_id
+
+    @property
+    def failovers(self) -> list[Failover]:
+        return list(self._client.failovers)
 
     async def connect(self, timeout: float | None = None) -> str:
-        if not self._readers:
-            self._readers = [asyncio.create_task(self._reader(s)) for s in self.sockets]
+        limit = self.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
-        self._welcome = loop.create_future()
-        hello = Hello(self.session.client_id, "").encode()
-        deadline = loop.time() + (self.timeout if timeout is None else timeout)
-        while not self._welcome.done():
-            for s in self.sockets:
-                with contextlib.suppress(zmq.Again):
-                    await s.send(hello, zmq.NOBLOCK)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                self.session.state = ClientState.LOST
-                raise Unavailable(f"no active server among {', '.join(self.endpoints)}")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._welcome), min(0.2, remaining))
-        self.active = self._welcome.result()
-        return self.session.server
-
-    async def _reader(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            data = await sock.recv()
-            try:
-                msg = decode(data)
-            except ProtocolError:
-                continue
-            if isinstance(msg, Reply):
-                if self.session.on_reply(msg):
-                    fut = self._futures.pop(msg.msg_id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(msg)
-            elif isinstance(msg, Welcome | RecoverySignal):
-                active = msg.active if isinstance(msg, Welcome) else True
-                w = self._welcome
-                if active and w is not None and not w.done():
-                    self.session.state = ClientState.CONNECTED
-                    self.session.server = msg.server
-                    self.session.epoch = max(self.session.epoch, msg.epoch)
-                    w.set_result(sock)
+        deadline = loop.time() + limit
+        while self._client.state is not ClientState.CONNECTED:
+            if self._error is not None:
+                raise self._error
+            if loop.time() >= deadline:
+                raise Unavailable(f"no active server among {', '.join(self._client.endpoints)}")
+            await asyncio.sleep(0.01)
+        return self._client.server
 
     async def request(self, body: dict[str, Any], timeout: float | None = None) -> Reply:
-        if self.active is None:
-            await self.connect()
-        assert self.active is not None
+        if self._error is not None:
+            raise self._error
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Reply] = loop.create_future()
+        self._jobs.put((body, fut, loop))
+        self._wake_w.send(b"\0")
         limit = self.timeout if timeout is None else timeout
-        async with self._window:
-            req = self.session.new_request(body, asyncio.get_running_loop().time())
-            fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-            self._futures[req.msg_id] = fut
-            await self.active.send(req.encode())
-            try:
-                return await asyncio.wait_for(fut, limit)
-            except TimeoutError:
-                self._futures.pop(req.msg_id, None)
-                raise RequestTimeout(f"no reply to msg_id {req.msg_id} within {limit}s") from None
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), limit)
+        except TimeoutError:
+            raise RequestTimeout(f"no reply within {limit}s; the request stays pending") from None
+
+    # -------------------------------------------------------- the I/O thread
+    def _run(self) -> None:
+        c = self._client
+        try:
+            c.connect(self._client.lost_after)
+            while True:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(4096)  # level-triggered: drain before polling
+                while len(c.session.outstanding) < c.window:
+                    try:
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        return
+                    body, fut, loop = job
+                    msg_id = c.submit(body)
+                    self._futures[msg_id] = (fut, loop)
+                for rep in c.poll(0.05):
+                    entry = self._futures.pop(rep.msg_id, None)
+                    if entry is not None:
+                        fut, loop = entry
+                        loop.call_soon_threadsafe(_resolve, fut, rep)
+        except ZmqfailError as exc:
+            self._error = exc
+            for fut, loop in self._futures.values():
+                loop.call_soon_threadsafe(_fail, fut, exc)
+        finally:
+            c.close()
+            self._wake_r.close()
 
     async def close(self) -> None:
-        for t in self._readers:
-            t.cancel()
-        for t in self._readers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        for s in self.sockets:
-            s.close(linger=0)
+        self._jobs.put(None)
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
+        self._wake_w.close()
+
+
+def _resolve(fut: asyncio.Future[Reply], rep: Reply) -> None:
+    if not fut.done():
+        fut.set_result(rep)
+
+
+def _fail(fut: asyncio.Future[Reply], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

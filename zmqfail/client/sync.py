@@ -195,6 +195,8 @@ class Client:
                 self._hello_all(now)
         got: list[Reply] = []
         for sock, _ in self.poller.poll(max(0, int(wait * 1000))):
+            if not isinstance(sock, zmq.Socket):
+                continue  # a wake-up descriptor registered by a wrapper (AsyncClient)
             for _ in range(10_000):
                 try:
                     data = sock.recv(zmq.NOBLOCK)
