@@ -84,11 +84,13 @@ class Procs:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str, log: str = "proc") -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, log: str = "proc", prefix: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
         out = open(self.tmp / f"{log}.log", "ab")  # noqa: SIM115 - closed by the child/GC
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         p = subprocess.Popen(
-            [sys.executable, "-m", "zmqfail", *args],
+            [*prefix, sys.executable, "-m", "zmqfail", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -98,8 +100,9 @@ class Procs:
         self.procs.append(p)
         return p
 
-    def node(self, cfg: Path, name: str) -> subprocess.Popen[bytes]:
-        return self.start("node", "--config", str(cfg), "--name", name, log=f"node-{name}")
+    def node(self, cfg: Path, name: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+        args = ("node", "--config", str(cfg), "--name", name)
+        return self.start(*args, log=f"node-{name}", prefix=prefix)
 
     def log_text(self, log: str) -> str:
         p = self.tmp / f"{log}.log"
