@@ -248,3 +248,22 @@ def test_async_client_fails_over_with_its_requests(
     assert len({r.result["order_id"] for r in replies}) == 400, "one order per request"
     assert failovers == 1
     assert replies[-1].server == "b" and replies[-1].epoch == 2
+
+
+def test_a_paused_primary_does_not_blame_its_backup_for_its_own_pause(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    """Woken from SIGSTOP, a server measures every peer as silent for the whole
+    pause. It must not act on that (run alone, acknowledge by flush) before fresh
+    input had time to arrive; with no clients, nobody took over meanwhile."""
+    _, cfg = start_pair(procs, cluster_dir)
+    a = procs.procs[0]
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: "silent" in procs.log_text("node-b"), 10, "b notices a is silent")
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    wait_for(lambda: role_state(cfg, "a") == ("primary", "normal"), 10, "a serving again")
+    assert role_state(cfg, "b") == ("backup", "normal")
+    changes = [t["to"] for t in st(cfg, "a")["transitions"]]
+    assert "primary_only" not in changes[1:], f"a ran alone after its pause: {changes}"

@@ -101,6 +101,7 @@ class Client:
         self._waiting: set[int] = set()
         self._spill: list[Reply] = []
         self.failovers: list[Failover] = []
+        self.stale_replies = 0  # replies dropped: from an epoch older than one we know
         self._lost_at = 0.0  # when the current search for a server began
         self._next_hello = 0.0
         self._from = ""
@@ -216,6 +217,12 @@ class Client:
             if msg.status == STATUS_NOT_ACTIVE:
                 if sock is self.active or self.active is None:
                     self._search(now, ClientState.FAILING_OVER)
+                return
+            if msg.epoch < self.session.epoch:
+                # From a server deposed since (it woke from a pause, say): its
+                # answer may not be in the history that won. Keep waiting for
+                # the current server's answer to the resend.
+                self.stale_replies += 1
                 return
             if sock is self.active:
                 self._alive_at = now

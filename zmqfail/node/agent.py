@@ -128,7 +128,7 @@ class FailoverAgent:
     def _primary_silence(self, now: float) -> None:
         node, fs = self.node, self.fs
         primary = fs.primary
-        if not primary or fs.role is not Role.BACKUP:
+        if not primary or fs.role is not Role.BACKUP or now < node.trust_silence_after:
             return
         view = node.heartbeats.peers.get(primary)
         hb_age = view.age(now) if view is not None else float("inf")

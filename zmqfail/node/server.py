@@ -92,6 +92,7 @@ class Node(Storage):
         self.replicator: Replicator | None = None
         self.snapshot_child: tuple[int, int, float] | None = None
         self._next_slow = 0.0
+        self.trust_silence_after = 0.0
         self.digests = DigestJobs()
         self._lock_fd = -1
         self._sockets: list[zmq.Socket[bytes]] = []
@@ -228,10 +229,17 @@ class Node(Storage):
         return self.memlog.last_lsn
 
     def run(self) -> int:
+        last = time.monotonic()
         while not self.stopping:
             now = time.monotonic()
             events = dict(self.poller.poll(self._timeout_ms(now)))
             now = time.monotonic()
+            if now - last > self.dead_after / 2:
+                # We were not running (SIGSTOP, a long pause): every "silence" we
+                # would measure now is our own. Judge nobody until fresh input
+                # has had a dead time to arrive.
+                self.trust_silence_after = now + self.dead_after
+            last = now
             if self.flusher.notify in events:
                 self._on_flushed()
             if self.frontend in events:
@@ -321,6 +329,8 @@ class Node(Storage):
 
     def _mark_lost_backups(self, now: float) -> None:
         assert self.replicator is not None
+        if now < self.trust_silence_after:
+            return
         tracker = self.replicator.tracker
         for name in tracker.in_sync():
             view = self.heartbeats.peers[name]
