@@ -267,3 +267,21 @@ def test_a_paused_primary_does_not_blame_its_backup_for_its_own_pause(
     assert role_state(cfg, "b") == ("backup", "normal")
     changes = [t["to"] for t in st(cfg, "a")["transitions"]]
     assert "primary_only" not in changes[1:], f"a ran alone after its pause: {changes}"
+
+
+def test_switchover_to_a_backup_that_freezes_is_called_off(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    _, cfg = start_pair(procs, cluster_dir)
+    b = procs.procs[1]
+    os.kill(b.pid, signal.SIGSTOP)
+    try:
+        res = call(cfg.node("a").control, "switchover", {})  # b still counts as in sync
+        assert res["handoff_to"] == "b"
+        wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "handoff called off")
+        with Client(cfg, timeout=5) as c:
+            rep = c.request(BUY)
+        assert (rep.status, rep.server, rep.epoch) == ("ok", "a", 1)
+    finally:
+        os.kill(b.pid, signal.SIGCONT)
+    wait_for(lambda: role_state(cfg, "b") == ("backup", "normal"), 20, "b back in sync")

@@ -28,6 +28,7 @@ from zmqfail.failover.machine import (
     ClientVote,
     Event,
     FailoverState,
+    HandoffTimeout,
     HigherEpoch,
     IllegalTransition,
     PeerActive,
@@ -180,6 +181,7 @@ def sample(ev: type, s: FailoverState) -> Event:
         HigherEpoch: HigherEpoch(s.epoch + 3, s.peers[-1]),
         PeerProgress: PeerProgress(s.peers[-1], s.epoch, 0, True),
         Switchover: Switchover(),
+        HandoffTimeout: HandoffTimeout(),
         Stop: Stop(),
     }
     return samples[ev]
@@ -195,6 +197,7 @@ def test_event_types_are_all_known() -> None:
         HigherEpoch,
         PeerProgress,
         Switchover,
+        HandoffTimeout,
         Stop,
     }
     assert {k[1] for k in TRANSITIONS} <= set(EVENT_TYPES)
@@ -893,9 +896,9 @@ def test_switchover_hands_off_to_first_in_sync_backup_by_name() -> None:
     assert not new.active  # takes no new requests
 
 
-def test_handoff_ignores_votes_silence_and_sync_changes() -> None:
+def test_handoff_ignores_votes_silence_and_progress() -> None:
     h = handoff()
-    for e in (ClientVote(), PeerSilent("b"), BackupsInSync(()), PeerProgress("b", 1, 9, True)):
+    for e in (ClientVote(), PeerSilent("b"), PeerProgress("b", 1, 9, True), BackupsInSync(("b",))):
         new, actions = go(h, e, T0 + 5)
         assert actions == []
         assert (new.state, new.role, new.handoff_to, new.in_sync) == (
@@ -904,6 +907,22 @@ def test_handoff_ignores_votes_silence_and_sync_changes() -> None:
             "b",
             ("b",),
         )
+
+
+def test_handoff_is_called_off_when_its_target_is_lost_or_late() -> None:
+    """Otherwise a switchover to a backup that dies would leave nobody serving."""
+    h = handoff()
+    new, actions = go(h, BackupsInSync(()), T0 + 5)
+    assert (new.state, new.role, new.handoff_to, actions) == (
+        State.PRIMARY_ONLY,
+        Role.PRIMARY,
+        "",
+        [Action.FLUSH],
+    )
+    assert new.active
+    new, actions = go(h, HandoffTimeout(), T0 + 9)
+    assert (new.state, new.handoff_to, actions) == (State.NORMAL, "", [])
+    assert new.active
 
 
 def test_handoff_target_takes_over_at_once() -> None:

@@ -128,6 +128,11 @@ class Switchover:
 
 
 @dataclass(frozen=True, slots=True)
+class HandoffTimeout:
+    """The switchover target did not take over in time."""
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     pass
 
@@ -141,6 +146,7 @@ Event = (
     | HigherEpoch
     | PeerProgress
     | Switchover
+    | HandoffTimeout
     | Stop
 )
 
@@ -403,6 +409,25 @@ def _in_sync(s: FailoverState, e: Event, now: float) -> Result:
     return _to(s, alone, now, in_sync=()), [Action.FLUSH]
 
 
+def _handoff_in_sync(s: FailoverState, e: Event, now: float) -> Result:
+    """During a switchover: losing the target aborts it, so the cluster is not
+    left with nobody serving."""
+    assert isinstance(e, BackupsInSync)
+    if s.handoff_to in e.names:
+        return replace(s, in_sync=e.names), []
+    return _abort_handoff(replace(s, in_sync=e.names), now)
+
+
+def _abort_handoff(s: FailoverState, now: float) -> Result:
+    if s.in_sync:
+        return _to(s, State.NORMAL, now, handoff_to=""), []
+    return _to(s, State.PRIMARY_ONLY, now, handoff_to=""), [Action.FLUSH]
+
+
+def _handoff_timeout(s: FailoverState, e: Event, now: float) -> Result:
+    return _abort_handoff(s, now)
+
+
 def _fence(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, HigherEpoch)
     if e.epoch <= s.epoch:
@@ -515,7 +540,11 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
         (st, PeerActive): (_active_peer_seen, (st, State.FENCED))
         for st in (State.PRIMARY_ONLY, State.BACKUP_ONLY, State.HANDOFF)
     },
-    (State.HANDOFF, BackupsInSync): (_ignore, (State.HANDOFF,)),
+    (State.HANDOFF, BackupsInSync): (
+        _handoff_in_sync,
+        (State.HANDOFF, State.NORMAL, State.PRIMARY_ONLY),
+    ),
+    (State.HANDOFF, HandoffTimeout): (_handoff_timeout, (State.NORMAL, State.PRIMARY_ONLY)),
 }
 
 

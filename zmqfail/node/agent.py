@@ -21,6 +21,7 @@ from zmqfail.failover.machine import (
     ClientVote,
     Event,
     FailoverState,
+    HandoffTimeout,
     HigherEpoch,
     PeerActive,
     PeerProgress,
@@ -40,6 +41,7 @@ log = logging.getLogger("zmqfail.failover")
 
 # Heartbeat states of a server that serves clients (or is handing over).
 SERVING = frozenset({"normal", "primary_only", "backup_only", "handoff"})
+HANDOFF_TIMEOUT = 3.0  # seconds a switchover may take before it is called off
 
 
 class FailoverAgent:
@@ -97,6 +99,11 @@ class FailoverAgent:
         fs = self.fs
         if fs.state is State.STARTING and now - fs.since >= self.startup_window:
             self.feed(StartupDone(), now)
+        if fs.state is State.HANDOFF and now - fs.since >= HANDOFF_TIMEOUT:
+            log.warning(
+                "%s: %s did not take over in time; switchover aborted", node.name, fs.handoff_to
+            )
+            self.feed(HandoffTimeout(), now)
         for name, view in node.heartbeats.peers.items():
             hb = view.last
             if hb is None:
