@@ -21,24 +21,8 @@ class ProtocolError(ZmqfailError):
     """A frame could not be decoded or failed validation."""
 
 
-class RequestRejected(ZmqfailError):
-    """The engine refused a request (bad instrument, quantity, price, order...).
-
-    Nothing was changed; resending the same request gets the same answer.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
 class NotActive(ZmqfailError):
     """The server is not the active one (it is a backup, or syncing)."""
-
-
-class Fenced(ZmqfailError):
-    """A message from a lower epoch was refused: its sender is stale."""
 
 
 class LogCorrupt(ZmqfailError):

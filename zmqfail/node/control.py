@@ -89,6 +89,9 @@ def status(node: Node, digest: bool = False) -> dict[str, Any]:
             repl_bad_frames=node.mirror.bad_frames,
             repl_stale_frames=node.mirror.stale_frames,
             hb_bad_frames=node.heartbeats.bad_frames,
+            engine_failures=proc.failures,
+            repl_bad_acks=node.replicator.bad_acks if node.replicator else 0,
+            snapshots_sent=node.replicator.snapshots_sent if node.replicator else 0,
         ),
         "engine": proc.engine.stats(),
         "peers": {
