@@ -13,7 +13,7 @@ from typing import Any
 
 from zmqfail.engine import DedupKind, Engine
 from zmqfail.protocol import STATUS_ERROR, STATUS_STALE, encode_reply
-from zmqfail.txlog.record import TxRecord
+from zmqfail.txlog.record import TxRecord, encode_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +66,9 @@ class Processor:
         if not out.write:
             return Processed(self._reply(msg_id, out.status, out.result), self.last_lsn, None)
         lsn = self.last_lsn + 1
-        record = TxRecord(
+        record = encode_record(
             lsn, self.epoch, client_id, msg_id, body, out.changes, out.status, out.result
-        ).encode()
+        )
         self.engine.apply(client_id, msg_id, out.status, out.result, out.changes)
         self.last_lsn = lsn
         self.last_epoch = self.epoch
