@@ -1418,3 +1418,14 @@ def test_zz_every_table_entry_exercised(request: pytest.FixtureRequest) -> None:
     assert set(TRANSITIONS) - STEPPED == set()
     assert set(TRANSITIONS) >= STEPPED
     assert set(TRANSITIONS) == STEPPED
+
+
+def test_handoff_offer_is_taken_only_holding_what_the_primary_held() -> None:
+    """An offer from a primary that has since acknowledged more (it called the
+    handoff off and ran alone) must not make us take over without those records."""
+    s = replace(normal_backup(), last_lsn=10)
+    behind, actions = go(s, PeerActive(s.primary, s.epoch, (s.name,), s.name, 12), T0 + 5)
+    assert (behind.state, behind.role, actions) == (State.NORMAL, Role.BACKUP, [])
+    taken, actions = go(s, PeerActive(s.primary, s.epoch, (s.name,), s.name, 10), T0 + 5)
+    assert (taken.state, taken.role) == (State.BACKUP_ONLY, Role.PRIMARY)
+    assert Action.TAKE_OVER in actions

@@ -82,6 +82,7 @@ class PeerActive:
     epoch: int
     in_sync: tuple[str, ...] = ()
     handoff_to: str = ""
+    last_lsn: int = 0  # the primary's, as of this heartbeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +324,10 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
         was_active=False,
         may_lead=False,
     )
-    if e.handoff_to == s.name and in_sync and s.state is State.NORMAL:
+    if e.handoff_to == s.name and in_sync and s.state is State.NORMAL and s.last_lsn >= e.last_lsn:
+        # Only holding everything the primary had when it made the offer: an
+        # offer that a primary has since called off (and acknowledged more
+        # alone) must not make us take over without those records.
         return _take_over(new, now)
     return new, actions
 

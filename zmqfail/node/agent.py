@@ -113,8 +113,12 @@ class FailoverAgent:
             if fresh:
                 self.seen[name] = hb
                 if hb.role == "primary" and hb.state in SERVING:
-                    handoff = hb.handoff_to if hb.state == "handoff" else ""
-                    self.feed(PeerActive(name, hb.epoch, tuple(hb.in_sync), handoff), now)
+                    # Right after our own stall, an offer may be stale (called off
+                    # since): take none until fresh heartbeats had time to arrive.
+                    fresh_input = now >= node.trust_silence_after
+                    handoff = hb.handoff_to if hb.state == "handoff" and fresh_input else ""
+                    event = PeerActive(name, hb.epoch, tuple(hb.in_sync), handoff, hb.last_lsn)
+                    self.feed(event, now)
                 elif hb.epoch > self.fs.epoch:
                     self.feed(HigherEpoch(hb.epoch, name), now)
             # Progress matters only for choosing who takes over: send it when it
