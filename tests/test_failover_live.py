@@ -287,7 +287,8 @@ def test_switchover_to_a_backup_that_freezes_is_called_off(
     # Woken, b must not act on the offer a called off: a keeps serving, and the
     # order it acknowledged alone survives on both servers.
     wait_for(lambda: role_state(cfg, "b") == ("backup", "normal"), 20, "b back in sync")
-    assert role_state(cfg, "a") == ("primary", "normal") and st(cfg, "a")["epoch"] == 1
+    wait_for(lambda: role_state(cfg, "a") == ("primary", "normal"), 10, "a primary, normal")
+    assert st(cfg, "a")["epoch"] == 1
     with Client(cfg, timeout=5) as c:
         found = c.request({"op": "status", "order_id": rep.result["order_id"]})
     assert found.status == "ok"
