@@ -136,7 +136,8 @@ def test_late_backup_catches_up(
     wait_for(lambda: in_step(cfg), 60, "b to catch up")
     installed = b.node.counters["snapshots_installed"]
     # A snapshot may go twice when a commit answer races ahead of it; never zero.
-    assert (installed >= 1) if via_snapshot else (installed == 0)
+    detail = {"b": b.node.counters, "a_backups": st(cfg, "a").get("backups")}
+    assert (installed >= 1) if via_snapshot else (installed == 0), detail
 
 
 def test_backup_killed_and_restarted_mid_load(
