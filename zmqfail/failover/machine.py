@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 
 class State(enum.Enum):
@@ -186,7 +186,6 @@ class FailoverState:
     last_epoch: int = 0  # ... with the epoch of the record at last_lsn
     handoff_to: str = ""
     vote_window: float = 1.0
-    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def active(self) -> bool:
