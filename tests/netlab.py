@@ -50,6 +50,8 @@ class NetLab:
 
     def up(self) -> None:
         self.ns = f"zfb{self.tag}"
+        self.devs = {net: f"zf{self.tag}{net[0]}a" for net in NETS}
+        self.down()  # leftovers of a crashed run with the same names
         _ip("netns", "add", self.ns)
         _ip("link", "set", "lo", "up", ns=self.ns)
         for i, net in enumerate(NETS):
