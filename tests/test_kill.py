@@ -192,3 +192,12 @@ def test_plan_runs_steps_in_order(
     assert times == sorted(times) and times[1] >= 0.6 and times[2] >= 0.8
     wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "whole again")
     wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b resumed and in sync")
+
+
+def test_the_shipped_example_plan_is_valid() -> None:
+    from conftest import ROOT
+
+    from zmqfail.chaos import load_plan
+
+    steps = load_plan(ROOT / "etc" / "faults.toml", ("a", "b"))
+    assert [s.at for s in steps] == sorted(s.at for s in steps) and len(steps) == 5
