@@ -15,7 +15,7 @@ from conftest import Procs, wait_for
 from zmqfail import config
 from zmqfail.chaos import Step, parse_plan, run_plan
 from zmqfail.client.control import node_status
-from zmqfail.errors import ConfigError
+from zmqfail.errors import ConfigError, ZmqfailError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -201,3 +201,21 @@ def test_the_shipped_example_plan_is_valid() -> None:
 
     steps = load_plan(ROOT / "etc" / "faults.toml", ("a", "b"))
     assert [s.at for s in steps] == sorted(s.at for s in steps) and len(steps) == 5
+
+
+def test_a_failed_step_is_reported_and_the_plan_goes_on() -> None:
+    steps = [
+        Step(0.0, "a", signal="STOP"),
+        Step(0.0, "b", signal="KILL"),
+        Step(1.0, "a", signal="CONT"),
+    ]
+    lines: list[str] = []
+
+    def do(s: Step) -> str:
+        if s.node == "b":
+            raise ZmqfailError("node b is not running")
+        return "ok"
+
+    failed = run_plan(steps, do, lambda: 0.0, lambda d: None, lambda t, s, r: lines.append(r))
+    assert failed == 1
+    assert lines == ["ok", "FAILED: node b is not running", "ok"]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zmqfail.errors import ConfigError
+from zmqfail.errors import ConfigError, ZmqfailError
 
 SIGNALS = ("KILL", "TERM", "STOP", "CONT")
 LINK_NAMES = ("main", "failsafe", "clients")
@@ -132,11 +132,21 @@ def run_plan(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     report: Callable[[float, Step, str], Any],
-) -> None:
-    """Run each step at its offset; `do` carries it out and returns a result line."""
+) -> int:
+    """Run each step at its offset; `do` carries it out and returns a result line.
+    Returns how many steps failed."""
     start = clock()
+    failed = 0
     for step in steps:
         wait = start + step.at - clock()
         if wait > 0:
             sleep(wait)
-        report(clock() - start, step, do(step))
+        try:
+            result = do(step)
+        except ZmqfailError as exc:
+            # Go on: a later step may be the one that undoes an earlier fault
+            # (CONT after STOP, heal after cut); stopping here would leave it.
+            failed += 1
+            result = f"FAILED: {exc}"
+        report(clock() - start, step, result)
+    return failed

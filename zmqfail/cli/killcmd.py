@@ -183,7 +183,9 @@ def kill_cmd(
         def report(t: float, step: Step, result: str) -> None:
             click.echo(f"[{t:7.3f}s] {step.describe()}: {result}")
 
-        run_plan(steps, lambda s: do_step(cfg, s), time.monotonic, time.sleep, report)
+        failed = run_plan(steps, lambda s: do_step(cfg, s), time.monotonic, time.sleep, report)
+        if failed:
+            raise ZmqfailError(f"{failed} of {len(steps)} step(s) failed (see above)")
         return
     if node is None:
         raise ConfigError("name a NODE (or primary / backup), or give --plan")
