@@ -232,16 +232,11 @@ def bench_bare(seconds: float) -> list[dict[str, Any]]:
         e.wait(10)
     try:
         eps = [f"tcp://127.0.0.1:{port}"]
-        return [dict(run_bare_clients(eps, w, seconds), scenario="bare") for w in (1, 64)]
+        return [dict(run_clients(eps, w, seconds), scenario="bare") for w in (1, 64)]
     finally:
         for p in procs:
             p.kill()
             p.join()
-
-
-def run_bare_clients(endpoints: list[str], window: int, seconds: float) -> dict[str, Any]:
-    # The bare server answers no hello, so skip connect(): point the client at it directly.
-    return run_clients(endpoints, window, seconds)
 
 
 def bench_normal(seconds: float) -> list[dict[str, Any]]:

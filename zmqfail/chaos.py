@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from zmqfail.errors import ConfigError, ZmqfailError
+from zmqfail.replication import LINKS
 
 SIGNALS = ("KILL", "TERM", "STOP", "CONT")
-LINK_NAMES = ("main", "failsafe", "clients")
+LINK_NAMES = (*LINKS, "clients")  # every channel a node can be told to cut
 ROLE_ALIASES = ("primary", "backup")
 
 

@@ -54,7 +54,11 @@ class NodeConfig:
     data_dir: Path
 
     def link(self, name: str) -> LinkEndpoints:
-        return self.main if name == "main" else self.failsafe
+        if name == "main":
+            return self.main
+        if name == "failsafe":
+            return self.failsafe
+        raise ConfigError(f"no link named {name!r} (links: main, failsafe)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,12 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from zmqfail.chaos import LINK_NAMES
 from zmqfail.errors import ProtocolError
 from zmqfail.replication import LINKS
 
 if TYPE_CHECKING:
     from zmqfail.node.server import Node
-
-CUTTABLE = (*LINKS, "clients")
 
 
 def handle(node: Node, command: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -37,8 +36,8 @@ def handle(node: Node, command: str, args: dict[str, Any]) -> dict[str, Any]:
         return {"handoff_to": node.agent.fs.handoff_to, "state": node.state}
     if command in ("cut", "heal"):
         link = args.get("link")
-        if link not in CUTTABLE:
-            raise ProtocolError(f"link must be one of {', '.join(CUTTABLE)}, got {link!r}")
+        if link not in LINK_NAMES:
+            raise ProtocolError(f"link must be one of {', '.join(LINK_NAMES)}, got {link!r}")
         seconds = args.get("for")
         if seconds is not None and (
             not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0
