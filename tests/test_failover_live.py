@@ -18,11 +18,9 @@ import pytest
 from conftest import BUY, Load, Procs, wait_for
 
 from zmqfail import config
-from zmqfail.audit import replay
+from zmqfail.audit import replay, requests_in_log
 from zmqfail.client.control import call, node_status
 from zmqfail.client.sync import Client
-from zmqfail.txlog.record import TxRecord
-from zmqfail.txlog.recovery import iter_records
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.process]
 
@@ -52,11 +50,7 @@ def start_pair(procs: Procs, cluster_dir: Callable[..., Path]) -> tuple[Path, co
 
 def check_exactly_once(cfg: config.ClusterConfig, name: str, load: Load) -> None:
     """Every acknowledged request is in `name`'s log once; no request twice."""
-    seen: collections.Counter[tuple[str, int]] = collections.Counter()
-    for _lsn, payload in iter_records(cfg.node(name).data_dir):
-        rec = TxRecord.decode(payload)
-        if rec.client_id:
-            seen[(rec.client_id, rec.msg_id)] += 1
+    seen = collections.Counter(requests_in_log(cfg.node(name).data_dir))
     twice = [k for k, n in seen.items() if n > 1]
     assert not twice, f"applied twice: {twice[:5]}"
     cid = load.client.client_id

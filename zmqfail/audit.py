@@ -32,3 +32,14 @@ def replay(data_dir: Path, cfg: EngineConfig) -> tuple[Engine, int]:
 
 def replay_digest(data_dir: Path, cfg: EngineConfig) -> str:
     return replay(data_dir, cfg)[0].digest()
+
+
+def requests_in_log(data_dir: Path) -> list[tuple[str, int]]:
+    """(client_id, msg_id) of every client request in the durable log, in LSN
+    order: what "lost", "applied twice" and "order kept" are judged against."""
+    out: list[tuple[str, int]] = []
+    for _lsn, payload in iter_records(data_dir):
+        rec = TxRecord.decode(payload)
+        if rec.client_id:
+            out.append((rec.client_id, rec.msg_id))
+    return out

@@ -25,13 +25,12 @@ from typing import Any
 import click
 
 from zmqfail import config
+from zmqfail.audit import requests_in_log
 from zmqfail.cli.common import one_line_errors
 from zmqfail.client.control import call, node_status
 from zmqfail.client.sync import Client
 from zmqfail.errors import Unavailable, ZmqfailError
 from zmqfail.protocol import STATUS_OK
-from zmqfail.txlog.record import TxRecord
-from zmqfail.txlog.recovery import iter_records
 
 
 def random_order(rng: random.Random, instruments: tuple[str, ...]) -> dict[str, Any]:
@@ -100,16 +99,6 @@ class DemoLoad:
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
 
-def _audit(cfg: config.ClusterConfig, name: str, client_id: str) -> collections.Counter[int]:
-    """How many times each of the client's msg_ids is in the node's durable log."""
-    seen: collections.Counter[int] = collections.Counter()
-    for _lsn, payload in iter_records(cfg.node(name).data_dir):
-        rec = TxRecord.decode(payload)
-        if rec.client_id == client_id:
-            seen[rec.msg_id] += 1
-    return seen
-
-
 @click.command("demo")
 @click.option("--seconds", default=8.0, show_default=True, help="How long to drive load.")
 @click.option("--base-port", default=5700, show_default=True)
@@ -167,7 +156,9 @@ def demo_cmd(seconds: float, base_port: int, window: int, keep: bool, watch: boo
         for p in procs.values():
             p.wait(timeout=20)
         cid = load.client.client_id
-        seen = _audit(cfg, "b", cid)
+        seen = collections.Counter(
+            m for c, m in requests_in_log(cfg.node("b").data_dir) if c == cid
+        )
         lost = sum(1 for m in load.acked if seen[m] == 0)
         twice = sum(1 for n in seen.values() if n > 1)
         outage = max(load.switches) if load.switches else float("nan")
