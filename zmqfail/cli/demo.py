@@ -116,6 +116,7 @@ def demo_cmd(seconds: float, base_port: int, window: int, keep: bool, watch: boo
     procs: dict[str, subprocess.Popen[bytes]] = {}
     load: DemoLoad | None = None
     viewer: subprocess.Popen[bytes] | None = None
+    passed = False
     try:
         for n in ("a", "b"):
             procs[n] = _start_node(cfg_path, n, tmp)
@@ -182,6 +183,7 @@ def demo_cmd(seconds: float, base_port: int, window: int, keep: bool, watch: boo
         if lost or twice or not same or not load.switches:
             raise ZmqfailError("the demo found a problem (see above)")
         say("demo passed")
+        passed = True
     finally:
         if viewer is not None and viewer.poll() is None:
             viewer.kill()
@@ -193,7 +195,8 @@ def demo_cmd(seconds: float, base_port: int, window: int, keep: bool, watch: boo
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-        if keep:
+        if keep or not passed:
+            # A failed demo keeps its cluster (configs, data dirs, node logs) to look at.
             say(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
