@@ -17,7 +17,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import zmq
 
 from zmqfail import config
+from zmqfail.cli.common import spawn_node
 from zmqfail.cli.demo import random_order
 from zmqfail.client.control import node_status
 from zmqfail.client.sync import Client
@@ -96,13 +96,7 @@ class Cluster:
             self._wait(n)
 
     def _start(self, name: str) -> subprocess.Popen[bytes]:
-        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115
-        return subprocess.Popen(
-            [sys.executable, "-m", "zmqfail", "node", "--config", str(self.path), "--name", name],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        return spawn_node(self.path, name, self.dir / f"{name}.log")
 
     def _wait(self, name: str) -> None:
         deadline = time.monotonic() + 20

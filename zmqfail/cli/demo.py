@@ -26,7 +26,7 @@ import click
 
 from zmqfail import config
 from zmqfail.audit import requests_in_log
-from zmqfail.cli.common import one_line_errors
+from zmqfail.cli.common import one_line_errors, spawn_node
 from zmqfail.client.control import call, node_status
 from zmqfail.client.sync import Client
 from zmqfail.errors import Unavailable, ZmqfailError
@@ -45,16 +45,6 @@ def random_order(rng: random.Random, instruments: tuple[str, ...]) -> dict[str, 
         "qty": rng.randint(1, 20) * 10,
         "price": f"{ticks / 100:.2f}",
     }
-
-
-def _start_node(cfg_path: Path, name: str, logdir: Path) -> subprocess.Popen[bytes]:
-    out = open(logdir / f"node-{name}.log", "ab")  # noqa: SIM115 - owned by the child
-    return subprocess.Popen(
-        [sys.executable, "-m", "zmqfail", "node", "--config", str(cfg_path), "--name", name],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def _wait(cfg: config.ClusterConfig, name: str, role: str, state: str, timeout: float) -> None:
@@ -119,7 +109,7 @@ def demo_cmd(seconds: float, base_port: int, window: int, keep: bool, watch: boo
     passed = False
     try:
         for n in ("a", "b"):
-            procs[n] = _start_node(cfg_path, n, tmp)
+            procs[n] = spawn_node(cfg_path, n, tmp / f"node-{n}.log")
         _wait(cfg, "a", "primary", "normal", 20)
         _wait(cfg, "b", "backup", "normal", 20)
         say(f"cluster in {tmp}: a primary, b backup, both in the normal state")
@@ -139,7 +129,7 @@ def demo_cmd(seconds: float, base_port: int, window: int, keep: bool, watch: boo
         procs["a"].wait()
         _wait(cfg, "b", "primary", "backup_only", 20)
         say("b took over (backup-only, epoch 2); restarting a")
-        procs["a"] = _start_node(cfg_path, "a", tmp)
+        procs["a"] = spawn_node(cfg_path, "a", tmp / "node-a.log")
         _wait(cfg, "a", "backup", "normal", 30)
         _wait(cfg, "b", "primary", "normal", 10)
         say("a rejoined as the backup and caught up: normal state, roles reversed")

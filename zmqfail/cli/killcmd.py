@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import click
 
 from zmqfail.chaos import LINK_NAMES, ROLE_ALIASES, SIGNALS, Step, load_plan, run_plan
-from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.cli.common import config_option, load_config, one_line_errors, spawn_node
 from zmqfail.client.control import call, cluster_status, node_status
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import ConfigError, ZmqfailError
@@ -80,15 +78,7 @@ def start_node(cfg: ClusterConfig, name: str, wait: float = 20.0) -> str:
     if cfg.path is None:
         raise ConfigError("--restart needs --config: the new process must read the same file")
     node = cfg.node(name)
-    node.data_dir.mkdir(parents=True, exist_ok=True)
-    with open(node.data_dir / "node.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "zmqfail", "node", "--config", str(cfg.path), "--name", name],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = spawn_node(cfg.path, name, node.data_dir / "node.log")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
