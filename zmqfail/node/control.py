@@ -34,6 +34,8 @@ def handle(node: Node, command: str, args: dict[str, Any]) -> dict[str, Any]:
         except IllegalTransition as exc:
             raise ProtocolError(f"cannot switch over: {exc}") from None
         return {"handoff_to": node.agent.fs.handoff_to, "state": node.state}
+    if command == "delay":
+        return _delay(node, args)
     if command in ("cut", "heal"):
         link = args.get("link")
         if link not in LINK_NAMES:
@@ -56,6 +58,30 @@ def handle(node: Node, command: str, args: dict[str, Any]) -> dict[str, Any]:
     raise ProtocolError(f"unknown control command {command!r}")
 
 
+def _delay(node: Node, args: dict[str, Any]) -> dict[str, Any]:
+    """Fault injection: hold the replication records arriving on a link for
+    `ms` milliseconds (0 ends it), as a slow network would; `for` ends it by
+    itself. Used to reproduce races that need a slow catch-up."""
+    link, ms, seconds = args.get("link"), args.get("ms"), args.get("for")
+    if link not in LINKS:
+        raise ProtocolError(f"link must be one of {', '.join(LINKS)}, got {link!r}")
+    if not isinstance(ms, int | float) or isinstance(ms, bool) or not 0 <= ms <= 10_000:
+        raise ProtocolError(f"'ms' must be a number of milliseconds from 0 to 10000, got {ms!r}")
+    if seconds is not None and (
+        not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0
+    ):
+        raise ProtocolError(f"'for' must be a positive number of seconds, got {seconds!r}")
+    key = f"delay:{link}"
+    if ms:
+        node.delays[link] = ms / 1000.0
+        if seconds is not None:
+            node.heal_at[key] = time.monotonic() + float(seconds)
+    else:
+        node.delays.pop(link, None)
+        node.heal_at.pop(key, None)
+    return {"delays_ms": {lk: round(d * 1000) for lk, d in sorted(node.delays.items())}}
+
+
 def status(node: Node, digest: bool = False) -> dict[str, Any]:
     now = time.monotonic()
     proc = node.proc
@@ -74,6 +100,7 @@ def status(node: Node, digest: bool = False) -> dict[str, Any]:
         "lag": node.lag(),
         "replication_link": node.replication_link(),
         "cut_links": sorted(node.cut_links),
+        "delays_ms": {lk: round(d * 1000) for lk, d in sorted(node.delays.items())},
         "held_replies": len(node.gate),
         "clients": sum(1 for t in node.clients.values() if now - t < 5.0),
         "transitions": [

@@ -11,6 +11,7 @@ moment for them rather than reporting a gap at once.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -48,6 +49,9 @@ class Mirror:
         self.link = ""  # the link the last records came on
         self.primary = ""
         self.last_heard = 0.0
+        # Fault injection (`delay` control command): record frames that arrived on
+        # a delayed link wait here until their time, as behind a slow network.
+        self.delayed: deque[tuple[float, str, bytes]] = deque()
         for link in LINKS:
             ends = node.me.link(link)
             pull: zmq.Socket[bytes] = node.ctx.socket(zmq.PULL)
@@ -77,7 +81,12 @@ class Mirror:
                     data = sock.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if link not in self.node.cut_links:
+                if link in self.node.cut_links:
+                    continue
+                delay = self.node.delays.get(link)
+                if delay:
+                    self.delayed.append((now + delay, link, data))
+                else:
                     self._on_push(link, data, now)
         else:
             data = sock.recv()
@@ -148,6 +157,9 @@ class Mirror:
         self.pending[link] = (req.lsn, now + GAP_WAIT)
 
     def answer_pending(self, now: float) -> None:
+        while self.delayed and self.delayed[0][0] <= now:
+            _, link, data = self.delayed.popleft()
+            self._on_push(link, data, now)
         for link, (lsn, deadline) in list(self.pending.items()):
             if lsn < 0:
                 if link not in self.node.cut_links:
@@ -168,6 +180,8 @@ class Mirror:
 
     def next_deadline(self) -> float | None:
         ds = [d for lsn, d in self.pending.values() if lsn >= 0]
+        if self.delayed:
+            ds.append(self.delayed[0][0])
         return min(ds) if ds else None
 
     def close(self) -> None:

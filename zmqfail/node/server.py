@@ -82,11 +82,13 @@ class Node(Storage):
             "snapshots": 0,
             "snapshots_installed": 0,
             "takeovers": 0,
+            "votes": 0,
         }
         fo = cfg.failover
         self.dead_after = fo.heartbeat_interval_ms * fo.heartbeat_misses / 1000.0
         self.cut_links: set[str] = set()
-        self.heal_at: dict[str, float] = {}
+        self.heal_at: dict[str, float] = {}  # link (or "delay:link") -> when it heals
+        self.delays: dict[str, float] = {}  # link -> seconds records are held (fault)
         self.to_apply: list[TxRecord] = []
         self.started = time.time()
         self.replicator: Replicator | None = None
@@ -298,9 +300,13 @@ class Node(Storage):
                     self.control.send_multipart(
                         (ident, ControlReply(True, st, "").encode()), zmq.NOBLOCK
                     )
-        for link, when in list(self.heal_at.items()):
+        for key, when in list(self.heal_at.items()):
             if now >= when:
-                control.handle(self, "heal", {"link": link})
+                kind, _, link = key.rpartition(":")
+                if kind == "delay":
+                    control.handle(self, "delay", {"link": link, "ms": 0})
+                else:
+                    control.handle(self, "heal", {"link": link})
         if self.replicator is not None:
             self._mark_lost_backups(now)
         self.agent.tick(now)
@@ -383,6 +389,7 @@ class Node(Storage):
                     self.replicator.pump(time.monotonic())
             elif isinstance(msg, Hello):
                 if not self.active and msg.lost and msg.lost != self.name:
+                    self.counters["votes"] += 1
                     self.agent.vote()  # a client lost its server: a vote (Binary Star)
                 self._send(ident, Welcome(self.name, self.proc.epoch, self.active).encode())
             else:
