@@ -133,7 +133,8 @@ def test_link_cuts_move_replication_and_isolate(
     wait_for(lambda: st(cfg, "a")["replication_link"] == "main", 10, "main again")
     # Both links cut at the primary: it runs alone.
     for link in ("main", "failsafe"):
-        assert zk(cfg_path, "primary", "--link", link, "--for", "1.0").returncode == 0
+        # Long enough to overlap even when each CLI call takes seconds to start.
+        assert zk(cfg_path, "primary", "--link", link, "--for", "4.0").returncode == 0
     wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "a primary-only")
     # The cuts heal by themselves and the pair is whole again.
     wait_for(lambda: st(cfg, "a")["cut_links"] == [], 10, "self-heal")
