@@ -38,8 +38,10 @@ def is_role_state(cfg: config.ClusterConfig, name: str, want: tuple[str, str]) -
     return role_state(cfg, name) == want
 
 
-def start_pair(procs: Procs, cluster_dir: Callable[..., Path]) -> tuple[Path, config.ClusterConfig]:
-    cfg_path = cluster_dir()
+def start_pair(
+    procs: Procs, cluster_dir: Callable[..., Path], **settings: object
+) -> tuple[Path, config.ClusterConfig]:
+    cfg_path = cluster_dir(**settings)
     cfg = config.load(cfg_path)
     procs.node(cfg_path, "a")
     procs.node(cfg_path, "b")

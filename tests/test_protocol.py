@@ -48,8 +48,10 @@ SAMPLES: dict[str, Message] = {
     "records": ReplRecords("a", 1, 10, [b"x", b"\x00\xff", b""]),
     "commit": CommitRequest("a", 1, 11),
     "ack": CommitAck("b", 1, 11, "gap", 7, 1),
-    "snapshot": SnapshotImage("a", 2, 12, b"\x93\x01\x02\x03"),
-    "hb": Heartbeat("a", "primary", "normal", 2, 10, 9, 8, "failsafe", ["b", "c"], "", 2),
+    "snapshot": SnapshotImage("a", 2, 12, b"\x93\x01\x02\x03", [[1, "a", 77, 1]]),
+    "hb": Heartbeat(
+        "a", "primary", "normal", 2, 10, 9, 8, "failsafe", ["b", "c"], "", 2, [[2, "a", 5, 1]]
+    ),
     "ctl": ControlRequest("status", {"digest": True}),
     "ctlrep": ControlReply(False, {}, "boom"),
 }
@@ -113,8 +115,8 @@ def test_round_trip(tag: str) -> None:
 def test_frame_is_versioned_array(tag: str) -> None:
     msg = SAMPLES[tag]
     obj = msgpack.unpackb(msg.encode(), raw=False)
-    assert obj == [1, tag, *field_values(msg)]
-    assert PROTOCOL_VERSION == 1
+    assert obj == [2, tag, *field_values(msg)]
+    assert PROTOCOL_VERSION == 2
 
 
 def test_round_trip_preserves_bytes_and_nested_values() -> None:
@@ -262,6 +264,12 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("hb", "link", 1),
     ("hb", "handoff_to", None),
     ("hb", "last_epoch", -1),
+    ("hb", "history", None),
+    ("hb", "history", [[1, "a", 2]]),
+    ("hb", "history", [[1, 5, 2, 1]]),
+    ("hb", "history", [[-1, "a", 2, 1]]),
+    ("snapshot", "history", "x"),
+    ("snapshot", "history", [["1", "a", 2, 1]]),
     ("hello", "lost", None),
     ("hello", "lost", "x" * 129),
     ("ack", "incarnation", -1),
@@ -356,7 +364,7 @@ def test_reply_result_with_non_str_keys_is_refused(result: object) -> None:
 def test_reply_result_non_str_keys_refused_on_the_slow_path() -> None:
     # Once a later field (epoch) fails the fast path, the key check is applied.
     with pytest.raises(ProtocolError, match="result must be a map"):
-        decode(pack([1, "rep", 7, "ok", {b"k": 1}, -1, "a"]))
+        decode(pack([PROTOCOL_VERSION, "rep", 7, "ok", {b"k": 1}, -1, "a"]))
 
 
 @pytest.mark.parametrize("version", [True, 1.0], ids=["bool", "float"])

@@ -298,6 +298,30 @@ def test_in_sync_is_decided_by_pump_not_by_the_answer() -> None:
     assert tr.commit_point() == 20
 
 
+def test_a_counted_backup_is_a_full_copy_only_once_it_holds_what_was_acknowledged() -> None:
+    """Audit case 3: the primary acknowledged up to 20 alone; a backup within
+    the lag counts for commits at once (nothing new is acknowledged without it)
+    but may take over only once it holds all 20."""
+    tr = make_tracker(max_push=100, in_sync_lag=5)
+    tr.pump(T0, 20, 1, committed_lsn=20)
+    tr.on_ack("b1", "main", 16, False, T0)
+    tr.pump(T0, 21, 1, committed_lsn=20)
+    assert tr.in_sync() == ["b1"] and tr.commit_point() == 16
+    assert tr.full_copies() == []
+    tr.on_ack("b1", "main", 19, False, T0 + 0.01)
+    tr.pump(T0 + 0.01, 21, 1, committed_lsn=20)
+    assert tr.full_copies() == []
+    tr.on_ack("b1", "main", 20, False, T0 + 0.02)
+    tr.pump(T0 + 0.02, 21, 1, committed_lsn=20)
+    assert tr.full_copies() == ["b1"]
+    # Lost and counted again later: the bar is what was acknowledged by then.
+    tr.mark_lost("b1")
+    assert tr.full_copies() == []
+    tr.on_ack("b1", "main", 21, False, T0 + 0.03)
+    tr.pump(T0 + 0.03, 24, 1, committed_lsn=23)
+    assert tr.in_sync() == ["b1"] and tr.full_copies() == []
+
+
 # -------------------------------------------------------------------- pipelining
 def test_one_commit_in_flight_per_link_while_pushes_continue() -> None:
     tr = make_tracker(max_push=10)

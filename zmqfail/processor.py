@@ -13,6 +13,7 @@ from typing import Any
 
 from zmqfail.engine import DedupKind, Engine
 from zmqfail.protocol import STATUS_ERROR, STATUS_STALE, encode_reply
+from zmqfail.txlog.history import EpochHistory
 from zmqfail.txlog.record import TxRecord, encode_record
 
 
@@ -33,6 +34,7 @@ class Processor:
         self.epoch = epoch
         self.last_lsn = last_lsn
         self.last_epoch = epoch  # epoch of the record at last_lsn
+        self.history = EpochHistory()  # which leader wrote which part of the log
         self.applied = 0
         self.duplicates = 0
         self.stale = 0
@@ -74,6 +76,11 @@ class Processor:
         self.last_epoch = self.epoch
         self.applied += 1
         return Processed(self._reply(msg_id, out.status, out.result), lsn, record)
+
+    def knows_client(self, client_id: str) -> bool:
+        """Has this client had a write processed (in the replicated tables)? Only
+        such a client may vote for a takeover."""
+        return client_id in self.engine.dedup.clients
 
     def apply_record(self, rec: TxRecord) -> None:
         """Apply a record produced elsewhere (recovery, or mirrored from the primary)."""

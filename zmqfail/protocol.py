@@ -19,7 +19,7 @@ import msgpack
 
 from zmqfail.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: heartbeats and snapshot images carry the epoch history
 
 # Reply statuses. "ok" and "rejected" are final answers of the engine; the
 # others say the request was not processed here and may be sent elsewhere.
@@ -33,6 +33,17 @@ REPLY_STATUSES = frozenset(
 )
 
 MAX_ID_LEN = 128
+
+# Largest frame each kind of socket accepts (ZMQ_MAXMSGSIZE: libzmq drops the
+# connection of a peer that sends more, before the node reads anything), and
+# how many bytes a node reads from one socket per turn of its loop, so that a
+# flood of large frames cannot stall it into a false failover.
+MAX_CLIENT_FRAME = 1 << 20
+MAX_CONTROL_FRAME = 1 << 20
+MAX_ACK_FRAME = 64 << 10
+MAX_HEARTBEAT_FRAME = 1 << 20
+MAX_RECORDS_FRAME = 1 << 30  # carries snapshot images of the whole tables
+READ_BUDGET = 4 << 20
 
 
 def _check(cond: bool, what: str) -> None:
@@ -50,6 +61,23 @@ def _check_id(v: object, what: str) -> None:
 
 def _check_uint(v: object, what: str) -> None:
     _check(_is_int(v) and v >= 0, f"{what} must be a non-negative integer")  # type: ignore[operator]
+
+
+def _check_history(v: object) -> None:
+    # Shape and types here; the order of terms is checked by
+    # txlog.history.EpochHistory.from_wire where a history is used.
+    _check(isinstance(v, list) and len(v) <= 4096, "history must be a list of terms")
+    for t in v if isinstance(v, list) else ():
+        _check(
+            isinstance(t, list)
+            and len(t) == 4
+            and _is_int(t[0])
+            and isinstance(t[1], str)
+            and _is_int(t[2])
+            and _is_int(t[3])
+            and min(t[0], t[2], t[3]) >= 0,
+            "a history term is [epoch, leader, term_id, first_lsn]",
+        )
 
 
 def _check_map(v: object, what: str) -> None:
@@ -233,12 +261,14 @@ class SnapshotImage(Message):
     epoch: int
     lsn: int
     state: bytes
+    history: list[Any]  # the terms of the log up to lsn (txlog.history wire form)
 
     def validate(self) -> None:
         _check_id(self.sender, "sender")
         _check_uint(self.epoch, "epoch")
         _check_uint(self.lsn, "lsn")
         _check(isinstance(self.state, bytes), "state must be a byte string")
+        _check_history(self.history)
 
 
 @_register
@@ -310,8 +340,10 @@ class Heartbeat(Message):
     in_sync: list[str]
     handoff_to: str
     last_epoch: int
+    history: list[Any]  # the terms of the sender's log (txlog.history wire form)
 
     def validate(self) -> None:
+        _check_history(self.history)
         _check_uint(self.last_epoch, "last_epoch")
         _check(
             isinstance(self.in_sync, list) and all(isinstance(n, str) for n in self.in_sync),

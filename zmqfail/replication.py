@@ -18,9 +18,12 @@ Rules:
   repeated.
 - While on failsafe, main is probed with empty commit requests; when main
   answers again, replication moves back.
-- A backup counts toward the commit point only once it has caught up
-  (``in_sync``); before that it is syncing and the primary acknowledges
-  alone (flushing first).
+- A backup counts toward the commit point once it is close (``in_sync``,
+  within ``in_sync_lag`` records): from then on nothing is acknowledged
+  without it. It is a **full copy** (``full_copies``: named in heartbeats, may
+  take over) only once it also holds everything acknowledged before it
+  counted; until then the primary still acknowledges as if alone, after its
+  own flush and the backup's ack both.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class PeerState:
     incarnation: int = 0  # the backup process's id, from its acks
     diverged: bool = False  # holds records we never had: needs a snapshot
     snapshot_floor: int = 0  # LSN of a snapshot sent and not yet confirmed
+    must_hold: int = 0  # acknowledged before it counted: a full copy holds this
     links: dict[str, LinkState] = field(default_factory=lambda: {n: LinkState() for n in LINKS})
 
 
@@ -147,6 +151,7 @@ class ReplicationTracker:
             p.held = held
             p.sent = held
             p.in_sync = False
+            p.must_hold = 0
         elif held > p.held:
             p.held = held
         p.snapshot_floor = 0 if held >= p.snapshot_floor or gap else p.snapshot_floor
@@ -168,17 +173,22 @@ class ReplicationTracker:
         """The failover agent decided this backup is gone: stop waiting for it."""
         p = self.peers[peer]
         p.in_sync = False
+        p.must_hold = 0
         p.heard = False
         p.sent = p.held
 
     # -------------------------------------------------------------------- pump
-    def pump(self, now: float, last_lsn: int, first_kept: int) -> list[Action]:
-        """What to send now, given the primary's last LSN and the oldest LSN still in RAM."""
+    def pump(
+        self, now: float, last_lsn: int, first_kept: int, committed_lsn: int = 0
+    ) -> list[Action]:
+        """What to send now, given the primary's last LSN, the oldest LSN still
+        in RAM, and the highest LSN acknowledged so far."""
         out: list[Action] = []
         for p in self.peers.values():
             self._timeouts(p, now, out)
-            if p.held >= last_lsn - self.in_sync_lag and p.heard:
+            if not p.in_sync and p.held >= last_lsn - self.in_sync_lag and p.heard:
                 p.in_sync = True
+                p.must_hold = committed_lsn
             cur = p.links[p.link]
             if p.diverged and cur.up and not p.snapshot_pending:
                 p.snapshot_pending = True
@@ -226,7 +236,13 @@ class ReplicationTracker:
         return min(helds) if helds else None
 
     def in_sync(self) -> list[str]:
+        """Backups the commit point waits for."""
         return [p.name for p in self.peers.values() if p.in_sync]
+
+    def full_copies(self) -> list[str]:
+        """Backups holding every acknowledged record: in sync, and past what was
+        acknowledged before they counted. Only these may take over."""
+        return [p.name for p in self.peers.values() if p.in_sync and p.held >= p.must_hold]
 
     def silent_for(self, peer: str, now: float) -> float:
         return now - self.peers[peer].last_answer

@@ -31,8 +31,18 @@ Safety rules:
   backup keeps its clients, so no client votes, so no takeover (step 420,
   "link failure": flush and wait).
 - Only an in-sync backup (NORMAL) may take over: one still syncing may lack
-  acknowledged records. With several backups only the most up-to-date live
-  one does (highest epoch, then last LSN, then the fixed order of names).
+  acknowledged records. A backup is in sync only once it holds every record
+  the primary acknowledged (the primary names it in its heartbeat, and the
+  backup checks the primary's committed LSN itself). With several backups
+  only the most up-to-date live one does (highest epoch of its last record,
+  then last LSN, then the fixed order of names).
+- A server that is not in sync (STANDBY) leads only when every peer is live,
+  none serves, and it holds strictly the most: progress is judged from fresh
+  heartbeats of every peer, whatever its role, never from an old report.
+- A restarted server leads on its own only if it last ran alone (every
+  acknowledgement it gave waited for its own disk); one that last ran paired
+  may have lost acknowledged records its peer still holds, so it waits to
+  hear its peers. Every new leadership takes a new epoch.
 - Every takeover raises the epoch; hearing a higher epoch makes an active
   server step down at once, dropping every reply it still held.
 """
@@ -83,6 +93,7 @@ class PeerActive:
     in_sync: tuple[str, ...] = ()
     handoff_to: str = ""
     last_lsn: int = 0  # the primary's, as of this heartbeat
+    committed_lsn: int = 0  # what it has acknowledged: an in-sync backup holds it all
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +125,15 @@ class HigherEpoch:
 
 @dataclass(frozen=True, slots=True)
 class PeerProgress:
-    """A backup peer's log position (epoch of its last record, last LSN), for
-    choosing the most up-to-date server."""
+    """A peer's log position (epoch of its last record, last LSN), whether it is
+    heard now, and whether it serves, for choosing the most up-to-date server.
+    Sent for every peer, whatever its role, whenever one of these changes."""
 
     peer: str
     epoch: int
     last_lsn: int
     live: bool
+    serving: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +171,10 @@ class Action(enum.Enum):
     TAKE_OVER = "take_over"  # 425a: disable mirroring, flush, apply, epoch+1, serve
     RECOVERY_SIGNAL = "recovery_signal"  # 429: tell clients to resend
     STEP_DOWN = "step_down"  # drop held replies, stop replicating, stop serving
-    RESYNC = "resync"  # our log may hold records the new primary lacks: start over
     FLUSH = "flush"  # flush the transaction log now
-    FOLLOW = "follow"  # mirror the primary named in the state
+    # Mirror the primary named in the state, keeping of our log only what it
+    # shares with the primary's history (the rest is moved aside, counted).
+    FOLLOW = "follow"
     HANDOFF = "handoff"  # stop taking requests; let the backup catch up and take over
     STOP = "stop"
 
@@ -174,14 +188,15 @@ class FailoverState:
     role: Role = Role.BACKUP
     epoch: int = 1
     preferred: bool = False  # may start as primary when no active peer is heard
-    was_active: bool = False  # it served: its log may hold records others lack (resync)
-    may_lead: bool = False  # it was the last active server it knows of (start as primary)
+    was_active: bool = False  # it served: its log may hold records others lack
+    may_lead: bool = False  # it was the last active server it knows of
+    lead_alone: bool = False  # ... and ran alone then: its log holds all it acknowledged
     primary: str = ""  # the primary this backup follows
     since: float = 0.0  # when the current state was entered
     vote_at: float | None = None  # last client vote
     primary_silent: bool = False
     in_sync: tuple[str, ...] = ()  # primary: backups it waits for
-    progress: tuple[tuple[str, int, int, bool], ...] = ()  # (peer, epoch, lsn, live)
+    progress: tuple[tuple[str, int, int, bool, bool], ...] = ()  # peer, epoch, lsn, live, serving
     last_lsn: int = 0  # ours, updated by the shell before each step ...
     last_epoch: int = 0  # ... with the epoch of the record at last_lsn
     handoff_to: str = ""
@@ -205,6 +220,7 @@ def initial(
     now: float,
     vote_window: float = 1.0,
     may_lead: bool = False,
+    lead_alone: bool = False,
 ) -> FailoverState:
     return FailoverState(
         name=name,
@@ -214,6 +230,7 @@ def initial(
         preferred=preferred,
         was_active=was_active or may_lead,
         may_lead=may_lead,
+        lead_alone=may_lead and lead_alone,
         since=now,
         vote_window=vote_window,
     )
@@ -230,28 +247,32 @@ def _to(s: FailoverState, state: State, now: float, **kw: object) -> FailoverSta
 # -------------------------------------------------------------- handlers
 def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
     ahead = any(
-        live and (epoch, lsn) > (s.last_epoch, s.last_lsn) for _p, epoch, lsn, live in s.progress
+        live and (epoch, lsn) > (s.last_epoch, s.last_lsn)
+        for _p, epoch, lsn, live, _serving in s.progress
     )
     if ahead:
         # A live peer holds more than we do (we restarted without records only it
         # has, e.g. acknowledged but not yet flushed here): leading would lose
-        # them. Wait; the clients' votes make it take over, and we follow it.
+        # them. Wait; it leads (or is voted in), and we follow it.
         return _to(s, State.STANDBY, now), []
-    if s.preferred or s.may_lead:
+    if s.preferred:
+        # A fresh cluster's first primary: nothing was ever acknowledged.
         new = _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY, was_active=True, may_lead=True)
         return new, [Action.BECOME_PRIMARY]
-    if _most_up_to_date_of_all(s):
+    if (s.may_lead and s.lead_alone) or _most_up_to_date_of_all(s):
+        # It ran alone last, so every acknowledgement it gave is in its log; or
+        # it holds more than every (live, idle) peer. A paired primary that
+        # restarted waits: its backup may hold acknowledged records it lost.
         return _lead_at_new_epoch(s, now)
     return _to(s, State.STANDBY, now), []
 
 
 def _most_up_to_date_of_all(s: FailoverState) -> bool:
-    """Every peer is live, none serves (the shell sends progress only for
-    backups), and we hold strictly the most (epoch, LSN, then name order): then
-    no server anywhere holds a record we lack, so we may lead. This is what
-    lets a cluster whose servers all restarted serve again when the one that
-    led last came back with less than another."""
-    live = {p: (epoch, lsn) for p, epoch, lsn, ok in s.progress if ok}
+    """Every peer is live, none serves, and we hold strictly the most (epoch,
+    LSN, then name order): then no server anywhere holds a record we lack, so
+    we may lead. This is what lets a cluster whose servers all restarted serve
+    again when the one that led last came back with less than another."""
+    live = {p: (epoch, lsn) for p, epoch, lsn, ok, serving in s.progress if ok and not serving}
     if set(s.peers) - set(live):
         return False
     me = (s.last_epoch, s.last_lsn, -_order(s, s.name))
@@ -305,12 +326,11 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
     if e.epoch < s.epoch:
         return s, []  # a stale primary: ignore it (it will learn of our epoch)
     actions: list[Action] = []
-    if s.was_active:
-        # We served at a lower epoch: our log may hold records nobody else has.
-        actions.append(Action.RESYNC)
     if s.state in (State.STARTING, State.STANDBY, State.FENCED) or e.peer != s.primary:
         actions.append(Action.FOLLOW)
-    in_sync = s.name in e.in_sync
+    # In sync: the primary counts us, and we hold everything it acknowledged
+    # (a backup named while still catching up must not take over).
+    in_sync = s.name in e.in_sync and s.last_lsn >= e.committed_lsn
     state = State.NORMAL if in_sync else State.SYNCING
     new = _to(
         s,
@@ -351,8 +371,8 @@ def _take_over(s: FailoverState, now: float) -> Result:
 def _best_candidate(s: FailoverState) -> bool:
     """Among live backups (ourselves included), are we the most up to date?"""
     me = (s.last_epoch, s.last_lsn, -_order(s, s.name))
-    for peer, epoch, lsn, live in s.progress:
-        if live and peer != s.primary and (epoch, lsn, -_order(s, peer)) > me:
+    for peer, epoch, lsn, live, serving in s.progress:
+        if live and not serving and peer != s.primary and (epoch, lsn, -_order(s, peer)) > me:
             return False
     return True
 
@@ -390,7 +410,7 @@ def _vote(s: FailoverState, e: Event, now: float) -> Result:
 def _progress(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, PeerProgress)
     rest = tuple(p for p in s.progress if p[0] != e.peer)
-    new = replace(s, progress=(*rest, (e.peer, e.epoch, e.last_lsn, e.live)))
+    new = replace(s, progress=(*rest, (e.peer, e.epoch, e.last_lsn, e.live, e.serving)))
     if s.role is not Role.BACKUP:
         return new, []
     if s.state is State.STANDBY and _most_up_to_date_of_all(new):

@@ -49,27 +49,36 @@ class FailoverAgent:
         cfg = node.cfg
         self.node = node
         fresh = "active" not in meta
+        self.peer_names = tuple(p.name for p in cfg.peers(node.name))
         self.fs: FailoverState = initial(
             node.name,
-            tuple(p.name for p in cfg.peers(node.name)),
+            self.peer_names,
             epoch,
             preferred=fresh and node.name == cfg.primary,
             was_active=bool(meta.get("resync", False)),
             may_lead=bool(meta.get("active", False)),
             now=now,
             vote_window=2 * node.dead_after,  # failing-over clients probe every 50 ms
+            lead_alone=bool(meta.get("alone", False)),
         )
         self.startup_window = 2 * node.dead_after
         self.vote_pending = False
         self.silent: set[str] = set()
         self.seen: dict[str, Heartbeat] = {}
-        self.live: dict[str, bool] = {}
+        # What we last told the machine of each peer's progress (epoch, lsn,
+        # live, serving): sent again whenever any of it changes.
+        self.progress: dict[str, tuple[int, int, bool, bool]] = {}
+        self.refused = 0
         self.last_in_sync: tuple[str, ...] | None = None
         self.transitions: list[tuple[float, str, str, str, int]] = []  # wall, from, to, why, epoch
 
     # ------------------------------------------------------------- feeding
     def feed(self, event: Event, now: float) -> None:
         if (self.fs.state, type(event)) not in TRANSITIONS:
+            # Not an error (observations arrive in every state), but never
+            # silent: the table says this state does not take it.
+            self.refused += 1
+            log.debug("%s: %s ignored in state %s", self.node.name, event, self.fs.state.value)
             return
         old = self.fs
         here = replace(old, last_lsn=self.node.held_lsn, last_epoch=self.node.held_epoch)
@@ -93,6 +102,16 @@ class FailoverAgent:
             )
         for action in actions:
             self.node.carry_out(action)
+        new = self.fs
+        if actions or (new.state, new.role, new.epoch, new.may_lead) != (
+            old.state,
+            old.role,
+            old.epoch,
+            old.may_lead,
+        ):
+            # Durable before anything this state allows (an acknowledgement
+            # without a flush, say) can happen: restart rules read it.
+            self.node.save_meta()
 
     def tick(self, now: float) -> None:
         node = self.node
@@ -109,29 +128,33 @@ class FailoverAgent:
             if hb is None:
                 continue
             alive = view.age(now) <= node.dead_after
-            fresh = self.seen.get(name) is not hb
-            if fresh:
+            serving = hb.role == "primary" and hb.state in SERVING
+            if self.seen.get(name) is not hb:
                 self.seen[name] = hb
-                if hb.role == "primary" and hb.state in SERVING:
+                if serving:
                     # Right after our own stall, an offer may be stale (called off
                     # since): take none until fresh heartbeats had time to arrive.
                     fresh_input = now >= node.trust_silence_after
                     handoff = hb.handoff_to if hb.state == "handoff" and fresh_input else ""
-                    event = PeerActive(name, hb.epoch, tuple(hb.in_sync), handoff, hb.last_lsn)
+                    event = PeerActive(
+                        name, hb.epoch, tuple(hb.in_sync), handoff, hb.last_lsn, hb.committed_lsn
+                    )
                     self.feed(event, now)
                 elif hb.epoch > self.fs.epoch:
                     self.feed(HigherEpoch(hb.epoch, name), now)
-            # Progress matters only for choosing who takes over: send it when it
-            # changes, not on every turn of the loop.
-            if hb.role == "backup" and (fresh or self.live.get(name) != alive):
-                self.live[name] = alive
-                self.feed(PeerProgress(name, hb.last_epoch, hb.last_lsn, alive), now)
+            # Progress of every peer, whatever its role, with liveness judged now:
+            # a report from when a peer was a backup must not stand for it once it
+            # leads or falls silent (the audit's erased-history case).
+            report = (hb.last_epoch, hb.last_lsn, alive, serving and alive)
+            if self.progress.get(name) != report:
+                self.progress[name] = report
+                self.feed(PeerProgress(name, *report), now)
         self._primary_silence(now)
         if self.vote_pending:
             self.vote_pending = False
             self.feed(ClientVote(), now)
         if node.replicator is not None and self.fs.role is Role.PRIMARY:
-            in_sync = tuple(node.replicator.tracker.in_sync())
+            in_sync = tuple(node.replicator.tracker.full_copies())
             if in_sync != self.last_in_sync:
                 self.last_in_sync = in_sync
                 self.feed(BackupsInSync(in_sync), now)

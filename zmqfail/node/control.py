@@ -59,9 +59,10 @@ def handle(node: Node, command: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _delay(node: Node, args: dict[str, Any]) -> dict[str, Any]:
-    """Fault injection: hold the replication records arriving on a link for
-    `ms` milliseconds (0 ends it), as a slow network would; `for` ends it by
-    itself. Used to reproduce races that need a slow catch-up."""
+    """Fault injection: hold the replication records this node sends on a
+    link for `ms` milliseconds (0 ends it), as a slow network would; `for`
+    ends it by itself. Frames still held when the process dies are lost, as
+    in a send queue. Used to reproduce races that need a slow catch-up."""
     link, ms, seconds = args.get("link"), args.get("ms"), args.get("for")
     if link not in LINKS:
         raise ProtocolError(f"link must be one of {', '.join(LINKS)}, got {link!r}")
@@ -118,7 +119,11 @@ def status(node: Node, digest: bool = False) -> dict[str, Any]:
             engine_failures=proc.failures,
             repl_bad_acks=node.replicator.bad_acks if node.replicator else 0,
             snapshots_sent=node.replicator.snapshots_sent if node.replicator else 0,
+            events_refused=node.agent.refused,
         ),
+        # Records set aside because no other server's history holds them: a
+        # server that erased acknowledged history must never look healthy.
+        "quarantine": node.quarantine[-5:],
         "engine": proc.engine.stats(),
         "peers": {
             name: {

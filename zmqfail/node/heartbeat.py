@@ -15,8 +15,9 @@ import zmq
 
 from zmqfail.config import ClusterConfig, NodeConfig
 from zmqfail.errors import ProtocolError
-from zmqfail.protocol import Heartbeat, decode_as
+from zmqfail.protocol import MAX_HEARTBEAT_FRAME, Heartbeat, decode_as
 from zmqfail.replication import LINKS
+from zmqfail.txlog.history import EpochHistory
 
 
 @dataclass(slots=True)
@@ -24,6 +25,7 @@ class PeerView:
     """The last heartbeat heard from one peer, and when, per link."""
 
     last: Heartbeat | None = None
+    history: EpochHistory = field(default_factory=EpochHistory)  # of `last`, checked
     heard_at: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LINKS, 0.0))
 
     def age(self, now: float) -> float:
@@ -50,6 +52,7 @@ class Heartbeats:
             sub: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
             sub.setsockopt(zmq.LINGER, 0)
             sub.setsockopt(zmq.RCVHWM, 1000)
+            sub.setsockopt(zmq.MAXMSGSIZE, MAX_HEARTBEAT_FRAME)
             sub.setsockopt(zmq.SUBSCRIBE, b"")
             for peer in cfg.peers(me.name):
                 sub.connect(peer.link(link).heartbeat)
@@ -84,6 +87,7 @@ class Heartbeats:
                 continue
             try:
                 hb = decode_as(data, Heartbeat)
+                history = EpochHistory.from_wire(hb.history)
             except ProtocolError:
                 self.bad_frames += 1
                 continue
@@ -93,6 +97,7 @@ class Heartbeats:
                 continue
             if view.last is None or hb.epoch >= view.last.epoch:
                 view.last = hb
+                view.history = history
             view.heard_at[link] = t
             got.append(hb)
         return got

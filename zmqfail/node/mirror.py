@@ -11,7 +11,6 @@ moment for them rather than reporting a gap at once.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -19,6 +18,9 @@ import zmq
 
 from zmqfail.errors import ProtocolError
 from zmqfail.protocol import (
+    MAX_ACK_FRAME,
+    MAX_RECORDS_FRAME,
+    READ_BUDGET,
     CommitAck,
     CommitRequest,
     ReplRecords,
@@ -27,6 +29,7 @@ from zmqfail.protocol import (
     decode_as,
 )
 from zmqfail.replication import LINKS
+from zmqfail.txlog.history import EpochHistory
 from zmqfail.txlog.record import TxRecord
 
 if TYPE_CHECKING:
@@ -49,16 +52,15 @@ class Mirror:
         self.link = ""  # the link the last records came on
         self.primary = ""
         self.last_heard = 0.0
-        # Fault injection (`delay` control command): record frames that arrived on
-        # a delayed link wait here until their time, as behind a slow network.
-        self.delayed: deque[tuple[float, str, bytes]] = deque()
         for link in LINKS:
             ends = node.me.link(link)
             pull: zmq.Socket[bytes] = node.ctx.socket(zmq.PULL)
             pull.setsockopt(zmq.LINGER, 0)
             pull.setsockopt(zmq.RCVHWM, 10_000)
+            pull.setsockopt(zmq.MAXMSGSIZE, MAX_RECORDS_FRAME)
             rep: zmq.Socket[bytes] = node.ctx.socket(zmq.REP)
             rep.setsockopt(zmq.LINGER, 0)
+            rep.setsockopt(zmq.MAXMSGSIZE, MAX_ACK_FRAME)
             node.bind(pull, ends.records)
             node.bind(rep, ends.ack)
             self.pull[link], self.rep[link] = pull, rep
@@ -76,26 +78,36 @@ class Mirror:
     def on_readable(self, sock: zmq.Socket[bytes], now: float) -> None:
         link = self.link_of[sock]
         if sock is self.pull[link]:
+            budget = READ_BUDGET
             for _ in range(64):
+                if budget <= 0:
+                    break
                 try:
                     data = sock.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if link in self.node.cut_links:
-                    continue
-                delay = self.node.delays.get(link)
-                if delay:
-                    self.delayed.append((now + delay, link, data))
-                else:
+                budget -= len(data)
+                if link not in self.node.cut_links:
                     self._on_push(link, data, now)
-        else:
-            data = sock.recv()
+        elif link not in self.pending:
+            # A REP takes one request and must answer it before the next, so
+            # read the whole message without blocking (poll may wake us for a
+            # frame libzmq then drops, such as one with no envelope), and answer
+            # anything malformed: a node never stops on a bad frame.
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
             if link in self.node.cut_links:
                 # A cut link answers nothing, but a REP must answer before it can
                 # receive again; the asker times out and resets its REQ anyway.
                 self.pending[link] = (-1, float("inf"))
                 return
-            self._on_commit(link, data, now)
+            if len(parts) != 1:
+                self.bad_frames += 1
+                self._answer(link, "gap")
+            else:
+                self._on_commit(link, parts[0], now)
         self.answer_pending(now)
 
     def _on_push(self, link: str, data: bytes, now: float) -> None:
@@ -115,6 +127,7 @@ class Mirror:
             self._install(msg)
             return
         lsn = msg.first_lsn
+        node = self.node
         for payload in msg.records:
             if lsn > self.held + 1:
                 return  # a gap: the commit answer asks for a resend
@@ -123,19 +136,35 @@ class Mirror:
                     rec = TxRecord.decode(payload)
                     if rec.lsn != lsn:
                         raise ProtocolError(f"record says lsn {rec.lsn}, frame says {lsn}")
+                    last = node.proc.history.last
+                    if last is None or last.epoch != rec.epoch:
+                        self._adopt_term(msg.sender, rec.epoch, lsn)
                 except ProtocolError as exc:
                     self.bad_frames += 1
-                    log.warning("%s: refused record %d: %s", self.node.name, lsn, exc)
+                    log.warning("%s: refused record %d: %s", node.name, lsn, exc)
                     return
-                self.node.hold_record(rec, payload)
+                node.hold_record(rec, payload)
             lsn += 1
+
+    def _adopt_term(self, sender: str, epoch: int, lsn: int) -> None:
+        """The first record of another term: take the term (leader, id) from the
+        primary's history, and store it before the record is acknowledged, so
+        our history always covers our log (txlog.history)."""
+        node = self.node
+        view = node.heartbeats.peers.get(sender)
+        term = view.history.term_at(lsn) if view is not None else None
+        if term is None or term.epoch != epoch:
+            raise ProtocolError(f"no term of epoch {epoch} at lsn {lsn} in {sender}'s history")
+        node.proc.history.adopt(term, lsn)
+        node.save_meta()
 
     def _install(self, msg: SnapshotImage) -> None:
         try:
             state = msgpack.unpackb(msg.state, raw=False, strict_map_key=False)
             if not isinstance(state, dict):
                 raise ProtocolError("snapshot state is not a map")
-            self.node.install_snapshot(msg.lsn, msg.epoch, state)
+            history = EpochHistory.from_wire(msg.history)
+            self.node.install_snapshot(msg.lsn, msg.epoch, state, history)
         except (ProtocolError, ValueError) as exc:
             self.bad_frames += 1
             log.warning("%s: refused a snapshot: %s", self.node.name, exc)
@@ -157,9 +186,6 @@ class Mirror:
         self.pending[link] = (req.lsn, now + GAP_WAIT)
 
     def answer_pending(self, now: float) -> None:
-        while self.delayed and self.delayed[0][0] <= now:
-            _, link, data = self.delayed.popleft()
-            self._on_push(link, data, now)
         for link, (lsn, deadline) in list(self.pending.items()):
             if lsn < 0:
                 if link not in self.node.cut_links:
@@ -180,8 +206,6 @@ class Mirror:
 
     def next_deadline(self) -> float | None:
         ds = [d for lsn, d in self.pending.values() if lsn >= 0]
-        if self.delayed:
-            ds.append(self.delayed[0][0])
         return min(ds) if ds else None
 
     def close(self) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import zmq
@@ -41,6 +42,7 @@ class SnapshotJob:
     epoch: int
     path: Path
     waiting: dict[str, str]  # peer -> link
+    history: list[Any]  # the log's terms up to lsn, wire form
 
 
 class Replicator:
@@ -61,6 +63,10 @@ class Replicator:
         self.bad_acks = 0
         self.snapshots_sent = 0
         self.snap_job: SnapshotJob | None = None
+        # Fault injection (`delay` control command): frames for a delayed link
+        # wait here, in this process, as in a slow network's send queue; they
+        # die with the process, as a send queue does.
+        self.delayed: deque[tuple[float, tuple[str, str], bytes]] = deque()
         for name in self.peers:
             for link in LINKS:
                 self._open(name, link)
@@ -88,6 +94,7 @@ class Replicator:
         del self.owner[req]
         req.close(linger=0)
         self.push.pop((peer, link)).close(linger=0)
+        self.delayed = deque(d for d in self.delayed if d[1] != (peer, link))
         self._open(peer, link)
 
     def sockets(self) -> list[zmq.Socket[bytes]]:
@@ -96,8 +103,13 @@ class Replicator:
     # ---------------------------------------------------------------- actions
     def pump(self, now: float) -> None:
         node = self.node
+        while self.delayed and self.delayed[0][0] <= now:
+            _, key, msg = self.delayed.popleft()
+            with contextlib.suppress(zmq.Again):
+                self.push[key].send(msg, zmq.NOBLOCK)
         self._finish_snapshot()
-        for act in self.tracker.pump(now, node.proc.last_lsn, node.memlog.first_lsn):
+        acts = self.tracker.pump(now, node.proc.last_lsn, node.memlog.first_lsn, node.committed_lsn)
+        for act in acts:
             if isinstance(act, Push):
                 self._push(act)
             elif isinstance(act, Commit):
@@ -121,6 +133,10 @@ class Replicator:
             self.tracker.peers[act.peer].sent = self.tracker.peers[act.peer].held
             return
         msg = ReplRecords(node.name, node.proc.epoch, act.first, records).encode()
+        delay = node.delays.get(act.link)
+        if delay:
+            self.delayed.append((node.now + delay, (act.peer, act.link), msg))
+            return
         try:
             self.push[(act.peer, act.link)].send(msg, zmq.NOBLOCK)
         except zmq.Again:
@@ -145,7 +161,9 @@ class Replicator:
                 code = 0
             finally:
                 os._exit(code)
-        self.snap_job = SnapshotJob(pid, lsn, node.proc.epoch, path, {peer: link})
+        hist = node.proc.history.copy()
+        hist.cut(lsn)
+        self.snap_job = SnapshotJob(pid, lsn, node.proc.epoch, path, {peer: link}, hist.to_wire())
 
     def _finish_snapshot(self) -> None:
         job = self.snap_job
@@ -165,7 +183,7 @@ class Replicator:
             if not state:
                 self.tracker.peers[peer].snapshot_pending = False  # try again
                 continue
-            msg = SnapshotImage(self.node.name, job.epoch, job.lsn, state).encode()
+            msg = SnapshotImage(self.node.name, job.epoch, job.lsn, state, job.history).encode()
             try:
                 self.push[(peer, link)].send(msg, zmq.NOBLOCK)
             except zmq.Again:
@@ -184,11 +202,16 @@ class Replicator:
 
     def on_readable(self, sock: zmq.Socket[bytes], now: float) -> None:
         peer, link = self.owner[sock]
-        data = sock.recv()
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
         if link in self.node.cut_links:
             return
         try:
-            ack = decode_as(data, CommitAck)
+            if len(parts) != 1:
+                raise ProtocolError(f"an ack is one frame, got {len(parts)}")
+            ack = decode_as(parts[0], CommitAck)
         except ProtocolError:
             self.bad_acks += 1
             return
@@ -205,6 +228,9 @@ class Replicator:
             incarnation=ack.incarnation,
             last_epoch=ack.last_epoch,
         )
+
+    def next_deadline(self) -> float | None:
+        return self.delayed[0][0] if self.delayed else None
 
     def close(self) -> None:
         if self.snap_job is not None:

@@ -19,10 +19,9 @@ import zmq
 
 from zmqfail.checkpoint import PERIODIC, SYNC, FlushPolicy
 from zmqfail.config import ClusterConfig
-from zmqfail.engine import Engine
 from zmqfail.errors import NodeError, ProtocolError
 from zmqfail.failover.machine import Action, Role, State
-from zmqfail.node import control
+from zmqfail.node import control, tables
 from zmqfail.node.agent import FailoverAgent
 from zmqfail.node.digest import DigestJobs
 from zmqfail.node.flusher import Flusher
@@ -30,8 +29,11 @@ from zmqfail.node.heartbeat import Heartbeats
 from zmqfail.node.mirror import Mirror
 from zmqfail.node.replicator import Replicator
 from zmqfail.node.storage import Storage
-from zmqfail.processor import Processor, ReplyGate
+from zmqfail.processor import ReplyGate
 from zmqfail.protocol import (
+    MAX_CLIENT_FRAME,
+    MAX_CONTROL_FRAME,
+    READ_BUDGET,
     STATUS_ERROR,
     STATUS_NOT_ACTIVE,
     ControlReply,
@@ -44,9 +46,9 @@ from zmqfail.protocol import (
     decode_request,
     encode_reply,
 )
+from zmqfail.txlog.history import EpochHistory, common_prefix, new_term_id
 from zmqfail.txlog.memlog import MemLog
 from zmqfail.txlog.record import TxRecord
-from zmqfail.txlog.recovery import recover
 from zmqfail.txlog.segments import DiskLog
 from zmqfail.txlog.snapshot import read_meta, write_meta
 
@@ -83,12 +85,20 @@ class Node(Storage):
             "snapshots_installed": 0,
             "takeovers": 0,
             "votes": 0,
+            "votes_refused": 0,
+            "quarantined": 0,
         }
+        # Records this server set aside because no other server's history has
+        # them (some may have been acknowledged): what, when, why. Shown in
+        # status; the files stay in DATA_DIR/quarantine.
+        self.quarantine: list[dict[str, Any]] = []
+        self.acked_lsn: int | None = None  # highest LSN we acknowledged as primary
         fo = cfg.failover
         self.dead_after = fo.heartbeat_interval_ms * fo.heartbeat_misses / 1000.0
         self.cut_links: set[str] = set()
         self.heal_at: dict[str, float] = {}  # link (or "delay:link") -> when it heals
         self.delays: dict[str, float] = {}  # link -> seconds records are held (fault)
+        self.now = time.monotonic()  # the loop's clock reading for this turn
         self.to_apply: list[TxRecord] = []
         self.started = time.time()
         self.replicator: Replicator | None = None
@@ -104,17 +114,10 @@ class Node(Storage):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         t0 = time.perf_counter()
-        rec = recover(self.data_dir)
-        if rec.snapshot is not None:
-            engine = Engine.restore(self.cfg.engine, rec.snapshot.state)
-            last = rec.snapshot.lsn
-        else:
-            engine, last = Engine(self.cfg.engine), 0
-        self.proc = Processor(engine, self.name, max(rec.epoch, 1), last)
-        self.proc.last_epoch = rec.snapshot.epoch if rec.snapshot is not None else 0
-        for _lsn, payload in rec.records:
-            self.proc.apply_record(TxRecord.decode(payload))
-        self.snapshot_lsn = rec.snapshot.lsn if rec.snapshot else 0
+        meta = read_meta(self.data_dir)
+        loaded = tables.load(self.cfg, self.data_dir, self.name, meta)
+        self.proc = loaded.proc
+        self.snapshot_lsn = loaded.snapshot_lsn
         self.held_epoch = self.proc.last_epoch
         log.info(
             "%s: recovered to lsn %d epoch %d in %.3fs (snapshot %d, %d records replayed, "
@@ -124,10 +127,16 @@ class Node(Storage):
             self.proc.epoch,
             time.perf_counter() - t0,
             self.snapshot_lsn,
-            len(rec.records),
-            rec.truncated_bytes,
+            loaded.replayed,
+            loaded.torn_bytes,
         )
-        meta = read_meta(self.data_dir)
+        prior = meta.get("quarantined", 0)
+        self.counters["quarantined"] = prior if isinstance(prior, int) else 0
+        for cut in loaded.cuts:
+            self.note_cut(cut, "does not apply", None)
+        if loaded.cuts:
+            # Its history is in doubt: it must follow a primary before it leads.
+            meta = dict(meta, active=False, alone=False)
         self.agent = FailoverAgent(self, self.proc.epoch, meta, time.monotonic())
         self._save_meta()
         self.disklog = DiskLog(self.data_dir, self.cfg.flush.segment_bytes, self.proc.last_lsn + 1)
@@ -143,7 +152,9 @@ class Node(Storage):
         self.frontend.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.frontend.setsockopt(zmq.SNDHWM, 100_000)
         self.frontend.setsockopt(zmq.RCVHWM, 100_000)
+        self.frontend.setsockopt(zmq.MAXMSGSIZE, MAX_CLIENT_FRAME)
         self.control = self._socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_FRAME)
         self.bind(self.frontend, self.me.client)
         self.bind(self.control, self.me.control)
         self.mirror = Mirror(self)
@@ -165,16 +176,27 @@ class Node(Storage):
             "%s: starting at epoch %d, clients on %s", self.name, self.proc.epoch, self.me.client
         )
 
-    def _save_meta(self) -> None:
-        # `active`: the last server known to serve was this one (it may start as
-        # primary alone). `resync`: it served, so its log may hold records nobody
-        # else has; before following another server it must start over.
+    def _save_meta(self, clean_stop: bool = False) -> None:
+        # `active`: the last server known to serve was this one. `alone`: and it
+        # ran alone (or stopped cleanly), so its log holds every record it
+        # acknowledged: it may start as primary on its own. `resync`: it
+        # served, so its log may hold records nobody else has. `history`: the
+        # terms of its log (see txlog.history). `quarantined`: records it set
+        # aside so far.
+        fs = self.agent.fs
+        alone = fs.may_lead and (
+            fs.state in (State.PRIMARY_ONLY, State.BACKUP_ONLY)
+            or (clean_stop and fs.role is Role.PRIMARY)
+        )
         meta = {
             "epoch": self.proc.epoch,
             "node": self.name,
             "cluster": self.cfg.name,
-            "active": self.agent.fs.may_lead,
-            "resync": self.agent.fs.was_active,
+            "active": fs.may_lead,
+            "alone": alone,
+            "resync": fs.was_active,
+            "history": self.proc.history.to_wire(),
+            "quarantined": self.counters["quarantined"],
         }
         write_meta(self.data_dir, meta)
 
@@ -226,16 +248,12 @@ class Node(Storage):
     def alone(self) -> bool:
         return self.agent.fs.state in (State.PRIMARY_ONLY, State.BACKUP_ONLY)
 
-    @property
-    def held_lsn(self) -> int:
-        return self.memlog.last_lsn
-
     def run(self) -> int:
         last = time.monotonic()
         while not self.stopping:
             now = time.monotonic()
             events = dict(self.poller.poll(self._timeout_ms(now)))
-            now = time.monotonic()
+            now = self.now = time.monotonic()
             if now - last > self.dead_after / 2:
                 # We were not running (SIGSTOP, a long pause): every "silence" we
                 # would measure now is our own. Judge nobody until fresh input
@@ -262,7 +280,8 @@ class Node(Storage):
 
     def _timeout_ms(self, now: float) -> int:
         deadline = min(self._next_slow, self.heartbeats.next_beat)
-        for d in (self.policy.next_deadline(now), self.mirror.next_deadline()):
+        repl = self.replicator.next_deadline() if self.replicator is not None else None
+        for d in (self.policy.next_deadline(now), self.mirror.next_deadline(), repl):
             if d is not None and d < deadline:
                 deadline = d
         return max(0, int((deadline - now) * 1000) + 1)
@@ -281,7 +300,15 @@ class Node(Storage):
             point = replicator.tracker.commit_point()
             # Alone, what is flushed is committed (also records flushed while we
             # still counted on a backup); otherwise what every in-sync backup holds.
-            self._commit(self.flushed_lsn if point is None or self.alone else point)
+            if point is None:
+                self._commit(self.flushed_lsn)
+            elif self.alone:
+                # No full copy yet, but a backup counts: acknowledge what is both
+                # on our disk and held by it (it is catching up on records we
+                # acknowledged alone, and must not miss what we add meanwhile).
+                self._commit(min(self.flushed_lsn, point))
+            else:
+                self._commit(point)
         elif fs.role is Role.BACKUP:
             self.committed_lsn = self.held_lsn if fs.state is State.NORMAL else self.flushed_lsn
         if now >= self.heartbeats.next_beat:
@@ -314,7 +341,7 @@ class Node(Storage):
 
     def _heartbeat_fields(self) -> dict[str, object]:
         fs = self.agent.fs
-        in_sync = self.replicator.tracker.in_sync() if self.replicator else []
+        in_sync = self.replicator.tracker.full_copies() if self.replicator else []
         handoff_to = ""
         if fs.state is State.HANDOFF and self.replicator is not None:
             peer = self.replicator.tracker.peers.get(fs.handoff_to)
@@ -331,6 +358,7 @@ class Node(Storage):
             "in_sync": in_sync,
             "handoff_to": handoff_to,
             "last_epoch": self.held_epoch,
+            "history": self.proc.history.to_wire(),
         }
 
     def _mark_lost_backups(self, now: float) -> None:
@@ -351,8 +379,11 @@ class Node(Storage):
     def _drain_frontend(self) -> None:
         fe = self.frontend
         n_req = 0
-        now = time.monotonic()
+        now = self.now
+        budget = READ_BUDGET
         for _ in range(MAX_BATCH):
+            if budget <= 0:
+                break  # the rest waits for the next turn: heartbeats go out meanwhile
             try:
                 ident = fe.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -362,6 +393,7 @@ class Node(Storage):
             # longer is drained and counted.
             two = bool(fe.getsockopt(zmq.RCVMORE))
             payload = fe.recv(zmq.NOBLOCK) if two else b""
+            budget -= len(payload)
             extra = False
             while fe.getsockopt(zmq.RCVMORE):
                 fe.recv(zmq.NOBLOCK)
@@ -389,12 +421,29 @@ class Node(Storage):
                     self.replicator.pump(time.monotonic())
             elif isinstance(msg, Hello):
                 if not self.active and msg.lost and msg.lost != self.name:
-                    self.counters["votes"] += 1
-                    self.agent.vote()  # a client lost its server: a vote (Binary Star)
+                    self._on_vote(ident, msg)
                 self._send(ident, Welcome(self.name, self.proc.epoch, self.active).encode())
             else:
                 self.counters["bad_frames"] += 1
                 self._send(ident, self._error_reply(0, "unexpected", f"{msg.TYPE} not expected"))
+
+    def _on_vote(self, ident: bytes, hello: Hello) -> None:
+        """A client says it lost its server (the Binary Star vote). It is
+        evidence, never a command (the machine weighs it only while the primary
+        is silent on every path), and it counts only from a client the lost
+        primary served: its connection is its own (routing id = client id) and
+        its writes are in the replicated tables. Random frames are not votes."""
+        fs = self.agent.fs
+        lost_ok = hello.lost == fs.primary if fs.primary else hello.lost in self.agent.peer_names
+        if (
+            ident == hello.client_id.encode()
+            and lost_ok
+            and self.proc.knows_client(hello.client_id)
+        ):
+            self.counters["votes"] += 1
+            self.agent.vote()
+        else:
+            self.counters["votes_refused"] += 1
 
     def _error_reply(self, msg_id: int, code: str, message: str) -> bytes:
         result = {"code": code, "message": message}
@@ -461,16 +510,14 @@ class Node(Storage):
         """Do what the failover state machine decided."""
         fs = self.agent.fs
         if action is Action.BECOME_PRIMARY:
-            self.proc.epoch = fs.epoch
-            self._start_replicator()
+            self._lead(fs.epoch)
         elif action is Action.TAKE_OVER:
             # Method 425a: stop mirroring (426), flush (427), apply outstanding
             # records (428), then serve at the new epoch; the signal (429) follows.
             self.mirror.primary = ""
             self.apply_held()
             self.flush_now()
-            self.proc.epoch = fs.epoch
-            self._start_replicator()
+            self._lead(fs.epoch)
             self.counters["takeovers"] = self.counters.get("takeovers", 0) + 1
         elif action is Action.RECOVERY_SIGNAL:
             signal = RecoverySignal(self.name, fs.epoch).encode()
@@ -478,6 +525,7 @@ class Node(Storage):
                 self._send(ident, signal)
         elif action is Action.STEP_DOWN:
             dropped = self.gate.drop_all()  # never acknowledge after a takeover
+            self.acked_lsn = self.committed_lsn
             log.warning(
                 "%s: stepped down at epoch %d; %d held replies dropped",
                 self.name,
@@ -486,17 +534,40 @@ class Node(Storage):
             )
             self._stop_replicator()
             self.proc.epoch = fs.epoch
-        elif action is Action.RESYNC:
-            self.reset_local(0, fs.epoch, None)
         elif action is Action.FLUSH:
             self.flush_now()
         elif action is Action.FOLLOW:
-            self.mirror.primary = fs.primary
+            self._follow(fs.primary)
             self.proc.epoch = fs.epoch
         elif action is Action.STOP:
             self.stop()
         self._apply_mode()
-        self._save_meta()
+
+    def _lead(self, epoch: int) -> None:
+        """Open a term of our own (txlog.history): every record we write from
+        here on is told apart from any other server's at the same LSN."""
+        self.proc.epoch = epoch
+        self.proc.history.open_term(epoch, self.name, self.proc.last_lsn + 1, new_term_id())
+        self.acked_lsn = None
+        self._save_meta()  # durable before the first record of the term
+        self._start_replicator()
+
+    def _follow(self, primary: str) -> None:
+        """Before mirroring a primary, keep only the part of our log that its
+        history shares; whatever else we hold no other server has, and is set
+        aside (the audit's erased-history cases came from following without
+        this check, or from throwing everything away)."""
+        view = self.heartbeats.peers.get(primary)
+        hb = view.last if view is not None else None
+        if hb is None:
+            return
+        theirs = view.history if view is not None else EpochHistory()
+        self.apply_held()
+        mine = self.held_lsn
+        keep = common_prefix(self.proc.history, mine, theirs, hb.last_lsn)
+        if keep < mine:
+            self.diverge_to(keep, f"diverged from {primary}")
+        self.mirror.primary = primary
 
     def _start_replicator(self) -> None:
         if self.replicator is None:
@@ -565,6 +636,9 @@ class Node(Storage):
                 self.flushed_lsn = batch.last_lsn
             if self.alone:
                 self._commit(self.flushed_lsn)
+            # Everything we acknowledged is on our disk now: as after running
+            # alone, we may lead again on our own after a restart.
+            self._save_meta(clean_stop=True)
         if self.snapshot_child is not None:
             os.waitpid(self.snapshot_child[0], 0)  # let it finish its atomic write
             self.snapshot_child = None

@@ -20,13 +20,16 @@ import zmq
 from zmqfail.checkpoint import FlushPolicy
 from zmqfail.config import ClusterConfig
 from zmqfail.engine import Engine
+from zmqfail.node import tables
 from zmqfail.node.flusher import Flusher
 from zmqfail.processor import Processor, ReplyGate
 from zmqfail.txlog.frames import log_dir
+from zmqfail.txlog.history import EpochHistory, common_prefix
 from zmqfail.txlog.memlog import MemLog
 from zmqfail.txlog.record import TxRecord
 from zmqfail.txlog.segments import DiskLog
-from zmqfail.txlog.snapshot import write_snapshot
+from zmqfail.txlog.snapshot import read_meta, snap_dir, write_snapshot
+from zmqfail.txlog.truncate import Cut, truncate_after
 
 log = logging.getLogger("zmqfail.node")
 
@@ -53,16 +56,25 @@ class Storage:
     exit_code: int
     stopping: bool
     snapshot_child: tuple[int, int, float] | None
+    quarantine: list[dict[str, Any]]
+    acked_lsn: int | None
 
     @property
     def alone(self) -> bool:
         raise NotImplementedError
 
+    @property
+    def held_lsn(self) -> int:
+        return self.memlog.last_lsn
+
     def _send(self, ident: bytes, data: bytes) -> None:
         raise NotImplementedError
 
-    def _save_meta(self) -> None:
+    def _save_meta(self, clean_stop: bool = False) -> None:
         raise NotImplementedError
+
+    def save_meta(self) -> None:
+        self._save_meta()
 
     def hold_record(self, rec: TxRecord, payload: bytes) -> None:
         """Step 253: the mirrored record goes into our RAM log (and the disk
@@ -77,44 +89,143 @@ class Storage:
         if self.to_apply:
             recs, self.to_apply = self.to_apply, []
             for rec in recs:
-                self.proc.apply_record(rec)
+                try:
+                    self.proc.apply_record(rec)
+                except Exception as exc:  # our tables and the primary's differ
+                    self._on_apply_failure(rec.lsn, exc)
+                    return
 
-    def install_snapshot(self, lsn: int, epoch: int, state: dict[str, Any]) -> None:
-        """Replace everything local by the primary's state at `lsn` (catch-up from
-        too far behind)."""
-        self.reset_local(lsn, epoch, state)
-        self.counters["snapshots_installed"] += 1
-        log.info("%s: installed the primary's snapshot at lsn %d", self.name, lsn)
+    def _on_apply_failure(self, lsn: int, exc: Exception) -> None:
+        """A mirrored record does not apply: our tables are not the primary's
+        (a history mixed before terms existed, or a bug). Never die of it: set
+        the record and what follows aside, rebuild the tables from the log
+        before it, and let the primary send the rest again (or a snapshot)."""
+        log.critical(
+            "%s: mirrored record %d does not apply to the tables (%s: %s); rebuilding "
+            "from the log before it",
+            self.name,
+            lsn,
+            type(exc).__name__,
+            exc,
+        )
+        self.diverge_to(lsn - 1, "does not apply")
 
-    def reset_local(self, lsn: int, epoch: int, state: dict[str, Any] | None) -> None:
-        """Throw away the local log and tables and start from `state` at `lsn`
-        (None: empty at 0). Used for a snapshot install and for a server whose
-        log may hold records the new primary never had."""
-        engine = (
-            Engine.restore(self.cfg.engine, state) if state is not None else Engine(self.cfg.engine)
-        )  # validate before destroying anything
+    def _close_storage(self) -> None:
+        """Make everything held durable, then close the disk writer and log."""
         self.to_apply = []
         if self.snapshot_child is not None:
             os.waitpid(self.snapshot_child[0], 0)
             self.snapshot_child = None
         self._wait_flusher_idle()
+        batch = self.disklog.take()
+        if batch is not None:
+            self.disklog.write(batch, sync=True)
         self.flusher.close()
         self.disklog.close()
-        for d, pattern in ((log_dir(self.data_dir), "*.zfl"), (self.data_dir / "snap", "*.zfs")):
-            for f in d.glob(pattern) if d.exists() else []:
-                f.unlink()
-        if state is not None:
-            write_snapshot(self.data_dir, lsn, epoch, state)
-        self.proc = Processor(engine, self.name, epoch, lsn)
-        self.held_epoch = epoch
+
+    def _open_storage(self, proc: Processor, snapshot_lsn: int) -> None:
+        lsn = proc.last_lsn
+        self.proc = proc
+        self.held_epoch = proc.last_epoch
         self.disklog = DiskLog(self.data_dir, self.cfg.flush.segment_bytes, lsn + 1)
         self.memlog = MemLog(lsn + 1)
         self.poller.unregister(self.flusher.notify)
         self.flusher = Flusher(self.ctx, self.disklog, self.name)
         self.poller.register(self.flusher.notify, zmq.POLLIN)
-        self.flushed_lsn = self.committed_lsn = self.snapshot_lsn = lsn
+        self.flushed_lsn = self.committed_lsn = lsn
+        self.snapshot_lsn = snapshot_lsn
         self.incarnation = random.getrandbits(48)  # held went down: not a late answer
         self._save_meta()
+
+    def diverge_to(self, lsn: int, why: str) -> None:
+        """Keep our log up to `lsn` and set the rest aside in quarantine: records
+        no other server's history holds. Then rebuild the tables from what is
+        kept. The count is reported (log, status): some may have been
+        acknowledged, by us as primary or by a primary we followed."""
+        epoch = self.proc.epoch
+        self._close_storage()
+        cut = truncate_after(self.data_dir, lsn, reason=why.split()[0])
+        self.note_cut(cut, why, self.acked_lsn)
+        loaded = tables.load(self.cfg, self.data_dir, self.name, self._current_meta())
+        for extra in loaded.cuts:
+            self.note_cut(extra, "does not apply", None)
+        loaded.proc.epoch = max(loaded.proc.epoch, epoch)
+        self._open_storage(loaded.proc, loaded.snapshot_lsn)
+
+    def _current_meta(self) -> dict[str, Any]:
+        meta = read_meta(self.data_dir)
+        meta["history"] = self.proc.history.to_wire()
+        return meta
+
+    def note_cut(self, cut: Cut, why: str, acked_lsn: int | None) -> None:
+        if not cut.records:
+            return
+        acked: int | None = None
+        if acked_lsn is not None:
+            acked = max(0, min(acked_lsn, cut.last_lsn) - cut.first_lsn + 1)
+        self.counters["quarantined"] += cut.records
+        entry = {
+            "time": time.time(),
+            "why": why,
+            "records": cut.records,
+            "first_lsn": cut.first_lsn,
+            "last_lsn": cut.last_lsn,
+            "acknowledged_here": acked,  # None: unknown (we restarted since)
+            "file": str(cut.quarantine),
+        }
+        self.quarantine.append(entry)
+        del self.quarantine[:-20]
+        told = (
+            f"{acked} of them acknowledged by this server"
+            if acked is not None
+            else "some may have been acknowledged"
+        )
+        log.error(
+            "%s: %s: %d record(s) (lsn %d..%d) held only by this server were set aside in "
+            "%s (%s); `zmqfail log dump --data-dir %s` reads them",
+            self.name,
+            why,
+            cut.records,
+            cut.first_lsn,
+            cut.last_lsn,
+            cut.quarantine,
+            told,
+            cut.quarantine.parent if cut.quarantine else self.data_dir,
+        )
+
+    def install_snapshot(
+        self, lsn: int, epoch: int, state: dict[str, Any], history: EpochHistory
+    ) -> None:
+        """Replace everything local by the primary's state at `lsn` (catch-up from
+        too far behind). Records we hold that the primary's history lacks are set
+        aside first, never silently dropped."""
+        engine = Engine.restore(self.cfg.engine, state)  # validate before destroying
+        self.apply_held()
+        keep = common_prefix(self.proc.history, self.held_lsn, history, lsn)
+        if keep < self.held_lsn:
+            self._close_storage()
+            self.note_cut(
+                truncate_after(self.data_dir, keep, reason="replaced"), "replaced", self.acked_lsn
+            )
+        else:
+            self._close_storage()
+        self._discard_files()
+        write_snapshot(self.data_dir, lsn, epoch, state)
+        proc = Processor(engine, self.name, max(epoch, self.proc.epoch), lsn)
+        proc.history = history.copy()
+        proc.history.cut(lsn)
+        term = proc.history.term_at(lsn)
+        proc.last_epoch = term.epoch if term is not None else epoch
+        self._open_storage(proc, lsn)
+        self.counters["snapshots_installed"] += 1
+        log.info("%s: installed the primary's snapshot at lsn %d", self.name, lsn)
+
+    def _discard_files(self) -> None:
+        """Remove the local log and snapshots (all of it is in the primary's
+        history: `install_snapshot` set aside what was not)."""
+        for d, pattern in ((log_dir(self.data_dir), "*.zfl"), (snap_dir(self.data_dir), "*.zfs")):
+            for f in d.glob(pattern) if d.exists() else []:
+                f.unlink()
 
     def flush_now(self) -> None:
         """Make every record durable before going on (takeover, link failure)."""
@@ -168,7 +279,7 @@ class Storage:
         image of the tables at this LSN, so the loop goes on serving (a stall
         of even a few hundred ms would look like death to peers and clients).
         The child touches no socket and leaves with os._exit."""
-        lsn, epoch = self.proc.last_lsn, self.proc.epoch
+        lsn, epoch = self.proc.last_lsn, self.proc.last_epoch
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
