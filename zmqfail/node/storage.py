@@ -25,6 +25,7 @@ from zmqfail.processor import Processor, ReplyGate
 from zmqfail.txlog.frames import log_dir
 from zmqfail.txlog.memlog import MemLog
 from zmqfail.txlog.record import TxRecord
+from zmqfail.txlog.retention import Retention
 from zmqfail.txlog.segments import DiskLog
 from zmqfail.txlog.snapshot import write_snapshot
 
@@ -63,6 +64,9 @@ class Storage:
 
     def _save_meta(self) -> None:
         raise NotImplementedError
+
+    def _retention(self) -> Retention:
+        return self.cfg.retention.for_node(self.cfg.node(self.name))
 
     def hold_record(self, rec: TxRecord, payload: bytes) -> None:
         """Step 253: the mirrored record goes into our RAM log (and the disk
@@ -104,7 +108,7 @@ class Storage:
             for f in d.glob(pattern) if d.exists() else []:
                 f.unlink()
         if state is not None:
-            write_snapshot(self.data_dir, lsn, epoch, state)
+            write_snapshot(self.data_dir, lsn, epoch, state, self._retention())
         self.proc = Processor(engine, self.name, epoch, lsn)
         self.held_epoch = epoch
         self.disklog = DiskLog(self.data_dir, self.cfg.flush.segment_bytes, lsn + 1)
@@ -173,7 +177,9 @@ class Storage:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
-                write_snapshot(self.data_dir, lsn, epoch, self.proc.engine.snapshot())
+                write_snapshot(
+                    self.data_dir, lsn, epoch, self.proc.engine.snapshot(), self._retention()
+                )
                 code = 0
             finally:
                 os._exit(code)

@@ -13,17 +13,18 @@ temp file, fsynced, renamed into place and the directory fsynced: a reader
 sees a complete snapshot or none, and leftovers of an interrupted write never
 match the snapshot name pattern.
 
-Pruning rule (``prune``): keep the newest ``KEEP_SNAPSHOTS`` (2) snapshots and
-delete the log segments whose every record is at or below the *older* kept
-snapshot's lsn. So if the newest snapshot ever proves unreadable, an operator
-can delete it and the node recovers from the older one plus the log, which is
-still complete from there. With a single snapshot nothing is pruned from the
-log. The newest segment is never deleted: the writer may be appending to it.
+Pruning rule (``prune``): keep the newest ``KEEP_SNAPSHOTS`` (2) snapshots;
+the log segments whose every record is at or below the *older* kept
+snapshot's lsn are no longer needed for recovery and are archived, kept or
+dropped as the retention policy says (``retention``). So if the newest
+snapshot ever proves unreadable, an operator can delete it and the node
+recovers from the older one plus the log, which is still complete from there.
+With a single snapshot nothing leaves the log. The newest segment never
+leaves: the writer may be appending to it.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 import struct
 import zlib
@@ -34,8 +35,8 @@ from typing import Any
 import msgpack
 
 from zmqfail.errors import LogCorrupt
-from zmqfail.txlog.frames import list_segments, log_dir
 from zmqfail.txlog.fsutil import atomic_write, ensure_dir, fsync_dir
+from zmqfail.txlog.retention import DEFAULT_RETENTION, Retention, retire_segments
 
 SNAP_MAGIC = b"ZMQFSNP1"
 SNAP_VERSION = 1
@@ -80,7 +81,13 @@ def list_snapshots(data_dir: Path) -> list[tuple[int, Path]]:
     return out
 
 
-def write_snapshot(data_dir: Path, lsn: int, epoch: int, state: dict[str, Any]) -> Path:
+def write_snapshot(
+    data_dir: Path,
+    lsn: int,
+    epoch: int,
+    state: dict[str, Any],
+    retention: Retention = DEFAULT_RETENTION,
+) -> Path:
     """Durably store ``state`` as of ``lsn``, then prune (see module docstring).
 
     The caller must only snapshot state whose records are already durable in
@@ -95,7 +102,7 @@ def write_snapshot(data_dir: Path, lsn: int, epoch: int, state: dict[str, Any]) 
     ensure_dir(d)
     path = d / snapshot_name(lsn)
     atomic_write(path, prefix + _SNAP_CRC.pack(crc) + payload)
-    prune(data_dir)
+    prune(data_dir, retention)
     return path
 
 
@@ -142,8 +149,8 @@ def newest_snapshot(data_dir: Path) -> Snapshot | None:
     return load_snapshot(snaps[-1][1]) if snaps else None
 
 
-def prune(data_dir: Path) -> list[Path]:
-    """Apply the retention rule from the module docstring; returns what was deleted."""
+def prune(data_dir: Path, retention: Retention = DEFAULT_RETENTION) -> list[Path]:
+    """Apply the rule from the module docstring; returns what left snap/ and log/."""
     removed: list[Path] = []
     snaps = list_snapshots(data_dir)
     for _lsn, p in snaps[:-KEEP_SNAPSHOTS]:
@@ -160,19 +167,7 @@ def prune(data_dir: Path) -> list[Path]:
     kept = snaps[-KEEP_SNAPSHOTS:]
     if len(kept) < KEEP_SNAPSHOTS:
         return removed
-    covered = kept[0][0]
-    segs = list_segments(log_dir(data_dir))
-    gone = False
-    # Oldest first, so a crash midway leaves a contiguous suffix of the log.
-    for seg, nxt in itertools.pairwise(segs):
-        if nxt.first_lsn - 1 > covered:
-            break
-        seg.path.unlink(missing_ok=True)
-        removed.append(seg.path)
-        gone = True
-    if gone:
-        fsync_dir(log_dir(data_dir))
-    return removed
+    return removed + retire_segments(data_dir, kept[0][0], retention)
 
 
 def write_meta(data_dir: Path, meta: dict[str, Any]) -> None:
