@@ -160,12 +160,16 @@ def scan_segment(seg: SegmentFile, data: bytes, min_lsn: int = 0) -> SegmentScan
         # A crash while creating the file: nothing in it was ever acknowledged.
         scan.damage = Damage(0, f"segment header incomplete ({min(size, hsize)} bytes)", True)
         return scan
-    magic, version, _reserved, first = SEG_HEADER.unpack_from(data, 0)
+    magic, version, reserved, first = SEG_HEADER.unpack_from(data, 0)
     if magic != SEG_MAGIC:
         scan.damage = Damage(0, f"bad segment magic {magic!r}", False)
         return scan
     if version != SEG_VERSION:
         scan.damage = Damage(0, f"unsupported segment format version {version}", False)
+        return scan
+    if reserved != 0:
+        # Version 1 writes 0 and no crc covers the header: anything else is damage.
+        scan.damage = Damage(0, f"reserved header field is {reserved}, not 0", False)
         return scan
     if first != seg.first_lsn:
         reason = f"header says first lsn {first}, file name says {seg.first_lsn}"

@@ -34,7 +34,7 @@ from typing import Any
 
 import msgpack
 
-from zmqfail.errors import LogCorrupt
+from zmqfail.errors import LogCorrupt, ProtocolError
 from zmqfail.txlog.fsutil import atomic_write, ensure_dir, fsync_dir
 from zmqfail.txlog.retention import DEFAULT_RETENTION, Retention, retire_segments
 
@@ -129,14 +129,26 @@ def load_snapshot(path: Path) -> Snapshot:
     if m and int(m.group(1)) != lsn:
         raise LogCorrupt(where, 12, f"header says lsn {lsn}, file name says {int(m.group(1))}")
     try:
-        state = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    except Exception as exc:
-        raise LogCorrupt(
-            where, SNAP_HEADER_SIZE, f"snapshot payload is not msgpack: {exc}"
-        ) from None
-    if not isinstance(state, dict):
-        raise LogCorrupt(where, SNAP_HEADER_SIZE, "snapshot state is not a map")
+        state = decode_state(payload)
+    except ProtocolError as exc:
+        raise LogCorrupt(where, SNAP_HEADER_SIZE, str(exc)) from None
     return Snapshot(lsn, epoch, state)
+
+
+def decode_state(data: bytes) -> dict[str, Any]:
+    """The tables' image (a snapshot file's payload, or a SnapshotImage sent to a
+    backup) as a map; ProtocolError for anything else.
+
+    msgpack raises several unrelated types here, TypeError among them (a map
+    key that is an array): catching only ValueError let that one through.
+    """
+    try:
+        state = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise ProtocolError(f"snapshot state is not msgpack: {exc}") from None
+    if not isinstance(state, dict):
+        raise ProtocolError("snapshot state is not a map")
+    return state
 
 
 def newest_snapshot(data_dir: Path) -> Snapshot | None:
