@@ -13,6 +13,7 @@ the decoder relies on: it re-encodes to the same message and `log dump
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
@@ -270,14 +271,9 @@ def build_dir(d: Path) -> dict[str, bytes]:
 
 
 TEMPLATE = Path(tempfile.mkdtemp(prefix="zmqfail-fuzz-template-"))
+atexit.register(shutil.rmtree, TEMPLATE, True)  # also when no test here is selected
 ORIGINAL = build_dir(TEMPLATE)
 ORIGINAL_RECORDS = list(iter_records(TEMPLATE))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _drop_template() -> Any:
-    yield
-    shutil.rmtree(TEMPLATE, ignore_errors=True)
 
 
 def only(expected: type[Exception], fn: Callable[[], T]) -> T | None:
