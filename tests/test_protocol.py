@@ -254,7 +254,11 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("hb", "name", ""),
     ("hb", "name", LONG),
     ("hb", "role", 1),
+    ("hb", "role", ""),
+    ("hb", "role", "leader"),
     ("hb", "state", None),
+    ("hb", "state", "Normal"),
+    ("hb", "state", ["normal"]),
     ("hb", "epoch", -1),
     ("hb", "last_lsn", True),
     ("hb", "committed_lsn", "x"),
@@ -329,7 +333,8 @@ def test_every_field_has_a_bad_value_case() -> None:
         ("commit", "lsn", 0),
         ("ack", "status", "fenced"),
         ("hb", "link", "main"),
-        ("hb", "role", ""),
+        ("hb", "role", "backup"),
+        ("hb", "state", "backup_only"),
         ("hb", "in_sync", []),
         ("snapshot", "state", b""),
         ("snapshot", "lsn", 0),
@@ -363,7 +368,7 @@ def test_reply_result_with_non_str_keys_is_refused(result: object) -> None:
 
 def test_reply_result_non_str_keys_refused_on_the_slow_path() -> None:
     # Once a later field (epoch) fails the fast path, the key check is applied.
-    with pytest.raises(ProtocolError, match="result must be a map"):
+    with pytest.raises(ProtocolError, match="result has a map key that is not a string"):
         decode(pack([PROTOCOL_VERSION, "rep", 7, "ok", {b"k": 1}, -1, "a"]))
 
 

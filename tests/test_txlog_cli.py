@@ -203,3 +203,23 @@ def test_cli_dump_undecodable_record_is_one_line_error(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert len(res.stdout.splitlines()) == 1
     assert res.stderr.startswith("zmqfail: error: lsn 2: undecodable record")
+
+
+def test_dump_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`log dump | head` stops like a Unix tool, without blaming the data dir."""
+    import subprocess
+    import sys
+
+    make_log(tmp_path, 3000)
+    dump = subprocess.Popen(
+        [sys.executable, "-m", "zmqfail", "log", "dump", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert dump.stdout is not None and dump.stderr is not None
+    first = dump.stdout.readline()
+    dump.stdout.close()  # what `head -1` does after its line
+    err = dump.stderr.read()
+    assert dump.wait(timeout=30) == 141  # 128 + SIGPIPE, as `set -o pipefail` reports for cat
+    assert first.split()[0] == b"1"
+    assert err == b""

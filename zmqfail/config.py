@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zmqfail.errors import ConfigError
+from zmqfail.txlog.retention import ARCHIVE_DIRNAME, Retention, RetentionPolicy
 
 # Port offsets from a node's base port, in this order.
 ENDPOINT_OFFSETS = {
@@ -91,6 +92,49 @@ class EngineConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """What happens to log segments a snapshot covers: the audit trail
+    (``txlog/retention.py`` says why ``archive`` is the default).
+    ``archive_dir`` is relative to each node's data dir, or absolute: then each
+    node archives into its own subdirectory of it."""
+
+    policy: RetentionPolicy = RetentionPolicy.ARCHIVE
+    archive_dir: str = ARCHIVE_DIRNAME
+    drop_after_days: int = 0
+
+    def for_node(self, node: NodeConfig) -> Retention:
+        p = Path(self.archive_dir)
+        archive = p / node.name if p.is_absolute() else node.data_dir / p
+        return Retention(self.policy, archive, float(self.drop_after_days))
+
+
+def _retention(sec: dict[str, Any]) -> RetentionConfig:
+    known = {"policy", "archive_dir", "drop_after_days"}
+    unknown = set(sec) - known
+    if unknown:
+        raise ConfigError(
+            f"[retention] unknown key(s) {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    names = [p.value for p in RetentionPolicy]
+    raw_policy = sec.get("policy", RetentionPolicy.ARCHIVE.value)
+    if raw_policy not in names:
+        raise ConfigError(
+            f"[retention] policy must be one of {', '.join(names)}, got {raw_policy!r}"
+        )
+    policy = RetentionPolicy(raw_policy)
+    archive_dir = sec.get("archive_dir", ARCHIVE_DIRNAME)
+    if not isinstance(archive_dir, str) or not archive_dir:
+        raise ConfigError("[retention] archive_dir must be a path")
+    days = sec.get("drop_after_days", 0)
+    if not isinstance(days, int) or isinstance(days, bool) or days < 0:
+        raise ConfigError(f"[retention] drop_after_days must be a whole number >= 0, got {days!r}")
+    if "drop_after_days" in sec and policy is not RetentionPolicy.DROP:
+        raise ConfigError('[retention] drop_after_days only applies with policy = "drop"')
+    return RetentionConfig(policy, archive_dir, days)
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     name: str
     primary: str
@@ -99,6 +143,7 @@ class ClusterConfig:
     flush: FlushConfig = field(default_factory=FlushConfig)
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     path: Path | None = None
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def node(self, name: str) -> NodeConfig:
         for n in self.nodes:
@@ -224,7 +269,8 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     engine = EngineConfig(instruments=tuple(instruments), **eng_ints)
     flush = FlushConfig(**_ints(_section(raw, "flush"), "flush", FlushConfig))
     failover = FailoverConfig(**_ints(_section(raw, "failover"), "failover", FailoverConfig))
-    unknown = set(raw) - {"cluster", "nodes", "engine", "flush", "failover"}
+    retention = _retention(_section(raw, "retention"))
+    unknown = set(raw) - {"cluster", "nodes", "engine", "flush", "failover", "retention"}
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}")
     return ClusterConfig(
@@ -235,6 +281,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
         flush=flush,
         failover=failover,
         path=path,
+        retention=retention,
     )
 
 
@@ -302,6 +349,11 @@ def render(
         "heartbeat_misses = 5         # (150 ms) is proven gone",
         "client_timeout_ms = 150      # a client with no reply this long looks for a new server",
         "link_timeout_ms = 150   # unanswered commit: replication moves to the other link",
+        "",
+        "[retention]             # log segments a snapshot covers (the audit trail):",
+        'policy = "archive"      # "archive": moved to archive_dir; "keep": left in the log;',
+        '                        # "drop": deleted after drop_after_days',
+        'archive_dir = "archive" # relative to each node\'s data_dir',
     ]
     for i in range(nodes):
         n = chr(ord("a") + i)

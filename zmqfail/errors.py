@@ -28,11 +28,26 @@ class NotActive(ZmqfailError):
 class LogCorrupt(ZmqfailError):
     """The transaction log or a snapshot is damaged where it must not be."""
 
-    def __init__(self, path: str, offset: int, reason: str) -> None:
-        super().__init__(f"{path}: offset {offset}: {reason}")
+    def __init__(self, path: str, offset: int, reason: str, advice: str = "") -> None:
+        # `advice`: what the operator should do next, when the raiser knows it.
+        text = f"{path}: offset {offset}: {reason}"
+        super().__init__(f"{text}; {advice}" if advice else text)
         self.path = path
         self.offset = offset
         self.reason = reason
+        self.advice = advice
+
+
+class LogWriteFailed(ZmqfailError):
+    """Writing or syncing the transaction log failed (disk full, I/O error).
+
+    Nothing written after the last successful sync may be acknowledged; the
+    node stops. ``path`` is the segment file, ``errno`` the OS error number."""
+
+    def __init__(self, path: str, errno: int | None, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
 
 
 class RequestTimeout(ZmqfailError):

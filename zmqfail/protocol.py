@@ -10,14 +10,17 @@ frame. ``docs/protocol.md`` is the human description of the same table.
 
 from __future__ import annotations
 
+import enum
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
 import msgpack
+import zmq
 
 from zmqfail.errors import ProtocolError
+from zmqfail.failover.machine import Role, State
 
 PROTOCOL_VERSION = 2  # 2: heartbeats and snapshot images carry the epoch history
 
@@ -34,16 +37,67 @@ REPLY_STATUSES = frozenset(
 
 MAX_ID_LEN = 128
 
-# Largest frame each kind of socket accepts (ZMQ_MAXMSGSIZE: libzmq drops the
-# connection of a peer that sends more, before the node reads anything), and
-# how many bytes a node reads from one socket per turn of its loop, so that a
-# flood of large frames cannot stall it into a false failover.
-MAX_CLIENT_FRAME = 1 << 20
-MAX_CONTROL_FRAME = 1 << 20
-MAX_ACK_FRAME = 64 << 10
-MAX_HEARTBEAT_FRAME = 1 << 20
-MAX_RECORDS_FRAME = 1 << 30  # carries snapshot images of the whole tables
+# --- limits (docs/protocol.md, "Limits": what happens at each one) ---------
+# msgpack carries integers from -2**63 to 2**64 - 1; anything else cannot be
+# encoded, so it is refused with a ProtocolError rather than an OverflowError.
+INT_MIN = -(1 << 63)
+INT_MAX = (1 << 64) - 1
+# Containers inside a map field (body, result, args, a record's changes), the
+# field itself being level 1. Real messages use at most 4 levels; without a
+# bound a 1,000-level body decodes (msgpack allows 1,024) and then breaks every
+# recursive reader after it (json in `log dump`, digests).
+MAX_DEPTH = 32
+
+
+class Channel(enum.Enum):
+    """The kinds of socket a node receives on, each with its own frame bound."""
+
+    CLIENTS = "clients"  # ROUTER frontend: req, hello
+    CONTROL = "control"  # ROUTER: ctl
+    REPL_ACK = "repl_ack"  # REP (commit) on a backup, REQ (ack) on a primary
+    HEARTBEAT = "heartbeat"  # SUB
+    REPL_RECORDS = "repl_records"  # PULL: records batches and snapshot images
+
+
+# The largest frame (message part) each channel accepts. Bounds on what the
+# frames really carry, with a wide margin: a request body is a few hundred
+# bytes, a heartbeat lists at most 26 nodes, a commit or an ack is ~40 bytes.
+MAX_FRAME_BYTES: dict[Channel, int] = {
+    Channel.CLIENTS: 64 << 10,
+    Channel.CONTROL: 64 << 10,
+    Channel.REPL_ACK: 4 << 10,
+    # A heartbeat also carries the epoch history (about 30 bytes a term).
+    Channel.HEARTBEAT: 64 << 10,
+    # A batch of records may hold the whole RAM log (flush.max_memory_bytes,
+    # 64 MiB by default) and a snapshot image the whole tables: this one must
+    # be configurable and is far larger.
+    Channel.REPL_RECORDS: 1 << 30,
+}
+
+
+# How many bytes a node reads from one socket per turn of its loop: a flood of
+# large frames then delays it by milliseconds, not into a false failover.
 READ_BUDGET = 4 << 20
+
+
+def max_frame_bytes(channel: Channel, records_bytes: int | None = None) -> int:
+    """The frame bound of ``channel``; ``records_bytes`` overrides the records one."""
+    if channel is Channel.REPL_RECORDS and records_bytes is not None:
+        if records_bytes < MAX_FRAME_BYTES[Channel.CLIENTS]:
+            raise ValueError(f"records frame bound {records_bytes} is too small to be useful")
+        return records_bytes
+    return MAX_FRAME_BYTES[channel]
+
+
+def limit_socket(sock: zmq.Socket[Any], channel: Channel, records_bytes: int | None = None) -> int:
+    """Set ZMQ_MAXMSGSIZE on a socket that receives ``channel``'s frames.
+
+    libzmq then drops a larger frame and closes that connection before a byte
+    reaches the node (a connecting peer reconnects by itself). Returns the bound.
+    """
+    n = max_frame_bytes(channel, records_bytes)
+    sock.setsockopt(zmq.MAXMSGSIZE, n)
+    return n
 
 
 def _check(cond: bool, what: str) -> None:
@@ -60,7 +114,55 @@ def _check_id(v: object, what: str) -> None:
 
 
 def _check_uint(v: object, what: str) -> None:
-    _check(_is_int(v) and v >= 0, f"{what} must be a non-negative integer")  # type: ignore[operator]
+    _check(
+        _is_int(v) and 0 <= v <= INT_MAX,  # type: ignore[operator]
+        f"{what} must be a non-negative integer below 2**64",
+    )
+
+
+_SCALARS = frozenset({str, bytes, bool, float, type(None)})
+
+
+def check_tree(root: object, what: str) -> None:
+    """Refuse anything in a map or list field that a frame must not carry.
+
+    Only plain msgpack values (nil, bool, int in range, float, str, bin, array,
+    map with string keys), at most MAX_DEPTH levels of containers. Level by
+    level rather than recursive, so a hostile depth costs no Python stack.
+    """
+    level = [root]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise ProtocolError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+        deeper: list[Any] = []
+        for obj in level:
+            if type(obj) is dict:
+                for k in obj:
+                    if type(k) is not str:
+                        raise ProtocolError(f"{what} has a map key that is not a string: {k!r:.40}")
+                values: Any = obj.values()
+            elif type(obj) is list:
+                values = obj
+            else:
+                raise ProtocolError(f"{what} must be a map or an array")
+            for v in values:
+                t = type(v)
+                if t in _SCALARS:
+                    continue
+                if t is int:
+                    if not INT_MIN <= v <= INT_MAX:
+                        raise ProtocolError(
+                            f"{what} holds the integer {v}, outside the range -2**63..2**64-1"
+                        )
+                elif t is dict or t is list:
+                    deeper.append(v)
+                else:
+                    raise ProtocolError(
+                        f"{what} holds a value of type {t.__name__}, which frames do not carry"
+                    )
+        level = deeper
 
 
 def _check_history(v: object) -> None:
@@ -81,7 +183,42 @@ def _check_history(v: object) -> None:
 
 
 def _check_map(v: object, what: str) -> None:
-    _check(isinstance(v, dict) and all(isinstance(k, str) for k in v), f"{what} must be a map")
+    _check(type(v) is dict, f"{what} must be a map")
+    check_tree(v, what)
+
+
+_PACK_ERRORS = (OverflowError, ValueError, TypeError)
+
+
+def _unpackable(values: tuple[Any, ...], names: tuple[str, ...], what: str) -> ProtocolError:
+    """Name the field the packer choked on: it raises OverflowError for an integer
+    outside -2**63..2**64-1, ValueError past its nesting limit, TypeError for a
+    value it has no type for, none of which says where."""
+    for name, v in zip(names, values, strict=True):
+        where = f"{what}.{name}"
+        try:
+            if type(v) is dict or type(v) is list:
+                check_tree(v, where)
+            elif type(v) is int and not INT_MIN <= v <= INT_MAX:
+                raise ProtocolError(
+                    f"{where} is the integer {v}, outside the range -2**63..2**64-1"
+                )
+            else:
+                _pack(v)
+        except ProtocolError as exc:
+            return exc
+        except _PACK_ERRORS as exc:
+            return ProtocolError(f"{where} cannot be encoded: {exc}")
+    return ProtocolError(f"{what} cannot be encoded")
+
+
+def pack(values: tuple[Any, ...], names: tuple[str, ...], what: str) -> bytes:
+    """msgpack an array of ``values`` (fields ``names`` of a ``what``), raising
+    ProtocolError, never the packer's own errors. Costs nothing when it works."""
+    try:
+        return _pack(values)
+    except _PACK_ERRORS:
+        raise _unpackable(values, names, what) from None
 
 
 M = TypeVar("M", bound="Message")
@@ -99,12 +236,16 @@ class Message:
     def encode(self) -> bytes:
         # Hot path: one C-level attrgetter call and one pack, no per-field Python loop.
         values = _GETTERS[self.TYPE](self)
-        return _pack([PROTOCOL_VERSION, self.TYPE, *values])
+        try:
+            return _pack([PROTOCOL_VERSION, self.TYPE, *values])
+        except _PACK_ERRORS:
+            raise _unpackable(values, _NAMES[self.TYPE], self.TYPE) from None
 
 
 _REGISTRY: dict[str, type[Message]] = {}
 _GETTERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {}
 _ARITY: dict[str, int] = {}
+_NAMES: dict[str, tuple[str, ...]] = {}
 # One shared Packer: its C pack() runs whole under the GIL (no Python callbacks
 # for plain dict/list/str/int/bytes), so threads cannot interleave inside it.
 _pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
@@ -115,6 +256,7 @@ def _register(cls: type[M]) -> type[M]:
     names = [f.name for f in fields(cls)]
     _REGISTRY[cls.TYPE] = cls
     _ARITY[cls.TYPE] = len(names)
+    _NAMES[cls.TYPE] = tuple(names)
     getter = operator.attrgetter(*names)
     # attrgetter with one name returns the value itself, not a 1-tuple.
     _GETTERS[cls.TYPE] = getter if len(names) > 1 else (lambda m: (getter(m),))
@@ -143,7 +285,7 @@ class Request(Message):
             _check_id(cid, "client_id")
             _check(_is_int(mid) and mid > 0, "msg_id must be a positive integer")
             _check(isinstance(self.body, dict), "body must be a map")
-        _check(all(type(k) is str for k in self.body), "body keys must be strings")
+        check_tree(self.body, "body")
 
 
 @_register
@@ -179,6 +321,7 @@ class Reply(Message):
             _check_map(self.result, "result")
             _check_uint(self.epoch, "epoch")
             _check_id(self.server, "server")
+        check_tree(self.result, "result")
 
 
 @_register
@@ -323,6 +466,10 @@ class CommitAck(Message):
         )
 
 
+_ROLES = frozenset(r.value for r in Role)
+_STATES = frozenset(s.value for s in State)
+
+
 @_register
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
@@ -351,8 +498,10 @@ class Heartbeat(Message):
         )
         _check(isinstance(self.handoff_to, str), "handoff_to must be a string")
         _check_id(self.name, "name")
-        _check(isinstance(self.role, str), "role must be a string")
-        _check(isinstance(self.state, str), "state must be a string")
+        _check(type(self.role) is str and self.role in _ROLES, f"unknown role {self.role!r:.40}")
+        _check(
+            type(self.state) is str and self.state in _STATES, f"unknown state {self.state!r:.40}"
+        )
         for name in ("epoch", "last_lsn", "committed_lsn", "flushed_lsn"):
             _check_uint(getattr(self, name), name)
         _check(self.link in ("main", "failsafe"), "link must be main or failsafe")
@@ -391,8 +540,17 @@ class ControlReply(Message):
 MESSAGE_TYPES: dict[str, type[Message]] = dict(_REGISTRY)
 
 
-def decode(frame: bytes) -> Message:
-    """Decode and validate one frame; raise ProtocolError on anything else."""
+def _check_size(frame: bytes, max_bytes: int | None) -> None:
+    if max_bytes is not None and len(frame) > max_bytes:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds this channel's {max_bytes}")
+
+
+def decode(frame: bytes, max_bytes: int | None = None) -> Message:
+    """Decode and validate one frame; raise ProtocolError on anything else.
+
+    ``max_bytes``: refuse a longer frame before unpacking it (the channel's
+    MAX_FRAME_BYTES, when the socket itself does not enforce it)."""
+    _check_size(frame, max_bytes)
     try:
         obj = _unpackb(frame, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -417,14 +575,21 @@ def encode_reply(
     msg_id: int, status: str, result: dict[str, Any], epoch: int, server: str
 ) -> bytes:
     """A `rep` frame without building a Reply object (the server's hot path)."""
-    return _pack([PROTOCOL_VERSION, Reply.TYPE, msg_id, status, result, epoch, server])
+    try:
+        return _pack([PROTOCOL_VERSION, Reply.TYPE, msg_id, status, result, epoch, server])
+    except _PACK_ERRORS:
+        values = (msg_id, status, result, epoch, server)
+        raise _unpackable(values, _NAMES[Reply.TYPE], Reply.TYPE) from None
 
 
-def decode_request(frame: bytes) -> Message:
+def decode_request(
+    frame: bytes, max_bytes: int | None = MAX_FRAME_BYTES[Channel.CLIENTS]
+) -> Message:
     """Decode a client frame, with a fast path for the common `req`.
 
     Same checks as ``decode``; a Request is built without the generic lookup.
     """
+    _check_size(frame, max_bytes)
     try:
         obj = _unpackb(frame, raw=False, strict_map_key=True, use_list=True)
     except Exception:
@@ -442,9 +607,9 @@ def decode_request(frame: bytes) -> Message:
     return decode(frame)
 
 
-def decode_as(frame: bytes, cls: type[M]) -> M:
+def decode_as(frame: bytes, cls: type[M], max_bytes: int | None = None) -> M:
     """Decode a frame that must be of one given type."""
-    msg = decode(frame)
+    msg = decode(frame, max_bytes)
     if not isinstance(msg, cls):
         raise ProtocolError(f"expected {cls.TYPE}, got {msg.TYPE}")
     return msg

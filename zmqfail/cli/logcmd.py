@@ -1,13 +1,17 @@
-"""`zmqfail log dump|verify`: inspect a node's data directory without changing it.
+"""`zmqfail log dump|verify|reset`: inspect a node's data directory, or set a
+damaged one aside so the node copies its peer's state.
 
-Both commands only read, so they are safe on a running node's directory and on
-a directory kept as evidence after an incident. That is why dump stops before a
-torn tail (a live writer may be mid-append) instead of running recovery.
+dump and verify only read, so they are safe on a running node's directory and
+on a directory kept as evidence after an incident. That is why dump stops
+before a torn tail (a live writer may be mid-append) instead of running
+recovery. Both read the archive too (``[retention]``): the whole audit trail.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -17,7 +21,9 @@ import click
 from zmqfail.cli.common import one_line_errors
 from zmqfail.errors import ProtocolError
 from zmqfail.txlog.record import TxRecord
-from zmqfail.txlog.recovery import TornTail, iter_records, verify
+from zmqfail.txlog.recovery import TornTail, has_data, iter_records, verify
+from zmqfail.txlog.reset import reset_data_dir
+from zmqfail.txlog.retention import ARCHIVE_DIRNAME
 
 
 def _jsonable(obj: object) -> Any:
@@ -45,11 +51,34 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def _data_dir(path: str) -> Path:
+def _data_dir(path: str, archive: Path | None = None) -> Path:
     d = Path(path)
     if not d.is_dir():
         _fail(f"data dir {d} does not exist or is not a directory")
+    if not has_data(d, archive):
+        _fail(
+            f"{d} holds no zmqfail data (no meta.zfm, log/, snap/ or {ARCHIVE_DIRNAME}/): "
+            "is it a node's data directory?"
+        )
     return d
+
+
+def _reader_gone() -> NoReturn:
+    """The reader of our output left (`log dump | head`): stop quietly, as Unix
+    tools do, instead of blaming the data directory."""
+    # Python would flush stdout again at exit and complain: point it at /dev/null.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(128 + signal.SIGPIPE)
+
+
+archive_option = click.option(
+    "--archive-dir",
+    "archive_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help=f"Where archived segments are (default: DATA_DIR/{ARCHIVE_DIRNAME}).",
+)
 
 
 @click.group("log")
@@ -61,13 +90,34 @@ def log_group() -> None:
 @click.option("--data-dir", "data_dir", required=True, help="The node's data directory.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
 @click.option("--from-lsn", "from_lsn", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--to-lsn", "to_lsn", type=click.IntRange(min=0), default=None, help="Last lsn.")
+@archive_option
+@click.option("--no-archive", is_flag=True, help="Only the live log, not the archive.")
 @one_line_errors
-def dump_cmd(data_dir: str, as_json: bool, from_lsn: int) -> None:
-    """Print the records on disk (the snapshot's contents are not included)."""
-    d = _data_dir(data_dir)
+def dump_cmd(
+    data_dir: str,
+    as_json: bool,
+    from_lsn: int,
+    to_lsn: int | None,
+    archive_dir: str | None,
+    no_archive: bool,
+) -> None:
+    """Print the records on disk, archived ones first (snapshots are not included)."""
+    archive = Path(archive_dir) if archive_dir else None
+    d = _data_dir(data_dir, archive)
     torn: list[TornTail] = []
+    notes: list[str] = []
+    records = iter_records(
+        d,
+        from_lsn,
+        torn.append,
+        to_lsn=to_lsn,
+        archive=archive,
+        include_archive=not no_archive,
+        on_gap=notes.append,
+    )
     try:
-        for lsn, payload in iter_records(d, from_lsn, torn.append):
+        for lsn, payload in records:
             try:
                 rec = TxRecord.decode(payload)
             except ProtocolError as exc:
@@ -77,8 +127,16 @@ def dump_cmd(data_dir: str, as_json: bool, from_lsn: int) -> None:
             else:
                 line = _text_line(rec)
             click.echo(line)
+            for note in notes:
+                click.echo(f"zmqfail: note: {note}", err=True)
+            notes.clear()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_gone()
     except OSError as exc:
         _fail(f"cannot read {d}: {exc}")
+    for note in notes:
+        click.echo(f"zmqfail: note: {note}", err=True)
     for t in torn:
         click.echo(
             f"zmqfail: note: {t.path}: stopped before a torn tail of {t.nbytes} bytes at "
@@ -89,18 +147,22 @@ def dump_cmd(data_dir: str, as_json: bool, from_lsn: int) -> None:
 
 @log_group.command("verify")
 @click.option("--data-dir", "data_dir", required=True, help="The node's data directory.")
+@archive_option
 @one_line_errors
-def verify_cmd(data_dir: str) -> None:
-    """Check snapshots, meta and every log frame and record; exit 1 on damage."""
-    d = _data_dir(data_dir)
+def verify_cmd(data_dir: str, archive_dir: str | None) -> None:
+    """Check snapshots, meta, every log frame and record, and the archive; exit 1 on damage."""
+    archive = Path(archive_dir) if archive_dir else None
+    d = _data_dir(data_dir, archive)
     try:
-        rep = verify(d)
+        rep = verify(d, archive)
     except OSError as exc:
         _fail(f"cannot read {d}: {exc}")
     snap = "none" if rep.snapshot_lsn is None else str(rep.snapshot_lsn)
-    span = f"lsn {rep.first_lsn}..{rep.last_lsn}" if rep.records else "no records"
+    span = f"lsn {rep.first_lsn}..{rep.last_lsn}" if rep.records + rep.archived_records else ""
     click.echo(
-        f"{d}: snapshot lsn {snap}; {rep.segments} segment(s), {rep.records} record(s), {span}"
+        f"{d}: snapshot lsn {snap}; {rep.segments} segment(s), {rep.records} record(s); "
+        f"archive: {rep.archived_segments} segment(s), {rep.archived_records} record(s)"
+        + (f"; {span}" if span else "; no records")
     )
     for w in rep.warnings:
         click.echo(f"warning: {w}")
@@ -109,3 +171,25 @@ def verify_cmd(data_dir: str) -> None:
     click.echo("OK" if rep.ok else f"DAMAGED: {len(rep.problems)} problem(s)")
     if not rep.ok:
         sys.exit(1)
+
+
+@log_group.command("reset")
+@click.option("--data-dir", "data_dir", required=True, help="The stopped node's data directory.")
+@one_line_errors
+def reset_cmd(data_dir: str) -> None:
+    """Restore this server from its peer, keeping its damaged files aside.
+
+    Moves log/ and snap/ into DATA_DIR/damaged-<UTC time>/ and marks the node
+    as one that may not lead and must resynchronise; start it again while its
+    peer serves and it copies the peer's state. Only when the peer is serving:
+    alone, the node would wait for a peer that never comes.
+    """
+    res = reset_data_dir(Path(data_dir))
+    moved = ", ".join(res.moved) or "nothing"
+    click.echo(f"{data_dir}: moved {moved} to {res.aside}")
+    if res.meta_note:
+        click.echo(f"warning: {res.meta_note}")
+    click.echo(
+        f"meta: epoch {res.epoch}, may not lead, must resync. Next: start the node while its "
+        "peer serves; it follows the peer and copies its state."
+    )

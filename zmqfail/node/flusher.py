@@ -8,7 +8,6 @@ an inproc PAIR socket so the poll loop wakes up exactly when replies may go.
 
 from __future__ import annotations
 
-import logging
 import queue
 import struct
 import threading
@@ -16,9 +15,8 @@ import time
 
 import zmq
 
+from zmqfail.errors import LogWriteFailed
 from zmqfail.txlog.segments import Batch, DiskLog
-
-log = logging.getLogger("zmqfail.checkpoint")
 
 _DONE = struct.Struct("<qd")  # flushed lsn (-1 = failure), seconds the write took
 
@@ -63,10 +61,11 @@ class Flusher:
                 t0 = time.perf_counter()
                 try:
                     self.disklog.write(batch, sync=True)
-                except OSError as exc:
+                except (LogWriteFailed, OSError) as exc:
                     # Durability is gone: the node must not acknowledge anything more.
-                    self.error = f"log write failed: {exc}"
-                    log.critical(self.error)
+                    # The message names the file and what to do; the node logs it
+                    # once, when it stops (node/storage.py).
+                    self.error = str(exc)
                     out.send(_DONE.pack(-1, 0.0))
                     return
                 out.send(_DONE.pack(batch.last_lsn, time.perf_counter() - t0))

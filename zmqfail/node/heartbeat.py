@@ -15,7 +15,7 @@ import zmq
 
 from zmqfail.config import ClusterConfig, NodeConfig
 from zmqfail.errors import ProtocolError
-from zmqfail.protocol import MAX_HEARTBEAT_FRAME, Heartbeat, decode_as
+from zmqfail.protocol import Channel, Heartbeat, decode_as, limit_socket
 from zmqfail.replication import LINKS
 from zmqfail.txlog.history import EpochHistory
 
@@ -52,7 +52,7 @@ class Heartbeats:
             sub: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
             sub.setsockopt(zmq.LINGER, 0)
             sub.setsockopt(zmq.RCVHWM, 1000)
-            sub.setsockopt(zmq.MAXMSGSIZE, MAX_HEARTBEAT_FRAME)
+            limit_socket(sub, Channel.HEARTBEAT)
             sub.setsockopt(zmq.SUBSCRIBE, b"")
             for peer in cfg.peers(me.name):
                 sub.connect(peer.link(link).heartbeat)

@@ -13,24 +13,24 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import msgpack
 import zmq
 
 from zmqfail.errors import ProtocolError
 from zmqfail.protocol import (
-    MAX_ACK_FRAME,
-    MAX_RECORDS_FRAME,
     READ_BUDGET,
+    Channel,
     CommitAck,
     CommitRequest,
     ReplRecords,
     SnapshotImage,
     decode,
     decode_as,
+    limit_socket,
 )
 from zmqfail.replication import LINKS
 from zmqfail.txlog.history import EpochHistory
 from zmqfail.txlog.record import TxRecord
+from zmqfail.txlog.snapshot import decode_state
 
 if TYPE_CHECKING:
     from zmqfail.node.server import Node
@@ -57,10 +57,10 @@ class Mirror:
             pull: zmq.Socket[bytes] = node.ctx.socket(zmq.PULL)
             pull.setsockopt(zmq.LINGER, 0)
             pull.setsockopt(zmq.RCVHWM, 10_000)
-            pull.setsockopt(zmq.MAXMSGSIZE, MAX_RECORDS_FRAME)
+            limit_socket(pull, Channel.REPL_RECORDS)
             rep: zmq.Socket[bytes] = node.ctx.socket(zmq.REP)
             rep.setsockopt(zmq.LINGER, 0)
-            rep.setsockopt(zmq.MAXMSGSIZE, MAX_ACK_FRAME)
+            limit_socket(rep, Channel.REPL_ACK)
             node.bind(pull, ends.records)
             node.bind(rep, ends.ack)
             self.pull[link], self.rep[link] = pull, rep
@@ -119,7 +119,11 @@ class Mirror:
             self.bad_frames += 1
             log.warning("%s: refused a replication frame on %s: %s", self.node.name, link, exc)
             return
-        if self.node.accept_primary(msg.sender, msg.epoch) != "ok":
+        verdict = self.node.accept_primary(msg.sender, msg.epoch)
+        if verdict == "stranger":
+            self.bad_frames += 1
+            return
+        if verdict != "ok":
             self.stale_frames += 1
             return
         self.link, self.primary, self.last_heard = link, msg.sender, now
@@ -160,9 +164,7 @@ class Mirror:
 
     def _install(self, msg: SnapshotImage) -> None:
         try:
-            state = msgpack.unpackb(msg.state, raw=False, strict_map_key=False)
-            if not isinstance(state, dict):
-                raise ProtocolError("snapshot state is not a map")
+            state = decode_state(msg.state)
             history = EpochHistory.from_wire(msg.history)
             self.node.install_snapshot(msg.lsn, msg.epoch, state, history)
         except (ProtocolError, ValueError) as exc:
@@ -179,6 +181,10 @@ class Mirror:
             log.warning("%s: bad commit request on %s: %s", self.node.name, link, exc)
             return
         verdict = self.node.accept_primary(req.sender, req.epoch)
+        if verdict == "stranger":
+            self.bad_frames += 1
+            self._answer(link, "wait")  # we follow no such server
+            return
         if verdict != "ok":
             self._answer(link, verdict)
             return

@@ -16,7 +16,15 @@ import zmq
 
 from zmqfail.config import NodeConfig
 from zmqfail.errors import ProtocolError
-from zmqfail.protocol import CommitAck, CommitRequest, ReplRecords, SnapshotImage, decode_as
+from zmqfail.protocol import (
+    Channel,
+    CommitAck,
+    CommitRequest,
+    ReplRecords,
+    SnapshotImage,
+    decode_as,
+    limit_socket,
+)
 from zmqfail.replication import (
     LINKS,
     Commit,
@@ -80,6 +88,7 @@ class Replicator:
         push.connect(ends.records)
         req: zmq.Socket[bytes] = self.node.ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
+        limit_socket(req, Channel.REPL_ACK)
         req.connect(ends.ack)
         self.push[(peer, link)] = push
         self.req[(peer, link)] = req
@@ -212,6 +221,8 @@ class Replicator:
             if len(parts) != 1:
                 raise ProtocolError(f"an ack is one frame, got {len(parts)}")
             ack = decode_as(parts[0], CommitAck)
+            if ack.sender != peer:
+                raise ProtocolError(f"an ack from {peer}'s endpoint names {ack.sender}")
         except ProtocolError:
             self.bad_acks += 1
             return

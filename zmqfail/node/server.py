@@ -31,11 +31,10 @@ from zmqfail.node.replicator import Replicator
 from zmqfail.node.storage import Storage
 from zmqfail.processor import ReplyGate
 from zmqfail.protocol import (
-    MAX_CLIENT_FRAME,
-    MAX_CONTROL_FRAME,
     READ_BUDGET,
     STATUS_ERROR,
     STATUS_NOT_ACTIVE,
+    Channel,
     ControlReply,
     ControlRequest,
     Hello,
@@ -45,6 +44,7 @@ from zmqfail.protocol import (
     decode,
     decode_request,
     encode_reply,
+    limit_socket,
 )
 from zmqfail.txlog.history import EpochHistory, common_prefix, new_term_id
 from zmqfail.txlog.memlog import MemLog
@@ -152,9 +152,9 @@ class Node(Storage):
         self.frontend.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.frontend.setsockopt(zmq.SNDHWM, 100_000)
         self.frontend.setsockopt(zmq.RCVHWM, 100_000)
-        self.frontend.setsockopt(zmq.MAXMSGSIZE, MAX_CLIENT_FRAME)
+        limit_socket(self.frontend, Channel.CLIENTS)
         self.control = self._socket(zmq.ROUTER)
-        self.control.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_FRAME)
+        limit_socket(self.control, Channel.CONTROL)
         self.bind(self.frontend, self.me.client)
         self.bind(self.control, self.me.control)
         self.mirror = Mirror(self)
@@ -486,6 +486,10 @@ class Node(Storage):
         """May records and commits from `sender` at `epoch` be taken? Returns
         "ok", "fenced" (the sender is stale) or "wait" (we do not follow it)."""
         fs = self.agent.fs
+        if sender not in self.agent.peer_names:
+            # Only a configured server may replicate to us; anything else (at
+            # any epoch) is a stray frame, never a reason to change state.
+            return "stranger"
         if epoch < fs.epoch:
             return "fenced"
         if epoch > fs.epoch:
@@ -611,10 +615,14 @@ class Node(Storage):
                 req = decode(payload)
                 if not isinstance(req, ControlRequest):
                     raise ProtocolError(f"expected a control request, got {req.TYPE}")
+                digest = req.args.get("digest", False)
+                if req.command == "status" and not isinstance(digest, bool):
+                    raise ProtocolError(f"'digest' must be true or false, got {digest!r:.40}")
                 if (
                     req.command == "status"
-                    and req.args.get("digest")
+                    and digest
                     and not self.digests.small(self.proc.engine)
+                    and len(self.digests.jobs) < 4  # never a fork storm
                 ):
                     # Answered when the forked child has hashed the tables.
                     self.digests.start(self.proc.engine, ident, control.status(self, False))

@@ -27,6 +27,7 @@ from zmqfail.txlog.frames import log_dir
 from zmqfail.txlog.history import EpochHistory, common_prefix
 from zmqfail.txlog.memlog import MemLog
 from zmqfail.txlog.record import TxRecord
+from zmqfail.txlog.retention import Retention
 from zmqfail.txlog.segments import DiskLog
 from zmqfail.txlog.snapshot import read_meta, snap_dir, write_snapshot
 from zmqfail.txlog.truncate import Cut, truncate_after
@@ -75,6 +76,9 @@ class Storage:
 
     def save_meta(self) -> None:
         self._save_meta()
+
+    def _retention(self) -> Retention:
+        return self.cfg.retention.for_node(self.cfg.node(self.name))
 
     def hold_record(self, rec: TxRecord, payload: bytes) -> None:
         """Step 253: the mirrored record goes into our RAM log (and the disk
@@ -181,16 +185,15 @@ class Storage:
             else "some may have been acknowledged"
         )
         log.error(
-            "%s: %s: %d record(s) (lsn %d..%d) held only by this server were set aside in "
-            "%s (%s); `zmqfail log dump --data-dir %s` reads them",
+            "%s: %s: %d record(s) (lsn %d..%d) held only by this server were set aside "
+            "(%s); `zmqfail log dump --data-dir %s` reads them",
             self.name,
             why,
             cut.records,
             cut.first_lsn,
             cut.last_lsn,
-            cut.quarantine,
             told,
-            cut.quarantine.parent if cut.quarantine else self.data_dir,
+            cut.quarantine,
         )
 
     def install_snapshot(
@@ -210,7 +213,7 @@ class Storage:
         else:
             self._close_storage()
         self._discard_files()
-        write_snapshot(self.data_dir, lsn, epoch, state)
+        write_snapshot(self.data_dir, lsn, epoch, state, self._retention())
         proc = Processor(engine, self.name, max(epoch, self.proc.epoch), lsn)
         proc.history = history.copy()
         proc.history.cut(lsn)
@@ -284,7 +287,9 @@ class Storage:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
-                write_snapshot(self.data_dir, lsn, epoch, self.proc.engine.snapshot())
+                write_snapshot(
+                    self.data_dir, lsn, epoch, self.proc.engine.snapshot(), self._retention()
+                )
                 code = 0
             finally:
                 os._exit(code)

@@ -109,6 +109,43 @@ def _zero_tail(data: bytes, start: int) -> bool:
     return data.count(0, start) == len(data) - start
 
 
+def _valid_frame_at(data: bytes, off: int) -> bool:
+    if off < 0 or len(data) - off < FRAME_HEADER.size:
+        return False
+    length: int
+    crc: int
+    lsn: int
+    length, crc, lsn = FRAME_HEADER.unpack_from(data, off)
+    body = off + FRAME_HEADER.size
+    return body + length <= len(data) and frame_crc(lsn, data[body : body + length]) == crc
+
+
+_LOOK_AHEAD = 4  # later lsns searched for past a damaged frame
+
+
+def _not_torn(data: bytes, off: int, lsn: int, crc: int, expect: int) -> str:
+    """Why damage at the end of the file cannot be an interrupted append ("" if it can).
+
+    An append cut short leaves a frame whose header is as written (lsn as
+    expected) and nothing valid after it. A flipped byte in a length field in
+    the middle of the last segment used to look the same, and recovery cut off
+    every acknowledged record after it without a word; these checks tell the
+    two apart.
+    """
+    if lsn != expect:
+        return f"; its lsn field says {lsn} where {expect} was due: damage, not a torn append"
+    if frame_crc(lsn, data[off + FRAME_HEADER.size :]) == crc:
+        return "; the rest of the file is that whole frame: its length field is damaged"
+    for later in range(expect + 1, expect + 1 + _LOOK_AHEAD):
+        pat = LSN.pack(later)
+        at = data.find(pat, off + FRAME_HEADER.size)
+        while at >= 0:
+            if _valid_frame_at(data, at - 8):
+                return f"; a valid frame (lsn {later}) follows at offset {at - 8}"
+            at = data.find(pat, at + 1)
+    return ""
+
+
 def scan_segment(seg: SegmentFile, data: bytes, min_lsn: int = 0) -> SegmentScan:
     """Parse one segment's bytes, stopping at the first damage.
 
@@ -123,12 +160,16 @@ def scan_segment(seg: SegmentFile, data: bytes, min_lsn: int = 0) -> SegmentScan
         # A crash while creating the file: nothing in it was ever acknowledged.
         scan.damage = Damage(0, f"segment header incomplete ({min(size, hsize)} bytes)", True)
         return scan
-    magic, version, _reserved, first = SEG_HEADER.unpack_from(data, 0)
+    magic, version, reserved, first = SEG_HEADER.unpack_from(data, 0)
     if magic != SEG_MAGIC:
         scan.damage = Damage(0, f"bad segment magic {magic!r}", False)
         return scan
     if version != SEG_VERSION:
         scan.damage = Damage(0, f"unsupported segment format version {version}", False)
+        return scan
+    if reserved != 0:
+        # Version 1 writes 0 and no crc covers the header: anything else is damage.
+        scan.damage = Damage(0, f"reserved header field is {reserved}, not 0", False)
         return scan
     if first != seg.first_lsn:
         reason = f"header says first lsn {first}, file name says {seg.first_lsn}"
@@ -150,11 +191,15 @@ def scan_segment(seg: SegmentFile, data: bytes, min_lsn: int = 0) -> SegmentScan
         body = off + fsize
         stop = body + length
         if stop > size:
-            damage = Damage(off, f"frame length {length} runs past end of file", True)
+            why = _not_torn(data, off, lsn, crc, expect)
+            reason = f"frame length {length} runs past end of file{why}"
+            damage = Damage(off, reason, not why)
             break
         payload = data[body:stop]
         if frame_crc(lsn, payload) != crc:
-            damage = Damage(off, f"crc mismatch in frame (lsn field {lsn})", stop == size)
+            why = _not_torn(data, off, lsn, crc, expect) if stop == size else ""
+            torn = stop == size and not why
+            damage = Damage(off, f"crc mismatch in frame (lsn field {lsn}){why}", torn)
             break
         if lsn != expect:
             what = "gap" if lsn > expect else "regression"

@@ -14,6 +14,11 @@ import os
 import tempfile
 from pathlib import Path
 
+# Data files are read by operator tools and never executed; directories are
+# searched by them. umask may only tighten these.
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
 
 def fsync_dir(path: Path) -> None:
     """Make the directory's entries (creates, renames, unlinks) durable."""
@@ -39,7 +44,7 @@ def ensure_dir(path: Path) -> None:
         p = p.parent
     for d in reversed(missing):
         try:
-            d.mkdir()
+            d.mkdir(mode=DIR_MODE)
         except FileExistsError:
             continue
         fsync_dir(d.parent)

@@ -16,7 +16,9 @@ from typing import Any
 import msgpack
 
 from zmqfail.errors import ProtocolError
-from zmqfail.protocol import _pack
+from zmqfail.protocol import INT_MAX, REPLY_STATUSES, _pack, check_tree, pack
+
+_FIELDS = ("lsn", "epoch", "client_id", "msg_id", "body", "changes", "status", "result")
 
 
 def encode_record(
@@ -30,7 +32,15 @@ def encode_record(
     result: dict[str, Any],
 ) -> bytes:
     """The bytes of a TxRecord, without building one (the primary's hot path)."""
-    return _pack([lsn, epoch, client_id, msg_id, body, changes, status, result])
+    values = (lsn, epoch, client_id, msg_id, body, changes, status, result)
+    try:
+        return _pack(values)
+    except (OverflowError, ValueError, TypeError):
+        return pack(values, _FIELDS, "transaction record")  # raises, naming the field
+
+
+def _uint(v: object) -> bool:
+    return type(v) is int and 0 <= v <= INT_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,43 +55,44 @@ class TxRecord:
     result: dict[str, Any]
 
     def encode(self) -> bytes:
-        return _pack(
-            [
-                self.lsn,
-                self.epoch,
-                self.client_id,
-                self.msg_id,
-                self.body,
-                self.changes,
-                self.status,
-                self.result,
-            ]
+        return encode_record(
+            self.lsn,
+            self.epoch,
+            self.client_id,
+            self.msg_id,
+            self.body,
+            self.changes,
+            self.status,
+            self.result,
         )
 
     @classmethod
     def decode(cls, data: bytes) -> TxRecord:
+        """Validate as the wire protocol does: a record is replicated from a
+        peer and read back from disk, and `log dump` must be able to print it."""
         try:
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
         except Exception as exc:
             raise ProtocolError(f"transaction record is not msgpack: {exc}") from None
-        if not isinstance(obj, list) or len(obj) != 8:
+        if type(obj) is not list or len(obj) != 8:
             raise ProtocolError("transaction record must be an array of 8 fields")
         lsn, epoch, client_id, msg_id, body, changes, status, result = obj
         ok = (
-            isinstance(lsn, int)
+            _uint(lsn)
             and lsn > 0
-            and isinstance(epoch, int)
-            and epoch >= 0
-            and isinstance(client_id, str)
-            and isinstance(msg_id, int)
-            and msg_id >= 0
-            and isinstance(body, dict)
-            and isinstance(changes, list)
-            and isinstance(status, str)
-            and isinstance(result, dict)
+            and _uint(epoch)
+            and type(client_id) is str
+            and _uint(msg_id)
+            and type(body) is dict
+            and type(changes) is list
+            and type(status) is str
+            and status in REPLY_STATUSES
+            and type(result) is dict
         )
         if not ok:
             raise ProtocolError(f"transaction record has a field of the wrong type: {obj!r:.200}")
+        for name, tree in (("body", body), ("changes", changes), ("result", result)):
+            check_tree(tree, f"transaction record {name}")
         return cls(lsn, epoch, client_id, msg_id, body, changes, status, result)
 
     def to_json_obj(self) -> dict[str, Any]:

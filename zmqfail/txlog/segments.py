@@ -16,12 +16,13 @@ to append to a segment with a damaged tail rather than guess.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from zmqfail.errors import LogCorrupt
+from zmqfail.errors import LogCorrupt, LogWriteFailed
 from zmqfail.txlog.frames import (
     FRAME_HEADER,
     MAX_PAYLOAD,
@@ -34,11 +35,23 @@ from zmqfail.txlog.frames import (
     segment_header,
     segment_name,
 )
-from zmqfail.txlog.fsutil import ensure_dir, fsync_dir, write_all
+from zmqfail.txlog.fsutil import FILE_MODE, ensure_dir, fsync_dir, write_all
 
-# Plain fsync: fdatasync would also do for appends (it flushes the size), but
-# measured no faster on ext4 here, and fsync needs no argument about metadata.
-_datasync = os.fsync
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class LogIO:
+    """The calls DiskLog makes on segment files, in one place so that a test can
+    put a failing disk under one log (ENOSPC, EIO after so many bytes) without
+    touching the ``os`` module the rest of the process uses."""
+
+    def write(self, fd: int, data: bytes | bytearray | memoryview) -> None:
+        write_all(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        # Plain fsync: fdatasync would also do for appends (it flushes the size),
+        # but measured no faster on ext4 here, and needs no argument about metadata.
+        os.fsync(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +66,15 @@ class Batch:
 
 
 class DiskLog:
-    def __init__(self, data_dir: Path, segment_bytes: int, next_lsn: int) -> None:
+    def __init__(
+        self, data_dir: Path, segment_bytes: int, next_lsn: int, io: LogIO | None = None
+    ) -> None:
         if next_lsn < 1:
             raise ValueError(f"next_lsn must be >= 1, got {next_lsn}")
         if segment_bytes <= SEG_HEADER.size:
             raise ValueError(f"segment_bytes too small: {segment_bytes}")
+        self.io = io or LogIO()  # replaceable while running: tests inject disk faults
+        self._data_dir = data_dir
         self._dir = log_dir(data_dir)
         self._segment_bytes = segment_bytes
         self._lock = threading.Lock()  # guards file state against close() during write()
@@ -96,7 +113,7 @@ class DiskLog:
         try:
             # The previous run may have died with written-but-unsynced data in
             # the page cache; make it durable so flushed_lsn is true from the start.
-            _datasync(self._fd)
+            self.io.fsync(self._fd)
             if self._size >= segment_bytes and self._has_frames:
                 self._rotate(next_lsn)
         except BaseException:
@@ -142,32 +159,43 @@ class DiskLog:
     # -- flusher thread ----------------------------------------------------
 
     def write(self, batch: Batch, sync: bool) -> None:
+        """Write (and with ``sync`` make durable) one batch.
+
+        Raises LogWriteFailed, naming the file and what to do, when the disk
+        refuses; the caller must then acknowledge nothing that is not flushed.
+        """
         with self._lock:
             self._check_usable()
             if batch.first_lsn != self.written_lsn + 1:
                 raise ValueError(
                     f"batch starts at lsn {batch.first_lsn}, expected {self.written_lsn + 1}"
                 )
-            if self._has_frames and self._size + batch.nbytes > self._segment_bytes:
-                self._rotate(batch.first_lsn)
-            before = self._size
             try:
-                write_all(self._fd, batch.frames)
+                if self._has_frames and self._size + batch.nbytes > self._segment_bytes:
+                    self._rotate(batch.first_lsn)
+                before = self._size
+                try:
+                    self.io.write(self._fd, batch.frames)
+                except OSError as exc:
+                    self._undo_partial(before, exc)
+                    raise
+                self._size = before + batch.nbytes
+                self._has_frames = True
+                self.written_lsn = batch.last_lsn
+                if sync:
+                    self._sync()
             except OSError as exc:
-                self._undo_partial(before, exc)
-                raise
-            self._size = before + batch.nbytes
-            self._has_frames = True
-            self.written_lsn = batch.last_lsn
-            if sync:
-                self._sync()
+                raise self._failed(exc) from exc
 
     def sync(self) -> None:
         """Make everything written so far durable (e.g. before a snapshot)."""
         with self._lock:
             self._check_usable()
             if self.flushed_lsn < self.written_lsn:
-                self._sync()
+                try:
+                    self._sync()
+                except OSError as exc:
+                    raise self._failed(exc) from exc
 
     def close(self) -> None:
         """Sync and close; stop the flusher thread first."""
@@ -193,11 +221,35 @@ class DiskLog:
         if self._closed:
             raise ValueError("DiskLog is closed")
         if self._broken is not None:
-            raise OSError(f"DiskLog unusable after an earlier failure: {self._broken}")
+            raise LogWriteFailed(
+                str(self._path),
+                None,
+                f"{self._path}: log unusable after an earlier failure: {self._broken}",
+            )
+
+    def _failed(self, exc: OSError) -> LogWriteFailed:
+        """One message: which file, what failed, what is safe, what to do next."""
+        what = exc.strerror or str(exc)
+        head = (
+            f"{self._path}: writing the transaction log failed: {what}; "
+            f"nothing after lsn {self.flushed_lsn} is on disk here"
+        )
+        if exc.errno in _FULL:
+            todo = (
+                f"free space on the file system of {self._dir}, then start the node again "
+                "(it recovers every record it flushed and rejoins its peer)"
+            )
+        else:
+            todo = (
+                f"the disk may be failing: check it (dmesg), then start the node again, or "
+                f"restore this server from its peer on sound storage with "
+                f"`zmqfail log reset --data-dir {self._data_dir}`"
+            )
+        return LogWriteFailed(str(self._path), exc.errno, f"{head}. Next: {todo}")
 
     def _sync(self) -> None:
         try:
-            _datasync(self._fd)
+            self.io.fsync(self._fd)
         except OSError as exc:
             # After a failed fsync the kernel may have dropped the dirty pages and
             # a retry would "succeed" without the data: never trust this file again.
@@ -224,12 +276,16 @@ class DiskLog:
         # does not exist or has a complete header; then the name is made durable.
         path = self._dir / segment_name(first_lsn)
         tmp = self._dir / f".{path.name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(tmp, flags, FILE_MODE)
         try:
-            write_all(fd, segment_header(first_lsn))
-            os.fsync(fd)
-        finally:
+            self.io.write(fd, segment_header(first_lsn))
+            self.io.fsync(fd)
+        except BaseException:
             os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
         if path.exists():
             os.unlink(tmp)
             raise FileExistsError(f"segment {path} already exists")
@@ -243,7 +299,11 @@ class DiskLog:
         self._sync()
         os.close(self._fd)
         self._fd = -1
-        self._create_segment(first_lsn)
+        try:
+            self._create_segment(first_lsn)
+        except OSError as exc:
+            self._broken = f"creating segment {segment_name(first_lsn)} failed: {exc}"
+            raise
 
     def segments(self) -> list[SegmentFile]:
         return list_segments(self._dir)

@@ -13,17 +13,18 @@ temp file, fsynced, renamed into place and the directory fsynced: a reader
 sees a complete snapshot or none, and leftovers of an interrupted write never
 match the snapshot name pattern.
 
-Pruning rule (``prune``): keep the newest ``KEEP_SNAPSHOTS`` (2) snapshots and
-delete the log segments whose every record is at or below the *older* kept
-snapshot's lsn. So if the newest snapshot ever proves unreadable, an operator
-can delete it and the node recovers from the older one plus the log, which is
-still complete from there. With a single snapshot nothing is pruned from the
-log. The newest segment is never deleted: the writer may be appending to it.
+Pruning rule (``prune``): keep the newest ``KEEP_SNAPSHOTS`` (2) snapshots;
+the log segments whose every record is at or below the *older* kept
+snapshot's lsn are no longer needed for recovery and are archived, kept or
+dropped as the retention policy says (``retention``). So if the newest
+snapshot ever proves unreadable, an operator can delete it and the node
+recovers from the older one plus the log, which is still complete from there.
+With a single snapshot nothing leaves the log. The newest segment never
+leaves: the writer may be appending to it.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 import struct
 import zlib
@@ -33,9 +34,9 @@ from typing import Any
 
 import msgpack
 
-from zmqfail.errors import LogCorrupt
-from zmqfail.txlog.frames import list_segments, log_dir
+from zmqfail.errors import LogCorrupt, ProtocolError
 from zmqfail.txlog.fsutil import atomic_write, ensure_dir, fsync_dir
+from zmqfail.txlog.retention import DEFAULT_RETENTION, Retention, retire_segments
 
 SNAP_MAGIC = b"ZMQFSNP1"
 SNAP_VERSION = 1
@@ -80,7 +81,13 @@ def list_snapshots(data_dir: Path) -> list[tuple[int, Path]]:
     return out
 
 
-def write_snapshot(data_dir: Path, lsn: int, epoch: int, state: dict[str, Any]) -> Path:
+def write_snapshot(
+    data_dir: Path,
+    lsn: int,
+    epoch: int,
+    state: dict[str, Any],
+    retention: Retention = DEFAULT_RETENTION,
+) -> Path:
     """Durably store ``state`` as of ``lsn``, then prune (see module docstring).
 
     The caller must only snapshot state whose records are already durable in
@@ -95,7 +102,7 @@ def write_snapshot(data_dir: Path, lsn: int, epoch: int, state: dict[str, Any]) 
     ensure_dir(d)
     path = d / snapshot_name(lsn)
     atomic_write(path, prefix + _SNAP_CRC.pack(crc) + payload)
-    prune(data_dir)
+    prune(data_dir, retention)
     return path
 
 
@@ -122,14 +129,26 @@ def load_snapshot(path: Path) -> Snapshot:
     if m and int(m.group(1)) != lsn:
         raise LogCorrupt(where, 12, f"header says lsn {lsn}, file name says {int(m.group(1))}")
     try:
-        state = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    except Exception as exc:
-        raise LogCorrupt(
-            where, SNAP_HEADER_SIZE, f"snapshot payload is not msgpack: {exc}"
-        ) from None
-    if not isinstance(state, dict):
-        raise LogCorrupt(where, SNAP_HEADER_SIZE, "snapshot state is not a map")
+        state = decode_state(payload)
+    except ProtocolError as exc:
+        raise LogCorrupt(where, SNAP_HEADER_SIZE, str(exc)) from None
     return Snapshot(lsn, epoch, state)
+
+
+def decode_state(data: bytes) -> dict[str, Any]:
+    """The tables' image (a snapshot file's payload, or a SnapshotImage sent to a
+    backup) as a map; ProtocolError for anything else.
+
+    msgpack raises several unrelated types here, TypeError among them (a map
+    key that is an array): catching only ValueError let that one through.
+    """
+    try:
+        state = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise ProtocolError(f"snapshot state is not msgpack: {exc}") from None
+    if not isinstance(state, dict):
+        raise ProtocolError("snapshot state is not a map")
+    return state
 
 
 def newest_snapshot(data_dir: Path) -> Snapshot | None:
@@ -142,8 +161,8 @@ def newest_snapshot(data_dir: Path) -> Snapshot | None:
     return load_snapshot(snaps[-1][1]) if snaps else None
 
 
-def prune(data_dir: Path) -> list[Path]:
-    """Apply the retention rule from the module docstring; returns what was deleted."""
+def prune(data_dir: Path, retention: Retention = DEFAULT_RETENTION) -> list[Path]:
+    """Apply the rule from the module docstring; returns what left snap/ and log/."""
     removed: list[Path] = []
     snaps = list_snapshots(data_dir)
     for _lsn, p in snaps[:-KEEP_SNAPSHOTS]:
@@ -160,19 +179,7 @@ def prune(data_dir: Path) -> list[Path]:
     kept = snaps[-KEEP_SNAPSHOTS:]
     if len(kept) < KEEP_SNAPSHOTS:
         return removed
-    covered = kept[0][0]
-    segs = list_segments(log_dir(data_dir))
-    gone = False
-    # Oldest first, so a crash midway leaves a contiguous suffix of the log.
-    for seg, nxt in itertools.pairwise(segs):
-        if nxt.first_lsn - 1 > covered:
-            break
-        seg.path.unlink(missing_ok=True)
-        removed.append(seg.path)
-        gone = True
-    if gone:
-        fsync_dir(log_dir(data_dir))
-    return removed
+    return removed + retire_segments(data_dir, kept[0][0], retention)
 
 
 def write_meta(data_dir: Path, meta: dict[str, Any]) -> None:

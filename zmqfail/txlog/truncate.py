@@ -4,8 +4,9 @@ A server whose history departs from the primary it now follows (it served at
 an older epoch, or came back from a power loss with records nobody else has)
 must drop its records after the point where the two histories part. Those
 records may include requests it acknowledged: they are never deleted, but
-written to ``DATA_DIR/quarantine/`` in the segment format (so ``zmqfail log
-dump`` reads them) before the log is cut, and the caller reports how many.
+written to ``DATA_DIR/quarantine/<time>-<why>-<first lsn>/log/`` as a log of
+its own (``zmqfail log dump --data-dir`` that directory reads it) before the
+log is cut, and the caller reports how many.
 
 Snapshots that include records after the cut are removed too (the tables they
 hold are part of the abandoned history); the caller rebuilds its tables from
@@ -19,7 +20,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from zmqfail.txlog.frames import encode_frame, list_segments, log_dir, read_segment, segment_header
+from zmqfail.txlog.frames import (
+    encode_frame,
+    list_segments,
+    log_dir,
+    read_segment,
+    segment_header,
+    segment_name,
+)
 from zmqfail.txlog.fsutil import fsync_dir
 from zmqfail.txlog.snapshot import list_snapshots
 
@@ -38,7 +46,7 @@ class Cut:
     records: int  # records moved to quarantine
     first_lsn: int  # first and last LSN of those records (0 when none)
     last_lsn: int
-    quarantine: Path | None  # the file holding them
+    quarantine: Path | None  # the directory holding them (a data dir with a log/)
     snapshots_removed: int
 
 
@@ -73,12 +81,13 @@ def truncate_after(data_dir: Path, lsn: int, reason: str = "diverged") -> Cut:
     qpath: Path | None = None
     if removed:
         removed.sort()
-        qdir = quarantine_dir(data_dir)
-        qdir.mkdir(mode=0o755, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         first = removed[0][0]
-        qpath = qdir / f"q-{stamp}-{reason}-{first:020d}.zfl"
-        tmp = qpath.with_suffix(".tmp")
+        qpath = quarantine_dir(data_dir) / f"{stamp}-{reason}-{first}"
+        qlog = log_dir(qpath)
+        qlog.mkdir(mode=0o755, parents=True, exist_ok=True)
+        qseg = qlog / segment_name(first)
+        tmp = qseg.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, segment_header(first))
@@ -87,8 +96,9 @@ def truncate_after(data_dir: Path, lsn: int, reason: str = "diverged") -> Cut:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, qpath)
-        fsync_dir(qdir)
+        os.replace(tmp, qseg)
+        fsync_dir(qlog)
+        fsync_dir(qpath.parent)
     for path, offset in cut_at:
         fd = os.open(path, os.O_RDWR)
         try:

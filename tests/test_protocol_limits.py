@@ -1,0 +1,272 @@
+"""Protocol limits: integer range, nesting depth, value types and frame size,
+refused with ProtocolError on encode and on decode; the per-channel frame
+bounds and what libzmq does with a frame above the bound."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from zmqfail.errors import ProtocolError
+from zmqfail.protocol import (
+    INT_MAX,
+    INT_MIN,
+    MAX_DEPTH,
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    Channel,
+    CommitRequest,
+    ControlRequest,
+    Heartbeat,
+    Reply,
+    Request,
+    check_tree,
+    decode,
+    decode_as,
+    decode_request,
+    encode_reply,
+    limit_socket,
+    max_frame_bytes,
+)
+from zmqfail.txlog.record import TxRecord, encode_record
+
+V = PROTOCOL_VERSION
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def pack(obj: object) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A map `depth` levels deep (the map itself is level 1)."""
+    tree: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        tree = {"k": tree}
+    return tree
+
+
+# --- integers -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("qty", [INT_MAX + 1, INT_MIN - 1, 10**23, -(10**30)])
+def test_request_with_out_of_range_integer_is_refused_on_encode(qty: int) -> None:
+    with pytest.raises(ProtocolError, match=r"req\.body holds the integer .* outside the range"):
+        Request("c-1", 1, {"op": "new", "qty": qty}).encode()
+
+
+@pytest.mark.parametrize("qty", [INT_MAX, INT_MIN, 0, -1])
+def test_integers_at_the_range_ends_round_trip(qty: int) -> None:
+    msg = Request("c-1", 1, {"qty": qty, "deep": [[qty]]})
+    assert decode(msg.encode()) == msg
+
+
+def test_out_of_range_top_level_fields_name_the_field() -> None:
+    with pytest.raises(ProtocolError, match=r"req\.msg_id is the integer"):
+        Request("c-1", 2**64, {}).encode()
+    with pytest.raises(ProtocolError, match=r"commit\.lsn is the integer"):
+        CommitRequest("a", 1, -(2**64)).encode()
+    with pytest.raises(ProtocolError, match=r"rep\.epoch is the integer"):
+        encode_reply(1, "ok", {}, 2**70, "a")
+    with pytest.raises(ProtocolError, match=r"rep\.result holds the integer"):
+        Reply(1, "ok", {"fills": [{"qty": 2**65}]}, 1, "a").encode()
+
+
+def test_a_failed_encode_leaves_the_shared_packer_clean() -> None:
+    good = Request("c-1", 5, {"op": "status", "order_id": 3})
+    expected = good.encode()
+    for _ in range(3):
+        with pytest.raises(ProtocolError):
+            Request("c-1", 1, {"a": "x" * 100, "qty": 2**64}).encode()
+        assert good.encode() == expected
+        assert decode(good.encode()) == good
+
+
+def test_unencodable_value_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="value of type object"):
+        ControlRequest("status", {"x": object()}).encode()
+    with pytest.raises(ProtocolError, match="value of type set"):
+        Request("c-1", 1, {"x": {1, 2}}).encode()
+
+
+def test_record_with_out_of_range_integer_is_refused_on_encode() -> None:
+    with pytest.raises(ProtocolError, match=r"transaction record\.changes holds the integer"):
+        encode_record(1, 1, "c", 1, {}, [["set", "x", 2**64]], "ok", {})
+    with pytest.raises(ProtocolError, match=r"transaction record\.lsn is the integer"):
+        TxRecord(2**64, 1, "c", 1, {}, [], "ok", {}).encode()
+
+
+def test_uint_fields_above_64_bits_are_refused_by_validate() -> None:
+    # msgpack cannot deliver such a value; a message built in code can hold one.
+    with pytest.raises(ProtocolError, match="below 2\\*\\*64"):
+        CommitRequest("a", 2**64, 1).validate()
+
+
+# --- depth and types -----------------------------------------------------
+
+
+def test_depth_limit_on_decode() -> None:
+    ok = Request("c-1", 1, nested(MAX_DEPTH))
+    assert decode(ok.encode()) == ok
+    too_deep = pack([V, "req", "c-1", 1, nested(MAX_DEPTH + 1)])
+    for dec in (decode, decode_request):
+        with pytest.raises(ProtocolError, match=f"body is nested deeper than {MAX_DEPTH} levels"):
+            dec(too_deep)
+
+
+def test_depth_just_under_msgpacks_own_limit_is_refused_cleanly() -> None:
+    # 1,000 levels decode in msgpack (its limit is 1,024) and then broke json
+    # (`log dump --json`) with a RecursionError; now the decoder refuses them.
+    frame = b"\x95\x02\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1000 + b"\x01"
+    with pytest.raises(ProtocolError, match="nested deeper"):
+        decode_request(frame)
+    with pytest.raises(ProtocolError):  # msgpack's own StackError, wrapped
+        decode(b"\x95\x02\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1100 + b"\x01")
+
+
+def test_depth_counts_lists_and_maps_alike() -> None:
+    tree: list[Any] = [1]
+    for _ in range(MAX_DEPTH - 1):
+        tree = [tree]
+    check_tree(tree, "x")
+    with pytest.raises(ProtocolError, match="nested deeper"):
+        check_tree([tree], "x")
+
+
+@pytest.mark.parametrize(
+    ("tag", "values"),
+    [
+        ("req", ["c-1", 1, {"op": "x", "args": nested(MAX_DEPTH)}]),
+        ("rep", [1, "ok", nested(MAX_DEPTH + 1), 1, "a"]),
+        ("ctl", ["status", nested(MAX_DEPTH + 1)]),
+        ("ctlrep", [True, nested(MAX_DEPTH + 1), ""]),
+    ],
+)
+def test_every_map_field_has_the_depth_limit(tag: str, values: list[object]) -> None:
+    with pytest.raises(ProtocolError, match="nested deeper"):
+        decode(pack([V, tag, *values]))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [msgpack.ExtType(5, b"x"), msgpack.Timestamp(1, 2)],
+    ids=["ext", "timestamp"],
+)
+def test_extension_types_are_refused(value: object) -> None:
+    with pytest.raises(ProtocolError, match="which frames do not carry"):
+        decode(pack([V, "req", "c-1", 1, {"x": [value]}]))
+    with pytest.raises(ProtocolError):
+        decode(pack([V, "hello", value, ""]))
+
+
+def test_nested_map_keys_must_be_strings() -> None:
+    # `log dump --json` prints bodies: a bytes key inside one broke json.dumps.
+    with pytest.raises(ProtocolError, match="map key that is not a string"):
+        decode(pack([V, "req", "c-1", 1, {"a": [{b"k": 1}]}]))
+
+
+def test_record_fields_are_checked_like_the_wire() -> None:
+    base = [3, 1, "c", 4, {"op": "new"}, [["set", "x", 1]], "ok", {"id": 1}]
+    assert TxRecord.decode(pack(base)).lsn == 3
+
+    def with_field(i: int, v: object) -> bytes:
+        obj = list(base)
+        obj[i] = v
+        return pack(obj)
+
+    for i, bad in [
+        (0, True),  # a bool is not an lsn
+        (1, False),
+        (3, True),
+        (6, "maybe"),  # not a reply status
+        (5, [[{b"k": 1}]]),
+        (4, {"x": msgpack.ExtType(1, b"")}),
+        (7, nested(MAX_DEPTH + 1)),
+    ]:
+        with pytest.raises(ProtocolError):
+            TxRecord.decode(with_field(i, bad))
+
+
+# --- frame size -----------------------------------------------------------
+
+
+def test_decode_request_applies_the_client_frame_bound() -> None:
+    limit = MAX_FRAME_BYTES[Channel.CLIENTS]
+    head = pack([V, "req", "c-1", 1, {"pad": ""}])
+    pad = limit - len(head) - 2  # str8 -> str16 header grows by 2 bytes
+    fits = Request("c-1", 1, {"pad": "x" * pad}).encode()
+    assert len(fits) == limit
+    assert isinstance(decode_request(fits), Request)
+    big = Request("c-1", 1, {"pad": "x" * (pad + 1)}).encode()
+    with pytest.raises(ProtocolError, match=f"frame of {limit + 1} bytes exceeds"):
+        decode_request(big)
+    assert isinstance(decode_request(big, max_bytes=None), Request)
+
+
+def test_decode_and_decode_as_take_a_bound() -> None:
+    frame = Heartbeat("a", "primary", "normal", 1, 1, 1, 1, "main", [], "", 1, []).encode()
+    assert decode_as(frame, Heartbeat, max_bytes=len(frame)).name == "a"
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decode(frame, max_bytes=len(frame) - 1)
+
+
+def test_every_channel_has_a_bound_and_records_is_configurable() -> None:
+    assert set(MAX_FRAME_BYTES) == set(Channel)
+    for ch in Channel:
+        assert max_frame_bytes(ch) == MAX_FRAME_BYTES[ch] > 0
+    assert max_frame_bytes(Channel.REPL_RECORDS, 5 << 30) == 5 << 30
+    # Only the records bound is configurable: the others ignore the override.
+    assert max_frame_bytes(Channel.CLIENTS, 5 << 30) == MAX_FRAME_BYTES[Channel.CLIENTS]
+    with pytest.raises(ValueError, match="too small"):
+        max_frame_bytes(Channel.REPL_RECORDS, 1000)
+    # A records batch can hold the whole RAM log (64 MiB by default).
+    assert MAX_FRAME_BYTES[Channel.REPL_RECORDS] > 64 << 20
+
+
+def test_limit_socket_sets_maxmsgsize(zctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    for ch, kind in [
+        (Channel.CLIENTS, zmq.ROUTER),
+        (Channel.CONTROL, zmq.ROUTER),
+        (Channel.REPL_ACK, zmq.REP),
+        (Channel.HEARTBEAT, zmq.SUB),
+        (Channel.REPL_RECORDS, zmq.PULL),
+    ]:
+        s = zctx.socket(kind)
+        assert limit_socket(s, ch) == MAX_FRAME_BYTES[ch]
+        assert s.getsockopt(zmq.MAXMSGSIZE) == MAX_FRAME_BYTES[ch]
+        s.close(linger=0)
+    s = zctx.socket(zmq.PULL)
+    limit_socket(s, Channel.REPL_RECORDS, 2 << 30)
+    assert s.getsockopt(zmq.MAXMSGSIZE) == 2 << 30
+    s.close(linger=0)
+
+
+def test_oversized_frame_drops_the_connection_and_a_reconnect_is_served(
+    zctx: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    """What docs/protocol.md says happens at the frame bound, shown on libzmq."""
+    router = zctx.socket(zmq.ROUTER)
+    limit_socket(router, Channel.CLIENTS)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer = zctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.IDENTITY, b"c-1")
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    dealer.send(b"before")
+    assert router.poll(5000) and router.recv_multipart() == [b"c-1", b"before"]
+    dealer.send(b"x" * (MAX_FRAME_BYTES[Channel.CLIENTS] + 1))
+    dealer.send(b"right-behind")  # may be lost with the connection, or resent
+    # The dealer reconnects by itself; later frames arrive, the big one never.
+    got: list[bytes] = []
+    for _ in range(100):
+        dealer.send(b"later")
+        while router.poll(100):
+            got.append(router.recv_multipart()[1])
+        if b"later" in got:
+            break
+    assert b"later" in got
+    assert set(got) <= {b"right-behind", b"later"}

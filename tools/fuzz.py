@@ -1,0 +1,600 @@
+"""Fuzz every port of a live two-node cluster under a little client load
+(run as `tools/fuzz`; issue 12.3).
+
+For N seconds it sends random, truncated, mutated, oversized and
+well-formed-but-wrong frames (every message type to every port, wrong epochs,
+unknown senders, broken control commands, bad request bodies, wrong framing
+such as [b"", b"x", b"y"] or [b"x"] to a REP socket or a DEALER with no
+delimiter, raw TCP garbage) to the client, control, records, ack and heartbeat
+ports of both nodes, while one client places orders. Afterwards every node
+must be up and in the state it was in, at the same epoch, the backup caught
+up with digests equal, and every order of the load answered. It prints what
+it sent and the bad-frame counters of `zmqfail status --json`; exit status 1
+on any failure (the cluster directory is kept then).
+
+Left out on purpose: what a legitimate peer or client may send to change the
+cluster's state (a client vote naming a lost server, valid control commands,
+records, acks or heartbeats from a configured peer at a newer epoch). Without
+authentication (CurveZMQ, issue 12.1) they cannot be told from the real thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from zmqfail import config
+from zmqfail.cli.common import spawn_node
+from zmqfail.cli.demo import random_order
+from zmqfail.client.control import node_status
+from zmqfail.client.sync import Client
+from zmqfail.netutil import free_base_port
+from zmqfail.protocol import (
+    MAX_DEPTH,
+    MAX_FRAME_BYTES,
+    Channel,
+    CommitAck,
+    CommitRequest,
+    ControlReply,
+    ControlRequest,
+    Heartbeat,
+    Hello,
+    Message,
+    RecoverySignal,
+    ReplRecords,
+    Reply,
+    Request,
+    SnapshotImage,
+    Welcome,
+)
+from zmqfail.txlog.record import TxRecord
+
+KINDS = ("client", "control", "records", "ack", "heartbeat")
+CHANNEL = {
+    "client": Channel.CLIENTS,
+    "control": Channel.CONTROL,
+    "records": Channel.REPL_RECORDS,
+    "ack": Channel.REPL_ACK,
+    "heartbeat": Channel.HEARTBEAT,
+}
+# Families of bad input, and the ports each one goes to.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "random": ("client", "control", "records", "ack"),
+    "truncated": ("client", "control", "records", "ack"),
+    "mutated": ("client", "control", "records", "ack"),
+    "oversized": ("client", "control", "records", "ack"),
+    "wrong-type": ("client", "control", "records", "ack"),
+    "bad-requests": ("client",),
+    "bad-control": ("control",),
+    "stale-epoch": ("records", "ack"),
+    "unknown-sender": ("records", "ack"),
+    "unknown-sender-newer-epoch": ("records", "ack"),
+    "multipart": ("client", "control", "records"),
+    "rep-framing": ("ack",),
+    "subscriptions": ("heartbeat",),
+    "tcp-garbage": KINDS,
+}
+OVERSIZED_RECORDS = 4 << 20  # the records bound is 1 GiB: big, but under it
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    node: str
+    kind: str
+    endpoint: str
+
+
+@dataclass(slots=True)
+class Known:
+    """What the fuzzer knows of the cluster, to make frames that are nearly right."""
+
+    primary: str
+    backup: str
+    epoch: int
+    lsn: int
+
+
+def samples(k: Known, rng: random.Random) -> list[Message]:
+    """One valid-looking message of every type."""
+    rec = TxRecord(k.lsn + 1, k.epoch, "fz", 1, {"op": "new"}, [], "ok", {}).encode()
+    return [
+        Request(f"fz-{rng.randrange(1000)}", rng.randrange(1, 10**6), {"op": "status"}),
+        Reply(1, "ok", {}, k.epoch, k.primary),
+        Hello(f"fz-{rng.randrange(1000)}", ""),
+        Welcome(k.primary, k.epoch, True),
+        RecoverySignal(k.primary, k.epoch),
+        ReplRecords(k.primary, k.epoch, k.lsn + 1, [rec]),
+        SnapshotImage(k.primary, k.epoch, k.lsn, b"\x80", [[k.epoch, k.primary, 1, 1]]),
+        CommitRequest(k.primary, k.epoch, k.lsn),
+        CommitAck(k.backup, k.epoch, k.lsn, "ok", 1, k.epoch),
+        Heartbeat(
+            k.primary, "primary", "normal", k.epoch, k.lsn, k.lsn, k.lsn, "main", [], "", 1, []
+        ),
+        ControlRequest("status", {}),
+        ControlReply(True, {}, ""),
+    ]
+
+
+EXPECTED = {
+    "client": (Request, Hello),
+    "control": (ControlRequest,),
+    "records": (ReplRecords, SnapshotImage),
+    "ack": (CommitRequest,),
+    "heartbeat": (Heartbeat,),
+}
+
+
+def _bad_body(rng: random.Random) -> dict[str, Any]:
+    deep: Any = 1
+    for _ in range(MAX_DEPTH + rng.randrange(1, 5)):
+        deep = [deep]
+    return rng.choice(
+        [
+            {
+                "op": "new",
+                "instrument": "ABC",
+                "side": "buy",
+                "type": "limit",
+                "qty": 2**64 - 1,
+                "price": "10.00",
+            },
+            {
+                "op": "new",
+                "instrument": "ABC",
+                "side": "buy",
+                "type": "limit",
+                "qty": -5,
+                "price": "1e9999",
+            },
+            {"op": "new", "instrument": "NOPE", "side": "up", "type": "x", "qty": "ten"},
+            {"op": "cancel", "order_id": -(2**63)},
+            {"op": "book", "instrument": "ABC", "depth": 2**63},
+            {"op": "reports", "max": -1},
+            {"op": rng.choice(["", "drop_table", "stop"]), "x": [None, 1.5, b"\x00"]},
+            {"op": "new", "nested": deep},
+            {},
+        ]
+    )
+
+
+def make_frames(family: str, kind: str, rng: random.Random, k: Known) -> list[bytes]:
+    """The message parts to send (for the ack port: what follows the REQ delimiter,
+    except rep-framing, which is the raw envelope)."""
+    good = samples(k, rng)
+    if family == "random":
+        return [rng.randbytes(rng.randrange(0, 600))]
+    if family == "truncated":
+        whole = rng.choice(good).encode()
+        return [whole[: rng.randrange(len(whole))]]
+    if family == "mutated":
+        buf = bytearray(rng.choice(good).encode())
+        for _ in range(rng.randrange(1, 4)):
+            buf[rng.randrange(len(buf))] = rng.randrange(256)
+        return [bytes(buf)]
+    if family == "oversized":
+        limit = OVERSIZED_RECORDS if kind == "records" else MAX_FRAME_BYTES[CHANNEL[kind]] + 1
+        return [Request("fz-big", 1, {"pad": "x" * limit}).encode()]
+    if family == "wrong-type":
+        wrong = [m for m in good if not isinstance(m, EXPECTED[kind])]
+        return [rng.choice(wrong).encode()]
+    if family == "bad-requests":
+        return [
+            Request(f"fz-{rng.randrange(100)}", rng.randrange(1, 2**63), _bad_body(rng)).encode()
+        ]
+    if family == "bad-control":
+        choices: list[tuple[str, dict[str, Any]]] = [
+            ("nope", {}),
+            ("cut", {"link": "everything"}),
+            ("cut", {"link": "main", "for": -1}),
+            ("heal", {"link": 5}),
+            ("status", {"digest": {"deep": [1]}}),
+            ("x" * 128, {"a": None}),
+        ]
+        cmd, args = rng.choice(choices)
+        return [ControlRequest(cmd, args).encode()]
+    epoch = k.epoch
+    sender = k.primary
+    if family == "stale-epoch":
+        epoch = rng.randrange(0, max(k.epoch, 1))
+    elif family == "unknown-sender":
+        sender = "mallory"
+    elif family == "unknown-sender-newer-epoch":
+        sender, epoch = "mallory", k.epoch + rng.randrange(1, 5)
+    if family in ("stale-epoch", "unknown-sender", "unknown-sender-newer-epoch"):
+        lsn = k.lsn + rng.randrange(0, 3)
+        if kind == "ack":
+            return [CommitRequest(sender, epoch, lsn).encode()]
+        rec = TxRecord(lsn + 1, epoch, "fz", 1, {"op": "new"}, [], "ok", {}).encode()
+        return [ReplRecords(sender, epoch, lsn + 1, [rec, rng.randbytes(20)]).encode()]
+    if family == "multipart":
+        return [rng.randbytes(rng.randrange(0, 40)) for _ in range(rng.randrange(2, 5))]
+    if family == "rep-framing":
+        return rng.choice(
+            [
+                [b"", b"x", b"y"],
+                [b"x"],
+                [b"x", b"", CommitRequest(k.primary, k.epoch, k.lsn).encode()],
+                [CommitRequest(k.primary, k.epoch, k.lsn).encode()],  # a DEALER, no delimiter
+                [b"", b""],
+            ]
+        )
+    if family == "subscriptions":
+        return [rng.choice([b"\x01", b"\x00", b""]) + rng.randbytes(rng.randrange(0, 30))]
+    raise ValueError(f"unknown family {family}")
+
+
+class Sender:
+    """One socket per target, of a type that can talk to it; replies are drained."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], targets: list[Target]) -> None:
+        self.socks: dict[Target, zmq.Socket[bytes]] = {}
+        kinds = {
+            "client": zmq.DEALER,
+            "control": zmq.DEALER,
+            "records": zmq.PUSH,
+            "ack": zmq.DEALER,
+            "heartbeat": zmq.XSUB,
+        }
+        for t in targets:
+            s: zmq.Socket[bytes] = ctx.socket(kinds[t.kind])
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, 1000)
+            if t.kind != "records":
+                s.setsockopt(zmq.RCVHWM, 1000)
+            s.connect(t.endpoint)
+            self.socks[t] = s
+
+    def send(self, t: Target, family: str, parts: list[bytes]) -> bool:
+        if family == "tcp-garbage":
+            return tcp_garbage(t.endpoint, random.randbytes(random.randrange(1, 2000)))
+        s = self.socks[t]
+        if t.kind == "ack" and family != "rep-framing":
+            parts = [b"", *parts]  # the envelope a REQ socket would add
+        try:
+            s.send_multipart(parts, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        self.drain()
+        return True
+
+    def drain(self) -> None:
+        for t, s in self.socks.items():
+            if t.kind in ("records", "heartbeat"):
+                continue
+            while True:
+                try:
+                    s.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+
+    def close(self) -> None:
+        for s in self.socks.values():
+            s.close(linger=0)
+
+
+def tcp_garbage(endpoint: str, data: bytes) -> bool:
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0) as s:
+            s.sendall(data)
+    except OSError:
+        return False
+    return True
+
+
+class Load:
+    """A little client load: orders with a few in flight; every reply recorded."""
+
+    def __init__(self, cfg: config.ClusterConfig, seed: int) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self.acked = 0
+        self.errors: list[str] = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        rng = random.Random(self.seed)
+        try:
+            with Client(self.cfg, timeout=10.0, window=4) as c:
+                while not self.stop_event.is_set():
+                    if len(c.session.outstanding) < 4:
+                        c.submit(random_order(rng, config.DEFAULT_INSTRUMENTS))
+                    for rep in c.poll(0.01):
+                        self._take(rep)
+                while c.session.outstanding:
+                    for rep in c.poll(10.0, raise_on_timeout=True):
+                        self._take(rep)
+        except Exception as exc:  # reported as a failure
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _take(self, rep: Reply) -> None:
+        if rep.status in ("ok", "rejected"):
+            self.acked += 1
+        else:
+            self.errors.append(f"msg {rep.msg_id}: {rep.status} {rep.result}")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=60)
+        if self.thread.is_alive():
+            self.errors.append("the load did not finish within 60 s")
+
+
+def targets_of(cfg: config.ClusterConfig) -> list[Target]:
+    out: list[Target] = []
+    for n in cfg.nodes:
+        out += [Target(n.name, "client", n.client), Target(n.name, "control", n.control)]
+        for link in ("main", "failsafe"):
+            ends = n.link(link)
+            out += [
+                Target(n.name, "records", ends.records),
+                Target(n.name, "ack", ends.ack),
+                Target(n.name, "heartbeat", ends.heartbeat),
+            ]
+    return out
+
+
+def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def status_json(path: Path) -> list[dict[str, Any]]:
+    """What `zmqfail status --json` says, the way an operator would see it."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zmqfail",
+            "status",
+            "--json",
+            "--config",
+            str(path),
+            "--timeout",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    rows: list[dict[str, Any]] = json.loads(out.stdout) if out.returncode == 0 else []
+    return rows
+
+
+def bad_frame_counters(row: dict[str, Any]) -> dict[str, int]:
+    counters: dict[str, int] = row.get("counters") or {}
+    return {k: v for k, v in sorted(counters.items()) if "bad" in k or "stale" in k}
+
+
+class Cluster:
+    def __init__(self, d: Path, heartbeat_misses: int) -> None:
+        self.dir = d
+        self.path = d / "zmqfail.toml"
+        text = config.render(nodes=2, base_port=free_base_port(25))
+        self.path.write_text(
+            text.replace("heartbeat_misses = 5 ", f"heartbeat_misses = {heartbeat_misses} ", 1)
+        )
+        self.cfg = config.load(self.path)
+        self.procs = {
+            n.name: spawn_node(self.path, n.name, d / f"{n.name}.log") for n in self.cfg.nodes
+        }
+
+    def status(self, digest: bool = False) -> dict[str, dict[str, Any]]:
+        return {n.name: node_status(n, digest=digest, timeout=3.0) for n in self.cfg.nodes}
+
+    def settled(self) -> dict[str, dict[str, Any]] | None:
+        """Both nodes in the normal state, one primary, one backup; else None."""
+        st = self.status()
+        roles = sorted(str(r.get("role")) for r in st.values())
+        if roles == ["backup", "primary"] and all(r["state"] == "normal" for r in st.values()):
+            return st
+        return None
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=5)
+
+
+def fuzz(cl: Cluster, args: argparse.Namespace, families: list[str]) -> tuple[Counter[str], int]:
+    rng = random.Random(args.seed)
+    random.seed(args.seed)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    targets = [t for t in targets_of(cl.cfg) if not args.port or t.kind in args.port]
+    sender = Sender(ctx, targets)
+    sent: Counter[str] = Counter()
+    dropped = 0
+    known = Known("a", "b", 1, 0)
+    refreshed = 0.0
+    gap = 1.0 / args.rate
+    try:
+        t_end = time.monotonic() + args.seconds
+        while (now := time.monotonic()) < t_end:
+            if now >= refreshed:
+                refreshed = now + 1.0
+                st = cl.status()
+                prim = [n for n, r in st.items() if r.get("role") == "primary"]
+                if prim:
+                    known.primary = prim[0]
+                    known.backup = next(n for n in st if n != prim[0])
+                    known.epoch = int(st[prim[0]]["epoch"] or 1)
+                    known.lsn = int(st[prim[0]]["last_lsn"] or 0)
+            family = rng.choice(families)
+            if family == "oversized" and rng.random() > 0.05:
+                continue  # a few, not a flood of megabytes
+            fit = [t for t in targets if t.kind in FAMILIES[family]]
+            if not fit:
+                continue
+            t = rng.choice(fit)
+            parts = [] if family == "tcp-garbage" else make_frames(family, t.kind, rng, known)
+            if sender.send(t, family, parts):
+                sent[f"{family} -> {t.kind}"] += 1
+            else:
+                dropped += 1
+            time.sleep(gap)
+    finally:
+        sender.close()
+        ctx.term()
+    return sent, dropped
+
+
+def check(cl: Cluster, before: dict[str, dict[str, Any]], load: Load) -> list[str]:
+    failures: list[str] = []
+    for name, p in cl.procs.items():
+        if p.poll() is not None:
+            failures.append(
+                f"node {name} exited with code {p.returncode} (log: {cl.dir / name}.log)"
+            )
+    if failures:
+        return failures
+
+    def same(name: str, row: dict[str, Any]) -> bool:
+        was = before[name]
+        return (row.get("role"), row["state"], row["epoch"]) == (
+            was["role"],
+            was["state"],
+            was["epoch"],
+        )
+
+    # A backup that fell behind may be syncing for a moment; a changed role or
+    # epoch (a failover, a step-down) is never right.
+    wait_until(lambda: all(same(n, r) for n, r in cl.status().items()), 10.0)
+    for name, row in cl.status().items():
+        if not same(name, row):
+            was = before[name]
+            failures.append(
+                f"node {name} was {was['role']}/{was['state']} at epoch {was['epoch']}, "
+                f"is {row.get('role')}/{row['state']} at epoch {row['epoch']}"
+            )
+    load.stop()
+    if load.errors:
+        failures.append(f"client load: {len(load.errors)} error(s), first: {load.errors[0]}")
+    if load.acked == 0:
+        failures.append("client load: no order was answered")
+
+    def equal() -> bool:
+        st = cl.status(digest=True)
+        rows = list(st.values())
+        return (
+            len({(r["last_lsn"], r["digest"]) for r in rows}) == 1 and rows[0]["digest"] is not None
+        )
+
+    if not failures and not wait_until(equal, 30.0):
+        st = cl.status(digest=True)
+        failures.append(
+            "tables differ after 30 s: "
+            + ", ".join(
+                f"{n} lsn {r['last_lsn']} digest {str(r['digest'])[:12]}" for n, r in st.items()
+            )
+        )
+    return failures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rate", type=float, default=400.0, help="frames per second at most")
+    ap.add_argument("--skip", action="append", default=[], choices=sorted(FAMILIES))
+    ap.add_argument("--only", action="append", default=[], choices=sorted(FAMILIES))
+    ap.add_argument("--port", action="append", default=[], choices=KINDS, help="only these")
+    ap.add_argument(
+        "--heartbeat-misses",
+        type=int,
+        default=5,
+        help="the cluster's dead time in heartbeats (30 ms each); raise it on a loaded machine "
+        "so that only what the bad frames do counts, not a slow scheduler",
+    )
+    ap.add_argument(
+        "--dir", type=Path, default=None, help="cluster directory (default: a temp dir)"
+    )
+    ap.add_argument("--json", type=Path, default=None, help="write the summary here too")
+    args = ap.parse_args()
+    families = [f for f in (args.only or FAMILIES) if f not in args.skip]
+    d = args.dir or Path(tempfile.mkdtemp(prefix="zmqfail-fuzz-"))
+    d.mkdir(parents=True, exist_ok=True)
+    cl = Cluster(d, args.heartbeat_misses)
+    failures: list[str] = []
+    sent: Counter[str] = Counter()
+    dropped = 0
+    load: Load | None = None
+    rows: list[dict[str, Any]] = []
+    try:
+        if not wait_until(lambda: cl.settled() is not None, 30.0):
+            failures.append(f"the cluster did not reach the normal state; see {d}")
+        else:
+            before = cl.status()
+            load = Load(cl.cfg, args.seed)
+            sent, dropped = fuzz(cl, args, families)
+            failures = check(cl, before, load)
+            rows = status_json(cl.path)
+    finally:
+        if load is not None and load.thread.is_alive():
+            load.stop()
+        cl.close()
+    ports = sum(1 for t in targets_of(cl.cfg) if not args.port or t.kind in args.port)
+    summary = {
+        "seconds": args.seconds,
+        "ports": ports,
+        "families": families,
+        "sent": dict(sorted(sent.items())),
+        "sent_total": sum(sent.values()),
+        "not_sent_queue_full": dropped,
+        "orders_answered": load.acked if load else 0,
+        "counters": {r["name"]: bad_frame_counters(r) for r in rows},
+        "failures": failures,
+        "dir": str(d),
+    }
+    print(
+        f"tools/fuzz: {summary['sent_total']} frames in {args.seconds:g} s to "
+        f"{ports} ports; {summary['orders_answered']} orders answered meanwhile"
+    )
+    for key, n in summary["sent"].items():
+        print(f"  {n:>7}  {key}")
+    for name, counters in summary["counters"].items():
+        print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in counters.items()))
+    for f in failures:
+        print(f"FAILED: {f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary, indent=1, sort_keys=True))
+    if failures:
+        print(f"cluster directory kept: {d}")
+        return 1
+    if args.dir is None:
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)
+    print("OK: both nodes up, in their states, tables equal")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
