@@ -158,5 +158,5 @@ def test_faults_under_load_lose_and_repeat_nothing(
 
     # 4. Tables equal a replay of each node's log, and each other.
     for n in ("a", "b"):
-        assert replay_digest(cfg.node(n).data_dir, cfg.engine) == digests[n], n
+        assert replay_digest(cfg.node(n).data_dir, cfg) == digests[n], n
     assert digests["a"] == digests["b"]

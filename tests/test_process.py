@@ -60,7 +60,7 @@ def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None
     acked: dict[int, dict[str, Any]] = {}
     with Client(cfg, timeout=10, window=32) as c:
         for i in range(3000):
-            c.submit(random_order(rng, cfg.engine.instruments))
+            c.submit(random_order(rng, config.DEFAULT_INSTRUMENTS))
             for rep in c.poll(0):
                 assert rep.status == "ok"
                 acked[rep.result["order_id"]] = rep.result
@@ -83,7 +83,7 @@ def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None
             assert rep.status == "ok", f"acknowledged order {order_id} is gone"
             assert rep.result["filled"] >= result["filled"]
     live = node_status(cfg.node("a"), digest=True)
-    assert live["digest"] == replay_digest(cfg.node("a").data_dir, cfg.engine)
+    assert live["digest"] == replay_digest(cfg.node("a").data_dir, cfg)
 
     # The operator views agree with the node.
     js = json.loads(zmqfail("status", "--config", str(cfg_path), "--json").stdout)
