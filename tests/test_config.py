@@ -515,3 +515,33 @@ def test_render_accepts_highest_fitting_base(tmp_path: Path) -> None:
     cfg = loads(render(2, base), tmp_path)
     assert max(pt for n in cfg.nodes for pt in node_ports(n).values()) <= 65535
     assert port(cfg.node("b").failsafe.heartbeat) == base + 17
+
+
+def test_the_example_config_in_etc_loads() -> None:
+    cfg = load(Path(__file__).resolve().parent.parent / "etc" / "zmqfail.toml")
+    assert cfg.app.name == "orders" and cfg.sessions == SessionsConfig()
+    assert orders_settings(cfg.app.settings) == OrdersConfig()
+
+
+def test_old_engine_table_is_one_line_saying_where_it_went(tmp_path: Path) -> None:
+    raw = raw_config()
+    raw["engine"] = {"dedup_window": 1024}
+    msg = parse_error(raw, tmp_path)
+    assert "\n" not in msg and "[app]" in msg and "[sessions] window" in msg
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "nope",
+        "no_such_module:create",
+        "zmqfail.app:nothing_here",
+        "zmqfail.apps.ledger.settings:LedgerConfig",  # builds something, not an application
+        5,
+    ],
+)
+def test_bad_app_reference_is_one_line(tmp_path: Path, ref: object) -> None:
+    raw = raw_config()
+    raw["cluster"]["app"] = ref
+    msg = parse_error(raw, tmp_path)
+    assert "\n" not in msg and "[cluster] app" in msg

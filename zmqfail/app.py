@@ -142,6 +142,7 @@ class Application(Protocol):
 
 
 Factory = Callable[[dict[str, Any]], Application]
+_METHODS = ("execute", "apply", "snapshot", "restore", "digest", "describe", "check")
 
 
 class Workload(Protocol):
@@ -226,13 +227,20 @@ class AppSpec:
         """A fresh instance; ConfigError (one line) if the settings are refused."""
         factory = self.factory()
         try:
-            return factory(dict(self.settings))
+            app = factory(dict(self.settings))
         except ZmqfailError:
             raise
         except Exception as exc:
             raise ConfigError(
                 f"[app] settings refused by {self.ref!r}: {type(exc).__name__}: {exc}"
             ) from None
+        lacks = [m for m in _METHODS if not callable(getattr(app, m, None))]
+        if lacks:
+            raise ConfigError(
+                f"[cluster] app {self.ref!r} made a {type(app).__name__}, which lacks "
+                f"{', '.join(lacks)}: not an application"
+            )
+        return app
 
     def workload(self, seed: int) -> Workload:
         """The app's request mix for load tools: `workload(settings, seed)` in
