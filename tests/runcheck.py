@@ -25,16 +25,15 @@ from zmqfail.apps.ledger.check import check_log
 from zmqfail.audit import replay, requests_in_log
 from zmqfail.client.control import call, node_status
 
-# Per application, the ops of the bench's mix that write (the others are queries).
-WRITE_OPS = {"orders": {"new", "cancel"}, "ledger": {"transfer", "open"}}
 
-
-def bench_args(cfg_path: Path, history: Path, report: Path, seconds: float) -> list[str]:
+def bench_args(cfg_path: Path, history: Path, report: Path, seconds: float, app: str) -> list[str]:
     return [
         "client",
         "bench",
         "--config",
         str(cfg_path),
+        "--app",
+        app,
         "--clients",
         "2",
         "--window",
@@ -101,8 +100,8 @@ def check_run(
         assert msg_id > last_msg.get(client_id, 0), f"out of order: {(client_id, msg_id)}"
         last_msg[client_id] = msg_id
     assert not [k for k, n in seen.items() if n > 1], "applied twice"
-    write_ops = WRITE_OPS[cfg.app.name]
-    writes = {k for k in acked if invokes[k]["body"].get("op") in write_ops}
+    mix = cfg.app.workload(0)
+    writes = {k for k in acked if mix.is_write(invokes[k]["body"])}
     lost = [k for k in writes if seen[k] != 1]
     assert not lost, f"acknowledged but lost: {lost[:10]}"
 

@@ -72,7 +72,7 @@ def test_faults_under_load_lose_and_repeat_nothing(
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
     history, report = tmp_path / "history.jsonl", tmp_path / "report.json"
-    bench = procs.start(*bench_args(cfg_path, history, report, 15), log="bench")
+    bench = procs.start(*bench_args(cfg_path, history, report, 15, app), log="bench")
     # The plan's clock starts once the load flows (starting the bench's client
     # processes takes seconds on a busy machine).
     wait_for(lambda: (st(cfg, "a")["committed_lsn"] or 0) > 300, 30, "load flowing")

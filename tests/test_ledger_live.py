@@ -37,7 +37,7 @@ def test_ledger_conserves_money_through_a_kill_of_the_primary(
     wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "a normal")
     wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b normal")
     history, report = tmp_path / "history.jsonl", tmp_path / "report.json"
-    bench = procs.start(*bench_args(cfg_path, history, report, 8), log="bench")
+    bench = procs.start(*bench_args(cfg_path, history, report, 8, "ledger"), log="bench")
     wait_for(lambda: st(cfg, "a")["last_lsn"] > 1500, 30, "transfers to flow")
     os.killpg(node_a.pid, signal.SIGKILL)  # with transfers in flight
     node_a.wait(10)

@@ -135,13 +135,17 @@ def test_cli_orders_and_errors(tmp_path: Path, procs: Procs) -> None:
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
-def test_demo_end_to_end_reports_nothing_lost(procs: Procs) -> None:
+DEMO = (sys.executable, "-m", "zmqfail", "demo", "--seconds", "4")
+
+
+@pytest.mark.parametrize("app", ["orders", "ledger"])
+def test_demo_end_to_end_reports_nothing_lost(procs: Procs, app: str) -> None:
     base = free_base_port(30)
     # The demo's cluster lands in this test's tmp dir: kept for a look if it
     # fails, and its nodes are swept by the procs fixture if the demo is cut short.
     env = dict(os.environ, TMPDIR=str(procs.tmp))
     out = subprocess.run(
-        [sys.executable, "-m", "zmqfail", "demo", "--seconds", "4", "--base-port", str(base)],
+        [*DEMO, "--base-port", str(base), "--app", app],
         capture_output=True,
         text=True,
         timeout=60,
@@ -151,4 +155,5 @@ def test_demo_end_to_end_reports_nothing_lost(procs: Procs) -> None:
     assert "lost            0 " in out.stdout
     assert "applied twice   0 " in out.stdout
     assert "tables          equal" in out.stdout
+    assert "invariants      hold" in out.stdout and f", {app})" in out.stdout
     assert "failover outage" in out.stdout and "demo passed" in out.stdout

@@ -154,6 +154,11 @@ class Workload(Protocol):
         """Learn from an ok reply (ids to cancel, balances...)."""
         ...
 
+    def is_write(self, body: dict[str, Any]) -> bool:
+        """Does this body of the mix write (so an acknowledgement means it is
+        in the log)? Checkers of a run need it; the framework never asks."""
+        ...
+
 
 def int_settings(
     settings: dict[str, Any], cls: type[Any], app: str, skip: Iterable[str] = ()

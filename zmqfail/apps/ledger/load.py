@@ -40,3 +40,6 @@ class TransferMix:
 
     def on_ok(self, body: dict[str, Any], result: dict[str, Any]) -> None:
         """Nothing to learn: every transfer stands alone."""
+
+    def is_write(self, body: dict[str, Any]) -> bool:
+        return body.get("op") in ("transfer", "open")

@@ -22,7 +22,7 @@ def create(settings: dict[str, Any]) -> Engine:
 
 def workload(settings: dict[str, Any], seed: int) -> Workload:
     """The bench's order mix (limit, market, cancel) on the configured instruments."""
-    from zmqfail.loadgen.orders import OrderMix
+    from zmqfail.apps.orders.load import OrderWorkload
 
     cfg = parse(settings)
-    return OrderMix(seed, cfg.instruments, cfg.price_decimals)
+    return OrderWorkload(seed, cfg.instruments, cfg.price_decimals)
