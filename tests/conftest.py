@@ -58,9 +58,9 @@ def zctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
 def cluster_dir(tmp_path: Path) -> Callable[..., Path]:
     """Write a cluster config in tmp_path; returns the config path."""
 
-    def make(nodes: int = 2, **kw: object) -> Path:
+    def make(nodes: int = 2, app: str = "orders", **kw: object) -> Path:
         base = free_base_port(10 * nodes + 5)
-        text = config.render(nodes=nodes, base_port=base)
+        text = config.render(nodes=nodes, base_port=base, app=app)
         for key, value in kw.items():
             section, name = key.split("__")
             pattern = re.compile(rf"^{name} = .*$", re.M)

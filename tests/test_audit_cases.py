@@ -251,11 +251,14 @@ def next_bad_record(cfg: config.ClusterConfig, data_dir: Path) -> tuple[int, byt
     """A record at the next LSN that the tables cannot take, as the audit's
     mixed history produced: it moves an open order to another price level and
     then cancels it there, so the book has no such entry (KeyError)."""
+    from zmqfail.apps.orders import Engine
+    from zmqfail.apps.orders.codes import OPEN
     from zmqfail.audit import replay
-    from zmqfail.engine.outcome import OPEN
     from zmqfail.txlog.record import encode_record
 
-    engine, last = replay(data_dir, cfg.engine)
+    proc, last = replay(data_dir, cfg)
+    engine = proc.app
+    assert isinstance(engine, Engine)
     oid, order = next((k, o) for k, o in engine.orders.items() if o[8] in OPEN)
     moved = [*order[:5], order[5] + 1, *order[6:]]
     gone = [*moved[:8], "cancelled"]

@@ -21,9 +21,9 @@ import pytest
 from conftest import ROOT, Procs, wait_for
 
 from zmqfail import config
+from zmqfail.apps.orders import Engine, OrdersConfig
+from zmqfail.apps.orders.prices import PriceCodec
 from zmqfail.client.control import node_status
-from zmqfail.engine.core import Engine
-from zmqfail.engine.prices import PriceCodec
 from zmqfail.errors import ConfigError
 from zmqfail.loadgen.histogram import Histogram, bucket_bounds, bucket_of
 from zmqfail.loadgen.history import completion_type, merge_parts
@@ -99,12 +99,12 @@ def test_merge_equals_combined_and_survives_shipping() -> None:
 # ------------------------------------------------------------------ order mix
 def drive_engine(mix: OrderMix, n: int, client_id: str = "c1") -> list[tuple[dict[str, Any], Any]]:
     """Feed the mix's bodies to a real engine (pure, no sockets), like a server would."""
-    engine = Engine(config.EngineConfig())
+    engine = Engine(OrdersConfig())
     out = []
-    for msg_id in range(1, n + 1):
+    for _ in range(n):
         body = mix.next_body()
-        o = engine.execute(client_id, msg_id, body)
-        engine.apply(client_id, msg_id, o.status, o.result, o.changes)
+        o = engine.execute(client_id, body)
+        engine.apply(o.changes)
         if o.status == "ok":
             mix.on_ok(body, o.result)
         out.append((body, o))

@@ -11,7 +11,7 @@ import zmq
 
 from zmqfail.client.sync import Client
 from zmqfail.netutil import free_base_port
-from zmqfail.protocol import Hello, Reply, Request, Welcome, decode
+from zmqfail.protocol import Hello, Register, Reply, Request, SessionGrant, Welcome, decode
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -42,7 +42,12 @@ def test_reply_from_an_older_epoch_is_dropped(zctx: zmq.Context[zmq.Socket[bytes
         while not done.is_set():
             for srv, _ in poller.poll(20):
                 ident, data = srv.recv_multipart()
-                assert isinstance(decode(data), Hello)
+                msg = decode(data)
+                if isinstance(msg, Register):  # the client opens its session
+                    grant = SessionGrant(msg.nonce, 1, 64, 2, "x")
+                    srv.send_multipart([ident, grant.encode()])
+                    continue
+                assert isinstance(msg, Hello)
                 active, epoch = (True, 2) if srv is new else (False, 1)
                 srv.send_multipart(
                     [ident, Welcome("x" if active else "old", epoch, active).encode()]

@@ -12,14 +12,17 @@ from typing import Any
 
 import pytest
 
+from zmqfail.apps.orders import OrdersConfig
+from zmqfail.apps.orders.settings import parse as orders_settings
 from zmqfail.config import (
     DEFAULT_INSTRUMENTS,
     ENDPOINT_OFFSETS,
+    AppSpec,
     ClusterConfig,
-    EngineConfig,
     FailoverConfig,
     FlushConfig,
     NodeConfig,
+    SessionsConfig,
     load,
     load_default,
     loads,
@@ -102,8 +105,22 @@ def test_render_policies_match_dataclass_defaults(tmp_path: Path) -> None:
     cfg = loads(render(2, BASE), tmp_path)
     assert cfg.flush == FlushConfig()
     assert cfg.failover == FailoverConfig()
-    assert cfg.engine == EngineConfig()
-    assert cfg.engine.instruments == DEFAULT_INSTRUMENTS
+    assert cfg.sessions == SessionsConfig()
+    assert cfg.app.name == "orders"
+    assert orders_settings(cfg.app.settings) == OrdersConfig()
+    assert orders_settings(cfg.app.settings).instruments == DEFAULT_INSTRUMENTS
+
+
+@pytest.mark.parametrize("app", ["orders", "ledger"])
+def test_render_each_shipped_app(tmp_path: Path, app: str) -> None:
+    cfg = loads(render(2, BASE, app=app), tmp_path)
+    assert cfg.app.name == app
+    cfg.app.create()  # its own settings, as rendered, are accepted
+
+
+def test_render_refuses_unknown_app() -> None:
+    with pytest.raises(ConfigError, match="--app must be one of ledger, orders"):
+        render(2, BASE, app="nope")
 
 
 def test_render_hosts_and_name(tmp_path: Path) -> None:
@@ -176,27 +193,30 @@ def test_explicit_values_are_read(tmp_path: Path) -> None:
     raw["cluster"]["primary"] = "c"
     raw["flush"]["interval_ms"] = 7
     raw["failover"]["heartbeat_misses"] = 9
-    raw["engine"]["instruments"] = ["A", "B.C", "Z9"]
-    raw["engine"]["price_decimals"] = 8
+    raw["app"]["instruments"] = ["A", "B.C", "Z9"]
+    raw["app"]["price_decimals"] = 8
+    raw["sessions"]["max_sessions"] = 3
     cfg = parse(raw, tmp_path, tmp_path / "x.toml")
     assert cfg.primary == "c"
     assert cfg.flush.interval_ms == 7
     assert cfg.flush.max_records == FlushConfig().max_records
     assert cfg.failover.heartbeat_misses == 9
-    assert cfg.engine.instruments == ("A", "B.C", "Z9")
-    assert cfg.engine.price_decimals == 8
+    assert orders_settings(cfg.app.settings).instruments == ("A", "B.C", "Z9")
+    assert orders_settings(cfg.app.settings).price_decimals == 8
+    assert cfg.sessions == SessionsConfig(max_sessions=3)
     assert cfg.path == tmp_path / "x.toml"
 
 
 def test_optional_sections_may_be_omitted(tmp_path: Path) -> None:
     raw = raw_config()
-    for key in ("engine", "flush", "failover", "cluster"):
+    for key in ("app", "sessions", "flush", "failover", "cluster"):
         del raw[key]
     cfg = parse(raw, tmp_path)
     assert cfg.name == "zmqfail"
     assert cfg.primary == "a"  # the first node
     assert cfg.flush == FlushConfig()
-    assert cfg.engine == EngineConfig()
+    assert cfg.app == AppSpec("orders", {})  # the order engine, its defaults
+    assert cfg.sessions == SessionsConfig()
 
 
 # --- node lookup -----------------------------------------------------------
@@ -369,7 +389,7 @@ def test_duplicate_endpoint_within_a_node(tmp_path: Path) -> None:
     assert "a.control" in msg
 
 
-@pytest.mark.parametrize("section", ["flush", "failover", "engine"])
+@pytest.mark.parametrize("section", ["flush", "failover", "sessions"])
 def test_unknown_key_in_section(tmp_path: Path, section: str) -> None:
     raw = raw_config()
     raw[section]["bogus_key"] = 5
@@ -386,8 +406,10 @@ def test_unknown_key_in_section(tmp_path: Path, section: str) -> None:
         ("flush", "segment_bytes"),
         ("failover", "heartbeat_interval_ms"),
         ("failover", "client_timeout_ms"),
-        ("engine", "dedup_window"),
-        ("engine", "price_decimals"),
+        ("sessions", "window"),
+        ("sessions", "max_sessions"),
+        ("app", "price_decimals"),
+        ("app", "max_closed_orders"),
     ],
 )
 @pytest.mark.parametrize("value", [0, -1, True, False, 1.5, "10", [1]])
@@ -410,7 +432,7 @@ def test_bool_where_int_expected_via_toml(tmp_path: Path) -> None:
 
 def test_price_decimals_upper_bound(tmp_path: Path) -> None:
     raw = raw_config()
-    raw["engine"]["price_decimals"] = 9
+    raw["app"]["price_decimals"] = 9
     assert "price_decimals must be at most 8" in parse_error(raw, tmp_path)
 
 
@@ -443,13 +465,13 @@ def test_bad_cluster_name(tmp_path: Path, name: object) -> None:
 )
 def test_bad_instrument_symbols(tmp_path: Path, instruments: object) -> None:
     raw = raw_config()
-    raw["engine"]["instruments"] = instruments
-    assert "[engine] instruments must be a list of symbols" in parse_error(raw, tmp_path)
+    raw["app"]["instruments"] = instruments
+    assert "[app] instruments must be a list of symbols" in parse_error(raw, tmp_path)
 
 
 def test_duplicate_instrument(tmp_path: Path) -> None:
     raw = raw_config()
-    raw["engine"]["instruments"] = ["ABC", "XYZ", "ABC"]
+    raw["app"]["instruments"] = ["ABC", "XYZ", "ABC"]
     assert "lists a symbol twice" in parse_error(raw, tmp_path)
 
 
@@ -462,7 +484,7 @@ def test_unknown_top_level_table(tmp_path: Path, table: str) -> None:
     assert table in msg
 
 
-@pytest.mark.parametrize("section", ["cluster", "nodes", "engine", "flush", "failover"])
+@pytest.mark.parametrize("section", ["cluster", "nodes", "app", "sessions", "flush", "failover"])
 def test_section_not_a_table(tmp_path: Path, section: str) -> None:
     raw = raw_config()
     raw[section] = 3
@@ -493,3 +515,33 @@ def test_render_accepts_highest_fitting_base(tmp_path: Path) -> None:
     cfg = loads(render(2, base), tmp_path)
     assert max(pt for n in cfg.nodes for pt in node_ports(n).values()) <= 65535
     assert port(cfg.node("b").failsafe.heartbeat) == base + 17
+
+
+def test_the_example_config_in_etc_loads() -> None:
+    cfg = load(Path(__file__).resolve().parent.parent / "etc" / "zmqfail.toml")
+    assert cfg.app.name == "orders" and cfg.sessions == SessionsConfig()
+    assert orders_settings(cfg.app.settings) == OrdersConfig()
+
+
+def test_old_engine_table_is_one_line_saying_where_it_went(tmp_path: Path) -> None:
+    raw = raw_config()
+    raw["engine"] = {"dedup_window": 1024}
+    msg = parse_error(raw, tmp_path)
+    assert "\n" not in msg and "[app]" in msg and "[sessions] window" in msg
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "nope",
+        "no_such_module:create",
+        "zmqfail.app:nothing_here",
+        "zmqfail.apps.ledger.settings:LedgerConfig",  # builds something, not an application
+        5,
+    ],
+)
+def test_bad_app_reference_is_one_line(tmp_path: Path, ref: object) -> None:
+    raw = raw_config()
+    raw["cluster"]["app"] = ref
+    msg = parse_error(raw, tmp_path)
+    assert "\n" not in msg and "[cluster] app" in msg

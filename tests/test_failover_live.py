@@ -100,8 +100,8 @@ def test_kill9_primary_backup_takes_over_and_old_primary_rejoins(
     wait_equal_digests(cfg, "a", "b")
     stop_all(cfg, procs)
     check_exactly_once(cfg, "b", load)
-    engine, _ = replay(cfg.node("b").data_dir, cfg.engine)
-    assert engine.stats()["orders"] == len(load.acked)
+    proc, _ = replay(cfg.node("b").data_dir, cfg)
+    assert proc.app.describe().tables["orders"] == len(load.acked)
 
 
 def test_paused_primary_steps_down_and_never_acknowledges_after_takeover(

@@ -6,7 +6,7 @@ Decoders: client frames (protocol.decode, decode_request), each channel's
 decode_as (replication records/snapshot/commit/ack, heartbeat, control),
 TxRecord.decode, log segments (scan_segment; recover, iter_records and
 verify on a damaged directory), snapshots (load_snapshot; a transfer image
-into Engine.restore) and the meta file. "Valid" means what a reader after
+into the Processor's restore) and the meta file. "Valid" means what a reader after
 the decoder relies on: it re-encodes to the same message and `log dump
 --json` can print it.
 """
@@ -29,10 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_protocol import SAMPLES
 
+from zmqfail import config
 from zmqfail.cli.demo import random_order
 from zmqfail.cli.logcmd import _jsonable
-from zmqfail.config import EngineConfig
-from zmqfail.engine import Engine
 from zmqfail.errors import LogCorrupt, ProtocolError
 from zmqfail.processor import Processor
 from zmqfail.protocol import (
@@ -179,15 +178,21 @@ def test_each_channel_decoder_on_mutated_frames(
 
 
 def real_records(n: int = 80) -> list[bytes]:
-    """Records a real engine wrote: fills, cancels, rejections."""
-    proc = Processor(Engine(EngineConfig()), "a", 1, 0)
+    """Records a real engine wrote: registrations, fills, cancels, rejections."""
+    proc = Processor.create(CFG, "a", 1)
     rng = random.Random(7)
     out: list[bytes] = []
+    sessions: dict[str, int] = {}
+    for c in range(4):
+        reg = proc.register(f"c{c}", c + 1)
+        assert reg.record is not None
+        out.append(reg.record)
+        sessions[f"c{c}"] = reg.gate_lsn
     for i in range(1, n * 2):
         body: dict[str, Any] = random_order(rng, ("ABC", "XYZ"))
         if i % 5 == 0:
             body = {"op": "cancel", "order_id": rng.randint(1, i)}
-        got = proc.submit(f"c{i % 4}", i, body)
+        got = proc.submit(f"c{i % 4}", i, body, sessions[f"c{i % 4}"])
         if got.record is not None:
             out.append(got.record)
         if len(out) == n:
@@ -195,6 +200,7 @@ def real_records(n: int = 80) -> list[bytes]:
     return out
 
 
+CFG = config.load_default()
 RECORDS = real_records()
 
 
@@ -362,10 +368,10 @@ def test_every_truncation_of_snapshot_and_meta_is_refused(tmp_path: Path) -> Non
 
 
 def engine_image() -> bytes:
-    proc = Processor(Engine(EngineConfig()), "a", 1, 0)
+    proc = Processor.create(CFG, "a", 1)
     for payload in RECORDS:
         proc.apply_record(TxRecord.decode(payload))
-    data: bytes = msgpack.packb(proc.engine.snapshot(), use_bin_type=True)
+    data: bytes = msgpack.packb(proc.snapshot(), use_bin_type=True)
     return data
 
 
@@ -376,13 +382,13 @@ IMAGE = engine_image()
 @given(mutations(IMAGE))
 def test_a_mutated_transfer_image_restores_or_is_refused(data: bytes) -> None:
     """A backup's path for a SnapshotImage: decode the state, then
-    Engine.restore; only ProtocolError may come out."""
+    the Processor's restore; only ProtocolError may come out."""
     try:
         state = decode_state(data)
     except ProtocolError:
         return
     try:
-        Engine.restore(EngineConfig(), state)
+        Processor.create(CFG, "b", 1, 0, state)
     except ProtocolError:
         return
 

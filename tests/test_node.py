@@ -1,5 +1,5 @@
-"""A node on a thread with real sockets: requests, dedup across restart,
-malformed frames, the control socket, and the data-dir lock."""
+"""A node on a thread with real sockets: sessions, requests, dedup across
+restart, malformed frames, the control socket, and the data-dir lock."""
 
 from __future__ import annotations
 
@@ -17,7 +17,14 @@ from zmqfail.client.control import STATUS_KEYS, call
 from zmqfail.client.session import ClientState
 from zmqfail.client.sync import Client
 from zmqfail.errors import NodeError, Unavailable
-from zmqfail.protocol import Reply, Request, decode_as
+from zmqfail.protocol import (
+    PROTOCOL_VERSION,
+    Register,
+    Reply,
+    Request,
+    SessionGrant,
+    decode_as,
+)
 from zmqfail.txlog.recovery import iter_records
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,6 +42,15 @@ def recv_reply(sock: zmq.Socket[bytes], timeout: float = 5.0) -> Reply:
     return decode_as(sock.recv(), Reply)
 
 
+def register(sock: zmq.Socket[bytes], client_id: str, nonce: int = 1) -> int:
+    """Open a session by hand, as the client library does; its id."""
+    sock.send(Register(client_id, nonce).encode())
+    assert sock.poll(5000), "no session granted before the deadline"
+    grant = decode_as(sock.recv(), SessionGrant)
+    assert grant.nonce == nonce
+    return grant.session
+
+
 def test_orders_are_matched_and_logged(
     cluster_dir: Callable[..., Path], node_threads: StartNode
 ) -> None:
@@ -50,7 +66,7 @@ def test_orders_are_matched_and_logged(
     assert r1.server == "a" and r1.epoch >= 1
     nt.stop()
     lsns = [lsn for lsn, _ in iter_records(cfg.node("a").data_dir)]
-    assert lsns == [1, 2]
+    assert lsns == [1, 2, 3]  # the client's registration, then its two orders
 
 
 def test_duplicate_answered_from_stored_reply_also_after_restart(
@@ -60,7 +76,7 @@ def test_duplicate_answered_from_stored_reply_also_after_restart(
     nt = node_threads(cfg, "a")
     nt.wait_active()
     s = raw_dealer(zctx, cfg.node("a").client)
-    req = Request("dup-client", 7, BUY).encode()
+    req = Request("dup-client", 7, BUY, register(s, "dup-client")).encode()
     s.send(req)
     first = recv_reply(s)
     s.send(req)
@@ -73,8 +89,8 @@ def test_duplicate_answered_from_stored_reply_also_after_restart(
     after = recv_reply(s, 10)
     assert after.result == first.result
     status = nt2.node.status()
-    assert status["last_lsn"] == 1, "the resend must not create a second order"
-    assert status["engine"]["orders"] == 1
+    assert status["last_lsn"] == 2, "the resend must not create a second order"
+    assert status["app"]["tables"]["orders"] == 1
 
 
 def test_malformed_frames_get_errors_and_node_keeps_serving(
@@ -84,18 +100,24 @@ def test_malformed_frames_get_errors_and_node_keeps_serving(
     nt = node_threads(cfg, "a")
     nt.wait_active()
     s = raw_dealer(zctx, cfg.node("a").client)
+    v = PROTOCOL_VERSION
     bad_frames = [
         b"",
         b"\xc1garbage",
         msgpack.packb({"not": "an array"}),
-        msgpack.packb([99, "req", "c", 1, {}]),
-        msgpack.packb([1, "nope"]),
-        msgpack.packb([1, "req", "c", "one", {}]),
-        msgpack.packb([1, "req", "c", True, {}]),
-        msgpack.packb([1, "req", "", 1, {}]),
-        msgpack.packb([1, "req", "c", 1, [1, 2]]),
-        msgpack.packb([1, "req", "c", 1, {1: 2}]),
-        msgpack.packb([1, "rep", 1, "ok", {}, 1, "x"]),
+        msgpack.packb([99, "req", "c", 1, {}, 1]),
+        msgpack.packb([2, "req", "c", 1, {}]),  # protocol 2: before sessions
+        msgpack.packb([v, "nope"]),
+        msgpack.packb([v, "req", "c", "one", {}, 1]),
+        msgpack.packb([v, "req", "c", True, {}, 1]),
+        msgpack.packb([v, "req", "", 1, {}, 1]),
+        msgpack.packb([v, "req", "c", 1, [1, 2], 1]),
+        msgpack.packb([v, "req", "c", 1, {1: 2}, 1]),
+        msgpack.packb([v, "req", "c", 1, {}, -1]),
+        msgpack.packb([v, "req", "c", 1, {}]),
+        msgpack.packb([v, "register", "c", "x"]),
+        msgpack.packb([v, "rep", 1, "ok", {}, 1, "x"]),
+        msgpack.packb([v, "session", 1, 1, 1, 1, "x"]),
     ]
     for frame in bad_frames:
         s.send(frame)
@@ -103,14 +125,15 @@ def test_malformed_frames_get_errors_and_node_keeps_serving(
         assert rep.status == "error", frame
         assert rep.result["code"] in ("bad_frame", "unexpected")
     s.send_multipart([b"two", b"parts"])  # dropped and counted, no reply possible
-    # A bad body is the engine's business: a rejection, nothing changes.
-    s.send(Request("c", 1, {"op": "new", "instrument": "ABC", "side": "up"}).encode())
+    # A bad body is the application's business: a rejection, nothing changes.
+    sid = register(s, "c")
+    s.send(Request("c", 1, {"op": "new", "instrument": "ABC", "side": "up"}, sid).encode())
     assert recv_reply(s).status == "rejected"
-    s.send(Request("c", 2, BUY).encode())
+    s.send(Request("c", 2, BUY, sid).encode())
     assert recv_reply(s).status == "ok"
     st = nt.node.status()
     assert st["counters"]["bad_frames"] == len(bad_frames) + 1
-    assert st["engine"]["orders"] == 1
+    assert st["app"]["tables"]["orders"] == 1
 
 
 def test_backup_answers_not_active(
@@ -122,6 +145,9 @@ def test_backup_answers_not_active(
     s.send(Request("c", 1, BUY).encode())
     rep = recv_reply(s)
     assert rep.status == "not_active" and rep.server == "b"
+    s.send(Register("c", 5).encode())  # no sessions from a backup either
+    rep = recv_reply(s)
+    assert (rep.status, rep.msg_id) == ("not_active", 0)
 
 
 def test_control_status_and_stop(cluster_dir: Callable[..., Path], node_threads: StartNode) -> None:
@@ -134,12 +160,12 @@ def test_control_status_and_stop(cluster_dir: Callable[..., Path], node_threads:
     st = call(cfg.node("a").control, "status", {"digest": True})
     for key in STATUS_KEYS:
         assert key in st
-    assert st["last_lsn"] == st["committed_lsn"] == st["flushed_lsn"] == 5
-    assert st["digest"] == nt.node.proc.engine.digest()
+    assert st["last_lsn"] == st["committed_lsn"] == st["flushed_lsn"] == 6  # 1 registration
+    assert st["digest"] == nt.node.proc.digest()
     assert call(cfg.node("a").control, "stop") == {"stopping": True}
     nt.thread.join(10)
     assert not nt.thread.is_alive()
-    assert replay_digest(cfg.node("a").data_dir, cfg.engine) == st["digest"]
+    assert replay_digest(cfg.node("a").data_dir, cfg) == st["digest"]
 
 
 def test_data_dir_is_locked(cluster_dir: Callable[..., Path], node_threads: StartNode) -> None:
@@ -211,7 +237,7 @@ def test_digest_of_large_tables_comes_from_a_forked_child(
             c.poll(0)
         while c.session.outstanding:
             c.poll(5)
-    assert not nt.node.digests.small(nt.node.proc.engine)
+    assert not nt.node.digests.small(nt.node.proc)
     st = call(cfg.node("a").control, "status", {"digest": True}, timeout=10)
-    assert st["digest"] == nt.node.proc.engine.digest()
+    assert st["digest"] == nt.node.proc.digest()
     assert not nt.node.digests.jobs, "the child was reaped"

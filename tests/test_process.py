@@ -60,7 +60,7 @@ def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None
     acked: dict[int, dict[str, Any]] = {}
     with Client(cfg, timeout=10, window=32) as c:
         for i in range(3000):
-            c.submit(random_order(rng, cfg.engine.instruments))
+            c.submit(random_order(rng, config.DEFAULT_INSTRUMENTS))
             for rep in c.poll(0):
                 assert rep.status == "ok"
                 acked[rep.result["order_id"]] = rep.result
@@ -83,7 +83,7 @@ def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None
             assert rep.status == "ok", f"acknowledged order {order_id} is gone"
             assert rep.result["filled"] >= result["filled"]
     live = node_status(cfg.node("a"), digest=True)
-    assert live["digest"] == replay_digest(cfg.node("a").data_dir, cfg.engine)
+    assert live["digest"] == replay_digest(cfg.node("a").data_dir, cfg)
 
     # The operator views agree with the node.
     js = json.loads(zmqfail("status", "--config", str(cfg_path), "--json").stdout)
@@ -135,13 +135,17 @@ def test_cli_orders_and_errors(tmp_path: Path, procs: Procs) -> None:
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
-def test_demo_end_to_end_reports_nothing_lost(procs: Procs) -> None:
+DEMO = (sys.executable, "-m", "zmqfail", "demo", "--seconds", "4")
+
+
+@pytest.mark.parametrize("app", ["orders", "ledger"])
+def test_demo_end_to_end_reports_nothing_lost(procs: Procs, app: str) -> None:
     base = free_base_port(30)
     # The demo's cluster lands in this test's tmp dir: kept for a look if it
     # fails, and its nodes are swept by the procs fixture if the demo is cut short.
     env = dict(os.environ, TMPDIR=str(procs.tmp))
     out = subprocess.run(
-        [sys.executable, "-m", "zmqfail", "demo", "--seconds", "4", "--base-port", str(base)],
+        [*DEMO, "--base-port", str(base), "--app", app],
         capture_output=True,
         text=True,
         timeout=60,
@@ -151,4 +155,5 @@ def test_demo_end_to_end_reports_nothing_lost(procs: Procs) -> None:
     assert "lost            0 " in out.stdout
     assert "applied twice   0 " in out.stdout
     assert "tables          equal" in out.stdout
+    assert "invariants      hold" in out.stdout and f", {app})" in out.stdout
     assert "failover outage" in out.stdout and "demo passed" in out.stdout

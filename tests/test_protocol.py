@@ -25,9 +25,11 @@ from zmqfail.protocol import (
     Hello,
     Message,
     RecoverySignal,
+    Register,
     ReplRecords,
     Reply,
     Request,
+    SessionGrant,
     SnapshotImage,
     Welcome,
     decode,
@@ -37,10 +39,13 @@ from zmqfail.protocol import (
 )
 
 pytestmark = pytest.mark.timeout(30)
+V = PROTOCOL_VERSION
 
 # One valid instance of every message type, keyed by its type tag.
 SAMPLES: dict[str, Message] = {
-    "req": Request("c-1", 1, {"op": "buy", "qty": 10, "px": "10.25", "tags": [1, "x"]}),
+    "req": Request("c-1", 1, {"op": "buy", "qty": 10, "px": "10.25", "tags": [1, "x"]}, 9),
+    "register": Register("c-1", 2**62 - 1),
+    "session": SessionGrant(2**62 - 1, 9, 256, 2, "a"),
     "rep": Reply(7, "ok", {"order": 3, "fills": [{"qty": 1}]}, 2, "a"),
     "hello": Hello("c-1", ""),
     "welcome": Welcome("a", 3, True),
@@ -115,8 +120,8 @@ def test_round_trip(tag: str) -> None:
 def test_frame_is_versioned_array(tag: str) -> None:
     msg = SAMPLES[tag]
     obj = msgpack.unpackb(msg.encode(), raw=False)
-    assert obj == [2, tag, *field_values(msg)]
-    assert PROTOCOL_VERSION == 2
+    assert obj == [3, tag, *field_values(msg)]
+    assert PROTOCOL_VERSION == 3
 
 
 def test_round_trip_preserves_bytes_and_nested_values() -> None:
@@ -144,19 +149,20 @@ def test_round_trip_preserves_bytes_and_nested_values() -> None:
         pytest.param(pack(None), id="nil"),
         pytest.param(pack([]), id="empty-array"),
         pytest.param(pack([1]), id="version-only"),
-        pytest.param(pack([2, "hello", "c-1"]), id="version-2"),
+        pytest.param(pack([4, "hello", "c-1"]), id="version-4"),
+        pytest.param(pack([2, "req", "c-1", 1, {}]), id="version-2-request"),
         pytest.param(pack([0, "hello", "c-1"]), id="version-0"),
         pytest.param(pack(["1", "hello", "c-1"]), id="version-str"),
         pytest.param(pack([None, "hello", "c-1"]), id="version-nil"),
-        pytest.param(pack([1, "nope", "c-1"]), id="unknown-type"),
-        pytest.param(pack([1, "", "c-1"]), id="empty-type"),
-        pytest.param(pack([1, "HELLO", "c-1"]), id="type-wrong-case"),
-        pytest.param(pack([1, 5, "c-1"]), id="type-int"),
-        pytest.param(pack([1, b"hello", "c-1"]), id="type-bytes"),
-        pytest.param(pack([1, ["hello"], "c-1"]), id="type-list"),
-        pytest.param(pack([1, {"t": "hello"}, "c-1"]), id="type-map"),
-        pytest.param(pack([1, None, "c-1"]), id="type-nil"),
-        pytest.param(pack([1, "req", "c-1", 1, {1: "x"}]), id="body-int-keys"),
+        pytest.param(pack([V, "nope", "c-1"]), id="unknown-type"),
+        pytest.param(pack([V, "", "c-1"]), id="empty-type"),
+        pytest.param(pack([V, "HELLO", "c-1"]), id="type-wrong-case"),
+        pytest.param(pack([V, 5, "c-1"]), id="type-int"),
+        pytest.param(pack([V, b"hello", "c-1"]), id="type-bytes"),
+        pytest.param(pack([V, ["hello"], "c-1"]), id="type-list"),
+        pytest.param(pack([V, {"t": "hello"}, "c-1"]), id="type-map"),
+        pytest.param(pack([V, None, "c-1"]), id="type-nil"),
+        pytest.param(pack([V, "req", "c-1", 1, {1: "x"}, 0]), id="body-int-keys"),
     ],
 )
 def test_malformed_frames_are_refused(frame: bytes) -> None:
@@ -166,10 +172,10 @@ def test_malformed_frames_are_refused(frame: bytes) -> None:
 @pytest.mark.parametrize("tag", TAGS)
 def test_wrong_field_count_is_refused(tag: str) -> None:
     values = field_values(SAMPLES[tag])
-    assert_refused(pack([1, tag, *values[:-1]]))
-    assert_refused(pack([1, tag, *values, 0]))
-    assert_refused(pack([1, tag, *values, *values]))
-    assert_refused(pack([1, tag]))
+    assert_refused(pack([V, tag, *values[:-1]]))
+    assert_refused(pack([V, tag, *values, 0]))
+    assert_refused(pack([V, tag, *values, *values]))
+    assert_refused(pack([V, tag]))
 
 
 LONG = "x" * (MAX_ID_LEN + 1)
@@ -210,6 +216,25 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("rep", "server", ""),
     ("rep", "server", LONG),
     ("rep", "server", 1),
+    ("req", "session", -1),
+    ("req", "session", True),
+    ("req", "session", "1"),
+    ("req", "session", None),
+    ("register", "client_id", ""),
+    ("register", "client_id", LONG),
+    ("register", "client_id", 1),
+    ("register", "nonce", -1),
+    ("register", "nonce", False),
+    ("register", "nonce", "7"),
+    ("session", "nonce", -1),
+    ("session", "nonce", None),
+    ("session", "session", 0),
+    ("session", "session", True),
+    ("session", "window", 0),
+    ("session", "window", "256"),
+    ("session", "epoch", -1),
+    ("session", "server", ""),
+    ("session", "server", 3),
     ("hello", "client_id", ""),
     ("hello", "client_id", LONG),
     ("hello", "client_id", 1),
@@ -323,6 +348,9 @@ def test_every_field_has_a_bad_value_case() -> None:
         ("req", "client_id", "c"),
         ("req", "msg_id", 1),
         ("req", "body", {}),
+        ("req", "session", 0),
+        ("register", "nonce", 0),
+        ("session", "epoch", 0),
         ("rep", "msg_id", 0),
         ("rep", "result", {}),
         ("rep", "epoch", 0),
@@ -381,7 +409,7 @@ def test_non_integer_version_is_refused(version: object) -> None:
 def test_decode_request_matches_decode_on_requests() -> None:
     for msg in (
         Request("c-9", 1, {}),
-        Request("c-9", 42, {"op": "cancel", "order": 7}),
+        Request("c-9", 42, {"op": "cancel", "order": 7}, 2**63),
         Request("z" * MAX_ID_LEN, 2**64 - 1, {"nested": {"k": [b"v"]}}),
     ):
         frame = msg.encode()

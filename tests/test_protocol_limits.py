@@ -113,7 +113,7 @@ def test_uint_fields_above_64_bits_are_refused_by_validate() -> None:
 def test_depth_limit_on_decode() -> None:
     ok = Request("c-1", 1, nested(MAX_DEPTH))
     assert decode(ok.encode()) == ok
-    too_deep = pack([V, "req", "c-1", 1, nested(MAX_DEPTH + 1)])
+    too_deep = pack([V, "req", "c-1", 1, nested(MAX_DEPTH + 1), 0])
     for dec in (decode, decode_request):
         with pytest.raises(ProtocolError, match=f"body is nested deeper than {MAX_DEPTH} levels"):
             dec(too_deep)
@@ -122,11 +122,11 @@ def test_depth_limit_on_decode() -> None:
 def test_depth_just_under_msgpacks_own_limit_is_refused_cleanly() -> None:
     # 1,000 levels decode in msgpack (its limit is 1,024) and then broke json
     # (`log dump --json`) with a RecursionError; now the decoder refuses them.
-    frame = b"\x95\x02\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1000 + b"\x01"
+    frame = b"\x96\x03\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1000 + b"\x01\x00"
     with pytest.raises(ProtocolError, match="nested deeper"):
         decode_request(frame)
     with pytest.raises(ProtocolError):  # msgpack's own StackError, wrapped
-        decode(b"\x95\x02\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1100 + b"\x01")
+        decode(b"\x96\x03\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1100 + b"\x01\x00")
 
 
 def test_depth_counts_lists_and_maps_alike() -> None:
@@ -141,7 +141,7 @@ def test_depth_counts_lists_and_maps_alike() -> None:
 @pytest.mark.parametrize(
     ("tag", "values"),
     [
-        ("req", ["c-1", 1, {"op": "x", "args": nested(MAX_DEPTH)}]),
+        ("req", ["c-1", 1, {"op": "x", "args": nested(MAX_DEPTH)}, 0]),
         ("rep", [1, "ok", nested(MAX_DEPTH + 1), 1, "a"]),
         ("ctl", ["status", nested(MAX_DEPTH + 1)]),
         ("ctlrep", [True, nested(MAX_DEPTH + 1), ""]),
@@ -159,7 +159,7 @@ def test_every_map_field_has_the_depth_limit(tag: str, values: list[object]) -> 
 )
 def test_extension_types_are_refused(value: object) -> None:
     with pytest.raises(ProtocolError, match="which frames do not carry"):
-        decode(pack([V, "req", "c-1", 1, {"x": [value]}]))
+        decode(pack([V, "req", "c-1", 1, {"x": [value]}, 0]))
     with pytest.raises(ProtocolError):
         decode(pack([V, "hello", value, ""]))
 
@@ -167,7 +167,7 @@ def test_extension_types_are_refused(value: object) -> None:
 def test_nested_map_keys_must_be_strings() -> None:
     # `log dump --json` prints bodies: a bytes key inside one broke json.dumps.
     with pytest.raises(ProtocolError, match="map key that is not a string"):
-        decode(pack([V, "req", "c-1", 1, {"a": [{b"k": 1}]}]))
+        decode(pack([V, "req", "c-1", 1, {"a": [{b"k": 1}]}, 0]))
 
 
 def test_record_fields_are_checked_like_the_wire() -> None:
@@ -197,7 +197,7 @@ def test_record_fields_are_checked_like_the_wire() -> None:
 
 def test_decode_request_applies_the_client_frame_bound() -> None:
     limit = MAX_FRAME_BYTES[Channel.CLIENTS]
-    head = pack([V, "req", "c-1", 1, {"pad": ""}])
+    head = pack([V, "req", "c-1", 1, {"pad": ""}, 0])
     pad = limit - len(head) - 2  # str8 -> str16 header grows by 2 bytes
     fits = Request("c-1", 1, {"pad": "x" * pad}).encode()
     assert len(fits) == limit

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from zmqfail.errors import LogCorrupt
-from zmqfail.txlog.frames import FRAME_HEADER, SEG_HEADER, list_segments, log_dir
+from zmqfail.txlog.frames import FRAME_HEADER, SEG_HEADER, SEG_VERSION, list_segments, log_dir
 from zmqfail.txlog.record import TxRecord
 from zmqfail.txlog.recovery import recover
 from zmqfail.txlog.segments import Batch, DiskLog
@@ -75,7 +75,7 @@ def test_round_trip(tmp_path: Path) -> None:
     # Format: header fields and the crc of one frame, checked independently.
     data = segs(tmp_path)[0].read_bytes()
     assert data[:8] == b"ZMQFLOG1"
-    assert struct.unpack_from("<HHQ", data, 8) == (1, 0, 1)
+    assert struct.unpack_from("<HHQ", data, 8) == (SEG_VERSION, 0, 1)
     length, crc, lsn = struct.unpack_from("<IIQ", data, HDR)
     assert lsn == 1 and data[HDR + FH : HDR + FH + length] == recs[0][1]
     assert crc == zlib.crc32(struct.pack("<Q", 1) + recs[0][1])
@@ -201,7 +201,7 @@ def test_empty_last_segment_ok_and_headerless_removed(tmp_path: Path) -> None:
     r = recover(tmp_path)
     nxt = log_dir(tmp_path) / f"seg-{r.last_lsn + 1:020d}.zfl"
     DiskLog(tmp_path, 1 << 20, r.last_lsn + 1).close()  # creates nothing: last has room
-    nxt.write_bytes(SEG_HEADER.pack(b"ZMQFLOG1", 1, 0, r.last_lsn + 1))
+    nxt.write_bytes(SEG_HEADER.pack(b"ZMQFLOG1", SEG_VERSION, 0, r.last_lsn + 1))
     r2 = recover(tmp_path)
     assert r2.records == r.records and nxt.exists()
     nxt.write_bytes(b"ZMQFLO")  # crash while creating the file
@@ -371,3 +371,17 @@ def test_main_thread_appends_while_flusher_writes(tmp_path: Path) -> None:
     assert [lsn for lsn, _ in r.records] == list(range(1, 3001))
     assert r.records[-1][1] == payload(3000, 0)
     assert len(segs(tmp_path)) > 10
+
+
+def test_a_log_of_the_format_before_sessions_is_refused_at_start(tmp_path: Path) -> None:
+    """Its writes have no register record: they would not replay. Refused with
+    the file and a reason, nothing changed, rather than set aside as a history
+    that does not apply."""
+    write_log(tmp_path, 1, 5)
+    seg = segs(tmp_path)[0]
+    data = bytearray(seg.read_bytes())
+    struct.pack_into("<H", data, 8, 1)  # a version-1 header
+    seg.write_bytes(bytes(data))
+    with pytest.raises(LogCorrupt, match="unsupported segment format version 1"):
+        recover(tmp_path)
+    assert seg.read_bytes() == bytes(data)

@@ -17,7 +17,7 @@ from conftest import BUY, StartNode, wait_for
 
 from zmqfail import config
 from zmqfail.errors import LogCorrupt, LogWriteFailed
-from zmqfail.protocol import Request
+from zmqfail.protocol import Register, Request, SessionGrant, decode_as
 from zmqfail.txlog.frames import FRAME_HEADER, SEG_HEADER, list_segments, log_dir
 from zmqfail.txlog.record import TxRecord
 from zmqfail.txlog.recovery import recover
@@ -299,18 +299,21 @@ def test_node_stops_without_acknowledging_after_a_failed_write(
     nt.wait_active()
     with Client(cfg, timeout=5) as c:
         assert c.request(BUY).status == "ok"
-    io = FaultyIO()
-    io.write_error = errno.EIO
-    io.write_budget = 0
-    nt.node.disklog.io = io
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.connect(cfg.node("a").client)
+    dealer.send(Register("faulty", 1).encode())  # a session while the disk works
+    assert dealer.poll(5000)
+    session = decode_as(dealer.recv(), SessionGrant).session
+    io = FaultyIO()
+    io.write_error = errno.EIO
+    io.write_budget = 0
+    nt.node.disklog.io = io
     try:
         with caplog.at_level(logging.CRITICAL, logger="zmqfail.node"):
             for msg_id in range(1, 6):
-                dealer.send(Request("faulty", msg_id, BUY).encode())
+                dealer.send(Request("faulty", msg_id, BUY, session).encode())
             wait_for(lambda: not nt.thread.is_alive(), 10, "the node to stop")
         assert nt.rc == 3
         assert dealer.poll(300) == 0  # not one of the five was acknowledged

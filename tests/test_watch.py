@@ -246,11 +246,12 @@ def test_watch_once_and_status_against_real_nodes(
     def settled() -> bool:
         sts = [node_status(cfg.node(n), False) for n in "ab"]
         return all(
-            (s["last_lsn"], s["committed_lsn"], s["flushed_lsn"], s["lag"]) == (3, 3, 3, 0)
+            # 3 orders and the client's registration
+            (s["last_lsn"], s["committed_lsn"], s["flushed_lsn"], s["lag"]) == (4, 4, 4, 0)
             for s in sts
         )
 
-    wait_for(settled, 20, "both nodes to hold, commit and flush the 3 records")
+    wait_for(settled, 20, "both nodes to hold, commit and flush the 4 records")
 
     out = zmqfail("watch", "--config", str(cfg_path), "--once")
     assert out.returncode == 0, out.stderr
@@ -260,8 +261,8 @@ def test_watch_once_and_status_against_real_nodes(
     for head in ("main", "failsafe", "peer hb", "clients", "req/s", "history"):
         assert head in out.stdout
     rows = rows_of(out.stdout)
-    assert rows["a"][:11] == ["a", "primary", "normal", "1", "3", "3", "3", "0", "main", "up", "up"]
-    assert rows["b"][:11] == ["b", "backup", "normal", "1", "3", "3", "3", "0", "main", "up", "up"]
+    assert rows["a"][:11] == ["a", "primary", "normal", "1", "4", "4", "4", "0", "main", "up", "up"]
+    assert rows["b"][:11] == ["b", "backup", "normal", "1", "4", "4", "4", "0", "main", "up", "up"]
     assert rows["a"][11] == "b" and re.fullmatch(r"\d+ms", rows["a"][12])
     assert rows["a"][13].isdigit() and int(rows["a"][13]) >= 1  # our client, seen < 5 s ago
     assert re.fullmatch(r"\d+(\.\d)?", rows["a"][15])  # req/s from two polls
@@ -279,7 +280,7 @@ def test_watch_once_and_status_against_real_nodes(
     assert table_out.returncode == 0, table_out.stderr
     rows = rows_of(table_out.stdout)
     assert rows["b"][:4] == ["b", "-", "unreachable", "-"]
-    assert rows["a"][:2] == ["a", "primary"] and rows["a"][4:7] == ["3", "3", "3"]
+    assert rows["a"][:2] == ["a", "primary"] and rows["a"][4:7] == ["4", "4", "4"]
     assert "peer hb" in table_out.stdout and "req/s" not in table_out.stdout
 
     js = zmqfail("status", "--config", str(cfg_path), "--json")
@@ -290,7 +291,7 @@ def test_watch_once_and_status_against_real_nodes(
     assert keys <= set(by_name["a"]) and keys <= set(by_name["b"])
     assert {"counters", "transitions", "peers", "backups"} <= set(by_name["a"])
     assert by_name["b"]["state"] == "unreachable" and by_name["b"]["lag"] is None
-    assert by_name["a"]["last_lsn"] == 3 and len(by_name["a"]["digest"]) == 64
+    assert by_name["a"]["last_lsn"] == 4 and len(by_name["a"]["digest"]) == 64
 
 
 def test_watch_with_a_missing_config_is_one_line_and_status_1(tmp_path: Path) -> None:

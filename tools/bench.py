@@ -6,6 +6,8 @@ noisy 2-core machine:
   bare    the bare ZeroMQ flow of the normal state, no engine, no log (ceiling)
   normal  primary + backup in the normal state, real engine
 Every scenario runs at 1 and at 64 requests in flight from one client process.
+  processor  in process, no sockets: the per-request path of the active server
+          (dedup, application, record, reply) and the backup's (decode, apply)
 """
 
 from __future__ import annotations
@@ -315,7 +317,58 @@ def bench_failover(seconds: float, kills: int = 20) -> list[dict[str, Any]]:
     ]
 
 
+def bench_processor(
+    seconds: float, requests: int = 50_000, rounds: int = 5
+) -> list[dict[str, Any]]:
+    """The request path without I/O, over the same pre-built requests each round
+    (fresh state each time; best round kept, the machine being noisy): what issue
+    10's batching has to keep cheap. 64 clients take turns, as behind a busy
+    frontend. `seconds` is not used: a fixed amount of work keeps runs comparable.
+    Timed in CPU time of this process: the path is pure CPU work, and the
+    shared machine's load would swamp wall-clock figures."""
+    from zmqfail.processor import Processor
+    from zmqfail.txlog.record import TxRecord
+
+    cfg = config.load_default()
+    rng = random.Random(3)
+    reqs = [
+        (f"c-{i % 64}", i // 64 + 1, random_order(rng, config.DEFAULT_INSTRUMENTS))
+        for i in range(requests)
+    ]
+    best_submit = best_apply = float("inf")
+    records: list[bytes] = []
+    for _ in range(rounds):
+        primary, backup = Processor.create(cfg, "a", 1), Processor.create(cfg, "b", 1)
+        records = []
+        sessions: dict[str, int] = {}
+        for n in range(64):  # every client registers once, before the timed part
+            out = primary.register(f"c-{n}", n + 1)
+            assert out.record is not None
+            records.append(out.record)
+            sessions[f"c-{n}"] = out.gate_lsn
+        t0 = time.process_time()
+        for client_id, msg_id, body in reqs:
+            out = primary.submit(client_id, msg_id, body, sessions[client_id])
+            if out.record is not None:
+                records.append(out.record)
+        best_submit = min(best_submit, time.process_time() - t0)
+        t0 = time.process_time()
+        for data in records:
+            backup.apply_record(TxRecord.decode(data))
+        best_apply = min(best_apply, time.process_time() - t0)
+    return [
+        {
+            "scenario": "processor",
+            "requests": requests,
+            "submit_per_s": round(requests / best_submit),
+            "apply_per_s": round(len(records) / best_apply),
+            "record_bytes": round(sum(map(len, records)) / max(1, len(records)), 1),
+        }
+    ]
+
+
 SCENARIOS = {
+    "processor": bench_processor,
     "single": bench_single,
     "bare": bench_bare,
     "normal": bench_normal,
@@ -334,6 +387,15 @@ def main() -> None:
         new = SCENARIOS[name](args.seconds)
         rows += new
         for r in new:
+            if r["scenario"] == "processor":
+                print(
+                    f"processor: {r['requests']:,} requests, best of 5: "
+                    f"submit {r['submit_per_s']:,}/s, "
+                    f"backup decode+apply {r['apply_per_s']:,}/s, "
+                    f"{r['record_bytes']} bytes a record",
+                    flush=True,
+                )
+                continue
             if r["scenario"] == "failover":
                 print(
                     f"failover: {r['kills']} kill -9, outage p50 {r['outage_p50_ms']} ms "

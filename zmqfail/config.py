@@ -9,12 +9,15 @@ loopback, used when no ``--config`` is given.
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zmqfail.app import DEFAULT_APP, SHIPPED, AppSpec
+from zmqfail.apps.orders.settings import DEFAULT_INSTRUMENTS
 from zmqfail.errors import ConfigError
 from zmqfail.txlog.retention import ARCHIVE_DIRNAME, Retention, RetentionPolicy
 
@@ -31,9 +34,8 @@ ENDPOINT_OFFSETS = {
 }
 PORTS_PER_NODE = 10
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9.]{0,11}$")
 _ENDPOINT_RE = re.compile(r"^tcp://[^\s:]+:\d{1,5}$")
-DEFAULT_INSTRUMENTS = ("ABC", "XYZ", "DEF", "QQQ")
+__all__ = ["DEFAULT_INSTRUMENTS", "AppSpec", "ClusterConfig", "SessionsConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +85,13 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class EngineConfig:
-    instruments: tuple[str, ...] = DEFAULT_INSTRUMENTS
-    price_decimals: int = 2
-    dedup_window: int = 1024
-    max_closed_orders: int = 100_000
-    max_reports_per_client: int = 1000
+class SessionsConfig:
+    """Client sessions (``zmqfail/sessions.py``). Memory: at most
+    ``max_sessions x window`` stored replies, each about the size of one
+    reply's result plus ~150 bytes. Equal on every node: eviction follows them."""
+
+    max_sessions: int = 1024  # beyond this, a registration evicts the least recently active
+    window: int = 256  # replies kept per session for resends (clients keep fewer in flight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +142,8 @@ class ClusterConfig:
     name: str
     primary: str
     nodes: tuple[NodeConfig, ...]
-    engine: EngineConfig = field(default_factory=EngineConfig)
+    app: AppSpec = field(default_factory=AppSpec)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
     flush: FlushConfig = field(default_factory=FlushConfig)
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     path: Path | None = None
@@ -200,7 +204,7 @@ def _link(raw: object, where: str) -> LinkEndpoints:
 def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> ClusterConfig:
     """Build a ClusterConfig from parsed TOML, or raise ConfigError naming the key."""
     cluster = _section(raw, "cluster")
-    unknown_cluster = set(cluster) - {"name", "primary"}
+    unknown_cluster = set(cluster) - {"name", "primary", "app"}
     if unknown_cluster:
         raise ConfigError(f"[cluster] unknown key(s) {', '.join(sorted(unknown_cluster))}")
     name = cluster.get("name", "zmqfail")
@@ -253,31 +257,32 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     if not isinstance(primary, str) or primary not in {n.name for n in nodes}:
         raise ConfigError(f"[cluster] primary {primary!r} is not one of the nodes")
 
-    eng = _section(raw, "engine")
-    instruments = eng.get("instruments", list(DEFAULT_INSTRUMENTS))
-    if (
-        not isinstance(instruments, list)
-        or not instruments
-        or not all(isinstance(s, str) and _SYMBOL_RE.match(s) for s in instruments)
-    ):
-        raise ConfigError('[engine] instruments must be a list of symbols like "ABC"')
-    if len(set(instruments)) != len(instruments):
-        raise ConfigError("[engine] instruments lists a symbol twice")
-    eng_ints = _ints({k: v for k, v in eng.items() if k != "instruments"}, "engine", EngineConfig)
-    if eng_ints.get("price_decimals", 2) > 8:
-        raise ConfigError("[engine] price_decimals must be at most 8")
-    engine = EngineConfig(instruments=tuple(instruments), **eng_ints)
+    if "engine" in raw:
+        raise ConfigError(
+            "[engine] is gone: the order engine's settings are the [app] table, and "
+            "dedup_window is [sessions] window"
+        )
+    ref = cluster.get("app", DEFAULT_APP)
+    if not isinstance(ref, str) or not ref:
+        raise ConfigError(
+            f"[cluster] app must name an application ({', '.join(sorted(SHIPPED))} or "
+            f"'package.module:factory'), got {ref!r}"
+        )
+    app = AppSpec(ref, dict(_section(raw, "app")))
+    app.create()  # the application checks its own settings: a bad one stops here
+    sessions = SessionsConfig(**_ints(_section(raw, "sessions"), "sessions", SessionsConfig))
     flush = FlushConfig(**_ints(_section(raw, "flush"), "flush", FlushConfig))
     failover = FailoverConfig(**_ints(_section(raw, "failover"), "failover", FailoverConfig))
     retention = _retention(_section(raw, "retention"))
-    unknown = set(raw) - {"cluster", "nodes", "engine", "flush", "failover", "retention"}
+    unknown = set(raw) - {"cluster", "nodes", "app", "sessions", "flush", "failover", "retention"}
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}")
     return ClusterConfig(
         name=name,
         primary=primary,
         nodes=tuple(nodes),
-        engine=engine,
+        app=app,
+        sessions=sessions,
         flush=flush,
         failover=failover,
         path=path,
@@ -313,14 +318,20 @@ def render(
     host: str = "127.0.0.1",
     failsafe_host: str | None = None,
     name: str = "local",
+    app: str = DEFAULT_APP,
 ) -> str:
-    """The TOML text of a local cluster: nodes a, b, ... from base_port on."""
+    """The TOML text of a local cluster: nodes a, b, ... from base_port on,
+    running `app` (a shipped application) with its default settings."""
     if not 1 <= nodes <= 26:
         raise ConfigError("--nodes must be between 1 and 26")
     top = base_port + PORTS_PER_NODE * nodes
     if base_port < 1024 or top > 65535:
         raise ConfigError(f"ports {base_port}..{top} must lie within 1024..65535")
+    if app not in SHIPPED:
+        raise ConfigError(f"--app must be one of {', '.join(sorted(SHIPPED))}, got {app!r}")
     fs_host = failsafe_host or host
+    app_toml = importlib.import_module(SHIPPED[app]).TOML.rstrip("\n").splitlines()
+    app_line = f'app = "{app}"'
     lines = [
         "# zmqfail cluster configuration. Every node, client and tool reads the same file.",
         "# Endpoints are where each node listens; data_dir is relative to this file.",
@@ -328,13 +339,15 @@ def render(
         "[cluster]",
         f'name = "{name}"',
         'primary = "a"           # the node that starts as primary on a fresh cluster',
+        f"{app_line:<24}# the application: {', '.join(sorted(SHIPPED))} or "
+        '"package.module:factory"',
         "",
-        "[engine]",
-        'instruments = ["ABC", "XYZ", "DEF", "QQQ"]',
-        "price_decimals = 2      # prices are accepted with at most this many decimals",
-        "dedup_window = 1024     # stored replies kept per client (must be equal on every node)",
-        "max_closed_orders = 100000",
-        "max_reports_per_client = 1000",
+        "[app]                   # the application's own settings (equal on every node)",
+        *app_toml,
+        "",
+        "[sessions]              # client sessions (equal on every node)",
+        "max_sessions = 1024     # beyond this, a registration evicts the least recently active",
+        "window = 256            # replies kept per session, so a resend is answered not redone",
         "",
         "[flush]                 # checkpoint agent, normal state: flush when any is reached",
         "interval_ms = 100",

@@ -1,8 +1,11 @@
-"""Request processing without I/O: dedup, engine, transaction record, reply gate.
+"""Request processing without I/O: sessions, the application, transaction
+records, the reply gate.
 
 The node shell feeds decoded requests in and gets back what to log and what
 to answer, with the LSN the answer must wait for. Keeping this free of sockets
-and files lets tests drive the exact production path with plain calls.
+and files lets tests drive the exact production path with plain calls. The
+application is whatever the config names (``zmqfail.app``); nothing here knows
+which one it is.
 """
 
 from __future__ import annotations
@@ -11,10 +14,23 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from zmqfail.engine import DedupKind, Engine
-from zmqfail.protocol import STATUS_ERROR, STATUS_STALE, encode_reply
+from zmqfail.app import Application, AppSpec, digest_of
+from zmqfail.config import ClusterConfig
+from zmqfail.errors import ProtocolError
+from zmqfail.protocol import (
+    STATUS_ERROR,
+    STATUS_EXPIRED,
+    STATUS_OK,
+    STATUS_STALE,
+    SessionGrant,
+    encode_reply,
+)
+from zmqfail.sessions import SessionTable, store
 from zmqfail.txlog.history import EpochHistory
-from zmqfail.txlog.record import TxRecord, encode_record
+from zmqfail.txlog.record import REGISTER, TxRecord, encode_record
+
+# 2: the application's state and the framework's sessions, side by side.
+SNAPSHOT_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +44,18 @@ class Processed:
 
 
 class Processor:
-    def __init__(self, engine: Engine, name: str, epoch: int, last_lsn: int) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        app: Application,
+        sessions: SessionTable,
+        name: str,
+        epoch: int,
+        last_lsn: int,
+        app_name: str = "",
+    ) -> None:
+        self.app = app
+        self.sessions = sessions
+        self.app_name = app_name
         self.name = name
         self.epoch = epoch
         self.last_lsn = last_lsn
@@ -38,20 +64,52 @@ class Processor:
         self.applied = 0
         self.duplicates = 0
         self.stale = 0
+        self.expired = 0
         self.failures = 0
+        self._live = sessions.live
+        self._window = sessions.window
+
+    @classmethod
+    def create(
+        cls,
+        cfg: ClusterConfig,
+        name: str,
+        epoch: int,
+        last_lsn: int = 0,
+        state: dict[str, Any] | None = None,
+    ) -> Processor:
+        """The configured application and sessions, empty or from a snapshot's
+        state (ProtocolError if it does not fit the config)."""
+        sessions = SessionTable(cfg.sessions.max_sessions, cfg.sessions.window)
+        app = cfg.app.create()
+        if state is not None:
+            restore(cfg.app, app, sessions, state)
+        return cls(app, sessions, name, epoch, last_lsn, cfg.app.name)
 
     def _reply(self, msg_id: int, status: str, result: dict[str, Any]) -> bytes:
         return encode_reply(msg_id, status, result, self.epoch, self.name)
 
-    def submit(self, client_id: str, msg_id: int, body: dict[str, Any]) -> Processed:
+    # ------------------------------------------------------ active server
+
+    def submit(self, client_id: str, msg_id: int, body: dict[str, Any], session: int) -> Processed:
         """Process one request on the active server (method 200 steps 210a-240)."""
-        answer = self.engine.lookup(client_id, msg_id)
-        if answer.kind is DedupKind.HIT:
+        s = self._live.get(client_id)
+        if s is None or s.id != session:
+            # Whatever the answer, it waits behind every record written so far:
+            # the registration that evicted the session may not be committed.
+            self.expired += 1
+            return Processed(
+                self._reply(msg_id, STATUS_EXPIRED, expired_result(client_id, session)),
+                self.last_lsn,
+                None,
+            )
+        stored = s.replies.get(msg_id)
+        if stored is not None:
             # The stored reply may belong to a record not yet committed: it waits
             # behind everything written so far, never ahead of its own commit.
             self.duplicates += 1
-            return Processed(self._reply(msg_id, answer.status, answer.result), self.last_lsn, None)
-        if answer.kind is DedupKind.STALE:
+            return Processed(self._reply(msg_id, stored[0], stored[1]), self.last_lsn, None)
+        if msg_id <= s.evicted:
             self.stale += 1
             result = {
                 "code": "stale_msg_id",
@@ -60,8 +118,8 @@ class Processor:
             }
             return Processed(self._reply(msg_id, STATUS_STALE, result), 0, None)
         try:
-            out = self.engine.execute(client_id, msg_id, body)
-        except Exception as exc:  # an engine bug must not kill the node
+            out = self.app.execute(client_id, body)
+        except Exception as exc:  # an application bug must not kill the node
             self.failures += 1
             result = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
             return Processed(self._reply(msg_id, STATUS_ERROR, result), 0, None)
@@ -71,26 +129,118 @@ class Processor:
         record = encode_record(
             lsn, self.epoch, client_id, msg_id, body, out.changes, out.status, out.result
         )
-        self.engine.apply(client_id, msg_id, out.status, out.result, out.changes)
+        self.app.apply(out.changes)
+        store(s, self._window, msg_id, out.status, out.result)
+        self._live.move_to_end(client_id)
         self.last_lsn = lsn
         self.last_epoch = self.epoch
         self.applied += 1
         return Processed(self._reply(msg_id, out.status, out.result), lsn, record)
 
     def knows_client(self, client_id: str) -> bool:
-        """Has this client had a write processed (in the replicated tables)? Only
-        such a client may vote for a takeover."""
-        return client_id in self.engine.dedup.clients
+        """Has this client a session (a registration is a write in the
+        replicated tables)? Only such a client may vote for a takeover."""
+        return client_id in self._live
+
+    def register(self, client_id: str, nonce: int) -> Processed:
+        """A client asks for a session. The same nonce again (a resend after a
+        failover) gets the same session; a new one replaces the client's old
+        session, which makes room if the table is full."""
+        s = self._live.get(client_id)
+        if s is not None and s.nonce == nonce:
+            self.duplicates += 1
+            return Processed(self._grant(nonce, s.id), self.last_lsn, None)
+        lsn = self.last_lsn + 1
+        body = {"nonce": nonce}
+        record = encode_record(lsn, self.epoch, client_id, REGISTER, body, [], STATUS_OK, {})
+        self.sessions.register(client_id, nonce, lsn)
+        self.last_lsn = lsn
+        self.last_epoch = self.epoch
+        self.applied += 1
+        return Processed(self._grant(nonce, lsn), lsn, record)
+
+    def _grant(self, nonce: int, sid: int) -> bytes:
+        return SessionGrant(nonce, sid, self._window, self.epoch, self.name).encode()
+
+    # ------------------------------------------------- backup, recovery
 
     def apply_record(self, rec: TxRecord) -> None:
         """Apply a record produced elsewhere (recovery, or mirrored from the primary)."""
         if rec.lsn != self.last_lsn + 1:
             raise ValueError(f"record lsn {rec.lsn} does not follow {self.last_lsn}")
-        self.engine.apply(rec.client_id, rec.msg_id, rec.status, rec.result, rec.changes)
+        cid = rec.client_id
+        if rec.msg_id == REGISTER and cid:
+            self.sessions.register(cid, rec.body["nonce"], rec.lsn)
+        elif not cid:
+            self.app.apply(rec.changes)  # a system record: no session
+        else:
+            s = self._live.get(cid)
+            if s is None:
+                raise ProtocolError(
+                    f"record {rec.lsn} is a write of client {cid!r}, which has no session: "
+                    "the log was written before sessions existed, or has diverged"
+                )
+            self.app.apply(rec.changes)
+            store(s, self._window, rec.msg_id, rec.status, rec.result)
+            self._live.move_to_end(cid)
         self.last_lsn = rec.lsn
         self.last_epoch = rec.epoch
         self.applied += 1
         self.epoch = max(self.epoch, rec.epoch)
+
+    # ------------------------------------------------------------- state
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "app": self.app_name,
+            "sessions": self.sessions.snapshot(),
+            "state": self.app.snapshot(),
+        }
+
+    def digest(self) -> str:
+        """The application's digest and the sessions (activity order included:
+        it decides the next eviction)."""
+        return digest_of([self.app.digest(), self.sessions.snapshot()])
+
+    def describe(self) -> dict[str, Any]:
+        """What `status` shows of the application and the sessions."""
+        return {"name": self.app_name, **self.app.describe().as_dict()}
+
+    def rows(self) -> int:
+        """About how much a digest has to hash."""
+        return self.app.describe().rows + sum(len(s.order) for s in self._live.values())
+
+
+def restore(spec: AppSpec, app: Application, sessions: SessionTable, state: dict[str, Any]) -> None:
+    if state.get("format") != SNAPSHOT_FORMAT or "state" not in state:
+        raise ProtocolError(
+            f"unsupported snapshot format {state.get('format')!r} (this zmqfail reads "
+            f"{SNAPSHOT_FORMAT}: application state and sessions)"
+        )
+    if state.get("app") != spec.name:
+        raise ProtocolError(
+            f"the snapshot is of application {state.get('app')!r}, the config runs {spec.name!r}"
+        )
+    if not isinstance(state["sessions"], dict) or not isinstance(state["state"], dict):
+        raise ProtocolError("snapshot: sessions and state must be maps")
+    sessions.restore(state["sessions"])
+    app.restore(state["state"])
+
+
+def expired_result(client_id: str, session: int) -> dict[str, Any]:
+    if session == 0:
+        why = f"{client_id} sent no session: register first"
+    else:
+        why = (
+            f"session {session} of {client_id} is no longer live (evicted as the least "
+            "recently active, or replaced by a newer registration)"
+        )
+    return {
+        "code": "session_expired",
+        "message": f"{why}; this request was not executed now, an earlier send of it may "
+        "have been: its outcome is unknown. Register again for new requests.",
+    }
 
 
 class ReplyGate:

@@ -22,17 +22,21 @@ import zmq
 from zmqfail.errors import ProtocolError
 from zmqfail.failover.machine import Role, State
 
-PROTOCOL_VERSION = 2  # 2: heartbeats and snapshot images carry the epoch history
+# 2: heartbeats and snapshot images carry the epoch history.
+# 3: client sessions (register, session; req names its session).
+PROTOCOL_VERSION = 3
 
-# Reply statuses. "ok" and "rejected" are final answers of the engine; the
-# others say the request was not processed here and may be sent elsewhere.
+# Reply statuses. "ok" and "rejected" are final answers of the application;
+# the others say the request was not processed here. After "stale" and
+# "expired" the outcome of an earlier send of the request is unknown.
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
 STATUS_ERROR = "error"
 STATUS_NOT_ACTIVE = "not_active"
 STATUS_STALE = "stale"
+STATUS_EXPIRED = "expired"  # the session it names is gone: register again
 REPLY_STATUSES = frozenset(
-    {STATUS_OK, STATUS_REJECTED, STATUS_ERROR, STATUS_NOT_ACTIVE, STATUS_STALE}
+    {STATUS_OK, STATUS_REJECTED, STATUS_ERROR, STATUS_NOT_ACTIVE, STATUS_STALE, STATUS_EXPIRED}
 )
 
 MAX_ID_LEN = 128
@@ -266,12 +270,14 @@ def _register(cls: type[M]) -> type[M]:
 @_register
 @dataclass(frozen=True, slots=True)
 class Request(Message):
-    """Client -> server: one application request."""
+    """Client -> server: one application request, in the session the server
+    granted (``session``: the id from a ``session`` message; 0: none)."""
 
     TYPE: ClassVar[str] = "req"
     client_id: str
     msg_id: int
     body: dict[str, Any]
+    session: int = 0
 
     def validate(self) -> None:
         cid, mid = self.client_id, self.msg_id
@@ -281,10 +287,13 @@ class Request(Message):
             and type(mid) is int
             and mid > 0
             and type(self.body) is dict
+            and type(self.session) is int
+            and self.session >= 0
         ):
             _check_id(cid, "client_id")
             _check(_is_int(mid) and mid > 0, "msg_id must be a positive integer")
             _check(isinstance(self.body, dict), "body must be a map")
+            _check_uint(self.session, "session")
         check_tree(self.body, "body")
 
 
@@ -537,6 +546,43 @@ class ControlReply(Message):
         _check(isinstance(self.error, str), "error must be a string")
 
 
+@_register
+@dataclass(frozen=True, slots=True)
+class Register(Message):
+    """Client -> server: open a session. ``nonce`` is random per registration,
+    so a resend of it (after a failover) gets the same session back, while a
+    restarted client with the same client_id gets a new one."""
+
+    TYPE: ClassVar[str] = "register"
+    client_id: str
+    nonce: int
+
+    def validate(self) -> None:
+        _check_id(self.client_id, "client_id")
+        _check_uint(self.nonce, "nonce")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class SessionGrant(Message):
+    """Server -> client: the answer to Register, once its record is committed.
+    ``window`` is how many replies the session keeps for resends."""
+
+    TYPE: ClassVar[str] = "session"
+    nonce: int
+    session: int
+    window: int
+    epoch: int
+    server: str
+
+    def validate(self) -> None:
+        _check_uint(self.nonce, "nonce")
+        _check(_is_int(self.session) and self.session > 0, "session must be a positive integer")
+        _check(_is_int(self.window) and self.window > 0, "window must be a positive integer")
+        _check_uint(self.epoch, "epoch")
+        _check_id(self.server, "server")
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = dict(_REGISTRY)
 
 
@@ -596,12 +642,12 @@ def decode_request(
         return decode(frame)  # raises the proper ProtocolError
     if (
         type(obj) is list
-        and len(obj) == 5
+        and len(obj) == 6
         and type(obj[0]) is int
         and obj[0] == PROTOCOL_VERSION
         and obj[1] == "req"
     ):
-        msg = Request(obj[2], obj[3], obj[4])
+        msg = Request(obj[2], obj[3], obj[4], obj[5])
         msg.validate()
         return msg
     return decode(frame)

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from zmqfail.cli.common import config_option, load_config, one_line_errors
-from zmqfail.errors import ZmqfailError
+from zmqfail.errors import ConfigError, ZmqfailError
 from zmqfail.loadgen.runner import BenchOptions, run_bench
 
 PROGRESS_COLUMNS = ("server", "state", "sent", "ok", "rejected", "errors", "inflight", "resends")
@@ -145,6 +145,9 @@ def print_report(console: Console, s: dict[str, Any], opts: BenchOptions) -> Non
     "--lost-after", default=10.0, show_default=True, help="Seconds without any server: give up."
 )
 @click.option("--quiet", is_flag=True, help="No live display.")
+@click.option(
+    "--app", default=None, help="The application's request mix (default: the config's app)."
+)
 @one_line_errors
 def bench_cmd(
     config_path: str | None,
@@ -160,12 +163,18 @@ def bench_cmd(
     connect_timeout: float,
     lost_after: float,
     quiet: bool,
+    app: str | None,
 ) -> None:
     """Drive load against the cluster and report throughput and latency.
 
     Without --duration or --requests it runs for 10 seconds. Exit status 0
     unless the bench could not run or a client lost every server."""
     cfg = load_config(config_path)
+    if app is not None and app != cfg.app.name:
+        raise ConfigError(
+            f"--app {app}, but the cluster config runs {cfg.app.name!r} ([cluster] app); "
+            f"`zmqfail config init --app {app}` writes a config for it"
+        )
     opts = BenchOptions(
         clients=clients,
         window=window,

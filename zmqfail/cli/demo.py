@@ -1,10 +1,13 @@
 """`zmqfail demo`: the product in one command, checked rather than assumed.
 
-It builds a two-node cluster in a temporary directory, drives orders from a
-client, kills the primary with SIGKILL mid-run, lets the backup take over,
+It builds a two-node cluster in a temporary directory (running the order
+engine, or the ledger with --app ledger), drives the application's request
+mix from a client, kills the primary with SIGKILL mid-run, lets the backup take over,
 restarts the old primary (it rejoins as the backup), and ends with a report
 whose numbers come from the nodes' own logs: every acknowledged request is
-found exactly once, none is applied twice, and both servers' tables are equal.
+found exactly once, none is applied twice, both servers' tables are equal,
+and the application's own invariants (for the ledger: the total of all
+balances conserved) hold on a replay of each log.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from typing import Any
 import click
 
 from zmqfail import config
-from zmqfail.audit import requests_in_log
+from zmqfail.app import SHIPPED
+from zmqfail.audit import replay, requests_in_log
 from zmqfail.cli.common import one_line_errors, spawn_node
 from zmqfail.client.control import call, node_status
 from zmqfail.client.sync import Client
 from zmqfail.errors import Unavailable, ZmqfailError
-from zmqfail.protocol import STATUS_OK
+from zmqfail.protocol import STATUS_OK, STATUS_REJECTED
 
 
 def random_order(rng: random.Random, instruments: tuple[str, ...]) -> dict[str, Any]:
@@ -58,30 +62,39 @@ def _wait(cfg: config.ClusterConfig, name: str, role: str, state: str, timeout: 
 
 
 class DemoLoad:
-    """One client on a thread: keeps `window` orders in flight, records replies."""
+    """One client on a thread: keeps `window` requests of the application's mix
+    in flight, records the acknowledged writes."""
 
     def __init__(self, cfg: config.ClusterConfig, window: int) -> None:
         self.client = Client(cfg, timeout=30.0, window=window, lost_after=30.0)
-        self.acked: set[int] = set()
+        self.mix = cfg.app.workload(7)
+        self.acked: set[int] = set()  # msg_ids of acknowledged writes
+        self.replies = 0
         self.errors: list[str] = []
         self.switches: list[float] = []  # outage ms: last old reply -> first new reply
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="demo-load", daemon=True)
 
     def _run(self) -> None:
-        rng = random.Random(7)
         c = self.client
+        bodies: dict[int, dict[str, Any]] = {}
         last_t, last_server = 0.0, ""
         try:
             while not self.stop.is_set() or c.session.outstanding:
                 if not self.stop.is_set():
-                    c.submit(random_order(rng, config.DEFAULT_INSTRUMENTS))
+                    body = self.mix.next_body()
+                    bodies[c.submit(body)] = body
                 for rep in c.poll(0 if not self.stop.is_set() else 1.0):
                     t = time.monotonic()
-                    if rep.status != STATUS_OK:
+                    body = bodies.pop(rep.msg_id)
+                    if rep.status not in (STATUS_OK, STATUS_REJECTED):
                         self.errors.append(f"{rep.msg_id}: {rep.status} {rep.result}")
                         continue
-                    self.acked.add(rep.msg_id)
+                    if rep.status == STATUS_OK:
+                        self.mix.on_ok(body, rep.result)
+                    self.replies += 1  # rejected is an answer too, logged like ok
+                    if self.mix.is_write(body):
+                        self.acked.add(rep.msg_id)
                     if last_server and rep.server != last_server:
                         self.switches.append((t - last_t) * 1000)
                     last_t, last_server = t, rep.server
@@ -95,12 +108,21 @@ class DemoLoad:
 @click.option("--window", default=16, show_default=True, help="Requests in flight.")
 @click.option("--keep", is_flag=True, help="Keep the temporary cluster directory.")
 @click.option("--watch", "watch", is_flag=True, help="Show the live cluster view meanwhile.")
+@click.option(
+    "--app",
+    default="orders",
+    show_default=True,
+    help=f"The application the cluster runs: {', '.join(sorted(SHIPPED))}.",
+)
 @one_line_errors
-def demo_cmd(seconds: float, base_port: int, window: int, keep: bool, watch: bool) -> None:
+def demo_cmd(
+    seconds: float, base_port: int, window: int, keep: bool, watch: bool, app: str
+) -> None:
     """A cluster, load, SIGKILL of the primary, rejoin, and a checked report."""
+    text = config.render(nodes=2, base_port=base_port, name="demo", app=app)  # checks --app
     tmp = Path(tempfile.mkdtemp(prefix="zmqfail-demo-"))
     cfg_path = tmp / "zmqfail.toml"
-    cfg_path.write_text(config.render(nodes=2, base_port=base_port, name="demo"))
+    cfg_path.write_text(text)
     cfg = config.load(cfg_path)
     say = click.echo
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -124,7 +146,7 @@ def demo_cmd(seconds: float, base_port: int, window: int, keep: bool, watch: boo
         load.thread.start()
         time.sleep(seconds * 0.4)
         before = len(load.acked)
-        say(f"{before} orders acknowledged; SIGKILL the primary a under load")
+        say(f"{before} {app} writes acknowledged; SIGKILL the primary a under load")
         os.killpg(procs["a"].pid, signal.SIGKILL)
         procs["a"].wait()
         _wait(cfg, "b", "primary", "backup_only", 20)
@@ -151,6 +173,7 @@ def demo_cmd(seconds: float, base_port: int, window: int, keep: bool, watch: boo
             m for c, m in requests_in_log(cfg.node("b").data_dir) if c == cid
         )
         lost = sum(1 for m in load.acked if seen[m] == 0)
+        broken = {n: replay(cfg.node(n).data_dir, cfg)[0].app.check() for n in ("a", "b")}
         twice = sum(1 for n in seen.values() if n > 1)
         outage = max(load.switches) if load.switches else float("nan")
         if viewer is not None:
@@ -158,8 +181,8 @@ def demo_cmd(seconds: float, base_port: int, window: int, keep: bool, watch: boo
             viewer.wait(timeout=10)
         say("")
         say(
-            f"throughput      {len(load.acked) / elapsed:,.0f} acknowledged orders/s "
-            f"({len(load.acked)} in {elapsed:.1f}s, {window} in flight)"
+            f"throughput      {load.replies / elapsed:,.0f} acknowledged requests/s "
+            f"({load.replies} in {elapsed:.1f}s, {window} in flight, {app})"
         )
         say(f"failover outage {outage:.0f} ms (last reply from a to first reply from b)")
         say(f"resent          {load.client.session.resends} requests after the failover")
@@ -170,7 +193,9 @@ def demo_cmd(seconds: float, base_port: int, window: int, keep: bool, watch: boo
             f"tables          {'equal' if same else 'DIFFERENT'} on a and b "
             f"(digest {digests['b'][:16]})"
         )
-        if lost or twice or not same or not load.switches:
+        bad = "; ".join(f"{n}: {v[0]}" for n, v in broken.items() if v)
+        say(f"invariants      {'hold' if not bad else 'BROKEN: ' + bad} (replay of each log)")
+        if lost or twice or not same or not load.switches or bad:
             raise ZmqfailError("the demo found a problem (see above)")
         say("demo passed")
         passed = True

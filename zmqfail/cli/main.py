@@ -79,12 +79,19 @@ def config_group() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--failsafe-host", default=None, help="Host of the failsafe link (default: --host).")
 @click.option("--force", is_flag=True, help="Overwrite an existing zmqfail.toml.")
+@click.option("--app", default="orders", show_default=True, help="orders or ledger.")
 @one_line_errors
 def config_init(
-    directory: str, nodes: int, base_port: int, host: str, failsafe_host: str | None, force: bool
+    directory: str,
+    nodes: int,
+    base_port: int,
+    host: str,
+    failsafe_host: str | None,
+    force: bool,
+    app: str,
 ) -> None:
     """Write DIR/zmqfail.toml for a local cluster (nodes a, b, ... from --base-port)."""
-    text = config.render(nodes, base_port, host, failsafe_host)
+    text = config.render(nodes, base_port, host, failsafe_host, app=app)
     d = Path(directory)
     path = d / "zmqfail.toml"
     if path.exists() and not force:

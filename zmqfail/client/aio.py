@@ -3,7 +3,10 @@
 One sync Client runs on a thread of its own (its sockets never leave that
 thread); coroutines hand it requests through a queue and get their replies as
 futures. The switch-over logic (pings, recovery signal, resend in order) is
-therefore the very same code as the sync client's, not a second copy.
+therefore the very same code as the sync client's, not a second copy; so is
+the session: it registers on connect and again after an expiry, and a
+request whose session expired resolves to a Reply of status ``expired``
+(outcome unknown, like ``stale``), never to an exception.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ The application sees states, not exceptions: CONNECTED to a server at an
 epoch, FAILING_OVER while it looks for the server that took over, and LOST
 only when no server has answered for ``lost_after`` seconds, when calls raise
 ``Unavailable``.
+
+The client registers a session with the server when it first connects (and
+again after its session expired; see ``session.py``). A reply with status
+``expired`` completes its request like any other reply, and means the
+request's outcome is unknown, like ``stale``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from zmqfail.protocol import (
     Message,
     RecoverySignal,
     Reply,
+    SessionGrant,
     Welcome,
     decode,
 )
@@ -137,12 +143,13 @@ class Client:
 
     # ------------------------------------------------------------ connecting
     def connect(self, timeout: float | None = None) -> str:
-        """Find the active server; returns its name. Raises Unavailable at the deadline."""
+        """Find the active server and hold a session with it; returns its name.
+        Raises Unavailable at the deadline."""
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         if self.active is None and self.session.state is not ClientState.FAILING_OVER:
             self._search(time.monotonic(), ClientState.CONNECTING)
-        while self.active is None:
+        while self.active is None or not self.session.session:
             now = time.monotonic()
             if now >= deadline:
                 self.session.state = ClientState.LOST
@@ -175,6 +182,8 @@ class Client:
         self.session.state = ClientState.CONNECTED
         self.session.server = server
         self.session.epoch = max(self.session.epoch, epoch)
+        if not self.session.session:
+            sock.send(self.session.register(now).encode())
         pending = self.session.unanswered()
         for req in pending:  # step 540: in the original order
             sock.send(req.encode())
@@ -231,6 +240,21 @@ class Client:
                     self.done[msg.msg_id] = msg
                 else:
                     got.append(msg)
+                if self.session.must_register and self.active is not None:
+                    self.active.send(self.session.register(now).encode())
+        elif isinstance(msg, SessionGrant):
+            if msg.epoch < self.session.epoch:
+                self.stale_replies += 1
+                return
+            if sock is self.active:
+                self._alive_at = now
+            for req in self.session.on_grant(msg):
+                if self.active is not None:
+                    self.active.send(req.encode())
+            if self.session.session and msg.window < self.window:
+                # More in flight than the server keeps replies for, and a resend
+                # after a failover could find its reply forgotten (stale).
+                self.window = msg.window
         elif isinstance(msg, RecoverySignal):
             if msg.epoch > self.session.epoch or (
                 self.active is None and msg.epoch >= self.session.epoch
@@ -279,7 +303,7 @@ class Client:
             got = self.poll(self.timeout, raise_on_timeout=True)
             self._spill.extend(got)  # not extend(self.poll()): poll() swaps the list
         req = self.session.new_request(body, time.monotonic())
-        if self.active is not None:
+        if self.active is not None and req.session:
             self.active.send(req.encode())
         return req.msg_id
 

@@ -3,7 +3,7 @@
 One JSON object per line: ``invoke`` when a request is submitted, and exactly
 one completion for it: ``ok`` (an ok or rejected reply: the cluster committed
 to an answer), ``fail`` (an error reply: certainly not applied) or ``info``
-(no reply, or a ``stale`` one: the outcome is unknown). Times are
+(no reply, or a ``stale`` or ``expired`` one: the outcome is unknown). Times are
 ``time.monotonic()``, which on Linux is CLOCK_MONOTONIC and so one clock for
 every client process. Each client writes its own part file (no locking, no
 interleaving inside a line) and the parent merges the parts by time.
@@ -17,14 +17,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from zmqfail.protocol import STATUS_OK, STATUS_REJECTED, STATUS_STALE
+from zmqfail.protocol import STATUS_EXPIRED, STATUS_OK, STATUS_REJECTED, STATUS_STALE
 
 
 def completion_type(status: str) -> str:
     """History type of a reply with `status`."""
     if status in (STATUS_OK, STATUS_REJECTED):
         return "ok"
-    if status == STATUS_STALE:
+    if status in (STATUS_STALE, STATUS_EXPIRED):
         return "info"  # the server no longer knows whether it processed the request
     return "fail"
 

@@ -28,7 +28,6 @@ from zmqfail.client.sync import Client
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import Unavailable, ZmqfailError
 from zmqfail.loadgen.history import HistoryWriter, completion_type
-from zmqfail.loadgen.orders import OrderMix
 from zmqfail.loadgen.outage import OutageTracker
 from zmqfail.loadgen.results import NO_REPLY, ClientResult
 from zmqfail.protocol import STATUS_OK, STATUS_REJECTED, STATUS_STALE, Reply
@@ -85,9 +84,7 @@ class _Run:
         self.spec = spec
         self.cfg = cfg
         self.queue = queue
-        self.mix = OrderMix(
-            client_seed(spec.seed, spec.index), cfg.engine.instruments, cfg.engine.price_decimals
-        )
+        self.mix = cfg.app.workload(client_seed(spec.seed, spec.index))  # the app's request mix
         self.inflight: dict[int, tuple[float, dict[str, Any]]] = {}  # msg_id -> (sent, body)
         self.tracker = OutageTracker()
         self.seen_failovers = 0

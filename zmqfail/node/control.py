@@ -113,10 +113,11 @@ def status(node: Node, digest: bool = False) -> dict[str, Any]:
             applied=proc.applied,
             duplicates=proc.duplicates,
             stale=proc.stale,
+            expired=proc.expired,
             repl_bad_frames=node.mirror.bad_frames,
             repl_stale_frames=node.mirror.stale_frames,
             hb_bad_frames=node.heartbeats.bad_frames,
-            engine_failures=proc.failures,
+            app_failures=proc.failures,
             repl_bad_acks=node.replicator.bad_acks if node.replicator else 0,
             snapshots_sent=node.replicator.snapshots_sent if node.replicator else 0,
             events_refused=node.agent.refused,
@@ -124,7 +125,8 @@ def status(node: Node, digest: bool = False) -> dict[str, Any]:
         # Records set aside because no other server's history holds them: a
         # server that erased acknowledged history must never look healthy.
         "quarantine": node.quarantine[-5:],
-        "engine": proc.engine.stats(),
+        "app": proc.describe(),
+        "sessions": proc.sessions.describe(),
         "peers": {
             name: {
                 "heartbeat_age_ms": None
@@ -153,5 +155,5 @@ def status(node: Node, digest: bool = False) -> dict[str, Any]:
             for p in node.replicator.tracker.peers.values()
         }
     if digest:
-        st["digest"] = proc.engine.digest()
+        st["digest"] = proc.digest()
     return st

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from zmqfail.engine import Engine
+from zmqfail.processor import Processor
 
 INLINE_MAX_ROWS = 5000  # below this a digest takes a few ms: just compute it
 
@@ -33,18 +33,17 @@ class DigestJobs:
         self.jobs: list[DigestJob] = []
 
     @staticmethod
-    def small(engine: Engine) -> bool:
-        st = engine.stats()
-        return st.get("orders", 0) + st.get("executions", 0) < INLINE_MAX_ROWS
+    def small(proc: Processor) -> bool:
+        return proc.rows() < INLINE_MAX_ROWS
 
-    def start(self, engine: Engine, ident: bytes, status: dict[str, Any]) -> None:
+    def start(self, proc: Processor, ident: bytes, status: dict[str, Any]) -> None:
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
                 os.close(r)
-                os.write(w, engine.digest().encode())
+                os.write(w, proc.digest().encode())
                 code = 0
             finally:
                 os._exit(code)

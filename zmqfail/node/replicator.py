@@ -166,7 +166,7 @@ class Replicator:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
-                path.write_bytes(msgpack.packb(node.proc.engine.snapshot(), use_bin_type=True))
+                path.write_bytes(msgpack.packb(node.proc.snapshot(), use_bin_type=True))
                 code = 0
             finally:
                 os._exit(code)

@@ -1,6 +1,6 @@
 """One zmqfail server process: the poll loop that ties the agents together.
 
-Single-threaded on purpose (the engine must be deterministic and the GIL makes
+Single-threaded on purpose (the application must be deterministic and the GIL makes
 threads no faster for it); only the disk writer runs on its own thread, because
 fsync releases the GIL and can overlap the next batch's processing.
 """
@@ -29,7 +29,7 @@ from zmqfail.node.heartbeat import Heartbeats
 from zmqfail.node.mirror import Mirror
 from zmqfail.node.replicator import Replicator
 from zmqfail.node.storage import Storage
-from zmqfail.processor import ReplyGate
+from zmqfail.processor import Processed, ReplyGate
 from zmqfail.protocol import (
     READ_BUDGET,
     STATUS_ERROR,
@@ -39,6 +39,7 @@ from zmqfail.protocol import (
     ControlRequest,
     Hello,
     RecoverySignal,
+    Register,
     Request,
     Welcome,
     decode,
@@ -419,6 +420,8 @@ class Node(Storage):
                     # Let the backup start on this part of the batch while we
                     # process the rest: primary, backup and client overlap.
                     self.replicator.pump(time.monotonic())
+            elif isinstance(msg, Register):
+                self._on_register(ident, msg)
             elif isinstance(msg, Hello):
                 if not self.active and msg.lost and msg.lost != self.name:
                     self._on_vote(ident, msg)
@@ -450,14 +453,26 @@ class Node(Storage):
         return encode_reply(msg_id, STATUS_ERROR, result, self.proc.epoch, self.name)
 
     def _on_request(self, ident: bytes, req: Request) -> None:
-        if not self.active:
-            result = {"code": "not_active", "message": f"{self.name} is {self.role}/{self.state}"}
-            self._send(
-                ident,
-                encode_reply(req.msg_id, STATUS_NOT_ACTIVE, result, self.proc.epoch, self.name),
-            )
+        if self._refused(ident, req.msg_id):
             return
-        out = self.proc.submit(req.client_id, req.msg_id, req.body)
+        self._take(ident, self.proc.submit(req.client_id, req.msg_id, req.body, req.session))
+
+    def _on_register(self, ident: bytes, reg: Register) -> None:
+        if not self._refused(ident, 0):
+            self._take(ident, self.proc.register(reg.client_id, reg.nonce))
+
+    def _refused(self, ident: bytes, msg_id: int) -> bool:
+        """Only the active server takes requests; the others say so."""
+        if self.active:
+            return False
+        result = {"code": "not_active", "message": f"{self.name} is {self.role}/{self.state}"}
+        self._send(
+            ident, encode_reply(msg_id, STATUS_NOT_ACTIVE, result, self.proc.epoch, self.name)
+        )
+        return True
+
+    def _take(self, ident: bytes, out: Processed) -> None:
+        """Log what the request wrote; answer now or once that is committed."""
         if out.record is not None:
             self.held_epoch = self.proc.epoch
             self.disklog.append(out.gate_lsn, out.record)
@@ -621,11 +636,11 @@ class Node(Storage):
                 if (
                     req.command == "status"
                     and digest
-                    and not self.digests.small(self.proc.engine)
+                    and not self.digests.small(self.proc)
                     and len(self.digests.jobs) < 4  # never a fork storm
                 ):
                     # Answered when the forked child has hashed the tables.
-                    self.digests.start(self.proc.engine, ident, control.status(self, False))
+                    self.digests.start(self.proc, ident, control.status(self, False))
                     continue
                 reply = ControlReply(True, control.handle(self, req.command, req.args), "")
             except ProtocolError as exc:

@@ -1,7 +1,7 @@
 """The node's local storage: the checkpoint agent (flushes, snapshots) and the
 backup's handling of mirrored records, kept apart from the poll loop.
 
-A mixin of Node: these methods work on the node's transaction log, engine and
+A mixin of Node: these methods work on the node's transaction log, application and
 disk writer, declared below for the type checker.
 """
 
@@ -19,7 +19,6 @@ import zmq
 
 from zmqfail.checkpoint import FlushPolicy
 from zmqfail.config import ClusterConfig
-from zmqfail.engine import Engine
 from zmqfail.node import tables
 from zmqfail.node.flusher import Flusher
 from zmqfail.processor import Processor, ReplyGate
@@ -202,7 +201,7 @@ class Storage:
         """Replace everything local by the primary's state at `lsn` (catch-up from
         too far behind). Records we hold that the primary's history lacks are set
         aside first, never silently dropped."""
-        engine = Engine.restore(self.cfg.engine, state)  # validate before destroying
+        proc = Processor.create(self.cfg, self.name, epoch, lsn, state)  # validate first
         self.apply_held()
         keep = common_prefix(self.proc.history, self.held_lsn, history, lsn)
         if keep < self.held_lsn:
@@ -214,7 +213,7 @@ class Storage:
             self._close_storage()
         self._discard_files()
         write_snapshot(self.data_dir, lsn, epoch, state, self._retention())
-        proc = Processor(engine, self.name, max(epoch, self.proc.epoch), lsn)
+        proc.epoch = max(epoch, self.proc.epoch)
         proc.history = history.copy()
         proc.history.cut(lsn)
         term = proc.history.term_at(lsn)
@@ -287,9 +286,7 @@ class Storage:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
-                write_snapshot(
-                    self.data_dir, lsn, epoch, self.proc.engine.snapshot(), self._retention()
-                )
+                write_snapshot(self.data_dir, lsn, epoch, self.proc.snapshot(), self._retention())
                 code = 0
             finally:
                 os._exit(code)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from zmqfail.config import ClusterConfig
-from zmqfail.engine import Engine
 from zmqfail.errors import ProtocolError
 from zmqfail.processor import Processor
 from zmqfail.txlog.history import EpochHistory, Term
@@ -69,12 +68,9 @@ def _try_load(
     cfg: ClusterConfig, data_dir: Path, name: str, meta: dict[str, Any]
 ) -> Loaded | tuple[int, Exception]:
     rec = recover(data_dir)
-    if rec.snapshot is not None:
-        engine = Engine.restore(cfg.engine, rec.snapshot.state)
-        last = rec.snapshot.lsn
-    else:
-        engine, last = Engine(cfg.engine), 0
-    proc = Processor(engine, name, max(rec.epoch, 1), last)
+    snap = rec.snapshot
+    last = snap.lsn if snap is not None else 0
+    proc = Processor.create(cfg, name, max(rec.epoch, 1), last, snap.state if snap else None)
     proc.history = history_from_meta(meta, rec.last_lsn)
     term = proc.history.term_at(last)
     proc.last_epoch = term.epoch if term else (rec.snapshot.epoch if rec.snapshot else 0)

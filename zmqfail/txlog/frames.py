@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SEG_MAGIC = b"ZMQFLOG1"
-SEG_VERSION = 1
+# 2: client writes need a session, opened by a register record (txlog/record.py);
+# a version-1 log would not replay, so it is refused at start with this version.
+SEG_VERSION = 2
 SEG_HEADER = struct.Struct("<8sHHQ")
 FRAME_HEADER = struct.Struct("<IIQ")
 LSN = struct.Struct("<Q")

@@ -1,11 +1,16 @@
 """The transaction record: the unit the log stores, mirrors and replays.
 
 One client write request becomes one record holding the request itself
-(client_id, msg_id, body), the changes it made to the tables and queues, and
-the reply that was (or will be) sent. Applying ``changes`` to a replica's
-engine reproduces the primary's state exactly; the stored reply is what the
-dedup table answers a resend with. System records (client_id "") carry events
-that are not client requests, such as an epoch change at takeover.
+(client_id, msg_id, body), the changes it made to the application's tables
+and queues, and the reply that was (or will be) sent. Applying ``changes`` to
+a replica's application reproduces the primary's state exactly; the stored
+reply is what the client's session answers a resend with.
+
+A **register record** (msg_id 0, ``REGISTER``) opens a session for
+client_id: body ``{"nonce": n}`` (the client's random number for this
+registration), no changes; the session's id is the record's LSN. Records of
+client_id "" are system records: their changes are applied, no session is
+involved (none is written today).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from zmqfail.errors import ProtocolError
 from zmqfail.protocol import INT_MAX, REPLY_STATUSES, _pack, check_tree, pack
 
 _FIELDS = ("lsn", "epoch", "client_id", "msg_id", "body", "changes", "status", "result")
+
+REGISTER = 0  # msg_id of a register record
 
 
 def encode_record(
@@ -93,6 +100,8 @@ class TxRecord:
             raise ProtocolError(f"transaction record has a field of the wrong type: {obj!r:.200}")
         for name, tree in (("body", body), ("changes", changes), ("result", result)):
             check_tree(tree, f"transaction record {name}")
+        if msg_id == REGISTER and client_id and type(body.get("nonce")) is not int:
+            raise ProtocolError(f"register record {lsn} has no integer nonce: {body!r:.100}")
         return cls(lsn, epoch, client_id, msg_id, body, changes, status, result)
 
     def to_json_obj(self) -> dict[str, Any]:

@@ -1,15 +1,15 @@
-"""Snapshot, restore and digest of an engine's state.
+"""Snapshot, restore, digest and invariant check of the order engine's state.
 
 The snapshot is plain msgpack-able data (lists, str-keyed dicts, ints, str,
 None) so the checkpoint agent can write it as is. Containers whose order
-matters (the closed-order eviction queue, each client's dedup window, each
-report queue) are stored as lists in that order; everything else is sorted by
-key, so equal states give equal snapshots. The books are not stored: they are
-an index over the open orders and are rebuilt by inserting the open orders in
-order-id (= arrival) order, which reproduces every level's FIFO.
+matters (the closed-order eviction queue, each report queue) are stored as
+lists in that order; everything else is sorted by key, so equal states give
+equal snapshots. The books are not stored: they are an index over the open
+orders and are rebuilt by inserting the open orders in order-id (= arrival)
+order, which reproduces every level's FIFO.
 
-The snapshot shares the (never mutated in place) order, execution and reply
-values with the live engine: serialise it, do not edit it.
+The snapshot shares the (never mutated in place) order and execution values
+with the live engine: serialise it, do not edit it.
 
 The digest hashes a canonical form of the whole state *including* the books,
 with every map's keys sorted, so that it is independent of dict insertion
@@ -18,20 +18,29 @@ order, which a msgpack round trip or a restore is free to change.
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
-from zmqfail.engine.dedup import ClientDedup
+from zmqfail.app import digest_of
+from zmqfail.apps.orders.codes import (
+    O_CLIENT,
+    O_FILLED,
+    O_ID,
+    O_INSTRUMENT,
+    O_PRICE,
+    O_QTY,
+    O_SIDE,
+    O_STATUS,
+    OPEN,
+    ORDER_FIELDS,
+)
 from zmqfail.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from zmqfail.engine.core import Engine
+    from zmqfail.apps.orders.engine import Engine
 
-SNAPSHOT_FORMAT = 1
-_OPEN = ("new", "partially_filled")
+# 2: the dedup table left the engine for the framework's sessions.
+SNAPSHOT_FORMAT = 2
 
 
 def snapshot(eng: Engine) -> dict[str, Any]:
@@ -46,10 +55,6 @@ def snapshot(eng: Engine) -> dict[str, Any]:
         "orders": [orders[k] for k in sorted(orders)],
         "closed": list(eng.closed),
         "executions": [execs[k] for k in sorted(execs)],
-        "dedup": [
-            [cid, c.evicted, [[m, *c.replies[m]] for m in c.order]]
-            for cid, c in sorted(eng.dedup.clients.items())
-        ],
         "reports": [[cid, list(q)] for cid, q in sorted(eng.reports.items())],
     }
 
@@ -59,13 +64,13 @@ def load(eng: Engine, snap: dict[str, Any]) -> None:
     try:
         _load(eng, snap)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise ProtocolError(f"engine snapshot is malformed: {exc!r}") from None
+        raise ProtocolError(f"order engine snapshot is malformed: {exc!r}") from None
 
 
 def _load(eng: Engine, snap: dict[str, Any]) -> None:
     cfg = eng.cfg
     if snap.get("format") != SNAPSHOT_FORMAT:
-        raise ProtocolError(f"unsupported engine snapshot format {snap.get('format')!r}")
+        raise ProtocolError(f"unsupported order engine snapshot format {snap.get('format')!r}")
     if snap["price_decimals"] != cfg.price_decimals:
         # Prices are stored in ticks: reading them with another scale would
         # silently change every price.
@@ -75,19 +80,21 @@ def _load(eng: Engine, snap: dict[str, Any]) -> None:
     eng.next_order_id = int(snap["next_order_id"])
     eng.next_exec_id = int(snap["next_exec_id"])
     eng.reports_dropped = int(snap["reports_dropped"])
-    for raw in sorted(snap["orders"], key=lambda o: int(o[0])):
+    for raw in sorted(snap["orders"], key=lambda o: int(o[O_ID])):
         order = list(raw)
-        if len(order) != 9:
-            raise ValueError(f"order {order!r:.100} has {len(order)} fields, not 9")
-        oid = order[0]
+        if len(order) != ORDER_FIELDS:
+            raise ValueError(f"order {order!r:.100} has {len(order)} fields, not {ORDER_FIELDS}")
+        oid = order[O_ID]
         eng.orders[oid] = order
-        if order[8] in _OPEN:
-            book = eng.books.get(order[2])
+        if order[O_STATUS] in OPEN:
+            book = eng.books.get(order[O_INSTRUMENT])
             if book is None:
-                raise ProtocolError(f"snapshot has open order {oid} on unknown {order[2]!r}")
-            book.side(order[3]).add(order[5], oid)
+                raise ProtocolError(
+                    f"snapshot has open order {oid} on unknown {order[O_INSTRUMENT]!r}"
+                )
+            book.side(order[O_SIDE]).add(order[O_PRICE], oid)
     closed = deque(int(oid) for oid in snap["closed"])
-    expected = {oid for oid, o in eng.orders.items() if o[8] not in _OPEN}
+    expected = {oid for oid, o in eng.orders.items() if o[O_STATUS] not in OPEN}
     if set(closed) != expected or len(closed) != len(expected):
         raise ProtocolError("snapshot's closed-order queue does not match its closed orders")
     while len(closed) > cfg.max_closed_orders:
@@ -97,16 +104,6 @@ def _load(eng: Engine, snap: dict[str, Any]) -> None:
     for raw in snap["executions"]:
         if raw[0] >= floor:
             eng.executions[raw[0]] = list(raw)
-    window = eng.dedup.window
-    for cid, evicted, entries in snap["dedup"]:
-        c = eng.dedup.clients[cid] = ClientDedup(int(evicted))
-        for m, status, result in entries:
-            c.order.append(m)
-            c.replies[m] = (status, result)
-        while len(c.order) > window:
-            old = c.order.popleft()
-            del c.replies[old]
-            c.evicted = max(c.evicted, old)
     limit = cfg.max_reports_per_client
     for cid, items in snap["reports"]:
         if items:
@@ -145,7 +142,40 @@ def digest(eng: Engine) -> str:
         snap["closed"],
         snap["executions"],
         books,
-        _canon(snap["dedup"]),
         _canon(snap["reports"]),
     ]
-    return hashlib.sha256(msgpack.packb(state, use_bin_type=True)).hexdigest()
+    return digest_of(state)
+
+
+def check(eng: Engine) -> list[str]:
+    """The book is an exact, uncrossed, FIFO index of the open orders."""
+    bad: list[str] = []
+    in_books: set[int] = set()
+    for book in eng.books.values():
+        bid, ask = book.bids.best(), book.asks.best()
+        if bid is not None and ask is not None and bid >= ask:
+            bad.append(f"{book.instrument}: crossed book, bid {bid} >= ask {ask}")
+        for bside, side in ((book.bids, "buy"), (book.asks, "sell")):
+            for price, level in bside.levels.items():
+                if not level:
+                    bad.append(f"{book.instrument} {side} {price}: empty level left behind")
+                if list(level) != sorted(level):
+                    bad.append(f"{book.instrument} {side} {price}: FIFO is not arrival order")
+                for oid in level:
+                    in_books.add(oid)
+                    o = eng.orders.get(oid)
+                    if o is None or (o[O_INSTRUMENT], o[O_SIDE], o[O_PRICE]) != (
+                        book.instrument,
+                        side,
+                        price,
+                    ):
+                        bad.append(f"order {oid} sits on the wrong level or is gone")
+                    elif o[O_STATUS] not in OPEN or not 0 <= o[O_FILLED] < o[O_QTY]:
+                        bad.append(f"order {oid} is on the book but not open: {o!r:.100}")
+    open_ids = {o[O_ID] for o in eng.orders.values() if o[O_STATUS] in OPEN}
+    if open_ids != in_books:
+        bad.append(f"open orders and book differ: {sorted(open_ids ^ in_books)[:10]}")
+    owners = {o[O_CLIENT] for o in eng.orders.values()}
+    if "" in owners:
+        bad.append("an order has no owner")
+    return bad

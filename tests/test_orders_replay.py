@@ -1,4 +1,4 @@
-"""Determinism of the engine: replicas, snapshots and digests.
+"""Determinism of the order engine: replicas, snapshots and digests.
 
 The failover design rests on these: a backup that applies the primary's
 logged changes, or a node that restores a snapshot and replays the log, must
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zmqfail.config import EngineConfig
-from zmqfail.engine import Engine, Outcome
+from zmqfail.app import Outcome
+from zmqfail.apps.orders import Engine, OrdersConfig
 from zmqfail.errors import ProtocolError
 
 pytestmark = pytest.mark.timeout(30)
@@ -50,46 +50,51 @@ def random_body(rng: random.Random, next_order_id: int) -> dict[str, Any]:
     return {"op": "status", "order_id": rng.randint(1, max(1, next_order_id))}
 
 
-def drive(eng: Engine, client: str, msg_id: int, body: dict[str, Any]) -> Outcome:
-    out = eng.execute(client, msg_id, body)
+def drive(eng: Engine, client: str, body: dict[str, Any]) -> Outcome:
+    out = eng.execute(client, body)
     if out.write:
-        eng.apply(client, msg_id, out.status, out.result, out.changes)
+        eng.apply(out.changes)
     return out
 
 
-def run_random(eng: Engine, seed: int, n: int, start_msg: int = 0) -> list[Outcome]:
+def run_random(eng: Engine, seed: int, n: int) -> list[Outcome]:
     rng = random.Random(seed)
     outs = []
-    for i in range(n):
+    for _ in range(n):
         client = rng.choice(CLIENTS)
-        outs.append(drive(eng, client, start_msg + i + 1, random_body(rng, eng.next_order_id)))
+        outs.append(drive(eng, client, random_body(rng, eng.next_order_id)))
     return outs
 
 
+def restored(cfg: OrdersConfig, snap: dict[str, Any]) -> Engine:
+    eng = Engine(cfg)
+    eng.restore(snap)
+    return eng
+
+
 def test_same_requests_give_same_digest_and_replies() -> None:
-    a, b = Engine(EngineConfig()), Engine(EngineConfig())
+    a, b = Engine(OrdersConfig()), Engine(OrdersConfig())
     outs_a = run_random(a, 7, 2000)
     outs_b = run_random(b, 7, 2000)
     assert outs_a == outs_b
     assert a.digest() == b.digest()
     assert a.stats()["executions"] > 100  # the run really matched something
-    c = Engine(EngineConfig())
+    c = Engine(OrdersConfig())
     run_random(c, 8, 2000)
     assert c.digest() != a.digest()
 
 
 def test_replica_fed_only_apply_matches_primary() -> None:
-    cfg = EngineConfig(max_closed_orders=50, max_reports_per_client=7, dedup_window=16)
+    cfg = OrdersConfig(max_closed_orders=50, max_reports_per_client=7)
     primary, replica = Engine(cfg), Engine(cfg)
     rng = random.Random(3)
-    for i in range(3000):
+    for _ in range(3000):
         client = rng.choice(CLIENTS)
-        out = primary.execute(client, i + 1, random_body(rng, primary.next_order_id))
+        out = primary.execute(client, random_body(rng, primary.next_order_id))
         if not out.write:
             continue
-        primary.apply(client, i + 1, out.status, out.result, out.changes)
-        wire = roundtrip([client, i + 1, out.status, out.result, out.changes])
-        replica.apply(*wire)
+        primary.apply(out.changes)
+        replica.apply(roundtrip(out.changes))
     assert replica.digest() == primary.digest()
     assert replica.stats() == primary.stats()
     stats = primary.stats()
@@ -97,24 +102,20 @@ def test_replica_fed_only_apply_matches_primary() -> None:
 
 
 def test_snapshot_roundtrip_restores_and_continues_identically() -> None:
-    cfg = EngineConfig(max_closed_orders=40, dedup_window=8)
+    cfg = OrdersConfig(max_closed_orders=40)
     eng = Engine(cfg)
     run_random(eng, 11, 1500)
-    snap = roundtrip(eng.snapshot())
-    restored = Engine.restore(cfg, snap)
-    assert restored.digest() == eng.digest()
-    assert restored.stats() == eng.stats()
-    for client in CLIENTS:
-        for m in (1, 1500, 1501):
-            assert restored.lookup(client, m) == eng.lookup(client, m)
-    outs_a = run_random(eng, 12, 1500, start_msg=1500)
-    outs_b = run_random(restored, 12, 1500, start_msg=1500)
+    copy = restored(cfg, roundtrip(eng.snapshot()))
+    assert copy.digest() == eng.digest()
+    assert copy.stats() == eng.stats()
+    outs_a = run_random(eng, 12, 1500)
+    outs_b = run_random(copy, 12, 1500)
     assert outs_a == outs_b
-    assert restored.digest() == eng.digest()
+    assert copy.digest() == eng.digest()
 
 
 def test_digest_ignores_map_insertion_order() -> None:
-    eng = Engine(EngineConfig())
+    eng = Engine(OrdersConfig())
     run_random(eng, 5, 300)
     snap = roundtrip(eng.snapshot())
 
@@ -127,11 +128,11 @@ def test_digest_ignores_map_insertion_order() -> None:
 
     shuffled = reverse_maps(snap)
     assert list(shuffled) != list(snap)
-    assert Engine.restore(EngineConfig(), shuffled).digest() == eng.digest()
+    assert restored(OrdersConfig(), shuffled).digest() == eng.digest()
 
 
 def test_digest_sees_every_table() -> None:
-    eng = Engine(EngineConfig())
+    eng = Engine(OrdersConfig())
     seen = {eng.digest()}
     steps: list[tuple[str, int, dict[str, Any]]] = [
         ("a", 1, {"op": "new", "instrument": "ABC", "side": "sell", "type": "limit",
@@ -139,40 +140,38 @@ def test_digest_sees_every_table() -> None:
         ("b", 1, {"op": "new", "instrument": "ABC", "side": "buy", "type": "limit",
                   "qty": 2, "price": "10"}),
         ("a", 2, {"op": "reports"}),
-        ("b", 2, {"op": "cancel", "order_id": 1}),  # rejected: only dedup changes
+        ("b", 2, {"op": "cancel", "order_id": 1}),  # rejected: nothing changes
     ]  # fmt: skip
-    for client, msg_id, body in steps:
-        drive(eng, client, msg_id, body)
+    for client, _msg_id, body in steps:
+        drive(eng, client, body)
         seen.add(eng.digest())
-    assert len(seen) == len(steps) + 1
+    assert len(seen) == len(steps)
 
 
 def test_restore_trims_to_a_smaller_config() -> None:
-    eng = Engine(EngineConfig())
+    eng = Engine(OrdersConfig())
     run_random(eng, 9, 2000)
-    small = EngineConfig(max_closed_orders=10, dedup_window=2, max_reports_per_client=1)
-    restored = Engine.restore(small, roundtrip(eng.snapshot()))
-    stats = restored.stats()
+    small = OrdersConfig(max_closed_orders=10, max_reports_per_client=1)
+    stats = restored(small, roundtrip(eng.snapshot())).stats()
     assert stats["closed_orders"] == 10 and stats["executions"] <= 10
-    assert stats["dedup_entries"] <= 2 * len(CLIENTS)
     assert stats["queued_reports"] <= len(CLIENTS)
     assert stats["open_orders"] == eng.stats()["open_orders"]
 
 
 def test_restore_refuses_bad_snapshots() -> None:
-    eng = Engine(EngineConfig())
+    eng = Engine(OrdersConfig())
     run_random(eng, 4, 200)
     snap = roundtrip(eng.snapshot())
     with pytest.raises(ProtocolError, match="price_decimals"):
-        Engine.restore(EngineConfig(price_decimals=3), snap)
+        restored(OrdersConfig(price_decimals=3), snap)
     with pytest.raises(ProtocolError, match="format"):
-        Engine.restore(EngineConfig(), {**snap, "format": 99})
+        restored(OrdersConfig(), {**snap, "format": 99})
     with pytest.raises(ProtocolError, match="malformed"):
-        Engine.restore(EngineConfig(), {k: v for k, v in snap.items() if k != "orders"})
+        restored(OrdersConfig(), {k: v for k, v in snap.items() if k != "orders"})
     with pytest.raises(ProtocolError, match="closed-order"):
-        Engine.restore(EngineConfig(), {**snap, "closed": snap["closed"][1:]})
+        restored(OrdersConfig(), {**snap, "closed": snap["closed"][1:]})
     with pytest.raises(ProtocolError):
-        Engine.restore(EngineConfig(instruments=("ABC",)), snap)  # open XYZ orders
+        restored(OrdersConfig(instruments=("ABC",)), snap)  # open XYZ orders
 
 
 # ------------------------------------------------------------ property test
@@ -207,26 +206,7 @@ request = st.tuples(
 
 
 def check_invariants(eng: Engine) -> None:
-    for book in eng.books.values():
-        bid, ask = book.bids.best(), book.asks.best()
-        assert bid is None or ask is None or bid < ask, "crossed book"
-        for bside, side in ((book.bids, "buy"), (book.asks, "sell")):
-            for price, level in bside.levels.items():
-                assert level, "empty level left behind"
-                assert list(level) == sorted(level), "FIFO is not arrival order"
-                for oid in level:
-                    o = eng.orders[oid]
-                    assert (o[2], o[3], o[5]) == (book.instrument, side, price)
-                    assert o[8] in ("new", "partially_filled") and 0 <= o[7] < o[6]
-    open_ids = {o[0] for o in eng.orders.values() if o[8] in ("new", "partially_filled")}
-    in_books = {
-        oid
-        for b in eng.books.values()
-        for bside in (b.bids, b.asks)
-        for level in bside.levels.values()
-        for oid in level
-    }
-    assert open_ids == in_books
+    assert eng.check() == []
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -234,22 +214,48 @@ def check_invariants(eng: Engine) -> None:
 def test_random_requests_keep_replica_equal_and_book_uncrossed(
     reqs: list[tuple[str, dict[str, Any]]],
 ) -> None:
-    cfg = EngineConfig(max_closed_orders=8, dedup_window=4, max_reports_per_client=3)
+    cfg = OrdersConfig(max_closed_orders=8, max_reports_per_client=3)
     primary, replica = Engine(cfg), Engine(cfg)
-    msg_ids = dict.fromkeys(CLIENTS, 0)
     for client, body in reqs:
-        msg_ids[client] += 1
-        m = msg_ids[client]
-        out = primary.execute(client, m, body)
+        out = primary.execute(client, body)
         if out.write:
-            primary.apply(client, m, out.status, out.result, out.changes)
-            replica.apply(client, m, *roundtrip([out.status, out.result, out.changes]))
-            assert primary.lookup(client, m).result == out.result
+            primary.apply(out.changes)
+            replica.apply(roundtrip(out.changes))
         else:
             assert out.changes == []
         check_invariants(primary)
         check_invariants(replica)
     assert replica.digest() == primary.digest()
     assert replica.stats() == primary.stats()
-    restored = Engine.restore(cfg, roundtrip(primary.snapshot()))
-    assert restored.digest() == primary.digest()
+    assert restored(cfg, roundtrip(primary.snapshot())).digest() == primary.digest()
+
+
+def test_check_catches_planted_book_bugs() -> None:
+    def fresh() -> tuple[Engine, list[Any]]:
+        eng = Engine(OrdersConfig())
+        run_random(eng, 6, 400)
+        assert eng.check() == []
+        # an open order with another one queued behind it at its price
+        for o in eng.orders.values():
+            level = eng.books[o[2]].side(o[3]).levels.get(o[5], {}) if o[8] == "new" else {}
+            if len(level) > 1 and next(iter(level)) == o[0]:
+                return eng, o
+        raise AssertionError("no level with two orders")
+
+    eng, order = fresh()
+    eng.orders[order[0]] = [*order[:8], "filled"]  # closed, but still on the book
+    assert any(f"order {order[0]}" in line for line in eng.check())
+
+    eng, order = fresh()
+    side = eng.books[order[2]].side(order[3])
+    side.remove(order[5], order[0])  # open, but off the book
+    assert any("open orders and book differ" in line for line in eng.check())
+    side.add(order[5], order[0])  # back, but behind a later order
+    assert any("FIFO is not arrival order" in line for line in eng.check())
+
+    eng, order = fresh()
+    other = "buy" if order[3] == "sell" else "sell"
+    cross = 1 if other == "sell" else 10**9  # an ask below every bid, or a bid above every ask
+    eng.books[order[2]].side(other).add(cross, 10**6)
+    eng.orders[10**6] = [10**6, "x", order[2], other, "limit", cross, 1, 0, "new"]
+    assert any("crossed book" in line for line in eng.check())

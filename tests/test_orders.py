@@ -1,4 +1,5 @@
-"""Behaviour of the matching engine, seen through execute/apply as the node uses it.
+"""Behaviour of the order engine application, seen through execute/apply as the
+node uses it.
 
 Every write goes through a primary engine and, after a msgpack round trip,
 through a replica that only calls apply(), so each test also checks that the
@@ -7,14 +8,13 @@ logged changes reproduce the primary's state.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import msgpack
 import pytest
 
-from zmqfail.config import EngineConfig
-from zmqfail.engine import REJECT_CODES, DedupKind, Engine, Outcome
+from zmqfail.app import Outcome
+from zmqfail.apps.orders import REJECT_CODES, Engine, OrdersConfig
 from zmqfail.errors import ProtocolError
 from zmqfail.protocol import STATUS_OK, STATUS_REJECTED
 
@@ -28,20 +28,16 @@ def roundtrip(obj: Any) -> Any:
 class Cluster:
     """A primary and a replica fed only with apply(), like a backup."""
 
-    def __init__(self, cfg: EngineConfig | None = None) -> None:
-        self.cfg = cfg or EngineConfig()
+    def __init__(self, cfg: OrdersConfig | None = None) -> None:
+        self.cfg = cfg or OrdersConfig()
         self.primary = Engine(self.cfg)
         self.replica = Engine(self.cfg)
-        self.msg_ids: dict[str, int] = defaultdict(int)
 
     def send(self, client: str, body: dict[str, Any]) -> Outcome:
-        self.msg_ids[client] += 1
-        msg_id = self.msg_ids[client]
-        out = self.primary.execute(client, msg_id, body)
+        out = self.primary.execute(client, body)
         if out.write:
-            self.primary.apply(client, msg_id, out.status, out.result, out.changes)
-            rec = roundtrip([out.status, out.result, out.changes])
-            self.replica.apply(client, msg_id, rec[0], rec[1], rec[2])
+            self.primary.apply(out.changes)
+            self.replica.apply(roundtrip(out.changes))
         return out
 
     def ok(self, client: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -340,7 +336,7 @@ def test_book_aggregates_levels_best_first_with_depth(cl: Cluster) -> None:
     ],
 )
 def test_book_query_rejections(cl: Cluster, body: dict[str, Any], code: str) -> None:
-    out = cl.primary.execute("v", 1, body)
+    out = cl.primary.execute("v", body)
     assert (out.write, out.status, out.result["code"]) == (False, STATUS_REJECTED, code)
 
 
@@ -397,7 +393,7 @@ def test_reports_drain_oldest_first_in_chunks(cl: Cluster) -> None:
 
 
 def test_report_queue_is_bounded_dropping_oldest() -> None:
-    cl = Cluster(EngineConfig(max_reports_per_client=3))
+    cl = Cluster(OrdersConfig(max_reports_per_client=3))
     cl.new("m", "sell", 100, "10.00")
     for _ in range(5):
         cl.new("t", "buy", 1, "10.00")
@@ -458,105 +454,54 @@ REJECTIONS: list[tuple[dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("body", "code"), REJECTIONS)
-def test_rejections_change_nothing_but_are_remembered(body: dict[str, Any], code: str) -> None:
+def test_rejections_change_nothing_but_are_logged(body: dict[str, Any], code: str) -> None:
     cl = Cluster()
     cl.new("a", "sell", 5, "10.00")
     cl.new("b", "buy", 2, "10.00")
-    before = cl.primary.snapshot()
     before_digest = cl.primary.digest()
-    out = cl.primary.execute("c", 1, body)
+    out = cl.primary.execute("c", body)
+    # A write (logged, so a resend gets this very answer) that changes nothing.
     assert out.write is True
     assert out.status == STATUS_REJECTED and out.changes == []
     assert out.result["code"] == code and out.result["code"] in REJECT_CODES
     assert isinstance(out.result["message"], str) and out.result["message"]
-    # Applied without a dedup key: nothing at all changes.
-    cl.primary.apply("", 0, out.status, out.result, out.changes)
+    cl.primary.apply(out.changes)
     assert cl.primary.digest() == before_digest
-    # Applied as the node does: only the dedup table learns the refusal.
-    cl.primary.apply("c", 1, out.status, out.result, out.changes)
-    after = cl.primary.snapshot()
-    assert {k: v for k, v in after.items() if k != "dedup"} == {
-        k: v for k, v in before.items() if k != "dedup"
-    }
-    ans = cl.primary.lookup("c", 1)
-    assert ans.kind is DedupKind.HIT and ans.status == STATUS_REJECTED
-    assert ans.result == out.result
 
 
 @pytest.mark.parametrize("body", [{}, {"op": "explode"}, {"op": 1}, {"op": None}])
 def test_unknown_op_is_a_rejected_non_write(cl: Cluster, body: dict[str, Any]) -> None:
-    out = cl.primary.execute("a", 1, body)
+    out = cl.primary.execute("a", body)
     assert (out.write, out.status, out.result["code"]) == (False, STATUS_REJECTED, "bad_request")
     assert out.changes == []
 
 
 def test_non_dict_body_is_bad_request(cl: Cluster) -> None:
-    out = cl.primary.execute("a", 1, ["op", "new"])  # type: ignore[arg-type]
+    out = cl.primary.execute("a", ["op", "new"])  # type: ignore[arg-type]
     assert (out.status, out.result["code"]) == (STATUS_REJECTED, "bad_request")
 
 
 def test_execute_does_not_mutate(cl: Cluster) -> None:
     cl.new("a", "sell", 5, "10.00")
     d = cl.primary.digest()
-    out = cl.primary.execute("b", 1, _with(price="10.00", qty=9))
+    out = cl.primary.execute("b", _with(price="10.00", qty=9))
     assert out.result["filled"] == 5
     assert cl.primary.digest() == d
-    assert cl.primary.execute("b", 1, _with(price="10.00", qty=9)) == out
+    assert cl.primary.execute("b", _with(price="10.00", qty=9)) == out
 
 
 def test_apply_refuses_unknown_ops(cl: Cluster) -> None:
     with pytest.raises(ProtocolError):
-        cl.primary.apply("", 0, STATUS_OK, {}, [["explode", "orders", 1, []]])
+        cl.primary.apply([["explode", "orders", 1, []]])
     with pytest.raises(ProtocolError):
-        cl.primary.apply("", 0, STATUS_OK, {}, [["put", "nowhere", 1, []]])
-
-
-# ------------------------------------------------------------------- dedup
-
-
-def test_dedup_hit_miss_and_queries_not_stored(cl: Cluster) -> None:
-    assert cl.primary.lookup("a", 1).kind is DedupKind.MISS
-    r = cl.new("a", "buy", 1, "10.00")  # msg 1
-    ans = cl.primary.lookup("a", 1)
-    assert ans.hit and ans.status == STATUS_OK and ans.result == r
-    assert cl.replica.lookup("a", 1).result == r
-    assert cl.primary.lookup("a", 2).miss
-    assert cl.primary.lookup("b", 1).miss
-    cl.status(1)  # viewer msg 1: a query
-    assert cl.primary.lookup("viewer", 1).miss
-    assert cl.primary.stats()["dedup_clients"] == 1
-
-
-def test_dedup_window_evicts_oldest_and_reports_stale() -> None:
-    eng = Engine(EngineConfig(dedup_window=3))
-    for msg_id in (2, 4, 7, 9):  # gaps are allowed
-        out = eng.execute("a", msg_id, {"op": "reports"})
-        eng.apply("a", msg_id, out.status, out.result, out.changes)
-    assert eng.stats()["dedup_entries"] == 3
-    assert eng.lookup("a", 2).stale  # evicted
-    assert eng.lookup("a", 1).stale  # below the forgotten mark
-    assert eng.lookup("a", 3).miss  # a gap above the mark: never processed
-    assert eng.lookup("a", 4).hit and eng.lookup("a", 7).hit and eng.lookup("a", 9).hit
-    assert eng.lookup("a", 8).miss and eng.lookup("a", 10).miss
-    out = eng.execute("a", 10, {"op": "reports"})
-    eng.apply("a", 10, out.status, out.result, out.changes)
-    assert eng.lookup("a", 4).stale and eng.lookup("a", 3).stale
-    assert eng.lookup("a", 5).miss  # everything processed above the mark is still stored
-    assert eng.lookup("a", 7).hit
-    assert eng.lookup("b", 1).miss
-
-
-def test_system_records_are_not_deduplicated(cl: Cluster) -> None:
-    cl.primary.apply("", 5, STATUS_OK, {}, [])
-    cl.primary.apply("a", 0, STATUS_OK, {}, [])
-    assert cl.primary.stats()["dedup_entries"] == 0
+        cl.primary.apply([["put", "nowhere", 1, []]])
 
 
 # ------------------------------------------------- retention and stats
 
 
 def test_closed_orders_and_executions_are_bounded() -> None:
-    cl = Cluster(EngineConfig(max_closed_orders=4))
+    cl = Cluster(OrdersConfig(max_closed_orders=4))
     resting = cl.new("r", "buy", 1, "1.00")["order_id"]  # open: never evicted
     closed = []
     for _ in range(6):
@@ -584,8 +529,6 @@ def test_stats_counts(cl: Cluster) -> None:
         "orders": 3,
         "closed_orders": 2,
         "executions": 2,
-        "dedup_clients": 2,
-        "dedup_entries": 3,
         "report_clients": 2,
         "queued_reports": 4,
         "reports_dropped": 0,
@@ -602,7 +545,7 @@ def test_stats_counts(cl: Cluster) -> None:
     [("10.50", 1050), ("10.5", 1050), ("10", 1000), ("0.01", 1), ("007.10", 710)],
 )
 def test_price_accepted(text: str, ticks: int) -> None:
-    eng = Engine(EngineConfig())
+    eng = Engine(OrdersConfig())
     assert eng.prices.parse(text) == ticks
     assert eng.prices.parse(text) == ticks  # the cached path too
 
@@ -613,17 +556,16 @@ def test_price_accepted(text: str, ticks: int) -> None:
      "1_0", "1.2.3", "１", "٣", "²", "1234567890123", "0x10", "1,5"],
 )  # fmt: skip
 def test_price_refused(text: str) -> None:
-    assert Engine(EngineConfig()).prices.parse(text) is None
+    assert Engine(OrdersConfig()).prices.parse(text) is None
 
 
 def test_price_decimals_setting() -> None:
-    eng = Engine(EngineConfig(price_decimals=0))
+    eng = Engine(OrdersConfig(price_decimals=0))
     assert eng.prices.parse("12") == 12 and eng.prices.parse("12.0") is None
     assert eng.prices.format(12) == "12"
-    eng4 = Engine(EngineConfig(price_decimals=4))
+    eng4 = Engine(OrdersConfig(price_decimals=4))
     assert eng4.prices.parse("1.23") == 12300 and eng4.prices.format(12345) == "1.2345"
-    out = eng4.execute("a", 1, _with(price="0.0001"))
-    eng4.apply("a", 1, out.status, out.result, out.changes)
-    assert eng4.execute("a", 2, {"op": "book", "instrument": "ABC"}).result["bids"] == [
+    eng4.apply(eng4.execute("a", _with(price="0.0001")).changes)
+    assert eng4.execute("a", {"op": "book", "instrument": "ABC"}).result["bids"] == [
         ["0.0001", 5, 1]
     ]

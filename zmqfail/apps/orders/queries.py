@@ -9,19 +9,25 @@ from __future__ import annotations
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from zmqfail.engine.outcome import (
+from zmqfail.app import Outcome, answer, reject
+from zmqfail.apps.orders.codes import (
     BAD_REQUEST,
+    O_CLIENT,
+    O_FILLED,
+    O_INSTRUMENT,
+    O_PRICE,
+    O_QTY,
+    O_SIDE,
+    O_STATUS,
+    O_TYPE,
     OPEN,
     UNKNOWN_INSTRUMENT,
     UNKNOWN_ORDER,
-    Outcome,
     int_field,
-    reject,
 )
-from zmqfail.protocol import STATUS_OK
 
 if TYPE_CHECKING:
-    from zmqfail.engine.core import Engine
+    from zmqfail.apps.orders.engine import Engine
 
 DEFAULT_DEPTH = 10
 MAX_DEPTH = 1000
@@ -34,20 +40,20 @@ def status(eng: Engine, body: dict[str, Any]) -> Outcome:
     o = eng.orders.get(oid)
     if o is None:
         return reject(False, UNKNOWN_ORDER, f"no order {oid}")
-    price = o[5]
+    price = o[O_PRICE]
     result = {
         "order_id": oid,
-        "client_id": o[1],
-        "instrument": o[2],
-        "side": o[3],
-        "type": o[4],
+        "client_id": o[O_CLIENT],
+        "instrument": o[O_INSTRUMENT],
+        "side": o[O_SIDE],
+        "type": o[O_TYPE],
         "price": None if price is None else eng.prices.format(price),
-        "qty": o[6],
-        "filled": o[7],
-        "remaining": o[6] - o[7] if o[8] in OPEN else 0,
-        "status": o[8],
+        "qty": o[O_QTY],
+        "filled": o[O_FILLED],
+        "remaining": o[O_QTY] - o[O_FILLED] if o[O_STATUS] in OPEN else 0,
+        "status": o[O_STATUS],
     }
-    return Outcome(False, STATUS_OK, result, [])
+    return answer(result)
 
 
 def book(eng: Engine, body: dict[str, Any]) -> Outcome:
@@ -70,7 +76,7 @@ def book(eng: Engine, body: dict[str, Any]) -> Outcome:
             total = 0
             for oid in level:
                 o = orders[oid]
-                total += o[6] - o[7]
+                total += o[O_QTY] - o[O_FILLED]
             rows.append([fmt(price), total, len(level)])
         out[name] = rows
-    return Outcome(False, STATUS_OK, out, [])
+    return answer(out)

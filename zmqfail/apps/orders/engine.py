@@ -1,4 +1,4 @@
-"""The order-matching engine: a deterministic state machine with no I/O.
+"""The order-matching engine, a zmqfail application (``zmqfail.app``).
 
 ``execute`` computes what a request would do (reply plus a list of change
 ops) without touching the state; ``apply`` performs those changes. The primary
@@ -17,24 +17,26 @@ State (all of it, and all of it in ``digest``):
   orders, rebuilt from ``orders`` on restore.
 * ``executions``: exec id -> ``[exec_id, instrument, price_ticks, qty,
   taker_order_id, maker_order_id, taker_side]``.
-* the dedup table (``dedup.py``), the per-client report queues, and the
-  counters ``next_order_id``, ``next_exec_id``, ``reports_dropped``.
+* the per-client report queues, and the counters ``next_order_id``,
+  ``next_exec_id``, ``reports_dropped``. (Client sessions and their stored
+  replies belong to the framework, not to the engine.)
 
 Change ops (msgpack arrays; ``apply`` accepts lists or tuples):
 
 * ``["put", "orders", order_id, order]``: insert or replace an order. The book
   index follows from the status: a new open order joins the back of its price
-  level, an order that becomes filled/cancelled leaves its level.
-* ``["put", "executions", exec_id, execution]``
+  level, an order that becomes filled/cancelled leaves its level. An order id
+  at or above ``next_order_id`` moves that counter past it (ids are handed
+  out in sequence, so the record need not say so).
+* ``["put", "executions", exec_id, execution]``, likewise for ``next_exec_id``.
 * ``["push", "reports", client_id, report]``: queue one execution report,
   ``[exec_id, order_id, instrument, side, price_str, qty, remaining]`` (a list,
   not a map: it is logged twice per fill; the reports op turns it into a map).
 * ``["pop", "reports", client_id, n]``: drop the n oldest reports (delivered).
-* ``["set", "next_order_id" | "next_exec_id", value]``
 
 Retention, so that state stays bounded in a long run. These are policies of
 ``apply`` itself, a pure function of state and config, so every replica with
-the same ``EngineConfig`` evicts the same entries without the log saying so:
+the same ``OrdersConfig`` evicts the same entries without the log saying so:
 
 * Closed orders are kept in closing order; beyond ``max_closed_orders`` the
   oldest-closed one is deleted (a status query for it then says
@@ -43,7 +45,6 @@ the same ``EngineConfig`` evicts the same entries without the log saying so:
 * Report queues: at most ``max_reports_per_client`` per client; pushing onto a
   full queue drops its oldest report and counts it in ``reports_dropped``. An
   emptied queue is deleted.
-* Dedup: see ``dedup.py`` (bounded per client, unbounded in clients).
 
 ``remaining`` in replies is the quantity still working on the book: 0 once an
 order is filled or cancelled (the cancelled part is ``qty - filled``).
@@ -55,11 +56,10 @@ from collections import deque
 from itertools import islice
 from typing import Any
 
-from zmqfail.config import EngineConfig
-from zmqfail.engine import persist, queries
-from zmqfail.engine.book import Book
-from zmqfail.engine.dedup import DedupTable
-from zmqfail.engine.outcome import (
+from zmqfail.app import Description, Outcome, reject
+from zmqfail.apps.orders import persist, queries
+from zmqfail.apps.orders.book import Book
+from zmqfail.apps.orders.codes import (
     BAD_PRICE,
     BAD_QUANTITY,
     BAD_REQUEST,
@@ -68,12 +68,10 @@ from zmqfail.engine.outcome import (
     ORDER_CLOSED,
     UNKNOWN_INSTRUMENT,
     UNKNOWN_ORDER,
-    DedupAnswer,
-    Outcome,
     int_field,
-    reject,
 )
-from zmqfail.engine.prices import PriceCodec
+from zmqfail.apps.orders.prices import PriceCodec
+from zmqfail.apps.orders.settings import OrdersConfig
 from zmqfail.errors import ProtocolError
 from zmqfail.protocol import STATUS_OK
 
@@ -83,14 +81,13 @@ MAX_REPORTS = 10_000
 
 
 class Engine:
-    def __init__(self, cfg: EngineConfig) -> None:
+    def __init__(self, cfg: OrdersConfig) -> None:
         self.cfg = cfg
         self.prices = PriceCodec(cfg.price_decimals)
         self.orders: dict[int, list[Any]] = {}
         self.books: dict[str, Book] = {s: Book(s) for s in cfg.instruments}
         self.executions: dict[int, list[Any]] = {}
         self.closed: deque[int] = deque()  # closed order ids, oldest-closed first
-        self.dedup = DedupTable(cfg.dedup_window)
         self.reports: dict[str, deque[list[Any]]] = {}
         self.next_order_id = 1
         self.next_exec_id = 1
@@ -100,7 +97,7 @@ class Engine:
 
     # ------------------------------------------------------------ execute
 
-    def execute(self, client_id: str, msg_id: int, body: dict[str, Any]) -> Outcome:
+    def execute(self, client_id: str, body: dict[str, Any]) -> Outcome:
         op = body.get("op") if isinstance(body, dict) else None
         if op == "new":
             return self._new(client_id, body)
@@ -113,7 +110,7 @@ class Engine:
         if op == "book":
             return queries.book(self, body)
         # Not logged: the answer depends on nothing in the state, so a resend
-        # gets the same refusal without the dedup table's help.
+        # gets the same refusal without the stored replies' help.
         return reject(False, BAD_REQUEST, f"unknown op {op!r}")
 
     def _new(self, client_id: str, body: dict[str, Any]) -> Outcome:
@@ -200,8 +197,6 @@ class Engine:
                     if not remaining:
                         break
                 i -= 1
-            if fills:
-                changes.append(["set", "next_exec_id", eid])
         filled = qty - remaining
         if not remaining:
             status = "filled"
@@ -211,7 +206,6 @@ class Engine:
             status = "partially_filled" if filled else "new"
         order = [oid, client_id, instrument, side, otype, limit, qty, filled, status]
         changes.append(["put", "orders", oid, order])
-        changes.append(["set", "next_order_id", oid + 1])
         result = {
             "order_id": oid,
             "status": status,
@@ -260,14 +254,7 @@ class Engine:
 
     # -------------------------------------------------------------- apply
 
-    def apply(
-        self,
-        client_id: str,
-        msg_id: int,
-        status: str,
-        result: dict[str, Any],
-        changes: list[Any],
-    ) -> None:
+    def apply(self, changes: list[Any]) -> None:
         """Perform logged changes. Trusts its input: it came from ``execute``.
 
         An op it does not know raises ProtocolError; the node must treat that
@@ -283,6 +270,8 @@ class Engine:
                 order = ch[3]
                 prev = orders.get(oid)
                 orders[oid] = order
+                if prev is None and oid >= self.next_order_id:
+                    self.next_order_id = oid + 1
                 if order[8] in OPEN:
                     if prev is None:
                         book = self.books[order[2]]
@@ -307,18 +296,14 @@ class Engine:
             elif op == "put" and table == "executions":
                 eid = ch[2]
                 self.executions[eid] = ch[3]
+                if eid >= self.next_exec_id:
+                    self.next_exec_id = eid + 1
                 # Exec ids are consecutive, so "the N most recent" is an id range.
                 self.executions.pop(eid - self._max_closed, None)
-            elif op == "set" and table == "next_order_id":
-                self.next_order_id = ch[2]
-            elif op == "set" and table == "next_exec_id":
-                self.next_exec_id = ch[2]
             elif op == "pop" and table == "reports":
                 self._pop_reports(ch[2], ch[3])
             else:
                 raise ProtocolError(f"unknown change op: {ch!r:.200}")
-        if client_id and msg_id > 0:
-            self.dedup.record(client_id, msg_id, status, result)
 
     def _pop_reports(self, client_id: str, n: int) -> None:
         q = self.reports.get(client_id)
@@ -329,22 +314,26 @@ class Engine:
         if not q:
             del self.reports[client_id]
 
-    # ---------------------------------------------------- dedup, persistence
-
-    def lookup(self, client_id: str, msg_id: int) -> DedupAnswer:
-        return self.dedup.lookup(client_id, msg_id)
+    # -------------------------------------------------------- persistence
 
     def snapshot(self) -> dict[str, Any]:
         return persist.snapshot(self)
 
-    @classmethod
-    def restore(cls, cfg: EngineConfig, snap: dict[str, Any]) -> Engine:
-        eng = cls(cfg)
-        persist.load(eng, snap)
-        return eng
+    def restore(self, snap: dict[str, Any]) -> None:
+        persist.load(self, snap)
 
     def digest(self) -> str:
         return persist.digest(self)
+
+    def describe(self) -> Description:
+        return Description(
+            tables={"orders": len(self.orders), "executions": len(self.executions)},
+            queues={"reports": sum(len(q) for q in self.reports.values())},
+            stats=self.stats(),
+        )
+
+    def check(self) -> list[str]:
+        return persist.check(self)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -352,8 +341,6 @@ class Engine:
             "orders": len(self.orders),
             "closed_orders": len(self.closed),
             "executions": len(self.executions),
-            "dedup_clients": len(self.dedup.clients),
-            "dedup_entries": self.dedup.entries(),
             "report_clients": len(self.reports),
             "queued_reports": sum(len(q) for q in self.reports.values()),
             "reports_dropped": self.reports_dropped,
