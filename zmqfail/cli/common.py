@@ -30,6 +30,17 @@ config_option = click.option(
 )
 
 
+def timeout_option(default: float, help: str) -> Callable[[F], F]:
+    """--timeout in seconds, bounded so that neither 0 nor an hour-long typo gets through."""
+    return click.option(
+        "--timeout",
+        default=default,
+        show_default=True,
+        type=click.FloatRange(min=0.01, max=3600),
+        help=help,
+    )
+
+
 def one_line_errors(fn: F) -> F:
     """Turn every zmqfail error into one line on stderr and exit status 1."""
 
