@@ -8,9 +8,11 @@ stays clean; the display is off with --quiet or when stderr is no terminal.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,11 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.config import ClusterConfig
 from zmqfail.errors import ZmqfailError
+from zmqfail.loadgen.plot import draw, require_matplotlib
 from zmqfail.loadgen.runner import BenchOptions, run_bench
+from zmqfail.loadgen.timeline import load
 
 PROGRESS_COLUMNS = ("server", "state", "sent", "ok", "rejected", "errors", "inflight", "resends")
 
@@ -107,24 +112,7 @@ def print_report(console: Console, s: dict[str, Any], opts: BenchOptions) -> Non
             f"  {e['from_server']} -> {e['to_server']} at epoch {e['epoch']}: outage "
             f"{e['outage_ms']:.1f} ms (worst of {e['clients']} client(s), {e['resent']} resent)"
         )
-    table = Table(title="zmqfail client bench")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("acknowledged req/s", f"{s['throughput']:,.1f}")
-    table.add_row("requests", f"{s['requests']:,}")
-    table.add_row("acknowledged (ok + rejected)", f"{s['acknowledged']:,}")
-    for key, label in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9")):
-        table.add_row(f"latency {label} ms", f"{lat[key]:.3f}")
-    table.add_row("latency max ms", f"{lat['max']:.3f}")
-    table.add_row("errors", f"{s['errors']:,}")
-    table.add_row("resends", f"{s['resends']:,}")
-    table.add_row("orders crossing on arrival", f"{s['crossed_fraction']:.0%}")
-    for e in events:
-        table.add_row(
-            f"outage {e['from_server']} -> {e['to_server']} (epoch {e['epoch']}) ms",
-            f"{e['outage_ms']:.1f}",
-        )
-    console.print(table)
+    out(f"orders crossing on arrival: {s['crossed_fraction']:.0%}")
 
 
 @click.command("bench")
@@ -144,6 +132,13 @@ def print_report(console: Console, s: dict[str, Any], opts: BenchOptions) -> Non
 @click.option(
     "--lost-after", default=10.0, show_default=True, help="Seconds without any server: give up."
 )
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Draw throughput and latency over time, failovers marked, to this PNG "
+    "(needs the 'plot' extra: matplotlib).",
+)
 @click.option("--quiet", is_flag=True, help="No live display.")
 @one_line_errors
 def bench_cmd(
@@ -159,6 +154,7 @@ def bench_cmd(
     drain: float,
     connect_timeout: float,
     lost_after: float,
+    plot: str | None,
     quiet: bool,
 ) -> None:
     """Drive load against the cluster and report throughput and latency.
@@ -166,6 +162,8 @@ def bench_cmd(
     Without --duration or --requests it runs for 10 seconds. Exit status 0
     unless the bench could not run or a client lost every server."""
     cfg = load_config(config_path)
+    if plot is not None:
+        require_matplotlib()
     opts = BenchOptions(
         clients=clients,
         window=window,
@@ -179,6 +177,16 @@ def bench_cmd(
         lost_after=lost_after,
     )
     opts.validate()
+    with tempfile.TemporaryDirectory(prefix="zmqfail-bench-") as tmp:
+        if plot is not None and opts.history is None:
+            # The picture is drawn from the history: record one, not kept.
+            opts = dataclasses.replace(opts, history=Path(tmp) / "history.jsonl")
+        _run(cfg, opts, quiet, json_out, plot)
+
+
+def _run(
+    cfg: ClusterConfig, opts: BenchOptions, quiet: bool, json_out: str | None, plot: str | None
+) -> None:
     err = Console(stderr=True)
     if quiet or not sys.stderr.isatty():
         run = run_bench(cfg, opts)
@@ -189,6 +197,11 @@ def bench_cmd(
     if json_out:
         Path(json_out).write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
     print_report(Console(), s, opts)
+    if plot is not None and opts.history is not None:
+        if not opts.history.exists():  # a lost client leaves no merged history
+            raise ZmqfailError("no history to plot: the bench ended early")
+        draw(load(opts.history), Path(plot), f"zmqfail client bench: {_mode(s, opts)}")
+        click.echo(f"plot: {plot}")
     if s["lost_clients"]:
         reasons = "; ".join(r.lost for r in run.results if r.lost)
         raise ZmqfailError(f"the bench ended early: {reasons}")
