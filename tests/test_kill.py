@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,8 @@ def test_plan_parses_sorts_and_describes() -> None:
         "cut main link at a for 1.5s",
         "restart b",
     ]
+    (waits,) = parse_plan('[[step]]\nnode = "a"\nrestart = true\nwait = true\n', NODES)
+    assert waits.wait and waits.describe() == "restart a (the plan waits for it)"
 
 
 @pytest.mark.parametrize(
@@ -90,6 +93,7 @@ def test_plan_parses_sorts_and_describes() -> None:
         ("[[step]]\nnode = 'a'\nlink = 'main'\nfor = 0", "positive"),
         ("[[step]]\nnode = 'a'\nsignal = 'KILL'\nheal = true", "only for a link"),
         ("[[step]]\nnode = 'a'\nsignal = 'KILL'\nwhen = 3", "unknown key"),
+        ("[[step]]\nnode = 'a'\nsignal = 'KILL'\nwait = 1", "wait must be true or false"),
         ("[[step]\n", "invalid TOML"),
     ],
 )
@@ -98,25 +102,146 @@ def test_bad_plans_are_refused(text: str, error: str) -> None:
         parse_plan(text, NODES)
 
 
-def test_run_plan_waits_for_each_offset_with_an_injected_clock() -> None:
-    now = [100.0]
-    slept: list[float] = []
+class FakeTime:
+    """A clock that moves only when the plan sleeps, and a pool whose steps
+    run when submitted but count as finished only once the clock has passed
+    their duration: a restart that takes 3 s, in no time."""
 
-    def sleep(d: float) -> None:
-        slept.append(d)
-        now[0] += d
+    def __init__(self, durations: dict[str, float] | None = None) -> None:
+        self.now = 100.0
+        self.durations = durations or {}
+        self.pending: list[tuple[float, Future[str], str | Exception]] = []
+        self.started: list[tuple[float, str]] = []  # (offset, step) as `do` saw them
 
-    done: list[tuple[float, str]] = []
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, d: float) -> None:
+        assert d > 0
+        self.now += d
+        self._settle()
+
+    def _settle(self) -> None:
+        for item in list(self.pending):
+            end, fut, outcome = item
+            if end <= self.now + 1e-9:
+                self.pending.remove(item)
+                if isinstance(outcome, Exception):
+                    fut.set_exception(outcome)
+                else:
+                    fut.set_result(outcome)
+
+
+class FakePool(Executor):
+    def __init__(self, t: FakeTime) -> None:
+        self.t = t
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[[Step], str], step: Step
+    ) -> Future[str]:
+        fut: Future[str] = Future()
+        self.t.started.append((round(self.t.now - 100.0, 6), step.describe()))
+        try:
+            outcome: str | Exception = fn(step)
+        except ZmqfailError as exc:
+            outcome = exc
+        self.t.pending.append(
+            (self.t.now + self.t.durations.get(step.describe(), 0.0), fut, outcome)
+        )
+        self.t._settle()
+        return fut
+
+
+def run(steps: list[Step], t: FakeTime, do: Callable[[Step], str]) -> tuple[int, list[Any]]:
+    reports: list[Any] = []
+
+    def report(began: float, step: Step, result: str) -> None:
+        reports.append((round(began, 6), step.describe(), result))
+
+    failed = run_plan(steps, do, t.clock, t.sleep, report, FakePool(t))
+    return failed, reports
+
+
+def test_a_long_step_delays_nothing_after_it() -> None:
+    """The bug of issue 13: a STOP planned at 7 s ran at 9.46 s after a restart."""
+    t = FakeTime({"restart a": 3.0})
+    steps = [
+        Step(0.0, "a", signal="KILL"),
+        Step(4.0, "a", restart=True),
+        Step(7.0, "b", signal="STOP"),
+        Step(9.0, "b", signal="CONT"),
+    ]
+    failed, reports = run(steps, t, lambda s: f"did {s.describe()}")
+    assert failed == 0
+    assert t.started == [
+        (0.0, "signal KILL to a"),
+        (4.0, "restart a"),
+        (7.0, "signal STOP to b"),  # while the restart still runs
+        (9.0, "signal CONT to b"),
+    ]
+    # Reported as each finishes, stamped with when it began.
+    assert reports == [
+        (0.0, "signal KILL to a", "did signal KILL to a"),
+        (4.0, "restart a", "did restart a"),  # finished at 7.0, as the STOP began
+        (7.0, "signal STOP to b", "did signal STOP to b"),
+        (9.0, "signal CONT to b", "did signal CONT to b"),
+    ]
+
+
+def test_a_step_that_waits_holds_the_later_ones() -> None:
+    t = FakeTime({"restart a (the plan waits for it)": 3.0})
+    steps = [
+        Step(1.0, "a", restart=True, wait=True),
+        Step(2.0, "b", signal="STOP"),
+        Step(2.5, "b", signal="CONT"),
+    ]
+    failed, reports = run(steps, t, lambda s: "ok")
+    assert failed == 0
+    (_, restart), (stop_at, stop), (cont_at, _) = t.started
+    assert restart.startswith("restart a") and stop == "signal STOP to b"
+    # The STOP waited for the restart to finish at 4.0 (seen within one look).
+    assert 4.0 <= stop_at < 4.0 + 0.06 and cont_at == stop_at
+    assert reports[0][1].startswith("restart a")
+
+
+def test_a_failed_step_is_reported_and_the_plan_goes_on() -> None:
     steps = [
         Step(0.0, "a", signal="STOP"),
-        Step(1.5, "a", signal="CONT"),
-        Step(1.5, "b", restart=True),
+        Step(0.0, "b", signal="KILL"),
+        Step(1.0, "a", signal="CONT"),
     ]
-    run_plan(
-        steps, lambda s: f"did {s.node}", lambda: now[0], sleep, lambda t, s, r: done.append((t, r))
-    )
-    assert done == [(0.0, "did a"), (1.5, "did a"), (1.5, "did b")]
-    assert slept == [1.5]
+
+    def do(s: Step) -> str:
+        if s.node == "b":
+            raise ZmqfailError("node b is not running")
+        return "ok"
+
+    failed, reports = run(steps, FakeTime(), do)
+    assert failed == 1
+    assert [r[2] for r in reports] == ["ok", "FAILED: node b is not running", "ok"]
+
+
+def test_the_real_pool_runs_steps_side_by_side() -> None:
+    """Without an injected pool every step gets a thread: a step that blocks
+    does not keep the next one from starting."""
+    import threading
+    import time
+
+    release = threading.Event()
+    seen: list[str] = []
+
+    def do(s: Step) -> str:
+        seen.append(s.node)
+        if s.node == "a":
+            assert release.wait(10), "the step after it never ran"
+            return "slow done"
+        release.set()
+        return "fast done"
+
+    reports: list[str] = []
+    steps = [Step(0.0, "a", restart=True), Step(0.05, "b", signal="STOP")]
+    failed = run_plan(steps, do, time.monotonic, time.sleep, lambda b, s, r: reports.append(r))
+    assert failed == 0 and seen == ["a", "b"] and sorted(reports) == ["fast done", "slow done"]
 
 
 # ------------------------------------------------------------------ live forms
@@ -185,12 +310,15 @@ def test_plan_runs_steps_in_order(
     )
     out = zk(cfg_path, "--plan", str(plan))
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
+    # One line per step as it finishes (the CONT waits out a status call to the
+    # frozen node, so the cut may finish first), stamped with when it began.
+    lines = sorted(out.stdout.strip().splitlines())
     assert len(lines) == 3
     assert "signal STOP to b" in lines[0] and "signal CONT to b" in lines[1]
     assert "cut main link at a" in lines[2]
     times = [float(line.split("s]")[0].strip("[ ")) for line in lines]
-    assert times == sorted(times) and times[1] >= 0.6 and times[2] >= 0.8
+    for began, planned in zip(times, (0.0, 0.6, 0.8), strict=True):
+        assert planned <= began < planned + 0.5, lines
     wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "whole again")
     wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b resumed and in sync")
 
@@ -202,21 +330,3 @@ def test_the_shipped_example_plan_is_valid() -> None:
 
     steps = load_plan(ROOT / "etc" / "faults.toml", ("a", "b"))
     assert [s.at for s in steps] == sorted(s.at for s in steps) and len(steps) == 5
-
-
-def test_a_failed_step_is_reported_and_the_plan_goes_on() -> None:
-    steps = [
-        Step(0.0, "a", signal="STOP"),
-        Step(0.0, "b", signal="KILL"),
-        Step(1.0, "a", signal="CONT"),
-    ]
-    lines: list[str] = []
-
-    def do(s: Step) -> str:
-        if s.node == "b":
-            raise ZmqfailError("node b is not running")
-        return "ok"
-
-    failed = run_plan(steps, do, lambda: 0.0, lambda d: None, lambda t, s, r: lines.append(r))
-    assert failed == 1
-    assert lines == ["ok", "FAILED: node b is not running", "ok"]

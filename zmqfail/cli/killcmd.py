@@ -21,6 +21,8 @@ from zmqfail.client.control import call, cluster_status, node_status
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import ConfigError, ZmqfailError
 
+LATE = 0.1  # seconds after its planned time from which a step's report says it was late
+
 
 def resolve(cfg: ClusterConfig, node: str) -> str:
     """A node name, or the node now acting as primary / as a backup."""
@@ -146,7 +148,7 @@ def do_step(cfg: ClusterConfig, step: Step) -> str:
     "--plan",
     type=click.Path(dir_okay=False, exists=True),
     default=None,
-    help="Run a TOML schedule of faults (see zmqfail/chaos.py).",
+    help="Run a TOML schedule of faults, each at its planned time (see etc/faults.toml).",
 )
 @one_line_errors
 def kill_cmd(
@@ -170,8 +172,10 @@ def kill_cmd(
             raise ConfigError("--plan runs alone: give the faults in the plan file")
         steps = load_plan(Path(plan), tuple(n.name for n in cfg.nodes))
 
-        def report(t: float, step: Step, result: str) -> None:
-            click.echo(f"[{t:7.3f}s] {step.describe()}: {result}")
+        def report(began: float, step: Step, result: str) -> None:
+            # Each line is printed when its step is done, stamped with when it began.
+            late = f" (planned at {step.at:g}s)" if began - step.at > LATE else ""
+            click.echo(f"[{began:7.3f}s] {step.describe()}{late}: {result}")
 
         failed = run_plan(steps, lambda s: do_step(cfg, s), time.monotonic, time.sleep, report)
         if failed:
