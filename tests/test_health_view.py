@@ -126,7 +126,7 @@ def test_a_failover_and_its_outage_from_the_backups_last_heartbeat() -> None:
     )
     heard = primary_last_heard([b_row], wall=201.0)
     assert heard == {("a", 1): pytest.approx(200.02)}
-    f = last_failover([*START, took], heard)
+    f = last_failover([*START, took], {k: [t] for k, t in heard.items()})
     assert f is not None and (f.node, f.epoch, f.switchover) == ("b", 2, False)
     assert f.outage_ms == 160
     words = failover_words(f, "12:00:00.180")
@@ -136,6 +136,12 @@ def test_a_failover_and_its_outage_from_the_backups_last_heartbeat() -> None:
     assert g is not None and g.outage_ms is None
     assert "without a primary" not in failover_words(g, "t")
     assert failover_words(None, "") == "no failover seen"
+    # The old primary only stalled and sent heartbeats after the takeover too:
+    # only a reading from before the takeover counts.
+    h = last_failover([*START, took], {("a", 1): [200.02, 200.9, 201.3]})
+    assert h is not None and h.outage_ms == 160
+    i = last_failover([*START, took], {("a", 1): [200.9]})
+    assert i is not None and i.outage_ms is None
 
 
 def test_a_switchover_is_measured_from_the_handover_offer() -> None:
@@ -145,7 +151,7 @@ def test_a_switchover_is_measured_from_the_handover_offer() -> None:
         tr(300.04, "b", "normal", "backup_only", "PeerActive", 2),
         tr(300.05, "a", "handoff", "fenced", "PeerActive", 2),
     ]
-    f = last_failover(changes, {("a", 1): 300.03})
+    f = last_failover(changes, {("a", 1): [300.03]})
     assert f is not None and f.switchover and f.outage_ms == 40
     assert failover_words(f, "t").startswith("last switchover t: b took over at epoch 2")
 

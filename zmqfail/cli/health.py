@@ -162,7 +162,7 @@ def primary_last_heard(
 
     A node keeps the last heartbeat of each peer and its age, so after a
     primary dies its former backup still says how long ago it last heard it;
-    the watcher keeps the latest of these per (node, epoch) across polls."""
+    the watcher keeps these readings per (node, epoch) across polls."""
     out: dict[tuple[str, int], float] = {}
     for r in rows:
         peers: Mapping[str, Any] = r.get("peers") or {}
@@ -180,11 +180,14 @@ def primary_last_heard(
 
 
 def last_failover(
-    changes: Sequence[Transition], heard: Mapping[tuple[str, int], float]
+    changes: Sequence[Transition], heard: Mapping[tuple[str, int], Iterable[float]]
 ) -> Failover | None:
     """The newest takeover, with its outage: for a switchover from the old
     primary's handover to the takeover, for a failure from the old primary's
-    last heartbeat (as its backup heard it) to the takeover."""
+    last heartbeat before the takeover (as its backup heard it; `heard` holds
+    the readings of one or more polls) to the takeover. A primary that only
+    stalled goes on sending heartbeats after it was taken over from, hence
+    "before"; without a reading from before, no figure."""
     found = takeovers(changes)
     if not found:
         return None
@@ -195,7 +198,13 @@ def last_failover(
         offers = [h.time for h in changes if h.dst == "handoff" and h.time <= c.time]
         start = max(offers) if offers else None
     else:
-        lasts = [t for (n, e), t in heard.items() if e == c.epoch - 1 and n != c.node]
+        lasts = [
+            t
+            for (n, e), ts in heard.items()
+            if e == c.epoch - 1 and n != c.node
+            for t in ts
+            if t <= c.time
+        ]
         start = max(lasts) if lasts else None
     outage = round((c.time - start) * 1000.0) if start is not None and start <= c.time else None
     return Failover(c.time, c.node, c.epoch, switch, outage)

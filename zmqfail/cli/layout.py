@@ -10,7 +10,6 @@ column already fits. Pure: a frame and a width in, rich renderables out.
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import time
@@ -110,10 +109,7 @@ def _table(rows: Sequence[NodeRow], columns: Sequence[Column]) -> Table:
     return t
 
 
-def _width(t: Table) -> int:
-    buf = io.StringIO()
-    Console(file=buf, width=1000, color_system=None).print(t)
-    return max((len(line.rstrip()) for line in buf.getvalue().splitlines()), default=0)
+GAP = 3  # between columns: a space of padding each side of a blank rule (box.SIMPLE_HEAD)
 
 
 def choose_columns(rows: Sequence[NodeRow], width: int, rates: bool) -> list[Column]:
@@ -124,14 +120,14 @@ def choose_columns(rows: Sequence[NodeRow], width: int, rates: bool) -> list[Col
         wanted = [c for c in wanted if c.head != "history"]
     if not any(r.digest != "-" for r in rows):
         wanted = [c for c in wanted if c.head != "digest"]
-    kept = {c.head for c in wanted if c.rank == 0}
+    natural = {c.head: max([len(c.head)] + [c.cell(r).cell_len for r in rows]) for c in wanted}
+    kept = [c for c in wanted if c.rank == 0]
+    used = sum(natural[c.head] for c in kept) + GAP * (len(kept) - 1)
     for c in sorted(wanted, key=lambda c: c.rank):
-        if c.head in kept:
-            continue
-        trial = [x for x in wanted if x.head in kept or x is c]
-        if _width(_table(rows, trial)) <= width:
-            kept.add(c.head)
-    return [c for c in wanted if c.head in kept]
+        if c not in kept and used + GAP + natural[c.head] <= width:
+            kept.append(c)
+            used += GAP + natural[c.head]
+    return [c for c in wanted if c in kept]
 
 
 def table(rows: Sequence[NodeRow], width: int, rates: bool) -> Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -12,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -26,6 +27,16 @@ from zmqfail.cli.logcmd import log_group
 from zmqfail.cli.watch import watch_cmd
 from zmqfail.client.control import STATUS_KEYS, cluster_status, node_status
 from zmqfail.errors import ConfigError, ZmqfailError
+
+if TYPE_CHECKING:
+    from zmqfail.node.server import Node
+
+
+def _log_context(node: Node) -> dict[str, Any]:
+    """The node's epoch, role and state for each log line, from its failover
+    state (which changes first: a line about a transition must agree with it)."""
+    fs = node.agent.fs
+    return {"epoch": fs.epoch, "role": fs.role.value, "state": fs.state.value}
 
 
 class _PipeClosed(click.ClickException):
@@ -88,7 +99,7 @@ def node_cmd(
     node = Node(cfg, name)
     for f in handler.filters:
         if isinstance(f, logs.ContextFilter):
-            f.context = lambda: {"epoch": node.proc.epoch, "role": node.role, "state": node.state}
+            f.context = functools.partial(_log_context, node)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         node.stop()

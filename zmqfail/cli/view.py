@@ -33,6 +33,11 @@ from zmqfail.replication import LINKS
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 30  # rate samples kept per node (the sparkline's width)
 UP_AFTER_INTERVALS = 3  # a heartbeat older than this many intervals: the link is down
+# Readings of when each primary was last heard, per (node, epoch): enough to
+# reach back past the few polls in which a stalled, overtaken primary still
+# sent heartbeats before it learned of the new epoch.
+HEARD_KEPT = 64
+HEARD_SAME = 0.005  # seconds: two polls of a silent primary differ by jitter only
 
 __all__ = ["Transition"]  # re-exported: the view's state changes are health's
 
@@ -251,7 +256,7 @@ def snapshot(
     for st in statuses:
         changes += node_transitions(st)
     changes = merge_transitions((), changes)
-    heard = primary_last_heard(statuses, wall)
+    heard = {k: [t] for k, t in primary_last_heard(statuses, wall).items()}
     return Frame(
         [node_row(st, heartbeat_interval_ms) for st in statuses],
         changes,
@@ -274,7 +279,7 @@ class WatchModel:
     rates: dict[str, deque[float | None]] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
     last_seen: dict[str, Mapping[str, Any]] = field(default_factory=dict)
-    heard: dict[tuple[str, int], float] = field(default_factory=dict)
+    heard: dict[tuple[str, int], deque[float]] = field(default_factory=dict)
 
     def update(self, statuses: Sequence[Mapping[str, Any]], now: float, wall: float) -> Frame:
         rows: list[NodeRow] = []
@@ -293,7 +298,9 @@ class WatchModel:
             fresh += self._seen_change(name, st, wall)
         self.transitions = merge_transitions(self.transitions, fresh, self.keep)
         for key, at in primary_last_heard(statuses, wall).items():
-            self.heard[key] = max(self.heard.get(key, at), at)
+            seen = self.heard.setdefault(key, deque(maxlen=HEARD_KEPT))
+            if not seen or abs(seen[-1] - at) > HEARD_SAME:  # a dead primary reads the same
+                seen.append(at)
         failover = last_failover(self.transitions, self.heard)
         return Frame(rows, list(self.transitions), wall, classify(statuses), failover)
 
