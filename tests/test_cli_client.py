@@ -70,6 +70,26 @@ def test_bad_numbers_are_usage_errors_before_anything_is_sent(args: list[str], s
     assert not (Path(os.environ["XDG_STATE_HOME"]) / "zmqfail").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["status", "--timeout", "nan"], "got nan"),
+        (["health", "--timeout", "-1"], "got -1"),
+        (["watch", "--interval", "1e400", "--once"], "got 1e400"),
+        (["demo", "--seconds", "-1"], "got -1"),
+        (["demo", "--base-port", "99999999999999999999"], "within 1024..65535"),
+        (["client", "bench", "--clients", "99999999999999999999", "--requests", "5"], "1..256"),
+        (["client", "bench", "--rate", "inf", "--duration", "1"], "got inf"),
+        (["kill", "a", "--link", "main", "--for", "-1"], "got -1"),
+        (["switchover", "--timeout", "x"], "'x' is not a number"),
+    ],
+)
+def test_every_number_option_is_checked_before_the_command_runs(args: list[str], says: str) -> None:
+    res = CliRunner().invoke(cli, args, standalone_mode=False)
+    assert isinstance(res.exception, click.UsageError), res.exception
+    assert says in res.exception.format_message()
+
+
 def test_the_real_command_prints_one_line_and_exits_2() -> None:
     for args in (("buy", "ABC", "99999999999999999999999", "10.00"), ("buy", "ABC", "-5", "10")):
         res = zmqfail("client", "order", *args)

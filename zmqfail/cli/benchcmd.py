@@ -23,12 +23,14 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.cli.params import Number, WholeNumber
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import ZmqfailError
 from zmqfail.loadgen.plot import draw, require_matplotlib
 from zmqfail.loadgen.runner import BenchOptions, run_bench
 from zmqfail.loadgen.timeline import load
 
+MAX_CLIENTS = 256  # processes: more would only fight the servers for the CPU
 PROGRESS_COLUMNS = ("server", "state", "sent", "ok", "rejected", "errors", "inflight", "resends")
 
 
@@ -117,20 +119,56 @@ def print_report(console: Console, s: dict[str, Any], opts: BenchOptions) -> Non
 
 @click.command("bench")
 @config_option
-@click.option("--clients", default=1, show_default=True, help="Client processes.")
-@click.option("--window", default=16, show_default=True, help="Requests in flight per client.")
 @click.option(
-    "--rate", type=float, default=None, help="Target req/s across all clients (open loop)."
+    "--clients",
+    default=1,
+    show_default=True,
+    type=WholeNumber(1, MAX_CLIENTS),
+    help="Client processes.",
 )
-@click.option("--duration", type=float, default=None, help="Seconds of load.")
-@click.option("--requests", type=int, default=None, help="Requests in all (instead of --duration).")
+@click.option(
+    "--window",
+    default=16,
+    show_default=True,
+    type=WholeNumber(1, 1_000_000),
+    help="Requests in flight per client.",
+)
+@click.option(
+    "--rate",
+    type=Number(0.001, 1e9),
+    default=None,
+    help="Target req/s across all clients (open loop).",
+)
+@click.option("--duration", type=Number(0.001, 7 * 86_400), default=None, help="Seconds of load.")
+@click.option(
+    "--requests",
+    type=WholeNumber(1, 10**12),
+    default=None,
+    help="Requests in all (instead of --duration).",
+)
 @click.option("--seed", default=1, show_default=True, help="Seed of the order mix.")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write JSON here.")
 @click.option("--history", type=click.Path(dir_okay=False), default=None, help="JSON lines log.")
-@click.option("--drain", default=5.0, show_default=True, help="Seconds to wait for late replies.")
-@click.option("--connect-timeout", default=5.0, show_default=True, help="Seconds to find a server.")
 @click.option(
-    "--lost-after", default=10.0, show_default=True, help="Seconds without any server: give up."
+    "--drain",
+    default=5.0,
+    show_default=True,
+    type=Number(0, 3600),
+    help="Seconds to wait for late replies.",
+)
+@click.option(
+    "--connect-timeout",
+    default=5.0,
+    show_default=True,
+    type=Number(0.01, 3600),
+    help="Seconds to find a server.",
+)
+@click.option(
+    "--lost-after",
+    default=10.0,
+    show_default=True,
+    type=Number(0.01, 86_400),
+    help="Seconds without any server: give up.",
 )
 @click.option(
     "--plot",

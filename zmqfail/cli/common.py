@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from zmqfail import config
+from zmqfail.cli.params import Number
 from zmqfail.errors import ZmqfailError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,11 +34,7 @@ config_option = click.option(
 def timeout_option(default: float, help: str) -> Callable[[F], F]:
     """--timeout in seconds, bounded so that neither 0 nor an hour-long typo gets through."""
     return click.option(
-        "--timeout",
-        default=default,
-        show_default=True,
-        type=click.FloatRange(min=0.01, max=3600),
-        help=help,
+        "--timeout", default=default, show_default=True, type=Number(0.01, 3600), help=help
     )
 
 

@@ -17,6 +17,7 @@ import click
 
 from zmqfail.chaos import LINK_NAMES, ROLE_ALIASES, SIGNALS, Step, load_plan, run_plan
 from zmqfail.cli.common import config_option, load_config, one_line_errors, spawn_node
+from zmqfail.cli.params import Number
 from zmqfail.client.control import call, cluster_status, node_status
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import ConfigError, ZmqfailError
@@ -140,7 +141,7 @@ def do_step(cfg: ClusterConfig, step: Step) -> str:
 @click.option(
     "--for",
     "seconds",
-    type=float,
+    type=Number(0.001, 86_400),
     default=None,
     help="With --link: the node heals the cut by itself after this many seconds.",
 )

@@ -225,7 +225,7 @@ def health_cmd(config_path: str | None, node_name: str | None, timeout: float) -
 
 @cli.command("switchover")
 @config_option
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for it.")
+@timeout_option(10.0, "Seconds to wait for it.")
 @one_line_errors
 def switchover_cmd(config_path: str | None, timeout: float) -> None:
     """Hand the primary role to the in-sync backup, losing no request."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.cli.params import Number
 from zmqfail.config import ClusterConfig
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     "--interval",
     default=0.25,
     show_default=True,
-    type=click.FloatRange(min=0.02),
+    type=Number(0.02, 3600),
     help="Seconds between polls.",
 )
 @click.option(
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     "--timeout",
     default=0.5,
     show_default=True,
-    type=click.FloatRange(min=0.01),
+    type=Number(0.01, 3600),
     help="Seconds to wait for each node per poll.",
 )
 @one_line_errors
