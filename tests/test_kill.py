@@ -244,6 +244,23 @@ def test_the_real_pool_runs_steps_side_by_side() -> None:
     assert failed == 0 and seen == ["a", "b"] and sorted(reports) == ["fast done", "slow done"]
 
 
+def test_primary_means_the_one_at_the_highest_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted old primary may claim the role at its old epoch for a moment."""
+    from zmqfail.cli import killcmd
+
+    rows = [
+        {"name": "a", "role": "primary", "state": "primary_only", "epoch": 1},
+        {"name": "b", "role": "primary", "state": "backup_only", "epoch": 2},
+        {"name": "c", "role": "backup", "state": "unreachable", "epoch": None},
+    ]
+    monkeypatch.setattr(killcmd, "cluster_status", lambda *a, **k: rows)
+    cfg = config.loads(config.render(nodes=3, base_port=6000), Path("."))
+    assert killcmd.resolve(cfg, "primary") == "b"
+    assert killcmd.resolve(cfg, "a") == "a"
+    with pytest.raises(ZmqfailError, match="no reachable node is backup"):
+        killcmd.resolve(cfg, "backup")
+
+
 # ------------------------------------------------------------------ live forms
 def test_link_cuts_move_replication_and_isolate(
     procs: Procs, cluster_dir: Callable[..., Path]

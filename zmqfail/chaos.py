@@ -21,11 +21,12 @@ A plan is a TOML file of steps, each at a time offset from the start:
     wait = true         # optional: later steps wait until this one is done
 
 Every step starts at its planned time, whatever the steps before it are
-still doing: a restart (which waits until the new process answers) delays
-nothing after it unless it says `wait = true`; a step that waits makes the
-later ones start once it is done, late if need be (the report says when each
-started). The executor takes its clock, its sleep and the pool its steps run
-on as arguments, so tests run a plan in no time and the CLI runs it for real.
+still doing: a restart (which waits until the new process is back: serving,
+or a backup in sync) delays nothing after it unless it says `wait = true`; a
+step that waits makes the later ones start once it is done, late if need be
+(the report says when each started). The executor takes its clock, its sleep
+and the pool its steps run on as arguments, so tests run a plan in no time
+and the CLI runs it for real.
 """
 
 from __future__ import annotations
