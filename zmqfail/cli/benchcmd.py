@@ -26,9 +26,7 @@ from zmqfail.cli.common import config_option, load_config, one_line_errors
 from zmqfail.cli.params import Number, WholeNumber
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import ZmqfailError
-from zmqfail.loadgen.plot import draw, require_matplotlib
 from zmqfail.loadgen.runner import BenchOptions, run_bench
-from zmqfail.loadgen.timeline import load
 
 MAX_CLIENTS = 256  # processes: more would only fight the servers for the CPU
 PROGRESS_COLUMNS = ("server", "state", "sent", "ok", "rejected", "errors", "inflight", "resends")
@@ -201,6 +199,8 @@ def bench_cmd(
     unless the bench could not run or a client lost every server."""
     cfg = load_config(config_path)
     if plot is not None:
+        from zmqfail.loadgen.plot import require_matplotlib
+
         require_matplotlib()
     opts = BenchOptions(
         clients=clients,
@@ -238,6 +238,9 @@ def _run(
     if plot is not None and opts.history is not None:
         if not opts.history.exists():  # a lost client leaves no merged history
             raise ZmqfailError("no history to plot: the bench ended early")
+        from zmqfail.loadgen.plot import draw
+        from zmqfail.loadgen.timeline import load
+
         draw(load(opts.history), Path(plot), f"zmqfail client bench: {_mode(s, opts)}")
         click.echo(f"plot: {plot}")
     if s["lost_clients"]:
