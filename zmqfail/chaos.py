@@ -18,19 +18,22 @@ A plan is a TOML file of steps, each at a time offset from the start:
     at = 4.0
     node = "a"
     restart = true
-    wait = true         # optional: later steps wait until this one is done
+    wait = true         # optional: later steps wait until the node is back
 
-Every step starts at its planned time, whatever the steps before it are
-still doing: a restart (which waits until the new process is back: serving,
-or a backup in sync) delays nothing after it unless it says `wait = true`; a
-step that waits makes the later ones start once it is done, late if need be
-(the report says when each started). The executor takes its clock, its sleep
-and the pool its steps run on as arguments, so tests run a plan in no time
-and the CLI runs it for real.
+Steps run in plan order, each at its planned time. A restart (the one step
+that takes seconds: the new process must come back, serving or as an in-sync
+backup) runs alongside the later steps, so it delays nothing after it,
+unless it says `wait = true`; every other step runs in turn on the plan's
+thread (a few hundred ms at most), so a CONT can never overtake its STOP. A
+step that is late (after a waiting restart, or a slow step) starts as soon as
+the one before it is done; the report says when each began. The executor
+takes its clock, its sleep and the pool restarts run on as arguments, so
+tests run a plan in no time and the CLI runs it for real.
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -55,7 +58,7 @@ class Step:
     link: str | None = None
     heal: bool = False
     seconds: float | None = None
-    wait: bool = False  # later steps wait until this one is done
+    wait: bool = False  # a restart that later steps wait for
 
     def describe(self) -> str:
         waits = " (the plan waits for it)" if self.wait else ""
@@ -102,8 +105,8 @@ def parse_step(raw: object, i: int, nodes: tuple[str, ...]) -> Step:
     if not isinstance(heal, bool) or (heal and link is None):
         raise ConfigError(f"{where}: heal is true or false, and only for a link")
     wait = raw.get("wait", False)
-    if not isinstance(wait, bool):
-        raise ConfigError(f"{where}: wait must be true or false")
+    if not isinstance(wait, bool) or (wait and not restart):
+        raise ConfigError(f"{where}: wait is true or false, and only for a restart")
     seconds = raw.get("for")
     if seconds is not None:
         if link is None or heal:
@@ -145,7 +148,7 @@ def load_plan(path: Path, nodes: tuple[str, ...]) -> list[Step]:
     return parse_plan(text, nodes, str(path))
 
 
-POLL = 0.05  # seconds between looks at finished steps while waiting for the next
+POLL = 0.05  # seconds between looks at finished restarts while waiting for the next step
 
 
 @dataclass(slots=True)
@@ -163,38 +166,44 @@ def run_plan(
     report: Callable[[float, Step, str], Any],
     pool: Executor | None = None,
 ) -> int:
-    """Start each step at its offset on `pool` (by default a thread per step);
-    `do` carries it out and returns a result line. `report(began, step,
-    result)` runs on the caller's thread as each step finishes, `began` being
-    when it started (seconds from the plan's start). Returns how many failed."""
+    """Run the steps in order, each at its offset; restarts without `wait` on
+    `pool` (by default a thread each), the rest here. `do` carries a step out
+    and returns a result line; `report(began, step, result)` runs on the
+    caller's thread as each step finishes, `began` being when it started
+    (seconds from the plan's start). Returns how many steps failed."""
     own = pool is None
-    runner: Executor = pool or ThreadPoolExecutor(max(1, len(steps)), "plan-step")
+    runner: Executor = pool or ThreadPoolExecutor(max(1, len(steps)), "plan-restart")
     start = clock()
     running: list[_Started] = []
     failed = 0
 
-    def collect() -> None:
+    def finish(began: float, step: Step, outcome: Callable[[], str]) -> None:
         nonlocal failed
+        try:
+            result = outcome()
+        except ZmqfailError as exc:
+            # Go on: a later step may be the one that undoes an earlier fault
+            # (CONT after STOP, heal after cut); stopping here would leave it.
+            failed += 1
+            result = f"FAILED: {exc}"
+        report(began, step, result)
+
+    def collect() -> None:
         for r in [r for r in running if r.future.done()]:
             running.remove(r)
-            try:
-                result = r.future.result()
-            except ZmqfailError as exc:
-                # Go on: a later step may be the one that undoes an earlier fault
-                # (CONT after STOP, heal after cut); stopping here would leave it.
-                failed += 1
-                result = f"FAILED: {exc}"
-            report(r.began, r.step, result)
+            finish(r.began, r.step, r.future.result)
 
     try:
         for step in steps:
-            while True:
+            while (due := start + step.at - clock()) > 0:
                 collect()
-                due = start + step.at - clock()
-                if due <= 0 and not any(r.step.wait for r in running):
-                    break
-                sleep(min(POLL, due) if due > 0 else POLL)
-            running.append(_Started(step, clock() - start, runner.submit(do, step)))
+                sleep(min(POLL, due))
+            collect()
+            began = clock() - start
+            if step.restart and not step.wait:
+                running.append(_Started(step, began, runner.submit(do, step)))
+            else:
+                finish(began, step, functools.partial(do, step))
         while running:
             collect()
             if running:
