@@ -109,7 +109,10 @@ def node_cmd(
     try:
         node.open()
         rc = node.run()
+    except ZmqfailError:
+        raise  # a known condition (damaged log, port in use): one line, below
     except Exception:
+        # A bug: its traceback belongs in the node's log, not only one line.
         logging.getLogger("zmqfail").exception("node %s failed", name)
         raise
     finally:
