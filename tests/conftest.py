@@ -46,6 +46,33 @@ def wait_for(
         time.sleep(interval)
 
 
+def run_zmqfail(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m zmqfail ARGS` to the end, with plain output (no forced colour,
+    no COLUMNS from the caller's terminal)."""
+    base = dict(os.environ if env is None else env)
+    for key in ("FORCE_COLOR", "COLUMNS"):
+        base.pop(key, None)
+    return subprocess.run(
+        [sys.executable, "-m", "zmqfail", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=base,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture(autouse=True)
+def private_client_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`zmqfail client ...` keeps the user's client id and msg_ids under
+    $XDG_STATE_HOME; tests (and the commands they start) keep theirs apart."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def zctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

@@ -31,6 +31,7 @@ from zmqfail.loadgen.orders import OrderMix
 from zmqfail.loadgen.outage import Outage, OutageTracker, merge_outages
 from zmqfail.loadgen.results import ClientResult, summarize
 from zmqfail.loadgen.runner import BenchOptions, split
+from zmqfail.loadgen.timeline import load
 from zmqfail.netutil import free_base_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -347,6 +348,7 @@ def test_bench_against_a_pair(
     assert p.wait(timeout=90) == 0, (tmp_path / "bench.log").read_text()
     report = (tmp_path / "bench.log").read_text()
     assert "req/s" in report and "p99.9" in report
+    assert report.count("p99.9") == 1 and report.count("acknowledged") == 1  # printed once
     s = json.loads(out.read_text())
     assert isinstance(s["throughput"], float) and s["throughput"] > 0
     assert set(s["latency_ms"]) >= {"p50", "p90", "p99", "p999", "max"}
@@ -365,6 +367,14 @@ def test_bench_against_a_pair(
         assert e["type"] == "ok" and e["server"] == "a" and e["epoch"] == 1
     assert all("body" in e for e in events if e["type"] == "invoke")
     assert not list(tmp_path.glob("history.jsonl.part*"))
+    # --plot without --history records one for the picture and keeps nothing else.
+    png = tmp_path / "run.png"
+    p = bench_procs(
+        bench_args(cfg_path, "--requests", "300", "--plot", str(png), "--quiet"),
+        tmp_path / "plot.log",
+    )
+    assert p.wait(timeout=90) == 0, (tmp_path / "plot.log").read_text()
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_bench_lives_through_a_primary_kill(
@@ -372,8 +382,8 @@ def test_bench_lives_through_a_primary_kill(
 ) -> None:
     cfg_path, cfg = start_cluster(cluster_dir, procs)
     primary = procs.procs[0]
-    out, hist = tmp_path / "bench.json", tmp_path / "history.jsonl"
-    args = ["--clients", "2", "--window", "8", "--duration", "6"]
+    out, hist, png = tmp_path / "bench.json", tmp_path / "history.jsonl", tmp_path / "run.png"
+    args = ["--clients", "2", "--window", "8", "--duration", "6", "--plot", str(png)]
     p = bench_procs(
         bench_args(cfg_path, *args, "--json-out", str(out), "--history", str(hist), "--quiet"),
         tmp_path / "bench.log",
@@ -398,6 +408,11 @@ def test_bench_lives_through_a_primary_kill(
     assert {e["server"] for e in done.values()} == {"a", "b"}
     epochs = {e["server"]: e["epoch"] for e in done.values()}
     assert epochs["b"] > epochs["a"]
+    # The picture: drawn from this run's history, the failover in it.
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    (switch,) = load(hist).switches
+    assert (switch.from_server, switch.to_server) == ("a", "b")
+    assert f"plot: {png}" in (tmp_path / "bench.log").read_text()
 
 
 def test_bench_without_a_server_fails_in_one_line(tmp_path: Path, bench_procs: Any) -> None:

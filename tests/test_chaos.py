@@ -34,6 +34,7 @@ signal = "KILL"
 at = 3.0
 node = "a"
 restart = true
+wait = true    # the STOP below needs a back as a backup to take over from b
 
 # a needs time to start and catch up: a backup still syncing may not take over
 # (it may lack acknowledged records), so the next takeover waits for it.

@@ -33,7 +33,11 @@ def lab() -> Iterator[NetLab]:
 
 
 def lab_config(lab: NetLab, tmp: Path) -> Path:
-    lines = ['[cluster]\nname = "lab"\nprimary = "a"\n']
+    # Clients wait 1 s before leaving a silent server: with both replication
+    # cables pulled, a primary slowed by a busy machine must not lose a client
+    # to b, whose vote would make b take over while a serves (the split the
+    # "No holes left" issue closes with step 420; not what this test is about).
+    lines = ['[cluster]\nname = "lab"\nprimary = "a"\n\n[failover]\nclient_timeout_ms = 1000\n']
     for name, ips in (("a", lab.a_ip), ("b", lab.b_ip)):
         c, m, f = ips["clients"], ips["main"], ips["failsafe"]
         lines.append(

@@ -86,7 +86,7 @@ def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None
     assert live["digest"] == replay_digest(cfg.node("a").data_dir, cfg)
 
     # The operator views agree with the node.
-    js = json.loads(zmqfail("status", "--config", str(cfg_path), "--json").stdout)
+    js = json.loads(zmqfail("status", "--config", str(cfg_path), "--json", "--digest").stdout)
     by_name = {row["name"]: row for row in js}
     assert by_name["a"]["last_lsn"] == live["last_lsn"]
     assert by_name["a"]["digest"] == live["digest"]

@@ -14,14 +14,29 @@ A plan is a TOML file of steps, each at a time offset from the start:
     for = 1.5           # optional: the node heals itself after this long
     heal = false        # optional: true heals instead of cutting
 
-The executor takes its clock and sleep as arguments, so tests run a plan in
-no time and the CLI runs it for real.
+    [[step]]
+    at = 4.0
+    node = "a"
+    restart = true
+    wait = true         # optional: later steps wait until the node is back
+
+Steps run in plan order, each at its planned time. A restart (the one step
+that takes seconds: the new process must come back, serving or as an in-sync
+backup) runs alongside the later steps, so it delays nothing after it,
+unless it says `wait = true`; every other step runs in turn on the plan's
+thread (a few hundred ms at most), so a CONT can never overtake its STOP. A
+step that is late (after a waiting restart, or a slow step) starts as soon as
+the one before it is done; the report says when each began. The executor
+takes its clock, its sleep and the pool restarts run on as arguments, so
+tests run a plan in no time and the CLI runs it for real.
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,15 +58,17 @@ class Step:
     link: str | None = None
     heal: bool = False
     seconds: float | None = None
+    wait: bool = False  # a restart that later steps wait for
 
     def describe(self) -> str:
+        waits = " (the plan waits for it)" if self.wait else ""
         if self.signal:
-            return f"signal {self.signal} to {self.node}"
+            return f"signal {self.signal} to {self.node}{waits}"
         if self.restart:
-            return f"restart {self.node}"
+            return f"restart {self.node}{waits}"
         verb = "heal" if self.heal else "cut"
         extra = f" for {self.seconds:g}s" if self.seconds else ""
-        return f"{verb} {self.link} link at {self.node}{extra}"
+        return f"{verb} {self.link} link at {self.node}{extra}{waits}"
 
 
 def _number(v: object, where: str) -> float:
@@ -64,7 +81,7 @@ def parse_step(raw: object, i: int, nodes: tuple[str, ...]) -> Step:
     where = f"step {i + 1}"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
-    unknown = set(raw) - {"at", "node", "signal", "restart", "link", "heal", "for"}
+    unknown = set(raw) - {"at", "node", "signal", "restart", "link", "heal", "for", "wait"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     node = raw.get("node")
@@ -87,6 +104,9 @@ def parse_step(raw: object, i: int, nodes: tuple[str, ...]) -> Step:
     heal = raw.get("heal", False)
     if not isinstance(heal, bool) or (heal and link is None):
         raise ConfigError(f"{where}: heal is true or false, and only for a link")
+    wait = raw.get("wait", False)
+    if not isinstance(wait, bool) or (wait and not restart):
+        raise ConfigError(f"{where}: wait is true or false, and only for a restart")
     seconds = raw.get("for")
     if seconds is not None:
         if link is None or heal:
@@ -102,6 +122,7 @@ def parse_step(raw: object, i: int, nodes: tuple[str, ...]) -> Step:
         link=link,
         heal=heal,
         seconds=seconds,
+        wait=wait,
     )
 
 
@@ -127,27 +148,67 @@ def load_plan(path: Path, nodes: tuple[str, ...]) -> list[Step]:
     return parse_plan(text, nodes, str(path))
 
 
+POLL = 0.05  # seconds between looks at finished restarts while waiting for the next step
+
+
+@dataclass(slots=True)
+class _Started:
+    step: Step
+    began: float  # seconds after the plan's start
+    future: Future[str]
+
+
 def run_plan(
     steps: list[Step],
     do: Callable[[Step], str],
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     report: Callable[[float, Step, str], Any],
+    pool: Executor | None = None,
 ) -> int:
-    """Run each step at its offset; `do` carries it out and returns a result line.
-    Returns how many steps failed."""
+    """Run the steps in order, each at its offset; restarts without `wait` on
+    `pool` (by default a thread each), the rest here. `do` carries a step out
+    and returns a result line; `report(began, step, result)` runs on the
+    caller's thread as each step finishes, `began` being when it started
+    (seconds from the plan's start). Returns how many steps failed."""
+    own = pool is None
+    runner: Executor = pool or ThreadPoolExecutor(max(1, len(steps)), "plan-restart")
     start = clock()
+    running: list[_Started] = []
     failed = 0
-    for step in steps:
-        wait = start + step.at - clock()
-        if wait > 0:
-            sleep(wait)
+
+    def finish(began: float, step: Step, outcome: Callable[[], str]) -> None:
+        nonlocal failed
         try:
-            result = do(step)
+            result = outcome()
         except ZmqfailError as exc:
             # Go on: a later step may be the one that undoes an earlier fault
             # (CONT after STOP, heal after cut); stopping here would leave it.
             failed += 1
             result = f"FAILED: {exc}"
-        report(clock() - start, step, result)
+        report(began, step, result)
+
+    def collect() -> None:
+        for r in [r for r in running if r.future.done()]:
+            running.remove(r)
+            finish(r.began, r.step, r.future.result)
+
+    try:
+        for step in steps:
+            while (due := start + step.at - clock()) > 0:
+                collect()
+                sleep(min(POLL, due))
+            collect()
+            began = clock() - start
+            if step.restart and not step.wait:
+                running.append(_Started(step, began, runner.submit(do, step)))
+            else:
+                finish(began, step, functools.partial(do, step))
+        while running:
+            collect()
+            if running:
+                sleep(POLL)
+    finally:
+        if own:
+            runner.shutdown(wait=True)
     return failed

@@ -8,9 +8,11 @@ stays clean; the display is off with --quiet or when stderr is no terminal.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,12 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.cli.params import Number, WholeNumber
+from zmqfail.config import ClusterConfig
 from zmqfail.errors import ConfigError, ZmqfailError
 from zmqfail.loadgen.runner import BenchOptions, run_bench
 
+MAX_CLIENTS = 256  # processes: more would only fight the servers for the CPU
 PROGRESS_COLUMNS = ("server", "state", "sent", "ok", "rejected", "errors", "inflight", "resends")
 
 
@@ -107,42 +112,68 @@ def print_report(console: Console, s: dict[str, Any], opts: BenchOptions) -> Non
             f"  {e['from_server']} -> {e['to_server']} at epoch {e['epoch']}: outage "
             f"{e['outage_ms']:.1f} ms (worst of {e['clients']} client(s), {e['resent']} resent)"
         )
-    table = Table(title="zmqfail client bench")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("acknowledged req/s", f"{s['throughput']:,.1f}")
-    table.add_row("requests", f"{s['requests']:,}")
-    table.add_row("acknowledged (ok + rejected)", f"{s['acknowledged']:,}")
-    for key, label in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9")):
-        table.add_row(f"latency {label} ms", f"{lat[key]:.3f}")
-    table.add_row("latency max ms", f"{lat['max']:.3f}")
-    table.add_row("errors", f"{s['errors']:,}")
-    table.add_row("resends", f"{s['resends']:,}")
-    table.add_row("orders crossing on arrival", f"{s['crossed_fraction']:.0%}")
-    for e in events:
-        table.add_row(
-            f"outage {e['from_server']} -> {e['to_server']} (epoch {e['epoch']}) ms",
-            f"{e['outage_ms']:.1f}",
-        )
-    console.print(table)
+    out(f"orders crossing on arrival: {s['crossed_fraction']:.0%}")
 
 
 @click.command("bench")
 @config_option
-@click.option("--clients", default=1, show_default=True, help="Client processes.")
-@click.option("--window", default=16, show_default=True, help="Requests in flight per client.")
 @click.option(
-    "--rate", type=float, default=None, help="Target req/s across all clients (open loop)."
+    "--clients",
+    default=1,
+    show_default=True,
+    type=WholeNumber(1, MAX_CLIENTS),
+    help="Client processes.",
 )
-@click.option("--duration", type=float, default=None, help="Seconds of load.")
-@click.option("--requests", type=int, default=None, help="Requests in all (instead of --duration).")
+@click.option(
+    "--window",
+    default=16,
+    show_default=True,
+    type=WholeNumber(1, 1_000_000),
+    help="Requests in flight per client.",
+)
+@click.option(
+    "--rate",
+    type=Number(0.001, 1e9),
+    default=None,
+    help="Target req/s across all clients (open loop).",
+)
+@click.option("--duration", type=Number(0.001, 7 * 86_400), default=None, help="Seconds of load.")
+@click.option(
+    "--requests",
+    type=WholeNumber(1, 10**12),
+    default=None,
+    help="Requests in all (instead of --duration).",
+)
 @click.option("--seed", default=1, show_default=True, help="Seed of the order mix.")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write JSON here.")
 @click.option("--history", type=click.Path(dir_okay=False), default=None, help="JSON lines log.")
-@click.option("--drain", default=5.0, show_default=True, help="Seconds to wait for late replies.")
-@click.option("--connect-timeout", default=5.0, show_default=True, help="Seconds to find a server.")
 @click.option(
-    "--lost-after", default=10.0, show_default=True, help="Seconds without any server: give up."
+    "--drain",
+    default=5.0,
+    show_default=True,
+    type=Number(0, 3600),
+    help="Seconds to wait for late replies.",
+)
+@click.option(
+    "--connect-timeout",
+    default=5.0,
+    show_default=True,
+    type=Number(0.01, 3600),
+    help="Seconds to find a server.",
+)
+@click.option(
+    "--lost-after",
+    default=10.0,
+    show_default=True,
+    type=Number(0.01, 86_400),
+    help="Seconds without any server: give up.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Draw throughput and latency over time, failovers marked, to this PNG "
+    "(needs the 'plot' extra: matplotlib).",
 )
 @click.option("--quiet", is_flag=True, help="No live display.")
 @click.option(
@@ -162,6 +193,7 @@ def bench_cmd(
     drain: float,
     connect_timeout: float,
     lost_after: float,
+    plot: str | None,
     quiet: bool,
     app: str | None,
 ) -> None:
@@ -175,6 +207,10 @@ def bench_cmd(
             f"--app {app}, but the cluster config runs {cfg.app.name!r} ([cluster] app); "
             f"`zmqfail config init --app {app}` writes a config for it"
         )
+    if plot is not None:
+        from zmqfail.loadgen.plot import require_matplotlib
+
+        require_matplotlib()
     opts = BenchOptions(
         clients=clients,
         window=window,
@@ -188,6 +224,16 @@ def bench_cmd(
         lost_after=lost_after,
     )
     opts.validate()
+    with tempfile.TemporaryDirectory(prefix="zmqfail-bench-") as tmp:
+        if plot is not None and opts.history is None:
+            # The picture is drawn from the history: record one, not kept.
+            opts = dataclasses.replace(opts, history=Path(tmp) / "history.jsonl")
+        _run(cfg, opts, quiet, json_out, plot)
+
+
+def _run(
+    cfg: ClusterConfig, opts: BenchOptions, quiet: bool, json_out: str | None, plot: str | None
+) -> None:
     err = Console(stderr=True)
     if quiet or not sys.stderr.isatty():
         run = run_bench(cfg, opts)
@@ -198,6 +244,14 @@ def bench_cmd(
     if json_out:
         Path(json_out).write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
     print_report(Console(), s, opts)
+    if plot is not None and opts.history is not None:
+        if not opts.history.exists():  # a lost client leaves no merged history
+            raise ZmqfailError("no history to plot: the bench ended early")
+        from zmqfail.loadgen.plot import draw
+        from zmqfail.loadgen.timeline import load
+
+        draw(load(opts.history), Path(plot), f"zmqfail client bench: {_mode(s, opts)}")
+        click.echo(f"plot: {plot}")
     if s["lost_clients"]:
         reasons = "; ".join(r.lost for r in run.results if r.lost)
         raise ZmqfailError(f"the bench ended early: {reasons}")

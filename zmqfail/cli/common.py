@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from zmqfail import config
+from zmqfail.cli.params import Number
 from zmqfail.errors import ZmqfailError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,6 +29,13 @@ config_option = click.option(
     default=None,
     help="Cluster config (TOML). Default: the embedded two-node cluster on loopback.",
 )
+
+
+def timeout_option(default: float, help: str) -> Callable[[F], F]:
+    """--timeout in seconds, bounded so that neither 0 nor an hour-long typo gets through."""
+    return click.option(
+        "--timeout", default=default, show_default=True, type=Number(0.01, 3600), help=help
+    )
 
 
 def one_line_errors(fn: F) -> F:

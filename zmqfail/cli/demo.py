@@ -31,6 +31,7 @@ from zmqfail import config
 from zmqfail.app import SHIPPED
 from zmqfail.audit import replay, requests_in_log
 from zmqfail.cli.common import one_line_errors, spawn_node
+from zmqfail.cli.params import Number, WholeNumber
 from zmqfail.client.control import call, node_status
 from zmqfail.client.sync import Client
 from zmqfail.errors import Unavailable, ZmqfailError
@@ -103,9 +104,21 @@ class DemoLoad:
 
 
 @click.command("demo")
-@click.option("--seconds", default=8.0, show_default=True, help="How long to drive load.")
-@click.option("--base-port", default=5700, show_default=True)
-@click.option("--window", default=16, show_default=True, help="Requests in flight.")
+@click.option(
+    "--seconds",
+    default=8.0,
+    show_default=True,
+    type=Number(1.0, 3600),
+    help="How long to drive load.",
+)
+@click.option("--base-port", default=5700, show_default=True, type=WholeNumber(1024, 65535))
+@click.option(
+    "--window",
+    default=16,
+    show_default=True,
+    type=WholeNumber(1, 100_000),
+    help="Requests in flight.",
+)
 @click.option("--keep", is_flag=True, help="Keep the temporary cluster directory.")
 @click.option("--watch", "watch", is_flag=True, help="Show the live cluster view meanwhile.")
 @click.option(

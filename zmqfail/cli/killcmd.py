@@ -17,21 +17,33 @@ import click
 
 from zmqfail.chaos import LINK_NAMES, ROLE_ALIASES, SIGNALS, Step, load_plan, run_plan
 from zmqfail.cli.common import config_option, load_config, one_line_errors, spawn_node
+from zmqfail.cli.health import role_words
+from zmqfail.cli.params import Number
 from zmqfail.client.control import call, cluster_status, node_status
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import ConfigError, ZmqfailError
 
+LATE = 0.1  # seconds after its planned time from which a step's report says it was late
+
 
 def resolve(cfg: ClusterConfig, node: str) -> str:
-    """A node name, or the node now acting as primary / as a backup."""
+    """A node name, or the node now acting as primary / as a backup.
+
+    "primary" is the one at the highest epoch: a node that has just restarted
+    may claim the role at its old epoch for a moment before it hears the
+    current primary and steps down, and freezing that one instead would leave
+    a plan's later CONT waking the wrong node."""
     if node not in ROLE_ALIASES:
         cfg.node(node)  # raises ConfigError for an unknown name
         return node
-    rows = cluster_status(cfg, digest=False, timeout=0.5)
-    for row in rows:
-        if row.get("role") == node and row["state"] != "unreachable":
-            return str(row["name"])
-    raise ZmqfailError(f"no reachable node is {node} now")
+    rows = [
+        r
+        for r in cluster_status(cfg, digest=False, timeout=0.5)
+        if r.get("role") == node and r["state"] != "unreachable"
+    ]
+    if not rows:
+        raise ZmqfailError(f"no reachable node is {node} now")
+    return str(max(rows, key=lambda r: (r.get("epoch") or 0, -rows.index(r)))["name"])
 
 
 def pid_of(cfg: ClusterConfig, name: str) -> int | None:
@@ -74,19 +86,31 @@ def send_signal(cfg: ClusterConfig, name: str, sig: str, wait: float = 10.0) -> 
     return f"SIG{sig} sent to {name} (pid {pid})"
 
 
+SETTLED = ("normal", "primary_only", "backup_only")  # an in-sync backup, or serving
+
+
 def start_node(cfg: ClusterConfig, name: str, wait: float = 20.0) -> str:
+    """Start the node and wait until it is back in the cluster: serving, or a
+    backup in sync. Answering is not enough: a plan that freezes the other
+    node next needs this one able to take over."""
     if cfg.path is None:
         raise ConfigError("--restart needs --config: the new process must read the same file")
     node = cfg.node(name)
     proc = spawn_node(cfg.path, name, node.data_dir / "node.log")
     deadline = time.monotonic() + wait
+    st = node_status(node, digest=False, timeout=0.3)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ZmqfailError(f"node {name} exited at start; see {node.data_dir / 'node.log'}")
-        if node_status(node, digest=False, timeout=0.3)["state"] != "unreachable":
-            return f"{name} restarted (pid {proc.pid})"
+        st = node_status(node, digest=False, timeout=0.3)
+        if st["state"] in SETTLED:
+            return f"{name} restarted (pid {proc.pid}): {role_words(st)}"
         time.sleep(0.05)
-    raise ZmqfailError(f"node {name} did not answer within {wait}s after start")
+    if st["state"] == "unreachable":
+        raise ZmqfailError(f"node {name} did not answer within {wait:g}s after start")
+    raise ZmqfailError(
+        f"node {name} restarted (pid {proc.pid}) but is {role_words(st)} after {wait:g}s"
+    )
 
 
 def restart_node(cfg: ClusterConfig, name: str, sig: str) -> str:
@@ -126,7 +150,10 @@ def do_step(cfg: ClusterConfig, step: Step) -> str:
     help="Send this signal to the node's process.",
 )
 @click.option(
-    "--restart", is_flag=True, help="Stop the node (SIGKILL, or --signal) and start it again."
+    "--restart",
+    is_flag=True,
+    help="Stop the node (SIGKILL, or --signal), start it again and wait until it is back "
+    "(serving, or a backup in sync).",
 )
 @click.option(
     "--link",
@@ -138,7 +165,7 @@ def do_step(cfg: ClusterConfig, step: Step) -> str:
 @click.option(
     "--for",
     "seconds",
-    type=float,
+    type=Number(0.001, 86_400),
     default=None,
     help="With --link: the node heals the cut by itself after this many seconds.",
 )
@@ -146,7 +173,7 @@ def do_step(cfg: ClusterConfig, step: Step) -> str:
     "--plan",
     type=click.Path(dir_okay=False, exists=True),
     default=None,
-    help="Run a TOML schedule of faults (see zmqfail/chaos.py).",
+    help="Run a TOML schedule of faults, each at its planned time (see etc/faults.toml).",
 )
 @one_line_errors
 def kill_cmd(
@@ -170,8 +197,10 @@ def kill_cmd(
             raise ConfigError("--plan runs alone: give the faults in the plan file")
         steps = load_plan(Path(plan), tuple(n.name for n in cfg.nodes))
 
-        def report(t: float, step: Step, result: str) -> None:
-            click.echo(f"[{t:7.3f}s] {step.describe()}: {result}")
+        def report(began: float, step: Step, result: str) -> None:
+            # Each line is printed when its step is done, stamped with when it began.
+            late = f" (planned at {step.at:g}s)" if began - step.at > LATE else ""
+            click.echo(f"[{began:7.3f}s] {step.describe()}{late}: {result}")
 
         failed = run_plan(steps, lambda s: do_step(cfg, s), time.monotonic, time.sleep, report)
         if failed:

@@ -2,30 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
 import json
 import logging
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from zmqfail import __version__, config
+from zmqfail import __version__, config, logs
 from zmqfail.cli.benchcmd import bench_cmd
 from zmqfail.cli.clientcmd import client_group
-from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.cli.common import config_option, load_config, one_line_errors, timeout_option
 from zmqfail.cli.demo import demo_cmd
 from zmqfail.cli.killcmd import kill_cmd
 from zmqfail.cli.logcmd import log_group
 from zmqfail.cli.watch import watch_cmd
-from zmqfail.client.control import STATUS_KEYS, cluster_status
+from zmqfail.client.control import STATUS_KEYS, cluster_status, node_status
 from zmqfail.errors import ConfigError, ZmqfailError
 
+if TYPE_CHECKING:
+    from zmqfail.node.server import Node
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+def _log_context(node: Node) -> dict[str, Any]:
+    """The node's epoch, role and state for each log line, from its failover
+    state (which changes first: a line about a transition must agree with it)."""
+    fs = node.agent.fs
+    return {"epoch": fs.epoch, "role": fs.role.value, "state": fs.state.value}
+
+
+class _PipeClosed(click.ClickException):
+    """Stdout's reader went away (`| head`); raised before click would swallow it."""
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _PipeClosed("output closed by the reader (broken pipe)") from None
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="zmqfail")
 def cli() -> None:
     """zmqfail: a primary/backup failover cluster for on-line order processing."""
@@ -35,21 +61,35 @@ def cli() -> None:
 @config_option
 @click.option("--name", default=None, help="Which node of the config this process is.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(logs.FORMATS),
+    help="json: one object a line with node, epoch, role and state.",
+)
+@click.option(
+    "--log-repeats/--no-log-repeats",
+    "rate_limit",
+    default=True,
+    help="Default: a line repeating within 10 s is logged once, then counted.",
+)
 @one_line_errors
-def node_cmd(config_path: str | None, name: str | None, log_level: str) -> None:
+def node_cmd(
+    config_path: str | None, name: str | None, log_level: str, log_format: str, rate_limit: bool
+) -> None:
     """Run one server in the foreground (SIGTERM or SIGINT: clean stop)."""
     from zmqfail.node.server import Node
 
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     cfg = load_config(config_path)
     if name is None:
         if len(cfg.nodes) != 1 and config_path is not None:
             raise ConfigError("--name is required when the config has several nodes")
         name = cfg.nodes[0].name
+    cfg.node(name)  # an unknown name is a one-line error before anything is logged
+    handler, limiter = logs.setup(
+        getattr(logging, log_level.upper()), log_format, name, rate_limit, sys.stderr
+    )
     # The disk writer thread must get the GIL back promptly after fsync, or
     # every group commit waits out the default 5 ms switch interval.
     sys.setswitchinterval(0.0002)
@@ -57,14 +97,28 @@ def node_cmd(config_path: str | None, name: str | None, log_level: str) -> None:
     # passes over them cost throughput and add latency spikes.
     gc.set_threshold(100_000, 50, 1000)
     node = Node(cfg, name)
+    for f in handler.filters:
+        if isinstance(f, logs.ContextFilter):
+            f.context = functools.partial(_log_context, node)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         node.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    node.open()
-    sys.exit(node.run())
+    try:
+        node.open()
+        rc = node.run()
+    except ZmqfailError:
+        raise  # a known condition (damaged log, port in use): one line, below
+    except Exception:
+        # A bug: its traceback belongs in the node's log, not only one line.
+        logging.getLogger("zmqfail").exception("node %s failed", name)
+        raise
+    finally:
+        if limiter is not None:
+            limiter.flush(handler)
+    sys.exit(rc)
 
 
 @cli.group("config")
@@ -102,41 +156,89 @@ def config_init(
     click.echo(str(path))
 
 
+@config_group.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+@one_line_errors
+def config_check(file: str) -> None:
+    """Validate FILE: one line saying what it holds (exit 0), or what is wrong (exit 1)."""
+    cfg = config.load(Path(file))
+    names = ", ".join(n.name for n in cfg.nodes)
+    dirs = sorted({str(n.data_dir.parent) for n in cfg.nodes})
+    click.echo(
+        f"ok: {file}: cluster {cfg.name!r}, {len(cfg.nodes)} node(s) ({names}), "
+        f"first primary {cfg.primary}, data under {', '.join(dirs)}"
+    )
+
+
+nodes_timeout = timeout_option(1.0, "Seconds to wait for the nodes (asked all at once).")
+
+
 @cli.command("status")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per node.")
-@click.option("--timeout", default=1.0, show_default=True, help="Seconds to wait for each node.")
+@click.option(
+    "--digest", is_flag=True, help="Also ask for each node's table digest (slow on large tables)."
+)
+@nodes_timeout
 @one_line_errors
-def status_cmd(config_path: str | None, as_json: bool, timeout: float) -> None:
-    """Show every node of the cluster; unreachable nodes are listed as such.
+def status_cmd(config_path: str | None, as_json: bool, digest: bool, timeout: float) -> None:
+    """Show every node: who is primary, whether the pair is protected, lag.
 
-    The table has the columns of `zmqfail watch` (without rates); --json has
-    every key each node reports.
+    Exit status (also with --json): 0 ok (a primary in the normal state, every
+    node an in-sync backup), 3 degraded (serving, but alone, syncing, a node
+    unreachable, or handing over), 4 down (no node serves), 1 error.
+    --json has every key each node reports; unreachable nodes have them as null.
     """
-    from zmqfail.cli import view
+    from zmqfail.cli import layout, view
 
     cfg = load_config(config_path)
-    rows: list[dict[str, Any]] = cluster_status(cfg, digest=True, timeout=timeout)
+    rows: list[dict[str, Any]] = cluster_status(cfg, digest=digest, timeout=timeout)
     for row in rows:  # an unreachable node's row has every key too, as None
         for key in (*STATUS_KEYS, "lag", "replication_link"):
             row.setdefault(key, None)
+    frame = view.snapshot(rows, cfg.failover.heartbeat_interval_ms, time.time())
     if as_json:
         click.echo(json.dumps(rows, sort_keys=True))
-        return
-    hb_ms = cfg.failover.heartbeat_interval_ms
-    shown = [view.node_row(r, hb_ms) for r in rows]
-    table = view.table(shown, f"zmqfail cluster {cfg.name}", rates=False)
-    view.make_console().print(table)
+    else:
+        console = layout.make_console()
+        title = f"zmqfail cluster {cfg.name}"
+        console.print(layout.render(frame, title, console.width, rates=False))
+    sys.exit(int(frame.health.verdict))
+
+
+@cli.command("health")
+@config_option
+@click.option(
+    "--node", "node_name", default=None, help="Ask one node only: does it serve clients now?"
+)
+@nodes_timeout
+@one_line_errors
+def health_cmd(config_path: str | None, node_name: str | None, timeout: float) -> None:
+    """One line and an exit status, for monitors and load balancers.
+
+    The cluster: 0 ok (protected), 3 degraded (serving, not protected), 4 down.
+    With --node NAME: 0 when NAME serves clients now (alone or not), 4 when it
+    does not (a backup, starting, or unreachable). 1 is an error of the command.
+    """
+    from zmqfail.cli.health import Verdict, classify, role_words, serves
+
+    cfg = load_config(config_path)
+    if node_name is not None:
+        row = node_status(cfg.node(node_name), digest=False, timeout=timeout)
+        ok = serves(row)
+        click.echo(f"{node_name}: {'serves' if ok else 'does not serve'} ({role_words(row)})")
+        sys.exit(int(Verdict.OK if ok else Verdict.DOWN))
+    health = classify(cluster_status(cfg, digest=False, timeout=timeout))
+    click.echo(health.line())
+    sys.exit(int(health.verdict))
 
 
 @cli.command("switchover")
 @config_option
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for it.")
+@timeout_option(10.0, "Seconds to wait for it.")
 @one_line_errors
 def switchover_cmd(config_path: str | None, timeout: float) -> None:
     """Hand the primary role to the in-sync backup, losing no request."""
-    import time
-
     from zmqfail.client.control import call
 
     cfg = load_config(config_path)
@@ -174,17 +276,35 @@ cli.add_command(demo_cmd)
 
 
 def main() -> None:
-    """Run the CLI; every error is one line on stderr (usage errors exit 2)."""
+    """Run the CLI; every error is one line on stderr and a non-zero exit
+    (usage errors 2; see `status` and `health` for their own codes)."""
     try:
-        rc = cli.main(prog_name="zmqfail", standalone_mode=False)
+        try:
+            rc = cli.main(prog_name="zmqfail", standalone_mode=False)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except (_PipeClosed, BrokenPipeError):
+        # Nothing more can be written there; keep the exit-time flush from failing too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        _fail("error: output closed by the reader (broken pipe)", 1)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        click.echo(f"zmqfail: error: {exc.format_message()}{hint}", err=True)
-        sys.exit(2)
+        _fail(f"error: {exc.format_message()}{hint}", 2)
     except click.ClickException as exc:
-        click.echo(f"zmqfail: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(f"error: {exc.format_message()}", exc.exit_code)
     except click.Abort:
-        click.echo("zmqfail: aborted", err=True)
-        sys.exit(1)
+        _fail("aborted", 1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("ZMQFAIL_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (ZMQFAIL_DEBUG=1 shows where)", 1)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    with contextlib.suppress(OSError):  # stderr closed too: the exit status is all that is left
+        click.echo(f"zmqfail: {message}", err=True)
+    sys.exit(code)

@@ -1,27 +1,31 @@
-"""The cluster view shared by `zmqfail watch` and `zmqfail status`.
+"""The cluster view shared by `zmqfail watch` and `zmqfail status`: its data.
 
 Everything here except `poll` is a pure function of the status dicts the
 control socket returns (see `zmqfail/node/control.py`) and of a clock the
 caller passes in, so the view is tested without sockets and without waiting,
-and `watch` stays a thin loop around `poll`, `WatchModel.update` and `render`.
+and `watch` stays a thin loop around `poll`, `WatchModel.update` and
+`zmqfail/cli/layout.py`'s `render`.
 """
 
 from __future__ import annotations
 
-import sys
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
-from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.table import Table
-from rich.text import Text
-
-from zmqfail.client.control import node_status
+from zmqfail.cli.health import (
+    UNREACHABLE,
+    Failover,
+    Health,
+    Transition,
+    classify,
+    last_failover,
+    primary_last_heard,
+    role_words,
+)
+from zmqfail.client.control import node_status, unreachable_row
 from zmqfail.config import ClusterConfig, NodeConfig
 from zmqfail.errors import ZmqfailError
 from zmqfail.replication import LINKS
@@ -29,34 +33,13 @@ from zmqfail.replication import LINKS
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 30  # rate samples kept per node (the sparkline's width)
 UP_AFTER_INTERVALS = 3  # a heartbeat older than this many intervals: the link is down
-MIN_WIDTH = 160  # below this the widest columns would be cut when not on a terminal
-UNREACHABLE = "unreachable"
+# Readings of when each primary was last heard, per (node, epoch): enough to
+# reach back past the few polls in which a stalled, overtaken primary still
+# sent heartbeats before it learned of the new epoch.
+HEARD_KEPT = 64
+HEARD_SAME = 0.005  # seconds: two polls of a silent primary differ by jitter only
 
-STATE_STYLES = {
-    "normal": "green",
-    "primary_only": "yellow",
-    "backup_only": "yellow",
-    "syncing": "cyan",
-    "standby": "cyan",
-    "starting": "cyan",
-    "handoff": "magenta",
-    "fenced": "red",
-    "stopped": "red",
-    UNREACHABLE: "grey50",
-}
-HEALTH_STYLES = {"up": "green", "down": "red", "cut": "magenta"}
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """One state change; `time` is wall-clock seconds, so changes merge across nodes."""
-
-    time: float
-    node: str
-    src: str
-    dst: str
-    why: str
-    epoch: int | None
+__all__ = ["Transition"]  # re-exported: the view's state changes are health's
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +58,8 @@ class NodeRow:
 
     name: str
     reachable: bool
-    role: str
-    state: str
+    role: str  # in an operator's words: "primary (alone, took over)"
+    state: str  # the state machine's name: "backup_only"
     epoch: str
     last_lsn: str
     committed_lsn: str
@@ -96,34 +79,18 @@ class Frame:
     rows: list[NodeRow]
     transitions: list[Transition]
     polled_at: float  # wall clock
+    health: Health
+    failover: Failover | None = None
 
 
 # ----------------------------------------------------------------- polling
-
-
-def unreachable_row(node: NodeConfig, error: str | None = None) -> dict[str, Any]:
-    """The same shape `node_status` gives a silent node, for nodes that answer badly."""
-    row: dict[str, Any] = {
-        "name": node.name,
-        "role": None,
-        "state": UNREACHABLE,
-        "epoch": None,
-        "last_lsn": None,
-        "committed_lsn": None,
-        "flushed_lsn": None,
-        "digest": None,
-        "pid": None,
-    }
-    if error is not None:
-        row["error"] = error
-    return row
 
 
 def _one(node: NodeConfig, digest: bool, timeout: float) -> dict[str, Any]:
     try:
         return node_status(node, digest, timeout)
     except ZmqfailError as exc:  # an error reply must not end the view
-        return unreachable_row(node, str(exc))
+        return unreachable_row(node.name, str(exc))
 
 
 def poll(
@@ -248,7 +215,7 @@ def node_row(
     return NodeRow(
         name=str(st.get("name")),
         reachable=reachable,
-        role=_text(st.get("role")),
+        role=role_words(st),
         state=_text(st.get("state")),
         epoch=_text(st.get("epoch")),
         last_lsn=_text(st.get("last_lsn")),
@@ -281,10 +248,29 @@ def merge_transitions(
     return sorted(set(known) | set(new), key=lambda t: (t.time, t.node, t.dst))[-keep:]
 
 
+def snapshot(
+    statuses: Sequence[Mapping[str, Any]], heartbeat_interval_ms: int, wall: float
+) -> Frame:
+    """One poll as a frame, without rates: what `zmqfail status` shows."""
+    changes: list[Transition] = []
+    for st in statuses:
+        changes += node_transitions(st)
+    changes = merge_transitions((), changes)
+    heard = {k: [t] for k, t in primary_last_heard(statuses, wall).items()}
+    return Frame(
+        [node_row(st, heartbeat_interval_ms) for st in statuses],
+        changes,
+        wall,
+        classify(statuses),
+        last_failover(changes, heard),
+    )
+
+
 @dataclass
 class WatchModel:
     """What `watch` remembers between polls: counter readings, rate history,
-    the merged state changes and who answered last time."""
+    the merged state changes, who answered last time and when each primary
+    was last heard of (so a failover's outage survives the old primary's return)."""
 
     heartbeat_interval_ms: int
     history: int = HISTORY
@@ -293,6 +279,7 @@ class WatchModel:
     rates: dict[str, deque[float | None]] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
     last_seen: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    heard: dict[tuple[str, int], deque[float]] = field(default_factory=dict)
 
     def update(self, statuses: Sequence[Mapping[str, Any]], now: float, wall: float) -> Frame:
         rows: list[NodeRow] = []
@@ -310,7 +297,12 @@ class WatchModel:
             fresh += node_transitions(st)
             fresh += self._seen_change(name, st, wall)
         self.transitions = merge_transitions(self.transitions, fresh, self.keep)
-        return Frame(rows, list(self.transitions), wall)
+        for key, at in primary_last_heard(statuses, wall).items():
+            seen = self.heard.setdefault(key, deque(maxlen=HEARD_KEPT))
+            if not seen or abs(seen[-1] - at) > HEARD_SAME:  # a dead primary reads the same
+                seen.append(at)
+        failover = last_failover(self.transitions, self.heard)
+        return Frame(rows, list(self.transitions), wall, classify(statuses), failover)
 
     def _seen_change(self, name: str, st: Mapping[str, Any], wall: float) -> list[Transition]:
         """A node cannot report its own death, so the watcher records when it
@@ -322,73 +314,3 @@ class WatchModel:
         if st["state"] == UNREACHABLE:
             return [Transition(wall, name, str(before["state"]), UNREACHABLE, "no reply", None)]
         return [Transition(wall, name, UNREACHABLE, str(st["state"]), "replies", st.get("epoch"))]
-
-
-# --------------------------------------------------------------- rendering
-
-
-def make_console(file: IO[str] | None = None) -> Console:
-    """Off a terminal (pipes, tests) rich would assume 80 columns and cut cells."""
-    out = file or sys.stdout
-    console = Console(file=out)
-    if not console.is_terminal and console.width < MIN_WIDTH:
-        console = Console(file=out, width=MIN_WIDTH)
-    return console
-
-
-def _styled(value: str, styles: Mapping[str, str]) -> Text:
-    return Text(value, style=styles.get(value, ""))
-
-
-def table(rows: Sequence[NodeRow], title: str, rates: bool) -> Table:
-    t = Table(
-        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left"
-    )
-    right = ("epoch", "last lsn", "committed", "flushed", "lag", "clients")
-    heads = ["node", "role", "state", *right[:5], "link", *LINKS, "peer hb", "clients", "digest"]
-    if rates:
-        heads += ["req/s", "history"]
-    for h in heads:
-        t.add_column(h, justify="right" if h in (*right, "req/s") else "left", no_wrap=True)
-    for r in rows:
-        cells: list[Text] = [
-            Text(r.name, style="bold"),
-            Text(r.role),
-            _styled(r.state, STATE_STYLES),
-            *(Text(v) for v in (r.epoch, r.last_lsn, r.committed_lsn, r.flushed_lsn, r.lag)),
-            Text(r.link),
-            *(_styled(r.health.get(lk, "-"), HEALTH_STYLES) for lk in LINKS),
-            Text(r.peers),
-            Text(r.clients),
-            Text(r.digest),
-        ]
-        if rates:
-            cells += [Text(r.rate), Text(r.spark, style="cyan")]
-        t.add_row(*cells, style=None if r.reachable else "grey50")
-    return t
-
-
-def transitions_table(items: Sequence[Transition]) -> Table:
-    t = Table(title="state changes (newest last)", box=None, pad_edge=False, title_justify="left")
-    for h in ("time", "node", "change", "why", "epoch"):
-        t.add_column(h, no_wrap=True)
-    for tr in items:
-        clock = (
-            time.strftime("%H:%M:%S", time.localtime(tr.time)) + f".{int(tr.time % 1 * 1000):03d}"
-        )
-        change = Text()
-        change.append(tr.src, style=STATE_STYLES.get(tr.src, ""))
-        change.append(" -> ")
-        change.append(tr.dst, style=STATE_STYLES.get(tr.dst, ""))
-        t.add_row(
-            Text(clock), Text(tr.node, style="bold"), change, Text(tr.why), Text(_text(tr.epoch))
-        )
-    return t
-
-
-def render(frame: Frame, title: str, max_transitions: int) -> RenderableType:
-    parts: list[RenderableType] = [table(frame.rows, title, rates=True)]
-    shown = frame.transitions[-max_transitions:] if max_transitions > 0 else []
-    if shown:
-        parts += [Text(""), transitions_table(shown)]
-    return Group(*parts)

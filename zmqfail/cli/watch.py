@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.cli.params import Number
 from zmqfail.config import ClusterConfig
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     "--interval",
     default=0.25,
     show_default=True,
-    type=click.FloatRange(min=0.02),
+    type=Number(0.02, 3600),
     help="Seconds between polls.",
 )
 @click.option(
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     "--timeout",
     default=0.5,
     show_default=True,
-    type=click.FloatRange(min=0.01),
+    type=Number(0.01, 3600),
     help="Seconds to wait for each node per poll.",
 )
 @one_line_errors
@@ -60,7 +61,7 @@ def watch_cmd(
     # Imported here: every `zmqfail node` start imports this module, and rich is not cheap.
     from rich.live import Live
 
-    from zmqfail.cli.view import make_console
+    from zmqfail.cli.layout import make_console
 
     cfg = load_config(config_path)
     console = make_console()
@@ -72,16 +73,17 @@ def watch_cmd(
         if once:
             loop.step()
             time.sleep(interval)
-            console.print(loop.render(loop.step(), 20))
+            console.print(loop.render(loop.step(), console.width, 20))
         elif console.is_terminal:
             with Live(console=console, auto_refresh=False, transient=False) as live:
                 while True:
                     frame = loop.step()
-                    live.update(loop.render(frame, _room(console, frame)), refresh=True)
+                    room = _room(console, frame)
+                    live.update(loop.render(frame, console.width, room), refresh=True)
                     loop.sleep()
         else:
             while True:
-                console.print(loop.render(loop.step(), 10))
+                console.print(loop.render(loop.step(), console.width, 10))
                 console.file.flush()
                 loop.sleep()
     except KeyboardInterrupt:
@@ -91,8 +93,9 @@ def watch_cmd(
 
 
 def _room(console: Console, frame: Frame) -> int:
-    """State changes that fit under the table without scrolling the terminal."""
-    return max(3, console.height - len(frame.rows) - 10)
+    """State changes that fit under the table without scrolling the terminal
+    (the headline takes three lines, the table's head two, the gap one)."""
+    return max(3, console.height - len(frame.rows) - 12)
 
 
 class _Loop:
@@ -115,12 +118,12 @@ class _Loop:
         statuses = poll(self.cfg, self.digest, self.timeout, self.pool)
         return self.model.update(statuses, time.monotonic(), time.time())
 
-    def render(self, frame: Frame, max_transitions: int) -> RenderableType:
+    def render(self, frame: Frame, width: int, max_transitions: int) -> RenderableType:
         stamp = time.strftime("%H:%M:%S", time.localtime(frame.polled_at))
         title = f"{self.title}  {stamp}  every {self.interval:g}s"
-        from zmqfail.cli.view import render
+        from zmqfail.cli.layout import render
 
-        return render(frame, title, max_transitions)
+        return render(frame, title, width, rates=True, max_transitions=max_transitions)
 
     def sleep(self) -> None:
         self.next_at += self.interval

@@ -1,0 +1,220 @@
+"""What an operator asks of a cluster, answered from the nodes' status rows:
+who is primary, is the pair protected, and when was the last failover.
+
+Pure (rows and transitions in, words and a verdict out), shared by `zmqfail
+status`, `zmqfail health` and `zmqfail watch`. The verdict is the exit code
+of `status` and `health`, so monitors and scripts branch on it:
+
+    0  ok        a primary serves in the normal state and every node is an
+                 in-sync backup of it: every acknowledgement is on two servers
+    3  degraded  a primary serves, but not protected: it runs alone, a node
+                 is syncing, unreachable or stepping down, or a switchover
+                 is under way
+    4  down      no node serves clients
+(1 is any error of the command itself, 2 a usage error.)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+UNREACHABLE = "unreachable"
+SERVING_STATES = ("normal", "primary_only", "backup_only")
+
+
+class Verdict(enum.IntEnum):
+    """The cluster's health; the value is the exit status of `status` and `health`."""
+
+    OK = 0
+    DEGRADED = 3
+    DOWN = 4
+
+    @property
+    def word(self) -> str:
+        return self.name.lower()
+
+
+def serves(row: Mapping[str, Any]) -> bool:
+    """Takes client requests now (the role and states a client accepts)."""
+    return row.get("role") == "primary" and row.get("state") in SERVING_STATES
+
+
+def role_words(row: Mapping[str, Any]) -> str:
+    """The role and state as an operator says them: a node that took over is
+    "primary (alone, took over)", never "primary backup_only"."""
+    state, role = row.get("state"), row.get("role")
+    if state == UNREACHABLE:
+        return UNREACHABLE
+    if role == "primary":
+        return {
+            "normal": "primary",
+            "primary_only": "primary (alone)",
+            "backup_only": "primary (alone, took over)",
+            "handoff": "primary (handing over)",
+        }.get(str(state), f"primary ({state})")
+    if role == "backup":
+        return {
+            "normal": "backup (in sync)",
+            "syncing": "backup (syncing)",
+            "standby": "standby (waiting)",
+            "starting": "starting",
+            "fenced": "stepping down",
+            "stopped": "stopping",
+        }.get(str(state), f"backup ({state})")
+    return str(state)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    verdict: Verdict
+    primary: str | None
+    summary: str  # one line: the verdict's reasons
+
+    def line(self) -> str:
+        return f"{self.verdict.word}: {self.summary}"
+
+
+def _lag_text(row: Mapping[str, Any]) -> str:
+    lag = row.get("lag")
+    return f"lag {lag}" if isinstance(lag, int) else "lag unknown"
+
+
+def classify(rows: Sequence[Mapping[str, Any]]) -> Health:
+    """The verdict for the whole cluster from one status row per configured node."""
+    serving = sorted((r for r in rows if serves(r)), key=lambda r: -(r.get("epoch") or 0))
+    handing = [r for r in rows if r.get("role") == "primary" and r.get("state") == "handoff"]
+    if not serving and not handing:
+        states = ", ".join(f"{r.get('name')} {role_words(r)}" for r in rows)
+        return Health(Verdict.DOWN, None, f"no node serves ({states})")
+    p = serving[0] if serving else handing[0]
+    name = str(p.get("name"))
+    head = f"primary {name} (epoch {p.get('epoch')})"
+    own = {
+        "primary_only": " runs alone",
+        "backup_only": " took over and runs alone",
+        "handoff": " is handing over",
+    }.get(str(p.get("state")), "")
+    problems: list[str] = []
+    synced: list[str] = []
+    for r in rows:
+        if r is p:
+            continue
+        n = str(r.get("name"))
+        if r.get("role") == "backup" and r.get("state") == "normal":
+            synced.append(n)
+        elif serves(r) or r.get("state") == "handoff":
+            problems.append(f"{n} also claims primary (epoch {r.get('epoch')})")
+        else:
+            problems.append(f"{n} {role_words(r)}")
+    if synced:
+        problems.append(f"backup {', '.join(synced)} in sync")
+    if not own and len(problems) == 1 and synced:
+        return Health(Verdict.OK, name, f"protected: {head}, {problems[0]}, {_lag_text(p)}")
+    return Health(Verdict.DEGRADED, name, f"{head}{own}; {'; '.join(problems)}".rstrip("; "))
+
+
+# ---------------------------------------------------------------- failovers
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One state change of one node; `time` is wall-clock seconds, so changes
+    merge across nodes."""
+
+    time: float
+    node: str
+    src: str
+    dst: str
+    why: str
+    epoch: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    time: float  # wall clock of the takeover
+    node: str  # who took over
+    epoch: int
+    switchover: bool  # a planned handover, not a failure
+    outage_ms: float | None  # no primary from the old one's last sign of life to the takeover
+
+
+def takeovers(changes: Iterable[Transition]) -> list[tuple[Transition, bool]]:
+    """Changes that made a node primary at a new epoch, oldest first, each with
+    whether it was a switchover (the backup follows a handover offer)."""
+    out: list[tuple[Transition, bool]] = []
+    top: int | None = None
+    for c in sorted(changes, key=lambda c: (c.time, c.node)):
+        if c.epoch is None:
+            continue
+        if top is not None and c.epoch > top and c.dst in ("backup_only", "primary_only"):
+            out.append((c, c.why == "PeerActive"))
+        top = c.epoch if top is None else max(top, c.epoch)
+    return out
+
+
+def primary_last_heard(
+    rows: Iterable[Mapping[str, Any]], wall: float
+) -> dict[tuple[str, int], float]:
+    """For each (node, epoch) some node last heard as primary: when (wall clock).
+
+    A node keeps the last heartbeat of each peer and its age, so after a
+    primary dies its former backup still says how long ago it last heard it;
+    the watcher keeps these readings per (node, epoch) across polls."""
+    out: dict[tuple[str, int], float] = {}
+    for r in rows:
+        peers: Mapping[str, Any] = r.get("peers") or {}
+        for name, p in peers.items():
+            age, epoch = p.get("heartbeat_age_ms"), p.get("epoch")
+            if (
+                p.get("role") == "primary"
+                and isinstance(age, int | float)
+                and isinstance(epoch, int)
+            ):
+                at = wall - age / 1000.0
+                key = (str(name), epoch)
+                out[key] = max(out.get(key, at), at)
+    return out
+
+
+def last_failover(
+    changes: Sequence[Transition], heard: Mapping[tuple[str, int], Iterable[float]]
+) -> Failover | None:
+    """The newest takeover, with its outage: for a switchover from the old
+    primary's handover to the takeover, for a failure from the old primary's
+    last heartbeat before the takeover (as its backup heard it; `heard` holds
+    the readings of one or more polls) to the takeover. A primary that only
+    stalled goes on sending heartbeats after it was taken over from, hence
+    "before"; without a reading from before, no figure."""
+    found = takeovers(changes)
+    if not found:
+        return None
+    c, switch = found[-1]
+    assert c.epoch is not None
+    start: float | None = None
+    if switch:
+        offers = [h.time for h in changes if h.dst == "handoff" and h.time <= c.time]
+        start = max(offers) if offers else None
+    else:
+        lasts = [
+            t
+            for (n, e), ts in heard.items()
+            if e == c.epoch - 1 and n != c.node
+            for t in ts
+            if t <= c.time
+        ]
+        start = max(lasts) if lasts else None
+    outage = round((c.time - start) * 1000.0) if start is not None and start <= c.time else None
+    return Failover(c.time, c.node, c.epoch, switch, outage)
+
+
+def failover_words(f: Failover | None, clock: str) -> str:
+    if f is None:
+        return "no failover seen"
+    kind = "switchover" if f.switchover else "failover"
+    lasted = ""
+    if f.outage_ms is not None:
+        lasted = f", {f.outage_ms:.0f} ms without a primary"
+    return f"last {kind} {clock}: {f.node} took over at epoch {f.epoch}{lasted}"
