@@ -47,6 +47,7 @@ def test_compare_measures_every_flow_and_answers_every_request(tmp_path: Path) -
     res = json.loads(out.read_text())
     assert res["windows"] == [4] and len(res["load_before"]) == 3
     rows = {r["flow"]: r for r in res["rows"]}
+    assert [s for s in res["skipped"] if s["status"] != "skipped"] == []  # no flow failed
     skipped = {s["flow"]: s["reason"] for s in res["skipped"]}
     assert set(rows) | set(skipped) == set(OWN_FLOWS + PEERS)
     assert set(OWN_FLOWS) <= set(rows), skipped  # zmqfail and the bare flows never skip

@@ -155,7 +155,8 @@ def test_ratios_are_to_the_normal_state_at_the_same_window_and_hogs() -> None:
     assert hogged["x_normal_throughput"] == 10.0 and hogged["x_quiet"] == 0.5
     assert rows[2]["x_quiet"] == 0.5 and rows[0]["x_quiet"] is None
     assert rows[4]["x_normal_throughput"] is None
-    table = format_table(rows, [{"flow": "redis", "reason": "redis-server is not installed"}])
+    skipped = [{"flow": "redis", "status": "skipped", "reason": "redis-server is not installed"}]
+    table = format_table(rows, skipped)
     lines = table.splitlines()
     assert lines[0].startswith("| flow | in flight | hogs | req/s | x normal |")
     assert (

@@ -194,6 +194,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=5.0, help="measured per row (default 5)")
     ap.add_argument("--warmup", type=float, default=1.0, help="before each row (default 1)")
     ap.add_argument("--windows", type=_windows, default=None, help="e.g. 1,64")
+    ap.add_argument("--kills", type=int, default=20, help="failover: kill -9s (default 20)")
     ap.add_argument("--hog", type=int, default=0, metavar="N", help="also measure under N hogs")
     ap.add_argument("--json", dest="json_out", default=None, help="also write results here")
     ap.add_argument("--plot", default=None, help=f"plot file (compare: {DEFAULT_PLOT})")
@@ -202,8 +203,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bad = [s for s in args.scenarios if s not in choices]
     if bad:
         ap.error(f"unknown scenario {bad[0]!r} (choose from {', '.join(choices)})")
-    if args.hog < 0 or args.seconds <= 0 or args.warmup < 0:
-        ap.error("--hog, --seconds and --warmup must not be negative")
+    if args.hog < 0 or args.seconds <= 0 or args.warmup < 0 or args.kills < 1:
+        ap.error("--seconds and --kills must be positive, --hog and --warmup not negative")
     return args
 
 
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     windows = args.windows or (COMPARE_WINDOWS if compare else [1, 64])
     timing = Timing(args.seconds, args.warmup)
     load = os.getloadavg()
-    started = datetime.datetime.now().isoformat(timespec="seconds")
+    started = datetime.datetime.now().isoformat(sep=" ", timespec="minutes")
     print(f"{started}: load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     interrupt_on_sigterm()
     out: dict[str, Any] = {"started": started, "load_before": load, "windows": windows}
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             out.update(rows=rows, skipped=skipped)
             if "failover" in args.scenarios:
-                f = bench_failover(reaper)
+                f = bench_failover(reaper, args.kills)
                 out["failover"] = f
                 print(
                     f"failover: {f['kills']} kill -9, outage p50 {f['outage_p50_ms']} ms "
@@ -258,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         print(plot(rows, Path(args.plot) if args.plot else DEFAULT_PLOT, title))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2))
-    return 0
+    failed = [s["flow"] for s in skipped if s["status"] == "failed"]
+    if failed:
+        print(f"bench: {', '.join(failed)} failed (see above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -122,8 +122,8 @@ def syncobj_node(name: str, raft_port: int, partner_port: int, front_port: int) 
                 fe.send_multipart(frames)
 
 
-def _leader(endpoints: list[str], timeout: float) -> str:
-    """The front of the node that says it leads and is ready."""
+def _wait_leader(endpoints: list[str], timeout: float) -> None:
+    """Until one node says it leads and is ready."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     deadline = time.monotonic() + timeout
     try:
@@ -138,7 +138,7 @@ def _leader(endpoints: list[str], timeout: float) -> str:
                 s.close()
                 with contextlib.suppress(ProtocolError):
                     if frame and decode_as(frame, Welcome).active:
-                        return ep
+                        return
             time.sleep(0.1)
     finally:
         ctx.destroy(linger=0)
@@ -147,7 +147,10 @@ def _leader(endpoints: list[str], timeout: float) -> str:
 
 @contextlib.contextmanager
 def pysyncobj_pair(reaper: Reaper) -> Iterator[list[str]]:
-    """Two Raft nodes; yields the leader's front endpoint (as a one-item list)."""
+    """Two Raft nodes; yields both fronts once one leads. The client finds the
+    leader as it finds zmqfail's primary (only the leader's front says it is
+    active), and follows a new leader elected under load: a node stalled on a
+    busy machine for longer than Raft's election timeout loses its lead."""
     need_module("pysyncobj")
     base = free_base_port(10)
     raft, front = (base, base + 1), (base + 2, base + 3)
@@ -155,8 +158,10 @@ def pysyncobj_pair(reaper: Reaper) -> Iterator[list[str]]:
         reaper.process(syncobj_node, n, raft[i], raft[1 - i], front[i], name=f"pysyncobj-{n}")
         for i, n in enumerate(("a", "b"))
     ]
+    endpoints = [f"tcp://127.0.0.1:{p}" for p in front]
     try:
-        yield [_leader([f"tcp://127.0.0.1:{p}" for p in front], 30)]
+        _wait_leader(endpoints, 30)
+        yield endpoints
     finally:
         for p in nodes:
             reaper.stop(p)

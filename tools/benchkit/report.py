@@ -11,7 +11,7 @@ from typing import Any
 from .flows import FLOWS, open_flow
 from .meter import Timing, ratio, summarize
 from .peers import INSTALL_EXTRA, Skip
-from .procs import Reaper
+from .procs import BenchError, Reaper
 
 BASE_FLOW = "normal"  # every ratio is to zmqfail's normal state in the same run
 
@@ -26,7 +26,9 @@ def run_flows(
     say: Callable[[str], None],
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Each flow set up once and measured at each window, quiet and (with
-    ``hogs``) right after under that many busy-loop processes."""
+    ``hogs``) right after under that many busy-loop processes. A flow that
+    cannot run here is skipped, one that fails is noted (its measured rows
+    stay), and the others go on: a long run is not lost to one of them."""
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for name in names:
@@ -43,8 +45,11 @@ def run_flows(
                         rows.append(row)
                         say(format_row(row))
         except Skip as exc:
-            skipped.append({"flow": name, "reason": str(exc)})
+            skipped.append({"flow": name, "status": "skipped", "reason": str(exc)})
             say(f"{name:>9}: skipped: {exc}")
+        except BenchError as exc:
+            skipped.append({"flow": name, "status": "failed", "reason": str(exc)})
+            say(f"{name:>9}: failed: {exc}")
     add_ratios(rows)
     return rows, skipped
 
@@ -94,7 +99,7 @@ def format_table(rows: list[dict[str, Any]], skipped: list[dict[str, str]]) -> s
         cells += [_us(r["p99_us"]), _x(r["x_normal_p99_us"])]
         cells += [_x(r["x_quiet"])] if hogged else []
         lines.append("| " + " | ".join(cells) + " |")
-    lines += [f"\n{s['flow']}: skipped: {s['reason']}" for s in skipped]
+    lines += [f"\n{s['flow']}: {s['status']}: {s['reason'].splitlines()[0]}" for s in skipped]
     return "\n".join(lines)
 
 
@@ -108,7 +113,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return f"no plot: matplotlib is not installed: {INSTALL_EXTRA}"
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig, ax = plt.subplots(figsize=(9, 7))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, name in enumerate(FLOWS):
         for hogs in sorted({r["hogs"] for r in rows}):
@@ -131,7 +136,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> str:
     ax.set_ylabel("p99 latency, ms (log)")
     ax.set_title(title + "\n(point labels: requests in flight; lower right is better)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
