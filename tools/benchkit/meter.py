@@ -94,6 +94,7 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "answered": res["answered"],
         "unanswered": res["sent"] - res["answered"],
         "errors": res["errors"],
+        "failovers": res.get("failovers"),  # None: the driver cannot tell
     }
 
 

@@ -82,6 +82,7 @@ def format_row(r: dict[str, Any]) -> str:
         f"{r['flow']:>9} window {r['window']:>3}{hog}: {r['throughput']:>7,} req/s  "
         f"p50 {_us(r['p50_us']):>9}  p99 {_us(r['p99_us']):>9}  "
         f"unanswered {r['unanswered']}  errors {r['errors']}"
+        + (f"  FAILOVERS {r['failovers']}" if r.get("failovers") else "")
     )
 
 
