@@ -237,6 +237,7 @@ def bad_frames() -> dict[str, list[bytes]]:
         _frame(v, "rep", 1, "ok", {"o": deep}, 1, "a"),
         _frame(v, "rep", 1, "ok", {}, 1),
         _frame(v + 1, "rep", 1, "ok", {}, 1, "a"),
+        _frame(v, "ctl", 1, "ok", {}, 1, "a"),
     ]
     rec = [
         _frame(0, 1, cid, 1, body, [], "ok", {}),
