@@ -201,3 +201,40 @@ def test_codec_study_self_check_passes_and_catches_planted_differences(
     # Planted: the tree check left out of the record decoder.
     monkeypatch.setattr(codec_bench, "check_tree", lambda tree, what: None)
     assert any("bad record frame not refused" in p for p in codec_bench.self_check(corpus))
+
+
+def test_a_failed_or_missing_flow_is_noted_and_the_run_goes_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import contextlib
+    from collections.abc import Iterator
+
+    from benchkit import report
+    from benchkit.peers import Skip
+    from benchkit.procs import BenchError, Reaper
+
+    def fake_result(window: int, timing: Timing) -> dict[str, Any]:
+        m = Meter(timing, 0.0)
+        m.on_sent(1, 0.5)
+        m.on_reply(1, 0.6, ok=True)
+        return m.result()
+
+    @contextlib.contextmanager
+    def fake_open(name: str, reaper: Reaper, workdir: Path) -> Iterator[Any]:
+        if name == "redis":
+            raise Skip("redis-server is not installed")
+        if name == "single":
+            raise BenchError("node a did not become ready")
+        yield fake_result
+
+    monkeypatch.setattr(report, "open_flow", fake_open)
+    said: list[str] = []
+    rows, skipped = report.run_flows(
+        ["single", "normal", "redis"], [1, 4], Timing(1.0, 0.1), 0, Reaper(), tmp_path, said.append
+    )
+    assert [(r["flow"], r["window"]) for r in rows] == [("normal", 1), ("normal", 4)]
+    assert skipped == [
+        {"flow": "single", "status": "failed", "reason": "node a did not become ready"},
+        {"flow": "redis", "status": "skipped", "reason": "redis-server is not installed"},
+    ]
+    assert "   single: failed: node a did not become ready" in said

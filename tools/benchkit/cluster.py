@@ -61,10 +61,15 @@ class Cluster:
         self.cfg = config.load(self.path)
         self.failed = False
         self.procs: dict[str, Any] = {}
-        for n in start:
-            self.start(n)
-        for n in start:
-            self.wait_for(n, lambda st: st["state"] in READY_STATES, "ready", 20)
+        try:
+            for n in start:
+                self.start(n)
+            for n in start:
+                self.wait_for(n, lambda st: st["state"] in READY_STATES, "ready", 20)
+        except BaseException:
+            self.failed = True
+            self.close()  # a run goes on after a failed flow: no node left behind
+            raise
 
     def start(self, name: str) -> Any:
         p = spawn_node(self.path, name, self.dir / f"{name}.log")
