@@ -42,8 +42,6 @@ except ImportError:
 
 from zmqfail import config
 from zmqfail.cli.demo import random_order
-from zmqfail.config import EngineConfig
-from zmqfail.engine import Engine
 from zmqfail.errors import ProtocolError
 from zmqfail.processor import Processor
 from zmqfail.protocol import (
@@ -57,7 +55,7 @@ from zmqfail.protocol import (
     decode_request,
     encode_reply,
 )
-from zmqfail.txlog.record import TxRecord, encode_record
+from zmqfail.txlog.record import REGISTER, TxRecord, encode_record
 
 # --- the msgspec codec -----------------------------------------------------------
 
@@ -66,7 +64,7 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]
 Name = Annotated[str, msgspec.Meta(max_length=MAX_ID_LEN)]
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 UInt = Annotated[int, msgspec.Meta(ge=0)]  # msgpack's ints stop at 2**64 - 1
-Status = Literal["ok", "rejected", "error", "not_active", "stale"]
+Status = Literal["ok", "rejected", "error", "not_active", "stale", "expired"]
 
 
 # defstruct rather than class statements: the checks (mypy --strict) must pass
@@ -87,6 +85,7 @@ RequestS = _struct(
         ("client_id", Id),
         ("msg_id", Positive),
         ("body", dict[str, Any]),
+        ("session", UInt),
     ],
 )
 ReplyS = _struct(
@@ -156,13 +155,15 @@ def ms_decode_record(data: bytes, trees: bool = True) -> Any:
     if trees:
         for name, tree in (("body", r.body), ("changes", r.changes), ("result", r.result)):
             check_tree(tree, f"transaction record {name}")
+    if r.msg_id == REGISTER and r.client_id and type(r.body.get("nonce")) is not int:
+        raise ProtocolError(f"register record {r.lsn} has no integer nonce")
     return r
 
 
 def ms_to_request(frame: bytes) -> Request:
     """msgspec decode, then the project's frozen dataclass (if the node kept it)."""
     r = ms_decode_request(frame)
-    return Request(r.client_id, r.msg_id, r.body)
+    return Request(r.client_id, r.msg_id, r.body, r.session)
 
 
 # --- the corpus ------------------------------------------------------------------
@@ -170,7 +171,7 @@ def ms_to_request(frame: bytes) -> Request:
 
 @dataclass
 class Corpus:
-    requests: list[tuple[str, int, dict[str, Any]]]
+    requests: list[tuple[str, int, dict[str, Any], int]]
     request_frames: list[bytes]
     records: list[tuple[Any, ...]]
     record_frames: list[bytes]
@@ -179,18 +180,20 @@ class Corpus:
 
 
 def make_corpus(n: int, seed: int = 1) -> Corpus:
-    """``n`` random orders through the real Processor (about a third fill)."""
+    """``n`` random orders of one client, in its session, through the real
+    Processor (about a third fill)."""
     rng = random.Random(seed)
-    proc = Processor(Engine(EngineConfig()), "a", 1, 0)
+    proc = Processor.create(config.load_default(), "a", 1)
     c = Corpus([], [], [], [], [], [])
     client_id = f"c-{rng.getrandbits(64):016x}"
+    session = proc.register(client_id, rng.getrandbits(32)).gate_lsn  # its record's LSN
     for mid in range(1, n + 1):
         body = random_order(rng, config.DEFAULT_INSTRUMENTS)
-        c.requests.append((client_id, mid, body))
-        c.request_frames.append(Request(client_id, mid, body).encode())
-        out = proc.submit(client_id, mid, body)
+        c.requests.append((client_id, mid, body, session))
+        c.request_frames.append(Request(client_id, mid, body, session).encode())
+        out = proc.submit(client_id, mid, body, session)
         rep = decode(out.reply)
-        assert isinstance(rep, Reply)
+        assert isinstance(rep, Reply) and rep.status != "expired"
         c.replies.append((rep.msg_id, rep.status, rep.result, rep.epoch, rep.server))
         c.reply_frames.append(out.reply)
         if out.record is not None:
@@ -216,17 +219,18 @@ def bad_frames() -> dict[str, list[bytes]]:
         node = node["x"]
     ext = msgpack.ExtType(5, b"x")
     req = [
-        _frame(v + 1, "req", cid, 1, body),
-        _frame(v, "req", cid, True, body),
-        _frame(v, "req", cid, 0, body),
-        _frame(v, "req", "", 1, body),
-        _frame(v, "req", "x" * (MAX_ID_LEN + 1), 1, body),
-        _frame(v, "req", cid, 1, [1]),
-        _frame(v, "req", cid, 1),
-        _frame(v, "req", cid, 1, body, 5),
-        _frame(v, "req", cid, 1, {"o": deep}),
-        _frame(v, "req", cid, 1, {"o": {1: 2}}),
-        _frame(v, "req", cid, 1, {"o": [ext]}),
+        _frame(v + 1, "req", cid, 1, body, 0),
+        _frame(v, "req", cid, True, body, 0),
+        _frame(v, "req", cid, 0, body, 0),
+        _frame(v, "req", "", 1, body, 0),
+        _frame(v, "req", "x" * (MAX_ID_LEN + 1), 1, body, 0),
+        _frame(v, "req", cid, 1, [1], 0),
+        _frame(v, "req", cid, 1, body, -1),
+        _frame(v, "req", cid, 1, body),
+        _frame(v, "req", cid, 1, body, 0, 5),
+        _frame(v, "req", cid, 1, {"o": deep}, 0),
+        _frame(v, "req", cid, 1, {"o": {1: 2}}, 0),
+        _frame(v, "req", cid, 1, {"o": [ext]}, 0),
         b"\xc1",
         b"",
     ]
@@ -246,6 +250,7 @@ def bad_frames() -> dict[str, list[bytes]]:
         _frame(1, True, cid, 1, body, [], "ok", {}),
         _frame(1, 1, cid, 1, body, [[ext]], "ok", {}),
         _frame(1, 1, cid, 1, body, [], "ok"),
+        _frame(1, 1, cid, REGISTER, {"nonce": "7"}, [], "ok", {}),
     ]
     return {"request": req, "reply": rep, "record": rec}
 

@@ -38,9 +38,12 @@ from zmqfail.errors import ProtocolError
 from zmqfail.protocol import (
     PROTOCOL_VERSION,
     STATUS_OK,
+    Message,
+    Register,
     ReplRecords,
     Reply,
     Request,
+    SessionGrant,
     Welcome,
     decode,
 )
@@ -110,6 +113,18 @@ def decode_replies(frame: bytes) -> list[Reply]:
 
 # --- processes -----------------------------------------------------------------
 
+# The flows keep no replies for resends: the session they grant only has to
+# let the client keep every bench window in flight.
+GRANT_WINDOW = 1 << 16
+
+
+def answer_client(msg: Message, server: str, active: bool) -> bytes:
+    """What a bench server answers a client message that is not a request: a
+    session to a `register`, and a `welcome` to a hello or ping."""
+    if isinstance(msg, Register):
+        return SessionGrant(msg.nonce, 1, GRANT_WINDOW, EPOCH, server).encode()
+    return Welcome(server, EPOCH, active).encode()
+
 
 def ready_frames(sock: zmq.Socket[bytes], limit: int = READ_FRAMES) -> Iterator[list[bytes]]:
     """The multipart messages waiting on ``sock``, at most ``limit`` of them."""
@@ -178,7 +193,7 @@ def per_message_primary(port: int, ready: Any) -> None:
             for ident, data in ready_frames(fe):
                 r = decode(data)
                 if not isinstance(r, Request):
-                    fe.send_multipart((ident, Welcome(SERVER, EPOCH, True).encode()))
+                    fe.send_multipart((ident, answer_client(r, SERVER, True)))
                     continue
                 push.send(data)
                 batch.append((ident, Reply(r.msg_id, STATUS_OK, {}, EPOCH, SERVER).encode()))

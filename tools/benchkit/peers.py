@@ -47,7 +47,7 @@ from zmqfail.protocol import (
     encode_reply,
 )
 
-from .bare import poller, ready_frames
+from .bare import answer_client, poller, ready_frames
 from .meter import Meter, Timing
 from .procs import BenchError, Reaper
 
@@ -114,9 +114,9 @@ def syncobj_node(name: str, raft_port: int, partner_port: int, front_port: int) 
                 if isinstance(msg, Request):
                     cb = functools.partial(committed, ident, msg.msg_id)
                     obj.put(f"{msg.client_id}:{msg.msg_id}", msg.body, callback=cb)
-                else:  # a hello or a ping: only the ready leader takes requests
+                else:  # only the ready leader takes requests
                     active = bool(obj._isLeader() and obj.isReady())
-                    fe.send_multipart((ident, Welcome(name, 1, active).encode()))
+                    fe.send_multipart((ident, answer_client(msg, name, active)))
         if replies in ev:
             for frames in ready_frames(replies):
                 fe.send_multipart(frames)
