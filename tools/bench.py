@@ -219,17 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{started}: load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     interrupt_on_sigterm()
     out: dict[str, Any] = {"started": started, "load_before": load, "windows": windows}
-    if "processor" in args.scenarios:
-        (p,) = bench_processor(args.seconds)
-        out["processor"] = p
-        print(
-            f"processor: {p['requests']:,} requests, best of 5: "
-            f"submit {p['submit_per_s']:,}/s, "
-            f"backup decode+apply {p['apply_per_s']:,}/s, "
-            f"{p['record_bytes']} bytes a record",
-            flush=True,
-        )
     try:
+        if "processor" in args.scenarios:
+            (p,) = bench_processor(args.seconds)
+            out["processor"] = p
+            print(
+                f"processor: {p['requests']:,} requests, best of 5: "
+                f"submit {p['submit_per_s']:,}/s, "
+                f"backup decode+apply {p['apply_per_s']:,}/s, "
+                f"{p['record_bytes']} bytes a record",
+                flush=True,
+            )
         with Reaper() as reaper, tempfile.TemporaryDirectory(prefix="zmqfail-bench-") as tmp:
             rows, skipped = run_flows(
                 flows, windows, timing, args.hog, reaper, Path(tmp), lambda s: print(s, flush=True)
