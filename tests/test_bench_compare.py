@@ -1,0 +1,177 @@
+"""`tools/bench` as a user runs it: `compare` in a tiny mode (one window, one
+second a row), `--hog`, and Ctrl-C or SIGTERM in the middle of a run ending
+every process the bench started. Nothing here times anything: the rows must
+have the right shape and every request must be answered."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, wait_for
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.process]
+
+BENCH = [sys.executable, str(ROOT / "tools" / "bench.py")]
+OWN_FLOWS = ("bare", "batched", "single", "normal")
+PEERS = ("pysyncobj", "redis")
+
+
+def run_bench(args: list[str], timeout: float = 200) -> tuple[int, str]:
+    p = subprocess.Popen(
+        BENCH + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
+    return p.returncode, out
+
+
+def test_compare_measures_every_flow_and_answers_every_request(tmp_path: Path) -> None:
+    out, png = tmp_path / "compare.json", tmp_path / "compare.png"
+    args = ["compare", "--seconds", "1", "--warmup", "0.3", "--windows", "4"]
+    rc, text = run_bench([*args, "--json", str(out), "--plot", str(png)])
+    assert rc == 0, text
+    res = json.loads(out.read_text())
+    assert res["windows"] == [4] and len(res["load_before"]) == 3
+    rows = {r["flow"]: r for r in res["rows"]}
+    assert [s for s in res["skipped"] if s["status"] != "skipped"] == []  # no flow failed
+    skipped = {s["flow"]: s["reason"] for s in res["skipped"]}
+    assert set(rows) | set(skipped) == set(OWN_FLOWS + PEERS)
+    assert set(OWN_FLOWS) <= set(rows), skipped  # zmqfail and the bare flows never skip
+    for name, reason in skipped.items():
+        # A peer is skipped only for something missing, and says how to get it.
+        assert name in PEERS and "not installed" in reason, reason
+        assert "pip install -e '.[bench]'" in reason or "apt-get install redis-server" in reason
+        assert f"{name}: skipped: {reason}" in text
+    for name, r in rows.items():
+        assert (r["window"], r["hogs"]) == (4, 0), r
+        assert r["sent"] > 0 and r["answered"] == r["sent"] and r["unanswered"] == 0, r
+        assert r["errors"] == 0 and r["throughput"] > 0, r
+        assert 0 < r["p50_us"] <= r["p99_us"], r
+        # the library's Client counts switches of server; the other drivers cannot
+        client_driven = name in ("bare", "single", "normal", "pysyncobj")
+        assert isinstance(r["failovers"], int) if client_driven else r["failovers"] is None
+        base = rows["normal"]["throughput"]
+        assert r["x_normal_throughput"] == pytest.approx(r["throughput"] / base)
+        assert f"| {name} | 4 | {r['throughput']:,} |" in text
+    assert rows["normal"]["x_normal_p99_us"] == 1.0
+    if importlib.util.find_spec("matplotlib") is None:
+        assert "no plot: matplotlib is not installed" in text and not png.exists()
+    else:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hog_measures_each_row_quiet_and_under_the_hogs(tmp_path: Path) -> None:
+    out = tmp_path / "hog.json"
+    args = ["batched", "--seconds", "0.5", "--warmup", "0.2", "--windows", "2", "--hog", "2"]
+    rc, text = run_bench([*args, "--json", str(out)])
+    assert rc == 0, text
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["flow"], r["window"], r["hogs"]) for r in rows] == [
+        ("batched", 2, 0),
+        ("batched", 2, 2),
+    ]
+    assert all(r["unanswered"] == 0 and r["errors"] == 0 for r in rows)
+    assert rows[1]["x_quiet"] == pytest.approx(rows[1]["throughput"] / rows[0]["throughput"])
+    assert "batched window   2 +2 hogs:" in text
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(d.name))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class Started:
+    """The bench under test and every descendant it was seen with, ended at
+    teardown if the test failed before the bench did it."""
+
+    def __init__(self) -> None:
+        self.bench: subprocess.Popen[str] | None = None
+        self.seen: dict[int, bytes] = {}  # pid -> command line
+
+    def look(self) -> set[int]:
+        assert self.bench is not None
+        for pid in _descendants(self.bench.pid):
+            with contextlib.suppress(OSError):
+                self.seen.setdefault(pid, Path(f"/proc/{pid}/cmdline").read_bytes())
+        return set(self.seen)
+
+    def end_all(self) -> None:
+        if self.bench is not None and self.bench.poll() is None:
+            os.killpg(self.bench.pid, signal.SIGKILL)
+            self.bench.wait()
+        for pid, cmdline in self.seen.items():
+            with contextlib.suppress(OSError):
+                if _alive(pid) and Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline:
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def started() -> Iterator[Started]:
+    s = Started()
+    try:
+        yield s
+    finally:
+        s.end_all()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_bench_ends_every_process_it_started(
+    sig: signal.Signals, tmp_path: Path, started: Started
+) -> None:
+    log = tmp_path / "bench.log"
+    with open(log, "w") as f:
+        p = started.bench = subprocess.Popen(
+            [*BENCH, "normal", "--seconds", "60", "--windows", "8"],
+            stdout=f, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+
+    def nodes_and_client() -> bool:
+        # two nodes (their own sessions) and the client process (a forked child)
+        return len(started.look()) >= 3 and p.poll() is None
+
+    wait_for(nodes_and_client, 60, "the bench to start the nodes and its client", interval=0.1)
+    seen = started.look()
+    nodes = [pid for pid, cmd in started.seen.items() if b"zmqfail\x00node" in cmd]
+    assert len(nodes) == 2, started.seen
+    # As a terminal's Ctrl-C does: the signal goes to the bench's process group
+    # (its forked children too, which leave the stopping to the bench).
+    os.killpg(p.pid, sig)
+    assert p.wait(timeout=60) == 130, log.read_text()
+    assert "interrupted; every process it started is stopped" in log.read_text()
+    wait_for(lambda: not any(_alive(pid) for pid in seen), 10, "every child to be gone")

@@ -1,0 +1,92 @@
+"""The flows the bench can measure, each a set-up that yields a way to run
+one closed-loop client process at a given window against it."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from zmqfail.netutil import free_base_port
+
+from . import bare, peers
+from .cluster import Cluster, drive_client
+from .meter import Timing
+from .procs import BenchError, Reaper
+
+# flow name -> what it is, as the table and the docs say it
+FLOWS: dict[str, str] = {
+    "bare": "bare ZeroMQ flow, one frame per request (no engine, no log)",
+    "batched": "bare ZeroMQ flow, one frame per batch on every hop",
+    "single": "zmqfail single node, fsync before ack",
+    "normal": "zmqfail normal state: primary + backup",
+    "pysyncobj": "PySyncObj, 2 nodes, ack after commit",
+    "redis": "Redis primary + replica, SET + WAIT 1 0",
+}
+Run = Callable[[int, Timing], dict[str, Any]]
+
+
+def _client_run(
+    reaper: Reaper, target: Callable[..., dict[str, Any]], where: Any, name: str
+) -> Run:
+    def run(window: int, timing: Timing) -> dict[str, Any]:
+        limit = timing.warmup + timing.seconds + timing.drain + 60
+        return reaper.call(target, where, window, timing, 1, timeout=limit, name=f"{name} client")
+
+    return run
+
+
+@contextlib.contextmanager
+def _bare(reaper: Reaper, primary: Callable[[int, Any], None]) -> Iterator[str]:
+    port = free_base_port(3)
+    evs = [mp.Event(), mp.Event()]
+    ps = [
+        reaper.process(bare.backup, port, evs[0], name="bare-backup"),
+        reaper.process(primary, port, evs[1], name="bare-primary"),
+    ]
+    try:
+        for e in evs:
+            if not e.wait(20):
+                raise BenchError("a bare-flow process did not start")
+        yield f"tcp://127.0.0.1:{port}"
+    finally:
+        for p in ps:
+            reaper.stop(p)
+
+
+@contextlib.contextmanager
+def _cluster(reaper: Reaper, start: list[str]) -> Iterator[list[str]]:
+    cl = Cluster(reaper, 2, start)
+    try:
+        if len(start) == 2:
+            cl.wait_state(start[0], "normal")
+        yield [cl.cfg.node(n).client for n in start]
+    finally:
+        cl.close()
+
+
+@contextlib.contextmanager
+def open_flow(name: str, reaper: Reaper, workdir: Path) -> Iterator[Run]:
+    """Set up flow ``name``; raises peers.Skip when it cannot run here."""
+    if name == "bare":
+        with _bare(reaper, bare.per_message_primary) as ep:
+            yield _client_run(reaper, drive_client, [ep], name)
+    elif name == "batched":
+        with _bare(reaper, bare.batched_primary) as ep:
+            yield _client_run(reaper, bare.drive_batched, ep, name)
+    elif name == "single":
+        with _cluster(reaper, ["a"]) as eps:
+            yield _client_run(reaper, drive_client, eps, name)
+    elif name == "normal":
+        with _cluster(reaper, ["a", "b"]) as eps:
+            yield _client_run(reaper, drive_client, eps, name)
+    elif name == "pysyncobj":
+        with peers.pysyncobj_pair(reaper) as eps:
+            yield _client_run(reaper, drive_client, eps, name)
+    elif name == "redis":
+        with peers.redis_pair(reaper, workdir) as port:
+            yield _client_run(reaper, peers.drive_redis, port, name)
+    else:
+        raise ValueError(f"unknown flow {name!r}")

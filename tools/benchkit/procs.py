@@ -1,0 +1,180 @@
+"""Every process a bench run starts, and the guarantee that it ends them.
+
+Client drivers, bare-flow servers, peers and hog processes are children of
+the bench; zmqfail nodes and redis-server run in sessions of their own (so a
+Ctrl-C at the terminal reaches only the bench). Either way the Reaper holds
+them, and closing it, on success, on an error, on Ctrl-C or on SIGTERM to the
+bench, ends each one: SIGTERM, a short wait, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import signal
+import subprocess
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+STOP_WAIT = 5.0  # seconds a process gets to end after SIGTERM before SIGKILL
+
+
+class BenchError(Exception):
+    """A flow could not be set up or measured; the message is one line."""
+
+
+def _child(target: Callable[..., None], args: tuple[Any, ...]) -> None:
+    # Ctrl-C goes to the whole foreground process group: the bench itself
+    # decides what to stop, so its forked children ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    target(*args)
+
+
+def _reporting(target: Callable[..., dict[str, Any]], args: tuple[Any, ...], out: Any) -> None:
+    try:
+        out.put(target(*args))
+    except BaseException as exc:
+        out.put({"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()})
+
+
+def busy_loop() -> None:
+    """A hog: one core's worth of pure Python, until killed."""
+    n = 0
+    while True:
+        n = (n + 1) & 0xFFFF
+
+
+class Reaper:
+    """Starts processes and ends them all in close() (a context manager)."""
+
+    def __init__(self) -> None:
+        self.procs: list[mp.Process | subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Reaper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def process(self, target: Callable[..., None], *args: Any, name: str = "") -> mp.Process:
+        p = mp.Process(target=_child, args=(target, args), name=name or None, daemon=True)
+        p.start()
+        self.procs.append(p)
+        return p
+
+    def popen(self, argv: list[str], log: Any) -> subprocess.Popen[bytes]:
+        """An outside program in its own session, output to the file ``log``."""
+        with open(log, "ab") as out:
+            p = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.procs.append(p)
+        return p
+
+    def adopt(self, p: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        """A process started elsewhere (in its own session) that we must end."""
+        self.procs.append(p)
+        return p
+
+    def call(
+        self, target: Callable[..., dict[str, Any]], *args: Any, timeout: float, name: str = ""
+    ) -> dict[str, Any]:
+        """Run ``target(*args)`` in a child process and return its result dict;
+        BenchError if it fails, dies or overruns ``timeout``."""
+        out: mp.Queue[dict[str, Any]] = mp.Queue()
+        p = self.process(_reporting, target, args, out, name=name)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    res = out.get(timeout=0.2)
+                    break
+                except queue.Empty:
+                    if not p.is_alive() and out.empty():
+                        raise BenchError(f"{name or 'client'} died (exit {p.exitcode})") from None
+                    if time.monotonic() > deadline:
+                        raise BenchError(f"{name or 'client'} overran {timeout:.0f}s") from None
+            if "error" in res:
+                raise BenchError(f"{name or 'client'} failed: {res['error']}\n{res['trace']}")
+            return res
+        finally:
+            self.stop(p)
+            out.close()
+
+    def hogs(self, n: int) -> list[mp.Process]:
+        return [self.process(busy_loop, name=f"hog-{i}") for i in range(n)]
+
+    @contextlib.contextmanager
+    def hogging(self, n: int) -> Iterator[None]:
+        """N busy-loop processes for the duration of the block."""
+        hs = self.hogs(n)
+        try:
+            yield
+        finally:
+            for h in hs:
+                self.stop(h)
+
+    def stop(self, p: mp.Process | subprocess.Popen[bytes]) -> None:
+        self._stop([p])
+
+    def close(self) -> None:
+        self._stop(list(reversed(self.procs)))
+
+    def _stop(self, ps: list[mp.Process | subprocess.Popen[bytes]]) -> None:
+        for p in ps:
+            _signal(p, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT
+        for p in ps:
+            if not _wait(p, max(0.0, deadline - time.monotonic())):
+                _signal(p, signal.SIGKILL)
+                _wait(p, STOP_WAIT)
+            if p in self.procs:
+                self.procs.remove(p)
+
+
+def _signal(p: mp.Process | subprocess.Popen[bytes], sig: int) -> None:
+    pid = p.pid
+    if pid is None or _exited(p):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if isinstance(p, subprocess.Popen):
+            os.killpg(pid, sig)  # its own session: the group is it and its children
+        else:
+            os.kill(pid, sig)
+
+
+def _exited(p: mp.Process | subprocess.Popen[bytes]) -> bool:
+    if isinstance(p, subprocess.Popen):
+        return p.poll() is not None
+    return p.exitcode is not None
+
+
+def _wait(p: mp.Process | subprocess.Popen[bytes], timeout: float) -> bool:
+    if isinstance(p, subprocess.Popen):
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    p.join(timeout)
+    return p.exitcode is not None
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM and SIGHUP to the bench act like Ctrl-C: the finally blocks run
+    and the Reaper ends what was started."""
+
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGHUP, raise_interrupt)
