@@ -45,7 +45,7 @@ def fresh_log() -> NodeLog:
 
 
 def hb(name: str, epoch: int = 1, role: str = "backup", state: str = "normal") -> Heartbeat:
-    return Heartbeat(name, role, state, epoch, 0, 0, 0, "main", [], "", 0, [])
+    return Heartbeat(name, role, state, epoch, 0, 0, 0, "main", [], "", 0, [], 0, "", 0)
 
 
 # ----------------------------------------------------------- detection

@@ -209,7 +209,9 @@ def test_decode_request_applies_the_client_frame_bound() -> None:
 
 
 def test_decode_and_decode_as_take_a_bound() -> None:
-    frame = Heartbeat("a", "primary", "normal", 1, 1, 1, 1, "main", [], "", 1, []).encode()
+    frame = Heartbeat(
+        "a", "primary", "normal", 1, 1, 1, 1, "main", [], "", 1, [], 0, "", 0
+    ).encode()
     assert decode_as(frame, Heartbeat, max_bytes=len(frame)).name == "a"
     with pytest.raises(ProtocolError, match="exceeds"):
         decode(frame, max_bytes=len(frame) - 1)

@@ -21,6 +21,9 @@ Rules that make failover safe:
   server's dedup table answers what the old primary had processed.
 - A reply from an epoch older than one it has seen (a deposed server that
   woke up) is dropped: the request waits for the current server's answer.
+- Before its first request the client registers a session with the server
+  (and again after its session expired: see `session.py`); requests made
+  meanwhile wait and go out in the new session.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from zmqfail.protocol import (
     Message,
     RecoverySignal,
     Reply,
+    SessionGrant,
     Welcome,
     decode,
 )
@@ -66,6 +70,7 @@ class ClientCore:
         session: Session,
         failover_after: float,
         lost_after: float,
+        window: int = 64,
     ) -> None:
         if not servers:
             raise ValueError("a client needs at least one server")
@@ -73,6 +78,7 @@ class ClientCore:
         self.session = session
         self.failover_after = failover_after
         self.lost_after = lost_after
+        self.window = window  # the server may lower it (it stores fewer replies)
         self.out: list[tuple[int, bytes]] = []
         self.active: int | None = None
         self.failovers: list[Failover] = []
@@ -123,6 +129,8 @@ class ClientCore:
         s.server = server
         s.epoch = max(s.epoch, epoch)
         self._set_state(ClientState.CONNECTED)
+        if not s.session:
+            self.out.append((idx, s.register(now).encode()))
         pending = s.unanswered()
         self.out.extend((idx, req.encode()) for req in pending)  # step 540: in order
         if pending:
@@ -139,7 +147,7 @@ class ClientCore:
         if self.active is None and self.session.state is ClientState.LOST:
             self.search(now)
         req = self.session.new_request(body, now)
-        if self.active is not None:
+        if self.active is not None and req.session:
             self.out.append((self.active, req.encode()))
         return req.msg_id
 
@@ -169,6 +177,21 @@ class ClientCore:
                 self._alive_at = now
             if s.on_reply(msg):
                 got.append(msg)
+                if s.must_register and self.active is not None:
+                    self.out.append((self.active, s.register(now).encode()))
+        elif isinstance(msg, SessionGrant):
+            if msg.epoch < s.epoch:
+                self.stale_replies += 1
+                return
+            if idx == self.active:
+                self._alive_at = now
+            for req in s.on_grant(msg):
+                if self.active is not None:
+                    self.out.append((self.active, req.encode()))
+            if s.session and msg.window < self.window:
+                # More in flight than the server keeps replies for, and a resend
+                # after a failover could find its reply forgotten (stale).
+                self.window = msg.window
         elif isinstance(msg, RecoverySignal):
             if msg.epoch > s.epoch or (self.active is None and msg.epoch >= s.epoch):
                 if self.active is not None and idx != self.active:

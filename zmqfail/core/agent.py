@@ -25,6 +25,8 @@ from zmqfail.failover.machine import (
     HandoffTimeout,
     HigherEpoch,
     PeerActive,
+    PeerCandidate,
+    PeerGrant,
     PeerProgress,
     PeerSilent,
     Role,
@@ -159,8 +161,6 @@ class FailoverAgent:
         primary last replicated to us; `full_copies`: as a primary, the backups
         holding everything we acknowledged (None when not replicating)."""
         fs = self.fs
-        if fs.state is State.STARTING and now - fs.since >= self.startup_window:
-            self.feed(StartupDone(), now)
         if fs.state is State.HANDOFF and now - fs.since >= HANDOFF_TIMEOUT:
             log.warning(
                 "%s: %s did not take over in time; switchover aborted", self.name, fs.handoff_to
@@ -179,11 +179,20 @@ class FailoverAgent:
                     # since): take none until fresh heartbeats had time to arrive.
                     handoff = hb.handoff_to if hb.state == "handoff" and guard.trusted(now) else ""
                     event = PeerActive(
-                        name, hb.epoch, tuple(hb.in_sync), handoff, hb.last_lsn, hb.committed_lsn
+                        name,
+                        hb.epoch,
+                        tuple(hb.in_sync),
+                        handoff,
+                        hb.last_lsn,
+                        hb.committed_lsn,
+                        hb.last_epoch,
                     )
                     self.feed(event, now)
                 elif hb.epoch > self.fs.epoch:
                     self.feed(HigherEpoch(hb.epoch, name), now)
+                fresh = True
+            else:
+                fresh = False
             # Progress of every peer, whatever its role, with liveness judged now:
             # a report from when a peer was a backup must not stand for it once it
             # leads or falls silent (the audit's erased-history case).
@@ -191,6 +200,23 @@ class FailoverAgent:
             if self.progress.get(name) != report:
                 self.progress[name] = report
                 self.feed(PeerProgress(name, *report), now)
+            if fresh and alive:
+                # Elections: asked with the sender's position of this very heartbeat.
+                if hb.candidate:
+                    self.feed(PeerCandidate(name, hb.candidate, hb.last_epoch, hb.last_lsn), now)
+                if hb.grant_to == self.name:
+                    self.feed(PeerGrant(name, hb.grant_to, hb.grant_epoch), now)
+        fs = self.fs
+        if (
+            fs.state is State.STARTING
+            and now - fs.since >= self.startup_window
+            and guard.trusted(now)
+        ):
+            # After the peers' reports of this turn, and never right after our
+            # own pause: what we heard before it may be stale, and the start-up
+            # choice (lead, or wait) is made once (found by the simulator: a
+            # node paused in its start-up window led with an old report).
+            self.feed(StartupDone(), now)
         self._primary_silence(now, peers, guard, repl_heard_at)
         if self.vote_pending:
             self.vote_pending = False

@@ -106,9 +106,7 @@ class Follower:
                     rec = TxRecord.decode(payload)
                     if rec.lsn != lsn:
                         raise ProtocolError(f"record says lsn {rec.lsn}, frame says {lsn}")
-                    last = nlog.proc.history.last
-                    if last is None or last.epoch != rec.epoch:
-                        self._adopt_term(msg.sender, rec.epoch, lsn)
+                    self._adopt_term(msg.sender, rec.epoch, lsn)
                 except ProtocolError as exc:
                     self.bad_frames += 1
                     log.warning("%s: refused record %d: %s", self.name, lsn, exc)
@@ -117,15 +115,19 @@ class Follower:
             lsn += 1
 
     def _adopt_term(self, sender: str, epoch: int, lsn: int) -> None:
-        """The first record of another term: take the term (leader, id) from the
-        primary's history, and store it before the record is acknowledged, so
-        our history always covers our log (txlog.history)."""
+        """Each record is of the term the primary's history names at its LSN; the
+        first record of another term (another leader, or the same epoch number
+        reached by another server) notes that term, durably, before the record
+        is acknowledged, so our history always describes our log."""
         view = self.peers.views.get(sender)
         term = view.history.term_at(lsn) if view is not None else None
         if term is None or term.epoch != epoch:
             raise ProtocolError(f"no term of epoch {epoch} at lsn {lsn} in {sender}'s history")
-        self.nlog.proc.history.adopt(term, lsn)
-        self._save_meta()
+        history = self.nlog.proc.history
+        last = history.last
+        if last is None or not last.same(term) or last.first_lsn > lsn:
+            history.adopt(term, lsn)
+            self._save_meta()
 
     def _on_snapshot(self, msg: SnapshotImage) -> None:
         try:

@@ -93,6 +93,14 @@ class NodeLog:
             return batch
         return None
 
+    def flush_deadline(self, now: float) -> float | None:
+        """When a periodic flush falls due by time alone; None with nothing to
+        flush (else an idle node would wake every millisecond once the interval
+        had passed)."""
+        if not self.buffer.pending_records or self.flushing:
+            return None
+        return self.policy.next_deadline(now)
+
     def flushed_to(self, lsn: int, now: float) -> None:
         self.flushing = False
         self.flushed = max(self.flushed, lsn)

@@ -55,6 +55,7 @@ class NodeCore:
         now: float,
         wall_offset: float = 0.0,
         rng: random.Random | None = None,
+        tick: float = SLOW_TICK,
     ) -> None:
         self.cfg = cfg
         self.name = name
@@ -64,6 +65,7 @@ class NodeCore:
         self.wall_offset = wall_offset  # time of day = now + offset (for the record)
         self.now = now
         self.started = now
+        self.tick = tick  # how often failure detection and timers run
         fo = cfg.failover
         self.dead_after = fo.heartbeat_interval_ms * fo.heartbeat_misses / 1000.0
         self.beat_interval = fo.heartbeat_interval_ms / 1000.0
@@ -240,7 +242,7 @@ class NodeCore:
         """At most every SLOW_TICK: failure detection and timers. Heartbeats come
         every 30 ms and the dead time is 150 ms, so a few ms of granularity
         costs nothing, and the request path stays short."""
-        self._next_slow = now + SLOW_TICK
+        self._next_slow = now + self.tick
         leader = self.leader
         if leader is not None and self.guard.trusted(now):
             ages = {p: self.peers.age(p, now) for p in self.peer_names}
@@ -251,7 +253,7 @@ class NodeCore:
 
     def next_deadline(self, now: float) -> float:
         deadline = min(self._next_slow, self._next_beat)
-        for d in (self.nlog.policy.next_deadline(now), self.follower.next_deadline()):
+        for d in (self.nlog.flush_deadline(now), self.follower.next_deadline()):
             if d is not None and d < deadline:
                 deadline = d
         return deadline
@@ -330,6 +332,9 @@ class NodeCore:
                 handoff_to,
                 nlog.held_epoch,
                 history,
+                fs.candidate,
+                fs.granted[0],
+                fs.granted[1],
             )
             self.out.beat.append((link, hb.encode()))
 
@@ -352,6 +357,8 @@ class NodeCore:
         elif action is Action.STEP_DOWN:
             dropped = self.frontend.gate.drop_all()  # never acknowledge after a takeover
             self.acked_lsn = self.nlog.committed
+            # A term we opened and wrote nothing in is no part of our log.
+            self.nlog.proc.history.cut(self.nlog.held)
             log.warning(
                 "%s: stepped down at epoch %d; %d held replies dropped",
                 self.name,
@@ -395,6 +402,7 @@ class NodeCore:
         check, or from throwing everything away)."""
         view = self.peers.views.get(primary)
         hb = view.last if view is not None else None
+        self.nlog.proc.history.cut(self.nlog.held)
         if view is not None and hb is not None:
             self._apply_held()
             why = f"diverged from {primary}"

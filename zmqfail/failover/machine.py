@@ -94,6 +94,7 @@ class PeerActive:
     handoff_to: str = ""
     last_lsn: int = 0  # the primary's, as of this heartbeat
     committed_lsn: int = 0  # what it has acknowledged: an in-sync backup holds it all
+    last_epoch: int = 0  # the epoch of its record at last_lsn
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,28 @@ class PeerProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerCandidate:
+    """A peer asks to lead at `epoch` (nobody serves, and it holds the most:
+    last_epoch, last_lsn). Leading at a new epoch without a primary to take
+    over from needs every peer's grant: a server that does serve, or holds
+    more, never grants, so nobody leads on an old report of its peers."""
+
+    peer: str
+    epoch: int
+    last_epoch: int
+    last_lsn: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerGrant:
+    """A peer grants `to` the lead at `epoch` (it does not serve, holds less)."""
+
+    peer: str
+    to: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class Switchover:
     """Operator: hand the primary role to the in-sync backup."""
 
@@ -159,6 +182,8 @@ Event = (
     | BackupsInSync
     | HigherEpoch
     | PeerProgress
+    | PeerCandidate
+    | PeerGrant
     | Switchover
     | HandoffTimeout
     | Stop
@@ -201,6 +226,9 @@ class FailoverState:
     last_epoch: int = 0  # ... with the epoch of the record at last_lsn
     handoff_to: str = ""
     vote_window: float = 1.0
+    candidate: int = 0  # the epoch we ask to lead at (0: we do not ask)
+    grants: tuple[str, ...] = ()  # peers that granted it
+    granted: tuple[str, int] = ("", 0)  # whom we granted the lead, at which epoch
 
     @property
     def active(self) -> bool:
@@ -259,11 +287,14 @@ def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
         # A fresh cluster's first primary: nothing was ever acknowledged.
         new = _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY, was_active=True, may_lead=True)
         return new, [Action.BECOME_PRIMARY]
-    if (s.may_lead and s.lead_alone) or _most_up_to_date_of_all(s):
-        # It ran alone last, so every acknowledgement it gave is in its log; or
-        # it holds more than every (live, idle) peer. A paired primary that
-        # restarted waits: its backup may hold acknowledged records it lost.
+    if s.may_lead and s.lead_alone:
+        # It ran alone last, so every acknowledgement it gave is in its log.
         return _lead_at_new_epoch(s, now)
+    if _most_up_to_date_of_all(s):
+        # It holds more than every (live, idle) peer: it asks them to let it lead.
+        return _stand(_to(s, State.STANDBY, now), now)
+    # A paired primary that restarted waits: its backup may hold acknowledged
+    # records it lost.
     return _to(s, State.STANDBY, now), []
 
 
@@ -279,6 +310,21 @@ def _most_up_to_date_of_all(s: FailoverState) -> bool:
     return all((e, lsn, -_order(s, p)) < me for p, (e, lsn) in live.items())
 
 
+def _next_epoch(s: FailoverState) -> int:
+    """Above ours and above any we granted someone else."""
+    return max(s.epoch, s.granted[1]) + 1
+
+
+def _stand(s: FailoverState, now: float) -> Result:
+    """Ask every peer to let us lead at a new epoch (they answer in their
+    heartbeats); with no peers there is nobody to ask."""
+    if not s.peers:
+        return _lead_at_new_epoch(s, now)
+    if s.candidate:
+        return s, []
+    return replace(s, candidate=_next_epoch(s), grants=()), []
+
+
 def _lead_at_new_epoch(s: FailoverState, now: float) -> Result:
     """Lead without a current primary to take over from: a new epoch fences any
     former leader that might wake up."""
@@ -287,20 +333,26 @@ def _lead_at_new_epoch(s: FailoverState, now: float) -> Result:
         State.PRIMARY_ONLY,
         now,
         role=Role.PRIMARY,
-        epoch=s.epoch + 1,
+        epoch=s.candidate or _next_epoch(s),
         primary="",
         was_active=True,
         may_lead=True,
+        candidate=0,
+        grants=(),
     )
     # Clients looking for a server find it by their hellos (it answers active).
     return new, [Action.BECOME_PRIMARY]
 
 
 def _active_peer_seen(s: FailoverState, e: Event, now: float) -> Result:
-    """We serve and hear another server serving: the lower epoch steps down (at
-    equal epochs, which only a double failure can cause, the later name does)."""
+    """We serve and hear another server serving: the lower epoch steps down. At
+    equal epochs (two servers that each led without hearing the other) the one
+    whose log is behind does, then the later name: what the more advanced one
+    acknowledged is kept."""
     assert isinstance(e, PeerActive)
-    if e.epoch > s.epoch or (e.epoch == s.epoch and _order(s, e.peer) < _order(s, s.name)):
+    theirs = (e.last_epoch, e.last_lsn, -_order(s, e.peer))
+    ours = (s.last_epoch, s.last_lsn, -_order(s, s.name))
+    if e.epoch > s.epoch or (e.epoch == s.epoch and theirs > ours):
         handoff = s.state is State.HANDOFF
         new = _to(
             s,
@@ -326,6 +378,7 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
     if e.epoch < s.epoch:
         return s, []  # a stale primary: ignore it (it will learn of our epoch)
     actions: list[Action] = []
+    s = replace(s, candidate=0, grants=())  # a primary serves: nobody else leads
     if s.state in (State.STARTING, State.STANDBY, State.FENCED) or e.peer != s.primary:
         actions.append(Action.FOLLOW)
     # In sync: the primary counts us, and we hold everything it acknowledged
@@ -357,7 +410,9 @@ def _take_over(s: FailoverState, now: float) -> Result:
         State.BACKUP_ONLY,
         now,
         role=Role.PRIMARY,
-        epoch=s.epoch + 1,
+        epoch=_next_epoch(s),
+        candidate=0,
+        grants=(),
         primary="",
         primary_silent=False,
         vote_at=None,
@@ -369,10 +424,14 @@ def _take_over(s: FailoverState, now: float) -> Result:
 
 
 def _best_candidate(s: FailoverState) -> bool:
-    """Among live backups (ourselves included), are we the most up to date?"""
+    """Among live servers that do not serve (ourselves included), are we the
+    most up to date? Our own primary counts too when it restarted (alive, no
+    longer serving): holding more, it leads on its own start-up rule, and a
+    takeover by us at the same moment would make two leaders of one epoch
+    (found by the simulator)."""
     me = (s.last_epoch, s.last_lsn, -_order(s, s.name))
     for peer, epoch, lsn, live, serving in s.progress:
-        if live and not serving and peer != s.primary and (epoch, lsn, -_order(s, peer)) > me:
+        if live and not serving and (epoch, lsn, -_order(s, peer)) > me:
             return False
     return True
 
@@ -413,8 +472,10 @@ def _progress(s: FailoverState, e: Event, now: float) -> Result:
     new = replace(s, progress=(*rest, (e.peer, e.epoch, e.last_lsn, e.live, e.serving)))
     if s.role is not Role.BACKUP:
         return new, []
-    if s.state is State.STANDBY and _most_up_to_date_of_all(new):
-        return _lead_at_new_epoch(new, now)
+    if s.state in _WAITING:
+        if _most_up_to_date_of_all(new):
+            return _stand(new, now)
+        return replace(new, candidate=0, grants=()), []  # no longer: ask no more
     if s.state is State.NORMAL and e.peer == s.primary and _most_up_to_date_of_all(new):
         # Our primary is alive but reports as a backup (it restarted) and holds
         # less than we do: we lead, or the records only we hold would be lost.
@@ -455,6 +516,7 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, HigherEpoch)
     if e.epoch <= s.epoch:
         return s, []
+    s = replace(s, candidate=0, grants=())  # ask again, later, above that epoch
     if s.role is Role.PRIMARY:
         new = _to(
             s,
@@ -506,9 +568,46 @@ def _ignore(s: FailoverState, e: Event, now: float) -> Result:
 
 def _record_vote(s: FailoverState, e: Event, now: float) -> Result:
     new = replace(s, vote_at=now)
-    if s.state is State.STANDBY and _most_up_to_date_of_all(s):
+    if s.state in _WAITING and _most_up_to_date_of_all(s):
+        return _stand(new, now)
+    return new, []
+
+
+def _candidate(s: FailoverState, e: Event, now: float) -> Result:
+    """Grant a peer the lead at a new epoch only if we do not serve, follow no
+    live primary, it holds more than we do, and we granted nobody else as
+    much: then whichever of us asks with an old picture of the other, the one
+    holding the most is the only one to lead."""
+    assert isinstance(e, PeerCandidate)
+    if s.role is Role.PRIMARY or e.epoch <= s.epoch:
+        return s, []
+    if s.granted[1] >= e.epoch and s.granted != (e.peer, e.epoch):
+        return s, []
+    following = s.state in (State.SYNCING, State.NORMAL) and not s.primary_silent
+    if following and s.primary and s.primary != e.peer:
+        return s, []  # we follow a live primary: there is one
+    theirs = (e.last_epoch, e.last_lsn, -_order(s, e.peer))
+    if theirs <= (s.last_epoch, s.last_lsn, -_order(s, s.name)):
+        return s, []
+    return replace(s, granted=(e.peer, e.epoch), candidate=0, grants=()), []
+
+
+def _grant(s: FailoverState, e: Event, now: float) -> Result:
+    assert isinstance(e, PeerGrant)
+    if not s.candidate or e.to != s.name or e.epoch != s.candidate:
+        return s, []
+    grants = tuple(sorted({*s.grants, e.peer}))
+    new = replace(s, grants=grants)
+    if set(s.peers) <= set(grants) and _most_up_to_date_of_all(new):
         return _lead_at_new_epoch(new, now)
     return new, []
+
+
+# Waiting for a primary to follow. Either leads at a new epoch once it hears
+# every peer, none serving, and holds strictly the most: a deposed primary
+# (FENCED) whose successor is gone again would otherwise wait for ever, while
+# the successor, restarted with less, waits for it (found by the simulator).
+_WAITING = (State.STANDBY, State.FENCED)
 
 
 # ------------------------------------------------------------------ table
@@ -551,11 +650,11 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
         for st in (State.STARTING, State.STANDBY, State.FENCED, State.HANDOFF)
     },
     **{
-        (st, ClientVote): (_record_vote, (st, State.PRIMARY_ONLY) if st is State.STANDBY else (st,))
+        (st, ClientVote): (_record_vote, (st, State.PRIMARY_ONLY) if st in _WAITING else (st,))
         for st in (State.STARTING, State.STANDBY, State.SYNCING, State.FENCED, State.HANDOFF)
     },
     **{
-        (st, PeerProgress): (_progress, (st, State.PRIMARY_ONLY) if st is State.STANDBY else (st,))
+        (st, PeerProgress): (_progress, (st, State.PRIMARY_ONLY) if st in _WAITING else (st,))
         for st in ALL_LIVE
         if st is not State.NORMAL
     },
@@ -568,6 +667,11 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
         (State.HANDOFF, State.NORMAL, State.PRIMARY_ONLY),
     ),
     (State.HANDOFF, HandoffTimeout): (_handoff_timeout, (State.NORMAL, State.PRIMARY_ONLY)),
+    **{(st, PeerCandidate): (_candidate, (st,)) for st in ALL_LIVE},
+    **{
+        (st, PeerGrant): (_grant, (st, State.PRIMARY_ONLY) if st in _WAITING else (st,))
+        for st in ALL_LIVE
+    },
 }
 
 

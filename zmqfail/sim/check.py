@@ -26,7 +26,7 @@ from zmqfail.txlog.history import EpochHistory
 class Truth:
     """Every record written, by (term id, lsn): (client id, msg id)."""
 
-    records: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
+    records: dict[tuple[int, int], tuple[str, int] | None] = field(default_factory=dict)
 
     def history(self, hist: EpochHistory, last_lsn: int) -> list[tuple[str, int] | None]:
         """The requests of a server's log, LSN 1..last (None: unknown, a record

@@ -36,25 +36,27 @@ def random_order(rng: random.Random) -> dict[str, Any]:
 
 
 class SimClient:
-    def __init__(self, cluster: Cluster, client_id: str, window: int) -> None:
+    def __init__(self, cluster: Cluster, client_id: str, window: int, think: float = 0.0) -> None:
         self.cluster = cluster
         self.loop = cluster.loop
         self.id = client_id
         self.ident = client_id.encode()
         self.window = window
+        self.think = think  # seconds between a reply and the next request
         self.rng = random.Random(cluster.loop.rng.getrandbits(32))
         names = list(cluster.servers)
         self.names = names
         fo = cluster.cfg.failover
         self.core = ClientCore(
             names,
-            Session(client_id),
+            Session(client_id, rng=random.Random(self.rng.getrandbits(32))),
             failover_after=fo.client_timeout_ms / 1000.0,
             lost_after=3600.0,  # keeps looking: the checker judges liveness itself
         )
         self.acks: list[Ack] = []
         self.written: set[tuple[str, int]] = set()
         self.sending = True  # new requests until told to stop
+        self._next_send = 0.0
         self.last_ack = 0.0
         self._wake_at: float | None = None
         self._token = 0
@@ -68,6 +70,7 @@ class SimClient:
         for rep in self.core.on_frame(self.names.index(server), data, now):
             self.acks.append(Ack(self.id, rep.msg_id, rep.server, rep.epoch, sent_at))
             self.last_ack = now
+            self._next_send = now + self.think
         self.turn()
 
     def wake(self, when: float) -> None:
@@ -88,12 +91,16 @@ class SimClient:
         now = self.loop.now
         core = self.core
         core.tick(now)
+        wake = core.next_deadline(now)
         if self.sending and core.state is ClientState.CONNECTED:
-            while len(core.session.outstanding) < self.window:
-                msg_id = core.submit(random_order(self.rng), now)
-                self.written.add((self.id, msg_id))
+            if now < self._next_send:
+                wake = min(wake, self._next_send)
+            else:
+                while len(core.session.outstanding) < self.window:
+                    msg_id = core.submit(random_order(self.rng), now)
+                    self.written.add((self.id, msg_id))
         self._route()
-        self.wake(max(core.next_deadline(now), now + 1e-6))
+        self.wake(max(wake, now + 1e-6))
 
     def _route(self) -> None:
         net = self.cluster.net

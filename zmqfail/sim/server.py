@@ -58,11 +58,19 @@ class SimServer:
         loaded = disk.load(meta)
         seed = self.cluster.loop.rng.getrandbits(32)
         self.core = NodeCore(
-            self.cluster.cfg, self.name, disk, loaded, meta, self.loop.now, rng=random.Random(seed)
+            self.cluster.cfg,
+            self.name,
+            disk,
+            loaded,
+            meta,
+            self.loop.now,
+            rng=random.Random(seed),
+            tick=self.cluster.tick,
         )
         self.core.nlog.on_write = self.cluster.recorder(self.name)
         self.up, self.paused = True, False
         self.starts += 1
+        self.cluster.net.restarted(self.name)
         self.inbox.clear()
         self._reset_sockets()
         self.wake(self.loop.now)
@@ -70,6 +78,7 @@ class SimServer:
     def crash(self) -> None:
         self.up = False
         self.core = None
+        self.cluster.net.restarted(self.name)
         self.disk.crash()
         self.inbox.clear()
         self._reset_sockets()
