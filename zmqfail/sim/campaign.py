@@ -85,3 +85,10 @@ def campaign(
 
 def replay(seed: int, unsafe: bool = False) -> tuple[Outcome, list[str]]:
     return run_one(seed, unsafe)
+
+
+def run_named(name: str, seed: int = 1) -> Outcome:
+    from zmqfail.sim.schedule import NAMED
+
+    cluster = Cluster(seed)
+    return cluster.run(NAMED[name], until=SETTLE + 2.5)

@@ -72,6 +72,7 @@ class Cluster:
         self.truth = Truth()
         self.trace: list[str] = []
         self.faults = 0
+        self.healed = False  # after the heal, a server that stops is restarted
         self.servers: dict[str, SimServer] = {
             n.name: SimServer(self, n.name) for n in self.cfg.nodes
         }
@@ -100,6 +101,8 @@ class Cluster:
         """A node stopped itself (a failed disk write): as a crash, logged."""
         self.log(f"{server.name} stopped (exit {server.core.exit_code if server.core else '?'})")
         server.crash()
+        if self.healed:  # as systemd would
+            self.loop.after(0.5, lambda: self.restart(server.name))
 
     # ----------------------------------------------------------- operations
     def start(self) -> None:
@@ -141,6 +144,7 @@ class Cluster:
 
     def heal(self) -> None:
         self.log("heal everything")
+        self.healed = True
         self.net.heal_all()
         for s in self.servers.values():
             s.resume()

@@ -127,6 +127,30 @@ def slow_network(c: Cluster, rng: random.Random, t: float) -> None:
     c.loop.at(t, go)
 
 
+def slow_replication(c: Cluster, rng: random.Random, t: float) -> None:
+    """The replication links get slow for a while (a busy machine, a long
+    queue): records take milliseconds to reach the backup, not microseconds."""
+
+    def go() -> None:
+        delay = rng.uniform(0.005, 0.05)
+        for x in c.servers:
+            for y in c.servers:
+                if x != y:
+                    for net in ("main", "failsafe"):
+                        c.net.delay[(x, y, net)] = delay
+        c.faults += 1
+        c.log(f"slow replication: +{delay * 1000:.0f} ms")
+
+        def heal() -> None:
+            for key in [k for k in c.net.delay if k[2] != "clients"]:
+                del c.net.delay[key]
+            c.log("replication fast again")
+
+        c.loop.after(rng.uniform(0.3, 1.2), heal)
+
+    c.loop.at(t, go)
+
+
 def disk_error(c: Cluster, rng: random.Random, t: float) -> None:
     """The next flush of one server fails (EIO): it stops, acknowledging nothing
     after it; restarted later."""
@@ -170,6 +194,7 @@ NETWORK: dict[str, Fault] = {
     "cut-main": _cut(("main",)),
     "cut-failsafe": _cut(("failsafe",)),
     "slow-network": slow_network,
+    "slow-replication": slow_replication,
 }
 SAFE = {**SERVER, **NETWORK}
 # Outcomes the partition table documents as losing acknowledged requests (a
@@ -206,3 +231,42 @@ def random_schedule(seed: int, safe: bool = True) -> tuple[Callable[[Cluster], N
             ALL[name](c, rng, start + dt)
 
     return apply, picked
+
+
+# ---------------------------------------------------------------- named cases
+def audit_both_links_cut(c: Cluster) -> None:
+    """The outside audit's loss, as it happened with real processes: both
+    replication links of a loaded primary cut for 1.5 s, while one client
+    briefly hears nothing from it (its loop was slow) and votes for the
+    backup. The backup takes over; the primary, cut from it, runs alone for
+    the other client; both serve; when the links heal the old primary learns
+    the new epoch and its acknowledged records are set aside. Expected to lose
+    acknowledged requests until the "No holes left" issue (step 420, a
+    witness) changes the rules."""
+    start = c.loop.now + 0.2
+
+    def cut() -> None:
+        for net in ("main", "failsafe"):
+            c.cut("a", "b", net)
+        slow = c.clients[0].id
+        c.net.delay[("a", slow, "clients")] = 0.6
+        c.net.delay[(slow, "a", "clients")] = 0.6
+        c.log(f"{slow} hears nothing from a for a while")
+
+        def fast() -> None:
+            c.net.delay.clear()
+
+        def heal() -> None:
+            for net in ("main", "failsafe"):
+                c.net.heal("a", "b", net)
+            c.log("links healed")
+
+        c.loop.after(0.8, fast)
+        c.loop.after(1.5, heal)
+
+    c.loop.at(start, cut)
+
+
+NAMED: dict[str, Callable[[Cluster], None]] = {
+    "audit-both-links-cut": audit_both_links_cut,
+}

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from zmqfail.sim.cluster import Cluster
 
 LINKS = ("main", "failsafe")
+# A frame is handled in the loop's next turn, this long after it arrives: the
+# real loop takes what arrived meanwhile in one turn, and so does this one.
+TURN_DELAY = 0.0003
 
 
 class SimServer:
@@ -105,7 +108,7 @@ class SimServer:
         if not self.up:
             return
         self.inbox.append((kind, item))
-        self.wake(self.loop.now)
+        self.wake(self.loop.now + TURN_DELAY)
 
     def _async(self, fn: Callable[[NodeCore], None]) -> None:
         """A completion from the disk: handled in the next turn."""
