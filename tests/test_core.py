@@ -22,9 +22,11 @@ from zmqfail.protocol import (
     CommitRequest,
     Heartbeat,
     Hello,
+    Register,
     ReplRecords,
     Reply,
     Request,
+    SessionGrant,
     Welcome,
     decode,
 )
@@ -205,14 +207,20 @@ def test_frontend_refuses_requests_when_not_serving_and_counts_votes() -> None:
 
 def test_frontend_holds_replies_until_committed() -> None:
     r = FrontRig(serving=True)
-    r.fe.on_frames([(b"c-1", Request("c-1", m, BUY).encode()) for m in (1, 2)], 1.0)
-    assert r.nlog.held == 2 and r.out.client == []
+    r.fe.on_frames([(b"c-1", Register("c-1", 7).encode())], 1.0)
+    assert r.nlog.held == 1 and r.out.client == []  # the registration is a record too
     r.fe.commit(1)
+    (grant,) = r.sent()
+    assert isinstance(grant, SessionGrant)
+    reqs = [(b"c-1", Request("c-1", m, BUY, grant.session).encode()) for m in (1, 2)]
+    r.fe.on_frames(reqs, 1.0)
+    assert r.nlog.held == 3 and r.out.client == []
+    r.fe.commit(2)
     (first,) = r.sent()
     assert first.msg_id == 1
-    r.fe.commit(2)
+    r.fe.commit(3)
     (second,) = r.sent()
-    assert second.msg_id == 2 and r.nlog.committed == 2
+    assert second.msg_id == 2 and r.nlog.committed == 3
 
 
 # ------------------------------------------------------------- a whole core
@@ -235,11 +243,19 @@ def test_a_lone_fresh_node_leads_and_acknowledges_only_what_is_flushed() -> None
     assert (core.agent.fs.role.value, core.agent.fs.state.value) == ("primary", "primary_only")
     assert core.nlog.policy.mode == "sync"  # alone: flush before every acknowledgement
     core.out.clear()
-    core.on_client([(b"c-1", Request("c-1", 1, BUY).encode())], t)
+    core.on_client([(b"c-1", Register("c-1", 7).encode())], t)
     core.end_turn(t)
     assert core.out.client == [] and disk.inflight is not None  # waits for the flush
     loop.run_until(t + 0.01)
     core.end_turn(t + 0.01)
+    (grant,) = [decode(d) for _i, d in core.out.client]
+    assert isinstance(grant, SessionGrant) and disk.last_lsn() == 1
+    core.out.clear()
+    core.on_client([(b"c-1", Request("c-1", 1, BUY, grant.session).encode())], t + 0.01)
+    core.end_turn(t + 0.01)
+    assert core.out.client == []
+    loop.run_until(t + 0.02)
+    core.end_turn(t + 0.02)
     (reply,) = [decode(d) for _i, d in core.out.client]
-    assert isinstance(reply, Reply) and reply.status == "ok" and disk.last_lsn() == 1
+    assert isinstance(reply, Reply) and reply.status == "ok" and disk.last_lsn() == 2
     assert disk.meta["history"][0][:2] == [1, "a"]  # its term, stored before it wrote

@@ -134,8 +134,8 @@ def test_round_trip(tag: str) -> None:
 def test_frame_is_versioned_array(tag: str) -> None:
     msg = SAMPLES[tag]
     obj = msgpack.unpackb(msg.encode(), raw=False)
-    assert obj == [3, tag, *field_values(msg)]
-    assert PROTOCOL_VERSION == 3
+    assert obj == [4, tag, *field_values(msg)]
+    assert PROTOCOL_VERSION == 4
 
 
 def test_round_trip_preserves_bytes_and_nested_values() -> None:

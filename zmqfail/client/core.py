@@ -102,6 +102,10 @@ class ClientCore:
             for fn in list(self.listeners):
                 fn(old, new)
 
+    def lost(self) -> None:
+        """The shell's own deadline passed with no server found."""
+        self._set_state(ClientState.LOST)
+
     # ------------------------------------------------------------ searching
     def search(self, now: float, failing_over: bool = False) -> None:
         """Start looking for the active server (step 520): probe every server."""

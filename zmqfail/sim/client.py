@@ -91,14 +91,15 @@ class SimClient:
         now = self.loop.now
         core = self.core
         core.tick(now)
-        wake = core.next_deadline(now)
+        wake = float("inf")
         if self.sending and core.state is ClientState.CONNECTED:
             if now < self._next_send:
-                wake = min(wake, self._next_send)
+                wake = self._next_send
             else:
                 while len(core.session.outstanding) < self.window:
                     msg_id = core.submit(random_order(self.rng), now)
                     self.written.add((self.id, msg_id))
+        wake = min(wake, core.next_deadline(now))  # after the submits: they set it
         self._route()
         self.wake(max(wake, now + 1e-6))
 
