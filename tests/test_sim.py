@@ -8,16 +8,19 @@ No test here times anything: `tools/sim` reports speed (docs/reliability.md).
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from zmqfail.core.leader import Leader
+from zmqfail.errors import LogCorrupt, LogWriteFailed
 from zmqfail.failover import machine
 from zmqfail.failover.machine import TRANSITIONS, Event, FailoverState, HigherEpoch, PeerActive
 from zmqfail.processor import Processed, Processor
 from zmqfail.sim.campaign import campaign, run_named, run_one
+from zmqfail.sim.schedule import ALLOWED_UNSAFE
 
 CI_SEEDS = range(1, 2001)
 
@@ -132,3 +135,43 @@ def test_planted_resend_without_the_dedup_lookup_is_caught(
 
     monkeypatch.setattr(Processor, "submit", forgetful)
     assert caught({"twice"})
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_synchronous_write_stops_the_node_cleanly() -> None:
+    """A takeover's flush that fails stops the backup with exit code 3 (as a
+    failed background flush does), instead of an exception out of the loop;
+    the pair comes back and serves."""
+    out = run_named("takeover-write-fails")
+    assert any("stopped (exit 3)" in line for line in out.trace), out.trace
+    assert not {v.kind for v in out.violations} - ALLOWED_UNSAFE, out.violations
+
+
+@pytest.mark.timeout(60)
+def test_a_crashing_schedule_is_reported_with_its_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception out of the core fails its seed, not the campaign (a worker
+    that died of it used to hang the pool until the test's timeout)."""
+    import zmqfail.sim.campaign as camp
+
+    real = camp.run_one
+
+    def run_one_or_fail(seed: int, unsafe: bool = False) -> Any:
+        if seed == 3:
+            raise LogWriteFailed("sim:a", 5, "planted")
+        return real(seed, unsafe)
+
+    monkeypatch.setattr(camp, "run_one", run_one_or_fail)
+    s = campaign(range(1, 6), workers=2)
+    assert s.schedules == 5 and list(s.failed) == [3]
+    assert s.failed[3][0].startswith("crash: LogWriteFailed: planted"), s.failed
+
+
+def test_errors_survive_pickling() -> None:
+    e = pickle.loads(pickle.dumps(LogWriteFailed("/d/log", 28, "No space left on device")))
+    assert (e.path, e.errno, str(e)) == ("/d/log", 28, "No space left on device")
+    c = pickle.loads(pickle.dumps(LogCorrupt("/d/snap", 12, "crc mismatch", "restore it")))
+    assert (c.offset, c.reason, str(c)) == (
+        12,
+        "crc mismatch",
+        "/d/snap: offset 12: crc mismatch; restore it",
+    )

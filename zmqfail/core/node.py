@@ -42,6 +42,7 @@ from zmqfail.txlog.history import EpochHistory
 log = logging.getLogger("zmqfail.node")
 
 SLOW_TICK = 0.005  # seconds between runs of the failure detector and timers
+SNAPSHOT_RETRY = 1.0  # seconds before a failed snapshot is tried again (a full disk)
 
 
 class NodeCore:
@@ -76,6 +77,7 @@ class NodeCore:
         self.acked_lsn: int | None = None  # highest LSN we acknowledged as primary
         self.snapshotting = False
         self.snapshots = 0
+        self.snapshot_retry_at = 0.0  # after a failed snapshot, not before
         self.flushes = 0
         self.takeovers = 0
         self._next_slow = now
@@ -198,7 +200,13 @@ class NodeCore:
             self.nlog.snapshot_lsn = max(self.nlog.snapshot_lsn, lsn)
             self.snapshots += 1
         else:
-            log.error("%s: snapshot at lsn %d failed; will retry", self.name, lsn)
+            log.error(
+                "%s: snapshot at lsn %d failed; will retry in %.0f s",
+                self.name,
+                lsn,
+                SNAPSHOT_RETRY,
+            )
+            self.snapshot_retry_at = self.now + SNAPSHOT_RETRY
 
     def on_transfer_ready(self, key: int, state: bytes | None) -> None:
         if self.leader is not None:
@@ -283,13 +291,23 @@ class NodeCore:
 
     def _maybe_flush(self, now: float) -> None:
         nlog = self.nlog
+        if (
+            not self.snapshotting
+            and now >= self.snapshot_retry_at
+            and nlog.snapshot_due()
+            and self.disk.can_snapshot()
+        ):
+            # A busy lone primary always has a flush in flight: waiting for a
+            # quiet moment would never snapshot. Flush what is held first
+            # (one synchronous write per snapshot) so the snapshot never
+            # carries a record the log lacks: the log stays the audit trail.
+            self.flush_now()
+            proc = nlog.proc
+            self.snapshotting = self.disk.snapshot(proc.last_lsn, proc.last_epoch, proc.snapshot)
+            return
         batch = nlog.flush_due(now)
         if batch is not None:
             self.disk.flush(batch)
-        elif not nlog.flushing and not self.snapshotting and nlog.snapshot_due():
-            proc = nlog.proc
-            if self.disk.snapshot(proc.last_lsn, proc.last_epoch, proc.snapshot):
-                self.snapshotting = True
 
     def flush_now(self) -> None:
         """Make every record durable before going on (takeover, link failure)."""

@@ -84,6 +84,9 @@ class Disk(Protocol):
     def reopen(self, next_lsn: int) -> None:
         """Start appending at `next_lsn` again (after a cut or an install)."""
 
+    def can_snapshot(self) -> bool:
+        """No snapshot is being written (a new one may start)."""
+
     def snapshot(self, lsn: int, epoch: int, state_of: Callable[[], dict[str, Any]]) -> bool:
         """Start writing the tables' image at `lsn` (copy-on-write); False if one
         is already being written. `NodeCore.on_snapshot_done` follows."""

@@ -143,8 +143,11 @@ class RealDisk:
         write_snapshot(self.data_dir, lsn, epoch, state, self.retention)
 
     # --------------------------------------------------------- children
+    def can_snapshot(self) -> bool:
+        return not any(c.key == 0 for c in self.children)
+
     def snapshot(self, lsn: int, epoch: int, state_of: Callable[[], dict[str, Any]]) -> bool:
-        if any(c.key == 0 for c in self.children):
+        if not self.can_snapshot():
             return False
         data_dir, retention = self.data_dir, self.retention
         pid = os.fork()

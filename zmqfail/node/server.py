@@ -134,42 +134,19 @@ class Node:
 
     # ------------------------------------------------------------------- loop
     def run(self) -> int:
-        core, ch, disk = self.core, self.channels, self.disk
+        core, ch = self.core, self.channels
         poller = self.poller
         replicating = False
         while not (self.stopping or core.stopping):
             events = dict(poller.poll(self._timeout_ms(clock.now())))
             now = clock.now()  # the reading the whole turn works with
-            core.begin_turn(now)
-            if disk.notify in events:
-                self._flushed(now)
-            if ch.frontend in events:
-                frames = ch.read_frontend()
-                if frames:
-                    core.on_client(frames, now)
-            for link in LINKS:
-                if ch.pull[link] in events:
-                    records = ch.read_records(link)
-                    if records:
-                        core.on_records(link, records, now)
-                if ch.rep[link] in events:
-                    parts = ch.read_commit(link)
-                    if parts is not None:
-                        core.on_commit(link, parts, now)
-                if ch.sub[link] in events:
-                    beats = ch.read_heartbeats(link)
-                    if beats:
-                        core.on_heartbeats(link, beats, now)
-            for sock in [s for s in events if s in ch.owner]:
-                got = ch.read_ack(sock)
-                if got is not None:
-                    core.on_ack(*got, now)
-            if ch.control in events:
-                self.control.drain(now)
-            if disk.children or self.control.digests.jobs:
-                self._reap(now)
-            ch.faults.due(now)
-            core.end_turn(now)
+            try:
+                self._turn(events, now)
+            except LogWriteFailed as exc:
+                # A synchronous write (a takeover's flush, a cut) failed: the
+                # same as a failed background flush, the node stops with
+                # nothing more acknowledged.
+                core.on_flush_failed(str(exc))
             if (core.leader is not None) != replicating:
                 replicating = core.leader is not None
                 self._replication(replicating)
@@ -177,6 +154,39 @@ class Node:
                 core.push_failed(peer)
         self._shutdown()
         return core.exit_code
+
+    def _turn(self, events: dict[Any, int], now: float) -> None:
+        core, ch, disk = self.core, self.channels, self.disk
+        core.begin_turn(now)
+        if disk.notify in events:
+            self._flushed(now)
+        if ch.frontend in events:
+            frames = ch.read_frontend()
+            if frames:
+                core.on_client(frames, now)
+        for link in LINKS:
+            if ch.pull[link] in events:
+                records = ch.read_records(link)
+                if records:
+                    core.on_records(link, records, now)
+            if ch.rep[link] in events:
+                parts = ch.read_commit(link)
+                if parts is not None:
+                    core.on_commit(link, parts, now)
+            if ch.sub[link] in events:
+                beats = ch.read_heartbeats(link)
+                if beats:
+                    core.on_heartbeats(link, beats, now)
+        for sock in [s for s in events if s in ch.owner]:
+            got = ch.read_ack(sock)
+            if got is not None:
+                core.on_ack(*got, now)
+        if ch.control in events:
+            self.control.drain(now)
+        if disk.children or self.control.digests.jobs:
+            self._reap(now)
+        ch.faults.due(now)
+        core.end_turn(now)
 
     def _timeout_ms(self, now: float) -> int:
         deadline = self.core.next_deadline(now)

@@ -29,7 +29,11 @@ def run_one(seed: int, unsafe: bool = False) -> tuple[Outcome, list[str]]:
 
 def _worker(args: tuple[int, bool]) -> tuple[int, list[str], list[str], int, int, float, int]:
     seed, unsafe = args
-    out, picked = run_one(seed, unsafe)
+    try:
+        out, picked = run_one(seed, unsafe)
+    except Exception as exc:  # a bug in the core or the simulator: report the seed
+        crash = f"crash: {type(exc).__name__}: {exc} (tools/sim --replay {seed})"
+        return seed, [], [crash], 0, 0, 0.0, 0
     return (
         seed,
         picked,

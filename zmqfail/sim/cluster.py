@@ -148,7 +148,7 @@ class Cluster:
         self.net.heal_all()
         for s in self.servers.values():
             s.resume()
-            s.disk.fail_flushes = 0
+            s.disk.fail_flushes = s.disk.fail_drains = 0
         for s in self.servers.values():
             if not s.up:
                 s.start()

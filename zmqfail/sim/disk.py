@@ -59,6 +59,7 @@ class SimDisk:
         self.inflight: Batch | None = None
         self.snapshotting = False
         self.fail_flushes = 0  # the next N flushes fail (EIO)
+        self.fail_drains = 0  # the next N synchronous writes fail
         self.flushes = 0
         # Completions go to the node's current core (set by the server harness).
         self.on_flushed: Callable[[int], None] = lambda lsn: None
@@ -103,6 +104,9 @@ class SimDisk:
         if self.inflight is not None:
             self._append(frames_of(self.inflight))
             self.inflight = None
+        if self.fail_drains > 0:
+            self.fail_drains -= 1
+            raise LogWriteFailed(f"sim:{self.name}", 5, "simulated EIO in a synchronous write")
         if batch is not None:
             if self.fail_flushes > 0:
                 self.fail_flushes -= 1
@@ -153,6 +157,9 @@ class SimDisk:
         assert self.last_lsn() == next_lsn - 1, (self.name, self.last_lsn(), next_lsn)
 
     # ---------------------------------------------------------- children
+    def can_snapshot(self) -> bool:
+        return not self.snapshotting
+
     def snapshot(self, lsn: int, epoch: int, state_of: Callable[[], dict[str, Any]]) -> bool:
         if self.snapshotting:
             return False

@@ -267,6 +267,23 @@ def audit_both_links_cut(c: Cluster) -> None:
     c.loop.at(start, cut)
 
 
+def takeover_write_fails(c: Cluster) -> None:
+    """The primary crashes and the backup's synchronous flush on taking over
+    fails (EIO): the backup must stop with exit code 3, acknowledging nothing
+    more, not die of the exception; both come back and serve again. A double
+    failure: what only the two RAM logs held may be lost."""
+
+    def go() -> None:
+        b = _backup(c)
+        c.servers[b].disk.fail_drains = 1
+        c.crash(_primary(c))
+        c.log(f"{b}'s next synchronous write fails")
+
+    c.loop.at(c.loop.now + 0.2, go)
+    c.loop.at(c.loop.now + 1.2, lambda: [c.restart(n) for n in sorted(c.servers)])
+
+
 NAMED: dict[str, Callable[[Cluster], None]] = {
     "audit-both-links-cut": audit_both_links_cut,
+    "takeover-write-fails": takeover_write_fails,
 }

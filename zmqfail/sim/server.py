@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zmqfail.core.node import NodeCore
+from zmqfail.errors import LogWriteFailed
 from zmqfail.sim.disk import SimDisk
 
 if TYPE_CHECKING:
@@ -135,6 +136,19 @@ class SimServer:
         if core is None or not self.up or self.paused:
             return
         now = self.loop.now
+        try:
+            self._turn(core, now)
+        except LogWriteFailed as exc:
+            core.on_flush_failed(str(exc))  # as the real shell does
+        if self.core is not core or not self.up:
+            return
+        self._route(core)
+        if core.stopping:
+            self.cluster.stopped(self)
+            return
+        self.wake(max(core.next_deadline(now), now + 1e-6))
+
+    def _turn(self, core: NodeCore, now: float) -> None:
         core.begin_turn(now)
         inbox, self.inbox = self.inbox, []
         for kind, item in self._grouped(inbox):
@@ -154,11 +168,6 @@ class SimServer:
         for link in LINKS:
             self._next_commit(core, link, now)
         core.end_turn(now)
-        self._route(core)
-        if core.stopping:
-            self.cluster.stopped(self)
-            return
-        self.wake(max(core.next_deadline(now), now + 1e-6))
 
     @staticmethod
     def _grouped(inbox: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
