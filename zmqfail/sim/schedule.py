@@ -279,8 +279,12 @@ def takeover_write_fails(c: Cluster) -> None:
         c.crash(_primary(c))
         c.log(f"{b}'s next synchronous write fails")
 
+    def restart_all() -> None:
+        for name in sorted(c.servers):
+            c.restart(name)
+
     c.loop.at(c.loop.now + 0.2, go)
-    c.loop.at(c.loop.now + 1.2, lambda: [c.restart(n) for n in sorted(c.servers)])
+    c.loop.at(c.loop.now + 1.2, restart_all)
 
 
 NAMED: dict[str, Callable[[Cluster], None]] = {
