@@ -297,8 +297,8 @@ def test_a_busy_lone_node_snapshots_and_its_log_holds_what_each_snapshot_does() 
         core.begin_turn(t)
         core.on_client([(b"c-1", Request("c-1", msg_id, BUY, grant.session).encode())], t)
         core.end_turn(t)
-        assert disk.inflight is not None or core.snapshotting  # never a quiet moment
+        assert disk.inflight is not None or core.checkpoint.snapshotting  # never a quiet moment
         t += 0.0002  # less than a flush takes
         loop.run_until(t)
-    assert core.snapshots >= 5, core.snapshots
+    assert core.checkpoint.snapshots >= 5, core.checkpoint.snapshots
     assert all(end >= lsn for lsn, end in started), started

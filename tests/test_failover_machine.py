@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zmqfail.failover.machine import (
-    TRANSITIONS,
+from zmqfail.failover.machine import TRANSITIONS, diagram, step
+from zmqfail.failover.state import (
     Action,
     BackupsInSync,
     ClientVote,
@@ -41,9 +41,7 @@ from zmqfail.failover.machine import (
     State,
     Stop,
     Switchover,
-    diagram,
     initial,
-    step,
 )
 
 pytestmark = pytest.mark.timeout(60)

@@ -17,7 +17,16 @@ import pytest
 from zmqfail.core.leader import Leader
 from zmqfail.errors import LogCorrupt, LogWriteFailed
 from zmqfail.failover import machine
-from zmqfail.failover.machine import TRANSITIONS, Event, FailoverState, HigherEpoch, PeerActive
+from zmqfail.failover.machine import TRANSITIONS
+from zmqfail.failover.state import (
+    ACTIVE_STATES,
+    Event,
+    FailoverState,
+    HigherEpoch,
+    PeerActive,
+    Role,
+    State,
+)
 from zmqfail.processor import Processed, Processor
 from zmqfail.sim.campaign import campaign, run_named, run_one
 from zmqfail.sim.schedule import ALLOWED_UNSAFE
@@ -99,7 +108,7 @@ def test_planted_woken_primary_that_does_not_step_down_is_caught(
     def stay(s: FailoverState, e: Event, now: float) -> tuple[FailoverState, list[Any]]:
         return s, []  # a primary hearing a higher epoch carries on
 
-    serving = machine.ACTIVE_STATES | {machine.State.NORMAL}
+    serving = ACTIVE_STATES | {State.NORMAL}
     for (state, ev), (handler, targets) in list(TRANSITIONS.items()):
         fencing = ev is PeerActive or (ev is HigherEpoch and handler is machine._fence)
         if state in serving and fencing:
@@ -112,7 +121,7 @@ def _primary_only(
     bug: Any, handler: Any
 ) -> Any:  # the bug for primaries; backups keep the real handler
     def h(s: FailoverState, e: Event, now: float) -> tuple[FailoverState, list[Any]]:
-        if s.role is machine.Role.PRIMARY:
+        if s.role is Role.PRIMARY:
             return bug(s, e, now)  # type: ignore[no-any-return]
         return handler(s, e, now)  # type: ignore[no-any-return]
 

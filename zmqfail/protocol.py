@@ -20,7 +20,7 @@ import msgpack
 import zmq
 
 from zmqfail.errors import ProtocolError
-from zmqfail.failover.machine import Role, State
+from zmqfail.failover.state import Role, State
 
 # 2: heartbeats and snapshot images carry the epoch history.
 # 3: client sessions (register, session; req names its session).

@@ -15,8 +15,8 @@ from dataclasses import replace
 from typing import Any
 
 from zmqfail.core.peers import PauseGuard, PeerTable
-from zmqfail.failover.machine import (
-    TRANSITIONS,
+from zmqfail.failover.machine import TRANSITIONS, step
+from zmqfail.failover.state import (
     Action,
     BackupsInSync,
     ClientVote,
@@ -33,7 +33,6 @@ from zmqfail.failover.machine import (
     StartupDone,
     State,
     initial,
-    step,
 )
 from zmqfail.protocol import Heartbeat
 

@@ -10,7 +10,8 @@ simulator drives the same code with a fake clock.
 
 The parts, each with only what it needs: `NodeLog` owns the LSNs and the
 tables; `Frontend` serves clients; `Follower` mirrors a primary; `Leader`
-replicates to backups; `FailoverAgent` runs the state machine; `PeerTable`
+replicates to backups; `CheckpointAgent` flushes and snapshots;
+`FailoverAgent` runs the state machine; `PeerTable`
 and `PauseGuard` detect failures; `LocalStore` rewrites the local log when
 histories part. The epoch's one owner is the state machine (`self.epoch`).
 """
@@ -21,9 +22,9 @@ import logging
 import random
 from typing import Any
 
-from zmqfail.checkpoint import PERIODIC, SYNC
 from zmqfail.config import ClusterConfig
 from zmqfail.core.agent import FailoverAgent
+from zmqfail.core.checkpoint import CheckpointAgent
 from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
 from zmqfail.core.frontend import Frontend
 from zmqfail.core.leader import Leader
@@ -33,7 +34,7 @@ from zmqfail.core.peers import PauseGuard, PeerTable
 from zmqfail.core.ports import Disk, Loaded, Outbox
 from zmqfail.core.status import NodeStatus, build_status
 from zmqfail.errors import ProtocolError
-from zmqfail.failover.machine import Action, IllegalTransition, Role, State, Switchover
+from zmqfail.failover.state import Action, IllegalTransition, Role, State, Switchover
 from zmqfail.processor import Processor
 from zmqfail.protocol import Heartbeat, Hello, decode_as
 from zmqfail.replication import LINKS
@@ -42,7 +43,6 @@ from zmqfail.txlog.history import EpochHistory
 log = logging.getLogger("zmqfail.node")
 
 SLOW_TICK = 0.005  # seconds between runs of the failure detector and timers
-SNAPSHOT_RETRY = 1.0  # seconds before a failed snapshot is tried again (a full disk)
 
 
 class NodeCore:
@@ -75,10 +75,6 @@ class NodeCore:
         self.exit_code = 0
         self.stopping = False
         self.acked_lsn: int | None = None  # highest LSN we acknowledged as primary
-        self.snapshotting = False
-        self.snapshots = 0
-        self.snapshot_retry_at = 0.0  # after a failed snapshot, not before
-        self.flushes = 0
         self.takeovers = 0
         self._next_slow = now
         self._next_beat = now
@@ -135,7 +131,10 @@ class NodeCore:
             self.save_meta,
         )
         self.leader: Leader | None = None
-        self._apply_mode()
+        self.checkpoint = CheckpointAgent(
+            name, self.nlog, disk, lambda: self.alone, self.frontend.commit
+        )
+        self.checkpoint.apply_mode()
         self.save_meta()
 
     # ------------------------------------------------------------ the facts
@@ -183,10 +182,7 @@ class NodeCore:
                 self.hb_bad_frames += 1
 
     def on_flushed(self, lsn: int, now: float) -> None:
-        self.nlog.flushed_to(lsn, now)
-        self.flushes += 1
-        if self.alone:
-            self.frontend.commit(self.nlog.flushed)
+        self.checkpoint.on_flushed(lsn, now)
 
     def on_flush_failed(self, error: str) -> None:
         log.critical("%s: %s; stopping without acknowledging more", self.name, error)
@@ -195,18 +191,7 @@ class NodeCore:
         self.stopping = True
 
     def on_snapshot_done(self, lsn: int, ok: bool) -> None:
-        self.snapshotting = False
-        if ok:
-            self.nlog.snapshot_lsn = max(self.nlog.snapshot_lsn, lsn)
-            self.snapshots += 1
-        else:
-            log.error(
-                "%s: snapshot at lsn %d failed; will retry in %.0f s",
-                self.name,
-                lsn,
-                SNAPSHOT_RETRY,
-            )
-            self.snapshot_retry_at = self.now + SNAPSHOT_RETRY
+        self.checkpoint.on_snapshot_done(lsn, ok, self.now)
 
     def on_transfer_ready(self, key: int, state: bytes | None) -> None:
         if self.leader is not None:
@@ -244,7 +229,7 @@ class NodeCore:
             nlog.committed = nlog.held if fs.state is State.NORMAL else nlog.flushed
         if now >= self._next_beat:
             self._beat(now)
-        self._maybe_flush(now)
+        self.checkpoint.due(now)
 
     def _slow_tick(self, now: float) -> None:
         """At most every SLOW_TICK: failure detection and timers. Heartbeats come
@@ -257,7 +242,7 @@ class NodeCore:
             leader.mark_lost_silent(now, self.dead_after, ages)
         full = leader.full_copies() if leader is not None else None
         self.agent.tick(now, self.peers, self.guard, self.follower.last_heard, full)
-        self._apply_mode()
+        self.checkpoint.apply_mode()
 
     def next_deadline(self, now: float) -> float:
         deadline = min(self._next_slow, self._next_beat)
@@ -289,39 +274,8 @@ class NodeCore:
         if self.leader is not None:
             self.leader.pump(now)
 
-    def _maybe_flush(self, now: float) -> None:
-        nlog = self.nlog
-        if (
-            not self.snapshotting
-            and now >= self.snapshot_retry_at
-            and nlog.snapshot_due()
-            and self.disk.can_snapshot()
-        ):
-            # A busy lone primary always has a flush in flight: waiting for a
-            # quiet moment would never snapshot. Flush what is held first
-            # (one synchronous write per snapshot) so the snapshot never
-            # carries a record the log lacks: the log stays the audit trail.
-            self.flush_now()
-            proc = nlog.proc
-            self.snapshotting = self.disk.snapshot(proc.last_lsn, proc.last_epoch, proc.snapshot)
-            return
-        batch = nlog.flush_due(now)
-        if batch is not None:
-            self.disk.flush(batch)
-
     def flush_now(self) -> None:
-        """Make every record durable before going on (takeover, link failure)."""
-        nlog = self.nlog
-        batch = nlog.buffer.take()
-        self.disk.drain(batch)
-        nlog.flushed_to(nlog.held, self.now)
-        if self.alone:
-            self.frontend.commit(nlog.flushed)
-
-    def _apply_mode(self) -> None:
-        # Alone, a record's only copy is ours: flush before every acknowledgement.
-        # With an in-sync backup holding it, flushing periodically is enough.
-        self.nlog.policy.set_mode(SYNC if self.alone else PERIODIC)
+        self.checkpoint.flush_now(self.now)
 
     # ---------------------------------------------------------- heartbeats
     def _beat(self, now: float) -> None:
@@ -390,7 +344,7 @@ class NodeCore:
             self._follow(fs.primary)
         elif action is Action.STOP:
             self.stopping = True
-        self._apply_mode()
+        self.checkpoint.apply_mode()
 
     def _lead(self, epoch: int) -> None:
         """Open a term of our own (txlog.history): every record we write from

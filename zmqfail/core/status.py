@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from zmqfail.failover.machine import Role, State
+from zmqfail.failover.state import Role, State
 
 if TYPE_CHECKING:
     from zmqfail.core.node import NodeCore
@@ -135,8 +135,8 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         "requests": fe.requests,
         "replies": fe.replies,
         "bad_frames": fe.bad_frames,
-        "flushes": core.flushes,
-        "snapshots": core.snapshots,
+        "flushes": core.checkpoint.flushes,
+        "snapshots": core.checkpoint.snapshots,
         "snapshots_installed": core.store.snapshots_installed,
         "takeovers": core.takeovers,
         "votes": fe.votes,
