@@ -367,7 +367,8 @@ def test_watch_refreshes_until_sigint_then_exits_0(
         except subprocess.TimeoutExpired:
             os.kill(p.pid, signal.SIGABRT)  # faulthandler prints every thread's stack
             p.wait(10)
-            pytest.fail("watch did not exit on SIGINT:\n" + p.stderr.read().decode(errors="replace"))
+            stacks = p.stderr.read().decode(errors="replace")
+            pytest.fail(f"watch did not exit on SIGINT:\n{stacks}")
         err = p.stderr.read().decode(errors="replace")
         assert rc == 0, err
         assert "Traceback" not in err and "Aborted" not in err
