@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from zmqfail.sim.cluster import SETTLE, Cluster, Outcome
@@ -61,9 +62,15 @@ class Summary:
 
 
 def campaign(
-    seeds: range, unsafe: bool = False, workers: int = 2, minutes: float | None = None
+    seeds: range,
+    unsafe: bool = False,
+    workers: int = 2,
+    minutes: float | None = None,
+    stop_on: Callable[[list[str]], bool] | None = None,
 ) -> Summary:
-    """Run `seeds` (or as many as `minutes` allow, from seeds.start on)."""
+    """Run `seeds` (or as many as `minutes` allow, from seeds.start on).
+    `stop_on(violations)` true ends the run at that schedule (a planted bug is
+    shown caught without running every seed)."""
     s = Summary()
     t0 = time.monotonic()
     deadline = t0 + minutes * 60 if minutes else None
@@ -80,7 +87,8 @@ def campaign(
             s.events += events
             if violations:
                 s.failed[seed] = violations
-            if deadline is not None and time.monotonic() > deadline:
+            stop = bool(violations) and stop_on is not None and stop_on(violations)
+            if stop or (deadline is not None and time.monotonic() > deadline):
                 pool.terminate()
                 break
     s.seconds = time.monotonic() - t0
