@@ -81,10 +81,14 @@ def test_the_example_serves_from_a_pair(
         assert c.request({"op": "stock", "item": "apple"}).result == {"item": "apple", "units": 6}
         too = c.request({"op": "restock", "item": "apple", "units": 495})
         assert too.result["code"] == "too_much"
-    wait_for(lambda: b.node.proc.last_lsn == a.node.proc.last_lsn, 10, "b to apply everything")
-    wait_for(lambda: not b.node.to_apply, 10, "b to apply what it holds")
-    assert a.node.proc.digest() == b.node.proc.digest()
-    assert b.node.proc.app.describe().queues == {"reservations": 1}
+    wait_for(
+        lambda: b.node.core.nlog.proc.last_lsn == a.node.core.nlog.proc.last_lsn,
+        10,
+        "b to apply everything",
+    )
+    wait_for(lambda: not b.node.core.nlog.to_apply, 10, "b to apply what it holds")
+    assert a.node.core.nlog.proc.digest() == b.node.core.nlog.proc.digest()
+    assert b.node.core.nlog.proc.app.describe().queues == {"reservations": 1}
     st = a.node.status()
     assert st["app"]["name"] == example and st["app"]["tables"] == {"stock": 1}
     a.stop()

@@ -169,7 +169,7 @@ def test_a_resyncing_old_primary_never_leads_on_votes(
     wait_for(lambda: role_state(cfg, "a") == ("backup", "normal"), 30, "a in sync")
     wait_more(load, 300, "load after b woke")
     load.stop()
-    assert st(cfg, "b")["epoch"] == 2
+    wait_for(lambda: st(cfg, "b")["epoch"] == 2, 10, "b still primary at epoch 2")
     wait_equal_digests(cfg, "a", "b")
     stop_all(cfg, procs)
     assert not lost_acks(cfg, "b", load)

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zmqfail.failover.machine import (
-    TRANSITIONS,
+from zmqfail.failover.machine import TRANSITIONS, diagram, step
+from zmqfail.failover.state import (
     Action,
     BackupsInSync,
     ClientVote,
@@ -32,6 +32,8 @@ from zmqfail.failover.machine import (
     HigherEpoch,
     IllegalTransition,
     PeerActive,
+    PeerCandidate,
+    PeerGrant,
     PeerProgress,
     PeerSilent,
     Role,
@@ -39,9 +41,7 @@ from zmqfail.failover.machine import (
     State,
     Stop,
     Switchover,
-    diagram,
     initial,
-    step,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -191,6 +191,8 @@ def sample(ev: type, s: FailoverState) -> Event:
         BackupsInSync: BackupsInSync((s.peers[0],)),
         HigherEpoch: HigherEpoch(s.epoch + 3, s.peers[-1]),
         PeerProgress: PeerProgress(s.peers[-1], s.epoch, 0, True),
+        PeerCandidate: PeerCandidate(other, s.epoch + 1, s.epoch, 99),
+        PeerGrant: PeerGrant(other, s.name, s.epoch + 1),
         Switchover: Switchover(),
         HandoffTimeout: HandoffTimeout(),
         Stop: Stop(),
@@ -207,6 +209,8 @@ def test_event_types_are_all_known() -> None:
         BackupsInSync,
         HigherEpoch,
         PeerProgress,
+        PeerCandidate,
+        PeerGrant,
         Switchover,
         HandoffTimeout,
         Stop,
@@ -337,6 +341,9 @@ def test_startup_formerly_active_paired_waits_for_its_peers() -> None:
         new = go_s(new, PeerProgress(peer, 4, lsn, True), T0 + 3)
     assert (new.state, new.role) == (State.STANDBY, Role.BACKUP)  # a holds more
     new = go_s(new, PeerProgress("a", 4, 9, True), T0 + 4)
+    assert (new.state, new.candidate) == (State.STANDBY, 5)  # it asks its peers
+    for peer in ("a", "c"):
+        new = go_s(new, PeerGrant(peer, "b", 5), T0 + 4)
     assert (new.state, new.role, new.epoch) == (State.PRIMARY_ONLY, Role.PRIMARY, 5)
 
 
@@ -649,12 +656,34 @@ def test_tie_break_uses_sorted_names_not_config_order() -> None:
     assert c.state is State.NORMAL
 
 
-def test_primarys_own_progress_is_ignored() -> None:
+def test_a_silent_primarys_progress_is_ignored() -> None:
     s = replace(normal_backup(), last_lsn=40)
     s = go_s(s, PeerProgress("a", 5, 999, True), T0 + 5)
     s1 = go_s(s, PeerSilent("a"), T0 + 10)
+    s1 = go_s(s1, PeerProgress("a", 5, 999, False), T0 + 10)  # the agent judges it now
     new, actions = go(s1, ClientVote(), T0 + 10)
     assert_took_over(s1, new, actions)
+
+
+def test_a_restarted_primary_holding_more_is_not_overtaken() -> None:
+    # The primary restarted (alive, no longer serving) and holds more: it leads
+    # on its start-up rule; a takeover by us too would make two leaders of one
+    # epoch (found by the simulator).
+    s = replace(normal_backup(), last_lsn=40)
+    s = go_s(s, PeerProgress("a", 1, 45, True, serving=False), T0 + 5)
+    s1 = go_s(s, PeerSilent("a"), T0 + 10)  # "no longer serves"
+    new, actions = go(s1, ClientVote(), T0 + 10)
+    assert (new.state, new.role, actions) == (State.NORMAL, Role.BACKUP, [])
+
+
+def test_equal_epochs_keep_the_more_advanced_log() -> None:
+    # Two servers that each led at epoch 2 without hearing each other: the one
+    # whose log is behind steps down, whatever the names.
+    a = replace(primary_only("a", ("b",)), epoch=2, last_epoch=2, last_lsn=38)
+    new, actions = go(a, PeerActive("b", 2, last_lsn=46, last_epoch=2), T0 + 5)
+    assert (new.state, actions) == (State.FENCED, [Action.STEP_DOWN])
+    new, actions = go(a, PeerActive("b", 2, last_lsn=30, last_epoch=2), T0 + 5)
+    assert (new.state, actions) == (State.PRIMARY_ONLY, [])
 
 
 def test_a_backup_named_in_sync_but_lacking_acknowledged_records_is_syncing() -> None:
@@ -673,7 +702,8 @@ def test_standby_does_not_lead_past_a_serving_peer_or_on_an_old_report() -> None
     # and serves. An emptied a must not read that old report as "b holds less".
     a = replace(go_s(starting("a", ("b",)), StartupDone(), T0 + 2), last_lsn=0, last_epoch=2)
     a = go_s(a, PeerProgress("b", 1, 40, True, serving=False), T0 + 3)
-    assert a.state is State.PRIMARY_ONLY  # b idle and behind: a may lead ...
+    assert a.candidate == 2  # b idle and behind (by that report): a asks to lead ...
+    assert go_s(a, PeerGrant("b", "a", 2), T0 + 3).state is State.PRIMARY_ONLY
     a = replace(go_s(starting("a", ("b",)), StartupDone(), T0 + 2), last_lsn=0, last_epoch=2)
     a = go_s(a, PeerProgress("b", 2, 900, True, serving=True), T0 + 3)
     a = go_s(a, ClientVote(), T0 + 4)
@@ -728,12 +758,17 @@ def test_active_server_ignores_stale_epochs(name: str) -> None:
         assert (new, actions) == (s, [])
 
 
-def test_equal_epochs_later_name_steps_down() -> None:
+def tie(s: FailoverState, peer: str, epoch: int) -> PeerActive:
+    """A peer serving at `epoch` whose log position equals ours."""
+    return PeerActive(peer, epoch, last_lsn=s.last_lsn, last_epoch=s.last_epoch)
+
+
+def test_equal_epochs_and_logs_later_name_steps_down() -> None:
     a = primary_only("a", ("b", "c"))
     b = replace(primary_only("b", ("a", "c")), epoch=1)
-    new_a, actions_a = go(a, PeerActive("b", 1), T0 + 5)
+    new_a, actions_a = go(a, tie(a, "b", 1), T0 + 5)
     assert (new_a, actions_a) == (a, [])
-    new_b, actions_b = go(b, PeerActive("a", 1), T0 + 5)
+    new_b, actions_b = go(b, tie(b, "a", 1), T0 + 5)
     assert actions_b == [Action.STEP_DOWN]
     assert (new_b.state, new_b.role, new_b.epoch) == (State.FENCED, Role.BACKUP, 1)
 
@@ -741,13 +776,13 @@ def test_equal_epochs_later_name_steps_down() -> None:
 def test_equal_epochs_in_normal_and_backup_only() -> None:
     # b serves in BACKUP_ONLY at epoch 2 and hears c at epoch 2: b is earlier.
     b = backup_only()
-    new, actions = go(b, PeerActive("c", 2), T0 + 5)
+    new, actions = go(b, tie(b, "c", 2), T0 + 5)
     assert (new, actions) == (b, [])
-    new, actions = go(b, PeerActive("a", 2), T0 + 5)
+    new, actions = go(b, tie(b, "a", 2), T0 + 5)
     assert (new.state, actions) == (State.FENCED, [Action.STEP_DOWN])
     # c as a NORMAL primary hearing b at the same epoch steps down.
     c = normal_primary("c", ("a", "b"), in_sync=("a",))
-    new, actions = go(c, PeerActive("b", 1), T0 + 5)
+    new, actions = go(c, tie(c, "b", 1), T0 + 5)
     assert (new.state, new.role, actions) == (State.FENCED, Role.BACKUP, [Action.STEP_DOWN])
 
 
@@ -1245,6 +1280,8 @@ class Beat:
     in_sync: tuple[str, ...]
     handoff_to: str
     lsn: int
+    candidate: int = 0
+    granted: tuple[str, int] = ("", 0)
 
 
 class Pair:
@@ -1299,7 +1336,9 @@ class Pair:
     def beat(self, x: str) -> Beat:
         s = self.fs[x]
         handoff_to = s.handoff_to if s.state is State.HANDOFF else ""
-        return Beat(s.role, s.state, s.epoch, s.in_sync, handoff_to, self.lsn[x])
+        return Beat(
+            s.role, s.state, s.epoch, s.in_sync, handoff_to, self.lsn[x], s.candidate, s.granted
+        )
 
     def tick(self, link: bool, reach: dict[str, bool], drop: float, switchover: bool) -> None:
         self.now += DT
@@ -1308,20 +1347,28 @@ class Pair:
             if s.state is State.STARTING and self.now - s.since >= STARTUP:
                 self.feed(x, StartupDone())
         beats = {x: self.beat(x) for x in ("a", "b")}
+        fresh: set[str] = set()
         for x in ("a", "b"):
             y = self.other(x)
             if not link or self.rnd.random() < drop:
                 continue
             hb = beats[x]
             self.heard[y] = (hb, self.now)
+            fresh.add(y)
             if hb.role is Role.PRIMARY and hb.state in SERVING:
-                self.feed(y, PeerActive(x, hb.epoch, hb.in_sync, hb.handoff_to))
+                self.feed(y, PeerActive(x, hb.epoch, hb.in_sync, hb.handoff_to, hb.lsn))
             elif hb.epoch > self.fs[y].epoch:
                 self.feed(y, HigherEpoch(hb.epoch, x))
         for y, (hb, when) in list(self.heard.items()):
-            if hb.role is Role.BACKUP:
-                x = self.other(y)
-                self.feed(y, PeerProgress(x, hb.epoch, hb.lsn, self.now - when <= DEAD))
+            # As the agent does: every peer's progress, serving or not, judged now.
+            x = self.other(y)
+            alive = self.now - when <= DEAD
+            serving = hb.role is Role.PRIMARY and hb.state in SERVING and alive
+            self.feed(y, PeerProgress(x, hb.epoch, hb.lsn, alive, serving))
+            if y in fresh and hb.candidate:
+                self.feed(y, PeerCandidate(x, hb.candidate, hb.epoch, hb.lsn))
+            if y in fresh and hb.granted[0] == y:
+                self.feed(y, PeerGrant(x, y, hb.granted[1]))
         for y in ("a", "b"):
             s = self.fs[y]
             if not s.primary or s.role is not Role.BACKUP:
@@ -1487,3 +1534,64 @@ def test_handoff_offer_is_taken_only_holding_what_the_primary_held() -> None:
     taken, actions = go(s, PeerActive(s.primary, s.epoch, (s.name,), s.name, 10), T0 + 5)
     assert (taken.state, taken.role) == (State.BACKUP_ONLY, Role.PRIMARY)
     assert Action.TAKE_OVER in actions
+
+
+# ------------------------------------------------------------- elections
+def everyone_idle(s: FailoverState, lsns: dict[str, int]) -> FailoverState:
+    for peer, lsn in lsns.items():
+        s = go_s(s, PeerProgress(peer, 1, lsn, True, serving=False), T0 + 3)
+    return s
+
+
+def test_the_most_up_to_date_asks_and_leads_only_once_every_peer_grants() -> None:
+    a = replace(go_s(starting("a", ("b", "c")), StartupDone(), T0 + 2), last_lsn=50)
+    a = everyone_idle(a, {"b": 40, "c": 45})
+    assert (a.state, a.candidate) == (State.STANDBY, 2)  # it asks, it does not lead yet
+    a = go_s(a, PeerGrant("b", "a", 2), T0 + 4)
+    assert a.state is State.STANDBY and a.grants == ("b",)
+    a = go_s(a, PeerGrant("c", "a", 1), T0 + 4)  # another election's grant: ignored
+    assert a.state is State.STANDBY
+    new, actions = go(a, PeerGrant("c", "a", 2), T0 + 4)
+    assert (new.state, new.role, new.epoch, actions) == (
+        State.PRIMARY_ONLY,
+        Role.PRIMARY,
+        2,
+        [Action.BECOME_PRIMARY],
+    )
+
+
+def test_a_candidate_hearing_a_serving_primary_asks_no_more() -> None:
+    a = everyone_idle(
+        replace(go_s(starting("a", ("b",)), StartupDone(), T0 + 2), last_lsn=9), {"b": 5}
+    )
+    assert a.candidate == 2
+    a = go_s(a, PeerActive("b", 2, last_lsn=20, last_epoch=2), T0 + 4)
+    assert (a.state, a.candidate) == (State.SYNCING, 0)
+    assert go_s(a, PeerGrant("b", "a", 2), T0 + 5).state is State.SYNCING
+
+
+@pytest.mark.parametrize(
+    ("who", "cand", "granted"),
+    [
+        ("standby", PeerCandidate("a", 2, 1, 99), True),  # holds more: yes
+        ("standby", PeerCandidate("a", 2, 1, 0), False),  # holds less: no
+        ("standby", PeerCandidate("a", 1, 1, 99), False),  # not above our epoch: no
+        ("backup_only", PeerCandidate("a", 3, 1, 99), False),  # we serve: never
+        ("normal_backup", PeerCandidate("c", 2, 1, 99), False),  # we follow a live primary
+    ],
+)
+def test_grants(who: str, cand: PeerCandidate, granted: bool) -> None:
+    s = replace(BUILDERS[who](), last_lsn=10)
+    new = go_s(s, cand, T0 + 9)
+    assert (new.granted == (cand.peer, cand.epoch)) is granted
+
+
+def test_one_grant_per_epoch() -> None:
+    s = replace(standby(), last_lsn=10)
+    s = go_s(s, PeerCandidate("a", 2, 1, 99), T0 + 9)
+    s = go_s(s, PeerCandidate("c", 2, 1, 999), T0 + 9)
+    assert s.granted == ("a", 2)  # c asks for the same epoch: refused
+    s = go_s(s, PeerCandidate("c", 3, 1, 999), T0 + 9)
+    assert s.granted == ("c", 3)
+    # Our own takeover or candidacy then goes above what we granted.
+    assert s.candidate == 0

@@ -401,13 +401,19 @@ def test_decode_state_refuses_an_array_map_key() -> None:
 
 
 def test_backup_survives_a_snapshot_image_with_an_array_map_key() -> None:
-    from types import SimpleNamespace
-
-    from zmqfail.node.mirror import Mirror
+    from zmqfail.core.follower import OK, Follower
 
     installed: list[int] = []
-    node = SimpleNamespace(name="b", install_snapshot=lambda lsn, e, s, h: installed.append(lsn))
-    mirror = SimpleNamespace(node=node, bad_frames=0)
+    f = Follower(
+        "b",
+        nlog=None,  # type: ignore[arg-type]  # not reached: the image is refused first
+        peers=None,  # type: ignore[arg-type]
+        out=None,  # type: ignore[arg-type]
+        accept=lambda sender, epoch: OK,
+        ack_fields=lambda: (1, 1),
+        install=lambda lsn, e, s, h: installed.append(lsn),
+        save_meta=lambda: None,
+    )
     image = SnapshotImage("a", 1, 5, b"\x81\x91\x01\x02", [])
-    Mirror._install(mirror, image)  # type: ignore[arg-type]
-    assert mirror.bad_frames == 1 and installed == []
+    f.on_records("main", [image.encode()], 0.0)
+    assert f.bad_frames == 1 and installed == []

@@ -161,7 +161,7 @@ def test_control_status_and_stop(cluster_dir: Callable[..., Path], node_threads:
     for key in STATUS_KEYS:
         assert key in st
     assert st["last_lsn"] == st["committed_lsn"] == st["flushed_lsn"] == 6  # 1 registration
-    assert st["digest"] == nt.node.proc.digest()
+    assert st["digest"] == nt.node.core.nlog.proc.digest()
     assert call(cfg.node("a").control, "stop") == {"stopping": True}
     nt.thread.join(10)
     assert not nt.thread.is_alive()
@@ -237,7 +237,7 @@ def test_digest_of_large_tables_comes_from_a_forked_child(
             c.poll(0)
         while c.session.outstanding:
             c.poll(5)
-    assert not nt.node.digests.small(nt.node.proc)
+    assert not nt.node.control.digests.small(nt.node.core.nlog.proc)
     st = call(cfg.node("a").control, "status", {"digest": True}, timeout=10)
-    assert st["digest"] == nt.node.proc.digest()
-    assert not nt.node.digests.jobs, "the child was reaped"
+    assert st["digest"] == nt.node.core.nlog.proc.digest()
+    assert not nt.node.control.digests.jobs, "the child was reaped"

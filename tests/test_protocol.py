@@ -55,7 +55,21 @@ SAMPLES: dict[str, Message] = {
     "ack": CommitAck("b", 1, 11, "gap", 7, 1),
     "snapshot": SnapshotImage("a", 2, 12, b"\x93\x01\x02\x03", [[1, "a", 77, 1]]),
     "hb": Heartbeat(
-        "a", "primary", "normal", 2, 10, 9, 8, "failsafe", ["b", "c"], "", 2, [[2, "a", 5, 1]]
+        "a",
+        "primary",
+        "normal",
+        2,
+        10,
+        9,
+        8,
+        "failsafe",
+        ["b", "c"],
+        "",
+        2,
+        [[2, "a", 5, 1]],
+        3,
+        "b",
+        3,
     ),
     "ctl": ControlRequest("status", {"digest": True}),
     "ctlrep": ControlReply(False, {}, "boom"),
@@ -120,8 +134,8 @@ def test_round_trip(tag: str) -> None:
 def test_frame_is_versioned_array(tag: str) -> None:
     msg = SAMPLES[tag]
     obj = msgpack.unpackb(msg.encode(), raw=False)
-    assert obj == [3, tag, *field_values(msg)]
-    assert PROTOCOL_VERSION == 3
+    assert obj == [4, tag, *field_values(msg)]
+    assert PROTOCOL_VERSION == 4
 
 
 def test_round_trip_preserves_bytes_and_nested_values() -> None:
@@ -294,6 +308,9 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("hb", "handoff_to", None),
     ("hb", "last_epoch", -1),
     ("hb", "history", None),
+    ("hb", "candidate", -1),
+    ("hb", "grant_to", 5),
+    ("hb", "grant_epoch", "x"),
     ("hb", "history", [[1, "a", 2]]),
     ("hb", "history", [[1, 5, 2, 1]]),
     ("hb", "history", [[-1, "a", 2, 1]]),

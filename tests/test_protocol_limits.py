@@ -122,11 +122,11 @@ def test_depth_limit_on_decode() -> None:
 def test_depth_just_under_msgpacks_own_limit_is_refused_cleanly() -> None:
     # 1,000 levels decode in msgpack (its limit is 1,024) and then broke json
     # (`log dump --json`) with a RecursionError; now the decoder refuses them.
-    frame = b"\x96\x03\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1000 + b"\x01\x00"
+    frame = b"\x96\x04\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1000 + b"\x01\x00"
     with pytest.raises(ProtocolError, match="nested deeper"):
         decode_request(frame)
     with pytest.raises(ProtocolError):  # msgpack's own StackError, wrapped
-        decode(b"\x96\x03\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1100 + b"\x01\x00")
+        decode(b"\x96\x04\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1100 + b"\x01\x00")
 
 
 def test_depth_counts_lists_and_maps_alike() -> None:
@@ -209,7 +209,9 @@ def test_decode_request_applies_the_client_frame_bound() -> None:
 
 
 def test_decode_and_decode_as_take_a_bound() -> None:
-    frame = Heartbeat("a", "primary", "normal", 1, 1, 1, 1, "main", [], "", 1, []).encode()
+    frame = Heartbeat(
+        "a", "primary", "normal", 1, 1, 1, 1, "main", [], "", 1, [], 0, "", 0
+    ).encode()
     assert decode_as(frame, Heartbeat, max_bytes=len(frame)).name == "a"
     with pytest.raises(ProtocolError, match="exceeds"):
         decode(frame, max_bytes=len(frame) - 1)

@@ -134,12 +134,12 @@ def test_late_backup_catches_up(
         while c.session.outstanding:
             c.poll(5)
     assert st(cfg, "a")["last_lsn"] == 10_001  # the client's registration too
-    b = node_threads(cfg, "b")
+    node_threads(cfg, "b")
     wait_for(lambda: st(cfg, "b")["state"] in ("syncing", "normal"), 10, "b to start syncing")
     wait_for(lambda: in_step(cfg), 60, "b to catch up")
-    installed = b.node.counters["snapshots_installed"]
+    installed = st(cfg, "b")["counters"]["snapshots_installed"]
     # A snapshot may go twice when a commit answer races ahead of it; never zero.
-    detail = {"b": b.node.counters, "a_backups": st(cfg, "a").get("backups")}
+    detail = {"b": st(cfg, "b")["counters"], "a_backups": st(cfg, "a").get("backups")}
     assert (installed >= 1) if via_snapshot else (installed == 0), detail
 
 
@@ -174,7 +174,7 @@ def test_malformed_replication_frames_are_refused(
 ) -> None:
     cfg = config.load(cluster_dir())
     node_threads(cfg, "a")
-    b = node_threads(cfg, "b")
+    node_threads(cfg, "b")
     wait_for(lambda: st(cfg, "a")["state"] == "normal", 10, "normal state")
     ends = cfg.node("b").main
     push: zmq.Socket[bytes] = zctx.socket(zmq.PUSH)
@@ -198,7 +198,7 @@ def test_malformed_replication_frames_are_refused(
     req.send(CommitRequest("a", 0, 1).encode())  # a stale epoch is fenced
     assert req.poll(5000)
     assert decode_as(req.recv(), CommitAck).status == "fenced"
-    wait_for(lambda: b.node.mirror.bad_frames >= 4, 10, "bad frames counted")
+    wait_for(lambda: st(cfg, "b")["counters"]["repl_bad_frames"] >= 4, 10, "bad frames counted")
     with Client(cfg, timeout=10) as c:
         for i in range(50):
             assert c.request({**BUY, "qty": 1 + i}).status == "ok"

@@ -125,7 +125,7 @@ def test_an_expired_client_registers_again_by_itself(
         for cid in ("p", "q"):  # two newer clients: w's session is evicted
             with Client(cfg, client_id=cid, timeout=10) as other:
                 assert other.request({"op": "book", "instrument": "ABC"}).status == "ok"
-        assert "w" not in a.node.proc.sessions.live
+        assert "w" not in a.node.core.nlog.proc.sessions.live
         lost = w.request({**BUY, "qty": 7})
         assert lost.status == "expired" and "outcome is unknown" in lost.result["message"]
         assert w.session.expired == 1 and w.session.must_register is False  # registering
@@ -134,4 +134,4 @@ def test_an_expired_client_registers_again_by_itself(
     a.stop()
     log = requests_in_log(cfg.node("a").data_dir)
     assert [m for c, m in log if c == "w"] == [1, 3], "the refused request (msg 2) never ran"
-    assert a.node.proc.app.describe().tables["orders"] == 2
+    assert a.node.core.nlog.proc.app.describe().tables["orders"] == 2

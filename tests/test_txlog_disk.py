@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from zmqfail.errors import LogCorrupt
+from zmqfail.txlog.buffer import Batch
 from zmqfail.txlog.frames import FRAME_HEADER, SEG_HEADER, SEG_VERSION, list_segments, log_dir
 from zmqfail.txlog.record import TxRecord
 from zmqfail.txlog.recovery import recover
-from zmqfail.txlog.segments import Batch, DiskLog
+from zmqfail.txlog.segments import DiskLog
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -309,7 +309,8 @@ def test_node_stops_without_acknowledging_after_a_failed_write(
     io = FaultyIO()
     io.write_error = errno.EIO
     io.write_budget = 0
-    nt.node.disklog.io = io
+    assert nt.node.disk.disklog is not None
+    nt.node.disk.disklog.io = io
     try:
         with caplog.at_level(logging.CRITICAL, logger="zmqfail.node"):
             for msg_id in range(1, 6):

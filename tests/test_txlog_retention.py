@@ -308,7 +308,12 @@ def test_a_running_node_archives_and_dump_shows_all(
     nt = node_threads(cfg, "a")
     nt.wait_active()
     load = Load(cfg)
-    wait_for(lambda: nt.node.counters["snapshots"] >= 4, 30, "four snapshots")
+    from zmqfail.client.control import node_status
+
+    def snapshots() -> int:
+        return int(node_status(cfg.node("a"), digest=False)["counters"]["snapshots"])
+
+    wait_for(lambda: snapshots() >= 4, 30, "four snapshots")
     load.stop()
     nt.stop()
     d = cfg.node("a").data_dir

@@ -318,7 +318,7 @@ def test_watch_refreshes_until_sigint_then_exits_0(
     cfg_path = cluster_dir()
     args = [sys.executable, "-m", "zmqfail", "watch", "--config", str(cfg_path)]
     args += ["--interval", "0.05", "--timeout", "0.1"]
-    env = dict(os.environ, COLUMNS="180", LINES="40", TERM="xterm")
+    env = dict(os.environ, COLUMNS="180", LINES="40", TERM="xterm", PYTHONFAULTHANDLER="1")
     env.pop("FORCE_COLOR", None)
     chunks: list[bytes] = []
     log = tmp_path / "watch.out"
@@ -361,8 +361,14 @@ def test_watch_refreshes_until_sigint_then_exits_0(
         wait_for(lambda: printed().count("zmqfail cluster") >= 2, 30, "two refreshes")
         assert "unreachable" in printed()
         os.kill(p.pid, signal.SIGINT)
-        rc = p.wait(timeout=15)
         assert p.stderr is not None
+        try:
+            rc = p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGABRT)  # faulthandler prints every thread's stack
+            p.wait(10)
+            stacks = p.stderr.read().decode(errors="replace")
+            pytest.fail(f"watch did not exit on SIGINT:\n{stacks}")
         err = p.stderr.read().decode(errors="replace")
         assert rc == 0, err
         assert "Traceback" not in err and "Aborted" not in err

@@ -37,6 +37,11 @@ class LogCorrupt(ZmqfailError):
         self.reason = reason
         self.advice = advice
 
+    def __reduce__(self) -> tuple[type[LogCorrupt], tuple[str, int, str, str]]:
+        # Errors cross process boundaries (the simulator's campaign workers):
+        # rebuild from the constructor's arguments, not from the message.
+        return (type(self), (self.path, self.offset, self.reason, self.advice))
+
 
 class LogWriteFailed(ZmqfailError):
     """Writing or syncing the transaction log failed (disk full, I/O error).
@@ -48,6 +53,10 @@ class LogWriteFailed(ZmqfailError):
         super().__init__(message)
         self.path = path
         self.errno = errno
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[LogWriteFailed], tuple[str, int | None, str]]:
+        return (type(self), (self.path, self.errno, self.message))
 
 
 class RequestTimeout(ZmqfailError):

@@ -20,11 +20,12 @@ import msgpack
 import zmq
 
 from zmqfail.errors import ProtocolError
-from zmqfail.failover.machine import Role, State
+from zmqfail.failover.state import Role, State
 
 # 2: heartbeats and snapshot images carry the epoch history.
 # 3: client sessions (register, session; req names its session).
-PROTOCOL_VERSION = 3
+# 4: heartbeats carry a candidacy and a grant (leading at a new epoch).
+PROTOCOL_VERSION = 4
 
 # Reply statuses. "ok" and "rejected" are final answers of the application;
 # the others say the request was not processed here. After "stale" and
@@ -497,10 +498,16 @@ class Heartbeat(Message):
     handoff_to: str
     last_epoch: int
     history: list[Any]  # the terms of the sender's log (txlog.history wire form)
+    candidate: int  # the epoch the sender asks to lead at (0: it does not ask)
+    grant_to: str  # whom the sender lets lead ("" for nobody) ...
+    grant_epoch: int  # ... at this epoch
 
     def validate(self) -> None:
         _check_history(self.history)
         _check_uint(self.last_epoch, "last_epoch")
+        _check_uint(self.candidate, "candidate")
+        _check_uint(self.grant_epoch, "grant_epoch")
+        _check(isinstance(self.grant_to, str) and len(self.grant_to) <= MAX_ID_LEN, "bad grant_to")
         _check(
             isinstance(self.in_sync, list) and all(isinstance(n, str) for n in self.in_sync),
             "in_sync must be a list of node names",

@@ -35,7 +35,10 @@ if TYPE_CHECKING:
 def _log_context(node: Node) -> dict[str, Any]:
     """The node's epoch, role and state for each log line, from its failover
     state (which changes first: a line about a transition must agree with it)."""
-    fs = node.agent.fs
+    core = getattr(node, "core", None)  # None until the node has opened its data
+    if core is None:
+        return {}
+    fs = core.agent.fs
     return {"epoch": fs.epoch, "role": fs.role.value, "state": fs.state.value}
 
 

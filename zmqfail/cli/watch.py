@@ -6,6 +6,8 @@ Only the loop lives here; polling, the data model and the layout are in
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -69,6 +71,11 @@ def watch_cmd(
     # a refresh by one timeout, not one timeout per dead node.
     pool = ThreadPoolExecutor(max_workers=len(cfg.nodes), thread_name_prefix="watch-poll")
     loop = _Loop(cfg, pool, with_digest, timeout, interval)
+    # Ctrl-C ends the loop between polls: as an exception it could strike
+    # inside the thread pool or a library and leave the exit waiting on a
+    # half-started thread (seen once on a loaded machine).
+    stop = loop.stop
+    previous = signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
     try:
         if once:
             loop.step()
@@ -76,19 +83,20 @@ def watch_cmd(
             console.print(loop.render(loop.step(), console.width, 20))
         elif console.is_terminal:
             with Live(console=console, auto_refresh=False, transient=False) as live:
-                while True:
+                while not stop.is_set():
                     frame = loop.step()
                     room = _room(console, frame)
                     live.update(loop.render(frame, console.width, room), refresh=True)
                     loop.sleep()
         else:
-            while True:
+            while not stop.is_set():
                 console.print(loop.render(loop.step(), console.width, 10))
                 console.file.flush()
                 loop.sleep()
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, previous)
         pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -110,6 +118,7 @@ class _Loop:
 
         self.model = WatchModel(cfg.failover.heartbeat_interval_ms)
         self.next_at = time.monotonic()
+        self.stop = threading.Event()  # set by Ctrl-C
         self.title = f"zmqfail cluster {cfg.name}"
 
     def step(self) -> Frame:
@@ -130,4 +139,4 @@ class _Loop:
         now = time.monotonic()
         if self.next_at < now:  # fell behind (slow poll): start again from now
             self.next_at = now
-        time.sleep(self.next_at - now)
+        self.stop.wait(self.next_at - now)

@@ -52,8 +52,14 @@ def new_client_id() -> str:
 
 
 class Session:
-    def __init__(self, client_id: str | None = None, first_msg_id: int = 1) -> None:
+    def __init__(
+        self,
+        client_id: str | None = None,
+        first_msg_id: int = 1,
+        rng: random.Random | None = None,
+    ) -> None:
         self.client_id = client_id or new_client_id()
+        self._rng = rng or random.Random()  # the simulator passes a seeded one
         self.next_msg_id = first_msg_id
         self.outstanding: OrderedDict[int, Outstanding] = OrderedDict()
         self.state = ClientState.CONNECTING
@@ -78,7 +84,7 @@ class Session:
         """The registration to send: a new one if none is in flight, else the
         same again (after a failover the server may already have logged it)."""
         if self.nonce == 0:
-            self.nonce = random.getrandbits(62) or 1
+            self.nonce = self._rng.getrandbits(62) or 1
             self.registrations += 1
         self.register_sent_at = now
         return Register(self.client_id, self.nonce)

@@ -1,10 +1,12 @@
-"""Blocking client: one DEALER per server, a window of requests in flight, and
-switch-over to another server when the active one stops answering (method 500).
+"""Blocking client: one DEALER per server, a window of requests in flight.
 
-The application sees states, not exceptions: CONNECTED to a server at an
-epoch, FAILING_OVER while it looks for the server that took over, and LOST
-only when no server has answered for ``lost_after`` seconds, when calls raise
-``Unavailable``.
+The failover logic (method 500: ping a slow server, leave a silent one, probe
+every server, resend what has no reply) is the pure `ClientCore`; this module
+moves its frames to and from the sockets and reads the clock. The application
+sees states, not exceptions: CONNECTED to a server at an epoch, FAILING_OVER
+while it looks for the server that took over, and LOST only when no server
+has answered for ``lost_after`` seconds, when calls raise ``Unavailable``.
+Listeners (`add_listener`) hear every change of state.
 
 The client registers a session with the server when it first connects (and
 again after its session expired; see ``session.py``). A reply with status
@@ -17,45 +19,23 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
+from zmqfail.client.core import HELLO_EVERY, PING_AFTER, ClientCore, Failover, Listener
 from zmqfail.client.session import ClientState, Session
 from zmqfail.config import ClusterConfig
-from zmqfail.errors import ProtocolError, RequestTimeout, Unavailable
-from zmqfail.protocol import (
-    STATUS_NOT_ACTIVE,
-    Hello,
-    Message,
-    RecoverySignal,
-    Reply,
-    SessionGrant,
-    Welcome,
-    decode,
-)
+from zmqfail.errors import RequestTimeout, Unavailable
+from zmqfail.protocol import Reply
 
-HELLO_EVERY = 0.05  # seconds between probes of every server while failing over
-PING_AFTER = 0.03  # a request this old without a reply: ping the server
+__all__ = ["Client", "Failover", "server_endpoints"]
 
 
 def server_endpoints(servers: Sequence[str] | ClusterConfig) -> list[str]:
     if isinstance(servers, ClusterConfig):
         return [n.client for n in servers.nodes]
     return list(servers)
-
-
-@dataclass(frozen=True, slots=True)
-class Failover:
-    """One switch-over the client lived through."""
-
-    started: float  # monotonic time the failure was noticed
-    ended: float  # monotonic time requests flowed again
-    from_server: str
-    to_server: str
-    epoch: int
-    resent: int
 
 
 class Client:
@@ -85,15 +65,15 @@ class Client:
                 if isinstance(servers, ClusterConfig)
                 else 0.3
             )
-        self.failover_after = failover_after
-        self.lost_after = lost_after
-        self.session = Session(client_id)
+        self.core = ClientCore(
+            self.endpoints, Session(client_id), failover_after, lost_after, window
+        )
         self.timeout = timeout
-        self.window = window
         self.ctx: zmq.Context[zmq.Socket[bytes]] = ctx or zmq.Context.instance()
         self.sockets: list[zmq.Socket[bytes]] = []
         self.poller = zmq.Poller()
-        for ep in self.endpoints:
+        self._index: dict[zmq.Socket[bytes], int] = {}
+        for i, ep in enumerate(self.endpoints):
             s: zmq.Socket[bytes] = self.ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.ROUTING_ID, self.session.client_id.encode())
@@ -101,22 +81,20 @@ class Client:
             s.setsockopt(zmq.RCVHWM, 100_000)
             s.connect(ep)
             self.sockets.append(s)
+            self._index[s] = i
             self.poller.register(s, zmq.POLLIN)
-        self.active: zmq.Socket[bytes] | None = None
         self.done: dict[int, Reply] = {}
         self._waiting: set[int] = set()
         self._spill: list[Reply] = []
-        self.failovers: list[Failover] = []
-        self.stale_replies = 0  # replies dropped: from an epoch older than one we know
-        self._lost_at = 0.0  # when the current search for a server began
-        self._next_hello = 0.0
-        self._from = ""
-        self._alive_at = 0.0  # last sign of life from the active server
-        self._ping_at = 0.0  # last keep-alive sent to it
+
+    # ----------------------------------------------------------- the facts
+    @property
+    def session(self) -> Session:
+        return self.core.session
 
     @property
     def state(self) -> ClientState:
-        return self.session.state
+        return self.core.state
 
     @property
     def client_id(self) -> str:
@@ -130,6 +108,34 @@ class Client:
     def epoch(self) -> int:
         return self.session.epoch
 
+    @property
+    def window(self) -> int:
+        return self.core.window
+
+    @window.setter
+    def window(self, n: int) -> None:
+        self.core.window = n
+
+    @property
+    def failovers(self) -> list[Failover]:
+        return self.core.failovers
+
+    @property
+    def stale_replies(self) -> int:
+        return self.core.stale_replies
+
+    @property
+    def failover_after(self) -> float:
+        return self.core.failover_after
+
+    @property
+    def lost_after(self) -> float:
+        return self.core.lost_after
+
+    def add_listener(self, fn: Listener) -> None:
+        """`fn(old, new)` on every change of state (called on this thread)."""
+        self.core.listeners.append(fn)
+
     def close(self) -> None:
         for s in self.sockets:
             s.close(linger=0)
@@ -141,155 +147,54 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------ connecting
-    def connect(self, timeout: float | None = None) -> str:
-        """Find the active server and hold a session with it; returns its name.
-        Raises Unavailable at the deadline."""
-        limit = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        if self.active is None and self.session.state is not ClientState.FAILING_OVER:
-            self._search(time.monotonic(), ClientState.CONNECTING)
-        while self.active is None or not self.session.session:
-            now = time.monotonic()
-            if now >= deadline:
-                self.session.state = ClientState.LOST
-                raise Unavailable(f"no active server among {', '.join(self.endpoints)}")
-            self._step(min(deadline - now, HELLO_EVERY))
-        return self.session.server
-
-    def _search(self, now: float, state: ClientState) -> None:
-        """Start looking for the active server (step 520): probe every server."""
-        if self.active is not None:
-            self._from = self.session.server
-        self.active = None
-        self.session.state = state
-        self._lost_at = now
-        self._next_hello = now
-
-    def _hello_all(self, now: float) -> None:
-        lost = self._from if self.session.state is ClientState.FAILING_OVER else ""
-        hello = Hello(self.session.client_id, lost).encode()
-        for s in self.sockets:
+    # ------------------------------------------------------------- sockets
+    def _send(self) -> None:
+        out = self.core.out
+        for idx, frame in out:
             with contextlib.suppress(zmq.Again):
-                s.send(hello, zmq.NOBLOCK)
-        self._next_hello = now + HELLO_EVERY
+                self.sockets[idx].send(frame, zmq.NOBLOCK)
+        out.clear()
 
-    def _adopt(self, sock: zmq.Socket[bytes], server: str, epoch: int, now: float) -> None:
-        """A server is ready (recovery signal, step 530): resend what has no reply."""
-        failing_over = self.session.state is ClientState.FAILING_OVER
-        self.active = sock
-        self._alive_at = now
-        self.session.state = ClientState.CONNECTED
-        self.session.server = server
-        self.session.epoch = max(self.session.epoch, epoch)
-        if not self.session.session:
-            sock.send(self.session.register(now).encode())
-        pending = self.session.unanswered()
-        for req in pending:  # step 540: in the original order
-            sock.send(req.encode())
-        if pending:
-            self.session.mark_resent(now)
-        if failing_over:
-            self.failovers.append(
-                Failover(self._lost_at, now, self._from, server, epoch, len(pending))
-            )
-
-    # -------------------------------------------------------------- the loop
     def _step(self, wait: float) -> list[Reply]:
-        """One round: probe if searching, wait up to `wait` for frames, handle them."""
-        now = time.monotonic()
-        if self.session.state in (ClientState.CONNECTING, ClientState.FAILING_OVER):
-            if now - self._lost_at > self.lost_after:
-                self.session.state = ClientState.LOST
-            elif now >= self._next_hello:
-                self._hello_all(now)
+        """One round: timers, wait up to `wait` for frames, handle them."""
+        core = self.core
+        core.tick(time.monotonic())
+        self._send()
         got: list[Reply] = []
         for sock, _ in self.poller.poll(max(0, int(wait * 1000))):
-            if not isinstance(sock, zmq.Socket):
+            idx = self._index.get(sock) if isinstance(sock, zmq.Socket) else None
+            if idx is None:
                 continue  # a wake-up descriptor registered by a wrapper (AsyncClient)
             for _ in range(10_000):
                 try:
                     data = sock.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                try:
-                    msg = decode(data)
-                except ProtocolError:
-                    continue
-                self._on_message(sock, msg, got)
-        self._check_health(time.monotonic())
+                for rep in core.on_frame(idx, data, time.monotonic()):
+                    if rep.msg_id in self._waiting:
+                        self.done[rep.msg_id] = rep
+                    else:
+                        got.append(rep)
+        core.tick(time.monotonic())
+        self._send()
         return got
 
-    def _on_message(self, sock: zmq.Socket[bytes], msg: Message, got: list[Reply]) -> None:
-        now = time.monotonic()
-        if isinstance(msg, Reply):
-            if msg.status == STATUS_NOT_ACTIVE:
-                if sock is self.active or self.active is None:
-                    self._search(now, ClientState.FAILING_OVER)
-                return
-            if msg.epoch < self.session.epoch:
-                # From a server deposed since (it woke from a pause, say): its
-                # answer may not be in the history that won. Keep waiting for
-                # the current server's answer to the resend.
-                self.stale_replies += 1
-                return
-            if sock is self.active:
-                self._alive_at = now
-            if self.session.on_reply(msg):
-                if msg.msg_id in self._waiting:
-                    self.done[msg.msg_id] = msg
-                else:
-                    got.append(msg)
-                if self.session.must_register and self.active is not None:
-                    self.active.send(self.session.register(now).encode())
-        elif isinstance(msg, SessionGrant):
-            if msg.epoch < self.session.epoch:
-                self.stale_replies += 1
-                return
-            if sock is self.active:
-                self._alive_at = now
-            for req in self.session.on_grant(msg):
-                if self.active is not None:
-                    self.active.send(req.encode())
-            if self.session.session and msg.window < self.window:
-                # More in flight than the server keeps replies for, and a resend
-                # after a failover could find its reply forgotten (stale).
-                self.window = msg.window
-        elif isinstance(msg, RecoverySignal):
-            if msg.epoch > self.session.epoch or (
-                self.active is None and msg.epoch >= self.session.epoch
-            ):
-                if self.active is not None and sock is not self.active:
-                    self._from = self.session.server
-                    self.session.state = ClientState.FAILING_OVER
-                    self._lost_at = now
-                self._adopt(sock, msg.server, msg.epoch, now)
-        elif isinstance(msg, Welcome):
-            if sock is self.active:
-                if msg.active:
-                    self._alive_at = now  # slow, maybe, but alive: keep it
-                else:
-                    self._search(now, ClientState.FAILING_OVER)
-            elif self.active is None and msg.active and msg.epoch >= self.session.epoch:
-                self._adopt(sock, msg.server, msg.epoch, now)
-
-    def _check_health(self, now: float) -> None:
-        """Step 510: a missing reply alone is no proof the server is gone (it may
-        be waiting for its backup), so the client pings it; only a server that
-        gives no sign of life for `failover_after` is left. A slow primary that
-        answers pings keeps its clients, so they cast no vote for a takeover."""
-        if self.session.state is not ClientState.CONNECTED or self.active is None:
-            return
-        oldest = self.session.oldest_sent_at()
-        if oldest is None:
-            return
-        since = max(oldest, self._alive_at)
-        if now - since > self.failover_after:
-            self._search(now, ClientState.FAILING_OVER)
-        elif now - oldest > PING_AFTER and now - self._ping_at > PING_AFTER:
-            self._ping_at = now
-            with contextlib.suppress(zmq.Again):
-                self.active.send(Hello(self.session.client_id, "").encode(), zmq.NOBLOCK)
+    # ------------------------------------------------------------ connecting
+    def connect(self, timeout: float | None = None) -> str:
+        """Find the active server and hold a session with it; returns its name.
+        Raises Unavailable at the deadline."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        core = self.core
+        if core.active is None and core.state is not ClientState.FAILING_OVER:
+            core.search(time.monotonic())
+        while core.active is None or not self.session.session:
+            now = time.monotonic()
+            if now >= deadline:
+                core.lost()
+                raise Unavailable(f"no active server among {', '.join(self.endpoints)}")
+            self._step(min(deadline - now, HELLO_EVERY))
+        return self.session.server
 
     # -------------------------------------------------------------- requests
     def submit(self, body: dict[str, Any]) -> int:
@@ -297,15 +202,15 @@ class Client:
 
         While failing over the request is kept and sent, with the others, to
         the server that takes over."""
-        if self.active is None and self.session.state is not ClientState.FAILING_OVER:
+        core = self.core
+        if core.active is None and core.state is not ClientState.FAILING_OVER:
             self.connect()
-        while len(self.session.outstanding) >= self.window:
+        while len(self.session.outstanding) >= core.window:
             got = self.poll(self.timeout, raise_on_timeout=True)
             self._spill.extend(got)  # not extend(self.poll()): poll() swaps the list
-        req = self.session.new_request(body, time.monotonic())
-        if self.active is not None and req.session:
-            self.active.send(req.encode())
-        return req.msg_id
+        msg_id = core.submit(body, time.monotonic())
+        self._send()
+        return msg_id
 
     def poll(self, timeout: float, raise_on_timeout: bool = False) -> list[Reply]:
         """Wait up to `timeout` for replies; returns the ones that completed requests."""
@@ -314,12 +219,12 @@ class Client:
         while True:
             remaining = deadline - time.monotonic()
             wait = 0.0 if got else max(0.0, remaining)
-            if self.session.state is not ClientState.CONNECTED:
+            if self.state is not ClientState.CONNECTED:
                 wait = min(wait, HELLO_EVERY)
             elif self.session.outstanding:
                 wait = min(wait, PING_AFTER)
             got.extend(self._step(wait))
-            if self.session.state is ClientState.LOST:
+            if self.state is ClientState.LOST:
                 raise Unavailable(
                     f"no server answered for {self.lost_after}s "
                     f"({len(self.session.outstanding)} request(s) without a reply)"

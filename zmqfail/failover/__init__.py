@@ -1,8 +1,8 @@
 """The failover agent's decisions, as a pure state machine (no sockets, no clock)."""
 
-from zmqfail.failover.machine import (
+from zmqfail.failover.machine import TRANSITIONS, step
+from zmqfail.failover.state import (
     ACTIVE_STATES,
-    TRANSITIONS,
     Action,
     Event,
     FailoverState,
@@ -10,7 +10,6 @@ from zmqfail.failover.machine import (
     Role,
     State,
     initial,
-    step,
 )
 
 __all__ = [

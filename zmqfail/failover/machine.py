@@ -49,194 +49,31 @@ Safety rules:
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-
-class State(enum.Enum):
-    STARTING = "starting"
-    STANDBY = "standby"
-    SYNCING = "syncing"
-    NORMAL = "normal"
-    PRIMARY_ONLY = "primary_only"
-    BACKUP_ONLY = "backup_only"
-    FENCED = "fenced"
-    HANDOFF = "handoff"
-    STOPPED = "stopped"
-
-
-class Role(enum.Enum):
-    PRIMARY = "primary"
-    BACKUP = "backup"
-
-
-ACTIVE_STATES = frozenset({State.PRIMARY_ONLY, State.BACKUP_ONLY})
-
-
-class IllegalTransition(Exception):
-    """The event is not allowed in this state; nothing was changed."""
-
-
-# ---------------------------------------------------------------- events
-@dataclass(frozen=True, slots=True)
-class StartupDone:
-    """The startup listening window is over and no active peer was heard."""
-
-
-@dataclass(frozen=True, slots=True)
-class PeerActive:
-    """A peer acts as primary (heartbeat role primary, active state) at epoch."""
-
-    peer: str
-    epoch: int
-    in_sync: tuple[str, ...] = ()
-    handoff_to: str = ""
-    last_lsn: int = 0  # the primary's, as of this heartbeat
-    committed_lsn: int = 0  # what it has acknowledged: an in-sync backup holds it all
-
-
-@dataclass(frozen=True, slots=True)
-class PeerSilent:
-    """A peer has been silent on every path for the dead time."""
-
-    peer: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClientVote:
-    """A client asked this (inactive) server to serve."""
-
-
-@dataclass(frozen=True, slots=True)
-class BackupsInSync:
-    """Primary side: the backups the replication agent now waits for."""
-
-    names: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class HigherEpoch:
-    """A frame from a higher epoch was seen: someone else took over."""
-
-    epoch: int
-    peer: str
-
-
-@dataclass(frozen=True, slots=True)
-class PeerProgress:
-    """A peer's log position (epoch of its last record, last LSN), whether it is
-    heard now, and whether it serves, for choosing the most up-to-date server.
-    Sent for every peer, whatever its role, whenever one of these changes."""
-
-    peer: str
-    epoch: int
-    last_lsn: int
-    live: bool
-    serving: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Switchover:
-    """Operator: hand the primary role to the in-sync backup."""
-
-
-@dataclass(frozen=True, slots=True)
-class HandoffTimeout:
-    """The switchover target did not take over in time."""
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    pass
-
-
-Event = (
-    StartupDone
-    | PeerActive
-    | PeerSilent
-    | ClientVote
-    | BackupsInSync
-    | HigherEpoch
-    | PeerProgress
-    | Switchover
-    | HandoffTimeout
-    | Stop
+from zmqfail.failover.state import (
+    Action,
+    BackupsInSync,
+    ClientVote,
+    Event,
+    FailoverState,
+    HandoffTimeout,
+    HigherEpoch,
+    IllegalTransition,
+    PeerActive,
+    PeerCandidate,
+    PeerGrant,
+    PeerProgress,
+    PeerSilent,
+    Result,
+    Role,
+    StartupDone,
+    State,
+    Stop,
+    Switchover,
 )
 
-
-# --------------------------------------------------------------- actions
-class Action(enum.Enum):
-    BECOME_PRIMARY = "become_primary"  # start the replication agent, serve clients
-    TAKE_OVER = "take_over"  # 425a: disable mirroring, flush, apply, epoch+1, serve
-    RECOVERY_SIGNAL = "recovery_signal"  # 429: tell clients to resend
-    STEP_DOWN = "step_down"  # drop held replies, stop replicating, stop serving
-    FLUSH = "flush"  # flush the transaction log now
-    # Mirror the primary named in the state, keeping of our log only what it
-    # shares with the primary's history (the rest is moved aside, counted).
-    FOLLOW = "follow"
-    HANDOFF = "handoff"  # stop taking requests; let the backup catch up and take over
-    STOP = "stop"
-
-
-# ----------------------------------------------------------------- state
-@dataclass(frozen=True, slots=True)
-class FailoverState:
-    name: str
-    peers: tuple[str, ...]  # every other server, in the config's fixed order
-    state: State = State.STARTING
-    role: Role = Role.BACKUP
-    epoch: int = 1
-    preferred: bool = False  # may start as primary when no active peer is heard
-    was_active: bool = False  # it served: its log may hold records others lack
-    may_lead: bool = False  # it was the last active server it knows of
-    lead_alone: bool = False  # ... and ran alone then: its log holds all it acknowledged
-    primary: str = ""  # the primary this backup follows
-    since: float = 0.0  # when the current state was entered
-    vote_at: float | None = None  # last client vote
-    primary_silent: bool = False
-    in_sync: tuple[str, ...] = ()  # primary: backups it waits for
-    progress: tuple[tuple[str, int, int, bool, bool], ...] = ()  # peer, epoch, lsn, live, serving
-    last_lsn: int = 0  # ours, updated by the shell before each step ...
-    last_epoch: int = 0  # ... with the epoch of the record at last_lsn
-    handoff_to: str = ""
-    vote_window: float = 1.0
-
-    @property
-    def active(self) -> bool:
-        return self.role is Role.PRIMARY and self.state in (
-            State.NORMAL,
-            State.PRIMARY_ONLY,
-            State.BACKUP_ONLY,
-        )
-
-
-def initial(
-    name: str,
-    peers: tuple[str, ...],
-    epoch: int,
-    preferred: bool,
-    was_active: bool,
-    now: float,
-    vote_window: float = 1.0,
-    may_lead: bool = False,
-    lead_alone: bool = False,
-) -> FailoverState:
-    return FailoverState(
-        name=name,
-        peers=peers,
-        epoch=max(1, epoch),
-        last_epoch=max(1, epoch),  # the shell sets the real one before each step
-        preferred=preferred,
-        was_active=was_active or may_lead,
-        may_lead=may_lead,
-        lead_alone=may_lead and lead_alone,
-        since=now,
-        vote_window=vote_window,
-    )
-
-
-Result = tuple[FailoverState, list[Action]]
 Handler = Callable[[FailoverState, Event, float], Result]
 
 
@@ -259,11 +96,14 @@ def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
         # A fresh cluster's first primary: nothing was ever acknowledged.
         new = _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY, was_active=True, may_lead=True)
         return new, [Action.BECOME_PRIMARY]
-    if (s.may_lead and s.lead_alone) or _most_up_to_date_of_all(s):
-        # It ran alone last, so every acknowledgement it gave is in its log; or
-        # it holds more than every (live, idle) peer. A paired primary that
-        # restarted waits: its backup may hold acknowledged records it lost.
+    if s.may_lead and s.lead_alone:
+        # It ran alone last, so every acknowledgement it gave is in its log.
         return _lead_at_new_epoch(s, now)
+    if _most_up_to_date_of_all(s):
+        # It holds more than every (live, idle) peer: it asks them to let it lead.
+        return _stand(_to(s, State.STANDBY, now), now)
+    # A paired primary that restarted waits: its backup may hold acknowledged
+    # records it lost.
     return _to(s, State.STANDBY, now), []
 
 
@@ -279,6 +119,21 @@ def _most_up_to_date_of_all(s: FailoverState) -> bool:
     return all((e, lsn, -_order(s, p)) < me for p, (e, lsn) in live.items())
 
 
+def _next_epoch(s: FailoverState) -> int:
+    """Above ours and above any we granted someone else."""
+    return max(s.epoch, s.granted[1]) + 1
+
+
+def _stand(s: FailoverState, now: float) -> Result:
+    """Ask every peer to let us lead at a new epoch (they answer in their
+    heartbeats); with no peers there is nobody to ask."""
+    if not s.peers:
+        return _lead_at_new_epoch(s, now)
+    if s.candidate:
+        return s, []
+    return replace(s, candidate=_next_epoch(s), grants=()), []
+
+
 def _lead_at_new_epoch(s: FailoverState, now: float) -> Result:
     """Lead without a current primary to take over from: a new epoch fences any
     former leader that might wake up."""
@@ -287,20 +142,26 @@ def _lead_at_new_epoch(s: FailoverState, now: float) -> Result:
         State.PRIMARY_ONLY,
         now,
         role=Role.PRIMARY,
-        epoch=s.epoch + 1,
+        epoch=s.candidate or _next_epoch(s),
         primary="",
         was_active=True,
         may_lead=True,
+        candidate=0,
+        grants=(),
     )
     # Clients looking for a server find it by their hellos (it answers active).
     return new, [Action.BECOME_PRIMARY]
 
 
 def _active_peer_seen(s: FailoverState, e: Event, now: float) -> Result:
-    """We serve and hear another server serving: the lower epoch steps down (at
-    equal epochs, which only a double failure can cause, the later name does)."""
+    """We serve and hear another server serving: the lower epoch steps down. At
+    equal epochs (two servers that each led without hearing the other) the one
+    whose log is behind does, then the later name: what the more advanced one
+    acknowledged is kept."""
     assert isinstance(e, PeerActive)
-    if e.epoch > s.epoch or (e.epoch == s.epoch and _order(s, e.peer) < _order(s, s.name)):
+    theirs = (e.last_epoch, e.last_lsn, -_order(s, e.peer))
+    ours = (s.last_epoch, s.last_lsn, -_order(s, s.name))
+    if e.epoch > s.epoch or (e.epoch == s.epoch and theirs > ours):
         handoff = s.state is State.HANDOFF
         new = _to(
             s,
@@ -326,6 +187,7 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
     if e.epoch < s.epoch:
         return s, []  # a stale primary: ignore it (it will learn of our epoch)
     actions: list[Action] = []
+    s = replace(s, candidate=0, grants=())  # a primary serves: nobody else leads
     if s.state in (State.STARTING, State.STANDBY, State.FENCED) or e.peer != s.primary:
         actions.append(Action.FOLLOW)
     # In sync: the primary counts us, and we hold everything it acknowledged
@@ -357,7 +219,9 @@ def _take_over(s: FailoverState, now: float) -> Result:
         State.BACKUP_ONLY,
         now,
         role=Role.PRIMARY,
-        epoch=s.epoch + 1,
+        epoch=_next_epoch(s),
+        candidate=0,
+        grants=(),
         primary="",
         primary_silent=False,
         vote_at=None,
@@ -369,10 +233,14 @@ def _take_over(s: FailoverState, now: float) -> Result:
 
 
 def _best_candidate(s: FailoverState) -> bool:
-    """Among live backups (ourselves included), are we the most up to date?"""
+    """Among live servers that do not serve (ourselves included), are we the
+    most up to date? Our own primary counts too when it restarted (alive, no
+    longer serving): holding more, it leads on its own start-up rule, and a
+    takeover by us at the same moment would make two leaders of one epoch
+    (found by the simulator)."""
     me = (s.last_epoch, s.last_lsn, -_order(s, s.name))
     for peer, epoch, lsn, live, serving in s.progress:
-        if live and not serving and peer != s.primary and (epoch, lsn, -_order(s, peer)) > me:
+        if live and not serving and (epoch, lsn, -_order(s, peer)) > me:
             return False
     return True
 
@@ -413,8 +281,10 @@ def _progress(s: FailoverState, e: Event, now: float) -> Result:
     new = replace(s, progress=(*rest, (e.peer, e.epoch, e.last_lsn, e.live, e.serving)))
     if s.role is not Role.BACKUP:
         return new, []
-    if s.state is State.STANDBY and _most_up_to_date_of_all(new):
-        return _lead_at_new_epoch(new, now)
+    if s.state in _WAITING:
+        if _most_up_to_date_of_all(new):
+            return _stand(new, now)
+        return replace(new, candidate=0, grants=()), []  # no longer: ask no more
     if s.state is State.NORMAL and e.peer == s.primary and _most_up_to_date_of_all(new):
         # Our primary is alive but reports as a backup (it restarted) and holds
         # less than we do: we lead, or the records only we hold would be lost.
@@ -455,6 +325,7 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, HigherEpoch)
     if e.epoch <= s.epoch:
         return s, []
+    s = replace(s, candidate=0, grants=())  # ask again, later, above that epoch
     if s.role is Role.PRIMARY:
         new = _to(
             s,
@@ -506,9 +377,46 @@ def _ignore(s: FailoverState, e: Event, now: float) -> Result:
 
 def _record_vote(s: FailoverState, e: Event, now: float) -> Result:
     new = replace(s, vote_at=now)
-    if s.state is State.STANDBY and _most_up_to_date_of_all(s):
+    if s.state in _WAITING and _most_up_to_date_of_all(s):
+        return _stand(new, now)
+    return new, []
+
+
+def _candidate(s: FailoverState, e: Event, now: float) -> Result:
+    """Grant a peer the lead at a new epoch only if we do not serve, follow no
+    live primary, it holds more than we do, and we granted nobody else as
+    much: then whichever of us asks with an old picture of the other, the one
+    holding the most is the only one to lead."""
+    assert isinstance(e, PeerCandidate)
+    if s.role is Role.PRIMARY or e.epoch <= s.epoch:
+        return s, []
+    if s.granted[1] >= e.epoch and s.granted != (e.peer, e.epoch):
+        return s, []
+    following = s.state in (State.SYNCING, State.NORMAL) and not s.primary_silent
+    if following and s.primary and s.primary != e.peer:
+        return s, []  # we follow a live primary: there is one
+    theirs = (e.last_epoch, e.last_lsn, -_order(s, e.peer))
+    if theirs <= (s.last_epoch, s.last_lsn, -_order(s, s.name)):
+        return s, []
+    return replace(s, granted=(e.peer, e.epoch), candidate=0, grants=()), []
+
+
+def _grant(s: FailoverState, e: Event, now: float) -> Result:
+    assert isinstance(e, PeerGrant)
+    if not s.candidate or e.to != s.name or e.epoch != s.candidate:
+        return s, []
+    grants = tuple(sorted({*s.grants, e.peer}))
+    new = replace(s, grants=grants)
+    if set(s.peers) <= set(grants) and _most_up_to_date_of_all(new):
         return _lead_at_new_epoch(new, now)
     return new, []
+
+
+# Waiting for a primary to follow. Either leads at a new epoch once it hears
+# every peer, none serving, and holds strictly the most: a deposed primary
+# (FENCED) whose successor is gone again would otherwise wait for ever, while
+# the successor, restarted with less, waits for it (found by the simulator).
+_WAITING = (State.STANDBY, State.FENCED)
 
 
 # ------------------------------------------------------------------ table
@@ -551,11 +459,11 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
         for st in (State.STARTING, State.STANDBY, State.FENCED, State.HANDOFF)
     },
     **{
-        (st, ClientVote): (_record_vote, (st, State.PRIMARY_ONLY) if st is State.STANDBY else (st,))
+        (st, ClientVote): (_record_vote, (st, State.PRIMARY_ONLY) if st in _WAITING else (st,))
         for st in (State.STARTING, State.STANDBY, State.SYNCING, State.FENCED, State.HANDOFF)
     },
     **{
-        (st, PeerProgress): (_progress, (st, State.PRIMARY_ONLY) if st is State.STANDBY else (st,))
+        (st, PeerProgress): (_progress, (st, State.PRIMARY_ONLY) if st in _WAITING else (st,))
         for st in ALL_LIVE
         if st is not State.NORMAL
     },
@@ -568,6 +476,11 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
         (State.HANDOFF, State.NORMAL, State.PRIMARY_ONLY),
     ),
     (State.HANDOFF, HandoffTimeout): (_handoff_timeout, (State.NORMAL, State.PRIMARY_ONLY)),
+    **{(st, PeerCandidate): (_candidate, (st,)) for st in ALL_LIVE},
+    **{
+        (st, PeerGrant): (_grant, (st, State.PRIMARY_ONLY) if st in _WAITING else (st,))
+        for st in ALL_LIVE
+    },
 }
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import queue
 import struct
 import threading
-import time
 
 import zmq
 
 from zmqfail.errors import LogWriteFailed
-from zmqfail.txlog.segments import Batch, DiskLog
+from zmqfail.node import clock
+from zmqfail.txlog.buffer import Batch
+from zmqfail.txlog.segments import DiskLog
 
 _DONE = struct.Struct("<qd")  # flushed lsn (-1 = failure), seconds the write took
 
@@ -58,7 +59,7 @@ class Flusher:
                 batch = self._queue.get()
                 if batch is None:
                     return
-                t0 = time.perf_counter()
+                t0 = clock.now()
                 try:
                     self.disklog.write(batch, sync=True)
                 except (LogWriteFailed, OSError) as exc:
@@ -68,7 +69,7 @@ class Flusher:
                     self.error = str(exc)
                     out.send(_DONE.pack(-1, 0.0))
                     return
-                out.send(_DONE.pack(batch.last_lsn, time.perf_counter() - t0))
+                out.send(_DONE.pack(batch.last_lsn, clock.now() - t0))
         finally:
             out.close(linger=0)
 

@@ -13,30 +13,19 @@ until it has followed a primary again (its caller clears ``may_lead``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zmqfail.config import ClusterConfig
+from zmqfail.core.ports import Loaded
+from zmqfail.core.replay import replay
 from zmqfail.errors import ProtocolError
-from zmqfail.processor import Processor
-from zmqfail.txlog.history import EpochHistory, Term
-from zmqfail.txlog.record import TxRecord
 from zmqfail.txlog.recovery import recover
 from zmqfail.txlog.truncate import Cut, truncate_after
 
 log = logging.getLogger("zmqfail.node")
 
 MAX_ATTEMPTS = 3
-
-
-@dataclass(slots=True)
-class Loaded:
-    proc: Processor
-    snapshot_lsn: int
-    replayed: int
-    torn_bytes: int
-    cuts: list[Cut] = field(default_factory=list)  # records set aside: they did not apply
 
 
 def load(cfg: ClusterConfig, data_dir: Path, name: str, meta: dict[str, Any]) -> Loaded:
@@ -69,35 +58,15 @@ def _try_load(
 ) -> Loaded | tuple[int, Exception]:
     rec = recover(data_dir)
     snap = rec.snapshot
-    last = snap.lsn if snap is not None else 0
-    proc = Processor.create(cfg, name, max(rec.epoch, 1), last, snap.state if snap else None)
-    proc.history = history_from_meta(meta, rec.last_lsn)
-    term = proc.history.term_at(last)
-    proc.last_epoch = term.epoch if term else (rec.snapshot.epoch if rec.snapshot else 0)
-    current = term
-    for lsn, payload in rec.records:
-        try:
-            r = TxRecord.decode(payload)
-            proc.apply_record(r)
-        except Exception as exc:  # a record that does not apply: see the module doc
-            return lsn, exc
-        if current is None or current.epoch != r.epoch:
-            known = proc.history.term_at(lsn)
-            if known is None or known.epoch != r.epoch:
-                # Written before terms were kept (or the meta was lost): the epoch
-                # alone identifies it (term id 0).
-                known = Term(r.epoch, "", 0, lsn)
-                proc.history.adopt(known, lsn)
-            current = known
-    return Loaded(
-        proc, rec.snapshot.lsn if rec.snapshot else 0, len(rec.records), rec.truncated_bytes
+    got = replay(
+        cfg,
+        name,
+        rec.epoch,
+        (snap.lsn, snap.epoch, snap.state) if snap is not None else None,
+        rec.records,
+        rec.last_lsn,
+        meta,
     )
-
-
-def history_from_meta(meta: dict[str, Any], last_lsn: int) -> EpochHistory:
-    try:
-        hist = EpochHistory.from_wire(meta.get("history", []))
-    except ProtocolError:
-        hist = EpochHistory()
-    hist.cut(last_lsn)
-    return hist
+    if isinstance(got, Loaded):
+        got.torn_bytes = rec.truncated_bytes
+    return got

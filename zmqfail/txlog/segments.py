@@ -19,16 +19,13 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from zmqfail.errors import LogCorrupt, LogWriteFailed
+from zmqfail.txlog.buffer import Batch, LogBuffer
 from zmqfail.txlog.frames import (
-    FRAME_HEADER,
-    MAX_PAYLOAD,
     SEG_HEADER,
     SegmentFile,
-    frame_crc,
     list_segments,
     log_dir,
     read_segment,
@@ -54,17 +51,6 @@ class LogIO:
         os.fsync(fd)
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Encoded frames taken from the buffer, ready to be written as one unit."""
-
-    frames: bytearray
-    first_lsn: int
-    last_lsn: int
-    count: int
-    nbytes: int
-
-
 class DiskLog:
     def __init__(
         self, data_dir: Path, segment_bytes: int, next_lsn: int, io: LogIO | None = None
@@ -86,12 +72,9 @@ class DiskLog:
         self._closed = False
         ensure_dir(self._dir)
 
-        # Main-thread (append/take) state.
-        self._next_lsn = next_lsn
-        self._buf = bytearray()
-        self._buf_first = next_lsn
-        self.pending_records = 0
-        self.pending_bytes = 0
+        # Main-thread (append/take) state: a node's core keeps its own buffer
+        # and hands batches to `write`; tools and tests append here.
+        self._buffer = LogBuffer(next_lsn)
         # Flusher-thread (write) state.
         self.written_lsn = next_lsn - 1
         self.flushed_lsn = next_lsn - 1
@@ -125,36 +108,21 @@ class DiskLog:
     @property
     def next_lsn(self) -> int:
         """The lsn the next ``append`` must carry."""
-        return self._next_lsn
+        return self._buffer.next_lsn
+
+    @property
+    def pending_records(self) -> int:
+        return self._buffer.pending_records
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._buffer.pending_bytes
 
     def append(self, lsn: int, payload: bytes) -> None:
-        if lsn != self._next_lsn:
-            raise ValueError(f"append out of order: expected lsn {self._next_lsn}, got {lsn}")
-        n = len(payload)
-        if n > MAX_PAYLOAD:
-            raise ValueError(f"payload of {n} bytes exceeds the {MAX_PAYLOAD} byte limit")
-        buf = self._buf
-        buf += FRAME_HEADER.pack(n, frame_crc(lsn, payload), lsn)
-        buf += payload
-        self._next_lsn = lsn + 1
-        self.pending_records += 1
-        self.pending_bytes += FRAME_HEADER.size + n
+        self._buffer.append(lsn, payload)
 
     def take(self) -> Batch | None:
-        if not self.pending_records:
-            return None
-        batch = Batch(
-            self._buf,
-            self._buf_first,
-            self._next_lsn - 1,
-            self.pending_records,
-            self.pending_bytes,
-        )
-        self._buf = bytearray()
-        self._buf_first = self._next_lsn
-        self.pending_records = 0
-        self.pending_bytes = 0
-        return batch
+        return self._buffer.take()
 
     # -- flusher thread ----------------------------------------------------
 

@@ -1,0 +1,244 @@
+"""The client's failover logic without sockets (method 500), for every shell:
+the blocking client, the asyncio client and the simulator.
+
+It knows every server (by index), which one is active, and the session
+(msg_ids, requests without a reply). Fed frames and ticks with `now`, it
+fills `out` with (server index, frame) to send and hands back completed
+replies. The application sees states, never exceptions (kazoo-style):
+CONNECTING, CONNECTED to a server at an epoch, FAILING_OVER while it looks
+for the server that took over, LOST when no server answered for
+`lost_after`. Listeners hear every change of state.
+
+Rules that make failover safe:
+- A missing reply alone is no proof the server is gone (it may be waiting for
+  its backup): with a request unanswered for `PING_AFTER` the client pings;
+  only a server that gives no sign of life for `failover_after` is left.
+- Looking for the server that took over, the client probes every server,
+  naming the one it lost (the Binary Star vote), first every `HELLO_EVERY`,
+  then backing off, until a server sends the recovery signal or says it is
+  active at an epoch not older than the one the client knew.
+- It then resends every request without a reply, in the original order; the
+  server's dedup table answers what the old primary had processed.
+- A reply from an epoch older than one it has seen (a deposed server that
+  woke up) is dropped: the request waits for the current server's answer.
+- Before its first request the client registers a session with the server
+  (and again after its session expired: see `session.py`); requests made
+  meanwhile wait and go out in the new session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from zmqfail.client.session import ClientState, Session
+from zmqfail.errors import ProtocolError
+from zmqfail.protocol import (
+    STATUS_NOT_ACTIVE,
+    Hello,
+    Message,
+    RecoverySignal,
+    Reply,
+    SessionGrant,
+    Welcome,
+    decode,
+)
+
+HELLO_EVERY = 0.05  # seconds between the first probes of every server while searching
+HELLO_MAX = 1.0  # the probes back off to this while nobody answers
+PING_AFTER = 0.03  # a request this old without a reply: ping the server
+
+Listener = Callable[[ClientState, ClientState], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """One switch-over the client lived through."""
+
+    started: float  # when the failure was noticed
+    ended: float  # when requests flowed again
+    from_server: str
+    to_server: str
+    epoch: int
+    resent: int
+
+
+class ClientCore:
+    def __init__(
+        self,
+        servers: list[str],
+        session: Session,
+        failover_after: float,
+        lost_after: float,
+        window: int = 64,
+    ) -> None:
+        if not servers:
+            raise ValueError("a client needs at least one server")
+        self.servers = servers  # names (or endpoints) by index, for the record
+        self.session = session
+        self.failover_after = failover_after
+        self.lost_after = lost_after
+        self.window = window  # the server may lower it (it stores fewer replies)
+        self.out: list[tuple[int, bytes]] = []
+        self.active: int | None = None
+        self.failovers: list[Failover] = []
+        self.stale_replies = 0  # dropped: from an epoch older than one we know
+        self.listeners: list[Listener] = []
+        self._lost_at = 0.0  # when the current search began
+        self._next_hello = 0.0
+        self._hello_every = HELLO_EVERY
+        self._from = ""
+        self._alive_at = 0.0  # last sign of life from the active server
+        self._ping_at = 0.0
+
+    @property
+    def state(self) -> ClientState:
+        return self.session.state
+
+    def _set_state(self, new: ClientState) -> None:
+        old = self.session.state
+        if new is not old:
+            self.session.state = new
+            for fn in list(self.listeners):
+                fn(old, new)
+
+    def lost(self) -> None:
+        """The shell's own deadline passed with no server found."""
+        self._set_state(ClientState.LOST)
+
+    # ------------------------------------------------------------ searching
+    def search(self, now: float, failing_over: bool = False) -> None:
+        """Start looking for the active server (step 520): probe every server."""
+        if self.active is not None:
+            self._from = self.session.server
+        self.active = None
+        self._lost_at = now
+        self._next_hello = now
+        self._hello_every = HELLO_EVERY
+        self._set_state(ClientState.FAILING_OVER if failing_over else ClientState.CONNECTING)
+
+    def _hello_all(self, now: float) -> None:
+        lost = self._from if self.session.state is ClientState.FAILING_OVER else ""
+        hello = Hello(self.session.client_id, lost).encode()
+        self.out.extend((i, hello) for i in range(len(self.servers)))
+        self._next_hello = now + self._hello_every
+        self._hello_every = min(self._hello_every * 1.5, HELLO_MAX)
+
+    def _adopt(self, idx: int, server: str, epoch: int, now: float) -> None:
+        """A server is ready (recovery signal, step 530): resend what has no reply."""
+        failing_over = self.session.state is ClientState.FAILING_OVER
+        self.active = idx
+        self._alive_at = now
+        s = self.session
+        s.server = server
+        s.epoch = max(s.epoch, epoch)
+        self._set_state(ClientState.CONNECTED)
+        if not s.session:
+            self.out.append((idx, s.register(now).encode()))
+        pending = s.unanswered()
+        self.out.extend((idx, req.encode()) for req in pending)  # step 540: in order
+        if pending:
+            s.mark_resent(now)
+        if failing_over:
+            self.failovers.append(
+                Failover(self._lost_at, now, self._from, server, epoch, len(pending))
+            )
+
+    # -------------------------------------------------------------- requests
+    def submit(self, body: dict[str, object], now: float) -> int:
+        """Queue one request; it goes to the active server now, or to whichever
+        takes over. Returns its msg_id."""
+        if self.active is None and self.session.state is ClientState.LOST:
+            self.search(now)
+        req = self.session.new_request(body, now)
+        if self.active is not None and req.session:
+            self.out.append((self.active, req.encode()))
+        return req.msg_id
+
+    def on_frame(self, idx: int, data: bytes, now: float) -> list[Reply]:
+        try:
+            msg = decode(data)
+        except ProtocolError:
+            return []
+        got: list[Reply] = []
+        self._on_message(idx, msg, now, got)
+        return got
+
+    def _on_message(self, idx: int, msg: Message, now: float, got: list[Reply]) -> None:
+        s = self.session
+        if isinstance(msg, Reply):
+            if msg.status == STATUS_NOT_ACTIVE:
+                if idx == self.active or self.active is None:
+                    self.search(now, failing_over=True)
+                return
+            if msg.epoch < s.epoch:
+                # From a server deposed since (it woke from a pause, say): its
+                # answer may not be in the history that won. Keep waiting for
+                # the current server's answer to the resend.
+                self.stale_replies += 1
+                return
+            if idx == self.active:
+                self._alive_at = now
+            if s.on_reply(msg):
+                got.append(msg)
+                if s.must_register and self.active is not None:
+                    self.out.append((self.active, s.register(now).encode()))
+        elif isinstance(msg, SessionGrant):
+            if msg.epoch < s.epoch:
+                self.stale_replies += 1
+                return
+            if idx == self.active:
+                self._alive_at = now
+            for req in s.on_grant(msg):
+                if self.active is not None:
+                    self.out.append((self.active, req.encode()))
+            if s.session and msg.window < self.window:
+                # More in flight than the server keeps replies for, and a resend
+                # after a failover could find its reply forgotten (stale).
+                self.window = msg.window
+        elif isinstance(msg, RecoverySignal):
+            if msg.epoch > s.epoch or (self.active is None and msg.epoch >= s.epoch):
+                if self.active is not None and idx != self.active:
+                    self._from = s.server
+                    self._lost_at = now
+                    self._set_state(ClientState.FAILING_OVER)
+                self._adopt(idx, msg.server, msg.epoch, now)
+        elif isinstance(msg, Welcome):
+            if idx == self.active:
+                if msg.active:
+                    self._alive_at = now  # slow, maybe, but alive: keep it
+                else:
+                    self.search(now, failing_over=True)
+            elif self.active is None and msg.active and msg.epoch >= s.epoch:
+                self._adopt(idx, msg.server, msg.epoch, now)
+
+    # ------------------------------------------------------------------ time
+    def tick(self, now: float) -> None:
+        s = self.session
+        if s.state in (ClientState.CONNECTING, ClientState.FAILING_OVER):
+            if now - self._lost_at > self.lost_after:
+                self._set_state(ClientState.LOST)
+            elif now >= self._next_hello:
+                self._hello_all(now)
+            return
+        if s.state is not ClientState.CONNECTED or self.active is None:
+            return
+        # Step 510: a missing reply alone is no proof; only silence is.
+        oldest = s.oldest_sent_at()
+        if oldest is None:
+            return
+        since = max(oldest, self._alive_at)
+        if now - since > self.failover_after:
+            self.search(now, failing_over=True)
+            self._hello_all(now)
+        elif now - oldest > PING_AFTER and now - self._ping_at > PING_AFTER:
+            self._ping_at = now
+            self.out.append((self.active, Hello(s.client_id, "").encode()))
+
+    def next_deadline(self, now: float) -> float:
+        s = self.session
+        if s.state in (ClientState.CONNECTING, ClientState.FAILING_OVER):
+            return min(self._next_hello, self._lost_at + self.lost_after)
+        if s.state is ClientState.CONNECTED and s.outstanding:
+            return now + PING_AFTER
+        return now + 1.0

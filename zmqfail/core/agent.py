@@ -1,0 +1,263 @@
+"""The failover agent: observations in, state machine actions out.
+
+It turns what the node saw (heartbeats, silence on every path, client votes,
+replication progress, higher epochs) into events for the pure state machine
+in ``zmqfail.failover`` and hands the actions to the callback it was given.
+It gets only what it uses: the peer table, the pause guard, a way to read our
+own log position, and two callbacks (carry out an action, save the meta).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from zmqfail.core.peers import PauseGuard, PeerTable
+from zmqfail.failover.machine import TRANSITIONS, step
+from zmqfail.failover.state import (
+    Action,
+    BackupsInSync,
+    ClientVote,
+    Event,
+    FailoverState,
+    HandoffTimeout,
+    HigherEpoch,
+    PeerActive,
+    PeerCandidate,
+    PeerGrant,
+    PeerProgress,
+    PeerSilent,
+    Role,
+    StartupDone,
+    State,
+    initial,
+)
+from zmqfail.protocol import Heartbeat
+
+log = logging.getLogger("zmqfail.failover")
+
+# Heartbeat states of a server that serves clients (or is handing over).
+SERVING = frozenset({"normal", "primary_only", "backup_only", "handoff"})
+HANDOFF_TIMEOUT = 3.0  # seconds a switchover may take before it is called off
+MAX_TRANSITIONS = 50
+
+
+class FailoverAgent:
+    def __init__(
+        self,
+        name: str,
+        peers: tuple[str, ...],
+        epoch: int,
+        meta: dict[str, Any],
+        preferred: str,
+        dead_after: float,
+        now: float,
+        carry_out: Callable[[Action], None],
+        save_meta: Callable[[], None],
+        position: Callable[[], tuple[int, int]],
+        wall: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self._wall = wall  # the time of day, for the history
+        self.peer_names = peers
+        fresh = "active" not in meta
+        self.fs: FailoverState = initial(
+            name,
+            peers,
+            epoch,
+            preferred=fresh and name == preferred,
+            was_active=bool(meta.get("resync", False)),
+            may_lead=bool(meta.get("active", False)),
+            now=now,
+            vote_window=2 * dead_after,  # failing-over clients probe every 50 ms
+            lead_alone=bool(meta.get("alone", False)),
+        )
+        self.dead_after = dead_after
+        self.startup_window = 2 * dead_after
+        self._carry_out = carry_out
+        self._save_meta = save_meta
+        self._position = position  # (held lsn, epoch of the record there)
+        self.vote_pending = False
+        self.silent: set[str] = set()
+        self.seen: dict[str, Heartbeat] = {}
+        # What we last told the machine of each peer's progress (epoch, lsn,
+        # live, serving): sent again whenever any of it changes.
+        self.progress: dict[str, tuple[int, int, bool, bool]] = {}
+        self.last_in_sync: tuple[str, ...] | None = None
+        self.refused = 0
+        self.transitions: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------- feeding
+    def feed(self, event: Event, now: float) -> None:
+        if (self.fs.state, type(event)) not in TRANSITIONS:
+            # Not an error (observations arrive in every state), but never
+            # silent: the table says this state does not take it.
+            self.refused += 1
+            log.debug("%s: %s ignored in state %s", self.name, event, self.fs.state.value)
+            return
+        old = self.fs
+        lsn, epoch = self._position()
+        self.fs, actions = step(replace(old, last_lsn=lsn, last_epoch=epoch), event, now)
+        new = self.fs
+        if new.state is not old.state or new.role is not old.role:
+            why = type(event).__name__
+            self.transitions.append(
+                {
+                    "time": self._wall(),
+                    "from": old.state.value,
+                    "to": new.state.value,
+                    "why": why,
+                    "epoch": new.epoch,
+                }
+            )
+            del self.transitions[:-MAX_TRANSITIONS]
+            log.info(
+                "%s: %s/%s -> %s/%s on %s (epoch %d, lsn %d)",
+                self.name,
+                old.role.value,
+                old.state.value,
+                new.role.value,
+                new.state.value,
+                why,
+                new.epoch,
+                lsn,
+            )
+        for action in actions:
+            self._carry_out(action)
+        if actions or (new.state, new.role, new.epoch, new.may_lead) != (
+            old.state,
+            old.role,
+            old.epoch,
+            old.may_lead,
+        ):
+            # Durable before anything this state allows (an acknowledgement
+            # without a flush, say) can happen: restart rules read it.
+            self._save_meta()
+
+    def note(self, why: str, now: float) -> None:
+        """An event worth the history that is not a transition (records set aside)."""
+        state = self.fs.state.value
+        self.transitions.append(
+            {"time": self._wall(), "from": state, "to": state, "why": why, "epoch": self.fs.epoch}
+        )
+        del self.transitions[:-MAX_TRANSITIONS]
+
+    def vote(self) -> None:
+        self.vote_pending = True
+
+    # --------------------------------------------------------------- ticks
+    def tick(
+        self,
+        now: float,
+        peers: PeerTable,
+        guard: PauseGuard,
+        repl_heard_at: float,
+        full_copies: tuple[str, ...] | None,
+    ) -> None:
+        """Timers and detection (at most every few ms). `repl_heard_at`: when our
+        primary last replicated to us; `full_copies`: as a primary, the backups
+        holding everything we acknowledged (None when not replicating)."""
+        fs = self.fs
+        if fs.state is State.HANDOFF and now - fs.since >= HANDOFF_TIMEOUT:
+            log.warning(
+                "%s: %s did not take over in time; switchover aborted", self.name, fs.handoff_to
+            )
+            self.feed(HandoffTimeout(), now)
+        for name, view in peers.views.items():
+            hb = view.last
+            if hb is None:
+                continue
+            alive = view.age(now) <= self.dead_after
+            serving = hb.role == "primary" and hb.state in SERVING
+            if self.seen.get(name) is not hb:
+                self.seen[name] = hb
+                if serving:
+                    # Right after our own stall, an offer may be stale (called off
+                    # since): take none until fresh heartbeats had time to arrive.
+                    handoff = hb.handoff_to if hb.state == "handoff" and guard.trusted(now) else ""
+                    event = PeerActive(
+                        name,
+                        hb.epoch,
+                        tuple(hb.in_sync),
+                        handoff,
+                        hb.last_lsn,
+                        hb.committed_lsn,
+                        hb.last_epoch,
+                    )
+                    self.feed(event, now)
+                elif hb.epoch > self.fs.epoch:
+                    self.feed(HigherEpoch(hb.epoch, name), now)
+                fresh = True
+            else:
+                fresh = False
+            # Progress of every peer, whatever its role, with liveness judged now:
+            # a report from when a peer was a backup must not stand for it once it
+            # leads or falls silent (the audit's erased-history case).
+            report = (hb.last_epoch, hb.last_lsn, alive, serving and alive)
+            if self.progress.get(name) != report:
+                self.progress[name] = report
+                self.feed(PeerProgress(name, *report), now)
+            if fresh and alive:
+                # Elections: asked with the sender's position of this very heartbeat.
+                if hb.candidate:
+                    self.feed(PeerCandidate(name, hb.candidate, hb.last_epoch, hb.last_lsn), now)
+                if hb.grant_to == self.name:
+                    self.feed(PeerGrant(name, hb.grant_to, hb.grant_epoch), now)
+        fs = self.fs
+        if (
+            fs.state is State.STARTING
+            and now - fs.since >= self.startup_window
+            and guard.trusted(now)
+        ):
+            # After the peers' reports of this turn, and never right after our
+            # own pause: what we heard before it may be stale, and the start-up
+            # choice (lead, or wait) is made once (found by the simulator: a
+            # node paused in its start-up window led with an old report).
+            self.feed(StartupDone(), now)
+        self._primary_silence(now, peers, guard, repl_heard_at)
+        if self.vote_pending:
+            self.vote_pending = False
+            self.feed(ClientVote(), now)
+        primary = full_copies is not None and self.fs.role is Role.PRIMARY
+        if primary and full_copies != self.last_in_sync:
+            assert full_copies is not None
+            self.last_in_sync = full_copies
+            self.feed(BackupsInSync(full_copies), now)
+
+    def _primary_silence(
+        self, now: float, peers: PeerTable, guard: PauseGuard, repl_heard_at: float
+    ) -> None:
+        fs = self.fs
+        primary = fs.primary
+        if not primary or fs.role is not Role.BACKUP or not guard.trusted(now):
+            return
+        hb_age = peers.age(primary, now)
+        repl_age = now - repl_heard_at if repl_heard_at else float("inf")
+        hb = peers.last(primary)
+        # A primary that restarted and no longer serves is as gone as a silent one.
+        stopped_serving = (
+            hb is not None
+            and hb_age <= self.dead_after
+            and hb.epoch == fs.epoch
+            and (hb.role != "primary" or hb.state not in SERVING)
+        )
+        if stopped_serving or (hb_age > self.dead_after and repl_age > self.dead_after):
+            if primary not in self.silent:
+                self.silent.add(primary)
+                why = (
+                    "no longer serves"
+                    if stopped_serving
+                    else f"is silent on every path for {min(hb_age, repl_age) * 1000:.0f} ms"
+                )
+                log.warning("%s: primary %s %s", self.name, primary, why)
+                self.feed(PeerSilent(primary), now)
+        else:
+            self.silent.discard(primary)
+
+    def higher_epoch(self, epoch: int, peer: str, now: float) -> None:
+        self.feed(HigherEpoch(epoch, peer), now)
+
+    def started_replicating(self) -> None:
+        self.last_in_sync = None

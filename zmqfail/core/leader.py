@@ -1,0 +1,185 @@
+"""Primary side of the replication agent: carries out ReplicationTracker's
+decisions as frames in the outbox (PUSH records + REQ commit, per backup, per
+link) and takes the backups' answers.
+
+A backup that needs records the RAM log no longer holds is sent an image of
+the tables, built by the disk port from a copy-on-write fork (so the loop
+keeps serving and heartbeating) and pushed when it is ready.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from zmqfail.core.log import NodeLog
+from zmqfail.core.ports import Disk, Outbox, state_history
+from zmqfail.errors import ProtocolError
+from zmqfail.protocol import CommitAck, CommitRequest, ReplRecords, SnapshotImage, decode_as
+from zmqfail.replication import (
+    Commit,
+    Push,
+    ReplicationTracker,
+    ResetLink,
+    SendSnapshot,
+)
+from zmqfail.txlog.memlog import Trimmed
+
+log = logging.getLogger("zmqfail.replication")
+
+
+@dataclass(slots=True)
+class Transfer:
+    """A table image being built for one or more backups."""
+
+    key: int
+    lsn: int
+    epoch: int
+    history: list[list[object]]
+    waiting: dict[str, str]  # peer -> link
+
+
+class Leader:
+    def __init__(
+        self,
+        name: str,
+        peers: tuple[str, ...],
+        nlog: NodeLog,
+        out: Outbox,
+        disk: Disk,
+        epoch: int,
+        ack_timeout: float,
+        keepalive: float,
+    ) -> None:
+        self.name = name
+        self.nlog = nlog
+        self.out = out
+        self.disk = disk
+        self.epoch = epoch
+        self.tracker = ReplicationTracker.for_peers(
+            list(peers), ack_timeout=ack_timeout, keepalive=keepalive
+        )
+        self.tracker.epoch = epoch
+        self.tracker.epoch_start = nlog.held
+        self.bad_acks = 0
+        self.snapshots_sent = 0
+        self.transfer: Transfer | None = None
+        self._next_key = 1
+
+    # ---------------------------------------------------------------- pump
+    def pump(self, now: float) -> None:
+        nlog = self.nlog
+        acts = self.tracker.pump(now, nlog.held, nlog.memlog.first_lsn, nlog.committed)
+        for act in acts:
+            if isinstance(act, Push):
+                self._push(act)
+            elif isinstance(act, Commit):
+                msg = CommitRequest(self.name, self.epoch, act.lsn).encode()
+                self.out.commit.append((act.peer, act.link, msg))
+            elif isinstance(act, ResetLink):
+                log.info("%s: %s link to %s timed out; reset", self.name, act.link, act.peer)
+                self.out.reset.append((act.peer, act.link))
+            elif isinstance(act, SendSnapshot):
+                self._send_snapshot(act.peer, act.link)
+
+    def _push(self, act: Push) -> None:
+        peer = self.tracker.peers[act.peer]
+        try:
+            records = self.nlog.memlog.get_range(act.first, act.last - act.first + 1)
+        except Trimmed:
+            peer.sent = peer.held
+            return
+        msg = ReplRecords(self.name, self.epoch, act.first, records).encode()
+        self.out.push.append((act.peer, act.link, msg))
+
+    def push_failed(self, peer: str) -> None:
+        """The shell could not queue a push (peer not connected, queue full): the
+        commit answer will show the gap and the records go again."""
+        p = self.tracker.peers.get(peer)
+        if p is not None:
+            p.sent = p.held
+
+    # ------------------------------------------------------------ snapshots
+    def _send_snapshot(self, peer: str, link: str) -> None:
+        if self.transfer is not None:
+            self.transfer.waiting[peer] = link
+            return
+        nlog = self.nlog
+        lsn = nlog.proc.last_lsn
+        key, self._next_key = self._next_key, self._next_key + 1
+        self.transfer = Transfer(
+            key, lsn, self.epoch, state_history(nlog.proc.history, lsn), {peer: link}
+        )
+        self.disk.transfer(key, nlog.proc.snapshot)
+
+    def on_transfer_ready(self, key: int, state: bytes | None) -> None:
+        job = self.transfer
+        if job is None or job.key != key:
+            return
+        self.transfer = None
+        for peer, link in job.waiting.items():
+            p = self.tracker.peers[peer]
+            if not state:
+                p.snapshot_pending = False  # try again
+                continue
+            msg = SnapshotImage(self.name, job.epoch, job.lsn, state, job.history).encode()
+            self.out.push.append((peer, link, msg))
+            self.snapshots_sent += 1
+            self.tracker.on_snapshot_sent(peer, job.lsn)
+            log.info(
+                "%s: sent a snapshot at lsn %d (%d bytes) to %s over %s",
+                self.name,
+                job.lsn,
+                len(state),
+                peer,
+                link,
+            )
+
+    # ----------------------------------------------------------------- acks
+    def on_ack(self, peer: str, link: str, parts: list[bytes], now: float) -> CommitAck | None:
+        """Take a backup's answer; returns it when it tells of a higher epoch
+        (the caller steps down), else None."""
+        try:
+            if len(parts) != 1:
+                raise ProtocolError(f"an ack is one frame, got {len(parts)}")
+            ack = decode_as(parts[0], CommitAck)
+            if ack.sender != peer:
+                raise ProtocolError(f"an ack from {peer}'s endpoint names {ack.sender}")
+        except ProtocolError:
+            self.bad_acks += 1
+            return None
+        if ack.status == "fenced" or ack.epoch > self.epoch:
+            return ack
+        self.tracker.on_ack(
+            peer,
+            link,
+            ack.held,
+            ack.status == "gap",
+            now,
+            waiting=ack.status == "wait",
+            incarnation=ack.incarnation,
+            last_epoch=ack.last_epoch,
+        )
+        return None
+
+    # -------------------------------------------------------------- queries
+    def commit_point(self) -> int | None:
+        return self.tracker.commit_point()
+
+    def full_copies(self) -> tuple[str, ...]:
+        return tuple(self.tracker.full_copies())
+
+    def mark_lost_silent(self, now: float, dead_after: float, hb_age: dict[str, float]) -> None:
+        """Step 280: stop waiting for a counted backup silent on every path (no
+        answer and no heartbeat for the dead time)."""
+        tracker = self.tracker
+        for name in tracker.in_sync():
+            if tracker.silent_for(name, now) > dead_after and hb_age[name] > dead_after:
+                log.warning("%s: backup %s silent on every link; running alone", self.name, name)
+                tracker.mark_lost(name)
+
+    def lag(self) -> int | None:
+        return self.tracker.lag(self.nlog.held)
+
+    def carrying_link(self) -> str | None:
+        return self.tracker.carrying_link()

@@ -1,0 +1,137 @@
+"""Rewriting a node's own log: keeping only what a new primary's history
+shares, installing a primary's snapshot, and telling what was set aside.
+
+Both happen when a server starts to follow another one (after a takeover, a
+restart, a power loss) and its log holds records the primary's history does
+not: those go to quarantine (never silently dropped), counted, logged, and
+kept in the node's meta; the tables are rebuilt from what is kept. The calls
+on the disk are synchronous: the node waits for them (it is a backup then,
+not serving).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from zmqfail.core.log import NodeLog
+from zmqfail.core.ports import Disk
+from zmqfail.processor import Processor
+from zmqfail.txlog.history import EpochHistory, common_prefix
+from zmqfail.txlog.truncate import Cut
+
+log = logging.getLogger("zmqfail.node")
+
+MAX_QUARANTINE_ENTRIES = 20
+
+
+class LocalStore:
+    def __init__(
+        self,
+        name: str,
+        nlog: NodeLog,
+        disk: Disk,
+        meta: Callable[[], dict[str, Any]],
+        restore: Callable[[int, int, dict[str, Any]], Processor],
+        quarantined: int,
+        wall: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.nlog = nlog
+        self.disk = disk
+        self._meta = meta  # () -> the meta the node would write now
+        self._restore = restore  # (epoch, lsn, state) -> tables (validates the state)
+        self.quarantined = quarantined  # records ever set aside (kept in meta)
+        self._wall = wall  # the time of day, for the record
+        self.entries: list[dict[str, Any]] = []  # the last cuts, for status
+        self.snapshots_installed = 0
+
+    def keep_common_prefix(
+        self, theirs: EpochHistory, their_last: int, why: str, acked_lsn: int | None
+    ) -> bool:
+        """Before following a primary: keep only what its history shares. True
+        when something was set aside."""
+        nlog = self.nlog
+        keep = common_prefix(nlog.proc.history, nlog.held, theirs, their_last)
+        if keep >= nlog.held:
+            return False
+        self.cut_to(keep, why, acked_lsn)
+        return True
+
+    def cut_to(self, lsn: int, why: str, acked_lsn: int | None) -> None:
+        """Set aside everything after `lsn` and rebuild the tables from the rest."""
+        nlog = self.nlog
+        epoch = nlog.proc.epoch
+        self.disk.drain(nlog.buffer.take())
+        self.note_cut(self.disk.truncate_after(lsn, why.split()[0]), why, acked_lsn)
+        loaded = self.disk.load(self._meta())
+        for extra in loaded.cuts:
+            self.note_cut(extra, "does not apply", None)
+        loaded.proc.epoch = max(loaded.proc.epoch, epoch)
+        self.disk.reopen(loaded.proc.last_lsn + 1)
+        nlog.reset(loaded.proc, loaded.snapshot_lsn)
+
+    def install(
+        self,
+        lsn: int,
+        epoch: int,
+        state: dict[str, Any],
+        history: EpochHistory,
+        name: str,
+        acked_lsn: int | None,
+    ) -> None:
+        """Replace everything local by a primary's tables at `lsn` (a backup too
+        far behind for records). What we hold beyond the two histories' common
+        prefix is set aside first, never silently dropped."""
+        proc = self._restore(max(epoch, self.nlog.proc.epoch), lsn, state)  # validate first
+        nlog = self.nlog
+        keep = common_prefix(nlog.proc.history, nlog.held, history, lsn)
+        self.disk.drain(nlog.buffer.take())
+        if keep < nlog.held:
+            self.note_cut(self.disk.truncate_after(keep, "replaced"), "replaced", acked_lsn)
+        self.disk.install(lsn, epoch, state)
+        proc.history = history.copy()
+        proc.history.cut(lsn)
+        term = proc.history.term_at(lsn)
+        proc.last_epoch = term.epoch if term is not None else epoch
+        self.disk.reopen(lsn + 1)
+        nlog.reset(proc, lsn)
+        self.snapshots_installed += 1
+        log.info("%s: installed the primary's snapshot at lsn %d", self.name, lsn)
+
+    def note_cut(self, cut: Cut, why: str, acked_lsn: int | None) -> None:
+        if not cut.records:
+            return
+        acked: int | None = None
+        if acked_lsn is not None:
+            acked = max(0, min(acked_lsn, cut.last_lsn) - cut.first_lsn + 1)
+        self.quarantined += cut.records
+        self.entries.append(
+            {
+                "time": self._wall(),
+                "why": why,
+                "records": cut.records,
+                "first_lsn": cut.first_lsn,
+                "last_lsn": cut.last_lsn,
+                "acknowledged_here": acked,  # None: unknown (we restarted since)
+                "file": str(cut.quarantine),
+            }
+        )
+        del self.entries[:-MAX_QUARANTINE_ENTRIES]
+        told = (
+            f"{acked} of them acknowledged by this server"
+            if acked is not None
+            else "some may have been acknowledged"
+        )
+        log.error(
+            "%s: %s: %d record(s) (lsn %d..%d) held only by this server were set aside "
+            "(%s); `zmqfail log dump --data-dir %s` reads them",
+            self.name,
+            why,
+            cut.records,
+            cut.first_lsn,
+            cut.last_lsn,
+            told,
+            cut.quarantine,
+        )

@@ -1,0 +1,492 @@
+"""NodeCore: one zmqfail server's decisions, fed by a shell.
+
+The shell calls, in each turn of its loop: `begin_turn(now)`; then one `on_*`
+per batch of frames that arrived (clients, records, commits, acks,
+heartbeats) and per completion (a flush, a snapshot, a table image); then
+`end_turn(now)`, which runs replication, timers, failure detection, commits
+and flushes. It then sends what the `out` box holds and sleeps at most until
+`next_deadline(now)`. Every clock reading comes in as `now`: a test or the
+simulator drives the same code with a fake clock.
+
+The parts, each with only what it needs: `NodeLog` owns the LSNs and the
+tables; `Frontend` serves clients; `Follower` mirrors a primary; `Leader`
+replicates to backups; `CheckpointAgent` flushes and snapshots;
+`FailoverAgent` runs the state machine; `PeerTable`
+and `PauseGuard` detect failures; `LocalStore` rewrites the local log when
+histories part. The epoch's one owner is the state machine (`self.epoch`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from zmqfail.config import ClusterConfig
+from zmqfail.core.agent import FailoverAgent
+from zmqfail.core.checkpoint import CheckpointAgent
+from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
+from zmqfail.core.frontend import Frontend
+from zmqfail.core.leader import Leader
+from zmqfail.core.local import LocalStore
+from zmqfail.core.log import NodeLog
+from zmqfail.core.peers import PauseGuard, PeerTable
+from zmqfail.core.ports import Disk, Loaded, Outbox
+from zmqfail.core.status import NodeStatus, build_status
+from zmqfail.errors import ProtocolError
+from zmqfail.failover.state import Action, IllegalTransition, Role, State, Switchover
+from zmqfail.processor import Processor
+from zmqfail.protocol import Heartbeat, Hello, decode_as
+from zmqfail.replication import LINKS
+from zmqfail.txlog.history import EpochHistory
+
+log = logging.getLogger("zmqfail.node")
+
+SLOW_TICK = 0.005  # seconds between runs of the failure detector and timers
+
+
+class NodeCore:
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        name: str,
+        disk: Disk,
+        loaded: Loaded,
+        meta: dict[str, Any],
+        now: float,
+        wall_offset: float = 0.0,
+        rng: random.Random | None = None,
+        tick: float = SLOW_TICK,
+    ) -> None:
+        self.cfg = cfg
+        self.name = name
+        self.disk = disk
+        self.out = Outbox()
+        self.rng = rng or random.Random()
+        self.wall_offset = wall_offset  # time of day = now + offset (for the record)
+        self.now = now
+        self.started = now
+        self.tick = tick  # how often failure detection and timers run
+        fo = cfg.failover
+        self.dead_after = fo.heartbeat_interval_ms * fo.heartbeat_misses / 1000.0
+        self.beat_interval = fo.heartbeat_interval_ms / 1000.0
+        self.peer_names = tuple(p.name for p in cfg.peers(name))
+        self.incarnation = self.rng.getrandbits(48)
+        self.exit_code = 0
+        self.stopping = False
+        self.acked_lsn: int | None = None  # highest LSN we acknowledged as primary
+        self.takeovers = 0
+        self._next_slow = now
+        self._next_beat = now
+        self.nlog = NodeLog(loaded.proc, loaded.snapshot_lsn, cfg.flush)
+        self.peers = PeerTable(self.peer_names, self.dead_after)
+        self.guard = PauseGuard(self.dead_after)
+        self.hb_bad_frames = 0
+        prior = meta.get("quarantined", 0)
+        self.store = LocalStore(
+            name,
+            self.nlog,
+            disk,
+            self.meta,
+            lambda epoch, lsn, state: Processor.create(cfg, name, epoch, lsn, state),
+            prior if isinstance(prior, int) else 0,
+            self.wall,
+        )
+        for cut in loaded.cuts:
+            self.store.note_cut(cut, "does not apply", None)
+        if loaded.cuts:
+            # Its history is in doubt: it must follow a primary before it leads.
+            meta = dict(meta, active=False, alone=False)
+        self.agent = FailoverAgent(
+            name,
+            self.peer_names,
+            max(loaded.proc.epoch, 1),
+            meta,
+            cfg.primary,
+            self.dead_after,
+            now,
+            self.carry_out,
+            self.save_meta,
+            lambda: (self.nlog.held, self.nlog.held_epoch),
+            self.wall,
+        )
+        self.frontend = Frontend(
+            name,
+            self.nlog,
+            self.out,
+            lambda: self.agent.fs.active,
+            lambda: self.epoch,
+            lambda: f"{self.agent.fs.role.value}/{self.agent.fs.state.value}",
+            self._is_vote,
+            self._pump,
+        )
+        self.follower = Follower(
+            name,
+            self.nlog,
+            self.peers,
+            self.out,
+            self.accept,
+            lambda: (self.epoch, self.incarnation),
+            self._install,
+            self.save_meta,
+        )
+        self.leader: Leader | None = None
+        self.checkpoint = CheckpointAgent(
+            name, self.nlog, disk, lambda: self.alone, self.frontend.commit
+        )
+        self.checkpoint.apply_mode()
+        self.save_meta()
+
+    # ------------------------------------------------------------ the facts
+    @property
+    def epoch(self) -> int:
+        return self.agent.fs.epoch
+
+    @property
+    def alone(self) -> bool:
+        return self.agent.fs.state in (State.PRIMARY_ONLY, State.BACKUP_ONLY)
+
+    def wall(self) -> float:
+        return self.now + self.wall_offset
+
+    # --------------------------------------------------------------- inputs
+    def begin_turn(self, now: float) -> None:
+        self.now = now
+        self.guard.turn(now)
+
+    def on_client(self, frames: list[tuple[bytes, bytes]], now: float) -> None:
+        self.frontend.on_frames(frames, now)
+
+    def on_records(self, link: str, frames: list[bytes], now: float) -> None:
+        self.follower.on_records(link, frames, now)
+
+    def on_commit(self, link: str, parts: list[bytes], now: float) -> None:
+        self.follower.on_commit(link, parts, now)
+
+    def on_ack(self, peer: str, link: str, parts: list[bytes], now: float) -> None:
+        if self.leader is None:
+            return  # an answer to a replicator that is gone
+        ack = self.leader.on_ack(peer, link, parts, now)
+        if ack is not None:
+            self.agent.higher_epoch(ack.epoch, ack.sender, now)
+
+    def on_heartbeats(self, link: str, frames: list[bytes], now: float) -> None:
+        for data in frames:
+            try:
+                hb = decode_as(data, Heartbeat)
+                history = EpochHistory.from_wire(hb.history)
+            except ProtocolError:
+                self.hb_bad_frames += 1
+                continue
+            if not self.peers.heard(hb, history, link, now):
+                self.hb_bad_frames += 1
+
+    def on_flushed(self, lsn: int, now: float) -> None:
+        self.checkpoint.on_flushed(lsn, now)
+
+    def on_flush_failed(self, error: str) -> None:
+        log.critical("%s: %s; stopping without acknowledging more", self.name, error)
+        self.exit_code = 3
+        self.frontend.gate.drop_all()
+        self.stopping = True
+
+    def on_snapshot_done(self, lsn: int, ok: bool) -> None:
+        self.checkpoint.on_snapshot_done(lsn, ok, self.now)
+
+    def on_transfer_ready(self, key: int, state: bytes | None) -> None:
+        if self.leader is not None:
+            self.leader.on_transfer_ready(key, state)
+
+    def push_failed(self, peer: str) -> None:
+        if self.leader is not None:
+            self.leader.push_failed(peer)
+
+    # ------------------------------------------------------------ each turn
+    def end_turn(self, now: float) -> None:
+        """After every turn of the loop: what commits and replies depend on."""
+        self.now = now
+        self.follower.answer_pending(now)
+        self._apply_held()
+        if self.leader is not None:
+            self.leader.pump(now)
+        if now >= self._next_slow:
+            self._slow_tick(now)
+        fs = self.agent.fs
+        if self.leader is not None and fs.role is Role.PRIMARY:
+            point = self.leader.commit_point()
+            flushed = self.nlog.flushed
+            if point is None:
+                self.frontend.commit(flushed)
+            elif self.alone:
+                # No full copy yet, but a backup counts: acknowledge what is both
+                # on our disk and held by it (it is catching up on records we
+                # acknowledged alone, and must not miss what we add meanwhile).
+                self.frontend.commit(min(flushed, point))
+            else:
+                self.frontend.commit(point)
+        elif fs.role is Role.BACKUP:
+            nlog = self.nlog
+            nlog.committed = nlog.held if fs.state is State.NORMAL else nlog.flushed
+        if now >= self._next_beat:
+            self._beat(now)
+        self.checkpoint.due(now)
+
+    def _slow_tick(self, now: float) -> None:
+        """At most every SLOW_TICK: failure detection and timers. Heartbeats come
+        every 30 ms and the dead time is 150 ms, so a few ms of granularity
+        costs nothing, and the request path stays short."""
+        self._next_slow = now + self.tick
+        leader = self.leader
+        if leader is not None and self.guard.trusted(now):
+            ages = {p: self.peers.age(p, now) for p in self.peer_names}
+            leader.mark_lost_silent(now, self.dead_after, ages)
+        full = leader.full_copies() if leader is not None else None
+        self.agent.tick(now, self.peers, self.guard, self.follower.last_heard, full)
+        self.checkpoint.apply_mode()
+
+    def next_deadline(self, now: float) -> float:
+        deadline = min(self._next_slow, self._next_beat)
+        for d in (self.nlog.flush_deadline(now), self.follower.next_deadline()):
+            if d is not None and d < deadline:
+                deadline = d
+        return deadline
+
+    def _apply_held(self) -> None:
+        failed = self.nlog.apply_held()
+        if failed is not None:
+            lsn, exc = failed
+            # A mirrored record does not apply: our tables are not the primary's
+            # (a history mixed before terms existed, or a bug). Never die of it:
+            # set it and what follows aside, rebuild, and let the primary resend.
+            log.critical(
+                "%s: mirrored record %d does not apply to the tables (%s: %s); rebuilding "
+                "from the log before it",
+                self.name,
+                lsn,
+                type(exc).__name__,
+                exc,
+            )
+            self.store.cut_to(lsn - 1, "does not apply", self.acked_lsn)
+            self.incarnation = self.rng.getrandbits(48)
+            self.save_meta()
+
+    def _pump(self, now: float) -> None:
+        if self.leader is not None:
+            self.leader.pump(now)
+
+    def flush_now(self) -> None:
+        self.checkpoint.flush_now(self.now)
+
+    # ---------------------------------------------------------- heartbeats
+    def _beat(self, now: float) -> None:
+        self._next_beat = now + self.beat_interval
+        fs = self.agent.fs
+        nlog = self.nlog
+        leader = self.leader
+        in_sync = list(leader.full_copies()) if leader is not None else []
+        handoff_to = ""
+        if fs.state is State.HANDOFF and leader is not None:
+            peer = leader.tracker.peers.get(fs.handoff_to)
+            if peer is not None and peer.held >= nlog.held:
+                handoff_to = fs.handoff_to  # it holds everything: it may take over now
+        history = nlog.proc.history.to_wire()
+        for link in LINKS:
+            hb = Heartbeat(
+                self.name,
+                fs.role.value,
+                fs.state.value,
+                fs.epoch,
+                nlog.held,
+                nlog.committed,
+                nlog.flushed,
+                link,
+                in_sync,
+                handoff_to,
+                nlog.held_epoch,
+                history,
+                fs.candidate,
+                fs.granted[0],
+                fs.granted[1],
+            )
+            self.out.beat.append((link, hb.encode()))
+
+    # --------------------------------------------------- the state machine
+    def carry_out(self, action: Action) -> None:
+        """Do what the failover state machine decided."""
+        fs = self.agent.fs
+        if action is Action.BECOME_PRIMARY:
+            self._lead(fs.epoch)
+        elif action is Action.TAKE_OVER:
+            # Method 425a: stop mirroring (426), flush (427), apply outstanding
+            # records (428), then serve at the new epoch; the signal (429) follows.
+            self.follower.forget()
+            self._apply_held()
+            self.flush_now()
+            self._lead(fs.epoch)
+            self.takeovers += 1
+        elif action is Action.RECOVERY_SIGNAL:
+            self.frontend.recovery_signal(fs.epoch)
+        elif action is Action.STEP_DOWN:
+            dropped = self.frontend.gate.drop_all()  # never acknowledge after a takeover
+            self.acked_lsn = self.nlog.committed
+            # A term we opened and wrote nothing in is no part of our log.
+            self.nlog.proc.history.cut(self.nlog.held)
+            log.warning(
+                "%s: stepped down at epoch %d; %d held replies dropped",
+                self.name,
+                fs.epoch,
+                dropped,
+            )
+            self.leader = None
+        elif action is Action.FLUSH:
+            self.flush_now()
+        elif action is Action.FOLLOW:
+            self._follow(fs.primary)
+        elif action is Action.STOP:
+            self.stopping = True
+        self.checkpoint.apply_mode()
+
+    def _lead(self, epoch: int) -> None:
+        """Open a term of our own (txlog.history): every record we write from
+        here on is told apart from any other server's at the same LSN."""
+        nlog = self.nlog
+        nlog.proc.epoch = epoch  # records and replies carry it
+        nlog.proc.history.open_term(epoch, self.name, nlog.held + 1, self.rng.getrandbits(48))
+        self.acked_lsn = None
+        self.save_meta()  # durable before the first record of the term
+        fo = self.cfg.failover
+        self.leader = Leader(
+            self.name,
+            self.peer_names,
+            nlog,
+            self.out,
+            self.disk,
+            epoch,
+            ack_timeout=fo.link_timeout_ms / 1000.0,
+            keepalive=fo.heartbeat_interval_ms / 1000.0,
+        )
+        self.agent.started_replicating()
+
+    def _follow(self, primary: str) -> None:
+        """Before mirroring a primary, keep only the part of our log its history
+        shares; whatever else we hold no other server has, and is set aside
+        (the audit's erased-history cases came from following without this
+        check, or from throwing everything away)."""
+        view = self.peers.views.get(primary)
+        hb = view.last if view is not None else None
+        self.nlog.proc.history.cut(self.nlog.held)
+        if view is not None and hb is not None:
+            self._apply_held()
+            why = f"diverged from {primary}"
+            if self.store.keep_common_prefix(view.history, hb.last_lsn, why, self.acked_lsn):
+                self.incarnation = self.rng.getrandbits(48)  # held went down
+                self.agent.note(f"set aside records ({why})", self.now)
+        self.follower.primary = primary
+
+    def _install(self, lsn: int, epoch: int, state: dict[str, Any], history: EpochHistory) -> None:
+        self._apply_held()
+        try:
+            self.store.install(lsn, epoch, state, history, self.name, self.acked_lsn)
+        except (ProtocolError, ValueError, KeyError, TypeError) as exc:
+            self.follower.bad_frames += 1
+            log.warning("%s: refused a snapshot: %s", self.name, exc)
+            return
+        self.incarnation = self.rng.getrandbits(48)  # held changed: not a late answer
+        self.save_meta()
+
+    def accept(self, sender: str, epoch: int) -> str:
+        """May records and commits from `sender` at `epoch` be taken?"""
+        fs = self.agent.fs
+        if sender not in self.peer_names:
+            # Only a configured server may replicate to us; anything else (at
+            # any epoch) is a stray frame, never a reason to change state.
+            return STRANGER
+        if epoch < fs.epoch:
+            return FENCED
+        if epoch > fs.epoch:
+            self.agent.higher_epoch(epoch, sender, self.now)
+            return WAIT
+        if (
+            fs.role is Role.BACKUP
+            and fs.primary == sender
+            and fs.state in (State.SYNCING, State.NORMAL)
+        ):
+            return OK
+        return WAIT
+
+    def _is_vote(self, ident: bytes, hello: Hello) -> bool:
+        """A client says it lost its server (the Binary Star vote). It is
+        evidence, never a command (the machine weighs it only while the primary
+        is silent on every path), and it counts only from a client the lost
+        primary served: its connection is its own (routing id = client id) and
+        its writes are in the replicated tables. Random frames are not votes."""
+        fs = self.agent.fs
+        lost_ok = hello.lost == fs.primary if fs.primary else hello.lost in self.peer_names
+        if (
+            ident == hello.client_id.encode()
+            and lost_ok
+            and self.nlog.proc.knows_client(hello.client_id)
+        ):
+            self.agent.vote()
+            return True
+        return False
+
+    # ------------------------------------------------------------- meta
+    def meta(self, clean_stop: bool = False) -> dict[str, Any]:
+        """`active`: the last server known to serve was this one. `alone`: and
+        it ran alone (or stopped cleanly), so its log holds every record it
+        acknowledged: it may start as primary on its own. `resync`: it served,
+        so its log may hold records nobody else has. `history`: the terms of
+        its log. `quarantined`: records it set aside so far."""
+        fs = self.agent.fs
+        alone = fs.may_lead and (
+            fs.state in (State.PRIMARY_ONLY, State.BACKUP_ONLY)
+            or (clean_stop and fs.role is Role.PRIMARY)
+        )
+        return {
+            "epoch": fs.epoch,
+            "node": self.name,
+            "cluster": self.cfg.name,
+            "active": fs.may_lead,
+            "alone": alone,
+            "resync": fs.was_active,
+            "history": self.nlog.proc.history.to_wire(),
+            "quarantined": self.store.quarantined,
+        }
+
+    def save_meta(self) -> None:
+        self.disk.write_meta(self.meta())
+
+    # ---------------------------------------------------------- operators
+    def switchover(self, now: float) -> dict[str, Any]:
+        fs = self.agent.fs
+        if fs.role is not Role.PRIMARY or fs.state is not State.NORMAL:
+            raise ProtocolError(
+                f"cannot switch over: {self.name} is {fs.role.value}/{fs.state.value}; "
+                "only a primary in the normal state (with an in-sync backup) can hand over"
+            )
+        try:
+            self.agent.feed(Switchover(), now)
+        except IllegalTransition as exc:
+            raise ProtocolError(f"cannot switch over: {exc}") from None
+        return {"handoff_to": self.agent.fs.handoff_to, "state": self.agent.fs.state.value}
+
+    def shutdown(self) -> None:
+        """Clean stop: make everything processed durable and answer it."""
+        if self.exit_code != 0:
+            return
+        self.flush_now()
+        # Everything we acknowledged is on our disk now: as after running
+        # alone, we may lead again on our own after a restart.
+        self.disk.write_meta(self.meta(clean_stop=True))
+
+    def lag(self) -> int | None:
+        if self.leader is not None:
+            return self.leader.lag()
+        hb = self.peers.last(self.follower.primary)
+        if hb is None:
+            return None
+        return max(0, hb.last_lsn - self.nlog.proc.last_lsn)
+
+    def status(self, now: float) -> NodeStatus:
+        return build_status(self, now)

@@ -1,0 +1,80 @@
+"""Failure detection: what we heard from each peer and when, and whether our
+own loop was paused (the pause guard). Pure: the caller passes `now`.
+
+A peer is alive while some heartbeat of it arrived within the dead time
+(heartbeat interval x misses) on any link; silence on every link is what
+counts, never a missing first message. A server whose own loop did not run
+for more than half the dead time (SIGSTOP, a long stall) would measure every
+peer as silent for the length of its own pause: it judges nobody silent until
+fresh input has had a full dead time to arrive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zmqfail.protocol import Heartbeat
+from zmqfail.replication import LINKS
+from zmqfail.txlog.history import EpochHistory
+
+
+@dataclass(slots=True)
+class PeerView:
+    """The last heartbeat heard from one peer (and its history), and when, per link."""
+
+    last: Heartbeat | None = None
+    history: EpochHistory = field(default_factory=EpochHistory)
+    heard_at: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LINKS, 0.0))
+
+    def age(self, now: float) -> float:
+        latest = max(self.heard_at.values())
+        return now - latest if latest else float("inf")
+
+
+class PeerTable:
+    def __init__(self, names: tuple[str, ...], dead_after: float) -> None:
+        self.views: dict[str, PeerView] = {n: PeerView() for n in names}
+        self.dead_after = dead_after
+
+    def heard(self, hb: Heartbeat, history: EpochHistory, link: str, now: float) -> bool:
+        """Note a heartbeat; False if it is from no peer of ours."""
+        view = self.views.get(hb.name)
+        if view is None:
+            return False
+        if view.last is None or hb.epoch >= view.last.epoch:
+            view.last = hb
+            view.history = history
+        view.heard_at[link] = now
+        return True
+
+    def age(self, name: str, now: float) -> float:
+        view = self.views.get(name)
+        return view.age(now) if view is not None else float("inf")
+
+    def alive(self, name: str, now: float) -> bool:
+        return self.age(name, now) <= self.dead_after
+
+    def last(self, name: str) -> Heartbeat | None:
+        view = self.views.get(name)
+        return view.last if view is not None else None
+
+
+class PauseGuard:
+    """Tells when our own silence measurements can be trusted."""
+
+    def __init__(self, dead_after: float) -> None:
+        self.dead_after = dead_after
+        self.last_turn: float | None = None
+        self.trust_after = 0.0
+        self.pauses = 0
+
+    def turn(self, now: float) -> None:
+        """Called at the start of every turn of the loop."""
+        if self.last_turn is not None and now - self.last_turn > self.dead_after / 2:
+            # We were not running: every "silence" we would measure now is ours.
+            self.trust_after = now + self.dead_after
+            self.pauses += 1
+        self.last_turn = now
+
+    def trusted(self, now: float) -> bool:
+        return now >= self.trust_after

@@ -1,0 +1,367 @@
+"""Every socket of one node, and the faults an operator can inject on them.
+
+The node core never sees a cut link: a cut channel simply delivers nothing
+and sends nothing, here, at the edge (a REP that took a request while cut
+answers it after the heal, since a REP cannot take the next one before). A
+delayed link holds this node's outbound replication records for a while, as a
+slow network's send queue would (and they die with the process, as a send
+queue does). Reading takes at most a byte budget per socket per turn, so a
+flood of large frames delays the loop by milliseconds, not into a failover.
+Nothing here decides anything about failover.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable
+
+import zmq
+
+from zmqfail.chaos import LINK_NAMES
+from zmqfail.config import ClusterConfig, NodeConfig
+from zmqfail.core.ports import Outbox
+from zmqfail.errors import NodeError, ProtocolError
+from zmqfail.protocol import READ_BUDGET, Channel, limit_socket
+from zmqfail.replication import LINKS
+
+Ctx = zmq.Context[zmq.Socket[bytes]]
+Sock = zmq.Socket[bytes]
+
+MAX_FRAMES = 512  # frames taken from a socket per turn, so no channel starves
+CLIENTS = "clients"
+
+
+class Faults:
+    """Cut and delayed channels, and when they heal by themselves."""
+
+    def __init__(self) -> None:
+        self.cut: set[str] = set()
+        self.delays: dict[str, float] = {}  # link -> seconds its records wait
+        self.heal_at: dict[str, float] = {}  # channel or "delay:link" -> when it ends
+
+    def cut_link(self, link: str, seconds: float | None, now: float) -> None:
+        if link not in LINK_NAMES:
+            raise ProtocolError(f"link must be one of {', '.join(LINK_NAMES)}, got {link!r}")
+        self.cut.add(link)
+        if seconds is not None:
+            # The node heals itself: a cut must not outlive a dead operator tool.
+            self.heal_at[link] = now + seconds
+        else:
+            self.heal_at.pop(link, None)
+
+    def heal(self, link: str) -> None:
+        if link not in LINK_NAMES:
+            raise ProtocolError(f"link must be one of {', '.join(LINK_NAMES)}, got {link!r}")
+        self.cut.discard(link)
+        self.heal_at.pop(link, None)
+
+    def delay(self, link: str, ms: float, seconds: float | None, now: float) -> None:
+        if link not in LINKS:
+            raise ProtocolError(f"link must be one of {', '.join(LINKS)}, got {link!r}")
+        key = f"delay:{link}"
+        if ms:
+            self.delays[link] = ms / 1000.0
+            if seconds is not None:
+                self.heal_at[key] = now + seconds
+        else:
+            self.delays.pop(link, None)
+            self.heal_at.pop(key, None)
+
+    def due(self, now: float) -> None:
+        for key, when in list(self.heal_at.items()):
+            if now >= when:
+                kind, _, link = key.rpartition(":")
+                if kind == "delay":
+                    self.delay(link, 0, None, now)
+                else:
+                    self.heal(link)
+
+    def next_deadline(self) -> float | None:
+        return min(self.heal_at.values()) if self.heal_at else None
+
+
+class Channels:
+    def __init__(
+        self,
+        ctx: Ctx,
+        cfg: ClusterConfig,
+        me: NodeConfig,
+        poller: zmq.Poller,
+        gap_ack: Callable[[], bytes],
+    ) -> None:
+        self.ctx = ctx
+        self._gap_ack = gap_ack  # a valid "gap" answer, for a REP that owes one
+        self.cfg = cfg
+        self.me = me
+        self.faults = Faults()
+        self.poller = poller
+        self._own: list[Sock] = []
+        self.bad_framing = 0  # client messages that were not [identity, payload]
+        self.undeliverable = 0
+        self.frontend = self._bound(zmq.ROUTER, me.client, Channel.CLIENTS)
+        self.frontend.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.frontend.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.frontend.setsockopt(zmq.SNDHWM, 100_000)
+        self.frontend.setsockopt(zmq.RCVHWM, 100_000)
+        self.control = self._bound(zmq.ROUTER, me.control, Channel.CONTROL)
+        self.pull: dict[str, Sock] = {}
+        self.rep: dict[str, Sock] = {}
+        self.pub: dict[str, Sock] = {}
+        self.sub: dict[str, Sock] = {}
+        self.link_of: dict[Sock, str] = {}
+        self.owed: set[str] = set()  # REP links owing an answer to a request taken while cut
+        self.last_answer: dict[str, bytes] = {}
+        for link in LINKS:
+            ends = me.link(link)
+            pull = self._bound(zmq.PULL, ends.records, Channel.REPL_RECORDS)
+            pull.setsockopt(zmq.RCVHWM, 10_000)
+            rep = self._bound(zmq.REP, ends.ack, Channel.REPL_ACK)
+            pub = self._bound(zmq.PUB, ends.heartbeat, None, poll=False)
+            pub.setsockopt(zmq.SNDHWM, 100)
+            sub = self._socket(zmq.SUB, Channel.HEARTBEAT)
+            sub.setsockopt(zmq.RCVHWM, 1000)
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            for peer in cfg.peers(me.name):
+                sub.connect(peer.link(link).heartbeat)
+            self.poller.register(sub, zmq.POLLIN)
+            self.pull[link], self.rep[link], self.pub[link], self.sub[link] = pull, rep, pub, sub
+            for s in (pull, rep, sub):
+                self.link_of[s] = link
+        # Replication to backups, open only while this node leads.
+        self.push: dict[tuple[str, str], Sock] = {}
+        self.req: dict[tuple[str, str], Sock] = {}
+        self.owner: dict[Sock, tuple[str, str]] = {}
+        self.delayed: deque[tuple[float, tuple[str, str], bytes]] = deque()
+
+    # ------------------------------------------------------------- sockets
+    def _socket(self, kind: int, channel: Channel | None) -> Sock:
+        s: Sock = self.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        if channel is not None:
+            limit_socket(s, channel)
+        self._own.append(s)
+        return s
+
+    def _bound(self, kind: int, endpoint: str, channel: Channel | None, poll: bool = True) -> Sock:
+        s = self._socket(kind, channel)
+        try:
+            s.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise NodeError(f"cannot bind {endpoint}: {exc.strerror}") from None
+        if poll:
+            self.poller.register(s, zmq.POLLIN)
+        return s
+
+    def open_replication(self) -> None:
+        if self.push:
+            return
+        for peer in self.cfg.peers(self.me.name):
+            for link in LINKS:
+                self._open(peer.name, link)
+
+    def close_replication(self) -> None:
+        for key in list(self.req):
+            self._close(key)
+        self.delayed.clear()
+
+    def _open(self, peer: str, link: str) -> None:
+        ends = self.cfg.node(peer).link(link)
+        push: Sock = self.ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDHWM, 10_000)
+        push.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer not connected
+        push.connect(ends.records)
+        req: Sock = self.ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        limit_socket(req, Channel.REPL_ACK)
+        req.connect(ends.ack)
+        self.push[(peer, link)] = push
+        self.req[(peer, link)] = req
+        self.owner[req] = (peer, link)
+        self.poller.register(req, zmq.POLLIN)
+
+    def _close(self, key: tuple[str, str]) -> None:
+        req = self.req.pop(key)
+        self.poller.unregister(req)
+        del self.owner[req]
+        req.close(linger=0)
+        self.push.pop(key).close(linger=0)
+
+    def reset(self, peer: str, link: str) -> None:
+        """A REQ is stuck after a lost reply, and a PUSH may hold records lost on a
+        reset connection: close both (LINGER 0) and start over."""
+        if (peer, link) in self.req:
+            self._close((peer, link))
+            self.delayed = deque(d for d in self.delayed if d[1] != (peer, link))
+            self._open(peer, link)
+
+    # ------------------------------------------------------------- reading
+    def read_frontend(self) -> list[tuple[bytes, bytes]]:
+        """[identity, payload] messages from clients; anything else is counted."""
+        fe = self.frontend
+        got: list[tuple[bytes, bytes]] = []
+        budget = READ_BUDGET
+        cut = CLIENTS in self.faults.cut
+        for _ in range(MAX_FRAMES):
+            if budget <= 0:
+                break  # the rest waits for the next turn: heartbeats go out meanwhile
+            try:
+                ident = fe.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            # Two frames from a DEALER client. Read them one by one (cheaper than
+            # recv_multipart on the hot path); anything longer is drained and counted.
+            two = bool(fe.getsockopt(zmq.RCVMORE))
+            payload = fe.recv(zmq.NOBLOCK) if two else b""
+            budget -= len(payload)
+            extra = False
+            while fe.getsockopt(zmq.RCVMORE):
+                fe.recv(zmq.NOBLOCK)
+                extra = True
+            if cut:
+                continue
+            if extra or not two:
+                self.bad_framing += 1  # no reply: the framing is unknown
+                continue
+            got.append((ident, payload))
+        return got
+
+    def read_records(self, link: str) -> list[bytes]:
+        sock = self.pull[link]
+        got: list[bytes] = []
+        budget = READ_BUDGET
+        for _ in range(64):
+            if budget <= 0:
+                break
+            try:
+                data = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            budget -= len(data)
+            if link not in self.faults.cut:
+                got.append(data)
+        return got
+
+    def read_commit(self, link: str) -> list[bytes] | None:
+        """The parts of one commit request, or None (nothing, or taken while cut).
+        Read without blocking: poll may wake us for a frame libzmq then drops."""
+        if link in self.owed:
+            return None  # a REP takes nothing before it answered
+        try:
+            parts = self.rep[link].recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        if link in self.faults.cut:
+            self.owed.add(link)
+            return None
+        return parts
+
+    def read_ack(self, sock: Sock) -> tuple[str, str, list[bytes]] | None:
+        peer, link = self.owner[sock]
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        if link in self.faults.cut:
+            return None
+        return peer, link, parts
+
+    def read_heartbeats(self, link: str) -> list[bytes]:
+        sub = self.sub[link]
+        got: list[bytes] = []
+        for _ in range(256):
+            try:
+                data = sub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if link not in self.faults.cut:
+                got.append(data)
+        return got
+
+    # ------------------------------------------------------------- sending
+    def carry(self, out: Outbox, now: float) -> list[str]:
+        """Send everything in the box (then empty it). Returns the peers a push
+        could not be queued for: the commit answer will show the gap."""
+        failed: list[str] = []
+        cut = self.faults.cut
+        fe = self.frontend
+        if out.client:
+            if CLIENTS in cut:
+                self.undeliverable += len(out.client)  # the channel is cut both ways
+            else:
+                for ident, data in out.client:
+                    try:
+                        fe.send(ident, zmq.NOBLOCK | zmq.SNDMORE)
+                        fe.send(data, zmq.NOBLOCK)
+                    except zmq.ZMQError:
+                        # Client gone or its queue full: it will time out and resend,
+                        # and the dedup table answers the resend from the stored reply.
+                        self.undeliverable += 1
+        for link, data in out.answer:
+            if link in cut:
+                self.owed.add(link)
+                continue
+            self.last_answer[link] = data
+            with contextlib.suppress(zmq.ZMQError):
+                self.rep[link].send(data, zmq.NOBLOCK)
+        for link, data in out.beat:
+            if link not in cut:
+                with contextlib.suppress(zmq.ZMQError):
+                    self.pub[link].send(data, zmq.NOBLOCK)
+        for peer, link in out.reset:
+            self.reset(peer, link)
+        for peer, link, data in out.push:
+            if link in cut or (peer, link) not in self.push:
+                continue  # lost on the way, as on a real cut
+            delay = self.faults.delays.get(link)
+            if delay:
+                self.delayed.append((now + delay, (peer, link), data))
+                continue
+            try:
+                self.push[(peer, link)].send(data, zmq.NOBLOCK)
+            except zmq.Again:
+                failed.append(peer)
+        for peer, link, data in out.commit:
+            if link in cut or (peer, link) not in self.req:
+                continue  # the request times out as on a real cut
+            with contextlib.suppress(zmq.ZMQError):
+                self.req[(peer, link)].send(data, zmq.NOBLOCK)
+        out.clear()
+        self._release_delayed(now)
+        self._pay_owed()
+        return failed
+
+    def _release_delayed(self, now: float) -> None:
+        while self.delayed and self.delayed[0][0] <= now:
+            _, key, data = self.delayed.popleft()
+            sock = self.push.get(key)
+            if sock is not None:
+                with contextlib.suppress(zmq.Again):
+                    sock.send(data, zmq.NOBLOCK)
+
+    def _pay_owed(self) -> None:
+        """A REP that took a request while cut answers it once healed (with the
+        last answer it gave: to the asker, a late answer; it has moved on)."""
+        for link in list(self.owed):
+            if link in self.faults.cut:
+                continue
+            self.owed.discard(link)
+            data = self.last_answer.get(link) or self._gap_ack()
+            with contextlib.suppress(zmq.ZMQError):
+                self.rep[link].send(data, zmq.NOBLOCK)
+
+    def send_control(self, ident: bytes, data: bytes) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.control.send_multipart((ident, data), zmq.NOBLOCK)
+
+    def next_deadline(self) -> float | None:
+        ds = [d for d in (self.faults.next_deadline(),) if d is not None]
+        if self.delayed:
+            ds.append(self.delayed[0][0])
+        return min(ds) if ds else None
+
+    def close(self) -> None:
+        self.close_replication()
+        for s in self._own:
+            s.close(linger=0)

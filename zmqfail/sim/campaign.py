@@ -1,0 +1,106 @@
+"""Running many seeded schedules, in several processes, and summing up.
+
+A seed determines everything: the faults, when they strike, every delay and
+loss, every random choice of the servers and clients. `replay(seed)` runs one
+again and returns its event trace.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from zmqfail.sim.cluster import SETTLE, Cluster, Outcome
+from zmqfail.sim.schedule import ALLOWED_UNSAFE, random_schedule
+
+FAULT_WINDOW = 2.0  # seconds of faults after the pair formed, then everything heals
+
+
+def run_one(seed: int, unsafe: bool = False) -> tuple[Outcome, list[str]]:
+    apply, picked = random_schedule(seed, safe=not unsafe)
+    cluster = Cluster(seed)
+    out = cluster.run(apply, until=SETTLE + FAULT_WINDOW)
+    if unsafe:
+        out.violations = [v for v in out.violations if v.kind not in ALLOWED_UNSAFE]
+    return out, picked
+
+
+def _worker(args: tuple[int, bool]) -> tuple[int, list[str], list[str], int, int, float, int]:
+    seed, unsafe = args
+    try:
+        out, picked = run_one(seed, unsafe)
+    except Exception as exc:  # a bug in the core or the simulator: report the seed
+        crash = f"crash: {type(exc).__name__}: {exc} (tools/sim --replay {seed})"
+        return seed, [], [crash], 0, 0, 0.0, 0
+    return (
+        seed,
+        picked,
+        [str(v) for v in out.violations],
+        out.acked,
+        out.faults,
+        out.sim_seconds,
+        out.events,
+    )
+
+
+@dataclass(slots=True)
+class Summary:
+    schedules: int = 0
+    seconds: float = 0.0
+    sim_seconds: float = 0.0
+    faults: Counter[str] = field(default_factory=Counter)
+    acked: int = 0
+    events: int = 0
+    failed: dict[int, list[str]] = field(default_factory=dict)  # seed -> violations
+
+    @property
+    def rate(self) -> float:
+        return self.schedules / self.seconds if self.seconds else 0.0
+
+
+def campaign(
+    seeds: range,
+    unsafe: bool = False,
+    workers: int = 2,
+    minutes: float | None = None,
+    stop_on: Callable[[list[str]], bool] | None = None,
+) -> Summary:
+    """Run `seeds` (or as many as `minutes` allow, from seeds.start on).
+    `stop_on(violations)` true ends the run at that schedule (a planted bug is
+    shown caught without running every seed)."""
+    s = Summary()
+    t0 = time.monotonic()
+    deadline = t0 + minutes * 60 if minutes else None
+    todo = iter(seeds) if deadline is None else iter(range(seeds.start, 2**62))
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        for seed, picked, violations, acked, _faults, sim_s, events in pool.imap_unordered(
+            _worker, ((seed, unsafe) for seed in todo), chunksize=8
+        ):
+            s.schedules += 1
+            s.faults.update(picked)
+            s.acked += acked
+            s.sim_seconds += sim_s
+            s.events += events
+            if violations:
+                s.failed[seed] = violations
+            stop = bool(violations) and stop_on is not None and stop_on(violations)
+            if stop or (deadline is not None and time.monotonic() > deadline):
+                pool.terminate()
+                break
+    s.seconds = time.monotonic() - t0
+    return s
+
+
+def replay(seed: int, unsafe: bool = False) -> tuple[Outcome, list[str]]:
+    return run_one(seed, unsafe)
+
+
+def run_named(name: str, seed: int = 1) -> Outcome:
+    from zmqfail.sim.schedule import NAMED
+
+    cluster = Cluster(seed)
+    return cluster.run(NAMED[name], until=SETTLE + 2.5)

@@ -1,0 +1,117 @@
+"""What a simulated run must satisfy, judged from the ground truth.
+
+The simulator knows who wrote what: every record a primary writes is noted
+with its term and LSN (`Truth`). A server's history is then fully described
+by its epoch history and its last LSN (txlog.history), whatever snapshots it
+installed or logs it cut. The clients' histories say what was acknowledged,
+by which server, at which epoch and when. From these:
+
+- lost: an acknowledged write missing from the final history;
+- twice: a request present twice in the final history;
+- order: a client's requests out of msg_id order in the final history;
+- split: a server acknowledged at an older epoch after another server had
+  begun acknowledging at a newer one (two servers serving at once);
+- diverged: live servers whose histories or tables differ after healing;
+- stuck: service did not resume within the bound once faults stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zmqfail.txlog.history import EpochHistory
+
+
+@dataclass(slots=True)
+class Truth:
+    """Every record written, by (term id, lsn): (client id, msg id)."""
+
+    records: dict[tuple[int, int], tuple[str, int] | None] = field(default_factory=dict)
+
+    def history(self, hist: EpochHistory, last_lsn: int) -> list[tuple[str, int] | None]:
+        """The requests of a server's log, LSN 1..last (None: unknown, a record
+        of a term the simulation did not see written, such as a system one)."""
+        out: list[tuple[str, int] | None] = []
+        terms = hist.terms
+        i = 0
+        for lsn in range(1, last_lsn + 1):
+            while i + 1 < len(terms) and terms[i + 1].first_lsn <= lsn:
+                i += 1
+            if not terms or terms[i].first_lsn > lsn:
+                out.append(None)
+                continue
+            out.append(self.records.get((terms[i].term_id, lsn)))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A write a client saw acknowledged."""
+
+    client: str
+    msg_id: int
+    server: str
+    epoch: int
+    sent_at: float  # when the server sent the reply
+
+
+@dataclass(slots=True)
+class Violation:
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+def check_history(
+    final: list[tuple[str, int] | None], acks: list[Ack], written: set[tuple[str, int]]
+) -> list[Violation]:
+    """Lost, twice and order, against one final history."""
+    out: list[Violation] = []
+    seen: dict[tuple[str, int], int] = {}
+    last: dict[str, int] = {}
+    for lsn, req in enumerate(final, start=1):
+        if req is None:
+            continue
+        if req in seen:
+            out.append(Violation("twice", f"{req} at lsn {seen[req]} and {lsn}"))
+        seen[req] = lsn
+        client, msg_id = req
+        if msg_id <= last.get(client, 0):
+            out.append(Violation("order", f"{req} at lsn {lsn} after msg_id {last[client]}"))
+        last[client] = max(last.get(client, 0), msg_id)
+    lost = sorted(
+        {(a.client, a.msg_id) for a in acks if (a.client, a.msg_id) in written} - set(seen)
+    )
+    if lost:
+        out.append(Violation("lost", f"{len(lost)} acknowledged write(s), e.g. {lost[:3]}"))
+    return out
+
+
+def check_split(acks: list[Ack]) -> list[Violation]:
+    """Once a server acknowledged at epoch e, no other server acknowledges at an
+    epoch below e afterwards."""
+    out: list[Violation] = []
+    first_at: dict[tuple[str, int], float] = {}
+    for a in acks:
+        key = (a.server, a.epoch)
+        first_at[key] = min(first_at.get(key, a.sent_at), a.sent_at)
+    by_epoch: dict[int, set[str]] = {}
+    for server, epoch in first_at:
+        by_epoch.setdefault(epoch, set()).add(server)
+    for epoch, servers in by_epoch.items():
+        if len(servers) > 1:
+            out.append(Violation("split", f"epoch {epoch} acknowledged by {sorted(servers)}"))
+    for a in acks:
+        for (server, epoch), t in first_at.items():
+            if server != a.server and epoch > a.epoch and a.sent_at > t:
+                out.append(
+                    Violation(
+                        "split",
+                        f"{a.server} acknowledged at epoch {a.epoch} at {a.sent_at:.3f}s, "
+                        f"after {server} began at epoch {epoch} ({t:.3f}s)",
+                    )
+                )
+                return out
+    return out
