@@ -222,7 +222,7 @@ def restore(spec: AppSpec, app: Application, sessions: SessionTable, state: dict
         raise ProtocolError(
             f"the snapshot is of application {state.get('app')!r}, the config runs {spec.name!r}"
         )
-    if not isinstance(state["sessions"], dict) or not isinstance(state["state"], dict):
+    if not isinstance(state.get("sessions"), dict) or not isinstance(state.get("state"), dict):
         raise ProtocolError("snapshot: sessions and state must be maps")
     sessions.restore(state["sessions"])
     app.restore(state["state"])
