@@ -370,6 +370,23 @@ class Welcome(Message):
 
 @_register
 @dataclass(frozen=True, slots=True)
+class Probe(Message):
+    """Server -> server, over the client network (step 420): 'are you alive?'.
+
+    Sent to a peer that fell silent on every replication path, to the peer's
+    client frontend; answered with a `Welcome`. Only the answer counts, and
+    only on the prober's own connection: a probe carries no epoch a stranger
+    could use to depose anybody."""
+
+    TYPE: ClassVar[str] = "probe"
+    server: str
+
+    def validate(self) -> None:
+        _check_id(self.server, "server")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
 class RecoverySignal(Message):
     """Server -> clients: I have taken over at this epoch; resend what has no reply."""
 

@@ -30,13 +30,13 @@ from zmqfail.core.frontend import Frontend
 from zmqfail.core.leader import Leader
 from zmqfail.core.local import LocalStore
 from zmqfail.core.log import NodeLog
-from zmqfail.core.peers import PauseGuard, PeerTable
+from zmqfail.core.peers import PauseGuard, PeerTable, Prober
 from zmqfail.core.ports import Disk, Loaded, Outbox
 from zmqfail.core.status import NodeStatus, build_status
 from zmqfail.errors import ProtocolError
 from zmqfail.failover.state import Action, IllegalTransition, Role, State, Switchover
 from zmqfail.processor import Processor
-from zmqfail.protocol import Heartbeat, Hello, decode_as
+from zmqfail.protocol import Heartbeat, Hello, Welcome, decode_as
 from zmqfail.replication import LINKS
 from zmqfail.txlog.history import EpochHistory
 
@@ -81,6 +81,7 @@ class NodeCore:
         self.nlog = NodeLog(loaded.proc, loaded.snapshot_lsn, cfg.flush)
         self.peers = PeerTable(self.peer_names, self.dead_after)
         self.guard = PauseGuard(self.dead_after)
+        self.prober = Prober(self.peer_names, self.dead_after, self.beat_interval)
         self.hb_bad_frames = 0
         prior = meta.get("quarantined", 0)
         self.store = LocalStore(
@@ -181,6 +182,23 @@ class NodeCore:
             if not self.peers.heard(hb, history, link, now):
                 self.hb_bad_frames += 1
 
+    def on_probe_reply(self, peer: str, frames: list[bytes], now: float) -> None:
+        """Answers to our step-420 probes, from `peer`'s client frontend, on the
+        connection we opened to it (so a stranger cannot answer for it)."""
+        for data in frames:
+            try:
+                welcome = decode_as(data, Welcome)
+            except ProtocolError:
+                self.hb_bad_frames += 1
+                continue
+            if welcome.server != peer:
+                self.hb_bad_frames += 1
+                continue
+            self.prober.answered(peer, now)
+            if welcome.epoch > self.epoch:
+                # Someone took over while we could not hear it on the links.
+                self.agent.higher_epoch(welcome.epoch, peer, now)
+
     def on_flushed(self, lsn: int, now: float) -> None:
         self.checkpoint.on_flushed(lsn, now)
 
@@ -237,11 +255,17 @@ class NodeCore:
         costs nothing, and the request path stays short."""
         self._next_slow = now + self.tick
         leader = self.leader
+        prober = self.prober
+        ages = {p: self.peers.age(p, now) for p in self.peer_names}
+        repl_age = now - self.follower.last_heard if self.follower.last_heard else float("inf")
+        for peer, age in ages.items():
+            quiet = age if peer != self.agent.fs.primary else min(age, repl_age)
+            if prober.due(peer, quiet, now):
+                self.out.probe.append(peer)
         if leader is not None and self.guard.trusted(now):
-            ages = {p: self.peers.age(p, now) for p in self.peer_names}
-            leader.mark_lost_silent(now, self.dead_after, ages)
+            leader.mark_lost_silent(now, self.dead_after, ages, lambda p: prober.verdict(p, now))
         full = leader.full_copies() if leader is not None else None
-        self.agent.tick(now, self.peers, self.guard, self.follower.last_heard, full)
+        self.agent.tick(now, self.peers, self.guard, self.follower.last_heard, full, prober)
         self.checkpoint.apply_mode()
 
     def next_deadline(self, now: float) -> float:

@@ -24,12 +24,15 @@ States (methods of the reference):
 
 Safety rules:
 
-- Acting alone needs proof: a backup takes over only when the primary has
-  been silent on every path (main link, failsafe link, replication) for the
-  dead time AND a client asked it to serve within the vote window (the zguide
-  Binary Star "client vote"): a primary that is alive but cut off from its
-  backup keeps its clients, so no client votes, so no takeover (step 420,
-  "link failure": flush and wait).
+- Acting alone needs proof (step 420 of the reference): a backup takes over
+  only when the primary has been silent on every replication path (main
+  link, failsafe link, replication) for the dead time AND has not answered
+  the backup's probes over the client network for the dead time: then it is
+  gone, whether or not a client is connected. A primary that answers there
+  is alive and cut off from its backup ("link failure"): it runs alone, so
+  the backup no longer holds everything acknowledged and waits (STANDBY)
+  until it can follow again. A client's vote is never enough to depose a
+  primary: a client that briefly hears nothing proves nothing.
 - Only an in-sync backup (NORMAL) may take over: one still syncing may lack
   acknowledged records. A backup is in sync only once it holds every record
   the primary acknowledged (the primary names it in its heartbeat, and the
@@ -66,6 +69,8 @@ from zmqfail.failover.state import (
     PeerGrant,
     PeerProgress,
     PeerSilent,
+    PrimaryGone,
+    PrimaryReachable,
     Result,
     Role,
     StartupDone,
@@ -202,6 +207,7 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
         epoch=e.epoch,
         primary=e.peer,
         primary_silent=False,
+        primary_gone=False,
         was_active=False,
         may_lead=False,
     )
@@ -224,6 +230,7 @@ def _take_over(s: FailoverState, now: float) -> Result:
         grants=(),
         primary="",
         primary_silent=False,
+        primary_gone=False,
         vote_at=None,
         was_active=True,
         may_lead=True,
@@ -251,8 +258,7 @@ def _order(s: FailoverState, name: str) -> int:
 
 
 def _maybe_take_over(s: FailoverState, now: float) -> Result:
-    vote_fresh = s.vote_at is not None and now - s.vote_at <= s.vote_window
-    if s.state is State.NORMAL and s.primary_silent and vote_fresh and _best_candidate(s):
+    if s.state is State.NORMAL and s.primary_gone and _best_candidate(s):
         return _take_over(s, now)
     return s, []
 
@@ -264,15 +270,29 @@ def _backup_silent(s: FailoverState, e: Event, now: float) -> Result:
     if s.state is State.SYNCING:
         # Not caught up: we may lack acknowledged records and must not serve.
         return _to(s, State.STANDBY, now, primary_silent=True), [Action.FLUSH]
-    # Step 420: silent on every path. Flush and wait for a client vote.
-    new = replace(s, primary_silent=True)
+    # Silent on every replication path: flush, and ask over the client
+    # network whether it is gone or only cut off (step 420).
+    return replace(s, primary_silent=True), [Action.FLUSH]
+
+
+def _primary_gone(s: FailoverState, e: Event, now: float) -> Result:
+    assert isinstance(e, PrimaryGone)
+    if e.peer != s.primary:
+        return s, []
+    new = replace(s, primary_silent=True, primary_gone=True)
     taken = _maybe_take_over(new, now)
     return taken if taken[0] is not new else (new, [Action.FLUSH])
 
 
-def _vote(s: FailoverState, e: Event, now: float) -> Result:
-    new = replace(s, vote_at=now)
-    return _maybe_take_over(new, now)
+def _link_failure(s: FailoverState, e: Event, now: float) -> Result:
+    """The primary lives but cannot reach us: it runs alone and acknowledges
+    records we will not have, so we must not take over any more. Wait for it
+    (we follow it again once its heartbeats come back)."""
+    assert isinstance(e, PrimaryReachable)
+    if e.peer != s.primary:
+        return s, []
+    new = _to(s, State.STANDBY, now, primary="", primary_silent=False, primary_gone=False)
+    return new, [Action.FLUSH]
 
 
 def _progress(s: FailoverState, e: Event, now: float) -> Result:
@@ -352,6 +372,7 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
                 epoch=e.epoch,
                 primary="",
                 primary_silent=False,
+                primary_gone=False,
                 may_lead=False,
             ),
             [],
@@ -434,8 +455,10 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
     (State.NORMAL, PeerActive): (_follow, (*_B, State.BACKUP_ONLY, State.FENCED)),
     (State.FENCED, PeerActive): (_follow, _B),
     (State.SYNCING, PeerSilent): (_backup_silent, (State.STANDBY,)),
-    (State.NORMAL, PeerSilent): (_backup_silent, (State.NORMAL, State.BACKUP_ONLY)),
-    (State.NORMAL, ClientVote): (_vote, (State.NORMAL, State.BACKUP_ONLY)),
+    (State.NORMAL, PeerSilent): (_backup_silent, (State.NORMAL,)),
+    (State.NORMAL, PrimaryGone): (_primary_gone, (State.NORMAL, State.BACKUP_ONLY)),
+    (State.NORMAL, PrimaryReachable): (_link_failure, (State.NORMAL, State.STANDBY)),
+    (State.NORMAL, ClientVote): (_record_vote, (State.NORMAL,)),
     (State.NORMAL, PeerProgress): (_progress, (State.NORMAL, State.BACKUP_ONLY)),
     (State.PRIMARY_ONLY, BackupsInSync): (_in_sync, (State.NORMAL, State.PRIMARY_ONLY)),
     (State.BACKUP_ONLY, BackupsInSync): (_in_sync, (State.NORMAL, State.BACKUP_ONLY)),
@@ -457,6 +480,12 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
     **{
         (st, PeerSilent): (_ignore, (st,))
         for st in (State.STARTING, State.STANDBY, State.FENCED, State.HANDOFF)
+    },
+    **{
+        (st, ev): (_ignore, (st,))
+        for st in ALL_LIVE
+        if st is not State.NORMAL
+        for ev in (PrimaryGone, PrimaryReachable)
     },
     **{
         (st, ClientVote): (_record_vote, (st, State.PRIMARY_ONLY) if st in _WAITING else (st,))

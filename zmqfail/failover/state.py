@@ -61,6 +61,24 @@ class PeerSilent:
 
 
 @dataclass(frozen=True, slots=True)
+class PrimaryGone:
+    """Step 420, "ok": the primary is silent on every replication path and has
+    not answered our probes over the client network for the dead time. It is
+    gone (or as good as gone: a stalled process wakes to a higher epoch)."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrimaryReachable:
+    """Step 420, "link failure": the primary is silent on every replication
+    path but answers over the client network. It runs alone and acknowledges
+    what we do not hold, so we may no longer take over: flush and wait."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
 class ClientVote:
     """A client asked this (inactive) server to serve."""
 
@@ -134,6 +152,8 @@ Event = (
     StartupDone
     | PeerActive
     | PeerSilent
+    | PrimaryGone
+    | PrimaryReachable
     | ClientVote
     | BackupsInSync
     | HigherEpoch
@@ -175,7 +195,8 @@ class FailoverState:
     primary: str = ""  # the primary this backup follows
     since: float = 0.0  # when the current state was entered
     vote_at: float | None = None  # last client vote
-    primary_silent: bool = False
+    primary_silent: bool = False  # silent on the replication paths
+    primary_gone: bool = False  # ... and on the client network (step 420)
     in_sync: tuple[str, ...] = ()  # primary: backups it waits for
     progress: tuple[tuple[str, int, int, bool, bool], ...] = ()  # peer, epoch, lsn, live, serving
     last_lsn: int = 0  # ours, updated by the shell before each step ...

@@ -181,6 +181,10 @@ class Node:
             got = ch.read_ack(sock)
             if got is not None:
                 core.on_ack(*got, now)
+        for sock in [s for s in events if s in ch.probe_of]:
+            peer, answers = ch.read_probe_replies(sock)
+            if answers:
+                core.on_probe_reply(peer, answers, now)
         if ch.control in events:
             self.control.drain(now)
         if disk.children or self.control.digests.jobs:
