@@ -85,6 +85,17 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WitnessConfig:
+    """The optional third voter (``zmqfail witness``): with it, every new
+    epoch is granted by the witness and a server runs alone only while it
+    holds the witness's lease (docs/architecture.md, "Witness")."""
+
+    endpoint: str  # its ROUTER; every server connects to it
+    data_dir: Path  # where it keeps the granted epoch and leader, fsynced
+    lease_ms: int = 1000  # how long a lease lasts; renewed every third of it
+
+
+@dataclass(frozen=True, slots=True)
 class SessionsConfig:
     """Client sessions (``zmqfail/sessions.py``). Memory: at most
     ``max_sessions x window`` stored replies, each about the size of one
@@ -148,6 +159,7 @@ class ClusterConfig:
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     path: Path | None = None
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    witness: WitnessConfig | None = None
 
     def node(self, name: str) -> NodeConfig:
         for n in self.nodes:
@@ -274,7 +286,17 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     flush = FlushConfig(**_ints(_section(raw, "flush"), "flush", FlushConfig))
     failover = FailoverConfig(**_ints(_section(raw, "failover"), "failover", FailoverConfig))
     retention = _retention(_section(raw, "retention"))
-    unknown = set(raw) - {"cluster", "nodes", "app", "sessions", "flush", "failover", "retention"}
+    witness = _witness(_section(raw, "witness"), base_dir, seen) if "witness" in raw else None
+    unknown = set(raw) - {
+        "cluster",
+        "nodes",
+        "app",
+        "sessions",
+        "flush",
+        "failover",
+        "retention",
+        "witness",
+    }
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}")
     return ClusterConfig(
@@ -287,7 +309,31 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
         failover=failover,
         path=path,
         retention=retention,
+        witness=witness,
     )
+
+
+def _witness(sec: dict[str, Any], base_dir: Path, seen: dict[str, str]) -> WitnessConfig:
+    known = {"endpoint", "data_dir", "lease_ms"}
+    unknown = set(sec) - known
+    if unknown:
+        raise ConfigError(
+            f"[witness] unknown key(s) {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    endpoint = _endpoint(sec.get("endpoint"), "[witness] endpoint")
+    if endpoint in seen:
+        raise ConfigError(f"endpoint {endpoint} is used twice: {seen[endpoint]} and the witness")
+    data_dir = sec.get("data_dir", "witness")
+    if not isinstance(data_dir, str) or not data_dir:
+        raise ConfigError("[witness] data_dir must be a path")
+    lease = sec.get("lease_ms", 1000)
+    if not isinstance(lease, int) or isinstance(lease, bool) or not 100 <= lease <= 60_000:
+        raise ConfigError(
+            f"[witness] lease_ms must be a whole number from 100 to 60000, got {lease!r}"
+        )
+    dd = Path(data_dir)
+    return WitnessConfig(endpoint, dd if dd.is_absolute() else base_dir / dd, lease)
 
 
 def load(path: str | Path) -> ClusterConfig:
