@@ -330,15 +330,16 @@ def test_signals_and_restart(procs: Procs, cluster_dir: Callable[..., Path]) -> 
     out = zk(cfg_path, "b", "--restart")
     assert out.returncode == 0 and "b restarted" in out.stdout, out.stderr
     wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b rejoined")
-    # Restarting the primary with no clients: nobody votes for a takeover, and
-    # the restarted primary, holding everything (all flushed while idle), leads
-    # again; the pair is whole.
+    # Restarting the primary with no clients: the backup finds it gone on
+    # every path (step 420: no client vote needed) and takes over; the
+    # restarted a rejoins as its backup and the pair is whole.
     before = st(cfg, "a")["pid"]
     out = zk(cfg_path, "primary", "--restart")
     assert out.returncode == 0, out.stderr
-    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "a primary again")
-    assert st(cfg, "a")["pid"] != before and st(cfg, "a")["role"] == "primary"
-    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b follows")
+    wait_for(lambda: st(cfg, "b")["role"] == "primary", 20, "b took over")
+    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "the pair whole again")
+    sa = st(cfg, "a")
+    assert sa["pid"] != before and (sa["role"], sa["state"]) == ("backup", "normal")
     # Errors are one line, never a traceback.
     for args in (("zz", "--signal", "KILL"), ("a",), ("a", "--heal"), ("--plan", "/nope")):
         res = zk(cfg_path, *args)

@@ -79,7 +79,10 @@ class FlushConfig:
 @dataclass(frozen=True, slots=True)
 class FailoverConfig:
     heartbeat_interval_ms: int = 30
-    heartbeat_misses: int = 5  # dead after interval x misses = 150 ms
+    # Dead after interval x misses = 300 ms: a Python loop on a busy 2-core
+    # machine stalls for 200+ ms now and then (seen: a takeover of a live
+    # primary at 150 ms), and step 420 adds half of it again before a takeover.
+    heartbeat_misses: int = 10
     client_timeout_ms: int = 150
     link_timeout_ms: int = 150  # a commit not answered in this time: the link is down
 
@@ -405,7 +408,8 @@ def render(
         "",
         "[failover]",
         "heartbeat_interval_ms = 30   # a peer silent on every link for interval x misses",
-        "heartbeat_misses = 5         # (150 ms) is proven gone",
+        "heartbeat_misses = 10        # (300 ms) is proven gone; the backup then takes",
+        "                             # over if the primary is silent to its probes too",
         "client_timeout_ms = 150      # a client with no reply this long looks for a new server",
         "link_timeout_ms = 150   # unanswered commit: replication moves to the other link",
         "",
