@@ -307,10 +307,10 @@ def test_link_cuts_move_replication_and_isolate(
     # Both links cut at the primary: it runs alone.
     for link in ("main", "failsafe"):
         # Long enough to overlap even when each CLI call takes seconds to start.
-        assert zk(cfg_path, "primary", "--link", link, "--for", "4.0").returncode == 0
+        assert zk(cfg_path, "primary", "--link", link, "--for", "8.0").returncode == 0
     wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "a primary-only")
     # The cuts heal by themselves and the pair is whole again.
-    wait_for(lambda: st(cfg, "a")["cut_links"] == [], 10, "self-heal")
+    wait_for(lambda: st(cfg, "a")["cut_links"] == [], 20, "self-heal")
     wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "normal again")
     # Cutting the clients channel drops client traffic at that node.
     assert zk(cfg_path, "a", "--link", "clients", "--for", "0.5").returncode == 0

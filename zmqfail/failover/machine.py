@@ -48,6 +48,13 @@ Safety rules:
   hear its peers. Every new leadership takes a new epoch.
 - Every takeover raises the epoch; hearing a higher epoch makes an active
   server step down at once, dropping every reply it still held.
+- With a witness configured, every new leadership (a takeover, a start-up
+  lead, an election among peers) also needs the witness's grant of that very
+  epoch (`WitnessElected`): the machine asks (`asking`) and waits in the
+  state it is in. The witness grants an epoch to one server only, never
+  while another holds its lease, never to one that missed the latest epoch
+  (zmqfail/witness/logic.py); the lease that lets a leader run alone is kept
+  outside the machine (core/witness.py).
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ from zmqfail.failover.state import (
     State,
     Stop,
     Switchover,
+    WitnessElected,
 )
 
 Handler = Callable[[FailoverState, Event, float], Result]
@@ -99,7 +107,18 @@ def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
         return _to(s, State.STANDBY, now), []
     if s.preferred:
         # A fresh cluster's first primary: nothing was ever acknowledged.
-        new = _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY, was_active=True, may_lead=True)
+        waiting = _witness_wait(s, s.epoch)
+        if waiting is not None:
+            return waiting, []  # StartupDone comes again on every tick
+        new = _to(
+            s,
+            State.PRIMARY_ONLY,
+            now,
+            role=Role.PRIMARY,
+            was_active=True,
+            may_lead=True,
+            asking=0,
+        )
         return new, [Action.BECOME_PRIMARY]
     if s.may_lead and s.lead_alone:
         # It ran alone last, so every acknowledgement it gave is in its log.
@@ -139,15 +158,27 @@ def _stand(s: FailoverState, now: float) -> Result:
     return replace(s, candidate=_next_epoch(s), grants=()), []
 
 
+def _witness_wait(s: FailoverState, epoch: int) -> FailoverState | None:
+    """With a witness: the state that asks it for `epoch`, unless it granted it."""
+    if not s.witness or s.elected == epoch:
+        return None
+    return s if s.asking == epoch else replace(s, asking=epoch)
+
+
 def _lead_at_new_epoch(s: FailoverState, now: float) -> Result:
     """Lead without a current primary to take over from: a new epoch fences any
     former leader that might wake up."""
+    epoch = s.candidate or _next_epoch(s)
+    waiting = _witness_wait(s, epoch)
+    if waiting is not None:
+        return waiting, []
     new = _to(
         s,
         State.PRIMARY_ONLY,
         now,
         role=Role.PRIMARY,
-        epoch=s.candidate or _next_epoch(s),
+        epoch=epoch,
+        asking=0,
         primary="",
         was_active=True,
         may_lead=True,
@@ -192,7 +223,7 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
     if e.epoch < s.epoch:
         return s, []  # a stale primary: ignore it (it will learn of our epoch)
     actions: list[Action] = []
-    s = replace(s, candidate=0, grants=())  # a primary serves: nobody else leads
+    s = replace(s, candidate=0, grants=(), asking=0)  # a primary serves: nobody else leads
     if s.state in (State.STARTING, State.STANDBY, State.FENCED) or e.peer != s.primary:
         actions.append(Action.FOLLOW)
     # In sync: the primary counts us, and we hold everything it acknowledged
@@ -220,12 +251,17 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
 
 
 def _take_over(s: FailoverState, now: float) -> Result:
+    epoch = _next_epoch(s)
+    waiting = _witness_wait(s, epoch)
+    if waiting is not None:
+        return waiting, []
     new = _to(
         s,
         State.BACKUP_ONLY,
         now,
         role=Role.PRIMARY,
-        epoch=_next_epoch(s),
+        epoch=epoch,
+        asking=0,
         candidate=0,
         grants=(),
         primary="",
@@ -263,6 +299,27 @@ def _maybe_take_over(s: FailoverState, now: float) -> Result:
     return s, []
 
 
+def _elected(s: FailoverState, e: Event, now: float) -> Result:
+    """The witness granted the epoch we asked for: do what waited for it, if
+    it is still due (StartupDone and heartbeats come again by themselves)."""
+    assert isinstance(e, WitnessElected)
+    if not s.asking or e.epoch != s.asking:
+        return s, []  # an answer to an ask we have given up
+    s = replace(s, elected=e.epoch, asking=0)
+    if s.state is State.NORMAL and s.role is Role.BACKUP:
+        primary_restarted = bool(s.primary) and _most_up_to_date_of_all(s)
+        if (s.primary_gone and _best_candidate(s)) or primary_restarted:
+            return _take_over(s, now)
+    elif (
+        s.state in _WAITING
+        and s.candidate == e.epoch
+        and set(s.peers) <= set(s.grants)
+        and _most_up_to_date_of_all(s)
+    ):
+        return _lead_at_new_epoch(s, now)
+    return s, []
+
+
 def _backup_silent(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, PeerSilent)
     if e.peer != s.primary:
@@ -291,7 +348,7 @@ def _link_failure(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, PrimaryReachable)
     if e.peer != s.primary:
         return s, []
-    new = _to(s, State.STANDBY, now, primary="", primary_silent=False, primary_gone=False)
+    new = _to(s, State.STANDBY, now, primary="", primary_silent=False, primary_gone=False, asking=0)
     return new, [Action.FLUSH]
 
 
@@ -345,7 +402,7 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, HigherEpoch)
     if e.epoch <= s.epoch:
         return s, []
-    s = replace(s, candidate=0, grants=())  # ask again, later, above that epoch
+    s = replace(s, candidate=0, grants=(), asking=0)  # ask again, later, above that epoch
     if s.role is Role.PRIMARY:
         new = _to(
             s,
@@ -378,7 +435,12 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
             [],
         )
     # Someone led after us: we may no longer start as the leader on our own.
-    return replace(s, epoch=e.epoch, may_lead=False), []
+    new = replace(s, epoch=e.epoch, may_lead=False)
+    if s.state in _WAITING and _most_up_to_date_of_all(new):
+        # Still the one holding the most: ask again, above that epoch (nothing
+        # else may come to ask us: the peers' reports have not changed).
+        return _stand(new, now)
+    return new, []
 
 
 def _switchover(s: FailoverState, e: Event, now: float) -> Result:
@@ -459,6 +521,17 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
     (State.NORMAL, PrimaryGone): (_primary_gone, (State.NORMAL, State.BACKUP_ONLY)),
     (State.NORMAL, PrimaryReachable): (_link_failure, (State.NORMAL, State.STANDBY)),
     (State.NORMAL, ClientVote): (_record_vote, (State.NORMAL,)),
+    **{
+        (st, WitnessElected): (
+            _elected,
+            (st, State.BACKUP_ONLY)
+            if st is State.NORMAL
+            else (st, State.PRIMARY_ONLY)
+            if st in _WAITING
+            else (st,),
+        )
+        for st in ALL_LIVE
+    },
     (State.NORMAL, PeerProgress): (_progress, (State.NORMAL, State.BACKUP_ONLY)),
     (State.PRIMARY_ONLY, BackupsInSync): (_in_sync, (State.NORMAL, State.PRIMARY_ONLY)),
     (State.BACKUP_ONLY, BackupsInSync): (_in_sync, (State.NORMAL, State.BACKUP_ONLY)),
