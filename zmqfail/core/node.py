@@ -24,6 +24,7 @@ from typing import Any
 
 from zmqfail.config import ClusterConfig
 from zmqfail.core.agent import FailoverAgent
+from zmqfail.core.beats import heartbeats
 from zmqfail.core.checkpoint import CheckpointAgent
 from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
 from zmqfail.core.frontend import Frontend
@@ -45,7 +46,6 @@ from zmqfail.failover.state import (
 )
 from zmqfail.processor import Processor
 from zmqfail.protocol import Heartbeat, Hello, Welcome, decode_as
-from zmqfail.replication import LINKS
 from zmqfail.txlog.history import EpochHistory
 
 log = logging.getLogger("zmqfail.node")
@@ -339,35 +339,7 @@ class NodeCore:
     # ---------------------------------------------------------- heartbeats
     def _beat(self, now: float) -> None:
         self._next_beat = now + self.beat_interval
-        fs = self.agent.fs
-        nlog = self.nlog
-        leader = self.leader
-        in_sync = list(leader.full_copies()) if leader is not None else []
-        handoff_to = ""
-        if fs.state is State.HANDOFF and leader is not None:
-            peer = leader.tracker.peers.get(fs.handoff_to)
-            if peer is not None and peer.held >= nlog.held:
-                handoff_to = fs.handoff_to  # it holds everything: it may take over now
-        history = nlog.proc.history.to_wire()
-        for link in LINKS:
-            hb = Heartbeat(
-                self.name,
-                fs.role.value,
-                fs.state.value,
-                fs.epoch,
-                nlog.held,
-                nlog.committed,
-                nlog.flushed,
-                link,
-                in_sync,
-                handoff_to,
-                nlog.held_epoch,
-                history,
-                fs.candidate,
-                fs.granted[0],
-                fs.granted[1],
-            )
-            self.out.beat.append((link, hb.encode()))
+        self.out.beat.extend(heartbeats(self.name, self.agent.fs, self.nlog, self.leader))
 
     # --------------------------------------------------- the state machine
     def carry_out(self, action: Action) -> None:
