@@ -3,10 +3,9 @@ accepts the unit), `config check`, and shell completion."""
 
 from __future__ import annotations
 
-import re
-
 import configparser
 import os
+import re
 import shlex
 import shutil
 import subprocess

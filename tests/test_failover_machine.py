@@ -43,6 +43,7 @@ from zmqfail.failover.state import (
     State,
     Stop,
     Switchover,
+    WitnessElected,
     initial,
 )
 
@@ -191,6 +192,7 @@ def sample(ev: type, s: FailoverState) -> Event:
         PeerSilent: PeerSilent(other),
         PrimaryGone: PrimaryGone(other),
         PrimaryReachable: PrimaryReachable(other),
+        WitnessElected: WitnessElected(s.epoch + 1),
         ClientVote: ClientVote(),
         BackupsInSync: BackupsInSync((s.peers[0],)),
         HigherEpoch: HigherEpoch(s.epoch + 3, s.peers[-1]),
@@ -211,6 +213,7 @@ def test_event_types_are_all_known() -> None:
         PeerSilent,
         PrimaryGone,
         PrimaryReachable,
+        WitnessElected,
         ClientVote,
         BackupsInSync,
         HigherEpoch,
@@ -1208,6 +1211,7 @@ def events_for(draw: st.DrawFn, me: str) -> Event:
             st.builds(PeerSilent, peer),
             st.builds(PrimaryGone, peer),
             st.builds(PrimaryReachable, peer),
+            st.builds(WitnessElected, epoch),
             st.just(ClientVote()),
             st.builds(BackupsInSync, st.lists(st.sampled_from(others), unique=True).map(tuple)),
             st.builds(HigherEpoch, epoch, peer),
@@ -1661,3 +1665,69 @@ def test_one_grant_per_epoch() -> None:
     assert s.granted == ("c", 3)
     # Our own takeover or candidacy then goes above what we granted.
     assert s.candidate == 0
+
+
+# ---------------------------------------------------------------- witness
+def with_witness(s: FailoverState) -> FailoverState:
+    return replace(s, witness=True)
+
+
+def test_with_a_witness_a_takeover_waits_for_its_grant_of_that_epoch() -> None:
+    s = with_witness(normal_backup())
+    s = go_s(s, PeerSilent("a"), T0 + 10)
+    waiting, actions = go(s, PrimaryGone("a"), T0 + 10.1)
+    assert (waiting.state, waiting.role, waiting.asking, actions) == (
+        State.NORMAL,
+        Role.BACKUP,
+        2,
+        [],
+    )
+    # A grant of another epoch (a late answer to an old ask) changes nothing.
+    assert go(waiting, WitnessElected(3), T0 + 10.2) == (waiting, [])
+    new, actions = go(waiting, WitnessElected(2), T0 + 10.2)
+    assert_took_over(waiting, new, actions)
+    assert (new.asking, new.elected) == (0, 2)
+
+
+def test_with_a_witness_a_grant_after_the_primary_came_back_is_not_used() -> None:
+    s = with_witness(go_s(normal_backup(), PeerSilent("a"), T0 + 10))
+    s = go_s(s, PrimaryGone("a"), T0 + 10.1)
+    back = go_s(s, PeerActive("a", 1, in_sync=("b",)), T0 + 10.2)
+    assert (back.state, back.asking, back.primary_gone) == (State.NORMAL, 0, False)
+    assert go(back, WitnessElected(2), T0 + 10.3) == (back, [])
+
+
+def test_with_a_witness_the_first_primary_waits_for_epoch_one() -> None:
+    s = with_witness(starting("a", ("b",), preferred=True))
+    s1, actions = go(s, StartupDone(), T0 + 2)
+    assert (s1.state, s1.asking, actions) == (State.STARTING, 1, [])
+    s2, actions = go(s1, WitnessElected(1), T0 + 2.1)
+    assert (s2.state, s2.elected, actions) == (State.STARTING, 1, [])
+    s3, actions = go(s2, StartupDone(), T0 + 2.2)  # the agent feeds it every tick
+    assert (s3.state, s3.role, s3.epoch, actions) == (
+        State.PRIMARY_ONLY,
+        Role.PRIMARY,
+        1,
+        [Action.BECOME_PRIMARY],
+    )
+
+
+def test_with_a_witness_a_peer_election_leads_only_on_its_grant() -> None:
+    a = with_witness(replace(go_s(starting("a", ("b",)), StartupDone(), T0 + 2), last_lsn=9))
+    a = go_s(a, PeerProgress("b", 1, 3, True, serving=False), T0 + 3)
+    assert a.candidate == 2
+    a1, actions = go(a, PeerGrant("b", "a", 2), T0 + 3)
+    assert (a1.state, a1.asking, actions) == (State.STANDBY, 2, [])
+    a2, actions = go(a1, WitnessElected(2), T0 + 3.1)
+    assert (a2.state, a2.epoch, actions) == (State.PRIMARY_ONLY, 2, [Action.BECOME_PRIMARY])
+
+
+def test_a_waiting_server_told_of_a_higher_epoch_asks_again_above_it() -> None:
+    """Found by the simulator with a witness: the witness's refusal told a
+    restarted server of a newer epoch; it reset its candidacy and, with no
+    peer report changing, never asked again: nobody served."""
+    a = replace(go_s(starting("a", ("b",)), StartupDone(), T0 + 2), last_lsn=9)
+    a = go_s(a, PeerProgress("b", 1, 3, True, serving=False), T0 + 3)
+    assert a.candidate == 2
+    new, _ = go(a, HigherEpoch(2, "b"), T0 + 4)
+    assert (new.epoch, new.candidate) == (2, 3)

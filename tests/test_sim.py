@@ -31,6 +31,7 @@ from zmqfail.failover.state import (
 from zmqfail.processor import Processed, Processor
 from zmqfail.sim.campaign import campaign, run_named, run_one
 from zmqfail.sim.schedule import ALLOWED_UNSAFE
+from zmqfail.witness.logic import Witness
 
 CI_SEEDS = range(1, 2001)
 
@@ -95,6 +96,39 @@ def test_the_audits_loss_is_found_without_step_420(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(NodeCore, "on_probe_reply", lambda *a: None)
     out = run_named("audit-both-links-cut")
     assert "lost" in {v.kind for v in out.violations}, out.trace
+
+
+@pytest.mark.timeout(300)
+def test_with_a_witness_even_servers_split_on_every_network_lose_nothing() -> None:
+    """The partition table's "no" rows with a witness: the servers cut from
+    each other on every network while each keeps its clients (split brain
+    without a witness), the witness crashing or cut from one server, on top
+    of every safe fault: exactly one server leads, nothing acknowledged is
+    lost, and service resumes."""
+    s = campaign(range(1, 401), workers=2, witness=True)
+    assert s.failed == {}, s.failed
+    assert min(s.faults[k] for k in ("split-servers", "crash-witness", "cut-witness")) > 30
+
+
+@pytest.mark.timeout(300)
+def test_a_witness_that_grants_past_a_live_lease_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Witness, "live_holder", lambda self, now: "")
+    s = campaign(range(1, 401), workers=2, witness=True, stop_on=lambda vs: True)
+    assert s.failed, "the planted witness bug went unnoticed"
+    kinds = {v.split(":")[0] for vs in s.failed.values() for v in vs}
+    assert kinds & {"lost", "split"}, s.failed
+
+
+@pytest.mark.timeout(60)
+def test_with_a_witness_a_stale_server_restarted_alone_never_leads() -> None:
+    """The double failure: the backup took over and acknowledged, then died;
+    the old primary restarts alone. It learns the newer epoch from the
+    witness and waits; once the newer server is back, nothing is lost."""
+    out = run_named("double-failure", witness=True)
+    assert out.violations == [], out.trace
+    assert any("stale" in line for line in out.trace), out.trace
 
 
 # ------------------------------------------------------------ planted bugs

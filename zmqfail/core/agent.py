@@ -60,6 +60,7 @@ class FailoverAgent:
         save_meta: Callable[[], None],
         position: Callable[[], tuple[int, int]],
         wall: Callable[[], float],
+        witness: bool = False,
     ) -> None:
         self.name = name
         self._wall = wall  # the time of day, for the history
@@ -75,6 +76,7 @@ class FailoverAgent:
             now=now,
             vote_window=2 * dead_after,  # failing-over clients probe every 50 ms
             lead_alone=bool(meta.get("alone", False)),
+            witness=witness,
         )
         self.dead_after = dead_after
         self.startup_window = 2 * dead_after

@@ -79,6 +79,13 @@ class PrimaryReachable:
 
 
 @dataclass(frozen=True, slots=True)
+class WitnessElected:
+    """The witness granted us the lead at `epoch` (and stored it durably)."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class ClientVote:
     """A client asked this (inactive) server to serve."""
 
@@ -154,6 +161,7 @@ Event = (
     | PeerSilent
     | PrimaryGone
     | PrimaryReachable
+    | WitnessElected
     | ClientVote
     | BackupsInSync
     | HigherEpoch
@@ -206,6 +214,9 @@ class FailoverState:
     candidate: int = 0  # the epoch we ask to lead at (0: we do not ask)
     grants: tuple[str, ...] = ()  # peers that granted it
     granted: tuple[str, int] = ("", 0)  # whom we granted the lead, at which epoch
+    witness: bool = False  # a witness is configured: every new epoch is its grant
+    asking: int = 0  # the epoch we ask the witness to lead at (0: we do not ask)
+    elected: int = 0  # the epoch the witness granted us
 
     @property
     def active(self) -> bool:
@@ -226,6 +237,7 @@ def initial(
     vote_window: float = 1.0,
     may_lead: bool = False,
     lead_alone: bool = False,
+    witness: bool = False,
 ) -> FailoverState:
     return FailoverState(
         name=name,
@@ -238,6 +250,7 @@ def initial(
         lead_alone=may_lead and lead_alone,
         since=now,
         vote_window=vote_window,
+        witness=witness,
     )
 
 

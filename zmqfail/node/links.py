@@ -30,6 +30,7 @@ Sock = zmq.Socket[bytes]
 
 MAX_FRAMES = 512  # frames taken from a socket per turn, so no channel starves
 CLIENTS = "clients"
+WITNESS = "witness"
 
 
 class Faults:
@@ -143,6 +144,15 @@ class Channels:
             self.probe[peer.name] = dealer
             self.probe_of[dealer] = peer.name
         self._probe_frame = Probe(me.name).encode()
+        # The witness (optional): one DEALER; asks for a witness that is not
+        # connected are dropped (IMMEDIATE): they are repeated anyway.
+        self.witness: Sock | None = None
+        if cfg.witness is not None:
+            self.witness = self._socket(zmq.DEALER, Channel.CLIENTS)
+            self.witness.setsockopt(zmq.IMMEDIATE, 1)
+            self.witness.setsockopt(zmq.SNDHWM, 16)
+            self.witness.connect(cfg.witness.endpoint)
+            self.poller.register(self.witness, zmq.POLLIN)
         # Replication to backups, open only while this node leads.
         self.push: dict[tuple[str, str], Sock] = {}
         self.req: dict[tuple[str, str], Sock] = {}
@@ -294,6 +304,19 @@ class Channels:
                 got.append(parts[0])
         return self.probe_of[sock], got
 
+    def read_witness(self) -> list[bytes]:
+        got: list[bytes] = []
+        if self.witness is None:
+            return got
+        for _ in range(64):
+            try:
+                parts = self.witness.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if WITNESS not in self.faults.cut and len(parts) == 1:
+                got.append(parts[0])
+        return got
+
     def read_heartbeats(self, link: str) -> list[bytes]:
         sub = self.sub[link]
         got: list[bytes] = []
@@ -325,6 +348,10 @@ class Channels:
                         # Client gone or its queue full: it will time out and resend,
                         # and the dedup table answers the resend from the stored reply.
                         self.undeliverable += 1
+        if self.witness is not None and WITNESS not in cut:
+            for data in out.witness:
+                with contextlib.suppress(zmq.ZMQError):
+                    self.witness.send(data, zmq.NOBLOCK)
         if CLIENTS not in cut:
             for peer in out.probe:
                 with contextlib.suppress(zmq.ZMQError):

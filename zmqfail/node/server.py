@@ -181,6 +181,10 @@ class Node:
             got = ch.read_ack(sock)
             if got is not None:
                 core.on_ack(*got, now)
+        if ch.witness is not None and ch.witness in events:
+            answers = ch.read_witness()
+            if answers:
+                core.on_witness(answers, now)
         for sock in [s for s in events if s in ch.probe_of]:
             peer, answers = ch.read_probe_replies(sock)
             if answers:

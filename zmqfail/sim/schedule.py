@@ -77,6 +77,35 @@ def _cut(nets: tuple[str, ...]) -> Fault:
     return fault
 
 
+def crash_witness(c: Cluster, rng: random.Random, t: float) -> None:
+    def go() -> None:
+        w = c.witness
+        if w is None:
+            return
+        c.faults += 1
+        c.log("crash the witness")
+        w.crash()
+
+        def back() -> None:
+            c.log("restart the witness")
+            w.restart()
+
+        c.loop.after(rng.uniform(0.2, 1.5), back)
+
+    c.loop.at(t, go)
+
+
+def cut_witness(c: Cluster, rng: random.Random, t: float) -> None:
+    """One server loses the witness for a while (the other keeps it)."""
+
+    def go() -> None:
+        name = rng.choice(sorted(c.servers))
+        c.cut(name, "w", "clients")
+        c.loop.after(rng.uniform(0.2, 1.5), lambda: _heal(c, name, "w", ("clients",)))
+
+    c.loop.at(t, go)
+
+
 def _heal(c: Cluster, a: str, b: str, nets: tuple[str, ...]) -> None:
     for net in nets:
         c.net.heal(a, b, net)
@@ -211,22 +240,34 @@ UNSAFE: dict[str, Fault] = {
     "power-loss": power_loss,
     "split-servers": _cut(("main", "failsafe", "clients")),
 }
-ALL = {**SAFE, **UNSAFE}
+# With a witness: its own faults, and the servers split on every network
+# while each reaches the witness, become safe (exactly one may lead).
+WITNESS: dict[str, Fault] = {
+    "crash-witness": crash_witness,
+    "cut-witness": cut_witness,
+    "split-servers": _cut(("main", "failsafe", "clients")),
+}
+ALL = {**SAFE, **UNSAFE, **WITNESS}
 # Violations a schedule outside the safe set may show by design; the rest
 # (applied twice, out of order, diverged tables, no service) never.
 ALLOWED_UNSAFE = frozenset({"lost", "split"})
 
 
-def random_schedule(seed: int, safe: bool = True) -> tuple[Callable[[Cluster], None], list[str]]:
-    """Safe: one server fault and up to two network faults. Otherwise: one to
-    three faults of any kind, at once or one after another: double failures,
-    power loss, servers split on every network."""
+def random_schedule(
+    seed: int, safe: bool = True, witness: bool = False
+) -> tuple[Callable[[Cluster], None], list[str]]:
+    """Safe: one server fault and up to two network faults (with a witness:
+    its faults and the servers split on every network count as network
+    faults). Otherwise: one to three faults of any kind, at once or one after
+    another: double failures, power loss, servers split on every network."""
     rng = random.Random(seed * 7919 + 17)
     if safe:
         picked = [rng.choice(sorted(SERVER))]
-        picked += rng.sample(sorted(NETWORK), rng.randint(0, 2))
+        nets = {**NETWORK, **WITNESS} if witness else NETWORK
+        picked += rng.sample(sorted(nets), rng.randint(0, 2))
     else:
-        picked = [rng.choice(sorted(ALL)) for _ in range(rng.randint(1, 3))]
+        kinds = sorted(ALL) if witness else sorted({**SAFE, **UNSAFE})
+        picked = [rng.choice(kinds) for _ in range(rng.randint(1, 3))]
     times = sorted(rng.uniform(0.0, 1.5) for _ in picked)
 
     def apply(c: Cluster) -> None:
@@ -291,7 +332,35 @@ def takeover_write_fails(c: Cluster) -> None:
     c.loop.at(c.loop.now + 1.2, restart_all)
 
 
+def double_failure(c: Cluster) -> None:
+    """The partition table's double failure: the primary dies, the backup
+    takes over and acknowledges, then dies too; the old primary restarts
+    alone with older data. It must not lead (the newer server's
+    acknowledgements would be lost); once the newer server is back, the pair
+    serves again with everything. Checked every 10 ms of its time alone."""
+    t = c.loop.now + 0.2
+    a = _primary(c)
+    b = next(n for n in c.servers if n != a)
+    led = []
+
+    def watch() -> None:
+        core = c.servers[a].core
+        if core is not None and core.agent.fs.active:
+            led.append(c.loop.now)
+
+    c.loop.at(t, lambda: c.crash(a))
+    c.loop.at(t + 2.2, lambda: c.crash(b))
+    c.loop.at(t + 2.3, lambda: c.restart(a))
+    for i in range(150):
+        c.loop.at(t + 2.3 + i * 0.01, watch)
+    c.loop.at(t + 3.9, lambda: c.log(f"stale {a} {'LED' if led else 'waited'}"))
+
+
+# Named cases that need longer than the usual fault window (seconds after SETTLE).
+DURATION: dict[str, float] = {"double-failure": 4.2}
+
 NAMED: dict[str, Callable[[Cluster], None]] = {
+    "double-failure": double_failure,
     "audit-both-links-cut": audit_both_links_cut,
     "takeover-write-fails": takeover_write_fails,
 }

@@ -164,6 +164,8 @@ class SimServer:
             elif kind == "ack":
                 peer, link, parts = item
                 core.on_ack(peer, link, parts, now)
+            elif kind == "witness":
+                core.on_witness(item, now)
             elif kind == "probe-reply":
                 peer, data = item
                 core.on_probe_reply(peer, [data], now)
@@ -211,6 +213,10 @@ class SimServer:
                 if prober is not None:
                     got = _bind(prober.deliver, "probe-reply", (me, data))
                     net.send(me, prober.name, "clients", "probe-rep", got)
+        witness = c.witness
+        if witness is not None:
+            for data in out.witness:
+                net.send(me, "w", "clients", "w-ask", _bind(witness.ask, me, data))
         for peer_name in out.probe:
             peer = c.servers[peer_name]
             ident = PROBE_IDENT + me.encode()

@@ -60,6 +60,10 @@ class Witness:
         """The caller stores `self.stored` durably before it answers a grant."""
         s = self.stored
         holder = self.live_holder(now)
+        if (epoch, server) == (s.epoch, s.leader):
+            # Asked again (the answer was lost, or came late): the same grant.
+            self.holder, self.until = server, now + self.lease
+            return Verdict(True, epoch, server, "elected (again)")
         if epoch <= s.epoch:
             return self._refuse(f"epoch {epoch} is not above {s.epoch} (granted to {s.leader})")
         if known < s.epoch:
