@@ -112,6 +112,9 @@ def node_cmd(
     try:
         node.open()
         rc = node.run()
+        # Every socket is closed; wait (at most their linger) for the last
+        # frames, the goodbyes, to leave before the process does.
+        node.ctx.destroy(linger=0)
     except ZmqfailError:
         raise  # a known condition (damaged log, port in use): one line, below
     except Exception:
