@@ -283,3 +283,23 @@ def test_every_metric_name_is_documented() -> None:
     # Counters are documented with the _total a scrape shows.
     missing = [n for n in names if f"`{n}`" not in doc and f"`{n}_total`" not in doc]
     assert not missing, f"docs/operations.md does not name: {missing}"
+
+
+def test_the_server_serves_until_closed_and_a_taken_port_is_no_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from zmqfail.netutil import free_base_port
+
+    endpoint = f"127.0.0.1:{free_base_port(1)}"
+    m = NodeMetrics("prod", endpoint)
+    m.update(primary_status(), 0.0)
+    assert m.start()
+    try:
+        assert value(parse(get(f"http://{endpoint}/metrics")), "zmqfail_epoch") == 3
+        other = NodeMetrics("prod", endpoint)
+        assert not other.start()  # the port is taken: False and an ERROR, not an exception
+        assert f"metrics: cannot serve on {endpoint}" in caplog.text
+    finally:
+        m.close()
+    with pytest.raises(OSError):
+        get(f"http://{endpoint}/metrics")

@@ -14,13 +14,15 @@ to the moment its answer is readable. Names and meanings: docs/operations.md.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.registry import Collector
 
 from zmqfail.core.status import NodeStatus
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("zmqfail.node")
 
 UPDATE_EVERY = 0.5  # seconds between status hand-overs: a scrape is at most this old
+SHUTDOWN_POLL = 0.05  # seconds: how long a stopping node may wait for the HTTP thread
 NS = "zmqfail"
 
 # (status counter, metric name without _total, help). Counters restart from 0
@@ -208,6 +211,11 @@ class TimedIO(LogIO):
         self._hist.observe(time.perf_counter() - t0)
 
 
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape every few seconds is not news for the node's log
+
+
 class NodeMetrics:
     """The registry of one node, its HTTP server, and the shell's hooks."""
 
@@ -246,7 +254,9 @@ class NodeMetrics:
         A node runs on without its metrics rather than not at all."""
         host, _, port = self.endpoint.rpartition(":")
         try:
-            self._server, _thread = start_http_server(int(port), host, self.registry)
+            server = make_server(
+                host, int(port), make_wsgi_app(self.registry), ThreadingWSGIServer, _Quiet
+            )
         except OSError as exc:
             log.error(
                 "metrics: cannot serve on %s (%s); running without metrics",
@@ -254,6 +264,11 @@ class NodeMetrics:
                 exc.strerror or exc,
             )
             return False
+        # A short poll interval: a clean stop waits for the thread to notice.
+        threading.Thread(
+            target=server.serve_forever, args=(SHUTDOWN_POLL,), name="metrics", daemon=True
+        ).start()
+        self._server = server
         log.info("metrics on http://%s/metrics", self.endpoint)
         return True
 
