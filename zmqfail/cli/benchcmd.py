@@ -243,10 +243,10 @@ def plot_cmd(history: str, out: str, title: str | None) -> None:
     from zmqfail.loadgen.plot import draw, require_matplotlib
     from zmqfail.loadgen.timeline import load
 
-    require_matplotlib()
     path = Path(history)
     if not path.is_file():
         raise ZmqfailError(f"no history file {path}")
+    require_matplotlib()
     draw(load(path), Path(out), title or f"zmqfail: {path.name}")
     click.echo(f"plot: {out}")
 
