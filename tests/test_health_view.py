@@ -88,6 +88,28 @@ def test_role_words_say_what_an_operator_means() -> None:
             Verdict.DOWN,
             "no node serves (a unreachable, b backup (in sync))",
         ),
+        (
+            [
+                row("a", "primary", "primary_only", peers={"b": {"stopped": True}}),
+                unreachable_row("b"),
+            ],
+            Verdict.DEGRADED,
+            "primary a (epoch 1) runs alone; b stopped (clean)",
+        ),
+        (
+            # A waiting backup heard its primary stop cleanly.
+            [unreachable_row("a"), row("b", "backup", "standby", peers={"a": {"stopped": True}})],
+            Verdict.DOWN,
+            "no node serves (a stopped (clean), b standby (waiting))",
+        ),
+        (
+            [
+                row("a", "primary", "primary_only", peers={"b": {"stopped": False}}),
+                unreachable_row("b"),
+            ],
+            Verdict.DEGRADED,
+            "primary a (epoch 1) runs alone; b unreachable",
+        ),
         ([unreachable_row("a"), unreachable_row("b")], Verdict.DOWN, None),
         ([row("a", "primary", "primary_only")], Verdict.DEGRADED, "primary a (epoch 1) runs alone"),
     ],

@@ -32,9 +32,11 @@ ENDPOINT_OFFSETS = {
     "failsafe_ack": 6,
     "failsafe_heartbeat": 7,
 }
+METRICS_OFFSET = 8  # config init: the HTTP port of a node's Prometheus metrics
 PORTS_PER_NODE = 10
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _ENDPOINT_RE = re.compile(r"^tcp://[^\s:]+:\d{1,5}$")
+_HOSTPORT_RE = re.compile(r"^[^\s:/]+:\d{1,5}$")
 __all__ = ["DEFAULT_INSTRUMENTS", "AppSpec", "ClusterConfig", "SessionsConfig"]
 
 
@@ -55,6 +57,10 @@ class NodeConfig:
     main: LinkEndpoints
     failsafe: LinkEndpoints
     data_dir: Path
+    # "host:port" where the node serves Prometheus metrics over HTTP (None: off).
+    # Loopback by default: the numbers are for a local agent or a scraper on
+    # the same host, not for the world.
+    metrics: str | None = None
 
     def link(self, name: str) -> LinkEndpoints:
         if name == "main":
@@ -203,6 +209,15 @@ def _endpoint(v: object, where: str) -> str:
     return v
 
 
+def _metrics(v: object, where: str) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or not _HOSTPORT_RE.match(v):
+        raise ConfigError(f"{where} metrics must be host:port like 127.0.0.1:5708, got {v!r}")
+    _endpoint(f"tcp://{v}", f"{where} metrics")  # the port's range
+    return v
+
+
 def _link(raw: object, where: str) -> LinkEndpoints:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table with records, ack, heartbeat")
@@ -235,7 +250,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
             raise ConfigError(f"{where}: node names are lower-case letters, digits, - and _")
         if not isinstance(spec, dict):
             raise ConfigError(f"{where} must be a table")
-        unknown_keys = set(spec) - {"client", "control", "main", "failsafe", "data_dir"}
+        unknown_keys = set(spec) - {"client", "control", "main", "failsafe", "data_dir", "metrics"}
         if unknown_keys:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown_keys))}")
         data_dir = spec.get("data_dir", node_name)
@@ -250,6 +265,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
                 main=_link(spec.get("main"), f"{where} main"),
                 failsafe=_link(spec.get("failsafe"), f"{where} failsafe"),
                 data_dir=dd if dd.is_absolute() else (base_dir / dd),
+                metrics=_metrics(spec.get("metrics"), where),
             )
         )
     seen: dict[str, str] = {}
@@ -263,6 +279,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
             ("failsafe.records", n.failsafe.records),
             ("failsafe.ack", n.failsafe.ack),
             ("failsafe.heartbeat", n.failsafe.heartbeat),
+            *((("metrics", f"tcp://{n.metrics}"),) if n.metrics else ()),
         ):
             here = f"{n.name}.{label}"
             if ep in seen:
@@ -428,6 +445,7 @@ def render(
             f'client = "tcp://{host}:{p + o["client"]}"',
             f'control = "tcp://127.0.0.1:{p + o["control"]}"',
             f'data_dir = "{n}"',
+            f'metrics = "127.0.0.1:{p + METRICS_OFFSET}"   # Prometheus, GET /metrics',
             f'main = {{ records = "tcp://{host}:{p + o["main_records"]}", '
             f'ack = "tcp://{host}:{p + o["main_ack"]}", '
             f'heartbeat = "tcp://{host}:{p + o["main_heartbeat"]}" }}',

@@ -597,6 +597,23 @@ class Heartbeat(Message):
 
 @_register
 @dataclass(frozen=True, slots=True)
+class Goodbye(Message):
+    """A server -> its peers, last on each heartbeat link: it is stopping
+    cleanly (everything it processed is flushed and answered). Peers only note
+    it (status, log wording); no failover rule reads it, so a lost one costs
+    nothing but a warning in a peer's log."""
+
+    TYPE: ClassVar[str] = "bye"
+    name: str
+    epoch: int
+
+    def validate(self) -> None:
+        _check_id(self.name, "name")
+        _check_uint(self.epoch, "epoch")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
 class ControlRequest(Message):
     """Operator tool -> node control socket: status, fault injection, stop."""
 

@@ -67,6 +67,25 @@ def role_words(row: Mapping[str, Any]) -> str:
     return str(state)
 
 
+def said_stopped(rows: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Nodes a live peer heard say goodbye (a clean stop) and not since: an
+    operator's stop, not a failure, though the node is as gone."""
+    out: set[str] = set()
+    for r in rows:
+        if r.get("state") != UNREACHABLE:
+            peers: Mapping[str, Any] = r.get("peers") or {}
+            out.update(str(n) for n, p in peers.items() if p.get("stopped"))
+    return out
+
+
+def node_words(row: Mapping[str, Any], stopped: Iterable[str] = ()) -> str:
+    """`role_words`, except that an unreachable node its peers heard stop cleanly
+    is "stopped (clean)"."""
+    if row.get("state") == UNREACHABLE and row.get("name") in set(stopped):
+        return "stopped (clean)"
+    return role_words(row)
+
+
 @dataclass(frozen=True, slots=True)
 class Health:
     verdict: Verdict
@@ -86,8 +105,9 @@ def classify(rows: Sequence[Mapping[str, Any]]) -> Health:
     """The verdict for the whole cluster from one status row per configured node."""
     serving = sorted((r for r in rows if serves(r)), key=lambda r: -(r.get("epoch") or 0))
     handing = [r for r in rows if r.get("role") == "primary" and r.get("state") == "handoff"]
+    stopped = said_stopped(rows)
     if not serving and not handing:
-        states = ", ".join(f"{r.get('name')} {role_words(r)}" for r in rows)
+        states = ", ".join(f"{r.get('name')} {node_words(r, stopped)}" for r in rows)
         return Health(Verdict.DOWN, None, f"no node serves ({states})")
     p = serving[0] if serving else handing[0]
     name = str(p.get("name"))
@@ -108,7 +128,7 @@ def classify(rows: Sequence[Mapping[str, Any]]) -> Health:
         elif serves(r) or r.get("state") == "handoff":
             problems.append(f"{n} also claims primary (epoch {r.get('epoch')})")
         else:
-            problems.append(f"{n} {role_words(r)}")
+            problems.append(f"{n} {node_words(r, stopped)}")
     if synced:
         problems.append(f"backup {', '.join(synced)} in sync")
     if not own and len(problems) == 1 and synced:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from zmqfail import __version__, config, logs
-from zmqfail.cli.benchcmd import bench_cmd
+from zmqfail.cli.benchcmd import bench_cmd, plot_cmd
 from zmqfail.cli.clientcmd import client_group
 from zmqfail.cli.common import config_option, load_config, one_line_errors, timeout_option
 from zmqfail.cli.demo import demo_cmd
@@ -112,6 +112,9 @@ def node_cmd(
     try:
         node.open()
         rc = node.run()
+        # Every socket is closed; wait (at most their linger) for the last
+        # frames, the goodbyes, to leave before the process does.
+        node.ctx.destroy(linger=0)
     except ZmqfailError:
         raise  # a known condition (damaged log, port in use): one line, below
     except Exception:
@@ -272,6 +275,7 @@ ACTIVE_NAMES = ("normal", "primary_only", "backup_only")
 
 cli.add_command(client_group)
 client_group.add_command(bench_cmd)
+client_group.add_command(plot_cmd)
 cli.add_command(watch_cmd)
 cli.add_command(kill_cmd)
 cli.add_command(log_group)

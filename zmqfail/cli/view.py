@@ -22,8 +22,9 @@ from zmqfail.cli.health import (
     Transition,
     classify,
     last_failover,
+    node_words,
     primary_last_heard,
-    role_words,
+    said_stopped,
 )
 from zmqfail.client.control import node_status, unreachable_row
 from zmqfail.config import ClusterConfig, NodeConfig
@@ -208,14 +209,18 @@ def format_rate(r: float | None) -> str:
 
 
 def node_row(
-    st: Mapping[str, Any], heartbeat_interval_ms: int, rate_text: str = "-", spark: str = ""
+    st: Mapping[str, Any],
+    heartbeat_interval_ms: int,
+    rate_text: str = "-",
+    spark: str = "",
+    stopped: Iterable[str] = (),
 ) -> NodeRow:
     reachable = st.get("state") != UNREACHABLE
     digest = st.get("digest")
     return NodeRow(
         name=str(st.get("name")),
         reachable=reachable,
-        role=role_words(st),
+        role=node_words(st, stopped),
         state=_text(st.get("state")),
         epoch=_text(st.get("epoch")),
         last_lsn=_text(st.get("last_lsn")),
@@ -258,7 +263,7 @@ def snapshot(
     changes = merge_transitions((), changes)
     heard = {k: [t] for k, t in primary_last_heard(statuses, wall).items()}
     return Frame(
-        [node_row(st, heartbeat_interval_ms) for st in statuses],
+        [node_row(st, heartbeat_interval_ms, stopped=said_stopped(statuses)) for st in statuses],
         changes,
         wall,
         classify(statuses),
@@ -284,6 +289,7 @@ class WatchModel:
     def update(self, statuses: Sequence[Mapping[str, Any]], now: float, wall: float) -> Frame:
         rows: list[NodeRow] = []
         fresh: list[Transition] = []
+        stopped = said_stopped(statuses)
         for st in statuses:
             name = str(st.get("name"))
             cur, prev = sample_of(st, now), self.samples.get(name)
@@ -293,7 +299,8 @@ class WatchModel:
             hist = self.rates.setdefault(name, deque(maxlen=self.history))
             if prev is not None or cur is None:  # a first reading has no rate, a gap has
                 hist.append(r)
-            rows.append(node_row(st, self.heartbeat_interval_ms, format_rate(r), sparkline(hist)))
+            rate_text, spark = format_rate(r), sparkline(hist)
+            rows.append(node_row(st, self.heartbeat_interval_ms, rate_text, spark, stopped))
             fresh += node_transitions(st)
             fresh += self._seen_change(name, st, wall)
         self.transitions = merge_transitions(self.transitions, fresh, self.keep)

@@ -45,7 +45,8 @@ from zmqfail.failover.state import (
     Switchover,
 )
 from zmqfail.processor import Processor
-from zmqfail.protocol import Heartbeat, Hello, Welcome, decode_as
+from zmqfail.protocol import Goodbye, Heartbeat, Hello, Welcome, decode, decode_as
+from zmqfail.replication import LINKS
 from zmqfail.txlog.history import EpochHistory
 
 log = logging.getLogger("zmqfail.node")
@@ -91,6 +92,7 @@ class NodeCore:
         self.guard = PauseGuard(self.dead_after)
         self.prober = Prober(self.peer_names, self.dead_after, self.beat_interval)
         self.hb_bad_frames = 0
+        self.said_bye: set[str] = set()  # peers whose last word was a clean stop (logs, status)
         prior = meta.get("quarantined", 0)
         self.store = LocalStore(
             name,
@@ -186,12 +188,19 @@ class NodeCore:
     def on_heartbeats(self, link: str, frames: list[bytes], now: float) -> None:
         for data in frames:
             try:
-                hb = decode_as(data, Heartbeat)
+                hb = decode(data)
+                if isinstance(hb, Goodbye) and hb.name in self.peer_names:
+                    self.said_bye.add(hb.name)  # noted only: no failover rule reads it
+                    continue
+                if not isinstance(hb, Heartbeat):
+                    raise ProtocolError(f"expected hb, got {hb.TYPE}")
                 history = EpochHistory.from_wire(hb.history)
             except ProtocolError:
                 self.hb_bad_frames += 1
                 continue
-            if not self.peers.heard(hb, history, link, now):
+            if self.peers.heard(hb, history, link, now):
+                self.said_bye.discard(hb.name)
+            else:
                 self.hb_bad_frames += 1
 
     def on_probe_reply(self, peer: str, frames: list[bytes], now: float) -> None:
@@ -296,7 +305,10 @@ class NodeCore:
             if prober.due(peer, quiet, now):
                 self.out.probe.append(peer)
         if leader is not None and self.guard.trusted(now):
-            leader.mark_lost_silent(now, self.dead_after, ages, lambda p: prober.verdict(p, now))
+            verdict = prober.verdict
+            leader.mark_lost_silent(
+                now, self.dead_after, ages, lambda p: verdict(p, now), self.said_bye
+            )
         full = leader.full_copies() if leader is not None else None
         self.agent.tick(now, self.peers, self.guard, self.follower.last_heard, full, prober)
         if self.witness is not None:
@@ -510,6 +522,8 @@ class NodeCore:
         # Everything we acknowledged is on our disk now: as after running
         # alone, we may lead again on our own after a restart.
         self.disk.write_meta(self.meta(clean_stop=True))
+        bye = Goodbye(self.name, self.agent.fs.epoch).encode()
+        self.out.beat.extend((link, bye) for link in LINKS)  # peers log a stop, not a silence
 
     def lag(self) -> int | None:
         if self.leader is not None:

@@ -30,6 +30,7 @@ class PeerSeen:
     epoch: int | None = None
     last_lsn: int | None = None
     links: dict[str, float | None] = field(default_factory=dict)  # link -> age ms
+    stopped: bool = False  # its last word was a clean stop (a goodbye)
 
 
 @dataclass(slots=True)
@@ -149,6 +150,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         "quarantined": core.store.quarantined,
         "applied": proc.applied,
         "duplicates": proc.duplicates,
+        "rejected": proc.rejected,
         "stale": proc.stale,
         "expired": proc.expired,
         "repl_bad_frames": core.follower.bad_frames,
@@ -172,6 +174,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
             links={
                 lk: (None if not t else round((now - t) * 1000, 1)) for lk, t in v.heard_at.items()
             },
+            stopped=name in core.said_bye,
         )
     backups = None
     if leader is not None:
