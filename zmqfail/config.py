@@ -385,9 +385,11 @@ def render(
     failsafe_host: str | None = None,
     name: str = "local",
     app: str = DEFAULT_APP,
+    witness: bool = False,
 ) -> str:
     """The TOML text of a local cluster: nodes a, b, ... from base_port on,
-    running `app` (a shipped application) with its default settings."""
+    running `app` (a shipped application) with its default settings; with
+    `witness`, a [witness] table on the first port after the nodes'."""
     if not 1 <= nodes <= 26:
         raise ConfigError("--nodes must be between 1 and 26")
     top = base_port + PORTS_PER_NODE * nodes
@@ -452,6 +454,15 @@ def render(
             f'failsafe = {{ records = "tcp://{fs_host}:{p + o["failsafe_records"]}", '
             f'ack = "tcp://{fs_host}:{p + o["failsafe_ack"]}", '
             f'heartbeat = "tcp://{fs_host}:{p + o["failsafe_heartbeat"]}" }}',
+        ]
+    if witness:
+        lines += [
+            "",
+            "[witness]               # `zmqfail witness`: elects every new epoch; a server runs",
+            "                        # alone only while it holds the witness's lease",
+            f'endpoint = "tcp://{host}:{top}"   # run it on a third machine',
+            'data_dir = "witness"    # the epoch and leader it granted, fsynced',
+            "lease_ms = 1000         # a server alone renews within this; a takeover waits it out",
         ]
     return "\n".join(lines) + "\n"
 
