@@ -46,6 +46,8 @@ def test_config_init_witness_puts_it_on_the_port_after_the_nodes(tmp_path: Path)
     assert three.exit_code == 0
     w3 = config.load(tmp_path / "3" / "zmqfail.toml").witness
     assert w3 is not None and w3.endpoint == "tcp://127.0.0.1:5730"
+    checked = invoke("config", "check", str(tmp_path / "zmqfail.toml"))
+    assert checked.stdout.rstrip().endswith(", witness on tcp://127.0.0.1:6120"), checked.stdout
     plain = invoke("config", "init", "--dir", str(tmp_path / "p"))
     assert plain.exit_code == 0 and config.load(tmp_path / "p" / "zmqfail.toml").witness is None
     # The last port a config may use is the witness's: 65535 fits, one more does not.

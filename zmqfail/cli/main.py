@@ -176,9 +176,10 @@ def config_check(file: str) -> None:
     cfg = config.load(Path(file))
     names = ", ".join(n.name for n in cfg.nodes)
     dirs = sorted({str(n.data_dir.parent) for n in cfg.nodes})
+    witness = f", witness on {cfg.witness.endpoint}" if cfg.witness else ""
     click.echo(
         f"ok: {file}: cluster {cfg.name!r}, {len(cfg.nodes)} node(s) ({names}), "
-        f"first primary {cfg.primary}, data under {', '.join(dirs)}"
+        f"first primary {cfg.primary}, data under {', '.join(dirs)}{witness}"
     )
 
 
