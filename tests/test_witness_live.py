@@ -78,17 +78,21 @@ def test_a_witness_process_elects_refuses_and_keeps_its_word_across_kill_9(
     os.kill(w.pid, signal.SIGKILL)
     assert w.wait(10) == -signal.SIGKILL
     w = procs.start("witness", "--config", str(path), log="witness")
-    st = up(zctx, ep)
-    t_up = time.monotonic()
+    up(zctx, ep)
+    t0 = time.monotonic()  # before the witness reads its clock for this status
+    st = status_of(zctx, ep)
     assert (st["epoch"], st["leader"], st["lease_holder"]) == (1, "a", "a"), st
     assert st["bad_frames"] == 0 and st["elections"] == 0  # counters are the process's own
+    # The lease it honours runs a lease time from its start.
+    assert abs(st["lease_left_ms"] - (LEASE_MS - st["up_s"] * 1000)) <= 1, st
+    assert st["lease_left_ms"] > 1000, f"asked too late to see the lease: {st}"
     # It cannot know whether it renewed a's lease just before dying: nobody
     # renewed it since the restart, yet b is refused...
     no = b.elect(2, 1)
     assert not no.granted and "a holds a lease" in no.why, no
     # ...until the lease it may have granted has run out; then b is elected.
     wait_for(lambda: b.elect(2, 1).granted, 15, "b elected after a's lease")
-    assert time.monotonic() - t_up > (LEASE_MS - 500) / 1000
+    assert time.monotonic() - t0 >= st["lease_left_ms"] / 1000
     old = a.lease(1)  # a learns it was replaced
     assert (old.granted, old.epoch, old.leader) == (False, 2, "b")
     assert not a.elect(3, 1).granted  # a stale a may not lead
