@@ -14,12 +14,15 @@ every host too: clients and operator tools run there, in the test, and reach
 each host unless that cable is cut. A host's address (`lab.addr("a")`) is on
 its loopback, so a server binds one address and is reached over whichever
 cable joins the two hosts; nothing is forwarded between cables, so a cut pair
-has no way round.
+has no way round. A test asks for the `lab` fixture before `procs`, so that
+its processes end before their namespaces go.
 
-A cut takes the cable's end down in each host that is not `t`: packets are
-lost with no reset, as with a pulled cable. (The root namespace's end stays
-up, without carrier, so its route stays and nothing leaks to its default
-route.) Needs root and iproute2, like `netlab.NetLab`; tests skip elsewhere.
+A cut takes the cable's end down in each host that is not `t`: nothing gets
+through either way and no reset reaches the other side, as with a pulled
+cable (a host whose end is down finds no route to its peer; the root
+namespace's end stays up without carrier, so its route stays and nothing
+leaks to its default route). Needs root and iproute2, like `netlab.NetLab`;
+tests skip elsewhere.
 
 Names and addresses are apart from NetLab's (10.213.0.0/16, `zf...`): each lab
 takes a slot S from 0 to 249, held by an flock for its lifetime, so labs in
