@@ -66,6 +66,19 @@ def test_another_server_is_elected_once_the_lease_ran_out() -> None:
     assert w.live_holder(T0 + LEASE) == "b"
 
 
+def test_the_same_election_asked_again_is_granted_again() -> None:
+    # The answer was lost or came late: the same server asks for the same epoch.
+    w = fresh()
+    w.elect("a", 1, 0, T0)
+    v = w.elect("a", 1, 0, T0 + 2 * LEASE)
+    assert v == Verdict(True, 1, "a", "elected (again)")
+    assert w.stored == Granted(1, "a")
+    assert w.live_holder(T0 + 2.5 * LEASE) == "a"  # a lease from the repeated ask
+    assert (w.elections, w.refusals) == (1, 0)  # one election, not two
+    # Only that server at that epoch: anyone else at it is refused.
+    _refused(w, w.elect("b", 1, 1, T0 + 5 * LEASE), "epoch 1 is not above 1")
+
+
 def test_an_election_may_skip_epochs() -> None:
     w = Witness(Granted(3, "a"), LEASE, T0)
     assert w.elect("a", 7, 3, T0).granted
@@ -189,8 +202,11 @@ def run(make: Make, seed: int, steps: int = 400) -> Run:
             epoch = max(known[s], rng.choice((0, 1, 2))) + rng.choice((0, 1, 1, 2))
             claimed = known[s] - rng.choice((0, 0, 1)) if known[s] else 0
             v = w.elect(s, epoch, claimed, now)
-            r.counts["election" if v.granted else "refused election"] += 1
-            if v.granted:
+            again = v.granted and (epoch, s) == leader  # a lost answer, asked for again
+            r.counts[
+                "election again" if again else "election" if v.granted else "refused election"
+            ] += 1
+            if v.granted and not again:
                 where = f"step {step}: election of {s} at {epoch}"
                 if epoch <= leader[0]:
                     r.problems.append(f"{where}: not above the granted {leader[0]}")
@@ -202,6 +218,7 @@ def run(make: Make, seed: int, steps: int = 400) -> Run:
                     if other != s and end > now:
                         r.problems.append(f"{where}: {other}'s lease runs {end - now:.3f} s more")
                 leader = (epoch, s)
+            if v.granted:
                 until[s] = now + LEASE
         else:
             epoch = known[s]
@@ -260,6 +277,7 @@ def test_the_witness_keeps_its_promises() -> None:
     # Not vacuous: every kind of answer, and restarts, happen many times.
     kinds = ("election", "refused election", "lease", "refused lease", "restart")
     assert all(total[k] >= 50 for k in kinds), total
+    assert total["election again"] >= 10, total
 
 
 @pytest.mark.parametrize(

@@ -144,3 +144,25 @@ def test_a_second_witness_on_the_same_dir_is_refused(running: Running, wcfg: Wit
     with pytest.raises(WitnessError, match="in use by another witness"):
         WitnessServer(wcfg, running.ctx).open()
     assert running.asker("a").elect(1, 0).granted
+
+
+def test_an_election_asked_again_is_answered_again_without_a_write(
+    running: Running, monkeypatch: pytest.MonkeyPatch, wcfg: WitnessConfig
+) -> None:
+    a = running.asker("a")
+    assert a.elect(1, 0).granted
+
+    def no_write(g: Granted) -> None:
+        raise AssertionError(f"stored {g} again")
+
+    monkeypatch.setattr(running.server.store, "save", no_write)
+    again = a.elect(1, 0)  # its first answer was lost, say
+    assert (again.granted, again.epoch, again.leader, again.why) == (
+        True,
+        1,
+        "a",
+        "elected (again)",
+    )
+    st = status_of(running.ctx, wcfg.endpoint)
+    assert (st["elections"], st["lease_holder"]) == (1, "a")
+    assert running.thread.is_alive()

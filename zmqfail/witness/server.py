@@ -139,8 +139,9 @@ class WitnessServer:
     def _ask(self, ask: WitnessAsk, now: float) -> WitnessAnswer:
         w = self.logic
         if ask.kind == WitnessKind.ELECT.value:
+            before = w.stored
             v = w.elect(ask.server, ask.epoch, ask.known, now)
-            if v.granted:
+            if v.granted and w.stored != before:
                 self.store.save(w.stored)  # durable before anyone hears of it
                 log.info(
                     "elected %s at epoch %d (it knows epoch %d); lease %.3f s",
@@ -148,6 +149,12 @@ class WitnessServer:
                     ask.epoch,
                     ask.known,
                     w.lease,
+                )
+            elif v.granted:  # asked again: the same grant, already on disk
+                log.info(
+                    "elected %s at epoch %d again (its answer was lost or late)",
+                    ask.server,
+                    ask.epoch,
                 )
             else:  # one template per kind: the repeat filter keeps them apart
                 log.warning(
