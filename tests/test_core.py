@@ -39,7 +39,7 @@ from zmqfail.txlog.record import encode_record
 pytestmark = pytest.mark.timeout(60)
 
 CFG = config.loads(config.render(nodes=2, base_port=20000), Path("/nonexistent"))
-DEAD = 0.15
+DEAD = CFG.failover.heartbeat_interval_ms * CFG.failover.heartbeat_misses / 1000
 BUY = {"op": "new", "instrument": "ABC", "side": "buy", "type": "limit", "qty": 1, "price": "1"}
 
 

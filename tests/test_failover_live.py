@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -104,6 +105,25 @@ def test_kill9_primary_backup_takes_over_and_old_primary_rejoins(
     assert proc.app.describe().tables["orders"] == len(load.acked)
 
 
+def test_primary_killed_with_no_client_connected_the_backup_serves_within_2s(
+    procs: Procs, cluster_dir: Callable[..., Path]
+) -> None:
+    """Step 420: silent on the links and on the client network, the primary is
+    gone; the backup takes over on its own (no client vote), and a client
+    started afterwards is served by it."""
+    _, cfg = start_pair(procs, cluster_dir)
+    killed_at = time.time()
+    os.killpg(procs.procs[0].pid, signal.SIGKILL)
+    wait_for(lambda: role_state(cfg, "b") == ("primary", "backup_only"), 10, "b takes over")
+    took = [t for t in st(cfg, "b")["transitions"] if t["to"] == "backup_only"]
+    assert len(took) == 1 and took[0]["why"] == "PrimaryGone", took
+    assert took[0]["time"] - killed_at < 2.0, f"took over {took[0]['time'] - killed_at:.2f} s late"
+    assert st(cfg, "b")["counters"]["votes"] == 0
+    with Client(cfg, timeout=10) as c:
+        rep = c.request(BUY)
+    assert (rep.server, rep.epoch, rep.status) == ("b", 2, "ok")
+
+
 def test_paused_primary_steps_down_and_never_acknowledges_after_takeover(
     procs: Procs, cluster_dir: Callable[..., Path]
 ) -> None:
@@ -142,6 +162,10 @@ def test_both_links_cut_primary_alone_no_takeover(
     wait_more(load, 800, "load on a, alone")
     sb = st(cfg, "b")
     assert sb["role"] == "backup" and sb["epoch"] == 1, f"no takeover expected: {sb}"
+    # Step 420: b asked a over the client network, heard it, and waits (it no
+    # longer holds everything a acknowledges).
+    assert sb["state"] == "standby", sb["transitions"]
+    assert sb["transitions"][-1]["why"] == "PrimaryReachable"
     assert not load.client.failovers, "clients kept their primary"
     for link in ("main", "failsafe"):
         call(cfg.node("a").control, "heal", {"link": link})

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -25,6 +26,7 @@ from zmqfail.cli.demo import demo_cmd
 from zmqfail.cli.killcmd import kill_cmd
 from zmqfail.cli.logcmd import log_group
 from zmqfail.cli.watch import watch_cmd
+from zmqfail.cli.witnesscmd import witness_cmd, witness_status, witness_words
 from zmqfail.client.control import STATUS_KEYS, cluster_status, node_status
 from zmqfail.errors import ConfigError, ZmqfailError
 
@@ -140,6 +142,9 @@ def config_group() -> None:
 @click.option("--failsafe-host", default=None, help="Host of the failsafe link (default: --host).")
 @click.option("--force", is_flag=True, help="Overwrite an existing zmqfail.toml.")
 @click.option("--app", default="orders", show_default=True, help="orders or ledger.")
+@click.option(
+    "--witness", is_flag=True, help="Add a [witness] table (its port follows the nodes')."
+)
 @one_line_errors
 def config_init(
     directory: str,
@@ -149,9 +154,10 @@ def config_init(
     failsafe_host: str | None,
     force: bool,
     app: str,
+    witness: bool,
 ) -> None:
     """Write DIR/zmqfail.toml for a local cluster (nodes a, b, ... from --base-port)."""
-    text = config.render(nodes, base_port, host, failsafe_host, app=app)
+    text = config.render(nodes, base_port, host, failsafe_host, app=app, witness=witness)
     d = Path(directory)
     path = d / "zmqfail.toml"
     if path.exists() and not force:
@@ -170,9 +176,10 @@ def config_check(file: str) -> None:
     cfg = config.load(Path(file))
     names = ", ".join(n.name for n in cfg.nodes)
     dirs = sorted({str(n.data_dir.parent) for n in cfg.nodes})
+    witness = f", witness on {cfg.witness.endpoint}" if cfg.witness else ""
     click.echo(
         f"ok: {file}: cluster {cfg.name!r}, {len(cfg.nodes)} node(s) ({names}), "
-        f"first primary {cfg.primary}, data under {', '.join(dirs)}"
+        f"first primary {cfg.primary}, data under {', '.join(dirs)}{witness}"
     )
 
 
@@ -198,7 +205,10 @@ def status_cmd(config_path: str | None, as_json: bool, digest: bool, timeout: fl
     from zmqfail.cli import layout, view
 
     cfg = load_config(config_path)
-    rows: list[dict[str, Any]] = cluster_status(cfg, digest=digest, timeout=timeout)
+    with ThreadPoolExecutor(1, thread_name_prefix="witness") as pool:  # asked alongside
+        asked = pool.submit(witness_status, cfg.witness, timeout) if cfg.witness else None
+        rows: list[dict[str, Any]] = cluster_status(cfg, digest=digest, timeout=timeout)
+        witness = asked.result() if asked is not None else None
     for row in rows:  # an unreachable node's row has every key too, as None
         for key in (*STATUS_KEYS, "lag", "replication_link"):
             row.setdefault(key, None)
@@ -209,6 +219,8 @@ def status_cmd(config_path: str | None, as_json: bool, digest: bool, timeout: fl
         console = layout.make_console()
         title = f"zmqfail cluster {cfg.name}"
         console.print(layout.render(frame, title, console.width, rates=False))
+        if witness is not None:
+            click.echo(witness_words(witness))
     sys.exit(int(frame.health.verdict))
 
 
@@ -280,6 +292,7 @@ cli.add_command(watch_cmd)
 cli.add_command(kill_cmd)
 cli.add_command(log_group)
 cli.add_command(demo_cmd)
+cli.add_command(witness_cmd)
 
 
 def main() -> None:

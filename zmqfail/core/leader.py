@@ -10,9 +10,11 @@ keeps serving and heartbeating) and pushed when it is ready.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from zmqfail.core.log import NodeLog
+from zmqfail.core.peers import Verdict
 from zmqfail.core.ports import Disk, Outbox, state_history
 from zmqfail.errors import ProtocolError
 from zmqfail.protocol import CommitAck, CommitRequest, ReplRecords, SnapshotImage, decode_as
@@ -196,19 +198,34 @@ class Leader:
         return tuple(self.tracker.full_copies())
 
     def mark_lost_silent(
-        self, now: float, dead_after: float, hb_age: dict[str, float], said_bye: set[str]
+        self,
+        now: float,
+        dead_after: float,
+        hb_age: dict[str, float],
+        verdict: Callable[[str], Verdict | None],
+        said_bye: set[str],
     ) -> None:
         """Step 280: stop waiting for a counted backup silent on every path (no
-        answer and no heartbeat for the dead time). `said_bye`: peers that said
-        they stopped cleanly, which changes only the words of the log."""
+        answer and no heartbeat for the dead time), once our probe over the
+        client network had its answer or its dead time: if that backup took
+        over meanwhile, the answer carries its higher epoch and we step down
+        instead of acknowledging alone. `said_bye`: peers that said they
+        stopped cleanly, which changes only the words of the log."""
         tracker = self.tracker
         for name in tracker.in_sync():
             if tracker.silent_for(name, now) > dead_after and hb_age[name] > dead_after:
+                seen = verdict(name)
+                if seen is None and name not in said_bye:
+                    continue
                 if name in said_bye:
                     log.info("%s: backup %s stopped cleanly; running alone", self.name, name)
                 else:
+                    how = "answers on the client network" if seen is Verdict.REACHABLE else "gone"
                     log.warning(
-                        "%s: backup %s silent on every link; running alone", self.name, name
+                        "%s: backup %s silent on every link (%s); running alone",
+                        self.name,
+                        name,
+                        how,
                     )
                 tracker.mark_lost(name)
 

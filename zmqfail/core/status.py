@@ -72,6 +72,8 @@ class NodeStatus:
     # Records set aside because no other server's history holds them: a server
     # that erased acknowledged history must never look healthy.
     quarantine: list[dict[str, Any]] = field(default_factory=list)
+    # With a witness: asking for which epoch, the lease left, the last refusal.
+    witness: dict[str, Any] | None = None
     digest: str | None = None
 
     @property
@@ -142,6 +144,9 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         "takeovers": core.takeovers,
         "votes": fe.votes,
         "votes_refused": fe.votes_refused,
+        "probes_sent": core.prober.sent,
+        "probe_answers": core.prober.answers,
+        "probes_answered": fe.probes,
         "quarantined": core.store.quarantined,
         "applied": proc.applied,
         "duplicates": proc.duplicates,
@@ -206,4 +211,20 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         peers=peers,
         backups=backups,
         quarantine=core.store.entries[-5:],
+        witness=_witness(core, now),
     )
+
+
+def _witness(core: NodeCore, now: float) -> dict[str, Any] | None:
+    w = core.witness
+    if w is None:
+        return None
+    left = w.valid_until - now
+    return {
+        "asking": core.agent.fs.asking,
+        "lease_left_ms": round(left * 1000) if left > 0 else 0,
+        "asks": w.asks,
+        "answers": w.answers,
+        "refusals": w.refusals,
+        "last_refusal": w.last_refusal,
+    }

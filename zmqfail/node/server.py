@@ -197,6 +197,14 @@ class Node:
             got = ch.read_ack(sock)
             if got is not None:
                 core.on_ack(*got, now)
+        if ch.witness is not None and ch.witness in events:
+            answers = ch.read_witness()
+            if answers:
+                core.on_witness(answers, now)
+        for sock in [s for s in events if s in ch.probe_of]:
+            peer, answers = ch.read_probe_replies(sock)
+            if answers:
+                core.on_probe_reply(peer, answers, now)
         if ch.control in events:
             self.control.drain(now)
         if disk.children or self.control.digests.jobs:

@@ -7,7 +7,7 @@ hold, and returns what it found.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import msgpack
@@ -19,6 +19,7 @@ from zmqfail.sim.client import SimClient
 from zmqfail.sim.loop import Loop
 from zmqfail.sim.net import SimNet
 from zmqfail.sim.server import SimServer
+from zmqfail.sim.witness import SimWitness
 from zmqfail.txlog.record import REGISTER
 
 SETTLE = 1.0  # seconds before faults start: the pair forms
@@ -36,13 +37,18 @@ FAILOVER = {
 TICK = 0.05
 
 
-def sim_config(nodes: int, **failover: int) -> ClusterConfig:
+WITNESS_LEASE = 1.0  # seconds
+
+
+def sim_config(nodes: int, witness: bool = False, **failover: int) -> ClusterConfig:
     text = config.render(nodes=nodes, base_port=20000)
     cfg = config.loads(text, Path("/nonexistent"))
     if failover:
-        from dataclasses import replace
-
         cfg = replace(cfg, failover=replace(cfg.failover, **failover))
+    if witness:
+        lease_ms = round(WITNESS_LEASE * 1000)
+        w = config.WitnessConfig("tcp://127.0.0.1:1", Path("/nonexistent/w"), lease_ms)
+        cfg = replace(cfg, witness=w)
     return cfg
 
 
@@ -63,10 +69,16 @@ class Outcome:
 
 class Cluster:
     def __init__(
-        self, seed: int, nodes: int = 2, clients: int = 2, window: int = 2, think: float = 0.1
+        self,
+        seed: int,
+        nodes: int = 2,
+        clients: int = 2,
+        window: int = 2,
+        think: float = 0.1,
+        witness: bool = False,
     ) -> None:
         self.loop = Loop(seed)
-        self.cfg = sim_config(nodes, **FAILOVER)
+        self.cfg = sim_config(nodes, witness, **FAILOVER)
         self.tick = TICK
         self.net = SimNet(self.loop)
         self.truth = Truth()
@@ -78,6 +90,7 @@ class Cluster:
         }
         self.clients = [SimClient(self, f"c-{i}", window, think) for i in range(clients)]
         self.clients_by_ident = {c.ident: c for c in self.clients}
+        self.witness = SimWitness(self, WITNESS_LEASE) if witness else None
 
     # ---------------------------------------------------------- bookkeeping
     def recorder(self, name: str) -> Callable[[int, bytes], None]:
@@ -146,6 +159,8 @@ class Cluster:
         self.log("heal everything")
         self.healed = True
         self.net.heal_all()
+        if self.witness is not None:
+            self.witness.restart()
         for s in self.servers.values():
             s.resume()
             s.disk.fail_flushes = s.disk.fail_drains = 0
