@@ -5,6 +5,7 @@ ended by the test that started them, also on failure."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -71,6 +72,15 @@ def private_client_state(
     """`zmqfail client ...` keeps the user's client id and msg_ids under
     $XDG_STATE_HOME; tests (and the commands they start) keep theirs apart."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture
+def quiet_logs() -> Iterator[None]:
+    """No log output for the test (the simulator's campaigns log every
+    transition of every run)."""
+    logging.disable(logging.CRITICAL)
+    yield
+    logging.disable(logging.NOTSET)
 
 
 @pytest.fixture
