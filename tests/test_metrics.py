@@ -24,6 +24,7 @@ from zmqfail.client.control import node_status
 from zmqfail.client.sync import Client
 from zmqfail.core.status import BackupSeen, NodeStatus, PeerSeen
 from zmqfail.errors import ConfigError
+from zmqfail.failover.state import Role, State
 from zmqfail.node.metrics import NodeMetrics, StatusCollector
 
 pytestmark = pytest.mark.timeout(90)
@@ -46,8 +47,8 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 def primary_status() -> NodeStatus:
     return NodeStatus(
         name="a",
-        role="primary",
-        state="normal",
+        role=Role.PRIMARY,
+        state=State.NORMAL,
         epoch=3,
         last_lsn=120,
         committed_lsn=118,
@@ -72,7 +73,9 @@ def primary_status() -> NodeStatus:
         },
         app={"name": "orders"},
         sessions={"sessions": 2},
-        peers={"b": PeerSeen(heartbeat_age_ms=12.0, role="backup", state="normal", stopped=True)},
+        peers={
+            "b": PeerSeen(heartbeat_age_ms=12.0, role=Role.BACKUP, state=State.NORMAL, stopped=True)
+        },
         backups={"b": BackupSeen(100, True, True, "main", {"main": True, "failsafe": False})},
     )
 

@@ -17,7 +17,7 @@ from conftest import BUY, Load, Procs, StartNode, wait_for
 from zmqfail import config
 from zmqfail.client.control import call, node_status
 from zmqfail.client.sync import Client
-from zmqfail.protocol import CommitAck, CommitRequest, ReplRecords, decode_as
+from zmqfail.protocol import AckStatus, CommitAck, CommitRequest, ReplRecords, decode_as
 from zmqfail.txlog.recovery import iter_records
 
 pytestmark = pytest.mark.timeout(90)
@@ -194,10 +194,10 @@ def test_malformed_replication_frames_are_refused(
     req.send(b"\x00junk")
     assert req.poll(5000)
     ack = decode_as(req.recv(), CommitAck)
-    assert ack.status == "gap"
+    assert ack.status is AckStatus.GAP
     req.send(CommitRequest("a", 0, 1).encode())  # a stale epoch is fenced
     assert req.poll(5000)
-    assert decode_as(req.recv(), CommitAck).status == "fenced"
+    assert decode_as(req.recv(), CommitAck).status is AckStatus.FENCED
     wait_for(lambda: st(cfg, "b")["counters"]["repl_bad_frames"] >= 4, 10, "bad frames counted")
     with Client(cfg, timeout=10) as c:
         for i in range(50):

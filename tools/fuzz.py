@@ -48,6 +48,7 @@ from zmqfail.netutil import free_base_port
 from zmqfail.protocol import (
     MAX_DEPTH,
     MAX_FRAME_BYTES,
+    AckStatus,
     Channel,
     CommitAck,
     CommitRequest,
@@ -122,7 +123,7 @@ def samples(k: Known, rng: random.Random) -> list[Message]:
         ReplRecords(k.primary, k.epoch, k.lsn + 1, [rec]),
         SnapshotImage(k.primary, k.epoch, k.lsn, b"\x80", [[k.epoch, k.primary, 1, 1]]),
         CommitRequest(k.primary, k.epoch, k.lsn),
-        CommitAck(k.backup, k.epoch, k.lsn, "ok", 1, k.epoch),
+        CommitAck(k.backup, k.epoch, k.lsn, AckStatus.OK, 1, k.epoch),
         Heartbeat(
             k.primary,
             "primary",
