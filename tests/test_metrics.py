@@ -129,7 +129,7 @@ def test_a_primarys_status_as_metrics() -> None:
 
 def test_a_backup_shows_no_backup_series_and_nothing_before_a_status() -> None:
     st = primary_status()
-    st.role, st.state, st.backups = "backup", "syncing", None
+    st.role, st.state, st.backups = Role.BACKUP, State.SYNCING, None
     s = scrape(st)
     assert value(s, "zmqfail_role", role="backup") == 1
     assert value(s, "zmqfail_serving") == 0
@@ -216,7 +216,7 @@ def test_a_running_pair_scraped_and_a_clean_stop_told_from_a_kill(
         debug = ("--log-level", "debug")
         procs.start("node", "--config", str(path), "--name", "a", *quiet, *debug, log="node-a")
         node_b = procs.start("node", "--config", str(path), "--name", "b", *quiet, log="node-b")
-        wait_for(lambda: node_status(b)["state"] == "normal", 30, "b in sync")
+        wait_for(lambda: node_status(b).state is State.NORMAL, 30, "b in sync")
         assert "metrics: cannot serve on" in procs.log_text("node-b")
         with Client(cfg, timeout=10.0) as c:
             for _ in range(5):
@@ -266,10 +266,11 @@ def test_a_running_pair_scraped_and_a_clean_stop_told_from_a_kill(
         assert len(infos) <= 2  # at most once per link (none if it was down already)
         # b restarts and catches up: each link is said to answer again.
         procs.start("node", "--config", str(path), "--name", "b", *quiet, log="node-b2")
-        wait_for(lambda: node_status(b)["state"] == "normal", 30, "b back in sync")
+        wait_for(lambda: node_status(b).state is State.NORMAL, 30, "b back in sync")
         wait_for(lambda: "answers again (after " in procs.log_text("node-a"), 10, "link back")
         # kill -9 is a failure: the same primary now warns.
-        pid = node_status(b)["pid"]
+        pid = node_status(b).pid
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: "silent on every link" in procs.log_text("node-a"), 10, "a's warning")
         assert re.search(
