@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from zmqfail import config
@@ -31,7 +31,7 @@ from zmqfail.errors import ConfigError, NodeError, Unavailable
 from zmqfail.failover.state import Role, State
 
 Spawn = Callable[[str], "subprocess.Popen[bytes]"]  # node name -> its process
-POLL = 0.02  # seconds between two readings while waiting
+POLL = 0.05  # seconds between two readings while waiting (each costs the node a status)
 ASK = 0.5  # seconds one reading may take (a busy node answers late, not never)
 
 
@@ -175,15 +175,15 @@ class Cluster:
         self.close()
 
     # --------------------------------------------------------------- status
-    def status(self, name: str, digest: bool = False, timeout: float = 1.0) -> NodeStatus:
+    def status(self, name: str, digest: bool = False, timeout: float = 2.0) -> NodeStatus:
         """The node's typed status; unreachable (with the reason) when it does not answer."""
         return node_status(self.cfg.node(name), digest, timeout)
 
-    def statuses(self, digest: bool = False, timeout: float = 1.0) -> list[NodeStatus]:
+    def statuses(self, digest: bool = False, timeout: float = 2.0) -> list[NodeStatus]:
         """Every node's status in config order, asked all at once."""
         return cluster_status(self.cfg, digest, timeout)
 
-    def primary(self, timeout: float = 1.0) -> NodeStatus | None:
+    def primary(self, timeout: float = 2.0) -> NodeStatus | None:
         """The node serving clients at the highest epoch, if any."""
         serving = [s for s in self.statuses(timeout=timeout) if s.serving]
         return max(serving, key=lambda s: s.epoch or 0, default=None)
@@ -213,8 +213,12 @@ class Cluster:
         """Until `cond(status)` holds; the status that satisfied it. Raises
         Unavailable at the deadline, NodeError when our process for the node
         has exited (see `sole_owner`), each naming what the node was doing."""
+        node = self.cfg.node(name)
         deadline = time.monotonic() + timeout
-        for st in self.readings(name, deadline, digest):
+        while True:
+            # Each reading bounded, so that the last one ends near the deadline.
+            ask = max(0.05, min(ASK, deadline - time.monotonic()))
+            st = node_status(node, digest, max(ask, 2.0) if digest else ask)
             if cond(st):
                 return st
             p = self.procs.get(name)
@@ -228,7 +232,6 @@ class Cluster:
                     f"node {name} did not become {what} within {timeout:g}s: it is {where(st)}"
                 )
             time.sleep(POLL)
-        raise AssertionError("unreachable")  # pragma: no cover - readings never ends
 
     def wait_all(
         self, cond: Callable[[list[NodeStatus]], object], what: str, timeout: float = 20.0
@@ -249,11 +252,3 @@ class Cluster:
         normal state, whoever leads; the primary's status."""
         rows = self.wait_all(whole, "whole (a primary and in-sync backups)", timeout)
         return next(r for r in rows if r.role is Role.PRIMARY)
-
-    def readings(self, name: str, deadline: float, digest: bool = False) -> Iterator[NodeStatus]:
-        """The node's status again and again, each reading bounded so the
-        last one ends near the deadline."""
-        node = self.cfg.node(name)
-        while True:
-            left = max(0.05, min(ASK, deadline - time.monotonic()))
-            yield node_status(node, digest, left if not digest else max(left, 2.0))
