@@ -202,10 +202,12 @@ def test_a_crashing_schedule_is_reported_with_its_seed(monkeypatch: pytest.Monke
 
     real = camp.run_one
 
-    def run_one_or_fail(seed: int, unsafe: bool = False, witness: bool = False) -> Any:
+    def run_one_or_fail(
+        seed: int, unsafe: bool = False, witness: bool = False, app: str = "orders"
+    ) -> Any:
         if seed == 3:
             raise LogWriteFailed("sim:a", 5, "planted")
-        return real(seed, unsafe, witness)
+        return real(seed, unsafe, witness, app)
 
     monkeypatch.setattr(camp, "run_one", run_one_or_fail)
     s = campaign(range(1, 6), workers=2)

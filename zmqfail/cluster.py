@@ -32,7 +32,11 @@ from zmqfail.failover.state import Role, State
 
 Spawn = Callable[[str], "subprocess.Popen[bytes]"]  # node name -> its process
 POLL = 0.05  # seconds between two readings while waiting (each costs the node a status)
-ASK = 0.5  # seconds one reading may take (a busy node answers late, not never)
+# Seconds one reading may take: a busy node (or a loaded machine) answers
+# late, not never, and a reading cut short would call it unreachable. A
+# reading is never shortened to fit the deadline, so a wait may end up to
+# this much after it.
+ASK = 2.0
 
 
 def spawn_node(cfg_path: Path, name: str, log: Path) -> subprocess.Popen[bytes]:
@@ -216,9 +220,7 @@ class Cluster:
         node = self.cfg.node(name)
         deadline = time.monotonic() + timeout
         while True:
-            # Each reading bounded, so that the last one ends near the deadline.
-            ask = max(0.05, min(ASK, deadline - time.monotonic()))
-            st = node_status(node, digest, max(ask, 2.0) if digest else ask)
+            st = node_status(node, digest, 2 * ASK if digest else ASK)
             if cond(st):
                 return st
             p = self.procs.get(name)
@@ -239,7 +241,7 @@ class Cluster:
         """Until `cond` holds of every node's status (config order) at once."""
         deadline = time.monotonic() + timeout
         while True:
-            rows = self.statuses(timeout=max(0.05, min(ASK, deadline - time.monotonic())))
+            rows = self.statuses(timeout=ASK)
             if cond(rows):
                 return rows
             if time.monotonic() > deadline:
