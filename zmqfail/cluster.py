@@ -104,8 +104,7 @@ class Cluster:
         from zmqfail.netutil import free_base_port
 
         port = base_port if base_port is not None else free_base_port(10 * nodes + 5)
-        kw = {"name": name} if name is not None else {}
-        text = config.render(nodes=nodes, base_port=port, app=app, **kw)
+        text = config.render(nodes=nodes, base_port=port, app=app, name=name or "local")
         path = directory / "zmqfail.toml"
         directory.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -204,6 +204,8 @@ class NodeStatus:
         )
         if d.get("backups") is not None:
             st.backups = {k: _backup(k, v) for k, v in r.map_("backups").items()}
+        if d.get("witness") is not None:
+            st.witness = r.tree("witness")
         return st
 
 
