@@ -39,10 +39,10 @@ def main() -> int:
     if args.replay is not None or args.named is not None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         if args.named is not None:
-            out = run_named(args.named, args.start, args.app)
+            out = run_named(args.named, args.start, app=args.app)
             picked = [args.named]
         else:
-            out, picked = replay(args.replay, args.unsafe, args.app)
+            out, picked = replay(args.replay, args.unsafe, app=args.app)
         print("\n".join(out.trace))
         print(f"faults: {', '.join(picked)}; acknowledged: {out.acked}; events: {out.events}")
         for v in out.violations:
