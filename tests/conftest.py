@@ -5,6 +5,7 @@ ended by the test that started them, also on failure."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ import pytest
 import zmq
 
 from zmqfail import config
+from zmqfail.cluster import Cluster
 from zmqfail.netutil import free_base_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +73,15 @@ def private_client_state(
     """`zmqfail client ...` keeps the user's client id and msg_ids under
     $XDG_STATE_HOME; tests (and the commands they start) keep theirs apart."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture
+def quiet_logs() -> Iterator[None]:
+    """No log output for the test (the simulator's campaigns log every
+    transition of every run)."""
+    logging.disable(logging.CRITICAL)
+    yield
+    logging.disable(logging.NOTSET)
 
 
 @pytest.fixture
@@ -163,6 +174,32 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         yield ps
     finally:
         ps.stop_all()
+
+
+MakeCluster = Callable[..., Cluster]
+
+
+@pytest.fixture
+def cluster(procs: Procs) -> MakeCluster:
+    """The package's cluster helper (`zmqfail.cluster`) on a config file, its
+    nodes started through `procs`, so every one is killed at teardown, also
+    on failure. `prefix`: a command to run a node's process under, by name
+    (a network namespace); `sole_owner=False` when a tool under test restarts
+    nodes itself."""
+
+    def make(
+        cfg_path: Path,
+        sole_owner: bool = True,
+        prefix: dict[str, tuple[str, ...]] | None = None,
+    ) -> Cluster:
+        before = dict(prefix or {})
+
+        def spawn(name: str) -> subprocess.Popen[bytes]:
+            return procs.node(cfg_path, name, prefix=before.get(name, ()))
+
+        return Cluster(config.load(cfg_path), spawn, sole_owner=sole_owner)
+
+    return make
 
 
 class NodeThread:

@@ -13,14 +13,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import Procs, wait_for
+from conftest import MakeCluster, Procs
 from runcheck import bench_args, check_run, whole_then_stopped
 
-from zmqfail import config
-from zmqfail.client.control import node_status
+from zmqfail.failover.state import State
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.process]
 
@@ -56,27 +54,23 @@ for = 1.0
 """
 
 
-def st(cfg: config.ClusterConfig, name: str, digest: bool = False) -> dict[str, Any]:
-    return node_status(cfg.node(name), digest=digest, timeout=1.0)
-
-
 @pytest.mark.parametrize("app", ["orders", "ledger"])
 def test_faults_under_load_lose_and_repeat_nothing(
-    procs: Procs, cluster_dir: Callable[..., Path], tmp_path: Path, app: str
+    procs: Procs, cluster_dir: Callable[..., Path], cluster: MakeCluster, tmp_path: Path, app: str
 ) -> None:
     cfg_path = cluster_dir(app=app)
-    cfg = config.load(cfg_path)
-    procs.node(cfg_path, "a")
-    procs.node(cfg_path, "b")
-    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "a normal")
-    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b normal")
+    cl = cluster(cfg_path, sole_owner=False)  # the plan restarts nodes itself
+    cfg = cl.cfg
+    cl.start("a", "b")
+    cl.wait("a", State.NORMAL)
+    cl.wait("b", State.NORMAL)
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
     history, report = tmp_path / "history.jsonl", tmp_path / "report.json"
     bench = procs.start(*bench_args(cfg_path, history, report, 15, app), log="bench")
     # The plan's clock starts once the load flows (starting the bench's client
     # processes takes seconds on a busy machine).
-    wait_for(lambda: (st(cfg, "a")["committed_lsn"] or 0) > 300, 30, "load flowing")
+    cl.wait_until("a", lambda s: (s.committed_lsn or 0) > 300, "past commit 300 (load flowing)", 30)
     nemesis = subprocess.run(
         [sys.executable, "-m", "zmqfail", "kill", "--config", str(cfg_path), "--plan", str(plan)],
         capture_output=True,
@@ -87,7 +81,7 @@ def test_faults_under_load_lose_and_repeat_nothing(
     assert len(nemesis.stdout.strip().splitlines()) == 5
     assert bench.wait(timeout=90) == 0, procs.log_text("bench")
 
-    primary, digests = whole_then_stopped(cfg)
+    primary, digests = whole_then_stopped(cl)
     acked, epochs = check_run(cfg, history, primary, digests)
     assert acked > 1000
     assert epochs >= 3, "the plan forced at least two takeovers"

@@ -19,6 +19,7 @@ from zmqfail.core.peers import PauseGuard, PeerTable
 from zmqfail.core.ports import Outbox
 from zmqfail.processor import Processor
 from zmqfail.protocol import (
+    AckStatus,
     CommitAck,
     CommitRequest,
     Heartbeat,
@@ -117,14 +118,14 @@ def test_follower_holds_records_of_a_known_term_and_answers_commits() -> None:
     assert r.out.answer == []  # waits a moment for records in flight
     r.f.on_records("main", [records(1, 3)], 0.005)
     (ack,) = r.answers()
-    assert (ack.status, ack.held, ack.incarnation) == ("ok", 3, 7)
+    assert (ack.status, ack.held, ack.incarnation) == (AckStatus.OK, 3, 7)
     assert r.nlog.held == 3 and r.metas == 1  # the term was stored before the answer
     r.f.on_commit("main", [CommitRequest("a", 1, 5).encode()], 1.0)
     r.f.answer_pending(1.0 + 0.019)
     assert r.out.answer == []
     r.f.answer_pending(1.0 + 0.02)
     (ack,) = r.answers()
-    assert (ack.status, ack.held) == ("gap", 3)
+    assert (ack.status, ack.held) == (AckStatus.GAP, 3)
 
 
 def test_follower_refuses_records_of_a_term_the_primary_does_not_name() -> None:
@@ -136,15 +137,19 @@ def test_follower_refuses_records_of_a_term_the_primary_does_not_name() -> None:
 
 @pytest.mark.parametrize(
     ("verdict", "status", "bad", "stale"),
-    [(STRANGER, WAIT, 1, 0), (FENCED, FENCED, 0, 0), (WAIT, WAIT, 0, 0)],
+    [
+        (STRANGER, AckStatus.WAIT, 1, 0),
+        (FENCED, AckStatus.FENCED, 0, 0),
+        (WAIT, AckStatus.WAIT, 0, 0),
+    ],
 )
 def test_follower_answers_every_commit_it_refuses(
-    verdict: str, status: str, bad: int, stale: int
+    verdict: str, status: AckStatus, bad: int, stale: int
 ) -> None:
     r = FollowerRig(verdict)
     r.f.on_commit("main", [CommitRequest("x", 1, 1).encode()], 0.0)
     (ack,) = r.answers()
-    assert ack.status == status and r.f.bad_frames == bad
+    assert ack.status is status and r.f.bad_frames == bad
     r.f.on_records("main", [records(1, 1)], 0.0)
     assert r.nlog.held == 0
 
@@ -153,7 +158,7 @@ def test_follower_answers_malformed_commits_with_a_gap() -> None:
     r = FollowerRig()
     for parts in ([b"x", b"y"], [b"\x93\x01"], [Hello("c", "").encode()]):
         r.f.on_commit("failsafe", parts, 0.0)
-    assert [a.status for a in r.answers()] == ["gap"] * 3 and r.f.bad_frames == 3
+    assert [a.status for a in r.answers()] == [AckStatus.GAP] * 3 and r.f.bad_frames == 3
 
 
 # ------------------------------------------------------------ frontend

@@ -24,6 +24,7 @@ from zmqfail.client.control import node_status
 from zmqfail.client.sync import Client
 from zmqfail.core.status import BackupSeen, NodeStatus, PeerSeen
 from zmqfail.errors import ConfigError
+from zmqfail.failover.state import Role, State
 from zmqfail.node.metrics import NodeMetrics, StatusCollector
 
 pytestmark = pytest.mark.timeout(90)
@@ -46,8 +47,8 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 def primary_status() -> NodeStatus:
     return NodeStatus(
         name="a",
-        role="primary",
-        state="normal",
+        role=Role.PRIMARY,
+        state=State.NORMAL,
         epoch=3,
         last_lsn=120,
         committed_lsn=118,
@@ -72,7 +73,9 @@ def primary_status() -> NodeStatus:
         },
         app={"name": "orders"},
         sessions={"sessions": 2},
-        peers={"b": PeerSeen(heartbeat_age_ms=12.0, role="backup", state="normal", stopped=True)},
+        peers={
+            "b": PeerSeen(heartbeat_age_ms=12.0, role=Role.BACKUP, state=State.NORMAL, stopped=True)
+        },
         backups={"b": BackupSeen(100, True, True, "main", {"main": True, "failsafe": False})},
     )
 
@@ -126,7 +129,7 @@ def test_a_primarys_status_as_metrics() -> None:
 
 def test_a_backup_shows_no_backup_series_and_nothing_before_a_status() -> None:
     st = primary_status()
-    st.role, st.state, st.backups = "backup", "syncing", None
+    st.role, st.state, st.backups = Role.BACKUP, State.SYNCING, None
     s = scrape(st)
     assert value(s, "zmqfail_role", role="backup") == 1
     assert value(s, "zmqfail_serving") == 0
@@ -213,7 +216,7 @@ def test_a_running_pair_scraped_and_a_clean_stop_told_from_a_kill(
         debug = ("--log-level", "debug")
         procs.start("node", "--config", str(path), "--name", "a", *quiet, *debug, log="node-a")
         node_b = procs.start("node", "--config", str(path), "--name", "b", *quiet, log="node-b")
-        wait_for(lambda: node_status(b)["state"] == "normal", 30, "b in sync")
+        wait_for(lambda: node_status(b).state is State.NORMAL, 30, "b in sync")
         assert "metrics: cannot serve on" in procs.log_text("node-b")
         with Client(cfg, timeout=10.0) as c:
             for _ in range(5):
@@ -263,10 +266,11 @@ def test_a_running_pair_scraped_and_a_clean_stop_told_from_a_kill(
         assert len(infos) <= 2  # at most once per link (none if it was down already)
         # b restarts and catches up: each link is said to answer again.
         procs.start("node", "--config", str(path), "--name", "b", *quiet, log="node-b2")
-        wait_for(lambda: node_status(b)["state"] == "normal", 30, "b back in sync")
+        wait_for(lambda: node_status(b).state is State.NORMAL, 30, "b back in sync")
         wait_for(lambda: "answers again (after " in procs.log_text("node-a"), 10, "link back")
         # kill -9 is a failure: the same primary now warns.
-        pid = node_status(b)["pid"]
+        pid = node_status(b).pid
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: "silent on every link" in procs.log_text("node-a"), 10, "a's warning")
         assert re.search(

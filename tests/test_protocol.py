@@ -4,6 +4,7 @@ ProtocolError and nothing else) of every malformed frame."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any
 
 import msgpack
@@ -12,11 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zmqfail.errors import ProtocolError, ZmqfailError
+from zmqfail.failover.state import Role, State
 from zmqfail.protocol import (
     MAX_ID_LEN,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
     REPLY_STATUSES,
+    AckStatus,
     CommitAck,
     CommitRequest,
     ControlReply,
@@ -35,6 +38,7 @@ from zmqfail.protocol import (
     Welcome,
     decode,
     decode_as,
+    decode_enum,
     decode_request,
     encode_reply,
 )
@@ -53,7 +57,7 @@ SAMPLES: dict[str, Message] = {
     "recovered": RecoverySignal("b", 4),
     "records": ReplRecords("a", 1, 10, [b"x", b"\x00\xff", b""]),
     "commit": CommitRequest("a", 1, 11),
-    "ack": CommitAck("b", 1, 11, "gap", 7, 1),
+    "ack": CommitAck("b", 1, 11, AckStatus.GAP, 7, 1),
     "snapshot": SnapshotImage("a", 2, 12, b"\x93\x01\x02\x03", [[1, "a", 77, 1]]),
     "hb": Heartbeat(
         "a",
@@ -85,7 +89,9 @@ def pack(obj: object) -> bytes:
 
 
 def field_values(msg: Message) -> list[Any]:
-    return [getattr(msg, f.name) for f in dataclasses.fields(msg)]
+    """The fields as the wire carries them (an enum as its value)."""
+    values = [getattr(msg, f.name) for f in dataclasses.fields(msg)]
+    return [v.value if isinstance(v, enum.Enum) else v for v in values]
 
 
 def field_names(tag: str) -> list[str]:
@@ -396,9 +402,41 @@ def test_every_field_has_a_bad_value_case() -> None:
 def test_boundary_values_are_accepted(tag: str, name: str, value: object) -> None:
     frame = mutated(tag, name, value)
     msg = decode(frame)
-    assert getattr(msg, name) == value
-    assert type(getattr(msg, name)) is type(value)
+    got = getattr(msg, name)
+    kind = type(msg).ENUMS.get(name)
+    if kind is not None:
+        assert got is kind(value)  # decoded to its enum, never left a string
+    else:
+        assert got == value
+        assert type(got) is type(value)
     assert decode_request(frame) == msg
+
+
+@pytest.mark.parametrize("status", list(AckStatus))
+def test_every_ack_status_travels_as_its_value_and_decodes_to_the_enum(
+    status: AckStatus,
+) -> None:
+    frame = CommitAck("b", 1, 2, status, 3, 1).encode()
+    assert msgpack.unpackb(frame)[5] == status.value
+    assert decode_as(frame, CommitAck).status is status
+
+
+@pytest.mark.parametrize("value", ["done", "OK", "", 1, None, ["ok"]])
+def test_an_unknown_ack_status_is_a_clear_protocol_error(value: object) -> None:
+    with pytest.raises(ProtocolError, match=r"unknown ack status"):
+        decode(mutated("ack", "status", value))
+
+
+def test_decode_enum_names_what_was_wrong() -> None:
+    assert decode_enum(AckStatus, "wait", "ack status") is AckStatus.WAIT
+    assert decode_enum(AckStatus, AckStatus.OK, "ack status") is AckStatus.OK
+    assert decode_enum(State, "fenced", "state") is State.FENCED
+    with pytest.raises(ProtocolError, match=r"^unknown hb role 'leader'$"):
+        decode_enum(Role, "leader", "hb role")
+    with pytest.raises(ProtocolError, match=r"^unknown state 'Normal'$"):
+        decode_enum(State, "Normal", "state")
+    with pytest.raises(ProtocolError, match=r"^unknown ack status 'primary'$"):
+        decode_enum(AckStatus, Role.PRIMARY.value, "ack status")
 
 
 @pytest.mark.parametrize("status", sorted(REPLY_STATUSES))

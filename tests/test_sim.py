@@ -7,12 +7,11 @@ No test here times anything: `tools/sim` reports speed (docs/reliability.md).
 
 from __future__ import annotations
 
-import logging
 import pickle
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from simcheck import caught
 
 from zmqfail.core.leader import Leader
 from zmqfail.core.node import NodeCore
@@ -36,11 +35,7 @@ from zmqfail.witness.logic import Witness
 CI_SEEDS = range(1, 2001)
 
 
-@pytest.fixture(autouse=True)
-def quiet() -> Iterator[None]:
-    logging.disable(logging.CRITICAL)
-    yield
-    logging.disable(logging.NOTSET)
+pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 
 @pytest.mark.timeout(600)  # about a minute on an idle 2-core machine
@@ -132,15 +127,7 @@ def test_with_a_witness_a_stale_server_restarted_alone_never_leads() -> None:
 
 
 # ------------------------------------------------------------ planted bugs
-def caught(kinds: set[str], seeds: range = range(1, 801)) -> dict[int, list[str]]:
-    """Run the safe campaign over (a prefix of) the CI seeds and return the
-    schedules that broke one of `kinds` (it stops at the first)."""
-
-    def wanted(vs: list[str]) -> bool:
-        return any(v.split(":")[0] in kinds for v in vs)
-
-    s = campaign(seeds, workers=2, stop_on=wanted)
-    return {seed: vs for seed, vs in s.failed.items() if wanted(vs)}
+PLANT_SEEDS = range(1, 801)  # a prefix of the CI seeds: each planted bug is caught within it
 
 
 @pytest.mark.timeout(300)
@@ -149,7 +136,7 @@ def test_planted_ack_before_the_backups_ack_is_caught(monkeypatch: pytest.Monkey
         return self.nlog.held  # acknowledge what we wrote, held by the backup or not
 
     monkeypatch.setattr(Leader, "commit_point", eager)
-    assert caught({"lost"})
+    assert caught({"lost"}, PLANT_SEEDS)
 
 
 @pytest.mark.timeout(300)
@@ -165,7 +152,7 @@ def test_planted_woken_primary_that_does_not_step_down_is_caught(
         if state in serving and fencing:
             bug = _primary_only(stay, handler)
             monkeypatch.setitem(TRANSITIONS, (state, ev), (bug, targets))
-    assert caught({"lost", "split", "diverged"})
+    assert caught({"lost", "split", "diverged"}, PLANT_SEEDS)
 
 
 def _primary_only(
@@ -194,7 +181,7 @@ def test_planted_resend_without_the_dedup_lookup_is_caught(
         return real(self, client_id, msg_id, body, session)
 
     monkeypatch.setattr(Processor, "submit", forgetful)
-    assert caught({"twice"})
+    assert caught({"twice"}, PLANT_SEEDS)
 
 
 @pytest.mark.timeout(60)
@@ -215,10 +202,12 @@ def test_a_crashing_schedule_is_reported_with_its_seed(monkeypatch: pytest.Monke
 
     real = camp.run_one
 
-    def run_one_or_fail(seed: int, unsafe: bool = False, witness: bool = False) -> Any:
+    def run_one_or_fail(
+        seed: int, unsafe: bool = False, witness: bool = False, app: str = "orders"
+    ) -> Any:
         if seed == 3:
             raise LogWriteFailed("sim:a", 5, "planted")
-        return real(seed, unsafe, witness)
+        return real(seed, unsafe, witness, app)
 
     monkeypatch.setattr(camp, "run_one", run_one_or_fail)
     s = campaign(range(1, 6), workers=2)

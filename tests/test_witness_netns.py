@@ -21,7 +21,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import BUY, Procs, wait_for
@@ -31,7 +30,9 @@ from zmqfail import config
 from zmqfail.audit import requests_in_log
 from zmqfail.client.control import node_status
 from zmqfail.client.sync import Client
+from zmqfail.core.status import NodeStatus
 from zmqfail.errors import ZmqfailError
+from zmqfail.failover.state import Role, State
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.process]
 
@@ -50,12 +51,12 @@ def lab() -> Iterator[HostLab]:
         lab.down()
 
 
-def st(cfg: config.ClusterConfig, name: str) -> dict[str, Any]:
+def st(cfg: config.ClusterConfig, name: str) -> NodeStatus:
     return node_status(cfg.node(name), timeout=2.0)
 
 
-def serving(s: dict[str, Any]) -> bool:
-    return s.get("role") == "primary" and s["state"] in ("normal", "primary_only", "backup_only")
+def serving(s: NodeStatus) -> bool:
+    return s.serving
 
 
 def start(lab: HostLab, procs: Procs, tmp_path: Path) -> tuple[Path, config.ClusterConfig]:
@@ -65,9 +66,8 @@ def start(lab: HostLab, procs: Procs, tmp_path: Path) -> tuple[Path, config.Clus
     procs.start("witness", "--config", str(path), log="witness", prefix=lab.on("w"))
     procs.node(path, "a", prefix=lab.on("a"))
     procs.node(path, "b", prefix=lab.on("b"))
-    wait_for(lambda: (st(cfg, "a").get("role"), st(cfg, "a")["state"]) == ("primary", "normal"),
-             40, "a primary, normal")  # fmt: skip
-    wait_for(lambda: st(cfg, "b")["state"] == "normal", 40, "b backup, normal")
+    wait_for(lambda: st(cfg, "a").is_(Role.PRIMARY, State.NORMAL), 40, "a primary, normal")
+    wait_for(lambda: st(cfg, "b").state is State.NORMAL, 40, "b backup, normal")
     return path, cfg
 
 
@@ -95,15 +95,15 @@ def test_servers_cut_apart_with_a_witness_exactly_one_serves_and_nothing_is_lost
         t_end = time.monotonic() + 4.0  # the dead time, the probes and several leases
         while time.monotonic() < t_end:
             sa, sb = st(cfg, "a"), st(cfg, "b")
-            assert not serving(sb), f"b leads while a may serve: {sb['transitions']}"
+            assert not serving(sb), f"b leads while a may serve: {sb.transitions}"
             order(c, acked)
         sa, sb = st(cfg, "a"), st(cfg, "b")
-        assert (sa["role"], sa["state"]) == ("primary", "primary_only"), sa["transitions"]
-        assert sb["witness"]["refusals"] > 0, sb["witness"]  # b asked, and was refused
+        assert (sa.role, sa.state) == (Role.PRIMARY, State.PRIMARY_ONLY), sa.transitions
+        assert sb.witness is not None and sb.witness["refusals"] > 0, sb.witness  # refused
         alone = len(acked)
         lab.heal("a", "b")
-        wait_for(lambda: st(cfg, "b")["state"] == "normal", 60, "b follows a again")
-        wait_for(lambda: st(cfg, "a")["state"] == "normal", 30, "the pair whole")
+        wait_for(lambda: st(cfg, "b").state is State.NORMAL, 60, "b follows a again")
+        wait_for(lambda: st(cfg, "a").state is State.NORMAL, 30, "the pair whole")
         for _ in range(10):
             order(c, acked)
         client_id = c.client_id
@@ -142,13 +142,13 @@ def test_the_double_failure_with_a_witness_the_stale_server_never_leads(
         client_id = c.client_id
     os.killpg(node_b.pid, signal.SIGKILL)
     procs.node(path, "a", prefix=lab.on("a"))
-    wait_for(lambda: st(cfg, "a")["state"] != "unreachable", 30, "a restarted")
+    wait_for(lambda: st(cfg, "a").reachable, 30, "a restarted")
     t_end = time.monotonic() + 3.0  # several leases: nothing holds it back but the witness
     while time.monotonic() < t_end:
         sa = st(cfg, "a")
-        assert not serving(sa), f"the stale a leads: {sa['transitions']}"
+        assert not serving(sa), f"the stale a leads: {sa.transitions}"
         time.sleep(0.05)
-    assert st(cfg, "a")["state"] == "standby", "a waits for a peer holding more"
+    assert st(cfg, "a").state is State.STANDBY, "a waits for a peer holding more"
     procs.node(path, "b", prefix=lab.on("b"))
     wait_for(lambda: any(serving(st(cfg, n)) for n in ("a", "b")), 60, "service again")
     leader = next(n for n in ("a", "b") if serving(st(cfg, n)))

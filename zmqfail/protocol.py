@@ -114,6 +114,31 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+E = TypeVar("E", bound=enum.Enum)
+
+
+def decode_enum(cls: type[E], v: object, what: str) -> E:
+    """A wire string as a member of `cls`; anything else is a ProtocolError
+    naming `what`, so no unknown role, state or status gets past decoding."""
+    if isinstance(v, cls):
+        return v
+    if type(v) is str:
+        try:
+            return cls(v)
+        except ValueError:
+            pass
+    raise ProtocolError(f"unknown {what} {v!r:.40}")
+
+
+class AckStatus(enum.Enum):
+    """A backup's answer to a commit request (CommitAck.status)."""
+
+    OK = "ok"  # it holds everything up to `held`
+    GAP = "gap"  # resend from held + 1
+    FENCED = "fenced"  # the asker's epoch is lower than the backup's: step down
+    WAIT = "wait"  # it does not follow the asker (yet): `held` means nothing
+
+
 def _check_id(v: object, what: str) -> None:
     _check(isinstance(v, str) and 0 < len(v) <= MAX_ID_LEN, f"{what} must be a non-empty string")
 
@@ -234,6 +259,8 @@ class Message:
     """Base: subclasses set TYPE and implement ``validate``."""
 
     TYPE: ClassVar[str] = ""
+    # Fields carried as their enum's value on the wire and decoded to the enum.
+    ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {}
 
     def validate(self) -> None:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
@@ -251,6 +278,7 @@ _REGISTRY: dict[str, type[Message]] = {}
 _GETTERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {}
 _ARITY: dict[str, int] = {}
 _NAMES: dict[str, tuple[str, ...]] = {}
+_ENUM_AT: dict[str, tuple[tuple[int, str, type[enum.Enum]], ...]] = {}  # position, name, enum
 # One shared Packer: its C pack() runs whole under the GIL (no Python callbacks
 # for plain dict/list/str/int/bytes), so threads cannot interleave inside it.
 _pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
@@ -265,6 +293,21 @@ def _register(cls: type[M]) -> type[M]:
     getter = operator.attrgetter(*names)
     # attrgetter with one name returns the value itself, not a 1-tuple.
     _GETTERS[cls.TYPE] = getter if len(names) > 1 else (lambda m: (getter(m),))
+    at = tuple((names.index(n), n, e) for n, e in cls.ENUMS.items())
+    if at:
+        _ENUM_AT[cls.TYPE] = at
+        plain = _GETTERS[cls.TYPE]
+        spots = frozenset(i for i, _n, _e in at)
+
+        def values(m: Any) -> tuple[Any, ...]:
+            # An enum field goes out as its value (a member of the wrong enum
+            # too: validate() refuses it before anything is sent).
+            return tuple(
+                v.value if i in spots and isinstance(v, enum.Enum) else v
+                for i, v in enumerate(plain(m))
+            )
+
+        _GETTERS[cls.TYPE] = values
     return cls
 
 
@@ -517,8 +560,8 @@ class CommitRequest(Message):
 class CommitAck(Message):
     """Backup -> primary (REP): the highest consecutive LSN it holds.
 
-    ``status`` is "ok", "gap" (resend from ``held + 1``), "fenced" (the
-    sender's epoch is lower than the backup's: it must step down) or "wait"
+    ``status`` is an ``AckStatus``: ok, gap (resend from ``held + 1``), fenced
+    (the sender's epoch is lower than the backup's: it must step down) or wait
     (this server does not follow the sender yet: ``held`` means nothing).
     ``incarnation`` is random per process start: within one incarnation
     ``held`` never decreases, so a lower value from the same incarnation is an
@@ -529,10 +572,11 @@ class CommitAck(Message):
     """
 
     TYPE: ClassVar[str] = "ack"
+    ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {"status": AckStatus}
     sender: str
     epoch: int
     held: int
-    status: str
+    status: AckStatus
     incarnation: int
     last_epoch: int
 
@@ -542,10 +586,7 @@ class CommitAck(Message):
         _check_id(self.sender, "sender")
         _check_uint(self.epoch, "epoch")
         _check_uint(self.held, "held")
-        _check(
-            isinstance(self.status, str) and self.status in ("ok", "gap", "fenced", "wait"),
-            f"unknown ack status {self.status!r}",
-        )
+        _check(isinstance(self.status, AckStatus), f"unknown ack status {self.status!r:.40}")
 
 
 _ROLES = frozenset(r.value for r in Role)
@@ -708,7 +749,10 @@ def decode(frame: bytes, max_bytes: int | None = None) -> Message:
     assert cls is not None
     expected = _ARITY[tag]
     _check(len(obj) - 2 == expected, f"{tag} takes {expected} fields, got {len(obj) - 2}")
-    msg = cls(*obj[2:])
+    args = obj[2:]
+    for i, name, kind in _ENUM_AT.get(tag, ()):
+        args[i] = decode_enum(kind, args[i], f"{tag} {name}")
+    msg = cls(*args)
     msg.validate()
     return msg
 

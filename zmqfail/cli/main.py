@@ -27,8 +27,10 @@ from zmqfail.cli.killcmd import kill_cmd
 from zmqfail.cli.logcmd import log_group
 from zmqfail.cli.watch import watch_cmd
 from zmqfail.cli.witnesscmd import witness_cmd, witness_status, witness_words
-from zmqfail.client.control import STATUS_KEYS, cluster_status, node_status
+from zmqfail.client.control import cluster_status, node_status
+from zmqfail.cluster import Cluster, where
 from zmqfail.errors import ConfigError, ZmqfailError
+from zmqfail.failover.state import Role, State
 
 if TYPE_CHECKING:
     from zmqfail.node.server import Node
@@ -207,14 +209,11 @@ def status_cmd(config_path: str | None, as_json: bool, digest: bool, timeout: fl
     cfg = load_config(config_path)
     with ThreadPoolExecutor(1, thread_name_prefix="witness") as pool:  # asked alongside
         asked = pool.submit(witness_status, cfg.witness, timeout) if cfg.witness else None
-        rows: list[dict[str, Any]] = cluster_status(cfg, digest=digest, timeout=timeout)
+        rows = cluster_status(cfg, digest=digest, timeout=timeout)
         witness = asked.result() if asked is not None else None
-    for row in rows:  # an unreachable node's row has every key too, as None
-        for key in (*STATUS_KEYS, "lag", "replication_link"):
-            row.setdefault(key, None)
     frame = view.snapshot(rows, cfg.failover.heartbeat_interval_ms, time.time())
-    if as_json:
-        click.echo(json.dumps(rows, sort_keys=True))
+    if as_json:  # an unreachable node's row has every key too, as null
+        click.echo(json.dumps([r.to_json() for r in rows], sort_keys=True))
     else:
         console = layout.make_console()
         title = f"zmqfail cluster {cfg.name}"
@@ -261,29 +260,20 @@ def switchover_cmd(config_path: str | None, timeout: float) -> None:
 
     cfg = load_config(config_path)
     rows = cluster_status(cfg, digest=False, timeout=1.0)
-    primaries = [r for r in rows if r.get("role") == "primary" and r["state"] == "normal"]
+    primaries = [r for r in rows if r.is_(Role.PRIMARY, State.NORMAL)]
     if len(primaries) != 1:
-        states = ", ".join(f"{r['name']}={r.get('role')}/{r['state']}" for r in rows)
+        states = ", ".join(f"{r.name}={where(r)}" for r in rows)
         raise ZmqfailError(f"need exactly one primary in the normal state ({states})")
-    old = primaries[0]["name"]
+    old = primaries[0].name
     res = call(cfg.node(old).control, "switchover", {})
-    target = res["handoff_to"]
+    target = res.get("handoff_to")
+    if not isinstance(target, str) or target not in {n.name for n in cfg.nodes}:
+        raise ZmqfailError(f"{old} named no known node to hand over to: {target!r:.40}")
     click.echo(f"{old} hands over to {target}...")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = cluster_status(cfg, digest=False, timeout=0.5)
-        by = {r["name"]: r for r in st}
-        if by[target].get("role") == "primary" and by[target]["state"] in ACTIVE_NAMES:
-            click.echo(
-                f"{target} is primary at epoch {by[target]['epoch']}; {old} is "
-                f"{by[old].get('role')}/{by[old]['state']}"
-            )
-            return
-        time.sleep(0.05)
-    raise ZmqfailError(f"{target} did not take over within {timeout}s")
+    took = Cluster(cfg).wait_until(target, lambda st: st.serving, "primary", timeout)
+    after = node_status(cfg.node(old), digest=False, timeout=1.0)
+    click.echo(f"{target} is primary at epoch {took.epoch}; {old} is {where(after)}")
 
-
-ACTIVE_NAMES = ("normal", "primary_only", "backup_only")
 
 cli.add_command(client_group)
 client_group.add_command(bench_cmd)

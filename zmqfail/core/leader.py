@@ -17,7 +17,14 @@ from zmqfail.core.log import NodeLog
 from zmqfail.core.peers import Verdict
 from zmqfail.core.ports import Disk, Outbox, state_history
 from zmqfail.errors import ProtocolError
-from zmqfail.protocol import CommitAck, CommitRequest, ReplRecords, SnapshotImage, decode_as
+from zmqfail.protocol import (
+    AckStatus,
+    CommitAck,
+    CommitRequest,
+    ReplRecords,
+    SnapshotImage,
+    decode_as,
+)
 from zmqfail.replication import (
     Commit,
     Push,
@@ -176,15 +183,15 @@ class Leader:
         except ProtocolError:
             self.bad_acks += 1
             return None
-        if ack.status == "fenced" or ack.epoch > self.epoch:
+        if ack.status is AckStatus.FENCED or ack.epoch > self.epoch:
             return ack
         self.tracker.on_ack(
             peer,
             link,
             ack.held,
-            ack.status == "gap",
+            ack.status is AckStatus.GAP,
             now,
-            waiting=ack.status == "wait",
+            waiting=ack.status is AckStatus.WAIT,
             incarnation=ack.incarnation,
             last_epoch=ack.last_epoch,
         )

@@ -92,11 +92,11 @@ def families(st: NodeStatus, cluster: str) -> Iterator[Metric]:
     yield info
     role = GaugeMetricFamily(f"{NS}_role", "1 for the node's role", labels=["role"])
     for r in Role:
-        role.add_metric([r.value], 1.0 if st.role == r.value else 0.0)
+        role.add_metric([r.value], 1.0 if st.role is r else 0.0)
     yield role
     state = GaugeMetricFamily(f"{NS}_state", "1 for the node's failover state", labels=["state"])
     for s in State:
-        state.add_metric([s.value], 1.0 if st.state == s.value else 0.0)
+        state.add_metric([s.value], 1.0 if st.state is s else 0.0)
     yield state
     yield from _gauge("serving", "1 if this node serves clients now", 1.0 if st.active else 0.0)
     yield from _gauge("epoch", "The node's epoch", st.epoch)

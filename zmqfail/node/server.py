@@ -27,6 +27,7 @@ from zmqfail.node.control import Control
 from zmqfail.node.disk import RealDisk
 from zmqfail.node.links import Channels
 from zmqfail.node.metrics import NodeMetrics
+from zmqfail.protocol import AckStatus
 from zmqfail.replication import LINKS
 from zmqfail.txlog.snapshot import read_meta
 
@@ -94,7 +95,7 @@ class Node:
             rng=random.Random(),
         )
         self.channels = Channels(
-            self.ctx, self.cfg, self.me, self.poller, lambda: self.core.follower.ack("gap")
+            self.ctx, self.cfg, self.me, self.poller, lambda: self.core.follower.ack(AckStatus.GAP)
         )
         self.control = Control(self.core, self.channels)
         (self.data_dir / "node.pid").write_text(f"{os.getpid()}\n")

@@ -13,8 +13,9 @@ from pathlib import Path
 import msgpack
 
 from zmqfail import config
+from zmqfail.apps.ledger.settings import parse as ledger_settings
 from zmqfail.config import ClusterConfig
-from zmqfail.sim.check import Truth, Violation, check_history, check_split
+from zmqfail.sim.check import Truth, Violation, check_history, check_ledger, check_split
 from zmqfail.sim.client import SimClient
 from zmqfail.sim.loop import Loop
 from zmqfail.sim.net import SimNet
@@ -40,8 +41,10 @@ TICK = 0.05
 WITNESS_LEASE = 1.0  # seconds
 
 
-def sim_config(nodes: int, witness: bool = False, **failover: int) -> ClusterConfig:
-    text = config.render(nodes=nodes, base_port=20000)
+def sim_config(
+    nodes: int, witness: bool = False, app: str = "orders", **failover: int
+) -> ClusterConfig:
+    text = config.render(nodes=nodes, base_port=20000, app=app)
     cfg = config.loads(text, Path("/nonexistent"))
     if failover:
         cfg = replace(cfg, failover=replace(cfg.failover, **failover))
@@ -76,12 +79,14 @@ class Cluster:
         window: int = 2,
         think: float = 0.1,
         witness: bool = False,
+        app: str = "orders",
     ) -> None:
         self.loop = Loop(seed)
-        self.cfg = sim_config(nodes, witness, **FAILOVER)
+        self.app = app
+        self.cfg = sim_config(nodes, witness, app, **FAILOVER)
         self.tick = TICK
         self.net = SimNet(self.loop)
-        self.truth = Truth()
+        self.truth = Truth(keep=app == "ledger")
         self.trace: list[str] = []
         self.faults = 0
         self.healed = False  # after the heal, a server that stops is restarted
@@ -94,7 +99,8 @@ class Cluster:
 
     # ---------------------------------------------------------- bookkeeping
     def recorder(self, name: str) -> Callable[[int, bytes], None]:
-        records = self.truth.records
+        truth = self.truth
+        records, payloads = truth.records, truth.payloads
 
         def note(lsn: int, payload: bytes) -> None:
             core = self.servers[name].core
@@ -104,6 +110,8 @@ class Cluster:
             obj = msgpack.unpackb(payload, raw=False, strict_map_key=False)
             # A registration (or a system record) is no request of the workload.
             records[(term.term_id, lsn)] = (obj[2], obj[3]) if obj[3] != REGISTER else None
+            if truth.keep:
+                payloads[(term.term_id, lsn)] = payload
 
         return note
 
@@ -219,6 +227,11 @@ class Cluster:
         names = sorted(histories)
         longest = max(names, key=lambda n: len(histories[n]))
         out.extend(check_history(histories[longest], acks, written))
+        if self.app == "ledger":
+            core = self.servers[longest].core
+            assert core is not None
+            final = self.truth.transactions(core.nlog.proc.history, core.nlog.held)
+            out.extend(check_ledger(final, ledger_settings(self.cfg.app.settings)))
         for n in names:
             h = histories[n]
             if h != histories[longest][: len(h)] or len(h) < len(histories[longest]) - 0:
@@ -232,6 +245,8 @@ class Cluster:
         for s in live:
             assert s.core is not None
             digests[s.name] = s.core.nlog.proc.digest()
+            for broken in s.core.nlog.proc.app.check():
+                out.append(Violation("invariant", f"{s.name}: {broken}"))
         if len(set(digests.values())) > 1:
             out.append(Violation("diverged", f"tables differ: {sorted(digests)}"))
         out.extend(check_split(acks))
