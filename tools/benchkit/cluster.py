@@ -24,7 +24,7 @@ from zmqfail.failover.state import Role, State
 from zmqfail.protocol import STATUS_OK
 
 from .meter import Meter, Timing
-from .procs import BenchError, Reaper
+from .procs import BenchError, Reaper, check_interrupted
 
 READY_STATES = frozenset({State.PRIMARY_ONLY, State.NORMAL, State.STANDBY, State.SYNCING})
 
@@ -99,8 +99,12 @@ class Cluster:
     def wait_for(
         self, name: str, cond: Callable[[NodeStatus], bool], what: str, timeout: float
     ) -> None:
+        def checked(st: NodeStatus) -> bool:
+            check_interrupted()  # a dropped Ctrl-C still ends the wait
+            return cond(st)
+
         try:
-            self.nodes.wait_until(name, cond, what, timeout)
+            self.nodes.wait_until(name, checked, what, timeout)
         except ZmqfailError as exc:
             self.failed = True
             raise BenchError(f"{exc}; see {self.dir}") from None
