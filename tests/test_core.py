@@ -17,6 +17,7 @@ from zmqfail.core.log import NodeLog
 from zmqfail.core.node import NodeCore
 from zmqfail.core.peers import PauseGuard, PeerTable
 from zmqfail.core.ports import Outbox
+from zmqfail.failover.state import Role, State
 from zmqfail.processor import Processor
 from zmqfail.protocol import (
     AckStatus,
@@ -48,7 +49,9 @@ def fresh_log() -> NodeLog:
     return NodeLog(Processor.create(CFG, "b", 1), 0, CFG.flush)
 
 
-def hb(name: str, epoch: int = 1, role: str = "backup", state: str = "normal") -> Heartbeat:
+def hb(
+    name: str, epoch: int = 1, role: Role = Role.BACKUP, state: State = State.NORMAL
+) -> Heartbeat:
     return Heartbeat(name, role, state, epoch, 0, 0, 0, "main", [], "", 0, [], 0, "", 0)
 
 

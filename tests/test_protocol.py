@@ -67,8 +67,8 @@ SAMPLES: dict[str, Message] = {
     "snapshot": SnapshotImage("a", 2, 12, b"\x93\x01\x02\x03", [[1, "a", 77, 1]]),
     "hb": Heartbeat(
         "a",
-        "primary",
-        "normal",
+        Role.PRIMARY,
+        State.NORMAL,
         2,
         10,
         9,
@@ -442,10 +442,29 @@ def test_every_ack_status_travels_as_its_value_and_decodes_to_the_enum(
     assert decode_as(frame, CommitAck).status is status
 
 
-@pytest.mark.parametrize("value", ["done", "OK", "", 1, None, ["ok"]])
-def test_an_unknown_ack_status_is_a_clear_protocol_error(value: object) -> None:
-    with pytest.raises(ProtocolError, match=r"unknown ack status"):
-        decode(mutated("ack", "status", value))
+@pytest.mark.parametrize(
+    ("tag", "name", "value"),
+    [
+        *(("ack", "status", v) for v in ("done", "OK", "", 1, None, ["ok"])),
+        ("hb", "role", "leader"),
+        ("hb", "role", "Primary"),
+        ("hb", "state", "unreachable"),
+        ("hb", "state", 3),
+    ],
+)
+def test_an_unknown_enum_value_is_a_clear_protocol_error(
+    tag: str, name: str, value: object
+) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode(mutated(tag, name, value))
+    assert str(err.value) == f"unknown {tag} {name} {value!r:.40}"
+
+
+def test_heartbeat_role_and_state_travel_as_values_and_decode_to_the_enums() -> None:
+    frame = SAMPLES["hb"].encode()
+    assert msgpack.unpackb(frame)[3:5] == ["primary", "normal"]
+    hb = decode_as(frame, Heartbeat)
+    assert hb.role is Role.PRIMARY and hb.state is State.NORMAL
 
 
 def test_decode_enum_names_what_was_wrong() -> None:

@@ -125,8 +125,8 @@ def samples(k: Known, rng: random.Random) -> list[Message]:
         CommitAck(k.backup, k.epoch, k.lsn, AckStatus.OK, 1, k.epoch),
         Heartbeat(
             k.primary,
-            "primary",
-            "normal",
+            Role.PRIMARY,
+            State.NORMAL,
             k.epoch,
             k.lsn,
             k.lsn,

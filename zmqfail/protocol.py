@@ -589,19 +589,16 @@ class CommitAck(Message):
         _check(isinstance(self.status, AckStatus), f"unknown ack status {self.status!r:.40}")
 
 
-_ROLES = frozenset(r.value for r in Role)
-_STATES = frozenset(s.value for s in State)
-
-
 @_register
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
     """Every server -> its peers (PUB/SUB, on each link)."""
 
     TYPE: ClassVar[str] = "hb"
+    ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {"role": Role, "state": State}
     name: str
-    role: str
-    state: str
+    role: Role
+    state: State
     epoch: int
     last_lsn: int
     committed_lsn: int
@@ -627,10 +624,8 @@ class Heartbeat(Message):
         )
         _check(isinstance(self.handoff_to, str), "handoff_to must be a string")
         _check_id(self.name, "name")
-        _check(type(self.role) is str and self.role in _ROLES, f"unknown role {self.role!r:.40}")
-        _check(
-            type(self.state) is str and self.state in _STATES, f"unknown state {self.state!r:.40}"
-        )
+        _check(isinstance(self.role, Role), f"unknown hb role {self.role!r:.40}")
+        _check(isinstance(self.state, State), f"unknown hb state {self.state!r:.40}")
         for name in ("epoch", "last_lsn", "committed_lsn", "flushed_lsn"):
             _check_uint(getattr(self, name), name)
         _check(self.link in ("main", "failsafe"), "link must be main or failsafe")

@@ -41,7 +41,7 @@ from zmqfail.protocol import Heartbeat
 log = logging.getLogger("zmqfail.failover")
 
 # Heartbeat states of a server that serves clients (or is handing over).
-SERVING = frozenset({"normal", "primary_only", "backup_only", "handoff"})
+SERVING = frozenset({State.NORMAL, State.PRIMARY_ONLY, State.BACKUP_ONLY, State.HANDOFF})
 HANDOFF_TIMEOUT = 3.0  # seconds a switchover may take before it is called off
 MAX_TRANSITIONS = 50
 
@@ -177,13 +177,15 @@ class FailoverAgent:
             if hb is None:
                 continue
             alive = view.age(now) <= self.dead_after
-            serving = hb.role == "primary" and hb.state in SERVING
+            serving = hb.role is Role.PRIMARY and hb.state in SERVING
             if self.seen.get(name) is not hb:
                 self.seen[name] = hb
                 if serving:
                     # Right after our own stall, an offer may be stale (called off
                     # since): take none until fresh heartbeats had time to arrive.
-                    handoff = hb.handoff_to if hb.state == "handoff" and guard.trusted(now) else ""
+                    handoff = (
+                        hb.handoff_to if hb.state is State.HANDOFF and guard.trusted(now) else ""
+                    )
                     event = PeerActive(
                         name,
                         hb.epoch,
@@ -258,7 +260,7 @@ class FailoverAgent:
             hb is not None
             and hb_age <= self.dead_after
             and hb.epoch == fs.epoch
-            and (hb.role != "primary" or hb.state not in SERVING)
+            and (hb.role is not Role.PRIMARY or hb.state not in SERVING)
         )
         if stopped_serving or (hb_age > self.dead_after and repl_age > self.dead_after):
             if primary not in self.silent:

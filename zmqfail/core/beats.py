@@ -25,8 +25,8 @@ def heartbeats(
     for link in LINKS:
         hb = Heartbeat(
             name,
-            fs.role.value,
-            fs.state.value,
+            fs.role,
+            fs.state,
             fs.epoch,
             nlog.held,
             nlog.committed,

@@ -374,8 +374,8 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         age = v.age(now)
         peers[name] = PeerSeen(
             heartbeat_age_ms=None if age == float("inf") else round(age * 1000, 1),
-            role=Role(v.last.role) if v.last else None,
-            state=State(v.last.state) if v.last else None,
+            role=v.last.role if v.last else None,
+            state=v.last.state if v.last else None,
             epoch=v.last.epoch if v.last else None,
             last_lsn=v.last.last_lsn if v.last else None,
             links={
