@@ -13,6 +13,9 @@ Other scenarios:
   compare    all of the above at 1/16/64/256 in flight, a table with ratios
              to the normal state, and a plot (docs/bench-compare.png)
   failover   kill -9 the primary 20 times under load; the outage clients see
+  alarms     false alarms against detection time: per failure-detection
+             setting an idle and a loaded pair beside --hog N hogs (default
+             one per core) for --seconds, then --kills kill -9s of the primary
   processor  in process, no sockets: the per-request path of the active server
              (dedup, application, record, reply) and the backup's (decode, apply)
 Single flows run at 1 and 64 in flight unless --windows says otherwise.
@@ -35,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchkit.alarms import bench_alarms
 from benchkit.cluster import Cluster
 from benchkit.flows import FLOWS
 from benchkit.meter import Timing
@@ -51,6 +55,10 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPARE_FLOWS = list(FLOWS)
 COMPARE_WINDOWS = [1, 16, 64, 256]
 DEFAULT_PLOT = ROOT / "docs" / "bench-compare.png"
+
+
+def print_flush(line: str) -> None:
+    print(line, flush=True)
 
 
 def percentile(sorted_vals: list[float], q: float) -> float:
@@ -186,14 +194,31 @@ def _windows(text: str) -> list[int]:
     return ws
 
 
+def _settings(text: str) -> list[tuple[int, int]]:
+    """`30x5,30x10`: heartbeat interval (ms) x misses, per alarms setting."""
+    out = []
+    for part in text.split(","):
+        try:
+            interval, misses = (int(v) for v in part.strip().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not INTERVALxMISSES") from None
+        if interval < 1 or misses < 1:
+            raise argparse.ArgumentTypeError("interval and misses must be positive")
+        out.append((interval, misses))
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    choices = ["compare", *FLOWS, "failover", "processor"]
+    choices = ["compare", *FLOWS, "failover", "processor", "alarms"]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=" ".join(choices))
     ap.add_argument("--seconds", type=float, default=5.0, help="measured per row (default 5)")
     ap.add_argument("--warmup", type=float, default=1.0, help="before each row (default 1)")
     ap.add_argument("--windows", type=_windows, default=None, help="e.g. 1,64")
-    ap.add_argument("--kills", type=int, default=20, help="failover: kill -9s (default 20)")
+    ap.add_argument("--kills", type=int, default=None, help="kill -9s (failover 20, alarms 5)")
+    ap.add_argument(
+        "--detect", type=_settings, default=None, help="alarms: e.g. 30x5,30x10,30x20 (ms x misses)"
+    )
     ap.add_argument("--hog", type=int, default=0, metavar="N", help="also measure under N hogs")
     ap.add_argument("--json", dest="json_out", default=None, help="also write results here")
     ap.add_argument("--plot", default=None, help=f"plot file (compare: {DEFAULT_PLOT})")
@@ -202,6 +227,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bad = [s for s in args.scenarios if s not in choices]
     if bad:
         ap.error(f"unknown scenario {bad[0]!r} (choose from {', '.join(choices)})")
+    args.kills_given = args.kills is not None
+    args.kills = 20 if args.kills is None else args.kills
     if args.hog < 0 or args.seconds <= 0 or args.warmup < 0 or args.kills < 1:
         ap.error("--seconds and --kills must be positive, --hog and --warmup not negative")
     return args
@@ -234,6 +261,15 @@ def main(argv: list[str] | None = None) -> int:
                 flows, windows, timing, args.hog, reaper, Path(tmp), lambda s: print(s, flush=True)
             )
             out.update(rows=rows, skipped=skipped)
+            if "alarms" in args.scenarios:
+                hogs = args.hog or os.cpu_count() or 2
+                kills = args.kills if args.kills_given else 5
+                out["alarms"] = [
+                    r.as_dict()
+                    for r in bench_alarms(
+                        reaper, args.seconds, hogs, kills, args.detect, say=print_flush
+                    )
+                ]
             if "failover" in args.scenarios:
                 f = bench_failover(reaper, args.kills)
                 out["failover"] = f

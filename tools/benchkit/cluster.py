@@ -58,10 +58,22 @@ class Cluster:
     the library's cluster helper, the reaper holding every process). The
     directory is removed by close() unless a step failed (it names it then)."""
 
-    def __init__(self, reaper: Reaper, nodes: int, start: list[str]) -> None:
+    def __init__(
+        self,
+        reaper: Reaper,
+        nodes: int,
+        start: list[str],
+        tune: Callable[[str], str] | None = None,
+    ) -> None:
+        """`tune` rewrites the generated config's text before any node starts
+        (a scenario that compares settings)."""
         self.reaper = reaper
         self.dir = Path(tempfile.mkdtemp(prefix="zmqfail-bench-"))
         self.nodes = NodeCluster.in_dir(self.dir, nodes, spawn=self._spawn)
+        if tune is not None:
+            path = self.nodes.path
+            path.write_text(tune(path.read_text()))
+            self.nodes = NodeCluster(config.load(path), self._spawn, logs=self.dir)
         self.cfg = self.nodes.cfg
         self.path = self.nodes.path
         self.failed = False
