@@ -38,7 +38,7 @@ from typing import Any
 from benchkit.cluster import Cluster
 from benchkit.flows import FLOWS
 from benchkit.meter import Timing
-from benchkit.procs import BenchError, Reaper, interrupt_on_sigterm
+from benchkit.procs import BenchError, Reaper, interrupt_on_signals
 from benchkit.report import format_table, plot, run_flows
 
 from zmqfail import config
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     started = datetime.datetime.now().isoformat(sep=" ", timespec="minutes")
     print(f"{started}: load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
-    interrupt_on_sigterm()
+    interrupt_on_signals()
     out: dict[str, Any] = {"started": started, "load_before": load, "windows": windows}
     try:
         if "processor" in args.scenarios:

@@ -20,7 +20,7 @@ from zmqfail.netutil import free_base_port
 from zmqfail.protocol import STATUS_OK
 
 from .meter import Meter, Timing
-from .procs import BenchError, Reaper
+from .procs import BenchError, Reaper, check_interrupted
 
 READY_STATES = ("primary_only", "normal", "standby", "syncing")
 
@@ -82,6 +82,7 @@ class Cluster:
     def wait_for(self, name: str, cond: Any, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            check_interrupted()
             if cond(node_status(self.cfg.node(name), digest=False, timeout=0.3)):
                 return
             time.sleep(0.02)

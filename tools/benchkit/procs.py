@@ -5,6 +5,13 @@ the bench; zmqfail nodes and redis-server run in sessions of their own (so a
 Ctrl-C at the terminal reaches only the bench). Either way the Reaper holds
 them, and closing it, on success, on an error, on Ctrl-C or on SIGTERM to the
 bench, ends each one: SIGTERM, a short wait, then SIGKILL.
+
+A signal to the bench is noted before it is raised as KeyboardInterrupt,
+because CPython can drop that exception: one raised while an at-fork hook
+runs (multiprocessing forks every client, and logging registers such a hook)
+or while a finalizer runs is printed as "Exception ignored" and the bench
+carried on measuring its whole row. `check_interrupted` raises it again
+right after every fork and in every loop where the bench waits.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class Reaper:
         p = mp.Process(target=_child, args=(target, args), name=name or None, daemon=True)
         p.start()
         self.procs.append(p)
+        check_interrupted()  # a signal during the fork's hooks was swallowed
         return p
 
     def popen(self, argv: list[str], log: Any) -> subprocess.Popen[bytes]:
@@ -95,6 +103,7 @@ class Reaper:
         deadline = time.monotonic() + timeout
         try:
             while True:
+                check_interrupted()
                 try:
                     res = out.get(timeout=0.2)
                     break
@@ -169,12 +178,24 @@ def _wait(p: mp.Process | subprocess.Popen[bytes], timeout: float) -> bool:
     return p.exitcode is not None
 
 
-def interrupt_on_sigterm() -> None:
-    """SIGTERM and SIGHUP to the bench act like Ctrl-C: the finally blocks run
-    and the Reaper ends what was started."""
+_interrupted: list[str] = []  # the signals the bench was asked to stop by
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP to the bench all act like Ctrl-C: the
+    finally blocks run and the Reaper ends what was started."""
 
     def raise_interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        _interrupted.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt(_interrupted[-1])
 
-    signal.signal(signal.SIGTERM, raise_interrupt)
-    signal.signal(signal.SIGHUP, raise_interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, raise_interrupt)
+
+
+def check_interrupted() -> None:
+    """Raise the interrupt again if a signal came and its exception was lost
+    (see the module's docstring). Only on the way forward: never in the
+    clean-up that an interrupt runs."""
+    if _interrupted:
+        raise KeyboardInterrupt(_interrupted[0])
