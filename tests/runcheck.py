@@ -64,11 +64,23 @@ def whole_then_stopped(cfg: config.ClusterConfig) -> tuple[str, dict[str, str]]:
 
     wait_for(whole, 40, "the pair whole again")
     primary = next(n for n in ("a", "b") if st(n)["role"] == "primary")
-    digests = {n: st(n, True)["digest"] for n in ("a", "b")}
+    digests = {n: digest(cfg, n) for n in ("a", "b")}
     for n in ("a", "b"):
         call(cfg.node(n).control, "stop")
     wait_for(lambda: all(st(n)["state"] == "unreachable" for n in ("a", "b")), 20, "both stopped")
     return primary, digests
+
+
+def digest(cfg: config.ClusterConfig, name: str) -> str:
+    """The node's digest: hashing every table takes a loaded node longer than
+    a plain status call may wait, and an unanswered call has no digest."""
+    got = wait_for(
+        lambda: node_status(cfg.node(name), digest=True, timeout=10.0)["digest"],
+        60,
+        f"the digest of {name}",
+    )
+    assert isinstance(got, str), got
+    return got
 
 
 def check_run(
