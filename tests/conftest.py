@@ -15,9 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import zmq
+from hypothesis import settings
 
 from zmqfail import config
 from zmqfail.netutil import SLICE_ENV, free_base_port
@@ -37,6 +39,50 @@ BUY = {
     "qty": 10,
     "price": "10.00",
 }
+
+
+T = TypeVar("T")
+
+# Property tests give their example counts as examples(N), N being what CI
+# runs; `pytest --hypothesis-profile=thorough` runs ten times as many (and
+# scales those tests' timeouts by example_scale()) for a deeper look by hand.
+settings.register_profile("thorough", max_examples=1000)
+
+
+def example_scale() -> int:
+    """The loaded profile's max_examples over Hypothesis's default (100)."""
+    return max(1, settings().max_examples // 100)
+
+
+def examples(n: int) -> int:
+    return n * example_scale()
+
+
+def run_niced(fn: Callable[[], T], increment: int = 10) -> T:
+    """fn() on a thread of lower CPU priority, whose forked processes (the
+    simulator's pool) inherit it (Linux: nice is per thread). A CPU-bound
+    campaign on one xdist worker then takes only the CPU that the other
+    worker's timing-sensitive tests leave (their in-process nodes and load
+    threads share this process's scheduling group)."""
+    if sys.platform != "linux":
+        return fn()
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+        try:
+            result.append(fn())
+        except BaseException as exc:  # raised again in the caller
+            error.append(exc)
+
+    t = threading.Thread(target=run, name="niced")
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def wait_for(

@@ -15,7 +15,8 @@ from netlab import NetLab, available
 from zmqfail import config
 from zmqfail.client.control import call, node_status
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.process]
+# The lab's addresses and ports are fixed: its tests share one xdist worker.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.process, pytest.mark.xdist_group("netlab")]
 
 WHY = available()
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import run_niced
 
 from zmqfail.core.leader import Leader
 from zmqfail.errors import LogCorrupt, LogWriteFailed
@@ -32,6 +33,10 @@ from zmqfail.sim.campaign import campaign, run_named, run_one
 from zmqfail.sim.schedule import ALLOWED_UNSAFE
 
 CI_SEEDS = range(1, 2001)
+# Under xdist the module runs first and on one worker (loadgroup sends groups
+# before single tests): its campaigns keep two processes busy, at a lower
+# priority than the timing-sensitive tests on the other worker.
+pytestmark = pytest.mark.xdist_group("sim")
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +48,7 @@ def quiet() -> Iterator[None]:
 
 @pytest.mark.timeout(600)  # about a minute on an idle 2-core machine
 def test_two_thousand_safe_schedules_break_no_invariant() -> None:
-    s = campaign(CI_SEEDS, workers=2)
+    s = run_niced(lambda: campaign(CI_SEEDS, workers=2))
     assert s.schedules == len(CI_SEEDS)
     assert s.failed == {}, (
         f"seeds that broke an invariant (replay: tools/sim --replay N): {s.failed}"
@@ -58,7 +63,7 @@ def test_any_faults_converge_to_one_history() -> None:
     """Power loss, double failures, both links cut: acknowledged requests may
     be lost by design there (documented), but never applied twice, never out
     of order, the servers always end with one history and serve again."""
-    s = campaign(range(1, 301), unsafe=True, workers=2)
+    s = run_niced(lambda: campaign(range(1, 301), unsafe=True, workers=2))
     assert s.failed == {}, s.failed
     assert {"power-loss", "cut-both-links"} <= set(s.faults)
 
@@ -92,7 +97,7 @@ def caught(kinds: set[str], seeds: range = range(1, 801)) -> dict[int, list[str]
     def wanted(vs: list[str]) -> bool:
         return any(v.split(":")[0] in kinds for v in vs)
 
-    s = campaign(seeds, workers=2, stop_on=wanted)
+    s = run_niced(lambda: campaign(seeds, workers=2, stop_on=wanted))
     return {seed: vs for seed, vs in s.failed.items() if wanted(vs)}
 
 
