@@ -1,5 +1,6 @@
 """The test harness's own promises: parallel workers draw ports from disjoint
-parts of the range, and a node started by a test dies with a killed test run."""
+parts of the range, the tests of one xdist group share a worker, and a node
+started by a test dies with a killed test run."""
 
 from __future__ import annotations
 
@@ -98,3 +99,36 @@ def test_a_node_dies_with_the_killed_test_run_that_started_it(
         run.wait()
         if node and _alive(node):
             os.kill(node, signal.SIGKILL)
+
+
+GROUPED = """
+import os
+import pytest
+
+{mark}
+@pytest.mark.parametrize("i", range(4))
+def test_where(i: int) -> None:
+    with open("workers.txt", "a") as f:
+        f.write(os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+"""
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_an_xdist_group_runs_on_one_worker(tmp_path: Path, planted: bool) -> None:
+    """bin/test relies on it (--dist loadgroup); pytest-xdist has silently
+    stopped honouring the mark with a newer pytest before."""
+    mark = "" if planted else '@pytest.mark.xdist_group("g")'
+    (tmp_path / "test_grouped.py").write_text(GROUPED.format(mark=mark))
+    args = ["-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "-q", "test_grouped.py"]
+    p = subprocess.run(
+        [sys.executable, "-m", "pytest", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    workers = (tmp_path / "workers.txt").read_text().split()
+    assert len(workers) == 4
+    # Without the mark, the four tests are dealt out to both workers.
+    assert len(set(workers)) == (2 if planted else 1), workers
