@@ -108,27 +108,26 @@ import pytest
 {mark}
 @pytest.mark.parametrize("i", range(4))
 def test_where(i: int) -> None:
-    with open("workers.txt", "a") as f:
+    with open("{name}.txt", "a") as f:
         f.write(os.environ["PYTEST_XDIST_WORKER"] + "\\n")
 """
 
 
-@pytest.mark.parametrize("planted", [False, True])
-def test_an_xdist_group_runs_on_one_worker(tmp_path: Path, planted: bool) -> None:
+def test_an_xdist_group_runs_on_one_worker(tmp_path: Path) -> None:
     """bin/test relies on it (--dist loadgroup); pytest-xdist has silently
-    stopped honouring the mark with a newer pytest before."""
-    mark = "" if planted else '@pytest.mark.xdist_group("g")'
-    (tmp_path / "test_grouped.py").write_text(GROUPED.format(mark=mark))
-    args = ["-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "-q", "test_grouped.py"]
+    stopped honouring the mark with a newer pytest before. The same module
+    without the mark (planted) is dealt out to both workers."""
+    for name, mark in (("grouped", '@pytest.mark.xdist_group("g")'), ("planted", "")):
+        (tmp_path / f"test_{name}.py").write_text(GROUPED.format(mark=mark, name=name))
+    args = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:timeout"]
     p = subprocess.run(
-        [sys.executable, "-m", "pytest", *args],
+        [sys.executable, "-m", "pytest", *args, "-n", "2", "--dist", "loadgroup", "-q"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=120,
     )
     assert p.returncode == 0, p.stdout + p.stderr
-    workers = (tmp_path / "workers.txt").read_text().split()
-    assert len(workers) == 4
-    # Without the mark, the four tests are dealt out to both workers.
-    assert len(set(workers)) == (2 if planted else 1), workers
+    grouped, planted = ((tmp_path / f"{n}.txt").read_text().split() for n in ("grouped", "planted"))
+    assert len(grouped) == len(planted) == 4
+    assert (len(set(grouped)), len(set(planted))) == (1, 2), (grouped, planted)
