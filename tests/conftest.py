@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ import zmq
 from hypothesis import settings
 
 from zmqfail import config
+from zmqfail.cluster import Cluster
 from zmqfail.netutil import SLICE_ENV, free_base_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,33 +58,6 @@ def example_scale() -> int:
 
 def examples(n: int) -> int:
     return n * example_scale()
-
-
-def run_niced(fn: Callable[[], T], increment: int = 10) -> T:
-    """fn() on a thread of lower CPU priority, whose forked processes (the
-    simulator's pool) inherit it (Linux: nice is per thread). A CPU-bound
-    campaign on one xdist worker then takes only the CPU that the other
-    worker's timing-sensitive tests leave (their in-process nodes and load
-    threads share this process's scheduling group)."""
-    if sys.platform != "linux":
-        return fn()
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def run() -> None:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
-        try:
-            result.append(fn())
-        except BaseException as exc:  # raised again in the caller
-            error.append(exc)
-
-    t = threading.Thread(target=run, name="niced")
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
 
 
 def wait_for(
@@ -124,6 +99,15 @@ def private_client_state(
     """`zmqfail client ...` keeps the user's client id and msg_ids under
     $XDG_STATE_HOME; tests (and the commands they start) keep theirs apart."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture
+def quiet_logs() -> Iterator[None]:
+    """No log output for the test (the simulator's campaigns log every
+    transition of every run)."""
+    logging.disable(logging.CRITICAL)
+    yield
+    logging.disable(logging.NOTSET)
 
 
 @pytest.fixture
@@ -235,6 +219,32 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         yield ps
     finally:
         ps.stop_all()
+
+
+MakeCluster = Callable[..., Cluster]
+
+
+@pytest.fixture
+def cluster(procs: Procs) -> MakeCluster:
+    """The package's cluster helper (`zmqfail.cluster`) on a config file, its
+    nodes started through `procs`, so every one is killed at teardown, also
+    on failure. `prefix`: a command to run a node's process under, by name
+    (a network namespace); `sole_owner=False` when a tool under test restarts
+    nodes itself."""
+
+    def make(
+        cfg_path: Path,
+        sole_owner: bool = True,
+        prefix: dict[str, tuple[str, ...]] | None = None,
+    ) -> Cluster:
+        before = dict(prefix or {})
+
+        def spawn(name: str) -> subprocess.Popen[bytes]:
+            return procs.node(cfg_path, name, prefix=before.get(name, ()))
+
+        return Cluster(config.load(cfg_path), spawn, sole_owner=sole_owner)
+
+    return make
 
 
 class NodeThread:

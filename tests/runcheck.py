@@ -16,14 +16,11 @@ from __future__ import annotations
 import collections
 import json
 from pathlib import Path
-from typing import Any
-
-from conftest import wait_for
 
 from zmqfail import config
 from zmqfail.apps.ledger.check import check_log
 from zmqfail.audit import replay, requests_in_log
-from zmqfail.client.control import call, node_status
+from zmqfail.cluster import Cluster
 
 
 def bench_args(cfg_path: Path, history: Path, report: Path, seconds: float, app: str) -> list[str]:
@@ -48,39 +45,18 @@ def bench_args(cfg_path: Path, history: Path, report: Path, seconds: float, app:
     ]
 
 
-def whole_then_stopped(cfg: config.ClusterConfig) -> tuple[str, dict[str, str]]:
+def whole_then_stopped(cl: Cluster) -> tuple[str, dict[str, str]]:
     """Wait for the pair to be whole again (whoever is primary now), note the
     primary and both digests, then stop both cleanly so their logs are whole."""
-
-    def st(name: str, digest: bool = False) -> dict[str, Any]:
-        return node_status(cfg.node(name), digest=digest, timeout=1.0)
-
-    def whole() -> bool:
-        rows = [st(n) for n in ("a", "b")]
-        return sorted((r["role"] or "", r["state"]) for r in rows) == [
-            ("backup", "normal"),
-            ("primary", "normal"),
-        ]
-
-    wait_for(whole, 40, "the pair whole again")
-    primary = next(n for n in ("a", "b") if st(n)["role"] == "primary")
-    digests = {n: digest(cfg, n) for n in ("a", "b")}
+    primary = cl.wait_whole(40).name
+    digests = {}
     for n in ("a", "b"):
-        call(cfg.node(n).control, "stop")
-    wait_for(lambda: all(st(n)["state"] == "unreachable" for n in ("a", "b")), 20, "both stopped")
+        digest = cl.status(n, digest=True, timeout=5.0).digest
+        assert digest is not None, f"{n} gave no digest"
+        digests[n] = digest
+    for n in ("a", "b"):
+        cl.stop(n)
     return primary, digests
-
-
-def digest(cfg: config.ClusterConfig, name: str) -> str:
-    """The node's digest: hashing every table takes a loaded node longer than
-    a plain status call may wait, and an unanswered call has no digest."""
-    got = wait_for(
-        lambda: node_status(cfg.node(name), digest=True, timeout=10.0)["digest"],
-        60,
-        f"the digest of {name}",
-    )
-    assert isinstance(got, str), got
-    return got
 
 
 def check_run(

@@ -23,33 +23,46 @@ from pathlib import Path
 
 import pytest
 import zmq
-from conftest import Load, Procs, wait_for
-from test_failover_live import role_state, st, start_pair, stop_all, wait_equal_digests, wait_more
+from conftest import Load, MakeCluster, Procs, wait_for
+from test_failover_live import start_pair, stop_all, wait_equal_digests, wait_more
 
 from zmqfail import config
 from zmqfail.audit import requests_in_log
 from zmqfail.client.control import call
+from zmqfail.cluster import Cluster
+from zmqfail.failover.state import Role, State
 from zmqfail.protocol import Hello
 from zmqfail.txlog.recovery import iter_records
 from zmqfail.txlog.truncate import truncate_after
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.process]
 
+PRIMARY, BACKUP = Role.PRIMARY, Role.BACKUP
+NORMAL = State.NORMAL
 
-def cut_both(cfg: config.ClusterConfig, name: str, heal: bool = False) -> None:
+
+def cut_both(cl: Cluster, name: str, heal: bool = False) -> None:
     for link in ("main", "failsafe"):
-        call(cfg.node(name).control, "heal" if heal else "cut", {"link": link})
+        call(cl.cfg.node(name).control, "heal" if heal else "cut", {"link": link})
 
 
-def delay_records(cfg: config.ClusterConfig, name: str, ms: int) -> None:
+def delay_records(cl: Cluster, name: str, ms: int) -> None:
     for link in ("main", "failsafe"):
-        call(cfg.node(name).control, "delay", {"link": link, "ms": ms, "for": 30})
+        call(cl.cfg.node(name).control, "delay", {"link": link, "ms": ms, "for": 30})
 
 
-def voted_or_leads(cfg: config.ClusterConfig, name: str, votes: int) -> bool:
+def votes_at(cl: Cluster, name: str) -> int:
+    return cl.status(name, timeout=2.0).counters["votes"]
+
+
+def wait_voted_or_leads(cl: Cluster, name: str, votes: int) -> None:
     """`name` has counted `votes` client votes (a backup counts them), or leads."""
-    s = st(cfg, name)
-    return bool(s["counters"]["votes"] >= votes or s["role"] == "primary")
+    cl.wait_until(
+        name,
+        lambda s: s.counters.get("votes", 0) >= votes or s.role is PRIMARY,
+        f"{votes} votes counted, or leading",
+        10,
+    )
 
 
 def lost_acks(cfg: config.ClusterConfig, name: str, load: Load) -> list[int]:
@@ -62,8 +75,8 @@ def lost_acks(cfg: config.ClusterConfig, name: str, load: Load) -> list[int]:
 
 
 def alone_on_a_with_b_behind(
-    procs: Procs, cluster_dir: Callable[..., Path]
-) -> tuple[Path, config.ClusterConfig, Load]:
+    cluster: MakeCluster, cluster_dir: Callable[..., Path]
+) -> tuple[Cluster, Load]:
     """a runs alone (both links cut at b), acknowledging with a flush each; b is
     then healed with a's replication to it slowed, so it catches up slowly and
     what is still on its way dies with a.
@@ -72,107 +85,106 @@ def alone_on_a_with_b_behind(
     by a busy machine must not lose its client to b while the links are cut
     (b would take over on its vote; that is the split the "No holes left"
     issue closes with step 420, not the case under test)."""
-    cfg_path, cfg = start_pair(procs, cluster_dir, failover__client_timeout_ms=1000)
-    load = Load(cfg, window=16)
+    _, cl = start_pair(cluster, cluster_dir, failover__client_timeout_ms=1000)
+    load = Load(cl.cfg, window=16)
     wait_more(load, 300, "load on a")
-    cut_both(cfg, "b")
-    wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "a alone")
+    cut_both(cl, "b")
+    cl.wait("a", State.PRIMARY_ONLY, timeout=10)
     wait_more(load, 3000, "acknowledged by a alone")
-    delay_records(cfg, "a", 300)
-    cut_both(cfg, "b", heal=True)
+    delay_records(cl, "a", 300)
+    cut_both(cl, "b", heal=True)
     # b stayed "normal" (waiting, step 420) while cut off; hearing a run alone
     # it knows it is behind.
-    wait_for(lambda: role_state(cfg, "b") == ("backup", "syncing"), 10, "b catching up")
-    return cfg_path, cfg, load
+    cl.wait("b", State.SYNCING, role=BACKUP, timeout=10)
+    return cl, load
 
 
 def test_a_syncing_backup_never_leads_when_the_primary_dies(
-    procs: Procs, cluster_dir: Callable[..., Path]
+    cluster: MakeCluster, cluster_dir: Callable[..., Path]
 ) -> None:
     """Audit case 1, second form: the backup missed records a acknowledged
     alone; a dies while b is still catching up. b must not lead (it would
     erase what only a has): it waits, a restarts and leads, nothing is lost."""
-    cfg_path, cfg, load = alone_on_a_with_b_behind(procs, cluster_dir)
-    votes = st(cfg, "b")["counters"]["votes"]
-    os.killpg(procs.procs[0].pid, signal.SIGKILL)
+    cl, load = alone_on_a_with_b_behind(cluster, cluster_dir)
+    votes = votes_at(cl, "b")
+    cl.kill("a")
     # The load's client loses a and asks b to serve: votes arrive at b.
-    wait_for(lambda: voted_or_leads(cfg, "b", votes + 5), 10, "votes at b")
-    sb = st(cfg, "b")
-    assert sb["role"] == "backup", f"b led without a's records: {sb['transitions']}"
-    procs.node(cfg_path, "a")
-    wait_for(lambda: role_state(cfg, "a")[0] == "primary", 20, "a leads again")
-    wait_for(lambda: role_state(cfg, "b") == ("backup", "normal"), 30, "b follows a")
+    wait_voted_or_leads(cl, "b", votes + 5)
+    sb = cl.status("b")
+    assert sb.role is BACKUP, f"b led without a's records: {sb.transitions}"
+    cl.start("a")
+    cl.wait("a", role=PRIMARY)  # a leads again
+    cl.wait("b", NORMAL, role=BACKUP, timeout=30)  # b follows a
     wait_more(load, 200, "load after a came back")
     load.stop()
-    wait_equal_digests(cfg, "a", "b")
-    stop_all(cfg, procs)
+    wait_equal_digests(cl, "a", "b")
+    stop_all(cl)
     # b caught up from a snapshot (a restarted with an empty RAM log), so its
     # log starts after it: equal digests say b holds the same; a's log says all.
-    assert not lost_acks(cfg, "a", load)
+    assert not lost_acks(cl.cfg, "a", load)
 
 
 def test_a_backup_behind_is_not_in_sync_and_cannot_take_over_without_records(
-    procs: Procs, cluster_dir: Callable[..., Path]
+    cluster: MakeCluster, cluster_dir: Callable[..., Path]
 ) -> None:
     """Audit case 3: b counted as in sync while it still lacked records a had
     acknowledged alone, then took over when a died. A backup is in sync (and
     may take over) only once it holds everything acknowledged."""
-    cfg_path, cfg, load = alone_on_a_with_b_behind(procs, cluster_dir)
-    seen: list[tuple[int, int]] = []
+    cl, load = alone_on_a_with_b_behind(cluster, cluster_dir)
+    seen: list[tuple[int | None, int | None]] = []
 
     def b_normal() -> bool:
-        committed = st(cfg, "a")["committed_lsn"]
-        sb = st(cfg, "b")
-        if sb["state"] != "normal":
+        committed = cl.status("a", timeout=2.0).committed_lsn
+        sb = cl.status("b", timeout=2.0)
+        if sb.state is not NORMAL:
             return False
-        seen.append((sb["last_lsn"], committed))
+        seen.append((sb.last_lsn, committed))
         return True
 
     wait_for(b_normal, 30, "b in sync")
-    os.killpg(procs.procs[0].pid, signal.SIGKILL)
-    wait_for(lambda: role_state(cfg, "b")[0] == "primary", 20, "b takes over")
+    cl.kill("a")
+    cl.wait("b", role=PRIMARY)  # b takes over
     wait_more(load, 300, "load on b")
     load.stop()
-    lost = lost_acks(cfg, "b", load)
+    lost = lost_acks(cl.cfg, "b", load)
     assert not lost, f"b took over without {len(lost)} acknowledged requests ({seen})"
-    procs.node(cfg_path, "a")
-    wait_for(lambda: role_state(cfg, "a") == ("backup", "normal"), 30, "a rejoins")
-    wait_equal_digests(cfg, "a", "b")
+    cl.start("a")
+    cl.wait("a", NORMAL, role=BACKUP, timeout=30)  # a rejoins
+    wait_equal_digests(cl, "a", "b")
 
 
 def test_a_resyncing_old_primary_never_leads_on_votes(
-    procs: Procs, cluster_dir: Callable[..., Path]
+    cluster: MakeCluster, cluster_dir: Callable[..., Path]
 ) -> None:
     """Audit case 1: a was paused, b took over; while a catches up, b pauses.
     a (behind) must not lead on the clients' votes; once b wakes it serves
     on and nothing acknowledged is lost."""
-    _, cfg = start_pair(procs, cluster_dir)
-    load = Load(cfg, window=16)
+    _, cl = start_pair(cluster, cluster_dir)
+    load = Load(cl.cfg, window=16)
     wait_more(load, 2000, "load on a")
-    a, b = procs.procs
-    os.kill(a.pid, signal.SIGSTOP)
+    cl.signal("a", signal.SIGSTOP)
     try:
-        wait_for(lambda: role_state(cfg, "b") == ("primary", "backup_only"), 20, "b takes over")
+        cl.wait("b", State.BACKUP_ONLY, role=PRIMARY)  # b takes over
         wait_more(load, 3000, "load on b")
-        delay_records(cfg, "b", 400)  # a's catch-up from b will be slow
+        delay_records(cl, "b", 400)  # a's catch-up from b will be slow
     finally:
-        os.kill(a.pid, signal.SIGCONT)
-    wait_for(lambda: role_state(cfg, "a") == ("backup", "syncing"), 20, "a follows b")
-    votes = st(cfg, "a")["counters"]["votes"]
-    os.kill(b.pid, signal.SIGSTOP)
+        cl.signal("a", signal.SIGCONT)
+    cl.wait("a", State.SYNCING, role=BACKUP)  # a follows b
+    votes = votes_at(cl, "a")
+    cl.signal("b", signal.SIGSTOP)
     try:
-        wait_for(lambda: voted_or_leads(cfg, "a", votes + 5), 10, "votes at a")
-        sa = st(cfg, "a")
-        assert sa["role"] == "backup", f"a led without b's records: {sa['transitions']}"
+        wait_voted_or_leads(cl, "a", votes + 5)
+        sa = cl.status("a")
+        assert sa.role is BACKUP, f"a led without b's records: {sa.transitions}"
     finally:
-        os.kill(b.pid, signal.SIGCONT)
-    wait_for(lambda: role_state(cfg, "a") == ("backup", "normal"), 30, "a in sync")
+        cl.signal("b", signal.SIGCONT)
+    cl.wait("a", NORMAL, role=BACKUP, timeout=30)  # a in sync
     wait_more(load, 300, "load after b woke")
     load.stop()
-    wait_for(lambda: st(cfg, "b")["epoch"] == 2, 10, "b still primary at epoch 2")
-    wait_equal_digests(cfg, "a", "b")
-    stop_all(cfg, procs)
-    assert not lost_acks(cfg, "b", load)
+    cl.wait_until("b", lambda s: s.epoch == 2, "still primary at epoch 2", 10)
+    wait_equal_digests(cl, "a", "b")
+    stop_all(cl)
+    assert not lost_acks(cl.cfg, "b", load)
 
 
 def last_lsn(data_dir: Path) -> int:
@@ -183,21 +195,22 @@ def last_lsn(data_dir: Path) -> int:
 
 
 def test_power_loss_with_the_old_primary_first_converges_to_one_history(
-    procs: Procs, cluster_dir: Callable[..., Path]
+    cluster: MakeCluster, cluster_dir: Callable[..., Path]
 ) -> None:
     """Audit case 2: both servers lose power; the old primary had flushed less
     than the backup and restarts first. It must not lead at the same epoch
     with a shorter log (two records at one (epoch, LSN)); when the backup
     comes back the one holding more leads, the other follows, and both end
     with one history holding everything either had on disk."""
-    cfg_path, cfg = start_pair(procs, cluster_dir)
+    _, cl = start_pair(cluster, cluster_dir)
+    cfg = cl.cfg
     load = Load(cfg, window=16)
     wait_more(load, 3000, "load on a")
     load.stop()
-    for p in procs.procs:  # power loss: both at once
-        os.killpg(p.pid, signal.SIGKILL)
-    for p in procs.procs:
-        p.wait(timeout=10)
+    for n in ("a", "b"):  # power loss: both at once
+        cl.signal(n, signal.SIGKILL)
+    for n in ("a", "b"):
+        cl.procs[n].wait(timeout=10)
     da, db = cfg.node("a").data_dir, cfg.node("b").data_dir
     b_last = last_lsn(db)
     assert b_last > 1000
@@ -205,46 +218,44 @@ def test_power_loss_with_the_old_primary_first_converges_to_one_history(
     assert cut.records > 0
     b_requests = set(requests_in_log(db))
     a_requests = set(requests_in_log(da))
-    procs.node(cfg_path, "a")
+    cl.start("a")
     # b comes back later (2 s in the audit): a has made its start-up choice.
-    wait_for(lambda: st(cfg, "a")["state"] not in ("unreachable", "starting"), 20, "a started")
-    assert st(cfg, "a")["role"] == "backup", "a led alone after a power loss of the pair"
-    procs.node(cfg_path, "b")
-    wait_for(lambda: role_state(cfg, "b")[0] == "primary", 20, "b (holding more) leads")
-    wait_for(lambda: role_state(cfg, "a") == ("backup", "normal"), 30, "a follows b")
-    assert st(cfg, "b")["epoch"] > 1
-    wait_equal_digests(cfg, "a", "b")
+    started = cl.wait("a", *(s for s in State if s is not State.STARTING))
+    assert started.role is BACKUP, "a led alone after a power loss of the pair"
+    cl.start("b")
+    cl.wait("b", role=PRIMARY)  # b, holding more, leads
+    cl.wait("a", NORMAL, role=BACKUP, timeout=30)  # a follows b
+    assert (cl.status("b").epoch or 0) > 1
+    wait_equal_digests(cl, "a", "b")
     for name in ("a", "b"):
-        assert st(cfg, name)["counters"].get("quarantined", 0) == 0
-    stop_all(cfg, procs)
+        assert cl.status(name).quarantined == 0
+    stop_all(cl)
     # One history: b's log (it led) holds everything either had on disk, and a
     # has the same tables (it may have caught up from a snapshot).
     assert b_requests | a_requests <= set(requests_in_log(db))
 
 
 def test_a_log_whose_records_do_not_apply_never_crashes_the_node(
-    procs: Procs, cluster_dir: Callable[..., Path]
+    procs: Procs, cluster: MakeCluster, cluster_dir: Callable[..., Path]
 ) -> None:
     """Audit case 2's crash loop: a node whose log holds a record that does not
     apply to its tables (a history mixed from two servers) must start, keep
     the bad records aside, say so, and catch up from its peer instead of dying
     with KeyError on every start."""
-    cfg_path, cfg = start_pair(procs, cluster_dir)
+    _, cl = start_pair(cluster, cluster_dir)
+    cfg = cl.cfg
     load = Load(cfg, window=16)
     wait_more(load, 1000, "load on a")
     load.stop()
-    stop_all(cfg, procs)
+    stop_all(cl)
     db = cfg.node("b").data_dir
     bad = next_bad_record(cfg, db)
     append_raw_record(db, bad)
-    procs.procs.clear()
-    procs.node(cfg_path, "a")
-    procs.node(cfg_path, "b")
-    wait_for(lambda: role_state(cfg, "b") == ("backup", "normal"), 30, "b back in sync")
-    sb = st(cfg, "b")
-    assert sb["counters"]["quarantined"] >= 1, sb["counters"]
+    cl.start("a", "b")
+    sb = cl.wait("b", NORMAL, role=BACKUP, timeout=30)  # back in sync
+    assert sb.quarantined >= 1, sb.counters
     assert "does not apply" in procs.log_text("node-b")
-    wait_equal_digests(cfg, "a", "b")
+    wait_equal_digests(cl, "a", "b")
 
 
 def next_bad_record(cfg: config.ClusterConfig, data_dir: Path) -> tuple[int, bytes]:
@@ -302,12 +313,15 @@ def dealer() -> Iterator[Callable[[str, bytes | None], zmq.Socket[bytes]]]:
 
 
 def test_malformed_frames_on_every_port_stop_no_node(
-    procs: Procs, cluster_dir: Callable[..., Path], dealer: Callable[..., zmq.Socket[bytes]]
+    cluster: MakeCluster,
+    cluster_dir: Callable[..., Path],
+    dealer: Callable[..., zmq.Socket[bytes]],
 ) -> None:
     """Audit case 4: `[b"", b"x", b"y"]` to a replication ack socket (REP) made
     the backup answer with part of the request unread and exit; `[b"x"]` (no
     delimiter) blocked its loop; 10 MB frames stalled it into failovers."""
-    _, cfg = start_pair(procs, cluster_dir)
+    _, cl = start_pair(cluster, cluster_dir)
+    cfg = cl.cfg
     load = Load(cfg, window=16)
     wait_more(load, 300, "load on a")
     big = os.urandom(10 << 20)
@@ -327,26 +341,30 @@ def test_malformed_frames_on_every_port_stop_no_node(
             s.send(big)
     wait_more(load, 1000, "load after the bad frames")
     for name in ("a", "b"):
-        assert procs.procs[0 if name == "a" else 1].poll() is None, f"{name} exited"
-    assert role_state(cfg, "a") == ("primary", "normal")
-    assert role_state(cfg, "b") == ("backup", "normal")
-    assert st(cfg, "b")["epoch"] == 1, "no failover"
+        assert cl.procs[name].poll() is None, f"{name} exited"
+    assert cl.status("a").is_(PRIMARY, NORMAL)
+    sb = cl.status("b")
+    assert sb.is_(BACKUP, NORMAL)
+    assert sb.epoch == 1, "no failover"
     load.stop()
-    wait_equal_digests(cfg, "a", "b")
+    wait_equal_digests(cl, "a", "b")
 
 
 def test_hellos_from_strangers_are_not_votes(
-    procs: Procs, cluster_dir: Callable[..., Path], dealer: Callable[..., zmq.Socket[bytes]]
+    cluster: MakeCluster,
+    cluster_dir: Callable[..., Path],
+    dealer: Callable[..., zmq.Socket[bytes]],
 ) -> None:
     """Audit case 5: hello frames from any sender counted as client votes, so
     random frames made a backup take over from a live primary. Here a is alive
     and serving its clients with both replication links cut (step 420: link
     failure); strangers naming a as lost must not make b take over."""
-    _, cfg = start_pair(procs, cluster_dir)
+    _, cl = start_pair(cluster, cluster_dir)
+    cfg = cl.cfg
     load = Load(cfg, window=16)
     wait_more(load, 300, "load on a")
-    cut_both(cfg, "a")
-    wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "a alone")
+    cut_both(cl, "a")
+    cl.wait("a", State.PRIMARY_ONLY, timeout=10)
     rng = random.Random(7)
     socks = [dealer(cfg.node("b").client, f"x{i}".encode()) for i in range(20)]
     # One stranger even borrows the real client's id (not its connection).
@@ -357,11 +375,11 @@ def test_hellos_from_strangers_are_not_votes(
             s.send(Hello(f"c-{rng.getrandbits(32):08x}", "a").encode())
         spoof.send(Hello(load.client.client_id, "a").encode())
         time.sleep(0.02)
-    sb = st(cfg, "b")
-    assert sb["role"] == "backup" and sb["epoch"] == 1, f"b took over: {sb['transitions']}"
-    assert sb["counters"]["votes_refused"] > 0
-    cut_both(cfg, "a", heal=True)
-    wait_for(lambda: role_state(cfg, "a") == ("primary", "normal"), 20, "pair whole again")
+    sb = cl.status("b")
+    assert sb.role is BACKUP and sb.epoch == 1, f"b took over: {sb.transitions}"
+    assert sb.counters["votes_refused"] > 0
+    cut_both(cl, "a", heal=True)
+    cl.wait("a", NORMAL, role=PRIMARY)  # the pair whole again
     wait_more(load, 300, "load after heal")
     load.stop()
-    wait_equal_digests(cfg, "a", "b")
+    wait_equal_digests(cl, "a", "b")

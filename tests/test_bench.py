@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Procs, wait_for
+from conftest import ROOT, MakeCluster
 
 from zmqfail import config
 from zmqfail.apps.orders import Engine, OrdersConfig
 from zmqfail.apps.orders.prices import PriceCodec
-from zmqfail.client.control import node_status
+from zmqfail.cluster import Cluster
 from zmqfail.errors import ConfigError
+from zmqfail.failover.state import State
 from zmqfail.loadgen.histogram import Histogram, bucket_bounds, bucket_of
 from zmqfail.loadgen.history import completion_type, merge_parts
 from zmqfail.loadgen.orders import OrderMix
@@ -298,20 +299,12 @@ def bench_procs() -> Iterator[Callable[[list[str], Path], subprocess.Popen[bytes
         p.wait(timeout=10)
 
 
-def start_cluster(cluster_dir: Callable[..., Path], procs: Procs) -> tuple[Path, Any]:
+def start_cluster(cluster_dir: Callable[..., Path], cluster: MakeCluster) -> tuple[Path, Cluster]:
     cfg_path = cluster_dir()
-    procs.node(cfg_path, "a")
-    procs.node(cfg_path, "b")
-    cfg = config.load(cfg_path)
-    wait_for(
-        lambda: (
-            node_status(cfg.node("a"), False)["state"] == "normal"
-            and node_status(cfg.node("b"), False)["state"] == "normal"
-        ),
-        30,
-        "a normal pair",
-    )
-    return cfg_path, cfg
+    cl = cluster(cfg_path)
+    cl.start("a", "b")
+    cl.wait_all(lambda rows: all(r.state is State.NORMAL for r in rows), "a normal pair", 30)
+    return cfg_path, cl
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -336,9 +329,9 @@ def check_history(events: list[dict[str, Any]]) -> dict[tuple[str, int], dict[st
 
 
 def test_bench_against_a_pair(
-    cluster_dir: Callable[..., Path], procs: Procs, tmp_path: Path, bench_procs: Any
+    cluster_dir: Callable[..., Path], cluster: MakeCluster, tmp_path: Path, bench_procs: Any
 ) -> None:
-    cfg_path, _ = start_cluster(cluster_dir, procs)
+    cfg_path, _ = start_cluster(cluster_dir, cluster)
     out, hist = tmp_path / "bench.json", tmp_path / "history.jsonl"
     args = ["--clients", "2", "--window", "8", "--requests", "2000"]
     p = bench_procs(
@@ -378,23 +371,17 @@ def test_bench_against_a_pair(
 
 
 def test_bench_lives_through_a_primary_kill(
-    cluster_dir: Callable[..., Path], procs: Procs, tmp_path: Path, bench_procs: Any
+    cluster_dir: Callable[..., Path], cluster: MakeCluster, tmp_path: Path, bench_procs: Any
 ) -> None:
-    cfg_path, cfg = start_cluster(cluster_dir, procs)
-    primary = procs.procs[0]
+    cfg_path, cl = start_cluster(cluster_dir, cluster)
     out, hist, png = tmp_path / "bench.json", tmp_path / "history.jsonl", tmp_path / "run.png"
     args = ["--clients", "2", "--window", "8", "--duration", "6", "--plot", str(png)]
     p = bench_procs(
         bench_args(cfg_path, *args, "--json-out", str(out), "--history", str(hist), "--quiet"),
         tmp_path / "bench.log",
     )
-    wait_for(
-        lambda: (node_status(cfg.node("a"), False).get("last_lsn") or 0) > 1000,
-        60,
-        "the bench to get going",
-    )
-    os.killpg(primary.pid, signal.SIGKILL)
-    primary.wait(timeout=10)
+    cl.wait_until("a", lambda s: (s.last_lsn or 0) > 1000, "past lsn 1000 (the bench going)", 60)
+    cl.kill("a")
     assert p.wait(timeout=90) == 0, (tmp_path / "bench.log").read_text()
     s = json.loads(out.read_text())
     assert len(s["failovers"]) == 1, s["failover_events"]

@@ -15,14 +15,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import Procs, wait_for
+from conftest import MakeCluster, Procs
 from runcheck import bench_args, check_run, whole_then_stopped
 
-from zmqfail import config
-from zmqfail.client.control import node_status
+from zmqfail.core.status import NodeStatus
+from zmqfail.failover.state import Role, State
 
 # Both runs on one xdist worker: each loads the machine on purpose, and the
 # two together made false failovers on a busy one.
@@ -65,30 +64,20 @@ for = 1.0
 """
 
 
-def st(cfg: config.ClusterConfig, name: str, digest: bool = False) -> dict[str, Any]:
-    return node_status(cfg.node(name), digest=digest, timeout=1.0)
-
-
-def rows(cfg: config.ClusterConfig) -> list[dict[str, Any]]:
-    return [st(cfg, name) for name in ("a", "b")]
-
-
 class ServesAfterThePlan:
     """True once, with every cut healed, a primary at `epoch` or later has
     committed requests since it was first seen so."""
 
-    def __init__(self, cfg: config.ClusterConfig, epoch: int) -> None:
-        self.cfg = cfg
+    def __init__(self, epoch: int) -> None:
         self.epoch = epoch
         self.first: dict[tuple[str, int], int] = {}  # (primary, epoch) -> lsn seen first
 
-    def __call__(self) -> bool:
-        now = rows(self.cfg)
-        if any(row.get("cut_links") for row in now):
+    def __call__(self, rows: list[NodeStatus]) -> bool:
+        if any(row.cut_links for row in rows):
             return False
-        for row in now:
-            if row["role"] == "primary" and (row["epoch"] or 0) >= self.epoch:
-                key, lsn = (row["name"], row["epoch"]), row["committed_lsn"] or 0
+        for row in rows:
+            if row.role is Role.PRIMARY and (row.epoch or 0) >= self.epoch:
+                key, lsn = (row.name, row.epoch or 0), row.committed_lsn or 0
                 if lsn >= self.first.setdefault(key, lsn) + 100:
                     return True
         return False
@@ -96,14 +85,14 @@ class ServesAfterThePlan:
 
 @pytest.mark.parametrize("app", ["orders", "ledger"])
 def test_faults_under_load_lose_and_repeat_nothing(
-    procs: Procs, cluster_dir: Callable[..., Path], tmp_path: Path, app: str
+    procs: Procs, cluster_dir: Callable[..., Path], cluster: MakeCluster, tmp_path: Path, app: str
 ) -> None:
     cfg_path = cluster_dir(app=app)
-    cfg = config.load(cfg_path)
-    procs.node(cfg_path, "a")
-    procs.node(cfg_path, "b")
-    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "a normal")
-    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b normal")
+    cl = cluster(cfg_path, sole_owner=False)  # the plan restarts nodes itself
+    cfg = cl.cfg
+    cl.start("a", "b")
+    cl.wait("a", State.NORMAL)
+    cl.wait("b", State.NORMAL)
     plan = tmp_path / "plan.toml"
     history, report = tmp_path / "history.jsonl", tmp_path / "report.json"
     # The bench runs until this test ends it: on a busy machine the plan's
@@ -112,12 +101,10 @@ def test_faults_under_load_lose_and_repeat_nothing(
     bench = procs.start(*bench_args(cfg_path, history, report, 300, app), log="bench")
     # The plan's clock starts once the load flows (starting the bench's client
     # processes takes seconds on a busy machine).
-    wait_for(lambda: (st(cfg, "a")["committed_lsn"] or 0) > 300, 30, "load flowing")
-    primary = wait_for(
-        lambda: next((r for r in rows(cfg) if r["role"] == "primary"), None), 10, "a primary"
-    )
-    assert isinstance(primary, dict)
-    first = primary["name"]
+    cl.wait_until("a", lambda s: (s.committed_lsn or 0) > 300, "past commit 300 (load flowing)", 30)
+    leader = cl.primary()
+    assert leader is not None, "no primary under load"
+    first = leader.name
     plan.write_text(PLAN.format(first=first, second="b" if first == "a" else "a"))
     nemesis = subprocess.run(
         [sys.executable, "-m", "zmqfail", "kill", "--config", str(cfg_path), "--plan", str(plan)],
@@ -127,13 +114,13 @@ def test_faults_under_load_lose_and_repeat_nothing(
     )
     assert nemesis.returncode == 0, nemesis.stdout + nemesis.stderr
     assert len(nemesis.stdout.strip().splitlines()) == 5
-    served = ServesAfterThePlan(cfg, primary["epoch"] + 2)
-    wait_for(served, 60, "the second takeover's epoch serving after the cut heals")
+    served = ServesAfterThePlan((leader.epoch or 0) + 2)
+    cl.wait_all(served, "serving at the second takeover's epoch, cuts healed", 60)
     # Ctrl-C: the bench stops sending, drains what is in flight and reports.
     os.killpg(bench.pid, signal.SIGINT)
     assert bench.wait(timeout=90) == 0, procs.log_text("bench")
 
-    primary, digests = whole_then_stopped(cfg)
+    primary, digests = whole_then_stopped(cl)
     acked, epochs = check_run(cfg, history, primary, digests)
     assert acked > 1000
     assert epochs >= 3, "the plan forced at least two takeovers"

@@ -15,15 +15,15 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import Procs, run_zmqfail, wait_for
+from conftest import MakeCluster, run_zmqfail
 from rich.console import Console
 
 from zmqfail import config
 from zmqfail.cli import show
 from zmqfail.cli.identity import STATE_FILE, claim
 from zmqfail.cli.main import cli
-from zmqfail.client.control import node_status
 from zmqfail.errors import ZmqfailError
+from zmqfail.failover.state import State
 from zmqfail.netutil import free_base_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -226,12 +226,12 @@ def test_replies_read_as_lines_and_tables() -> None:
 # ------------------------------------------------------------ live
 
 
-def test_the_cli_cancels_what_it_placed(tmp_path: Path, procs: Procs) -> None:
+def test_the_cli_cancels_what_it_placed(tmp_path: Path, cluster: MakeCluster) -> None:
     cfg_path = tmp_path / "zmqfail.toml"
     cfg_path.write_text(config.render(nodes=1, base_port=free_base_port(30)))
-    cfg = config.load(cfg_path)
-    procs.node(cfg_path, "a")
-    wait_for(lambda: node_status(cfg.node("a"))["state"] == "primary_only", 20, "a serving")
+    cl = cluster(cfg_path)
+    cl.start("a")
+    cl.wait("a", State.PRIMARY_ONLY)  # serving
     c = str(cfg_path)
     placed = zmqfail("client", "order", "--config", c, "buy", "ABC", "100", "10.50")
     assert placed.returncode == 0, placed.stderr
@@ -252,5 +252,5 @@ def test_the_cli_cancels_what_it_placed(tmp_path: Path, procs: Procs) -> None:
     # Every call numbered upward under one id: the server saw no stale or reused msg_id.
     state = json.loads((Path(os.environ["XDG_STATE_HOME"]) / "zmqfail" / STATE_FILE).read_text())
     assert set(state["next_msg_id"]) == {state["client_id"], "someone-else"}
-    counters = node_status(cfg.node("a"))["counters"]
+    counters = cl.status("a").counters
     assert counters["stale"] == 0 and counters["duplicates"] == 0

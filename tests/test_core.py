@@ -17,8 +17,10 @@ from zmqfail.core.log import NodeLog
 from zmqfail.core.node import NodeCore
 from zmqfail.core.peers import PauseGuard, PeerTable
 from zmqfail.core.ports import Outbox
+from zmqfail.failover.state import Role, State
 from zmqfail.processor import Processor
 from zmqfail.protocol import (
+    AckStatus,
     CommitAck,
     CommitRequest,
     Heartbeat,
@@ -39,7 +41,7 @@ from zmqfail.txlog.record import encode_record
 pytestmark = pytest.mark.timeout(60)
 
 CFG = config.loads(config.render(nodes=2, base_port=20000), Path("/nonexistent"))
-DEAD = 0.15
+DEAD = CFG.failover.heartbeat_interval_ms * CFG.failover.heartbeat_misses / 1000
 BUY = {"op": "new", "instrument": "ABC", "side": "buy", "type": "limit", "qty": 1, "price": "1"}
 
 
@@ -47,7 +49,9 @@ def fresh_log() -> NodeLog:
     return NodeLog(Processor.create(CFG, "b", 1), 0, CFG.flush)
 
 
-def hb(name: str, epoch: int = 1, role: str = "backup", state: str = "normal") -> Heartbeat:
+def hb(
+    name: str, epoch: int = 1, role: Role = Role.BACKUP, state: State = State.NORMAL
+) -> Heartbeat:
     return Heartbeat(name, role, state, epoch, 0, 0, 0, "main", [], "", 0, [], 0, "", 0)
 
 
@@ -117,14 +121,14 @@ def test_follower_holds_records_of_a_known_term_and_answers_commits() -> None:
     assert r.out.answer == []  # waits a moment for records in flight
     r.f.on_records("main", [records(1, 3)], 0.005)
     (ack,) = r.answers()
-    assert (ack.status, ack.held, ack.incarnation) == ("ok", 3, 7)
+    assert (ack.status, ack.held, ack.incarnation) == (AckStatus.OK, 3, 7)
     assert r.nlog.held == 3 and r.metas == 1  # the term was stored before the answer
     r.f.on_commit("main", [CommitRequest("a", 1, 5).encode()], 1.0)
     r.f.answer_pending(1.0 + 0.019)
     assert r.out.answer == []
     r.f.answer_pending(1.0 + 0.02)
     (ack,) = r.answers()
-    assert (ack.status, ack.held) == ("gap", 3)
+    assert (ack.status, ack.held) == (AckStatus.GAP, 3)
 
 
 def test_follower_refuses_records_of_a_term_the_primary_does_not_name() -> None:
@@ -136,15 +140,19 @@ def test_follower_refuses_records_of_a_term_the_primary_does_not_name() -> None:
 
 @pytest.mark.parametrize(
     ("verdict", "status", "bad", "stale"),
-    [(STRANGER, WAIT, 1, 0), (FENCED, FENCED, 0, 0), (WAIT, WAIT, 0, 0)],
+    [
+        (STRANGER, AckStatus.WAIT, 1, 0),
+        (FENCED, AckStatus.FENCED, 0, 0),
+        (WAIT, AckStatus.WAIT, 0, 0),
+    ],
 )
 def test_follower_answers_every_commit_it_refuses(
-    verdict: str, status: str, bad: int, stale: int
+    verdict: str, status: AckStatus, bad: int, stale: int
 ) -> None:
     r = FollowerRig(verdict)
     r.f.on_commit("main", [CommitRequest("x", 1, 1).encode()], 0.0)
     (ack,) = r.answers()
-    assert ack.status == status and r.f.bad_frames == bad
+    assert ack.status is status and r.f.bad_frames == bad
     r.f.on_records("main", [records(1, 1)], 0.0)
     assert r.nlog.held == 0
 
@@ -153,7 +161,7 @@ def test_follower_answers_malformed_commits_with_a_gap() -> None:
     r = FollowerRig()
     for parts in ([b"x", b"y"], [b"\x93\x01"], [Hello("c", "").encode()]):
         r.f.on_commit("failsafe", parts, 0.0)
-    assert [a.status for a in r.answers()] == ["gap"] * 3 and r.f.bad_frames == 3
+    assert [a.status for a in r.answers()] == [AckStatus.GAP] * 3 and r.f.bad_frames == 3
 
 
 # ------------------------------------------------------------ frontend

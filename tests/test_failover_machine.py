@@ -37,11 +37,14 @@ from zmqfail.failover.state import (
     PeerGrant,
     PeerProgress,
     PeerSilent,
+    PrimaryGone,
+    PrimaryReachable,
     Role,
     StartupDone,
     State,
     Stop,
     Switchover,
+    WitnessElected,
     initial,
 )
 
@@ -137,8 +140,8 @@ def normal_primary(
 
 def backup_only() -> FailoverState:
     s = normal_backup()
-    s = go_s(s, ClientVote(), T0 + 2)
-    s = go_s(s, PeerSilent("a"), T0 + 2.5)
+    s = go_s(s, PeerSilent("a"), T0 + 2)
+    s = go_s(s, PrimaryGone("a"), T0 + 2.5)
     assert (s.state, s.role, s.epoch) == (State.BACKUP_ONLY, Role.PRIMARY, 2)
     return s
 
@@ -190,6 +193,9 @@ def sample(ev: type, s: FailoverState) -> Event:
         StartupDone: StartupDone(),
         PeerActive: PeerActive(other, s.epoch + 1),
         PeerSilent: PeerSilent(other),
+        PrimaryGone: PrimaryGone(other),
+        PrimaryReachable: PrimaryReachable(other),
+        WitnessElected: WitnessElected(s.epoch + 1),
         ClientVote: ClientVote(),
         BackupsInSync: BackupsInSync((s.peers[0],)),
         HigherEpoch: HigherEpoch(s.epoch + 3, s.peers[-1]),
@@ -208,6 +214,9 @@ def test_event_types_are_all_known() -> None:
         StartupDone,
         PeerActive,
         PeerSilent,
+        PrimaryGone,
+        PrimaryReachable,
+        WitnessElected,
         ClientVote,
         BackupsInSync,
         HigherEpoch,
@@ -456,51 +465,66 @@ def assert_took_over(old: FailoverState, new: FailoverState, actions: list[Actio
     assert (new.state, new.role, new.epoch) == (State.BACKUP_ONLY, Role.PRIMARY, old.epoch + 1)
     assert new.active
     assert new.was_active
-    assert (new.primary, new.primary_silent, new.vote_at) == ("", False, None)
+    assert (new.primary, new.primary_silent, new.primary_gone) == ("", False, False)
 
 
-def test_takeover_vote_then_silence() -> None:
-    s = normal_backup()
-    s1, actions = go(s, ClientVote(), T0 + 10)
-    assert (s1.state, actions, s1.vote_at) == (State.NORMAL, [], T0 + 10)
-    s2, actions = go(s1, PeerSilent("a"), T0 + 10.5)
-    assert_took_over(s1, s2, actions)
-    assert s2.since == T0 + 10.5
-
-
-def test_takeover_silence_then_vote() -> None:
+def test_takeover_when_silent_on_the_links_and_gone_on_the_client_network() -> None:
+    """Step 420 "ok": no client is needed (a backup with no client connected
+    took over never before)."""
     s = normal_backup()
     s1, actions = go(s, PeerSilent("a"), T0 + 10)
-    assert (s1.state, actions, s1.primary_silent) == (State.NORMAL, [Action.FLUSH], True)
-    assert not s1.active
-    s2, actions = go(s1, ClientVote(), T0 + 30)  # silence has no expiry, only votes do
-    assert_took_over(s1, s2, actions)
-
-
-def test_vote_exactly_at_window_edge_counts() -> None:
-    s = go_s(normal_backup(vote_window=1.0), ClientVote(), T0 + 10)
-    new, actions = go(s, PeerSilent("a"), T0 + 11)
-    assert_took_over(s, new, actions)
-
-
-def test_stale_vote_does_not_trigger() -> None:
-    s = go_s(normal_backup(vote_window=1.0), ClientVote(), T0 + 10)
-    new, actions = go(s, PeerSilent("a"), T0 + 11.25)
-    assert (new.state, new.role, new.epoch, actions) == (
+    assert (s1.state, actions, s1.primary_silent, s1.primary_gone) == (
         State.NORMAL,
-        Role.BACKUP,
-        1,
         [Action.FLUSH],
+        True,
+        False,
     )
-    assert not new.active
-    # A fresh vote then does it.
-    new2, actions = go(new, ClientVote(), T0 + 12)
-    assert_took_over(new, new2, actions)
+    assert not s1.active
+    s2, actions = go(s1, PrimaryGone("a"), T0 + 10.1)
+    assert_took_over(s1, s2, actions)
+    assert s2.since == T0 + 10.1
+    assert not s2.primary_gone
 
 
-def test_vote_window_is_per_state() -> None:
-    s = go_s(normal_backup(vote_window=4.0), ClientVote(), T0 + 10)
-    new, actions = go(s, PeerSilent("a"), T0 + 13.5)
+def test_a_client_vote_never_deposes_a_primary() -> None:
+    """The audit's loss: a client that briefly heard nothing voted against a
+    live primary cut from its backup, and both served."""
+    s = go_s(normal_backup(), PeerSilent("a"), T0 + 10)
+    for t in (10.0, 10.1, 11.0, 30.0):
+        s, actions = go(s, ClientVote(), T0 + t)
+        assert (s.state, s.role, s.epoch, actions) == (State.NORMAL, Role.BACKUP, 1, [])
+
+
+def test_link_failure_makes_the_backup_wait_not_lead() -> None:
+    """Step 420 "link failure": the primary answers over the client network, so
+    it runs alone and acknowledges what we lack: we may not take over any more,
+    not even if it dies later, until we have followed it again."""
+    s = go_s(normal_backup(), PeerSilent("a"), T0 + 10)
+    new, actions = go(s, PrimaryReachable("a"), T0 + 10.1)
+    assert actions == [Action.FLUSH]
+    assert (new.state, new.role, new.primary, new.primary_silent) == (
+        State.STANDBY,
+        Role.BACKUP,
+        "",
+        False,
+    )
+    later, actions = go(new, PrimaryGone("a"), T0 + 20)
+    assert (later, actions) == (new, [])
+    back, actions = go(new, PeerActive("a", 1, in_sync=()), T0 + 21)
+    assert (back.state, back.primary, actions) == (State.SYNCING, "a", [Action.FOLLOW])
+
+
+def test_step_420_verdicts_on_another_peer_change_nothing() -> None:
+    s = go_s(normal_backup(), PeerSilent("a"), T0 + 10)
+    for e in (PrimaryGone("c"), PrimaryReachable("c")):
+        new, actions = go(s, e, T0 + 10.1)
+        assert (new, actions) == (s, [])
+
+
+def test_primary_gone_alone_is_enough() -> None:
+    # The agent feeds PeerSilent first, but the rule does not depend on it.
+    s = normal_backup()
+    new, actions = go(s, PrimaryGone("a"), T0 + 10)
     assert_took_over(s, new, actions)
 
 
@@ -589,9 +613,9 @@ def test_backup_switches_to_new_primary() -> None:
 
 
 # ------------------------------------------------------ 5. several backups
-def silent_with_vote(s: FailoverState, now: float) -> FailoverState:
+def silent_and_gone(s: FailoverState, now: float) -> FailoverState:
     s = go_s(s, PeerSilent("a"), now)
-    s = go_s(s, ClientVote(), now)
+    s = go_s(s, PrimaryGone("a"), now)
     return s
 
 
@@ -599,14 +623,14 @@ def test_better_live_backup_takes_precedence() -> None:
     s = replace(normal_backup(), last_lsn=40)
     s, actions = go(s, PeerProgress("c", 1, 50, True), T0 + 5)
     assert actions == []
-    s = silent_with_vote(s, T0 + 10)
+    s = silent_and_gone(s, T0 + 10)
     assert (s.state, s.role, s.epoch) == (State.NORMAL, Role.BACKUP, 1)
 
 
 def test_higher_epoch_beats_higher_lsn() -> None:
     s = replace(normal_backup(), last_lsn=90)
     s = go_s(s, PeerProgress("c", 2, 10, True), T0 + 5)
-    s = silent_with_vote(s, T0 + 10)
+    s = silent_and_gone(s, T0 + 10)
     assert s.state is State.NORMAL
 
 
@@ -614,7 +638,7 @@ def test_worse_backup_does_not_block() -> None:
     s = replace(normal_backup(), last_lsn=40)
     s = go_s(s, PeerProgress("c", 1, 39, True), T0 + 5)
     s1 = go_s(s, PeerSilent("a"), T0 + 10)
-    new, actions = go(s1, ClientVote(), T0 + 10)
+    new, actions = go(s1, PrimaryGone("a"), T0 + 10)
     assert_took_over(s1, new, actions)
 
 
@@ -622,14 +646,14 @@ def test_dead_better_backup_does_not_block() -> None:
     s = replace(normal_backup(), last_lsn=40)
     s = go_s(s, PeerProgress("c", 1, 50, False), T0 + 5)
     s1 = go_s(s, PeerSilent("a"), T0 + 10)
-    new, actions = go(s1, ClientVote(), T0 + 10)
+    new, actions = go(s1, PrimaryGone("a"), T0 + 10)
     assert_took_over(s1, new, actions)
 
 
 def test_better_backup_dying_lets_us_take_over_on_its_progress() -> None:
     s = replace(normal_backup(), last_lsn=40)
     s = go_s(s, PeerProgress("c", 1, 50, True), T0 + 5)
-    s = silent_with_vote(s, T0 + 10)
+    s = silent_and_gone(s, T0 + 10)
     assert s.state is State.NORMAL
     new, actions = go(s, PeerProgress("c", 1, 50, False), T0 + 10.5)
     assert_took_over(s, new, actions)
@@ -642,12 +666,12 @@ def test_tie_is_broken_by_name_order() -> None:
     b = replace(normal_backup("b", ("a", "c")), last_lsn=40)
     b = go_s(b, PeerProgress("c", 1, 40, True), T0 + 5)
     b1 = go_s(b, PeerSilent("a"), T0 + 10)
-    new, actions = go(b1, ClientVote(), T0 + 10)
+    new, actions = go(b1, PrimaryGone("a"), T0 + 10)
     assert_took_over(b1, new, actions)
 
     c = replace(normal_backup("c", ("a", "b")), last_lsn=40)
     c = go_s(c, PeerProgress("b", 1, 40, True), T0 + 5)
-    c = silent_with_vote(c, T0 + 10)
+    c = silent_and_gone(c, T0 + 10)
     assert (c.state, c.role) == (State.NORMAL, Role.BACKUP)
 
 
@@ -655,7 +679,7 @@ def test_tie_break_uses_sorted_names_not_config_order() -> None:
     # c's peers are listed b-last, but b still wins the tie.
     c = replace(normal_backup("c", ("b", "a")), last_lsn=7)
     c = go_s(c, PeerProgress("b", 1, 7, True), T0 + 5)
-    c = silent_with_vote(c, T0 + 10)
+    c = silent_and_gone(c, T0 + 10)
     assert c.state is State.NORMAL
 
 
@@ -664,7 +688,7 @@ def test_a_silent_primarys_progress_is_ignored() -> None:
     s = go_s(s, PeerProgress("a", 5, 999, True), T0 + 5)
     s1 = go_s(s, PeerSilent("a"), T0 + 10)
     s1 = go_s(s1, PeerProgress("a", 5, 999, False), T0 + 10)  # the agent judges it now
-    new, actions = go(s1, ClientVote(), T0 + 10)
+    new, actions = go(s1, PrimaryGone("a"), T0 + 10)
     assert_took_over(s1, new, actions)
 
 
@@ -675,8 +699,8 @@ def test_a_restarted_primary_holding_more_is_not_overtaken() -> None:
     s = replace(normal_backup(), last_lsn=40)
     s = go_s(s, PeerProgress("a", 1, 45, True, serving=False), T0 + 5)
     s1 = go_s(s, PeerSilent("a"), T0 + 10)  # "no longer serves"
-    new, actions = go(s1, ClientVote(), T0 + 10)
-    assert (new.state, new.role, actions) == (State.NORMAL, Role.BACKUP, [])
+    new, actions = go(s1, PrimaryGone("a"), T0 + 10)
+    assert (new.state, new.role, actions) == (State.NORMAL, Role.BACKUP, [Action.FLUSH])
 
 
 def test_equal_epochs_keep_the_more_advanced_log() -> None:
@@ -720,7 +744,7 @@ def test_a_serving_peer_is_no_candidate_for_the_best_backup() -> None:
     b = replace(normal_backup("b", ("a", "c")), last_lsn=40)
     b = go_s(b, PeerProgress("c", 1, 90, True, serving=True), T0 + 5)
     b1 = go_s(b, PeerSilent("a"), T0 + 10)
-    new, actions = go(b1, ClientVote(), T0 + 10)
+    new, actions = go(b1, PrimaryGone("a"), T0 + 10)
     assert_took_over(b1, new, actions)
 
 
@@ -1149,10 +1173,10 @@ def check_step(
             # Our primary restarted and holds less than we do: no vote needed.
             assert new.epoch == old.epoch + 1
         else:
-            vote = now if isinstance(e, ClientVote) else old.vote_at
-            assert vote is not None
-            assert now - vote <= old.vote_window
-            assert old.primary_silent or isinstance(e, PeerSilent)
+            # Step 420: only a primary silent on the links AND on the client
+            # network is taken over; a client vote never is enough.
+            assert isinstance(e, PrimaryGone) or old.primary_gone
+            assert not isinstance(e, ClientVote)
             assert new.epoch == old.epoch + 1
     elif Action.BECOME_PRIMARY in actions and new.epoch != old.epoch:
         # Leading with nobody to take over from (all restarted): a new epoch.
@@ -1188,6 +1212,9 @@ def events_for(draw: st.DrawFn, me: str) -> Event:
             st.just(StartupDone()),
             st.builds(PeerActive, peer, epoch, names, st.sampled_from(("", *NAMES))),
             st.builds(PeerSilent, peer),
+            st.builds(PrimaryGone, peer),
+            st.builds(PrimaryReachable, peer),
+            st.builds(WitnessElected, epoch),
             st.just(ClientVote()),
             st.builds(BackupsInSync, st.lists(st.sampled_from(others), unique=True).map(tuple)),
             st.builds(HigherEpoch, epoch, peer),
@@ -1300,6 +1327,7 @@ class Pair:
         self.lsn = {"a": 0, "b": 0}
         self.heard: dict[str, tuple[Beat, float]] = {}  # receiver -> (beat, when)
         self.silent: set[str] = set()  # receivers that reported their primary silent
+        self.judged: set[str] = set()  # ... and had step 420's verdict on it
         self.takeovers = 0
 
     def other(self, x: str) -> str:
@@ -1331,6 +1359,7 @@ class Pair:
         self.lsn[x] = max(0, self.lsn[x] - lost)
         self.heard.pop(x, None)
         self.silent.discard(x)
+        self.judged.discard(x)
 
     def check(self) -> None:
         a, b = self.fs["a"], self.fs["b"]
@@ -1345,6 +1374,7 @@ class Pair:
 
     def tick(self, link: bool, reach: dict[str, bool], drop: float, switchover: bool) -> None:
         self.now += DT
+        probe_path = reach["a"] and reach["b"]
         for x in ("a", "b"):
             s = self.fs[x]
             if s.state is State.STARTING and self.now - s.since >= STARTUP:
@@ -1382,8 +1412,25 @@ class Pair:
                 if y not in self.silent:
                     self.silent.add(y)
                     self.feed(y, PeerSilent(s.primary))
+                # Step 420: the servers reach each other over the client network
+                # when clients reach both; an answer there is a link failure,
+                # none for the probe's dead time means the primary is gone.
+                if y not in self.judged and self.fs[y].primary:
+                    if probe_path:
+                        self.judged.add(y)
+                        self.feed(y, PrimaryReachable(self.fs[y].primary))
+                    elif age > 2 * DEAD:
+                        self.judged.add(y)
+                        self.feed(y, PrimaryGone(self.fs[y].primary))
             else:
                 self.silent.discard(y)
+                self.judged.discard(y)
+        if probe_path and not link:
+            # A primary's probe of its silent backup: the answer carries its epoch.
+            for x in ("a", "b"):
+                y = self.other(x)
+                if self.fs[x].role is Role.PRIMARY and self.fs[y].epoch > self.fs[x].epoch:
+                    self.feed(x, HigherEpoch(self.fs[y].epoch, y))
         # Clients: served by a reachable active server, else they ask the others.
         reachable = [x for x in ("a", "b") if reach[x]]
         if self.rnd.random() < 0.7:
@@ -1450,7 +1497,28 @@ def test_two_nodes_never_both_active_at_one_epoch_and_heal(
     assert pair.fs[q].epoch == pair.fs[p].epoch
 
 
-def test_two_nodes_partition_with_client_votes_fails_over_once() -> None:
+def test_two_nodes_links_cut_while_clients_reach_both_never_fail_over() -> None:
+    """The audit's case: b hears a over the client network, so it waits; a runs
+    alone; nobody else ever serves; healed, b follows a again."""
+    pair = Pair(random.Random(2))
+    for _ in range(20):
+        pair.tick(True, {"a": True, "b": True}, 0.0, switchover=False)
+    assert pair.fs["a"].active
+    for _ in range(40):
+        pair.tick(False, {"a": True, "b": True}, 0.0, switchover=False)
+        assert not pair.fs["b"].active
+    assert pair.fs["b"].state is State.STANDBY
+    for _ in range(40):
+        pair.tick(True, {"a": True, "b": True}, 0.0, switchover=False)
+    assert pair.takeovers == 0
+    assert (pair.fs["a"].active, pair.fs["b"].state, pair.fs["b"].primary) == (
+        True,
+        State.NORMAL,
+        "a",
+    )
+
+
+def test_two_nodes_primary_cut_from_everything_fails_over_once() -> None:
     pair = Pair(random.Random(1))
     for _ in range(20):
         pair.tick(True, {"a": True, "b": True}, 0.0, switchover=False)
@@ -1510,8 +1578,10 @@ def test_two_nodes_link_failure_alone_never_fails_over() -> None:
         pair.tick(False, {"a": True, "b": True}, 0.0, switchover=False)
     assert pair.fs["a"].active
     assert pair.fs["a"].state is State.PRIMARY_ONLY
+    # b heard a over the client network: it waits (a acknowledges alone what
+    # b does not hold, so b may not take over later either).
     assert (pair.fs["b"].state, pair.fs["b"].role, pair.takeovers) == (
-        State.NORMAL,
+        State.STANDBY,
         Role.BACKUP,
         0,
     )
@@ -1598,3 +1668,69 @@ def test_one_grant_per_epoch() -> None:
     assert s.granted == ("c", 3)
     # Our own takeover or candidacy then goes above what we granted.
     assert s.candidate == 0
+
+
+# ---------------------------------------------------------------- witness
+def with_witness(s: FailoverState) -> FailoverState:
+    return replace(s, witness=True)
+
+
+def test_with_a_witness_a_takeover_waits_for_its_grant_of_that_epoch() -> None:
+    s = with_witness(normal_backup())
+    s = go_s(s, PeerSilent("a"), T0 + 10)
+    waiting, actions = go(s, PrimaryGone("a"), T0 + 10.1)
+    assert (waiting.state, waiting.role, waiting.asking, actions) == (
+        State.NORMAL,
+        Role.BACKUP,
+        2,
+        [],
+    )
+    # A grant of another epoch (a late answer to an old ask) changes nothing.
+    assert go(waiting, WitnessElected(3), T0 + 10.2) == (waiting, [])
+    new, actions = go(waiting, WitnessElected(2), T0 + 10.2)
+    assert_took_over(waiting, new, actions)
+    assert (new.asking, new.elected) == (0, 2)
+
+
+def test_with_a_witness_a_grant_after_the_primary_came_back_is_not_used() -> None:
+    s = with_witness(go_s(normal_backup(), PeerSilent("a"), T0 + 10))
+    s = go_s(s, PrimaryGone("a"), T0 + 10.1)
+    back = go_s(s, PeerActive("a", 1, in_sync=("b",)), T0 + 10.2)
+    assert (back.state, back.asking, back.primary_gone) == (State.NORMAL, 0, False)
+    assert go(back, WitnessElected(2), T0 + 10.3) == (back, [])
+
+
+def test_with_a_witness_the_first_primary_waits_for_epoch_one() -> None:
+    s = with_witness(starting("a", ("b",), preferred=True))
+    s1, actions = go(s, StartupDone(), T0 + 2)
+    assert (s1.state, s1.asking, actions) == (State.STARTING, 1, [])
+    s2, actions = go(s1, WitnessElected(1), T0 + 2.1)
+    assert (s2.state, s2.elected, actions) == (State.STARTING, 1, [])
+    s3, actions = go(s2, StartupDone(), T0 + 2.2)  # the agent feeds it every tick
+    assert (s3.state, s3.role, s3.epoch, actions) == (
+        State.PRIMARY_ONLY,
+        Role.PRIMARY,
+        1,
+        [Action.BECOME_PRIMARY],
+    )
+
+
+def test_with_a_witness_a_peer_election_leads_only_on_its_grant() -> None:
+    a = with_witness(replace(go_s(starting("a", ("b",)), StartupDone(), T0 + 2), last_lsn=9))
+    a = go_s(a, PeerProgress("b", 1, 3, True, serving=False), T0 + 3)
+    assert a.candidate == 2
+    a1, actions = go(a, PeerGrant("b", "a", 2), T0 + 3)
+    assert (a1.state, a1.asking, actions) == (State.STANDBY, 2, [])
+    a2, actions = go(a1, WitnessElected(2), T0 + 3.1)
+    assert (a2.state, a2.epoch, actions) == (State.PRIMARY_ONLY, 2, [Action.BECOME_PRIMARY])
+
+
+def test_a_waiting_server_told_of_a_higher_epoch_asks_again_above_it() -> None:
+    """Found by the simulator with a witness: the witness's refusal told a
+    restarted server of a newer epoch; it reset its candidacy and, with no
+    peer report changing, never asked again: nobody served."""
+    a = replace(go_s(starting("a", ("b",)), StartupDone(), T0 + 2), last_lsn=9)
+    a = go_s(a, PeerProgress("b", 1, 3, True, serving=False), T0 + 3)
+    assert a.candidate == 2
+    new, _ = go(a, HigherEpoch(2, "b"), T0 + 4)
+    assert (new.epoch, new.candidate) == (2, 3)

@@ -14,6 +14,7 @@ the decoder relies on: it re-encodes to the same message and `log dump
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import os
 import random
@@ -124,7 +125,7 @@ def check_frame(frame: bytes) -> Message | None:
     msg.validate()
     again = msg.encode()
     assert decode(again) == msg
-    printable({f: getattr(msg, f) for f in msg.__dataclass_fields__})
+    printable({f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)})
     return msg
 
 

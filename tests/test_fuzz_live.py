@@ -12,14 +12,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import zmq
-from conftest import ROOT, Procs, wait_for
+from conftest import ROOT, MakeCluster, Procs, wait_for
 
-from zmqfail import config
-from zmqfail.client.control import node_status
+from zmqfail.cluster import Cluster
+from zmqfail.failover.state import Role, State
 from zmqfail.protocol import CommitRequest, ReplRecords
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.process]
@@ -54,32 +53,26 @@ def test_tools_fuzz_leaves_the_cluster_as_it_was(tmp_path: Path, procs: Procs) -
 
 
 @pytest.fixture
-def pair(cluster_dir: Callable[..., Path], procs: Procs) -> config.ClusterConfig:
-    cfg = config.load(cluster_dir(failover__heartbeat_misses=20))
-    for name in ("a", "b"):
-        procs.node(cfg.path or Path(), name)
-
-    def settled() -> bool:
-        rows = [node_status(n, digest=False, timeout=0.5) for n in cfg.nodes]
-        return [(r.get("role"), r["state"]) for r in rows] == [
-            ("primary", "normal"),
-            ("backup", "normal"),
-        ]
-
-    wait_for(settled, 30, "a primary and b backup, both normal")
-    return cfg
+def pair(cluster_dir: Callable[..., Path], cluster: MakeCluster) -> Cluster:
+    cl = cluster(cluster_dir(failover__heartbeat_misses=20))
+    cl.start("a", "b")
+    want = [(Role.PRIMARY, State.NORMAL), (Role.BACKUP, State.NORMAL)]
+    cl.wait_all(lambda rows: [(r.role, r.state) for r in rows] == want, "a primary, b backup", 30)
+    return cl
 
 
-def roles(cfg: config.ClusterConfig) -> list[tuple[Any, Any, Any]]:
-    rows = [node_status(n, digest=False, timeout=1.0) for n in cfg.nodes]
-    return [(r.get("role"), r["state"], r["epoch"]) for r in rows]
+Roles = list[tuple[Role | None, State | None, int | None]]
 
 
-def stays(cfg: config.ClusterConfig, before: list[tuple[Any, Any, Any]], seconds: float) -> None:
+def roles(cl: Cluster) -> Roles:
+    return [(r.role, r.state, r.epoch) for r in cl.statuses(timeout=1.0)]
+
+
+def stays(cl: Cluster, before: Roles, seconds: float) -> None:
     """Both nodes keep answering status, in the same role, state and epoch."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        assert roles(cfg) == before
+        assert roles(cl) == before
         time.sleep(0.1)
 
 
@@ -94,29 +87,27 @@ def send_raw(endpoint: str, kind: int, parts: list[bytes]) -> None:
 
 
 def test_extra_message_parts_on_the_ack_socket_do_not_stop_the_backup(
-    pair: config.ClusterConfig, procs: Procs
+    pair: Cluster, procs: Procs
 ) -> None:
-    send_raw(pair.node("b").main.ack, zmq.DEALER, [b"", b"x", b"y"])
-    wait_for(lambda: procs.procs[1].poll() is not None or roles(pair)[1][1] == "normal", 5, "b")
-    assert procs.procs[1].poll() is None, procs.log_text("node-b")[-2000:]
-    assert roles(pair)[1][:2] == ("backup", "normal")
+    send_raw(pair.cfg.node("b").main.ack, zmq.DEALER, [b"", b"x", b"y"])
+    b = pair.procs["b"]
+    wait_for(lambda: b.poll() is not None or roles(pair)[1][1] is State.NORMAL, 5, "b")
+    assert b.poll() is None, procs.log_text("node-b")[-2000:]
+    assert roles(pair)[1][:2] == (Role.BACKUP, State.NORMAL)
 
 
-def test_a_request_without_delimiter_does_not_block_the_primary(
-    pair: config.ClusterConfig,
-) -> None:
+def test_a_request_without_delimiter_does_not_block_the_primary(pair: Cluster) -> None:
     before = roles(pair)
-    send_raw(pair.node("a").main.ack, zmq.DEALER, [b"x"])
+    send_raw(pair.cfg.node("a").main.ack, zmq.DEALER, [b"x"])
     stays(pair, before, 1.5)
 
 
-def test_a_newer_epoch_from_an_unknown_sender_changes_nothing(
-    pair: config.ClusterConfig,
-) -> None:
+def test_a_newer_epoch_from_an_unknown_sender_changes_nothing(pair: Cluster) -> None:
     before = roles(pair)
-    epoch = int(before[0][2])
+    epoch = before[0][2]
+    assert epoch is not None
     forged = ReplRecords("mallory", epoch + 1, 10**6, []).encode()
-    send_raw(pair.node("b").main.records, zmq.PUSH, [forged])
+    send_raw(pair.cfg.node("b").main.records, zmq.PUSH, [forged])
     commit = CommitRequest("mallory", epoch + 1, 0).encode()
-    send_raw(pair.node("a").main.ack, zmq.DEALER, [b"", commit])
+    send_raw(pair.cfg.node("a").main.ack, zmq.DEALER, [b"", commit])
     stays(pair, before, 1.5)  # a step-down comes at once, within the next heartbeat

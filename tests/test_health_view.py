@@ -5,6 +5,7 @@ layout at 80, 100, 120 and 160 columns."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,16 +23,26 @@ from zmqfail.cli.health import (
 )
 from zmqfail.cli.layout import HISTORY_FROM, choose_columns, render
 from zmqfail.cli.view import WatchModel, snapshot
-from zmqfail.client.control import unreachable_row
+from zmqfail.core.status import NodeStatus
 
 pytestmark = pytest.mark.timeout(30)
 HB = 30
 
 
-def row(name: str, role: str | None, state: str, epoch: int = 1, **kw: Any) -> dict[str, Any]:
+def wire(name: str, role: str | None, state: str, epoch: int = 1, **kw: Any) -> dict[str, Any]:
+    """A node's status as its control socket sends it."""
     r: dict[str, Any] = {"name": name, "role": role, "state": state, "epoch": epoch, "lag": 0}
     r.update(kw)
     return r
+
+
+def row(name: str, role: str | None, state: str, epoch: int = 1, **kw: Any) -> NodeStatus:
+    """The same, decoded as every reader decodes it."""
+    return NodeStatus.from_wire(wire(name, role, state, epoch, **kw))
+
+
+def unreachable_row(name: str) -> NodeStatus:
+    return NodeStatus.unreachable(name, "no answer")
 
 
 PRIMARY = row("a", "primary", "normal")
@@ -88,11 +99,33 @@ def test_role_words_say_what_an_operator_means() -> None:
             Verdict.DOWN,
             "no node serves (a unreachable, b backup (in sync))",
         ),
+        (
+            [
+                row("a", "primary", "primary_only", peers={"b": {"stopped": True}}),
+                unreachable_row("b"),
+            ],
+            Verdict.DEGRADED,
+            "primary a (epoch 1) runs alone; b stopped (clean)",
+        ),
+        (
+            # A waiting backup heard its primary stop cleanly.
+            [unreachable_row("a"), row("b", "backup", "standby", peers={"a": {"stopped": True}})],
+            Verdict.DOWN,
+            "no node serves (a stopped (clean), b standby (waiting))",
+        ),
+        (
+            [
+                row("a", "primary", "primary_only", peers={"b": {"stopped": False}}),
+                unreachable_row("b"),
+            ],
+            Verdict.DEGRADED,
+            "primary a (epoch 1) runs alone; b unreachable",
+        ),
         ([unreachable_row("a"), unreachable_row("b")], Verdict.DOWN, None),
         ([row("a", "primary", "primary_only")], Verdict.DEGRADED, "primary a (epoch 1) runs alone"),
     ],
 )
-def test_the_verdict(rows: list[dict[str, Any]], verdict: Verdict, summary: str | None) -> None:
+def test_the_verdict(rows: list[NodeStatus], verdict: Verdict, summary: str | None) -> None:
     h = classify(rows)
     assert h.verdict is verdict
     if summary is not None:
@@ -163,12 +196,14 @@ def test_the_watcher_keeps_the_outage_after_the_old_primary_returns() -> None:
     m.update([a, row("b", "backup", "normal", peers=b_sees_a)], now=1.0, wall=500.0)
     took = {"time": 500.2, "from": "normal", "to": "backup_only", "why": "ClientVote", "epoch": 2}
     first = {"time": 400.0, "from": "starting", "to": "syncing", "why": "PeerActive", "epoch": 1}
-    b_now = row("b", "primary", "backup_only", 2, transitions=[first, took])
-    b_now["peers"] = {"a": {"role": "primary", "epoch": 1, "heartbeat_age_ms": 300.0}}
+    b_wire = wire("b", "primary", "backup_only", 2, transitions=[first, took])
+    b_wire["peers"] = {"a": {"role": "primary", "epoch": 1, "heartbeat_age_ms": 300.0}}
+    b_now = NodeStatus.from_wire(b_wire)
     f = m.update([unreachable_row("a"), b_now], now=2.0, wall=500.3).failover
     assert f is not None and f.outage_ms == 200  # last heard at 500.0, took over at 500.2
     # a is back as b's backup: b no longer remembers a as a primary; the watcher does.
-    b_later = dict(b_now, state="normal", peers={"a": {"role": "backup", "epoch": 2}})
+    later = dict(b_wire, state="normal", peers={"a": {"role": "backup", "epoch": 2}})
+    b_later = NodeStatus.from_wire(later)
     a_back = row("a", "backup", "normal", 2, transitions=[])
     frame = m.update([a_back, b_later], now=3.0, wall=510.0)
     assert frame.failover == f
@@ -178,7 +213,7 @@ def test_the_watcher_keeps_the_outage_after_the_old_primary_returns() -> None:
 # ------------------------------------------------------------------ layout
 
 
-def status_rows() -> list[dict[str, Any]]:
+def status_rows() -> list[NodeStatus]:
     """A pair after a takeover under load: the widest words and big numbers."""
     hb = {"links": {"main": 5.0, "failsafe": 6.0}}
     return [
@@ -216,7 +251,7 @@ def rendered(width: int, rates: bool = True) -> str:
     rows = status_rows()
     m.update(rows, now=1.0, wall=1000.0)
     later = [
-        dict(r, counters={"requests": 5000}, uptime=2.0) if r["name"] == "b" else r for r in rows
+        replace(r, counters={"requests": 5000}, uptime=2.0) if r.name == "b" else r for r in rows
     ]
     frame = m.update(later, now=2.0, wall=1001.0)
     buf = io.StringIO()

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Procs, wait_for
+from conftest import MakeCluster
 
 from zmqfail import config
 from zmqfail.chaos import Step, parse_plan, run_plan
-from zmqfail.client.control import node_status
+from zmqfail.cluster import Cluster
+from zmqfail.core.status import NodeStatus
 from zmqfail.errors import ConfigError, ZmqfailError
+from zmqfail.failover.state import Role, State
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,18 +32,18 @@ def zk(cfg_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def st(cfg: config.ClusterConfig, name: str) -> dict[str, Any]:
-    return node_status(cfg.node(name), digest=False, timeout=1.0)
-
-
-def pair(procs: Procs, cluster_dir: Callable[..., Path]) -> tuple[Path, config.ClusterConfig]:
+def pair(cluster: MakeCluster, cluster_dir: Callable[..., Path]) -> tuple[Path, Cluster]:
+    """A started pair in the normal state; the tool under test restarts nodes too."""
     cfg_path = cluster_dir()
-    cfg = config.load(cfg_path)
-    procs.node(cfg_path, "a")
-    procs.node(cfg_path, "b")
-    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "normal state")
-    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b in sync")
-    return cfg_path, cfg
+    cl = cluster(cfg_path, sole_owner=False)
+    cl.start("a", "b")
+    cl.wait("a", State.NORMAL)
+    cl.wait("b", State.NORMAL)
+    return cfg_path, cl
+
+
+def carried_by(cl: Cluster, link: str) -> None:
+    cl.wait_until("a", lambda s: s.replication_link == link, f"replicating on {link}", 10)
 
 
 # ------------------------------------------------------------------ plans (pure)
@@ -280,9 +282,9 @@ def test_primary_means_the_one_at_the_highest_epoch(monkeypatch: pytest.MonkeyPa
     from zmqfail.cli import killcmd
 
     rows = [
-        {"name": "a", "role": "primary", "state": "primary_only", "epoch": 1},
-        {"name": "b", "role": "primary", "state": "backup_only", "epoch": 2},
-        {"name": "c", "role": "backup", "state": "unreachable", "epoch": None},
+        NodeStatus("a", Role.PRIMARY, State.PRIMARY_ONLY, epoch=1),
+        NodeStatus("b", Role.PRIMARY, State.BACKUP_ONLY, epoch=2),
+        NodeStatus.unreachable("c", "no answer"),
     ]
     monkeypatch.setattr(killcmd, "cluster_status", lambda *a, **k: rows)
     cfg = config.loads(config.render(nodes=3, base_port=6000), Path("."))
@@ -294,57 +296,58 @@ def test_primary_means_the_one_at_the_highest_epoch(monkeypatch: pytest.MonkeyPa
 
 # ------------------------------------------------------------------ live forms
 def test_link_cuts_move_replication_and_isolate(
-    procs: Procs, cluster_dir: Callable[..., Path]
+    cluster: MakeCluster, cluster_dir: Callable[..., Path]
 ) -> None:
-    cfg_path, cfg = pair(procs, cluster_dir)
+    cfg_path, cl = pair(cluster, cluster_dir)
     out = zk(cfg_path, "b", "--link", "main")
     assert out.returncode == 0, out.stderr
     assert "main link cut at b" in out.stdout
-    wait_for(lambda: st(cfg, "a")["replication_link"] == "failsafe", 10, "failsafe carries")
-    assert st(cfg, "b")["cut_links"] == ["main"]
+    carried_by(cl, "failsafe")
+    assert cl.status("b").cut_links == ["main"]
     assert zk(cfg_path, "b", "--link", "main", "--heal").returncode == 0
-    wait_for(lambda: st(cfg, "a")["replication_link"] == "main", 10, "main again")
+    carried_by(cl, "main")
     # Both links cut at the primary: it runs alone. The cuts last far longer
     # than a CLI call takes to start on a loaded machine, so they overlap.
     for link in ("main", "failsafe"):
         assert zk(cfg_path, "primary", "--link", link, "--for", "60").returncode == 0
-    wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "a primary-only")
+    cl.wait("a", State.PRIMARY_ONLY, timeout=10)
     # Cut again for a second (a new cut sets when it heals): the cuts heal by
     # themselves and the pair is whole again.
     for link in ("main", "failsafe"):
         assert zk(cfg_path, "primary", "--link", link, "--for", "1").returncode == 0
-    wait_for(lambda: st(cfg, "a")["cut_links"] == [], 10, "self-heal")
-    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "normal again")
+    cl.wait_until("a", lambda s: s.cut_links == [], "healed by itself", 20)
+    cl.wait("a", State.NORMAL)
     # Cutting the clients channel drops client traffic at that node. The cut
     # outlasts any slow CLI start on a loaded machine; healing ends it.
     assert zk(cfg_path, "a", "--link", "clients", "--for", "60").returncode == 0
-    assert st(cfg, "a")["cut_links"] == ["clients"]
+    assert cl.status("a").cut_links == ["clients"]
     assert zk(cfg_path, "a", "--link", "clients", "--heal").returncode == 0
-    assert st(cfg, "a")["cut_links"] == []
+    assert cl.status("a").cut_links == []
 
 
-def test_signals_and_restart(procs: Procs, cluster_dir: Callable[..., Path]) -> None:
-    cfg_path, cfg = pair(procs, cluster_dir)
+def test_signals_and_restart(cluster: MakeCluster, cluster_dir: Callable[..., Path]) -> None:
+    cfg_path, cl = pair(cluster, cluster_dir)
     out = zk(cfg_path, "backup", "--signal", "STOP")
     assert out.returncode == 0 and "SIGSTOP sent to b" in out.stdout, out.stderr
-    wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 10, "backup frozen")
+    cl.wait("a", State.PRIMARY_ONLY, timeout=10)  # the backup frozen
     assert zk(cfg_path, "b", "--signal", "CONT").returncode == 0
-    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "backup back")
+    cl.wait("a", State.NORMAL)  # the backup back
     out = zk(cfg_path, "b", "--signal", "KILL")
     assert out.returncode == 0, out.stderr
-    wait_for(lambda: st(cfg, "b")["state"] == "unreachable", 10, "b dead")
+    cl.wait_until("b", lambda s: not s.reachable, "dead", 10)
     out = zk(cfg_path, "b", "--restart")
     assert out.returncode == 0 and "b restarted" in out.stdout, out.stderr
-    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b rejoined")
-    # Restarting the primary with no clients: nobody votes for a takeover, and
-    # the restarted primary, holding everything (all flushed while idle), leads
-    # again; the pair is whole.
-    before = st(cfg, "a")["pid"]
+    cl.wait("b", State.NORMAL)  # rejoined
+    # Restarting the primary with no clients: the backup finds it gone on
+    # every path (step 420: no client vote needed) and takes over; the
+    # restarted a rejoins as its backup and the pair is whole.
+    before = cl.status("a").pid
     out = zk(cfg_path, "primary", "--restart")
     assert out.returncode == 0, out.stderr
-    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "a primary again")
-    assert st(cfg, "a")["pid"] != before and st(cfg, "a")["role"] == "primary"
-    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b follows")
+    cl.wait("b", role=Role.PRIMARY)  # b took over
+    cl.wait("b", State.NORMAL)  # the pair whole again
+    sa = cl.status("a")
+    assert sa.pid != before and (sa.role, sa.state) == (Role.BACKUP, State.NORMAL)
     # Errors are one line, never a traceback.
     for args in (("zz", "--signal", "KILL"), ("a",), ("a", "--heal"), ("--plan", "/nope")):
         res = zk(cfg_path, *args)
@@ -353,9 +356,9 @@ def test_signals_and_restart(procs: Procs, cluster_dir: Callable[..., Path]) -> 
 
 
 def test_plan_runs_steps_in_order(
-    procs: Procs, cluster_dir: Callable[..., Path], tmp_path: Path
+    cluster: MakeCluster, cluster_dir: Callable[..., Path], tmp_path: Path
 ) -> None:
-    cfg_path, cfg = pair(procs, cluster_dir)
+    cfg_path, cl = pair(cluster, cluster_dir)
     plan = tmp_path / "plan.toml"
     plan.write_text(
         '[[step]]\nat = 0\nnode = "b"\nsignal = "STOP"\n'
@@ -373,8 +376,8 @@ def test_plan_runs_steps_in_order(
     times = [float(line.split("s]")[0].strip("[ ")) for line in lines]
     for began, planned in zip(times, (0.0, 0.6, 0.8), strict=True):
         assert planned <= began < planned + 2.0, lines
-    wait_for(lambda: st(cfg, "a")["state"] == "normal", 20, "whole again")
-    wait_for(lambda: st(cfg, "b")["state"] == "normal", 20, "b resumed and in sync")
+    cl.wait("a", State.NORMAL)  # whole again
+    cl.wait("b", State.NORMAL)  # b resumed and in sync
 
 
 def test_the_shipped_example_plan_is_valid() -> None:

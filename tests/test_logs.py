@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Procs, wait_for
+from conftest import Procs
 
 from zmqfail import config, logs
-from zmqfail.client.control import node_status
+from zmqfail.cluster import Cluster
+from zmqfail.failover.state import State
 from zmqfail.netutil import free_base_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -148,7 +149,7 @@ def test_a_node_logs_json_lines(tmp_path: Path, procs: Procs) -> None:
     cfg_path.write_text(config.render(nodes=1, base_port=free_base_port(30)))
     cfg = config.load(cfg_path)
     procs.start("node", "--config", str(cfg_path), "--name", "a", "--log-format", "json", log="a")
-    wait_for(lambda: node_status(cfg.node("a"))["state"] == "primary_only", 20, "a serving")
+    Cluster(cfg).wait("a", State.PRIMARY_ONLY)  # serving
     lines = [line for line in procs.log_text("a").splitlines() if line.strip()]
     objs = [json.loads(line) for line in lines]  # every line is one JSON object
     assert objs and all(o["node"] == "a" for o in objs)

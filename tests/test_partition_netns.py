@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import Load, Procs, wait_for
+from conftest import Load, MakeCluster, wait_for
 from netlab import NetLab, available
 
-from zmqfail import config
-from zmqfail.client.control import call, node_status
+from zmqfail.cluster import Cluster
+from zmqfail.core.status import NodeStatus
+from zmqfail.failover.state import Role, State
 
 # The lab's addresses and ports are fixed: its tests share one xdist worker.
 pytestmark = [pytest.mark.timeout(120), pytest.mark.process, pytest.mark.xdist_group("netlab")]
@@ -54,17 +54,16 @@ def lab_config(lab: NetLab, tmp: Path) -> Path:
     return path
 
 
-def st(cfg: config.ClusterConfig, name: str, digest: bool = False) -> dict[str, Any]:
-    return node_status(cfg.node(name), digest=digest, timeout=1.0)
+def carried_by(cl: Cluster, link: str) -> NodeStatus:
+    return cl.wait_until("a", lambda s: s.replication_link == link, f"replicating on {link}", 20)
 
 
-def test_pulled_cables(lab: NetLab, procs: Procs, tmp_path: Path) -> None:
-    cfg_path = lab_config(lab, tmp_path)
-    cfg = config.load(cfg_path)
-    procs.node(cfg_path, "a")
-    procs.node(cfg_path, "b", prefix=tuple(lab.in_b([])))
-    wait_for(lambda: st(cfg, "a")["state"] == "normal", 30, "a normal")
-    wait_for(lambda: st(cfg, "b")["state"] == "normal", 30, "b normal")
+def test_pulled_cables(lab: NetLab, cluster: MakeCluster, tmp_path: Path) -> None:
+    cl = cluster(lab_config(lab, tmp_path), prefix={"b": tuple(lab.in_b([]))})
+    cfg = cl.cfg
+    cl.start("a", "b")
+    cl.wait("a", State.NORMAL, timeout=30)
+    cl.wait("b", State.NORMAL, timeout=30)
     load = Load(cfg, window=8)
 
     def more(n: int, what: str) -> None:
@@ -72,33 +71,32 @@ def test_pulled_cables(lab: NetLab, procs: Procs, tmp_path: Path) -> None:
         wait_for(lambda: load.count() >= base + n, 30, what)
 
     more(300, "load over the main cable")
-    assert st(cfg, "a")["replication_link"] == "main"
+    assert cl.status("a").replication_link == "main"
     # Main cable pulled: replication moves to the failsafe cable; no state change.
     lab.cut("main")
-    wait_for(lambda: st(cfg, "a")["replication_link"] == "failsafe", 20, "failsafe carries")
+    carried_by(cl, "failsafe")
     more(300, "load over the failsafe cable")
-    assert (st(cfg, "a")["state"], st(cfg, "b")["role"]) == ("normal", "backup")
+    assert (cl.status("a").state, cl.status("b").role) == (State.NORMAL, Role.BACKUP)
     lab.heal("main")
-    wait_for(lambda: st(cfg, "a")["replication_link"] == "main", 20, "main again")
+    carried_by(cl, "main")
     # Both replication cables pulled, clients still reach the primary: the
     # primary runs alone, the backup waits (no client votes), no takeover.
     lab.cut("main")
     lab.cut("failsafe")
-    wait_for(lambda: st(cfg, "a")["state"] == "primary_only", 20, "a alone")
+    cl.wait("a", State.PRIMARY_ONLY)
     more(300, "load on a alone")
-    sb = st(cfg, "b")
-    assert sb["role"] == "backup" and sb["epoch"] == 1, sb
+    sb = cl.status("b")
+    assert sb.role is Role.BACKUP and sb.epoch == 1, sb
     assert not load.client.failovers
     lab.heal("main")
     lab.heal("failsafe")
-    wait_for(lambda: st(cfg, "a")["state"] == "normal", 30, "pair whole again")
+    cl.wait("a", State.NORMAL, timeout=30)
     more(100, "load after the repair")
     load.stop()
 
     def same() -> bool:
-        return bool(st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"])
+        a, b = cl.status("a", digest=True), cl.status("b", digest=True)
+        return a.digest is not None and a.digest == b.digest
 
     wait_for(same, 20, "equal digests")
-    for n in ("b", "a"):
-        call(cfg.node(n).control, "stop")
-    wait_for(lambda: all(p.poll() is not None for p in procs.procs), 20, "clean stops")
+    assert cl.stop("b") == 0 and cl.stop("a") == 0, "clean stops"

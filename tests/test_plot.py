@@ -130,3 +130,18 @@ def test_without_matplotlib_plot_is_one_line_before_the_bench_runs(tmp_path: Pat
     assert res.returncode == 1
     assert res.stderr == f"zmqfail: error: {MISSING}\n"  # not "no active server": nothing ran
     assert not (tmp_path / "x.png").exists()
+
+
+def test_client_plot_draws_a_recorded_history(tmp_path: Path) -> None:
+    hist, out = tmp_path / "h.jsonl", tmp_path / "drill.png"
+    hist.write_text("".join(json.dumps(e) + "\n" for e in history(2.0)))
+    res = run_zmqfail("client", "plot", str(hist), str(out), "--title", "drill", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"plot: {out}\n"
+    data = out.read_bytes()
+    assert data.startswith(PNG) and len(data) > 10_000  # drawn by the same `draw` as above
+    res = run_zmqfail("client", "plot", str(tmp_path / "none.jsonl"), str(out), timeout=60)
+    assert (res.returncode, res.stderr) == (
+        1,
+        f"zmqfail: error: no history file {tmp_path}/none.jsonl\n",
+    )

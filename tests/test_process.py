@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Procs, wait_for
+from conftest import MakeCluster, Procs
 
 from zmqfail import config
 from zmqfail.audit import replay_digest
 from zmqfail.cli.demo import random_order
-from zmqfail.client.control import STATUS_KEYS, node_status
+from zmqfail.client.control import STATUS_KEYS
 from zmqfail.client.sync import Client
+from zmqfail.failover.state import State
 from zmqfail.netutil import free_base_port
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.process]
@@ -34,12 +35,10 @@ def zmqfail(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     )
 
 
-def ready(cfg: config.ClusterConfig, name: str) -> dict[str, Any] | None:
-    st = node_status(cfg.node(name), digest=False, timeout=0.3)
-    return st if st["state"] not in ("unreachable", "starting") else None
+READY = tuple(s for s in State if s is not State.STARTING)  # answering, past its start
 
 
-def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None:
+def test_kill9_loses_no_acknowledged_order(tmp_path: Path, cluster: MakeCluster) -> None:
     import random
 
     base = free_base_port(30)
@@ -52,9 +51,10 @@ def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None
         "snapshot_every_records = 200000", "snapshot_every_records = 700"
     )
     cfg_path.write_text(text)
-    cfg = config.load(cfg_path)
-    node = procs.node(cfg_path, "a")
-    wait_for(lambda: ready(cfg, "a"), 20, "node a to start")
+    cl = cluster(cfg_path)
+    cfg = cl.cfg
+    cl.start("a")
+    cl.wait("a", *READY)
 
     rng = random.Random(3)
     acked: dict[int, dict[str, Any]] = {}
@@ -65,31 +65,31 @@ def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None
                 assert rep.status == "ok"
                 acked[rep.result["order_id"]] = rep.result
             if i == 2500:
-                os.killpg(node.pid, signal.SIGKILL)  # with requests in flight
+                cl.signal("a", signal.SIGKILL)  # with requests in flight
                 break
         in_flight = len(c.session.outstanding)
-    node.wait(10)
+    cl.procs["a"].wait(10)
     assert len(acked) > 1000
     assert in_flight > 0, "the kill should land with requests in flight"
 
-    procs.node(cfg_path, "a")
-    st = wait_for(lambda: ready(cfg, "a"), 20, "node a to restart")
-    assert isinstance(st, dict)
-    assert st["last_lsn"] >= len(acked)
-    assert st["snapshot_lsn"] >= 700, "recovery should start from a snapshot"
+    cl.start("a")
+    st = cl.wait("a", *READY)
+    assert st.last_lsn is not None and st.last_lsn >= len(acked)
+    assert st.snapshot_lsn is not None
+    assert st.snapshot_lsn >= 700, "recovery should start from a snapshot"
     with Client(cfg, timeout=10) as c:
         for order_id, result in acked.items():
             rep = c.request({"op": "status", "order_id": order_id})
             assert rep.status == "ok", f"acknowledged order {order_id} is gone"
             assert rep.result["filled"] >= result["filled"]
-    live = node_status(cfg.node("a"), digest=True)
-    assert live["digest"] == replay_digest(cfg.node("a").data_dir, cfg)
+    live = cl.status("a", digest=True)
+    assert live.digest == replay_digest(cfg.node("a").data_dir, cfg)
 
     # The operator views agree with the node.
     js = json.loads(zmqfail("status", "--config", str(cfg_path), "--json", "--digest").stdout)
     by_name = {row["name"]: row for row in js}
-    assert by_name["a"]["last_lsn"] == live["last_lsn"]
-    assert by_name["a"]["digest"] == live["digest"]
+    assert by_name["a"]["last_lsn"] == live.last_lsn
+    assert by_name["a"]["digest"] == live.digest
     assert by_name["b"]["state"] == "unreachable"
     for key in STATUS_KEYS:
         assert key in by_name["a"]
@@ -100,19 +100,20 @@ def test_kill9_loses_no_acknowledged_order(tmp_path: Path, procs: Procs) -> None
     lines = [json.loads(line) for line in dump.stdout.splitlines() if line.strip()]
     lsns = [rec["lsn"] for rec in lines]
     # Segments wholly covered by an older snapshot are pruned; the rest is contiguous.
-    assert lsns == list(range(lsns[0], live["last_lsn"] + 1))
+    assert live.last_lsn is not None
+    assert lsns == list(range(lsns[0], live.last_lsn + 1))
     assert {"lsn", "epoch", "client_id", "msg_id", "body"} <= set(lines[0])
 
 
-def test_cli_orders_and_errors(tmp_path: Path, procs: Procs) -> None:
+def test_cli_orders_and_errors(tmp_path: Path, cluster: MakeCluster) -> None:
     base = free_base_port(30)
     assert (
         zmqfail("config", "init", "--dir", str(tmp_path), "--base-port", str(base)).returncode == 0
     )
     cfg_path = tmp_path / "zmqfail.toml"
-    cfg = config.load(cfg_path)
-    procs.node(cfg_path, "a")
-    wait_for(lambda: ready(cfg, "a"), 20, "node a to start")
+    cl = cluster(cfg_path)
+    cl.start("a")
+    cl.wait("a", *READY)
     c = str(cfg_path)
     buy = zmqfail("client", "order", "--config", c, "buy", "ABC", "100", "10.50", "--json")
     assert buy.returncode == 0, buy.stderr

@@ -4,6 +4,7 @@ ProtocolError and nothing else) of every malformed frame."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any
 
 import msgpack
@@ -13,18 +14,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zmqfail.errors import ProtocolError, ZmqfailError
+from zmqfail.failover.state import Role, State
 from zmqfail.protocol import (
     MAX_ID_LEN,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
     REPLY_STATUSES,
+    AckStatus,
     CommitAck,
     CommitRequest,
     ControlReply,
     ControlRequest,
+    Goodbye,
     Heartbeat,
     Hello,
     Message,
+    Probe,
     RecoverySignal,
     Register,
     ReplRecords,
@@ -33,8 +38,11 @@ from zmqfail.protocol import (
     SessionGrant,
     SnapshotImage,
     Welcome,
+    WitnessAnswer,
+    WitnessAsk,
     decode,
     decode_as,
+    decode_enum,
     decode_request,
     encode_reply,
 )
@@ -50,15 +58,18 @@ SAMPLES: dict[str, Message] = {
     "rep": Reply(7, "ok", {"order": 3, "fills": [{"qty": 1}]}, 2, "a"),
     "hello": Hello("c-1", ""),
     "welcome": Welcome("a", 3, True),
+    "probe": Probe("b"),
+    "w_ask": WitnessAsk("b", "elect", 3, 2, 17),
+    "w_answer": WitnessAnswer(False, 2, "a", 0, 17, "a holds a lease"),
     "recovered": RecoverySignal("b", 4),
     "records": ReplRecords("a", 1, 10, [b"x", b"\x00\xff", b""]),
     "commit": CommitRequest("a", 1, 11),
-    "ack": CommitAck("b", 1, 11, "gap", 7, 1),
+    "ack": CommitAck("b", 1, 11, AckStatus.GAP, 7, 1),
     "snapshot": SnapshotImage("a", 2, 12, b"\x93\x01\x02\x03", [[1, "a", 77, 1]]),
     "hb": Heartbeat(
         "a",
-        "primary",
-        "normal",
+        Role.PRIMARY,
+        State.NORMAL,
         2,
         10,
         9,
@@ -72,6 +83,7 @@ SAMPLES: dict[str, Message] = {
         "b",
         3,
     ),
+    "bye": Goodbye("a", 2),
     "ctl": ControlRequest("status", {"digest": True}),
     "ctlrep": ControlReply(False, {}, "boom"),
 }
@@ -84,7 +96,9 @@ def pack(obj: object) -> bytes:
 
 
 def field_values(msg: Message) -> list[Any]:
-    return [getattr(msg, f.name) for f in dataclasses.fields(msg)]
+    """The fields as the wire carries them (an enum as its value)."""
+    values = [getattr(msg, f.name) for f in dataclasses.fields(msg)]
+    return [v.value if isinstance(v, enum.Enum) else v for v in values]
 
 
 def field_names(tag: str) -> list[str]:
@@ -260,6 +274,21 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("welcome", "active", 1),
     ("welcome", "active", "yes"),
     ("welcome", "active", None),
+    ("probe", "server", ""),
+    ("probe", "server", 7),
+    ("w_ask", "server", ""),
+    ("w_ask", "kind", "lead"),
+    ("w_ask", "kind", 1),
+    ("w_ask", "epoch", -1),
+    ("w_ask", "epoch", "3"),
+    ("w_ask", "known", None),
+    ("w_ask", "nonce", -1),
+    ("w_answer", "granted", 1),
+    ("w_answer", "epoch", -2),
+    ("w_answer", "leader", 5),
+    ("w_answer", "lease_ms", "1000"),
+    ("w_answer", "nonce", None),
+    ("w_answer", "why", "x" * 201),
     ("recovered", "server", 5),
     ("recovered", "epoch", -2),
     ("recovered", "epoch", "1"),
@@ -291,6 +320,10 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("ack", "status", "done"),
     ("ack", "status", 1),
     ("ack", "status", ["ok"]),
+    ("bye", "name", ""),
+    ("bye", "name", LONG),
+    ("bye", "epoch", -1),
+    ("bye", "epoch", "2"),
     ("hb", "name", ""),
     ("hb", "name", LONG),
     ("hb", "role", 1),
@@ -391,9 +424,60 @@ def test_every_field_has_a_bad_value_case() -> None:
 def test_boundary_values_are_accepted(tag: str, name: str, value: object) -> None:
     frame = mutated(tag, name, value)
     msg = decode(frame)
-    assert getattr(msg, name) == value
-    assert type(getattr(msg, name)) is type(value)
+    got = getattr(msg, name)
+    kind = type(msg).ENUMS.get(name)
+    if kind is not None:
+        assert got is kind(value)  # decoded to its enum, never left a string
+    else:
+        assert got == value
+        assert type(got) is type(value)
     assert decode_request(frame) == msg
+
+
+@pytest.mark.parametrize("status", list(AckStatus))
+def test_every_ack_status_travels_as_its_value_and_decodes_to_the_enum(
+    status: AckStatus,
+) -> None:
+    frame = CommitAck("b", 1, 2, status, 3, 1).encode()
+    assert msgpack.unpackb(frame)[5] == status.value
+    assert decode_as(frame, CommitAck).status is status
+
+
+@pytest.mark.parametrize(
+    ("tag", "name", "value"),
+    [
+        *(("ack", "status", v) for v in ("done", "OK", "", 1, None, ["ok"])),
+        ("hb", "role", "leader"),
+        ("hb", "role", "Primary"),
+        ("hb", "state", "unreachable"),
+        ("hb", "state", 3),
+    ],
+)
+def test_an_unknown_enum_value_is_a_clear_protocol_error(
+    tag: str, name: str, value: object
+) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode(mutated(tag, name, value))
+    assert str(err.value) == f"unknown {tag} {name} {value!r:.40}"
+
+
+def test_heartbeat_role_and_state_travel_as_values_and_decode_to_the_enums() -> None:
+    frame = SAMPLES["hb"].encode()
+    assert msgpack.unpackb(frame)[3:5] == ["primary", "normal"]
+    hb = decode_as(frame, Heartbeat)
+    assert hb.role is Role.PRIMARY and hb.state is State.NORMAL
+
+
+def test_decode_enum_names_what_was_wrong() -> None:
+    assert decode_enum(AckStatus, "wait", "ack status") is AckStatus.WAIT
+    assert decode_enum(AckStatus, AckStatus.OK, "ack status") is AckStatus.OK
+    assert decode_enum(State, "fenced", "state") is State.FENCED
+    with pytest.raises(ProtocolError, match=r"^unknown hb role 'leader'$"):
+        decode_enum(Role, "leader", "hb role")
+    with pytest.raises(ProtocolError, match=r"^unknown state 'Normal'$"):
+        decode_enum(State, "Normal", "state")
+    with pytest.raises(ProtocolError, match=r"^unknown ack status 'primary'$"):
+        decode_enum(AckStatus, Role.PRIMARY.value, "ack status")
 
 
 @pytest.mark.parametrize("status", sorted(REPLY_STATUSES))

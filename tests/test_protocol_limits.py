@@ -11,6 +11,7 @@ import pytest
 import zmq
 
 from zmqfail.errors import ProtocolError
+from zmqfail.failover.state import Role, State
 from zmqfail.protocol import (
     INT_MAX,
     INT_MIN,
@@ -210,7 +211,7 @@ def test_decode_request_applies_the_client_frame_bound() -> None:
 
 def test_decode_and_decode_as_take_a_bound() -> None:
     frame = Heartbeat(
-        "a", "primary", "normal", 1, 1, 1, 1, "main", [], "", 1, [], 0, "", 0
+        "a", Role.PRIMARY, State.NORMAL, 1, 1, 1, 1, "main", [], "", 1, [], 0, "", 0
     ).encode()
     assert decode_as(frame, Heartbeat, max_bytes=len(frame)).name == "a"
     with pytest.raises(ProtocolError, match="exceeds"):

@@ -7,20 +7,18 @@ itself after its session expired."""
 from __future__ import annotations
 
 import collections
-import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
-from conftest import BUY, Procs, StartNode, wait_for
+from conftest import BUY, MakeCluster, StartNode, wait_for
 
 from zmqfail import config
 from zmqfail.audit import requests_in_log
-from zmqfail.client.control import call, node_status
 from zmqfail.client.sync import Client
+from zmqfail.failover.state import Role, State
 from zmqfail.protocol import Register, Reply, Request, SessionGrant, decode
 
 pytestmark = pytest.mark.timeout(90)
@@ -57,25 +55,17 @@ class Raw:
         return rep
 
 
-def st(cfg: config.ClusterConfig, name: str, digest: bool = False) -> dict[str, Any]:
-    return node_status(cfg.node(name), digest=digest, timeout=2.0)
-
-
-def is_normal(cfg: config.ClusterConfig, name: str, role: str) -> bool:
-    s = st(cfg, name)
-    return bool(s.get("role") == role and s["state"] == "normal")
-
-
 @pytest.mark.process
 def test_eviction_is_the_same_on_the_backup_that_takes_over(
-    procs: Procs, cluster_dir: Callable[..., Path], zctx: zmq.Context[zmq.Socket[bytes]]
+    cluster: MakeCluster,
+    cluster_dir: Callable[..., Path],
+    zctx: zmq.Context[zmq.Socket[bytes]],
 ) -> None:
-    cfg_path = cluster_dir(sessions__max_sessions=3)
-    cfg = config.load(cfg_path)
-    node_a = procs.node(cfg_path, "a")
-    procs.node(cfg_path, "b")
-    wait_for(lambda: is_normal(cfg, "a", "primary"), 20, "a primary, normal")
-    wait_for(lambda: is_normal(cfg, "b", "backup"), 20, "b backup, normal")
+    cl = cluster(cluster_dir(sessions__max_sessions=3))
+    cfg = cl.cfg
+    cl.start("a", "b")
+    cl.wait("a", State.NORMAL, role=Role.PRIMARY)
+    cl.wait("b", State.NORMAL, role=Role.BACKUP)
 
     r = Raw(zctx, cfg, "r")
     sid_r = r.register("a")
@@ -88,18 +78,18 @@ def test_eviction_is_the_same_on_the_backup_that_takes_over(
             o.register("a")  # z's registration fills the table: r, least recently active, goes
 
         def same_digests() -> bool:
-            return bool(st(cfg, "a", True)["digest"] == st(cfg, "b", True)["digest"])
+            a, b = cl.status("a", digest=True, timeout=2.0), cl.status("b", True, 2.0)
+            return a.digest is not None and a.digest == b.digest
 
         wait_for(same_digests, 20, "a and b to hold the same state, sessions included")
         for n in ("a", "b"):
-            assert st(cfg, n)["sessions"]["evictions"] == 1
-            assert st(cfg, n)["sessions"]["sessions"] == 3
+            assert cl.status(n).sessions["evictions"] == 1
+            assert cl.status(n).sessions["sessions"] == 3
 
         again = r.send("a", 1, BUY, sid_r)  # the evicted client's resend
         assert again.status == "expired" and again.result["code"] == "session_expired"
 
-        os.killpg(node_a.pid, signal.SIGKILL)
-        node_a.wait(10)
+        cl.kill("a")
         # x's next request fails over to b (its hello is the client vote) and
         # is served in x's original session: b has it, as a had.
         rep = x.request({**BUY, "qty": 3}, timeout=30)
@@ -107,8 +97,7 @@ def test_eviction_is_the_same_on_the_backup_that_takes_over(
         assert x.session.registrations == 1
         # b refuses the evicted session exactly as a did.
         assert r.send("b", 1, BUY, sid_r).status == "expired"
-    call(cfg.node("b").control, "stop")
-    wait_for(lambda: st(cfg, "b")["state"] == "unreachable", 20, "b stopped")
+    cl.stop("b")
     seen = collections.Counter(requests_in_log(cfg.node("b").data_dir))
     assert seen[("r", 1)] == 1, "the evicted client's request ran once, never again"
     assert seen[("x", 1)] == seen[("x", 2)] == 1

@@ -5,7 +5,6 @@ catches up, and the damaged files are still there (real processes)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,12 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Procs, wait_for
+from conftest import MakeCluster, Procs, wait_for
 
 from zmqfail import config
 from zmqfail.cli.demo import random_order
-from zmqfail.client.control import node_status
 from zmqfail.client.sync import Client
+from zmqfail.failover.state import Role, State
 from zmqfail.txlog.frames import list_segments, log_dir
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.process]
@@ -36,21 +35,19 @@ def orders(cfg: config.ClusterConfig, n: int, seed: int) -> None:
                 assert rep.status in ("ok", "rejected"), rep
 
 
-def state(cfg: config.ClusterConfig, name: str, digest: bool = False) -> dict[str, object]:
-    return node_status(cfg.node(name), digest=digest, timeout=2.0)
-
-
 def test_a_damaged_backup_is_reset_and_catches_up(
-    cluster_dir: Callable[..., Path], procs: Procs
+    cluster_dir: Callable[..., Path], cluster: MakeCluster, procs: Procs
 ) -> None:
     path = cluster_dir(failover__heartbeat_misses=20)
-    cfg = config.load(path)
-    procs.node(path, "a")
-    b = procs.node(path, "b")
-    wait_for(lambda: state(cfg, "b")["state"] == "normal", 30, "b to follow a")
+    cl = cluster(path)
+    cfg = cl.cfg
+    cl.start("a", "b")
+    cl.wait("b", State.NORMAL, timeout=30)  # following a
     orders(cfg, 300, seed=1)
-    wait_for(lambda: state(cfg, "b")["last_lsn"] == state(cfg, "a")["last_lsn"], 20, "b caught up")
-    os.killpg(b.pid, signal.SIGTERM)
+    last = cl.status("a").last_lsn
+    cl.wait_until("b", lambda s: s.last_lsn == last, f"caught up to {last}", 20)
+    b = cl.procs["b"]
+    cl.signal("b", signal.SIGTERM)
     assert b.wait(timeout=20) == 0
 
     # A flipped byte in the middle of b's log: acknowledged records may be gone.
@@ -60,8 +57,8 @@ def test_a_damaged_backup_is_reset_and_catches_up(
     data[len(data) // 2] ^= 0x10
     seg.write_bytes(bytes(data))
 
-    refused = procs.node(path, "b")
-    assert refused.wait(timeout=30) == 1
+    cl.start("b")
+    assert cl.procs["b"].wait(timeout=30) == 1
     lines = [line for line in procs.log_text("node-b").splitlines() if "error" in line]
     assert len(lines) == 1, lines
     assert str(seg) in lines[0] and f"zmqfail log reset --data-dir {b_dir}" in lines[0]
@@ -77,15 +74,14 @@ def test_a_damaged_backup_is_reset_and_catches_up(
     aside = sorted(b_dir.glob("damaged-*"))
     assert len(aside) == 1 and (aside[0] / "log" / seg.name).read_bytes() == bytes(data)
 
-    procs.node(path, "b")
+    cl.start("b")
 
     def equal() -> bool:
-        sa, sb = state(cfg, "a", digest=True), state(cfg, "b", digest=True)
+        sa, sb = cl.status("a", True, 2.0), cl.status("b", True, 2.0)
         return (
-            sb.get("role") == "backup"
-            and sb["state"] == "normal"
-            and sa["last_lsn"] == sb["last_lsn"]
-            and sa["digest"] == sb["digest"] is not None
+            sb.is_(Role.BACKUP, State.NORMAL)
+            and sa.last_lsn == sb.last_lsn
+            and sa.digest == sb.digest is not None
         )
 
     wait_for(equal, 60, "b to rejoin and catch up with equal tables")

@@ -13,14 +13,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Procs, run_zmqfail, wait_for
+from conftest import MakeCluster, run_zmqfail, wait_for
 from rich.console import Console
 
-from zmqfail import config
 from zmqfail.cli.layout import render, table
 from zmqfail.cli.view import (
     SPARK,
@@ -33,19 +33,22 @@ from zmqfail.cli.view import (
     rate,
     sparkline,
 )
-from zmqfail.client.control import node_status
 from zmqfail.client.sync import Client
+from zmqfail.core.status import NodeStatus
+from zmqfail.failover.state import State
 
 pytestmark = pytest.mark.timeout(60)
 
 HB = 30  # heartbeat interval (ms) of the default config
-UNREACHABLE_ROW = {"name": "b", "role": None, "state": "unreachable", "epoch": None}
+UNREACHABLE_ROW = NodeStatus.unreachable("b", "no answer")
 
 
-def status(name: str, **kw: Any) -> dict[str, Any]:
+def status(name: str, **kw: Any) -> NodeStatus:
+    """A status as a node sends it (a primary in the normal state unless
+    told otherwise), decoded as every reader decodes it."""
     base: dict[str, Any] = {"name": name, "role": "primary", "state": "normal", "epoch": 1}
     base.update(kw)
-    return base
+    return NodeStatus.from_wire(base)
 
 
 # ------------------------------------------------------------------ pure
@@ -109,7 +112,7 @@ def test_link_health_of_a_primary_from_its_replication_tracker() -> None:
 
 
 def test_link_health_of_a_backup_from_its_primarys_heartbeats() -> None:
-    def backup(links: dict[str, float | None]) -> dict[str, Any]:
+    def backup(links: dict[str, float | None]) -> NodeStatus:
         peers = {"a": {"role": "primary", "links": links}, "c": {"role": "backup", "links": {}}}
         return status("b", role="backup", peers=peers)
 
@@ -153,7 +156,7 @@ def test_watch_model_rates_history_and_nodes_that_die_and_come_back() -> None:
     assert [r.rate for r in f.rows] == ["-", "-"]  # one poll: no rate yet
     assert [t.dst for t in f.transitions] == ["primary_only"]
 
-    a1 = dict(a0, uptime=6.0, counters=counters(250))
+    a1 = replace(a0, uptime=6.0, counters=counters(250))
     f = m.update([a1, UNREACHABLE_ROW], now=101.0, wall=21.0)
     assert f.rows[0].rate == "250"
     assert f.rows[0].spark == "█"
@@ -164,7 +167,7 @@ def test_watch_model_rates_history_and_nodes_that_die_and_come_back() -> None:
 
     # b restarted: a new pid with a small counter gives a positive rate, not a negative one.
     b2 = status("b", role="backup", pid=3, uptime=2.0, counters=counters(4))
-    f = m.update([dict(a1, uptime=7.0, counters=counters(250)), b2], now=102.0, wall=22.0)
+    f = m.update([replace(a1, uptime=7.0, counters=counters(250)), b2], now=102.0, wall=22.0)
     assert f.rows[0].rate == "0.0"
     assert f.rows[1].reachable and f.rows[1].rate == "2.0"
     assert f.rows[1].spark == " █"  # the poll it missed is a gap
@@ -220,27 +223,26 @@ def row_line(out: str, name: str) -> str:
 
 
 def test_watch_once_and_status_against_real_nodes(
-    cluster_dir: Callable[..., Path], procs: Procs
+    cluster_dir: Callable[..., Path], cluster: MakeCluster
 ) -> None:
     cfg_path = cluster_dir()
-    cfg = config.load(cfg_path)
-    node_a = procs.node(cfg_path, "a")
-    node_b = procs.node(cfg_path, "b")
-    wait_for(lambda: node_status(cfg.node("a"), False)["state"] == "normal", 30, "a normal")
+    cl = cluster(cfg_path)
+    cfg = cl.cfg
+    cl.start("a", "b")
+    cl.wait("a", State.NORMAL, timeout=30)
     with Client(cfg, timeout=10) as c:
         for price in ("10.50", "10.60", "10.70"):
             body = {"op": "new", "instrument": "ABC", "side": "buy", "type": "limit"}
             assert c.request({**body, "qty": 10, "price": price}).status == "ok"
 
-    def settled() -> bool:
-        sts = [node_status(cfg.node(n), False) for n in "ab"]
+    def settled(rows: list[NodeStatus]) -> bool:
         return all(
             # 3 orders and the client's registration
-            (s["last_lsn"], s["committed_lsn"], s["flushed_lsn"], s["lag"]) == (4, 4, 4, 0)
-            for s in sts
+            (s.last_lsn, s.committed_lsn, s.flushed_lsn, s.lag) == (4, 4, 4, 0)
+            for s in rows
         )
 
-    wait_for(settled, 20, "both nodes to hold, commit and flush the 4 records")
+    cl.wait_all(settled, "holding, committing and flushing the 4 records", 20)
 
     heads = ["node", "role", "epoch", "lsn", "lag", "main", "failsafe", "req/s", "clients"]
     heads += ["peer hb", "link", "committed", "flushed", "state", "history"]
@@ -269,8 +271,7 @@ def test_watch_once_and_status_against_real_nodes(
     served = [zmqfail("health", "--config", str(cfg_path), "--node", n) for n in "ab"]
     assert [r.returncode for r in served] == [0, 4], [r.stdout for r in served]
 
-    os.killpg(node_b.pid, signal.SIGKILL)
-    node_b.wait(10)
+    cl.kill("b")
     out = zmqfail("watch", "--config", str(cfg_path), "--once")
     assert out.returncode == 0, out.stderr
     assert re.search(r"^b +unreachable +- +- +- ", row_line(out.stdout, "b"))
@@ -296,8 +297,7 @@ def test_watch_once_and_status_against_real_nodes(
     plain = json.loads(zmqfail("status", "--config", str(cfg_path), "--json").stdout)
     assert plain[0]["name"] == "a" and plain[0]["digest"] is None  # asked for no digest
 
-    os.killpg(node_a.pid, signal.SIGKILL)
-    node_a.wait(10)
+    cl.kill("a")
     down = zmqfail("status", "--config", str(cfg_path), "--timeout", "0.2")
     assert down.returncode == 4 and "DOWN  no node serves" in down.stdout, down.stdout
     health = zmqfail("health", "--config", str(cfg_path), "--timeout", "0.2")

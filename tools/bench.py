@@ -43,8 +43,8 @@ from benchkit.report import format_table, plot, run_flows
 
 from zmqfail import config
 from zmqfail.cli.demo import random_order
-from zmqfail.client.control import node_status
 from zmqfail.client.sync import Client
+from zmqfail.failover.state import Role, State
 from zmqfail.protocol import STATUS_OK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,19 +91,18 @@ def bench_failover(reaper: Reaper, kills: int = 20) -> dict[str, Any]:
     q: mp.Queue[dict[str, Any]] = mp.Queue()
     driver = None
     try:
-        cl.wait_state("a", "normal")
+        cl.wait_state("a", State.NORMAL)
         driver = reaper.process(drive_until, str(cl.path), 16, stop, q, name="failover client")
         time.sleep(1.0)
         for i in range(kills):
-            rows = {n.name: node_status(n, False, 0.5) for n in cl.cfg.nodes}
-            primary = next(k for k, v in rows.items() if v.get("role") == "primary")
-            backup = next(k for k in rows if k != primary)
+            primary = cl.primary()
+            backup = next(n.name for n in cl.cfg.nodes if n.name != primary)
             os.killpg(cl.procs[primary].pid, signal.SIGKILL)
             cl.kill(primary)
-            cl.wait_role(backup, "primary", 30)
+            cl.wait_role(backup, Role.PRIMARY, 30)
             cl.start(primary)
-            cl.wait_role(primary, "backup", 60, state="normal")
-            cl.wait_role(backup, "primary", 30, state="normal")
+            cl.wait_role(primary, Role.BACKUP, 60, state=State.NORMAL)
+            cl.wait_role(backup, Role.PRIMARY, 30, state=State.NORMAL)
             time.sleep(0.5)
             print(f"  kill {i + 1}/{kills}: {primary} -> {backup}", flush=True)
         stop.set()

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -40,14 +38,16 @@ from typing import Any
 import zmq
 
 from zmqfail import config
-from zmqfail.cli.common import spawn_node
 from zmqfail.cli.demo import random_order
-from zmqfail.client.control import node_status
 from zmqfail.client.sync import Client
+from zmqfail.cluster import Cluster, where
+from zmqfail.core.status import NodeStatus
+from zmqfail.failover.state import Role, State
 from zmqfail.netutil import free_base_port
 from zmqfail.protocol import (
     MAX_DEPTH,
     MAX_FRAME_BYTES,
+    AckStatus,
     Channel,
     CommitAck,
     CommitRequest,
@@ -122,11 +122,11 @@ def samples(k: Known, rng: random.Random) -> list[Message]:
         ReplRecords(k.primary, k.epoch, k.lsn + 1, [rec]),
         SnapshotImage(k.primary, k.epoch, k.lsn, b"\x80", [[k.epoch, k.primary, 1, 1]]),
         CommitRequest(k.primary, k.epoch, k.lsn),
-        CommitAck(k.backup, k.epoch, k.lsn, "ok", 1, k.epoch),
+        CommitAck(k.backup, k.epoch, k.lsn, AckStatus.OK, 1, k.epoch),
         Heartbeat(
             k.primary,
-            "primary",
-            "normal",
+            Role.PRIMARY,
+            State.NORMAL,
             k.epoch,
             k.lsn,
             k.lsn,
@@ -402,40 +402,27 @@ def bad_frame_counters(row: dict[str, Any]) -> dict[str, int]:
     return {k: v for k, v in sorted(counters.items()) if "bad" in k or "stale" in k}
 
 
-class Cluster:
-    def __init__(self, d: Path, heartbeat_misses: int) -> None:
-        self.dir = d
-        self.path = d / "zmqfail.toml"
-        text = config.render(nodes=2, base_port=free_base_port(25))
-        self.path.write_text(
-            text.replace("heartbeat_misses = 5 ", f"heartbeat_misses = {heartbeat_misses} ", 1)
-        )
-        self.cfg = config.load(self.path)
-        self.procs = {
-            n.name: spawn_node(self.path, n.name, d / f"{n.name}.log") for n in self.cfg.nodes
-        }
+def start_cluster(d: Path, heartbeat_misses: int) -> Cluster:
+    """Both nodes of a fresh two-node config in `d`, logging there."""
+    path = d / "zmqfail.toml"
+    text = config.render(nodes=2, base_port=free_base_port(25))
+    path.write_text(
+        text.replace("heartbeat_misses = 5 ", f"heartbeat_misses = {heartbeat_misses} ", 1)
+    )
+    cl = Cluster(config.load(path), logs=d)
+    cl.start()
+    return cl
 
-    def status(self, digest: bool = False) -> dict[str, dict[str, Any]]:
-        return {n.name: node_status(n, digest=digest, timeout=3.0) for n in self.cfg.nodes}
 
-    def settled(self) -> dict[str, dict[str, Any]] | None:
-        """Both nodes in the normal state, one primary, one backup; else None."""
-        st = self.status()
-        roles = sorted(str(r.get("role")) for r in st.values())
-        if roles == ["backup", "primary"] and all(r["state"] == "normal" for r in st.values()):
-            return st
-        return None
+def statuses(cl: Cluster, digest: bool = False) -> dict[str, NodeStatus]:
+    return {s.name: s for s in cl.statuses(digest=digest, timeout=3.0)}
 
-    def close(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=5)
+
+def settled(cl: Cluster) -> bool:
+    """Both nodes in the normal state, one primary, one backup."""
+    st = list(statuses(cl).values())
+    roles = sorted(r.role_name or "" for r in st)
+    return roles == ["backup", "primary"] and all(r.state is State.NORMAL for r in st)
 
 
 def fuzz(cl: Cluster, args: argparse.Namespace, families: list[str]) -> tuple[Counter[str], int]:
@@ -454,13 +441,13 @@ def fuzz(cl: Cluster, args: argparse.Namespace, families: list[str]) -> tuple[Co
         while (now := time.monotonic()) < t_end:
             if now >= refreshed:
                 refreshed = now + 1.0
-                st = cl.status()
-                prim = [n for n, r in st.items() if r.get("role") == "primary"]
+                st = statuses(cl)
+                prim = [r for r in st.values() if r.role is Role.PRIMARY]
                 if prim:
-                    known.primary = prim[0]
-                    known.backup = next(n for n in st if n != prim[0])
-                    known.epoch = int(st[prim[0]]["epoch"] or 1)
-                    known.lsn = int(st[prim[0]]["last_lsn"] or 0)
+                    known.primary = prim[0].name
+                    known.backup = next(n for n in st if n != prim[0].name)
+                    known.epoch = prim[0].epoch or 1
+                    known.lsn = prim[0].last_lsn or 0
             family = rng.choice(families)
             if family == "oversized" and rng.random() > 0.05:
                 continue  # a few, not a flood of megabytes
@@ -480,33 +467,27 @@ def fuzz(cl: Cluster, args: argparse.Namespace, families: list[str]) -> tuple[Co
     return sent, dropped
 
 
-def check(cl: Cluster, before: dict[str, dict[str, Any]], load: Load) -> list[str]:
+def check(cl: Cluster, before: dict[str, NodeStatus], load: Load) -> list[str]:
     failures: list[str] = []
     for name, p in cl.procs.items():
         if p.poll() is not None:
-            failures.append(
-                f"node {name} exited with code {p.returncode} (log: {cl.dir / name}.log)"
-            )
+            failures.append(f"node {name} exited with code {p.returncode} (log: {cl.log_of(name)})")
     if failures:
         return failures
 
-    def same(name: str, row: dict[str, Any]) -> bool:
+    def same(name: str, row: NodeStatus) -> bool:
         was = before[name]
-        return (row.get("role"), row["state"], row["epoch"]) == (
-            was["role"],
-            was["state"],
-            was["epoch"],
-        )
+        return (row.role, row.state, row.epoch) == (was.role, was.state, was.epoch)
 
     # A backup that fell behind may be syncing for a moment; a changed role or
     # epoch (a failover, a step-down) is never right.
-    wait_until(lambda: all(same(n, r) for n, r in cl.status().items()), 10.0)
-    for name, row in cl.status().items():
+    wait_until(lambda: all(same(n, r) for n, r in statuses(cl).items()), 10.0)
+    for name, row in statuses(cl).items():
         if not same(name, row):
             was = before[name]
             failures.append(
-                f"node {name} was {was['role']}/{was['state']} at epoch {was['epoch']}, "
-                f"is {row.get('role')}/{row['state']} at epoch {row['epoch']}"
+                f"node {name} was {where(was)} at epoch {was.epoch}, "
+                f"is {where(row)} at epoch {row.epoch}"
             )
     load.stop()
     if load.errors:
@@ -515,19 +496,14 @@ def check(cl: Cluster, before: dict[str, dict[str, Any]], load: Load) -> list[st
         failures.append("client load: no order was answered")
 
     def equal() -> bool:
-        st = cl.status(digest=True)
-        rows = list(st.values())
-        return (
-            len({(r["last_lsn"], r["digest"]) for r in rows}) == 1 and rows[0]["digest"] is not None
-        )
+        rows = list(statuses(cl, digest=True).values())
+        return len({(r.last_lsn, r.digest) for r in rows}) == 1 and rows[0].digest is not None
 
     if not failures and not wait_until(equal, 30.0):
-        st = cl.status(digest=True)
+        st = statuses(cl, digest=True)
         failures.append(
             "tables differ after 30 s: "
-            + ", ".join(
-                f"{n} lsn {r['last_lsn']} digest {str(r['digest'])[:12]}" for n, r in st.items()
-            )
+            + ", ".join(f"{n} lsn {r.last_lsn} digest {str(r.digest)[:12]}" for n, r in st.items())
         )
     return failures
 
@@ -555,17 +531,17 @@ def main() -> int:
     families = [f for f in (args.only or FAMILIES) if f not in args.skip]
     d = args.dir or Path(tempfile.mkdtemp(prefix="zmqfail-fuzz-"))
     d.mkdir(parents=True, exist_ok=True)
-    cl = Cluster(d, args.heartbeat_misses)
+    cl = start_cluster(d, args.heartbeat_misses)
     failures: list[str] = []
     sent: Counter[str] = Counter()
     dropped = 0
     load: Load | None = None
     rows: list[dict[str, Any]] = []
     try:
-        if not wait_until(lambda: cl.settled() is not None, 30.0):
+        if not wait_until(lambda: settled(cl), 30.0):
             failures.append(f"the cluster did not reach the normal state; see {d}")
         else:
-            before = cl.status()
+            before = statuses(cl)
             load = Load(cl.cfg, args.seed)
             sent, dropped = fuzz(cl, args, families)
             failures = check(cl, before, load)

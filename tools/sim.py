@@ -6,6 +6,7 @@ simulated network, disk and clock, under seeded fault schedules.
     tools/sim --seeds 500 --unsafe         # any faults: checked for convergence
     tools/sim --replay 1234 [--unsafe]     # one seed again, with its event trace
     tools/sim --named audit-both-links-cut # a named case
+    tools/sim --seeds 500 --app ledger     # the ledger: money conserved, no transfer twice
 
 Exits 1 when any schedule breaks an invariant (the failing seeds are listed;
 each replays exactly).
@@ -17,6 +18,7 @@ import argparse
 import logging
 import sys
 
+from zmqfail.app import SHIPPED
 from zmqfail.sim.campaign import campaign, replay, run_named
 from zmqfail.sim.schedule import NAMED
 
@@ -30,14 +32,17 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes")
     ap.add_argument("--replay", type=int, default=None, help="run one seed, print its trace")
     ap.add_argument("--named", choices=sorted(NAMED), default=None, help="run a named case")
+    ap.add_argument(
+        "--app", choices=sorted(SHIPPED), default="orders", help="the application the cluster runs"
+    )
     args = ap.parse_args()
     if args.replay is not None or args.named is not None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         if args.named is not None:
-            out = run_named(args.named, args.start)
+            out = run_named(args.named, args.start, app=args.app)
             picked = [args.named]
         else:
-            out, picked = replay(args.replay, args.unsafe)
+            out, picked = replay(args.replay, args.unsafe, app=args.app)
         print("\n".join(out.trace))
         print(f"faults: {', '.join(picked)}; acknowledged: {out.acked}; events: {out.events}")
         for v in out.violations:
@@ -45,8 +50,9 @@ def main() -> int:
         return 1 if out.violations else 0
     logging.disable(logging.CRITICAL)
     seeds = range(args.start, args.start + args.seeds)
-    s = campaign(seeds, args.unsafe, args.workers, args.minutes)
+    s = campaign(seeds, args.unsafe, args.workers, args.minutes, app=args.app)
     mode = "any faults (lost and split allowed)" if args.unsafe else "safe faults"
+    mode += f", {args.app}"
     print(
         f"{s.schedules} schedules ({mode}) in {s.seconds:.1f} s: {s.rate:.1f} schedules/s, "
         f"{s.sim_seconds / s.seconds:.0f} simulated s per s, {s.events / max(1, s.schedules):.0f} "

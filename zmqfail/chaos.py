@@ -45,7 +45,7 @@ from zmqfail.errors import ConfigError, ZmqfailError
 from zmqfail.replication import LINKS
 
 SIGNALS = ("KILL", "TERM", "STOP", "CONT")
-LINK_NAMES = (*LINKS, "clients")  # every channel a node can be told to cut
+LINK_NAMES = (*LINKS, "clients", "witness")  # every channel a node can be told to cut
 ROLE_ALIASES = ("primary", "backup")
 
 

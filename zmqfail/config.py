@@ -32,9 +32,11 @@ ENDPOINT_OFFSETS = {
     "failsafe_ack": 6,
     "failsafe_heartbeat": 7,
 }
+METRICS_OFFSET = 8  # config init: the HTTP port of a node's Prometheus metrics
 PORTS_PER_NODE = 10
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _ENDPOINT_RE = re.compile(r"^tcp://[^\s:]+:\d{1,5}$")
+_HOSTPORT_RE = re.compile(r"^[^\s:/]+:\d{1,5}$")
 __all__ = ["DEFAULT_INSTRUMENTS", "AppSpec", "ClusterConfig", "SessionsConfig"]
 
 
@@ -55,6 +57,10 @@ class NodeConfig:
     main: LinkEndpoints
     failsafe: LinkEndpoints
     data_dir: Path
+    # "host:port" where the node serves Prometheus metrics over HTTP (None: off).
+    # Loopback by default: the numbers are for a local agent or a scraper on
+    # the same host, not for the world.
+    metrics: str | None = None
 
     def link(self, name: str) -> LinkEndpoints:
         if name == "main":
@@ -79,9 +85,23 @@ class FlushConfig:
 @dataclass(frozen=True, slots=True)
 class FailoverConfig:
     heartbeat_interval_ms: int = 30
-    heartbeat_misses: int = 5  # dead after interval x misses = 150 ms
+    # Dead after interval x misses = 300 ms: a Python loop on a busy 2-core
+    # machine stalls for 200+ ms now and then (seen: a takeover of a live
+    # primary at 150 ms), and step 420 adds half of it again before a takeover.
+    heartbeat_misses: int = 10
     client_timeout_ms: int = 150
     link_timeout_ms: int = 150  # a commit not answered in this time: the link is down
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessConfig:
+    """The optional third voter (``zmqfail witness``): with it, every new
+    epoch is granted by the witness and a server runs alone only while it
+    holds the witness's lease (docs/architecture.md, "Witness")."""
+
+    endpoint: str  # its ROUTER; every server connects to it
+    data_dir: Path  # where it keeps the granted epoch and leader, fsynced
+    lease_ms: int = 1000  # how long a lease lasts; renewed every third of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +168,7 @@ class ClusterConfig:
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     path: Path | None = None
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    witness: WitnessConfig | None = None
 
     def node(self, name: str) -> NodeConfig:
         for n in self.nodes:
@@ -188,6 +209,15 @@ def _endpoint(v: object, where: str) -> str:
     return v
 
 
+def _metrics(v: object, where: str) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or not _HOSTPORT_RE.match(v):
+        raise ConfigError(f"{where} metrics must be host:port like 127.0.0.1:5708, got {v!r}")
+    _endpoint(f"tcp://{v}", f"{where} metrics")  # the port's range
+    return v
+
+
 def _link(raw: object, where: str) -> LinkEndpoints:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table with records, ack, heartbeat")
@@ -220,7 +250,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
             raise ConfigError(f"{where}: node names are lower-case letters, digits, - and _")
         if not isinstance(spec, dict):
             raise ConfigError(f"{where} must be a table")
-        unknown_keys = set(spec) - {"client", "control", "main", "failsafe", "data_dir"}
+        unknown_keys = set(spec) - {"client", "control", "main", "failsafe", "data_dir", "metrics"}
         if unknown_keys:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown_keys))}")
         data_dir = spec.get("data_dir", node_name)
@@ -235,6 +265,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
                 main=_link(spec.get("main"), f"{where} main"),
                 failsafe=_link(spec.get("failsafe"), f"{where} failsafe"),
                 data_dir=dd if dd.is_absolute() else (base_dir / dd),
+                metrics=_metrics(spec.get("metrics"), where),
             )
         )
     seen: dict[str, str] = {}
@@ -248,6 +279,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
             ("failsafe.records", n.failsafe.records),
             ("failsafe.ack", n.failsafe.ack),
             ("failsafe.heartbeat", n.failsafe.heartbeat),
+            *((("metrics", f"tcp://{n.metrics}"),) if n.metrics else ()),
         ):
             here = f"{n.name}.{label}"
             if ep in seen:
@@ -274,7 +306,17 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     flush = FlushConfig(**_ints(_section(raw, "flush"), "flush", FlushConfig))
     failover = FailoverConfig(**_ints(_section(raw, "failover"), "failover", FailoverConfig))
     retention = _retention(_section(raw, "retention"))
-    unknown = set(raw) - {"cluster", "nodes", "app", "sessions", "flush", "failover", "retention"}
+    witness = _witness(_section(raw, "witness"), base_dir, seen) if "witness" in raw else None
+    unknown = set(raw) - {
+        "cluster",
+        "nodes",
+        "app",
+        "sessions",
+        "flush",
+        "failover",
+        "retention",
+        "witness",
+    }
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}")
     return ClusterConfig(
@@ -287,7 +329,31 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
         failover=failover,
         path=path,
         retention=retention,
+        witness=witness,
     )
+
+
+def _witness(sec: dict[str, Any], base_dir: Path, seen: dict[str, str]) -> WitnessConfig:
+    known = {"endpoint", "data_dir", "lease_ms"}
+    unknown = set(sec) - known
+    if unknown:
+        raise ConfigError(
+            f"[witness] unknown key(s) {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    endpoint = _endpoint(sec.get("endpoint"), "[witness] endpoint")
+    if endpoint in seen:
+        raise ConfigError(f"endpoint {endpoint} is used twice: {seen[endpoint]} and the witness")
+    data_dir = sec.get("data_dir", "witness")
+    if not isinstance(data_dir, str) or not data_dir:
+        raise ConfigError("[witness] data_dir must be a path")
+    lease = sec.get("lease_ms", 1000)
+    if not isinstance(lease, int) or isinstance(lease, bool) or not 100 <= lease <= 60_000:
+        raise ConfigError(
+            f"[witness] lease_ms must be a whole number from 100 to 60000, got {lease!r}"
+        )
+    dd = Path(data_dir)
+    return WitnessConfig(endpoint, dd if dd.is_absolute() else base_dir / dd, lease)
 
 
 def load(path: str | Path) -> ClusterConfig:
@@ -319,9 +385,11 @@ def render(
     failsafe_host: str | None = None,
     name: str = "local",
     app: str = DEFAULT_APP,
+    witness: bool = False,
 ) -> str:
     """The TOML text of a local cluster: nodes a, b, ... from base_port on,
-    running `app` (a shipped application) with its default settings."""
+    running `app` (a shipped application) with its default settings; with
+    `witness`, a [witness] table on the first port after the nodes'."""
     if not 1 <= nodes <= 26:
         raise ConfigError("--nodes must be between 1 and 26")
     top = base_port + PORTS_PER_NODE * nodes
@@ -359,7 +427,8 @@ def render(
         "",
         "[failover]",
         "heartbeat_interval_ms = 30   # a peer silent on every link for interval x misses",
-        "heartbeat_misses = 5         # (150 ms) is proven gone",
+        "heartbeat_misses = 10        # (300 ms) is proven gone; the backup then takes",
+        "                             # over if the primary is silent to its probes too",
         "client_timeout_ms = 150      # a client with no reply this long looks for a new server",
         "link_timeout_ms = 150   # unanswered commit: replication moves to the other link",
         "",
@@ -378,12 +447,22 @@ def render(
             f'client = "tcp://{host}:{p + o["client"]}"',
             f'control = "tcp://127.0.0.1:{p + o["control"]}"',
             f'data_dir = "{n}"',
+            f'metrics = "127.0.0.1:{p + METRICS_OFFSET}"   # Prometheus, GET /metrics',
             f'main = {{ records = "tcp://{host}:{p + o["main_records"]}", '
             f'ack = "tcp://{host}:{p + o["main_ack"]}", '
             f'heartbeat = "tcp://{host}:{p + o["main_heartbeat"]}" }}',
             f'failsafe = {{ records = "tcp://{fs_host}:{p + o["failsafe_records"]}", '
             f'ack = "tcp://{fs_host}:{p + o["failsafe_ack"]}", '
             f'heartbeat = "tcp://{fs_host}:{p + o["failsafe_heartbeat"]}" }}',
+        ]
+    if witness:
+        lines += [
+            "",
+            "[witness]               # `zmqfail witness`: elects every new epoch; a server runs",
+            "                        # alone only while it holds the witness's lease",
+            f'endpoint = "tcp://{host}:{top}"   # run it on a third machine',
+            'data_dir = "witness"    # the epoch and leader it granted, fsynced',
+            "lease_ms = 1000         # a server alone renews within this; a takeover waits it out",
         ]
     return "\n".join(lines) + "\n"
 

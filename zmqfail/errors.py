@@ -72,5 +72,10 @@ class NodeError(ZmqfailError):
     """A node cannot start or keep running (port in use, data dir locked...)."""
 
 
+class WitnessError(ZmqfailError):
+    """The witness cannot start or keep its word (damaged or missing store,
+    data dir in use, a failed write): it must not grant from a guess."""
+
+
 # Errors after which resending the same (client_id, msg_id) is safe and useful.
 RETRYABLE: tuple[type[ZmqfailError], ...] = (NotActive, RequestTimeout, Unavailable)

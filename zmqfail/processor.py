@@ -21,6 +21,7 @@ from zmqfail.protocol import (
     STATUS_ERROR,
     STATUS_EXPIRED,
     STATUS_OK,
+    STATUS_REJECTED,
     STATUS_STALE,
     SessionGrant,
     encode_reply,
@@ -66,6 +67,7 @@ class Processor:
         self.stale = 0
         self.expired = 0
         self.failures = 0
+        self.rejected = 0  # requests the application answered "rejected" (metrics)
         self._live = sessions.live
         self._window = sessions.window
 
@@ -123,6 +125,8 @@ class Processor:
             self.failures += 1
             result = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
             return Processed(self._reply(msg_id, STATUS_ERROR, result), 0, None)
+        if out.status == STATUS_REJECTED:
+            self.rejected += 1
         if not out.write:
             return Processed(self._reply(msg_id, out.status, out.result), self.last_lsn, None)
         lsn = self.last_lsn + 1

@@ -114,6 +114,31 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+E = TypeVar("E", bound=enum.Enum)
+
+
+def decode_enum(cls: type[E], v: object, what: str) -> E:
+    """A wire string as a member of `cls`; anything else is a ProtocolError
+    naming `what`, so no unknown role, state or status gets past decoding."""
+    if isinstance(v, cls):
+        return v
+    if type(v) is str:
+        try:
+            return cls(v)
+        except ValueError:
+            pass
+    raise ProtocolError(f"unknown {what} {v!r:.40}")
+
+
+class AckStatus(enum.Enum):
+    """A backup's answer to a commit request (CommitAck.status)."""
+
+    OK = "ok"  # it holds everything up to `held`
+    GAP = "gap"  # resend from held + 1
+    FENCED = "fenced"  # the asker's epoch is lower than the backup's: step down
+    WAIT = "wait"  # it does not follow the asker (yet): `held` means nothing
+
+
 def _check_id(v: object, what: str) -> None:
     _check(isinstance(v, str) and 0 < len(v) <= MAX_ID_LEN, f"{what} must be a non-empty string")
 
@@ -234,6 +259,8 @@ class Message:
     """Base: subclasses set TYPE and implement ``validate``."""
 
     TYPE: ClassVar[str] = ""
+    # Fields carried as their enum's value on the wire and decoded to the enum.
+    ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {}
 
     def validate(self) -> None:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
@@ -251,6 +278,7 @@ _REGISTRY: dict[str, type[Message]] = {}
 _GETTERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {}
 _ARITY: dict[str, int] = {}
 _NAMES: dict[str, tuple[str, ...]] = {}
+_ENUM_AT: dict[str, tuple[tuple[int, str, type[enum.Enum]], ...]] = {}  # position, name, enum
 # One shared Packer: its C pack() runs whole under the GIL (no Python callbacks
 # for plain dict/list/str/int/bytes), so threads cannot interleave inside it.
 _pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
@@ -265,6 +293,21 @@ def _register(cls: type[M]) -> type[M]:
     getter = operator.attrgetter(*names)
     # attrgetter with one name returns the value itself, not a 1-tuple.
     _GETTERS[cls.TYPE] = getter if len(names) > 1 else (lambda m: (getter(m),))
+    at = tuple((names.index(n), n, e) for n, e in cls.ENUMS.items())
+    if at:
+        _ENUM_AT[cls.TYPE] = at
+        plain = _GETTERS[cls.TYPE]
+        spots = frozenset(i for i, _n, _e in at)
+
+        def values(m: Any) -> tuple[Any, ...]:
+            # An enum field goes out as its value (a member of the wrong enum
+            # too: validate() refuses it before anything is sent).
+            return tuple(
+                v.value if i in spots and isinstance(v, enum.Enum) else v
+                for i, v in enumerate(plain(m))
+            )
+
+        _GETTERS[cls.TYPE] = values
     return cls
 
 
@@ -370,6 +413,78 @@ class Welcome(Message):
 
 @_register
 @dataclass(frozen=True, slots=True)
+class Probe(Message):
+    """Server -> server, over the client network (step 420): 'are you alive?'.
+
+    Sent to a peer that fell silent on every replication path, to the peer's
+    client frontend; answered with a `Welcome`. Only the answer counts, and
+    only on the prober's own connection: a probe carries no epoch a stranger
+    could use to depose anybody."""
+
+    TYPE: ClassVar[str] = "probe"
+    server: str
+
+    def validate(self) -> None:
+        _check_id(self.server, "server")
+
+
+class WitnessKind(enum.Enum):
+    ELECT = "elect"  # let me lead at a new epoch
+    LEASE = "lease"  # let me go on running alone at the epoch I lead
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class WitnessAsk(Message):
+    """Server -> witness. `epoch`: the epoch asked for (ELECT) or led (LEASE);
+    `known`: the highest epoch the server knows of (a server that missed a
+    newer epoch is refused: it may lack what was acknowledged in it);
+    `nonce`: echoed in the answer, to match it to this ask."""
+
+    TYPE: ClassVar[str] = "w_ask"
+    server: str
+    kind: str
+    epoch: int
+    known: int
+    nonce: int
+
+    def validate(self) -> None:
+        _check_id(self.server, "server")
+        _check(self.kind in _WITNESS_KINDS, f"kind must be one of {sorted(_WITNESS_KINDS)}")
+        _check_uint(self.epoch, "epoch")
+        _check_uint(self.known, "known")
+        _check_uint(self.nonce, "nonce")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class WitnessAnswer(Message):
+    """Witness -> server. `granted`: the election or lease; `epoch`, `leader`:
+    what the witness holds now (a refused server learns the newer epoch from
+    it); `lease_ms`: how long a granted lease lasts from the ask."""
+
+    TYPE: ClassVar[str] = "w_answer"
+    granted: bool
+    epoch: int
+    leader: str
+    lease_ms: int
+    nonce: int
+    why: str
+
+    def validate(self) -> None:
+        _check(isinstance(self.granted, bool), "granted must be a boolean")
+        _check_uint(self.epoch, "epoch")
+        _check(isinstance(self.leader, str) and len(self.leader) <= MAX_ID_LEN, "leader")
+        _check_uint(self.lease_ms, "lease_ms")
+        _check_uint(self.nonce, "nonce")
+        _check(isinstance(self.why, str) and len(self.why) <= 200, "why must be a short string")
+
+
+_WITNESS_KINDS = frozenset(k.value for k in WitnessKind)
+
+
+@_register
+@dataclass(frozen=True, slots=True)
 class RecoverySignal(Message):
     """Server -> clients: I have taken over at this epoch; resend what has no reply."""
 
@@ -445,8 +560,8 @@ class CommitRequest(Message):
 class CommitAck(Message):
     """Backup -> primary (REP): the highest consecutive LSN it holds.
 
-    ``status`` is "ok", "gap" (resend from ``held + 1``), "fenced" (the
-    sender's epoch is lower than the backup's: it must step down) or "wait"
+    ``status`` is an ``AckStatus``: ok, gap (resend from ``held + 1``), fenced
+    (the sender's epoch is lower than the backup's: it must step down) or wait
     (this server does not follow the sender yet: ``held`` means nothing).
     ``incarnation`` is random per process start: within one incarnation
     ``held`` never decreases, so a lower value from the same incarnation is an
@@ -457,10 +572,11 @@ class CommitAck(Message):
     """
 
     TYPE: ClassVar[str] = "ack"
+    ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {"status": AckStatus}
     sender: str
     epoch: int
     held: int
-    status: str
+    status: AckStatus
     incarnation: int
     last_epoch: int
 
@@ -470,14 +586,7 @@ class CommitAck(Message):
         _check_id(self.sender, "sender")
         _check_uint(self.epoch, "epoch")
         _check_uint(self.held, "held")
-        _check(
-            isinstance(self.status, str) and self.status in ("ok", "gap", "fenced", "wait"),
-            f"unknown ack status {self.status!r}",
-        )
-
-
-_ROLES = frozenset(r.value for r in Role)
-_STATES = frozenset(s.value for s in State)
+        _check(isinstance(self.status, AckStatus), f"unknown ack status {self.status!r:.40}")
 
 
 @_register
@@ -486,9 +595,10 @@ class Heartbeat(Message):
     """Every server -> its peers (PUB/SUB, on each link)."""
 
     TYPE: ClassVar[str] = "hb"
+    ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {"role": Role, "state": State}
     name: str
-    role: str
-    state: str
+    role: Role
+    state: State
     epoch: int
     last_lsn: int
     committed_lsn: int
@@ -514,13 +624,28 @@ class Heartbeat(Message):
         )
         _check(isinstance(self.handoff_to, str), "handoff_to must be a string")
         _check_id(self.name, "name")
-        _check(type(self.role) is str and self.role in _ROLES, f"unknown role {self.role!r:.40}")
-        _check(
-            type(self.state) is str and self.state in _STATES, f"unknown state {self.state!r:.40}"
-        )
+        _check(isinstance(self.role, Role), f"unknown hb role {self.role!r:.40}")
+        _check(isinstance(self.state, State), f"unknown hb state {self.state!r:.40}")
         for name in ("epoch", "last_lsn", "committed_lsn", "flushed_lsn"):
             _check_uint(getattr(self, name), name)
         _check(self.link in ("main", "failsafe"), "link must be main or failsafe")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Goodbye(Message):
+    """A server -> its peers, last on each heartbeat link: it is stopping
+    cleanly (everything it processed is flushed and answered). Peers only note
+    it (status, log wording); no failover rule reads it, so a lost one costs
+    nothing but a warning in a peer's log."""
+
+    TYPE: ClassVar[str] = "bye"
+    name: str
+    epoch: int
+
+    def validate(self) -> None:
+        _check_id(self.name, "name")
+        _check_uint(self.epoch, "epoch")
 
 
 @_register
@@ -619,7 +744,10 @@ def decode(frame: bytes, max_bytes: int | None = None) -> Message:
     assert cls is not None
     expected = _ARITY[tag]
     _check(len(obj) - 2 == expected, f"{tag} takes {expected} fields, got {len(obj) - 2}")
-    msg = cls(*obj[2:])
+    args = obj[2:]
+    for i, name, kind in _ENUM_AT.get(tag, ()):
+        args[i] = decode_enum(kind, args[i], f"{tag} {name}")
+    msg = cls(*args)
     msg.validate()
     return msg
 

@@ -6,23 +6,27 @@ from __future__ import annotations
 
 import random
 import shutil
+import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from zmqfail import config
-from zmqfail.cli.common import spawn_node
 from zmqfail.cli.demo import random_order
-from zmqfail.client.control import node_status
 from zmqfail.client.sync import Client
-from zmqfail.netutil import free_base_port
+from zmqfail.cluster import Cluster as NodeCluster
+from zmqfail.cluster import spawn_node
+from zmqfail.core.status import NodeStatus
+from zmqfail.errors import ZmqfailError
+from zmqfail.failover.state import Role, State
 from zmqfail.protocol import STATUS_OK
 
 from .meter import Meter, Timing
 from .procs import BenchError, Reaper, check_interrupted
 
-READY_STATES = ("primary_only", "normal", "standby", "syncing")
+READY_STATES = frozenset({State.PRIMARY_ONLY, State.NORMAL, State.STANDBY, State.SYNCING})
 
 
 def drive_client(endpoints: list[str], window: int, timing: Timing, seed: int) -> dict[str, Any]:
@@ -50,56 +54,72 @@ def drive_client(endpoints: list[str], window: int, timing: Timing, seed: int) -
 
 
 class Cluster:
-    """A throw-away cluster directory with some of its nodes running. The
+    """A throw-away cluster directory with some of its nodes running (through
+    the library's cluster helper, the reaper holding every process). The
     directory is removed by close() unless a step failed (it names it then)."""
 
     def __init__(self, reaper: Reaper, nodes: int, start: list[str]) -> None:
         self.reaper = reaper
         self.dir = Path(tempfile.mkdtemp(prefix="zmqfail-bench-"))
-        self.path = self.dir / "zmqfail.toml"
-        self.path.write_text(config.render(nodes=nodes, base_port=free_base_port(40)))
-        self.cfg = config.load(self.path)
+        self.nodes = NodeCluster.in_dir(self.dir, nodes, spawn=self._spawn)
+        self.cfg = self.nodes.cfg
+        self.path = self.nodes.path
         self.failed = False
-        self.procs: dict[str, Any] = {}
         try:
+            self.nodes.start(*start)
             for n in start:
-                self.start(n)
-            for n in start:
-                self.wait_for(n, lambda st: st["state"] in READY_STATES, "ready", 20)
+                self.wait_for(n, lambda st: st.state in READY_STATES, "ready", 20)
         except BaseException:
             self.failed = True
             self.close()  # a run goes on after a failed flow: no node left behind
             raise
 
-    def start(self, name: str) -> Any:
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         p = spawn_node(self.path, name, self.dir / f"{name}.log")
-        self.procs[name] = self.reaper.adopt(p)
+        self.reaper.adopt(p)
         return p
 
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        return self.nodes.procs
+
+    def start(self, name: str) -> None:
+        self.nodes.start(name)
+
     def kill(self, name: str) -> None:
-        self.reaper.stop(self.procs.pop(name))
+        self.reaper.stop(self.nodes.procs.pop(name))
 
-    def wait_for(self, name: str, cond: Any, what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            check_interrupted()
-            if cond(node_status(self.cfg.node(name), digest=False, timeout=0.3)):
-                return
-            time.sleep(0.02)
-        self.failed = True
-        raise BenchError(f"node {name} did not become {what}; see {self.dir}")
+    def primary(self) -> str:
+        st = self.nodes.primary(timeout=0.5)
+        if st is None:
+            self.failed = True
+            raise BenchError(f"no node serves; see {self.dir}")
+        return st.name
 
-    def wait_state(self, name: str, state: str, timeout: float = 30) -> None:
-        self.wait_for(name, lambda st: st["state"] == state, state, timeout)
+    def wait_for(
+        self, name: str, cond: Callable[[NodeStatus], bool], what: str, timeout: float
+    ) -> None:
+        def checked(st: NodeStatus) -> bool:
+            check_interrupted()  # a dropped Ctrl-C still ends the wait
+            return cond(st)
 
-    def wait_role(self, name: str, role: str, timeout: float, state: str | None = None) -> None:
-        def ok(st: dict[str, Any]) -> bool:
-            return bool(st.get("role") == role and (state is None or st["state"] == state))
+        try:
+            self.nodes.wait_until(name, checked, what, timeout)
+        except ZmqfailError as exc:
+            self.failed = True
+            raise BenchError(f"{exc}; see {self.dir}") from None
 
-        self.wait_for(name, ok, f"{role}/{state}", timeout)
+    def wait_state(self, name: str, state: State, timeout: float = 30) -> None:
+        self.wait_for(name, lambda st: st.state is state, state.value, timeout)
+
+    def wait_role(self, name: str, role: Role, timeout: float, state: State | None = None) -> None:
+        def ok(st: NodeStatus) -> bool:
+            return st.role is role and (state is None or st.state is state)
+
+        self.wait_for(name, ok, f"{role.value}/{state.value if state else 'any'}", timeout)
 
     def close(self) -> None:
-        for name in list(self.procs):
+        for name in list(self.nodes.procs):
             self.kill(name)
         if not self.failed:
             shutil.rmtree(self.dir, ignore_errors=True)

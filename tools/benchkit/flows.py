@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from zmqfail.failover.state import State
 from zmqfail.netutil import free_base_port
 
 from . import bare, peers
@@ -61,7 +62,7 @@ def _cluster(reaper: Reaper, start: list[str]) -> Iterator[list[str]]:
     cl = Cluster(reaper, 2, start)
     try:
         if len(start) == 2:
-            cl.wait_state(start[0], "normal")
+            cl.wait_state(start[0], State.NORMAL)
         yield [cl.cfg.node(n).client for n in start]
     finally:
         cl.close()

@@ -231,6 +231,26 @@ def bench_cmd(
         _run(cfg, opts, quiet, json_out, plot)
 
 
+@click.command("plot")
+@click.argument("history", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--title", default=None, help="Title of the picture (default: the file's name).")
+@one_line_errors
+def plot_cmd(history: str, out: str, title: str | None) -> None:
+    """Draw a recorded history (`client bench --history FILE`) to a PNG:
+    throughput and latency over time with every failover marked, and the
+    latency distribution. For a drill recorded earlier, or one drawn again."""
+    from zmqfail.loadgen.plot import draw, require_matplotlib
+    from zmqfail.loadgen.timeline import load
+
+    path = Path(history)
+    if not path.is_file():
+        raise ZmqfailError(f"no history file {path}")
+    require_matplotlib()
+    draw(load(path), Path(out), title or f"zmqfail: {path.name}")
+    click.echo(f"plot: {out}")
+
+
 def _run(
     cfg: ClusterConfig, opts: BenchOptions, quiet: bool, json_out: str | None, plot: str | None
 ) -> None:

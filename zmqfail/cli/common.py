@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,17 +49,3 @@ def one_line_errors(fn: F) -> F:
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
-
-
-def spawn_node(cfg_path: Path, name: str, log: Path) -> subprocess.Popen[bytes]:
-    """Start `zmqfail node` as its own process and session (so a signal to the
-    tool never reaches it, and killpg reaches only it), appending to `log`."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "zmqfail", "node", "--config", str(cfg_path), "--name", name],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )

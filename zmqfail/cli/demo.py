@@ -13,7 +13,6 @@ balances conserved) hold on a replay of each log.
 from __future__ import annotations
 
 import collections
-import os
 import random
 import shutil
 import signal
@@ -30,11 +29,12 @@ import click
 from zmqfail import config
 from zmqfail.app import SHIPPED
 from zmqfail.audit import replay, requests_in_log
-from zmqfail.cli.common import one_line_errors, spawn_node
+from zmqfail.cli.common import one_line_errors
 from zmqfail.cli.params import Number, WholeNumber
-from zmqfail.client.control import call, node_status
 from zmqfail.client.sync import Client
-from zmqfail.errors import Unavailable, ZmqfailError
+from zmqfail.cluster import Cluster
+from zmqfail.errors import ZmqfailError
+from zmqfail.failover.state import Role, State
 from zmqfail.protocol import STATUS_OK, STATUS_REJECTED
 
 
@@ -50,16 +50,6 @@ def random_order(rng: random.Random, instruments: tuple[str, ...]) -> dict[str, 
         "qty": rng.randint(1, 20) * 10,
         "price": f"{ticks / 100:.2f}",
     }
-
-
-def _wait(cfg: config.ClusterConfig, name: str, role: str, state: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = node_status(cfg.node(name), digest=False, timeout=0.3)
-        if st.get("role") == role and st["state"] == state:
-            return
-        time.sleep(0.02)
-    raise Unavailable(f"node {name} did not become {role}/{state} within {timeout}s")
 
 
 class DemoLoad:
@@ -132,21 +122,18 @@ def demo_cmd(
     seconds: float, base_port: int, window: int, keep: bool, watch: bool, app: str
 ) -> None:
     """A cluster, load, SIGKILL of the primary, rejoin, and a checked report."""
-    text = config.render(nodes=2, base_port=base_port, name="demo", app=app)  # checks --app
+    config.render(nodes=2, base_port=base_port, name="demo", app=app)  # checks --app first
     tmp = Path(tempfile.mkdtemp(prefix="zmqfail-demo-"))
-    cfg_path = tmp / "zmqfail.toml"
-    cfg_path.write_text(text)
-    cfg = config.load(cfg_path)
+    cluster = Cluster.in_dir(tmp, base_port=base_port, app=app, name="demo")
+    cfg, cfg_path = cluster.cfg, cluster.path
     say = click.echo
-    procs: dict[str, subprocess.Popen[bytes]] = {}
     load: DemoLoad | None = None
     viewer: subprocess.Popen[bytes] | None = None
     passed = False
     try:
-        for n in ("a", "b"):
-            procs[n] = spawn_node(cfg_path, n, tmp / f"node-{n}.log")
-        _wait(cfg, "a", "primary", "normal", 20)
-        _wait(cfg, "b", "backup", "normal", 20)
+        cluster.start("a", "b")
+        cluster.wait("a", State.NORMAL, role=Role.PRIMARY)
+        cluster.wait("b", State.NORMAL, role=Role.BACKUP)
         say(f"cluster in {tmp}: a primary, b backup, both in the normal state")
         if watch:
             # The live view runs as its own process on this terminal until the end.
@@ -160,13 +147,12 @@ def demo_cmd(
         time.sleep(seconds * 0.4)
         before = len(load.acked)
         say(f"{before} {app} writes acknowledged; SIGKILL the primary a under load")
-        os.killpg(procs["a"].pid, signal.SIGKILL)
-        procs["a"].wait()
-        _wait(cfg, "b", "primary", "backup_only", 20)
+        cluster.kill("a")
+        cluster.wait("b", State.BACKUP_ONLY, role=Role.PRIMARY)
         say("b took over (backup-only, epoch 2); restarting a")
-        procs["a"] = spawn_node(cfg_path, "a", tmp / "node-a.log")
-        _wait(cfg, "a", "backup", "normal", 30)
-        _wait(cfg, "b", "primary", "normal", 10)
+        cluster.start("a")
+        cluster.wait("a", State.NORMAL, role=Role.BACKUP, timeout=30)
+        cluster.wait("b", State.NORMAL, role=Role.PRIMARY, timeout=10)
         say("a rejoined as the backup and caught up: normal state, roles reversed")
         time.sleep(max(0.0, seconds - (time.monotonic() - t0)))
         load.stop.set()
@@ -174,13 +160,9 @@ def demo_cmd(
         elapsed = time.monotonic() - t0
         if load.errors:
             raise ZmqfailError(f"client errors: {load.errors[:3]}")
-        digests = {
-            n: call(cfg.node(n).control, "status", {"digest": True})["digest"] for n in ("a", "b")
-        }
+        digests = {n: cluster.status(n, digest=True, timeout=10).digest for n in ("a", "b")}
         for n in ("b", "a"):
-            call(cfg.node(n).control, "stop")
-        for p in procs.values():
-            p.wait(timeout=20)
+            cluster.stop(n)
         cid = load.client.client_id
         seen = collections.Counter(
             m for c, m in requests_in_log(cfg.node("b").data_dir) if c == cid
@@ -201,10 +183,10 @@ def demo_cmd(
         say(f"resent          {load.client.session.resends} requests after the failover")
         say(f"lost            {lost}  (acknowledged but not in b's log)")
         say(f"applied twice   {twice}  (requests found more than once in b's log)")
-        same = digests["a"] == digests["b"]
+        same = digests["a"] == digests["b"] and digests["a"] is not None
         say(
             f"tables          {'equal' if same else 'DIFFERENT'} on a and b "
-            f"(digest {digests['b'][:16]})"
+            f"(digest {(digests['b'] or 'none')[:16]})"
         )
         bad = "; ".join(f"{n}: {v[0]}" for n, v in broken.items() if v)
         say(f"invariants      {'hold' if not bad else 'BROKEN: ' + bad} (replay of each log)")
@@ -219,10 +201,7 @@ def demo_cmd(
         if load is not None:
             load.stop.set()
             load.client.close()
-        for p in procs.values():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        cluster.close()
         if keep or not passed:
             # A failed demo keeps its cluster (configs, data dirs, node logs) to look at.
             say(f"kept {tmp}")

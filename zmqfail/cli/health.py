@@ -19,10 +19,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-UNREACHABLE = "unreachable"
-SERVING_STATES = ("normal", "primary_only", "backup_only")
+from zmqfail.core.status import UNREACHABLE, NodeStatus
+from zmqfail.failover.state import Role, State
+
+__all__ = ["UNREACHABLE", "Health", "Transition", "Verdict", "classify", "role_words", "serves"]
 
 
 class Verdict(enum.IntEnum):
@@ -37,34 +38,56 @@ class Verdict(enum.IntEnum):
         return self.name.lower()
 
 
-def serves(row: Mapping[str, Any]) -> bool:
+def serves(row: NodeStatus) -> bool:
     """Takes client requests now (the role and states a client accepts)."""
-    return row.get("role") == "primary" and row.get("state") in SERVING_STATES
+    return row.serving
 
 
-def role_words(row: Mapping[str, Any]) -> str:
+PRIMARY_WORDS = {
+    State.NORMAL: "primary",
+    State.PRIMARY_ONLY: "primary (alone)",
+    State.BACKUP_ONLY: "primary (alone, took over)",
+    State.HANDOFF: "primary (handing over)",
+}
+BACKUP_WORDS = {
+    State.NORMAL: "backup (in sync)",
+    State.SYNCING: "backup (syncing)",
+    State.STANDBY: "standby (waiting)",
+    State.STARTING: "starting",
+    State.FENCED: "stepping down",
+    State.STOPPED: "stopping",
+}
+
+
+def role_words(row: NodeStatus) -> str:
     """The role and state as an operator says them: a node that took over is
     "primary (alone, took over)", never "primary backup_only"."""
-    state, role = row.get("state"), row.get("role")
-    if state == UNREACHABLE:
+    state, role = row.state, row.role
+    if state is None:
         return UNREACHABLE
-    if role == "primary":
-        return {
-            "normal": "primary",
-            "primary_only": "primary (alone)",
-            "backup_only": "primary (alone, took over)",
-            "handoff": "primary (handing over)",
-        }.get(str(state), f"primary ({state})")
-    if role == "backup":
-        return {
-            "normal": "backup (in sync)",
-            "syncing": "backup (syncing)",
-            "standby": "standby (waiting)",
-            "starting": "starting",
-            "fenced": "stepping down",
-            "stopped": "stopping",
-        }.get(str(state), f"backup ({state})")
-    return str(state)
+    if role is Role.PRIMARY:
+        return PRIMARY_WORDS.get(state, f"primary ({state.value})")
+    if role is Role.BACKUP:
+        return BACKUP_WORDS.get(state, f"backup ({state.value})")
+    return state.value
+
+
+def said_stopped(rows: Iterable[NodeStatus]) -> set[str]:
+    """Nodes a live peer heard say goodbye (a clean stop) and not since: an
+    operator's stop, not a failure, though the node is as gone."""
+    out: set[str] = set()
+    for r in rows:
+        if r.reachable:
+            out.update(n for n, p in r.peers.items() if p.stopped)
+    return out
+
+
+def node_words(row: NodeStatus, stopped: Iterable[str] = ()) -> str:
+    """`role_words`, except that an unreachable node its peers heard stop cleanly
+    is "stopped (clean)"."""
+    if not row.reachable and row.name in set(stopped):
+        return "stopped (clean)"
+    return role_words(row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,38 +100,41 @@ class Health:
         return f"{self.verdict.word}: {self.summary}"
 
 
-def _lag_text(row: Mapping[str, Any]) -> str:
-    lag = row.get("lag")
-    return f"lag {lag}" if isinstance(lag, int) else "lag unknown"
+def _lag_text(row: NodeStatus) -> str:
+    return f"lag {row.lag}" if row.lag is not None else "lag unknown"
 
 
-def classify(rows: Sequence[Mapping[str, Any]]) -> Health:
-    """The verdict for the whole cluster from one status row per configured node."""
-    serving = sorted((r for r in rows if serves(r)), key=lambda r: -(r.get("epoch") or 0))
-    handing = [r for r in rows if r.get("role") == "primary" and r.get("state") == "handoff"]
+OWN_WORDS = {
+    State.PRIMARY_ONLY: " runs alone",
+    State.BACKUP_ONLY: " took over and runs alone",
+    State.HANDOFF: " is handing over",
+}
+
+
+def classify(rows: Sequence[NodeStatus]) -> Health:
+    """The verdict for the whole cluster from one status per configured node."""
+    serving = sorted((r for r in rows if r.serving), key=lambda r: -(r.epoch or 0))
+    handing = [r for r in rows if r.is_(Role.PRIMARY, State.HANDOFF)]
+    stopped = said_stopped(rows)
     if not serving and not handing:
-        states = ", ".join(f"{r.get('name')} {role_words(r)}" for r in rows)
+        states = ", ".join(f"{r.name} {node_words(r, stopped)}" for r in rows)
         return Health(Verdict.DOWN, None, f"no node serves ({states})")
     p = serving[0] if serving else handing[0]
-    name = str(p.get("name"))
-    head = f"primary {name} (epoch {p.get('epoch')})"
-    own = {
-        "primary_only": " runs alone",
-        "backup_only": " took over and runs alone",
-        "handoff": " is handing over",
-    }.get(str(p.get("state")), "")
+    name = p.name
+    head = f"primary {name} (epoch {p.epoch})"
+    own = OWN_WORDS.get(p.state, "") if p.state is not None else ""
     problems: list[str] = []
     synced: list[str] = []
     for r in rows:
         if r is p:
             continue
-        n = str(r.get("name"))
-        if r.get("role") == "backup" and r.get("state") == "normal":
+        n = r.name
+        if r.is_(Role.BACKUP, State.NORMAL):
             synced.append(n)
-        elif serves(r) or r.get("state") == "handoff":
-            problems.append(f"{n} also claims primary (epoch {r.get('epoch')})")
+        elif r.serving or r.state is State.HANDOFF:
+            problems.append(f"{n} also claims primary (epoch {r.epoch})")
         else:
-            problems.append(f"{n} {role_words(r)}")
+            problems.append(f"{n} {node_words(r, stopped)}")
     if synced:
         problems.append(f"backup {', '.join(synced)} in sync")
     if not own and len(problems) == 1 and synced:
@@ -155,9 +181,7 @@ def takeovers(changes: Iterable[Transition]) -> list[tuple[Transition, bool]]:
     return out
 
 
-def primary_last_heard(
-    rows: Iterable[Mapping[str, Any]], wall: float
-) -> dict[tuple[str, int], float]:
+def primary_last_heard(rows: Iterable[NodeStatus], wall: float) -> dict[tuple[str, int], float]:
     """For each (node, epoch) some node last heard as primary: when (wall clock).
 
     A node keeps the last heartbeat of each peer and its age, so after a
@@ -165,14 +189,9 @@ def primary_last_heard(
     the watcher keeps these readings per (node, epoch) across polls."""
     out: dict[tuple[str, int], float] = {}
     for r in rows:
-        peers: Mapping[str, Any] = r.get("peers") or {}
-        for name, p in peers.items():
-            age, epoch = p.get("heartbeat_age_ms"), p.get("epoch")
-            if (
-                p.get("role") == "primary"
-                and isinstance(age, int | float)
-                and isinstance(epoch, int)
-            ):
+        for name, p in r.peers.items():
+            age, epoch = p.heartbeat_age_ms, p.epoch
+            if p.role is Role.PRIMARY and age is not None and epoch is not None:
                 at = wall - age / 1000.0
                 key = (str(name), epoch)
                 out[key] = max(out.get(key, at), at)

@@ -16,12 +16,15 @@ from pathlib import Path
 import click
 
 from zmqfail.chaos import LINK_NAMES, ROLE_ALIASES, SIGNALS, Step, load_plan, run_plan
-from zmqfail.cli.common import config_option, load_config, one_line_errors, spawn_node
+from zmqfail.cli.common import config_option, load_config, one_line_errors
 from zmqfail.cli.health import role_words
 from zmqfail.cli.params import Number
 from zmqfail.client.control import call, cluster_status, node_status
+from zmqfail.cluster import Cluster
 from zmqfail.config import ClusterConfig
+from zmqfail.core.status import NodeStatus
 from zmqfail.errors import ConfigError, ZmqfailError
+from zmqfail.failover.state import Role, State
 
 LATE = 0.1  # seconds after its planned time from which a step's report says it was late
 
@@ -36,20 +39,17 @@ def resolve(cfg: ClusterConfig, node: str) -> str:
     if node not in ROLE_ALIASES:
         cfg.node(node)  # raises ConfigError for an unknown name
         return node
-    rows = [
-        r
-        for r in cluster_status(cfg, digest=False, timeout=0.5)
-        if r.get("role") == node and r["state"] != "unreachable"
-    ]
+    role = Role(node)
+    rows = [r for r in cluster_status(cfg, digest=False, timeout=0.5) if r.is_(role)]
     if not rows:
         raise ZmqfailError(f"no reachable node is {node} now")
-    return str(max(rows, key=lambda r: (r.get("epoch") or 0, -rows.index(r)))["name"])
+    return max(rows, key=lambda r: (r.epoch or 0, -rows.index(r))).name
 
 
 def pid_of(cfg: ClusterConfig, name: str) -> int | None:
     st = node_status(cfg.node(name), digest=False, timeout=0.5)
-    if st.get("pid"):
-        return int(st["pid"])
+    if st.pid:
+        return st.pid
     try:
         pid = int((cfg.node(name).data_dir / "node.pid").read_text().strip())
     except (OSError, ValueError):
@@ -86,31 +86,25 @@ def send_signal(cfg: ClusterConfig, name: str, sig: str, wait: float = 10.0) -> 
     return f"SIG{sig} sent to {name} (pid {pid})"
 
 
-SETTLED = ("normal", "primary_only", "backup_only")  # an in-sync backup, or serving
+SETTLED = frozenset({State.NORMAL, State.PRIMARY_ONLY, State.BACKUP_ONLY})
+
+
+def settled(st: NodeStatus) -> bool:
+    """Back in the cluster: serving, or a backup in sync. Answering is not
+    enough: a plan that freezes the other node next needs this one able to
+    take over."""
+    return st.state in SETTLED
 
 
 def start_node(cfg: ClusterConfig, name: str, wait: float = 20.0) -> str:
-    """Start the node and wait until it is back in the cluster: serving, or a
-    backup in sync. Answering is not enough: a plan that freezes the other
-    node next needs this one able to take over."""
+    """Start the node (it keeps running after the tool ends) and wait until
+    it has settled."""
     if cfg.path is None:
         raise ConfigError("--restart needs --config: the new process must read the same file")
-    node = cfg.node(name)
-    proc = spawn_node(cfg.path, name, node.data_dir / "node.log")
-    deadline = time.monotonic() + wait
-    st = node_status(node, digest=False, timeout=0.3)
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ZmqfailError(f"node {name} exited at start; see {node.data_dir / 'node.log'}")
-        st = node_status(node, digest=False, timeout=0.3)
-        if st["state"] in SETTLED:
-            return f"{name} restarted (pid {proc.pid}): {role_words(st)}"
-        time.sleep(0.05)
-    if st["state"] == "unreachable":
-        raise ZmqfailError(f"node {name} did not answer within {wait:g}s after start")
-    raise ZmqfailError(
-        f"node {name} restarted (pid {proc.pid}) but is {role_words(st)} after {wait:g}s"
-    )
+    cluster = Cluster(cfg)
+    cluster.start(name)
+    st = cluster.wait_until(name, settled, "serving or a backup in sync", wait)
+    return f"{name} restarted (pid {cluster.procs[name].pid}): {role_words(st)}"
 
 
 def restart_node(cfg: ClusterConfig, name: str, sig: str) -> str:

@@ -9,6 +9,7 @@ recovery. Both read the archive too (``[retention]``): the whole audit trail.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import signal
@@ -27,9 +28,12 @@ from zmqfail.txlog.retention import ARCHIVE_DIRNAME
 
 
 def _jsonable(obj: object) -> Any:
-    # msgpack bin fields arrive as bytes, which json cannot carry.
+    # msgpack bin fields arrive as bytes, which json cannot carry; a decoded
+    # enum field is written as it travels, its value.
     if isinstance(obj, bytes | bytearray):
         return obj.hex()
+    if isinstance(obj, enum.Enum):
+        return obj.value
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 

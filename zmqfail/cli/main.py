@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -18,15 +19,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from zmqfail import __version__, config, logs
-from zmqfail.cli.benchcmd import bench_cmd
+from zmqfail.cli.benchcmd import bench_cmd, plot_cmd
 from zmqfail.cli.clientcmd import client_group
 from zmqfail.cli.common import config_option, load_config, one_line_errors, timeout_option
 from zmqfail.cli.demo import demo_cmd
 from zmqfail.cli.killcmd import kill_cmd
 from zmqfail.cli.logcmd import log_group
 from zmqfail.cli.watch import watch_cmd
-from zmqfail.client.control import STATUS_KEYS, cluster_status, node_status
+from zmqfail.cli.witnesscmd import witness_cmd, witness_status, witness_words
+from zmqfail.client.control import cluster_status, node_status
+from zmqfail.cluster import Cluster, where
 from zmqfail.errors import ConfigError, ZmqfailError
+from zmqfail.failover.state import Role, State
 
 if TYPE_CHECKING:
     from zmqfail.node.server import Node
@@ -112,6 +116,9 @@ def node_cmd(
     try:
         node.open()
         rc = node.run()
+        # Every socket is closed; wait (at most their linger) for the last
+        # frames, the goodbyes, to leave before the process does.
+        node.ctx.destroy(linger=0)
     except ZmqfailError:
         raise  # a known condition (damaged log, port in use): one line, below
     except Exception:
@@ -137,6 +144,9 @@ def config_group() -> None:
 @click.option("--failsafe-host", default=None, help="Host of the failsafe link (default: --host).")
 @click.option("--force", is_flag=True, help="Overwrite an existing zmqfail.toml.")
 @click.option("--app", default="orders", show_default=True, help="orders or ledger.")
+@click.option(
+    "--witness", is_flag=True, help="Add a [witness] table (its port follows the nodes')."
+)
 @one_line_errors
 def config_init(
     directory: str,
@@ -146,9 +156,10 @@ def config_init(
     failsafe_host: str | None,
     force: bool,
     app: str,
+    witness: bool,
 ) -> None:
     """Write DIR/zmqfail.toml for a local cluster (nodes a, b, ... from --base-port)."""
-    text = config.render(nodes, base_port, host, failsafe_host, app=app)
+    text = config.render(nodes, base_port, host, failsafe_host, app=app, witness=witness)
     d = Path(directory)
     path = d / "zmqfail.toml"
     if path.exists() and not force:
@@ -167,9 +178,10 @@ def config_check(file: str) -> None:
     cfg = config.load(Path(file))
     names = ", ".join(n.name for n in cfg.nodes)
     dirs = sorted({str(n.data_dir.parent) for n in cfg.nodes})
+    witness = f", witness on {cfg.witness.endpoint}" if cfg.witness else ""
     click.echo(
         f"ok: {file}: cluster {cfg.name!r}, {len(cfg.nodes)} node(s) ({names}), "
-        f"first primary {cfg.primary}, data under {', '.join(dirs)}"
+        f"first primary {cfg.primary}, data under {', '.join(dirs)}{witness}"
     )
 
 
@@ -195,17 +207,19 @@ def status_cmd(config_path: str | None, as_json: bool, digest: bool, timeout: fl
     from zmqfail.cli import layout, view
 
     cfg = load_config(config_path)
-    rows: list[dict[str, Any]] = cluster_status(cfg, digest=digest, timeout=timeout)
-    for row in rows:  # an unreachable node's row has every key too, as None
-        for key in (*STATUS_KEYS, "lag", "replication_link"):
-            row.setdefault(key, None)
+    with ThreadPoolExecutor(1, thread_name_prefix="witness") as pool:  # asked alongside
+        asked = pool.submit(witness_status, cfg.witness, timeout) if cfg.witness else None
+        rows = cluster_status(cfg, digest=digest, timeout=timeout)
+        witness = asked.result() if asked is not None else None
     frame = view.snapshot(rows, cfg.failover.heartbeat_interval_ms, time.time())
-    if as_json:
-        click.echo(json.dumps(rows, sort_keys=True))
+    if as_json:  # an unreachable node's row has every key too, as null
+        click.echo(json.dumps([r.to_json() for r in rows], sort_keys=True))
     else:
         console = layout.make_console()
         title = f"zmqfail cluster {cfg.name}"
         console.print(layout.render(frame, title, console.width, rates=False))
+        if witness is not None:
+            click.echo(witness_words(witness))
     sys.exit(int(frame.health.verdict))
 
 
@@ -246,36 +260,29 @@ def switchover_cmd(config_path: str | None, timeout: float) -> None:
 
     cfg = load_config(config_path)
     rows = cluster_status(cfg, digest=False, timeout=1.0)
-    primaries = [r for r in rows if r.get("role") == "primary" and r["state"] == "normal"]
+    primaries = [r for r in rows if r.is_(Role.PRIMARY, State.NORMAL)]
     if len(primaries) != 1:
-        states = ", ".join(f"{r['name']}={r.get('role')}/{r['state']}" for r in rows)
+        states = ", ".join(f"{r.name}={where(r)}" for r in rows)
         raise ZmqfailError(f"need exactly one primary in the normal state ({states})")
-    old = primaries[0]["name"]
+    old = primaries[0].name
     res = call(cfg.node(old).control, "switchover", {})
-    target = res["handoff_to"]
+    target = res.get("handoff_to")
+    if not isinstance(target, str) or target not in {n.name for n in cfg.nodes}:
+        raise ZmqfailError(f"{old} named no known node to hand over to: {target!r:.40}")
     click.echo(f"{old} hands over to {target}...")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = cluster_status(cfg, digest=False, timeout=0.5)
-        by = {r["name"]: r for r in st}
-        if by[target].get("role") == "primary" and by[target]["state"] in ACTIVE_NAMES:
-            click.echo(
-                f"{target} is primary at epoch {by[target]['epoch']}; {old} is "
-                f"{by[old].get('role')}/{by[old]['state']}"
-            )
-            return
-        time.sleep(0.05)
-    raise ZmqfailError(f"{target} did not take over within {timeout}s")
+    took = Cluster(cfg).wait_until(target, lambda st: st.serving, "primary", timeout)
+    after = node_status(cfg.node(old), digest=False, timeout=1.0)
+    click.echo(f"{target} is primary at epoch {took.epoch}; {old} is {where(after)}")
 
-
-ACTIVE_NAMES = ("normal", "primary_only", "backup_only")
 
 cli.add_command(client_group)
 client_group.add_command(bench_cmd)
+client_group.add_command(plot_cmd)
 cli.add_command(watch_cmd)
 cli.add_command(kill_cmd)
 cli.add_command(log_group)
 cli.add_command(demo_cmd)
+cli.add_command(witness_cmd)
 
 
 def main() -> None:

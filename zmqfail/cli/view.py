@@ -1,8 +1,8 @@
 """The cluster view shared by `zmqfail watch` and `zmqfail status`: its data.
 
-Everything here except `poll` is a pure function of the status dicts the
-control socket returns (see `zmqfail/node/control.py`) and of a clock the
-caller passes in, so the view is tested without sockets and without waiting,
+Everything here except `poll` is a pure function of the nodes' typed statuses
+(`NodeStatus`, decoded from what the control socket returns) and of a clock
+the caller passes in, so the view is tested without sockets and without waiting,
 and `watch` stays a thin loop around `poll`, `WatchModel.update` and
 `zmqfail/cli/layout.py`'s `render`.
 """
@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
 
 from zmqfail.cli.health import (
     UNREACHABLE,
@@ -22,12 +21,14 @@ from zmqfail.cli.health import (
     Transition,
     classify,
     last_failover,
+    node_words,
     primary_last_heard,
-    role_words,
+    said_stopped,
 )
-from zmqfail.client.control import node_status, unreachable_row
-from zmqfail.config import ClusterConfig, NodeConfig
-from zmqfail.errors import ZmqfailError
+from zmqfail.client.control import node_status
+from zmqfail.config import ClusterConfig
+from zmqfail.core.status import NodeStatus
+from zmqfail.failover.state import Role
 from zmqfail.replication import LINKS
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -86,21 +87,15 @@ class Frame:
 # ----------------------------------------------------------------- polling
 
 
-def _one(node: NodeConfig, digest: bool, timeout: float) -> dict[str, Any]:
-    try:
-        return node_status(node, digest, timeout)
-    except ZmqfailError as exc:  # an error reply must not end the view
-        return unreachable_row(node.name, str(exc))
-
-
 def poll(
     cfg: ClusterConfig, digest: bool, timeout: float, pool: Executor | None = None
-) -> list[dict[str, Any]]:
-    """Every node's status in config order; with a pool all at once, so a dead
-    node costs one timeout per refresh instead of one per dead node."""
+) -> list[NodeStatus]:
+    """Every node's status in config order (an error reply is an unreachable
+    node, never the end of the view); with a pool all at once, so a dead node
+    costs one timeout per refresh instead of one per dead node."""
     if pool is None:
-        return [_one(n, digest, timeout) for n in cfg.nodes]
-    futures = [pool.submit(_one, n, digest, timeout) for n in cfg.nodes]
+        return [node_status(n, digest, timeout) for n in cfg.nodes]
+    futures = [pool.submit(node_status, n, digest, timeout) for n in cfg.nodes]
     return [f.result() for f in futures]
 
 
@@ -123,11 +118,10 @@ def sparkline(values: Iterable[float | None], width: int = HISTORY) -> str:
     return "".join(out)
 
 
-def sample_of(st: Mapping[str, Any], now: float) -> Sample | None:
-    counters = st.get("counters")
-    if st.get("state") == UNREACHABLE or not isinstance(counters, Mapping):
+def sample_of(st: NodeStatus, now: float) -> Sample | None:
+    if not st.reachable:
         return None
-    return Sample(int(counters.get("requests", 0)), st.get("pid"), st.get("uptime"), now)
+    return Sample(st.counters.get("requests", 0), st.pid, st.uptime, now)
 
 
 def rate(prev: Sample | None, cur: Sample | None) -> float | None:
@@ -146,11 +140,11 @@ def rate(prev: Sample | None, cur: Sample | None) -> float | None:
     return (cur.count - prev.count) / dt if dt > 0 else None
 
 
-def _age_up(age_ms: Any, heartbeat_interval_ms: int) -> bool:
-    return isinstance(age_ms, int | float) and age_ms < UP_AFTER_INTERVALS * heartbeat_interval_ms
+def _age_up(age_ms: float | None, heartbeat_interval_ms: int) -> bool:
+    return age_ms is not None and age_ms < UP_AFTER_INTERVALS * heartbeat_interval_ms
 
 
-def link_health(st: Mapping[str, Any], heartbeat_interval_ms: int) -> dict[str, str]:
+def link_health(st: NodeStatus, heartbeat_interval_ms: int) -> dict[str, str]:
     """Per link: up, down, cut (by fault injection) or - (nothing to judge by).
 
     A primary judges by its replication tracker (`backups[*].links_up`: no
@@ -160,44 +154,44 @@ def link_health(st: Mapping[str, Any], heartbeat_interval_ms: int) -> dict[str, 
     arrived on each link.
     """
     out = dict.fromkeys(LINKS, "-")
-    peers: Mapping[str, Any] = st.get("peers") or {}
-    if st.get("role") == "primary":
-        backups: Mapping[str, Any] = st.get("backups") or {}
+    peers = st.peers
+    if st.role is Role.PRIMARY:
+        backups = st.backups or {}
         for lk in LINKS:
             ups = []
             for name, b in backups.items():
-                up = bool((b.get("links_up") or {}).get(lk))
-                hb = (peers.get(name) or {}).get("links") or {}
+                up = bool(b.links_up.get(lk))
+                seen = peers.get(name)
+                hb = seen.links if seen is not None else {}
                 if lk in hb and not _age_up(hb[lk], heartbeat_interval_ms):
                     up = False
                 ups.append(up)
             if ups:
                 n = sum(ups)
                 out[lk] = "up" if n == len(ups) else "down" if n == 0 else f"{n}/{len(ups)} up"
-    elif st.get("role") == "backup":
-        primary = next((p for p in peers.values() if p.get("role") == "primary"), None)
+    elif st.role is Role.BACKUP:
+        primary = next((p for p in peers.values() if p.role is Role.PRIMARY), None)
         if primary is not None:
-            hb = primary.get("links") or {}
             for lk in LINKS:
-                out[lk] = "up" if _age_up(hb.get(lk), heartbeat_interval_ms) else "down"
-    for lk in st.get("cut_links") or ():
+                up = _age_up(primary.links.get(lk), heartbeat_interval_ms)
+                out[lk] = "up" if up else "down"
+    for lk in st.cut_links:
         if lk in out:
             out[lk] = "cut"
     return out
 
 
-def _ms(ms: Any) -> str:
-    if not isinstance(ms, int | float):
+def _ms(ms: float | None) -> str:
+    if ms is None:
         return "-"
     return f"{ms:.0f}ms" if ms < 1000 else f"{ms / 1000:.1f}s"
 
 
-def peer_ages(st: Mapping[str, Any]) -> str:
-    peers: Mapping[str, Any] = st.get("peers") or {}
-    return " ".join(f"{n} {_ms(p.get('heartbeat_age_ms'))}" for n, p in sorted(peers.items()))
+def peer_ages(st: NodeStatus) -> str:
+    return " ".join(f"{n} {_ms(p.heartbeat_age_ms)}" for n, p in sorted(st.peers.items()))
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return "-" if value is None else str(value)
 
 
@@ -208,35 +202,37 @@ def format_rate(r: float | None) -> str:
 
 
 def node_row(
-    st: Mapping[str, Any], heartbeat_interval_ms: int, rate_text: str = "-", spark: str = ""
+    st: NodeStatus,
+    heartbeat_interval_ms: int,
+    rate_text: str = "-",
+    spark: str = "",
+    stopped: Iterable[str] = (),
 ) -> NodeRow:
-    reachable = st.get("state") != UNREACHABLE
-    digest = st.get("digest")
+    reachable = st.reachable
     return NodeRow(
-        name=str(st.get("name")),
+        name=st.name,
         reachable=reachable,
-        role=role_words(st),
-        state=_text(st.get("state")),
-        epoch=_text(st.get("epoch")),
-        last_lsn=_text(st.get("last_lsn")),
-        committed_lsn=_text(st.get("committed_lsn")),
-        flushed_lsn=_text(st.get("flushed_lsn")),
-        lag=_text(st.get("lag")),
-        link=_text(st.get("replication_link")),
+        role=node_words(st, stopped),
+        state=st.state_name,
+        epoch=_text(st.epoch),
+        last_lsn=_text(st.last_lsn),
+        committed_lsn=_text(st.committed_lsn),
+        flushed_lsn=_text(st.flushed_lsn),
+        lag=_text(st.lag),
+        link=_text(st.replication_link),
         health=link_health(st, heartbeat_interval_ms) if reachable else dict.fromkeys(LINKS, "-"),
         peers=peer_ages(st) or "-",
-        clients=_text(st.get("clients")),
-        digest=str(digest)[:12] if digest else "-",
+        clients=_text(st.clients) if reachable else "-",
+        digest=st.digest[:12] if st.digest else "-",
         rate=rate_text,
         spark=spark,
     )
 
 
-def node_transitions(st: Mapping[str, Any]) -> list[Transition]:
-    name = str(st.get("name"))
+def node_transitions(st: NodeStatus) -> list[Transition]:
     return [
-        Transition(float(t["time"]), name, str(t["from"]), str(t["to"]), str(t["why"]), t["epoch"])
-        for t in st.get("transitions") or ()
+        Transition(t.time, st.name, t.src.value, t.dst.value, t.why, t.epoch)
+        for t in st.transitions
     ]
 
 
@@ -248,9 +244,7 @@ def merge_transitions(
     return sorted(set(known) | set(new), key=lambda t: (t.time, t.node, t.dst))[-keep:]
 
 
-def snapshot(
-    statuses: Sequence[Mapping[str, Any]], heartbeat_interval_ms: int, wall: float
-) -> Frame:
+def snapshot(statuses: Sequence[NodeStatus], heartbeat_interval_ms: int, wall: float) -> Frame:
     """One poll as a frame, without rates: what `zmqfail status` shows."""
     changes: list[Transition] = []
     for st in statuses:
@@ -258,7 +252,7 @@ def snapshot(
     changes = merge_transitions((), changes)
     heard = {k: [t] for k, t in primary_last_heard(statuses, wall).items()}
     return Frame(
-        [node_row(st, heartbeat_interval_ms) for st in statuses],
+        [node_row(st, heartbeat_interval_ms, stopped=said_stopped(statuses)) for st in statuses],
         changes,
         wall,
         classify(statuses),
@@ -278,14 +272,15 @@ class WatchModel:
     samples: dict[str, Sample] = field(default_factory=dict)
     rates: dict[str, deque[float | None]] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
-    last_seen: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    last_seen: dict[str, NodeStatus] = field(default_factory=dict)
     heard: dict[tuple[str, int], deque[float]] = field(default_factory=dict)
 
-    def update(self, statuses: Sequence[Mapping[str, Any]], now: float, wall: float) -> Frame:
+    def update(self, statuses: Sequence[NodeStatus], now: float, wall: float) -> Frame:
         rows: list[NodeRow] = []
         fresh: list[Transition] = []
+        stopped = said_stopped(statuses)
         for st in statuses:
-            name = str(st.get("name"))
+            name = st.name
             cur, prev = sample_of(st, now), self.samples.get(name)
             r = rate(prev, cur)
             if cur is not None:
@@ -293,7 +288,8 @@ class WatchModel:
             hist = self.rates.setdefault(name, deque(maxlen=self.history))
             if prev is not None or cur is None:  # a first reading has no rate, a gap has
                 hist.append(r)
-            rows.append(node_row(st, self.heartbeat_interval_ms, format_rate(r), sparkline(hist)))
+            rate_text, spark = format_rate(r), sparkline(hist)
+            rows.append(node_row(st, self.heartbeat_interval_ms, rate_text, spark, stopped))
             fresh += node_transitions(st)
             fresh += self._seen_change(name, st, wall)
         self.transitions = merge_transitions(self.transitions, fresh, self.keep)
@@ -304,13 +300,13 @@ class WatchModel:
         failover = last_failover(self.transitions, self.heard)
         return Frame(rows, list(self.transitions), wall, classify(statuses), failover)
 
-    def _seen_change(self, name: str, st: Mapping[str, Any], wall: float) -> list[Transition]:
+    def _seen_change(self, name: str, st: NodeStatus, wall: float) -> list[Transition]:
         """A node cannot report its own death, so the watcher records when it
         stops and starts answering."""
         before = self.last_seen.get(name)
         self.last_seen[name] = st
-        if before is None or (before.get("state") == UNREACHABLE) == (st["state"] == UNREACHABLE):
+        if before is None or before.reachable == st.reachable:
             return []
-        if st["state"] == UNREACHABLE:
-            return [Transition(wall, name, str(before["state"]), UNREACHABLE, "no reply", None)]
-        return [Transition(wall, name, UNREACHABLE, str(st["state"]), "replies", st.get("epoch"))]
+        if not st.reachable:
+            return [Transition(wall, name, before.state_name, UNREACHABLE, "no reply", None)]
+        return [Transition(wall, name, UNREACHABLE, st.state_name, "replies", st.epoch)]

@@ -12,21 +12,11 @@ from typing import Any
 import zmq
 
 from zmqfail.config import ClusterConfig, NodeConfig
+from zmqfail.core.status import STATUS_KEYS, NodeStatus
 from zmqfail.errors import ProtocolError, Unavailable, ZmqfailError
 from zmqfail.protocol import ControlReply, ControlRequest, decode_as
 
-# Keys every status row has, reachable or not: stable for scripts.
-STATUS_KEYS = (
-    "name",
-    "role",
-    "state",
-    "epoch",
-    "last_lsn",
-    "committed_lsn",
-    "flushed_lsn",
-    "digest",
-    "pid",
-)
+__all__ = ["STATUS_KEYS", "call", "cluster_status", "node_status"]
 
 
 def call(
@@ -55,29 +45,26 @@ def call(
         s.close(linger=0)
 
 
-def unreachable_row(name: str, error: str | None = None) -> dict[str, Any]:
-    """The row of a node that did not answer usefully: every key, as None."""
-    row: dict[str, Any] = dict.fromkeys(STATUS_KEYS)
-    row.update(name=name, state="unreachable")
-    if error is not None:
-        row["error"] = error
-    return row
-
-
-def node_status(node: NodeConfig, digest: bool = False, timeout: float = 1.0) -> dict[str, Any]:
-    """A node's status, or a row saying it is unreachable (never raises for that).
+def node_status(node: NodeConfig, digest: bool = False, timeout: float = 1.0) -> NodeStatus:
+    """A node's typed status, or an unreachable one saying why (never raises
+    for that): silent, an error reply, or a reply that does not decode as a
+    status are all a node that cannot be used.
 
     The digest hashes every table (in a forked child on a large node): ask for
     it only when it is wanted, or a loaded node may not answer in time."""
     try:
-        return call(node.control, "status", {"digest": digest}, timeout)
-    except ZmqfailError as exc:  # silent, or answering nonsense: either way not usable
-        return unreachable_row(node.name, str(exc))
+        reply = call(node.control, "status", {"digest": digest}, timeout)
+    except ZmqfailError as exc:
+        return NodeStatus.unreachable(node.name, str(exc))
+    try:
+        return NodeStatus.from_wire(reply)
+    except ProtocolError as exc:
+        return NodeStatus.unreachable(node.name, f"bad status from {node.control}: {exc}")
 
 
 def cluster_status(
     cfg: ClusterConfig, digest: bool = False, timeout: float = 1.0
-) -> list[dict[str, Any]]:
+) -> list[NodeStatus]:
     """Every node's status in config order, all asked at once, so each silent
     node costs one timeout in parallel rather than one each in turn."""
     if len(cfg.nodes) == 1:

@@ -7,7 +7,8 @@ fills `out` with (server index, frame) to send and hands back completed
 replies. The application sees states, never exceptions (kazoo-style):
 CONNECTING, CONNECTED to a server at an epoch, FAILING_OVER while it looks
 for the server that took over, LOST when no server answered for
-`lost_after`. Listeners hear every change of state.
+`lost_after` (it still looks, backing off, until the caller gives up).
+Listeners hear every change of state.
 
 Rules that make failover safe:
 - A missing reply alone is no proof the server is gone (it may be waiting for
@@ -215,10 +216,12 @@ class ClientCore:
     # ------------------------------------------------------------------ time
     def tick(self, now: float) -> None:
         s = self.session
-        if s.state in (ClientState.CONNECTING, ClientState.FAILING_OVER):
-            if now - self._lost_at > self.lost_after:
+        if s.state in (ClientState.CONNECTING, ClientState.FAILING_OVER, ClientState.LOST):
+            if s.state is not ClientState.LOST and now - self._lost_at > self.lost_after:
                 self._set_state(ClientState.LOST)
-            elif now >= self._next_hello:
+            if now >= self._next_hello:
+                # LOST too keeps looking (backing off to HELLO_MAX): a server
+                # may take over or come back before the caller gives up.
                 self._hello_all(now)
             return
         if s.state is not ClientState.CONNECTED or self.active is None:
@@ -239,6 +242,8 @@ class ClientCore:
         s = self.session
         if s.state in (ClientState.CONNECTING, ClientState.FAILING_OVER):
             return min(self._next_hello, self._lost_at + self.lost_after)
+        if s.state is ClientState.LOST:
+            return self._next_hello
         if s.state is ClientState.CONNECTED and s.outstanding:
             return now + PING_AFTER
         return now + 1.0

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from zmqfail.core.peers import PauseGuard, PeerTable
+from zmqfail.core.peers import PauseGuard, PeerTable, Prober, Verdict
 from zmqfail.failover.machine import TRANSITIONS, step
 from zmqfail.failover.state import (
     Action,
@@ -29,6 +29,8 @@ from zmqfail.failover.state import (
     PeerGrant,
     PeerProgress,
     PeerSilent,
+    PrimaryGone,
+    PrimaryReachable,
     Role,
     StartupDone,
     State,
@@ -39,7 +41,7 @@ from zmqfail.protocol import Heartbeat
 log = logging.getLogger("zmqfail.failover")
 
 # Heartbeat states of a server that serves clients (or is handing over).
-SERVING = frozenset({"normal", "primary_only", "backup_only", "handoff"})
+SERVING = frozenset({State.NORMAL, State.PRIMARY_ONLY, State.BACKUP_ONLY, State.HANDOFF})
 HANDOFF_TIMEOUT = 3.0  # seconds a switchover may take before it is called off
 MAX_TRANSITIONS = 50
 
@@ -58,6 +60,7 @@ class FailoverAgent:
         save_meta: Callable[[], None],
         position: Callable[[], tuple[int, int]],
         wall: Callable[[], float],
+        witness: bool = False,
     ) -> None:
         self.name = name
         self._wall = wall  # the time of day, for the history
@@ -73,6 +76,7 @@ class FailoverAgent:
             now=now,
             vote_window=2 * dead_after,  # failing-over clients probe every 50 ms
             lead_alone=bool(meta.get("alone", False)),
+            witness=witness,
         )
         self.dead_after = dead_after
         self.startup_window = 2 * dead_after
@@ -81,6 +85,8 @@ class FailoverAgent:
         self._position = position  # (held lsn, epoch of the record there)
         self.vote_pending = False
         self.silent: set[str] = set()
+        self.judged: dict[str, Verdict] = {}  # step 420's verdict, fed once per silence
+        self._watching = ""  # the primary whose silence we judge
         self.seen: dict[str, Heartbeat] = {}
         # What we last told the machine of each peer's progress (epoch, lsn,
         # live, serving): sent again whenever any of it changes.
@@ -155,6 +161,7 @@ class FailoverAgent:
         guard: PauseGuard,
         repl_heard_at: float,
         full_copies: tuple[str, ...] | None,
+        prober: Prober,
     ) -> None:
         """Timers and detection (at most every few ms). `repl_heard_at`: when our
         primary last replicated to us; `full_copies`: as a primary, the backups
@@ -170,13 +177,15 @@ class FailoverAgent:
             if hb is None:
                 continue
             alive = view.age(now) <= self.dead_after
-            serving = hb.role == "primary" and hb.state in SERVING
+            serving = hb.role is Role.PRIMARY and hb.state in SERVING
             if self.seen.get(name) is not hb:
                 self.seen[name] = hb
                 if serving:
                     # Right after our own stall, an offer may be stale (called off
                     # since): take none until fresh heartbeats had time to arrive.
-                    handoff = hb.handoff_to if hb.state == "handoff" and guard.trusted(now) else ""
+                    handoff = (
+                        hb.handoff_to if hb.state is State.HANDOFF and guard.trusted(now) else ""
+                    )
                     event = PeerActive(
                         name,
                         hb.epoch,
@@ -216,7 +225,7 @@ class FailoverAgent:
             # choice (lead, or wait) is made once (found by the simulator: a
             # node paused in its start-up window led with an old report).
             self.feed(StartupDone(), now)
-        self._primary_silence(now, peers, guard, repl_heard_at)
+        self._primary_silence(now, peers, guard, repl_heard_at, prober)
         if self.vote_pending:
             self.vote_pending = False
             self.feed(ClientVote(), now)
@@ -227,11 +236,21 @@ class FailoverAgent:
             self.feed(BackupsInSync(full_copies), now)
 
     def _primary_silence(
-        self, now: float, peers: PeerTable, guard: PauseGuard, repl_heard_at: float
+        self,
+        now: float,
+        peers: PeerTable,
+        guard: PauseGuard,
+        repl_heard_at: float,
+        prober: Prober,
     ) -> None:
         fs = self.fs
-        primary = fs.primary
-        if not primary or fs.role is not Role.BACKUP or not guard.trusted(now):
+        primary = fs.primary if fs.role is Role.BACKUP else ""
+        if primary != self._watching:
+            # A new primary (or none): what we judged of the last one is void.
+            self._watching = primary
+            self.silent.clear()
+            self.judged.clear()
+        if not primary or not guard.trusted(now):
             return
         hb_age = peers.age(primary, now)
         repl_age = now - repl_heard_at if repl_heard_at else float("inf")
@@ -241,7 +260,7 @@ class FailoverAgent:
             hb is not None
             and hb_age <= self.dead_after
             and hb.epoch == fs.epoch
-            and (hb.role != "primary" or hb.state not in SERVING)
+            and (hb.role is not Role.PRIMARY or hb.state not in SERVING)
         )
         if stopped_serving or (hb_age > self.dead_after and repl_age > self.dead_after):
             if primary not in self.silent:
@@ -249,12 +268,34 @@ class FailoverAgent:
                 why = (
                     "no longer serves"
                     if stopped_serving
-                    else f"is silent on every path for {min(hb_age, repl_age) * 1000:.0f} ms"
+                    else f"is silent on every replication path for "
+                    f"{min(hb_age, repl_age) * 1000:.0f} ms"
                 )
                 log.warning("%s: primary %s %s", self.name, primary, why)
                 self.feed(PeerSilent(primary), now)
+            # It said itself that it no longer serves (it restarted): gone.
+            verdict = Verdict.GONE if stopped_serving else prober.verdict(primary, now)
+            if verdict is not None and self.judged.get(primary) is not verdict:
+                self.judged[primary] = verdict
+                if verdict is Verdict.GONE:
+                    if not stopped_serving:
+                        log.warning(
+                            "%s: primary %s does not answer over the client network either: gone",
+                            self.name,
+                            primary,
+                        )
+                    self.feed(PrimaryGone(primary), now)
+                else:
+                    log.warning(
+                        "%s: primary %s answers over the client network: the replication "
+                        "links failed; waiting for them",
+                        self.name,
+                        primary,
+                    )
+                    self.feed(PrimaryReachable(primary), now)
         else:
             self.silent.discard(primary)
+            self.judged.pop(primary, None)
 
     def higher_epoch(self, epoch: int, peer: str, now: float) -> None:
         self.feed(HigherEpoch(epoch, peer), now)

@@ -21,6 +21,7 @@ from zmqfail.core.peers import PeerTable
 from zmqfail.core.ports import Outbox
 from zmqfail.errors import ProtocolError
 from zmqfail.protocol import (
+    AckStatus,
     CommitAck,
     CommitRequest,
     ReplRecords,
@@ -143,22 +144,22 @@ class Follower:
     def on_commit(self, link: str, parts: list[bytes], now: float) -> None:
         if len(parts) != 1:
             self.bad_frames += 1
-            self._answer(link, "gap")
+            self._answer(link, AckStatus.GAP)
             return
         try:
             req = decode_as(parts[0], CommitRequest)
         except ProtocolError as exc:
             self.bad_frames += 1
-            self._answer(link, "gap")
+            self._answer(link, AckStatus.GAP)
             log.warning("%s: bad commit request on %s: %s", self.name, link, exc)
             return
         verdict = self._accept(req.sender, req.epoch)
         if verdict == STRANGER:
             self.bad_frames += 1
-            self._answer(link, WAIT)  # we follow no such server
+            self._answer(link, AckStatus.WAIT)  # we follow no such server
             return
         if verdict != OK:
-            self._answer(link, verdict)
+            self._answer(link, AckStatus.FENCED if verdict == FENCED else AckStatus.WAIT)
             return
         self.primary, self.last_heard = req.sender, now
         self.pending[link] = (req.lsn, now + GAP_WAIT)
@@ -170,15 +171,15 @@ class Follower:
         held = self.nlog.held
         for link, (lsn, deadline) in list(self.pending.items()):
             if held >= lsn:
-                self._answer(link, "ok")
+                self._answer(link, AckStatus.OK)
             elif now >= deadline:
-                self._answer(link, "gap")
+                self._answer(link, AckStatus.GAP)
 
-    def _answer(self, link: str, status: str) -> None:
+    def _answer(self, link: str, status: AckStatus) -> None:
         self.pending.pop(link, None)
         self.out.answer.append((link, self.ack(status)))
 
-    def ack(self, status: str) -> bytes:
+    def ack(self, status: AckStatus) -> bytes:
         epoch, incarnation = self._ack_fields()
         nlog = self.nlog
         return CommitAck(self.name, epoch, nlog.held, status, incarnation, nlog.held_epoch).encode()

@@ -20,6 +20,7 @@ from zmqfail.protocol import (
     STATUS_ERROR,
     STATUS_NOT_ACTIVE,
     Hello,
+    Probe,
     RecoverySignal,
     Register,
     Request,
@@ -59,6 +60,7 @@ class Frontend:
         self.bad_frames = 0
         self.votes = 0
         self.votes_refused = 0
+        self.probes = 0
 
     def on_frames(self, frames: list[tuple[bytes, bytes]], now: float) -> None:
         n_req = 0
@@ -91,6 +93,14 @@ class Frontend:
                     else:
                         self.votes_refused += 1
                 self._send(ident, Welcome(self.name, self._epoch(), active).encode())
+            elif isinstance(msg, Probe):
+                # Step 420: a peer asks whether we live. Not a client: no vote,
+                # no recovery signal for it.
+                clients.pop(ident, None)
+                self.probes += 1
+                self.out.client.append(
+                    (ident, Welcome(self.name, self._epoch(), self._serving()).encode())
+                )
             else:
                 self.bad_frames += 1
                 self._send(ident, self._error(0, "unexpected", f"{msg.TYPE} not expected"))

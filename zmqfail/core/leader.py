@@ -10,12 +10,21 @@ keeps serving and heartbeating) and pushed when it is ready.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from zmqfail.core.log import NodeLog
+from zmqfail.core.peers import Verdict
 from zmqfail.core.ports import Disk, Outbox, state_history
 from zmqfail.errors import ProtocolError
-from zmqfail.protocol import CommitAck, CommitRequest, ReplRecords, SnapshotImage, decode_as
+from zmqfail.protocol import (
+    AckStatus,
+    CommitAck,
+    CommitRequest,
+    ReplRecords,
+    SnapshotImage,
+    decode_as,
+)
 from zmqfail.replication import (
     Commit,
     Push,
@@ -65,11 +74,14 @@ class Leader:
         self.snapshots_sent = 0
         self.transfer: Transfer | None = None
         self._next_key = 1
+        self._resets: dict[tuple[str, str], int] = {}  # (peer, link) -> resets in a row
 
     # ---------------------------------------------------------------- pump
     def pump(self, now: float) -> None:
         nlog = self.nlog
         acts = self.tracker.pump(now, nlog.held, nlog.memlog.first_lsn, nlog.committed)
+        if self._resets:
+            self._answered_again()
         for act in acts:
             if isinstance(act, Push):
                 self._push(act)
@@ -77,10 +89,33 @@ class Leader:
                 msg = CommitRequest(self.name, self.epoch, act.lsn).encode()
                 self.out.commit.append((act.peer, act.link, msg))
             elif isinstance(act, ResetLink):
-                log.info("%s: %s link to %s timed out; reset", self.name, act.link, act.peer)
+                self._log_reset(act.peer, act.link)
                 self.out.reset.append((act.peer, act.link))
             elif isinstance(act, SendSnapshot):
                 self._send_snapshot(act.peer, act.link)
+
+    def _log_reset(self, peer: str, link: str) -> None:
+        """A link to a backup that is down times out every few hundred ms; say
+        so once, and once more when it answers again, not at every retry."""
+        key = (peer, link)
+        n = self._resets[key] = self._resets.get(key, 0) + 1
+        if n == 1:
+            log.info(
+                "%s: %s link to %s timed out; reset, retrying quietly until it answers",
+                self.name,
+                link,
+                peer,
+            )
+        else:
+            log.debug("%s: %s link to %s timed out again; reset", self.name, link, peer)
+
+    def _answered_again(self) -> None:
+        for (peer, link), n in list(self._resets.items()):
+            if self.tracker.peers[peer].links[link].up:
+                del self._resets[(peer, link)]
+                log.info(
+                    "%s: %s link to %s answers again (after %d resets)", self.name, link, peer, n
+                )
 
     def _push(self, act: Push) -> None:
         peer = self.tracker.peers[act.peer]
@@ -148,15 +183,15 @@ class Leader:
         except ProtocolError:
             self.bad_acks += 1
             return None
-        if ack.status == "fenced" or ack.epoch > self.epoch:
+        if ack.status is AckStatus.FENCED or ack.epoch > self.epoch:
             return ack
         self.tracker.on_ack(
             peer,
             link,
             ack.held,
-            ack.status == "gap",
+            ack.status is AckStatus.GAP,
             now,
-            waiting=ack.status == "wait",
+            waiting=ack.status is AckStatus.WAIT,
             incarnation=ack.incarnation,
             last_epoch=ack.last_epoch,
         )
@@ -169,13 +204,36 @@ class Leader:
     def full_copies(self) -> tuple[str, ...]:
         return tuple(self.tracker.full_copies())
 
-    def mark_lost_silent(self, now: float, dead_after: float, hb_age: dict[str, float]) -> None:
+    def mark_lost_silent(
+        self,
+        now: float,
+        dead_after: float,
+        hb_age: dict[str, float],
+        verdict: Callable[[str], Verdict | None],
+        said_bye: set[str],
+    ) -> None:
         """Step 280: stop waiting for a counted backup silent on every path (no
-        answer and no heartbeat for the dead time)."""
+        answer and no heartbeat for the dead time), once our probe over the
+        client network had its answer or its dead time: if that backup took
+        over meanwhile, the answer carries its higher epoch and we step down
+        instead of acknowledging alone. `said_bye`: peers that said they
+        stopped cleanly, which changes only the words of the log."""
         tracker = self.tracker
         for name in tracker.in_sync():
             if tracker.silent_for(name, now) > dead_after and hb_age[name] > dead_after:
-                log.warning("%s: backup %s silent on every link; running alone", self.name, name)
+                seen = verdict(name)
+                if seen is None and name not in said_bye:
+                    continue
+                if name in said_bye:
+                    log.info("%s: backup %s stopped cleanly; running alone", self.name, name)
+                else:
+                    how = "answers on the client network" if seen is Verdict.REACHABLE else "gone"
+                    log.warning(
+                        "%s: backup %s silent on every link (%s); running alone",
+                        self.name,
+                        name,
+                        how,
+                    )
                 tracker.mark_lost(name)
 
     def lag(self) -> int | None:

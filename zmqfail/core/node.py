@@ -24,19 +24,28 @@ from typing import Any
 
 from zmqfail.config import ClusterConfig
 from zmqfail.core.agent import FailoverAgent
+from zmqfail.core.beats import heartbeats
 from zmqfail.core.checkpoint import CheckpointAgent
 from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
 from zmqfail.core.frontend import Frontend
 from zmqfail.core.leader import Leader
 from zmqfail.core.local import LocalStore
 from zmqfail.core.log import NodeLog
-from zmqfail.core.peers import PauseGuard, PeerTable
+from zmqfail.core.peers import PauseGuard, PeerTable, Prober
 from zmqfail.core.ports import Disk, Loaded, Outbox
 from zmqfail.core.status import NodeStatus, build_status
+from zmqfail.core.witness import WitnessClient
 from zmqfail.errors import ProtocolError
-from zmqfail.failover.state import Action, IllegalTransition, Role, State, Switchover
+from zmqfail.failover.state import (
+    Action,
+    HigherEpoch,
+    IllegalTransition,
+    Role,
+    State,
+    Switchover,
+)
 from zmqfail.processor import Processor
-from zmqfail.protocol import Heartbeat, Hello, decode_as
+from zmqfail.protocol import Goodbye, Heartbeat, Hello, Welcome, decode, decode_as
 from zmqfail.replication import LINKS
 from zmqfail.txlog.history import EpochHistory
 
@@ -81,7 +90,9 @@ class NodeCore:
         self.nlog = NodeLog(loaded.proc, loaded.snapshot_lsn, cfg.flush)
         self.peers = PeerTable(self.peer_names, self.dead_after)
         self.guard = PauseGuard(self.dead_after)
+        self.prober = Prober(self.peer_names, self.dead_after, self.beat_interval)
         self.hb_bad_frames = 0
+        self.said_bye: set[str] = set()  # peers whose last word was a clean stop (logs, status)
         prior = meta.get("quarantined", 0)
         self.store = LocalStore(
             name,
@@ -109,6 +120,10 @@ class NodeCore:
             self.save_meta,
             lambda: (self.nlog.held, self.nlog.held_epoch),
             self.wall,
+            witness=cfg.witness is not None,
+        )
+        self.witness = (
+            WitnessClient(name, cfg.witness.lease_ms / 1000.0) if cfg.witness is not None else None
         )
         self.frontend = Frontend(
             name,
@@ -173,13 +188,55 @@ class NodeCore:
     def on_heartbeats(self, link: str, frames: list[bytes], now: float) -> None:
         for data in frames:
             try:
-                hb = decode_as(data, Heartbeat)
+                hb = decode(data)
+                if isinstance(hb, Goodbye) and hb.name in self.peer_names:
+                    self.said_bye.add(hb.name)  # noted only: no failover rule reads it
+                    continue
+                if not isinstance(hb, Heartbeat):
+                    raise ProtocolError(f"expected hb, got {hb.TYPE}")
                 history = EpochHistory.from_wire(hb.history)
             except ProtocolError:
                 self.hb_bad_frames += 1
                 continue
-            if not self.peers.heard(hb, history, link, now):
+            if self.peers.heard(hb, history, link, now):
+                self.said_bye.discard(hb.name)
+            else:
                 self.hb_bad_frames += 1
+
+    def on_probe_reply(self, peer: str, frames: list[bytes], now: float) -> None:
+        """Answers to our step-420 probes, from `peer`'s client frontend, on the
+        connection we opened to it (so a stranger cannot answer for it)."""
+        for data in frames:
+            try:
+                welcome = decode_as(data, Welcome)
+            except ProtocolError:
+                self.hb_bad_frames += 1
+                continue
+            if welcome.server != peer:
+                self.hb_bad_frames += 1
+                continue
+            self.prober.answered(peer, now)
+            if welcome.epoch > self.epoch:
+                # Someone took over while we could not hear it on the links.
+                self.agent.higher_epoch(welcome.epoch, peer, now)
+
+    def on_witness(self, frames: list[bytes], now: float) -> None:
+        """The witness's answers: a grant to lead, a lease, or a newer epoch."""
+        if self.witness is None:
+            return
+        for data in frames:
+            event = self.witness.on_answer(data, self.agent.fs, now)
+            if isinstance(event, HigherEpoch):
+                log.warning(
+                    "%s: the witness says %s leads at epoch %d (%s)",
+                    self.name,
+                    event.peer,
+                    event.epoch,
+                    self.witness.last_refusal,
+                )
+                self.agent.higher_epoch(event.epoch, event.peer, now)
+            elif event is not None:
+                self.agent.feed(event, now)
 
     def on_flushed(self, lsn: int, now: float) -> None:
         self.checkpoint.on_flushed(lsn, now)
@@ -212,7 +269,10 @@ class NodeCore:
         if now >= self._next_slow:
             self._slow_tick(now)
         fs = self.agent.fs
-        if self.leader is not None and fs.role is Role.PRIMARY:
+        witness = self.witness
+        if self.alone and witness is not None and not witness.valid(fs.epoch, now):
+            pass  # running alone needs the witness's lease: the replies wait
+        elif self.leader is not None and fs.role is Role.PRIMARY:
             point = self.leader.commit_point()
             flushed = self.nlog.flushed
             if point is None:
@@ -237,11 +297,22 @@ class NodeCore:
         costs nothing, and the request path stays short."""
         self._next_slow = now + self.tick
         leader = self.leader
+        prober = self.prober
+        ages = {p: self.peers.age(p, now) for p in self.peer_names}
+        repl_age = now - self.follower.last_heard if self.follower.last_heard else float("inf")
+        for peer, age in ages.items():
+            quiet = age if peer != self.agent.fs.primary else min(age, repl_age)
+            if prober.due(peer, quiet, now):
+                self.out.probe.append(peer)
         if leader is not None and self.guard.trusted(now):
-            ages = {p: self.peers.age(p, now) for p in self.peer_names}
-            leader.mark_lost_silent(now, self.dead_after, ages)
+            verdict = prober.verdict
+            leader.mark_lost_silent(
+                now, self.dead_after, ages, lambda p: verdict(p, now), self.said_bye
+            )
         full = leader.full_copies() if leader is not None else None
-        self.agent.tick(now, self.peers, self.guard, self.follower.last_heard, full)
+        self.agent.tick(now, self.peers, self.guard, self.follower.last_heard, full, prober)
+        if self.witness is not None:
+            self.out.witness.extend(self.witness.tick(self.agent.fs, now))
         self.checkpoint.apply_mode()
 
     def next_deadline(self, now: float) -> float:
@@ -280,35 +351,7 @@ class NodeCore:
     # ---------------------------------------------------------- heartbeats
     def _beat(self, now: float) -> None:
         self._next_beat = now + self.beat_interval
-        fs = self.agent.fs
-        nlog = self.nlog
-        leader = self.leader
-        in_sync = list(leader.full_copies()) if leader is not None else []
-        handoff_to = ""
-        if fs.state is State.HANDOFF and leader is not None:
-            peer = leader.tracker.peers.get(fs.handoff_to)
-            if peer is not None and peer.held >= nlog.held:
-                handoff_to = fs.handoff_to  # it holds everything: it may take over now
-        history = nlog.proc.history.to_wire()
-        for link in LINKS:
-            hb = Heartbeat(
-                self.name,
-                fs.role.value,
-                fs.state.value,
-                fs.epoch,
-                nlog.held,
-                nlog.committed,
-                nlog.flushed,
-                link,
-                in_sync,
-                handoff_to,
-                nlog.held_epoch,
-                history,
-                fs.candidate,
-                fs.granted[0],
-                fs.granted[1],
-            )
-            self.out.beat.append((link, hb.encode()))
+        self.out.beat.extend(heartbeats(self.name, self.agent.fs, self.nlog, self.leader))
 
     # --------------------------------------------------- the state machine
     def carry_out(self, action: Action) -> None:
@@ -479,6 +522,8 @@ class NodeCore:
         # Everything we acknowledged is on our disk now: as after running
         # alone, we may lead again on our own after a restart.
         self.disk.write_meta(self.meta(clean_stop=True))
+        bye = Goodbye(self.name, self.agent.fs.epoch).encode()
+        self.out.beat.extend((link, bye) for link in LINKS)  # peers log a stop, not a silence
 
     def lag(self) -> int | None:
         if self.leader is not None:

@@ -11,6 +11,7 @@ fresh input has had a full dead time to arrive.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from zmqfail.protocol import Heartbeat
@@ -78,3 +79,55 @@ class PauseGuard:
 
     def trusted(self, now: float) -> bool:
         return now >= self.trust_after
+
+
+class Verdict(enum.Enum):
+    REACHABLE = "reachable"  # answered over the client network: a link failure
+    GONE = "gone"  # no answer there either for the dead time
+
+
+class Prober:
+    """Step 420: a peer silent on the replication paths is asked over the
+    client network whether it is alive. Probing starts once it has been quiet
+    for half the dead time (so the answer is in by the time silence counts)
+    and goes on every `every` seconds while it stays quiet. The verdict:
+    REACHABLE if it answered since probing began, GONE if it has not for the
+    dead time, none before either."""
+
+    def __init__(self, names: tuple[str, ...], dead_after: float, every: float) -> None:
+        self.dead_after = dead_after
+        self.every = every
+        self.since: dict[str, float | None] = dict.fromkeys(names)
+        self.sent_at: dict[str, float] = dict.fromkeys(names, float("-inf"))
+        self.answered_at: dict[str, float] = dict.fromkeys(names, float("-inf"))
+        self.sent = 0
+        self.answers = 0
+
+    def due(self, name: str, quiet_for: float, now: float) -> bool:
+        """Given how long `name` has been quiet on the replication paths: should
+        a probe go out now?"""
+        if quiet_for <= self.dead_after / 2:
+            self.since[name] = None
+            return False
+        if self.since[name] is None:
+            self.since[name] = now
+        if now - self.sent_at[name] < self.every:
+            return False
+        self.sent_at[name] = now
+        self.sent += 1
+        return True
+
+    def answered(self, name: str, now: float) -> None:
+        if name in self.answered_at:
+            self.answered_at[name] = now
+            self.answers += 1
+
+    def verdict(self, name: str, now: float) -> Verdict | None:
+        since = self.since.get(name)
+        if since is None:
+            return None
+        if self.answered_at[name] >= since:
+            return Verdict.REACHABLE
+        if now - since >= self.dead_after:
+            return Verdict.GONE
+        return None

@@ -33,9 +33,13 @@ class Outbox:
     answer: list[tuple[str, bytes]] = field(default_factory=list)  # link, frame (REP)
     beat: list[tuple[str, bytes]] = field(default_factory=list)  # link, frame (PUB)
     control: list[tuple[bytes, bytes]] = field(default_factory=list)  # ident, frame
+    probe: list[str] = field(default_factory=list)  # peers to probe over the client network
+    witness: list[bytes] = field(default_factory=list)  # asks for the witness
 
     def clear(self) -> None:
         for lst in (
+            self.probe,
+            self.witness,
             self.client,
             self.push,
             self.commit,

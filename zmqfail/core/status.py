@@ -1,23 +1,57 @@
-"""A node's status as one typed object: what `zmqfail status`, `watch`, `kill`
-and `tools/bench` read.
+"""A node's status as one typed object: what `zmqfail status`, `watch`,
+`health`, `kill` and `tools/bench` read.
 
-The core builds it; the control socket sends `to_dict()` (msgpack maps travel
-well and old tools read what they know); readers rebuild it with `from_dict`,
-which fills what a node did not send. An unreachable node is a status too
-(`NodeStatus.unreachable`), so tables and health checks need no special case.
+The core builds it; the control socket sends `to_dict()` (a msgpack map with
+enums as their names' values: maps travel well and old tools read what they
+know); readers decode it with `from_wire`, which checks every field it knows
+(a role or state that is not one of the state machine's is a ProtocolError,
+never a string passed on), ignores keys it does not know and fills those a
+node did not send. A node that did not answer is a status too
+(`NodeStatus.unreachable`, with the reason), so tables and health checks need
+no special case.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from zmqfail.errors import ProtocolError
 from zmqfail.failover.state import Role, State
+from zmqfail.protocol import check_tree, decode_enum
 
 if TYPE_CHECKING:
     from zmqfail.core.node import NodeCore
 
-UNREACHABLE = "unreachable"
+UNREACHABLE = "unreachable"  # the state a reader shows for a node that did not answer
+SERVING = frozenset({State.NORMAL, State.PRIMARY_ONLY, State.BACKUP_ONLY})
+# Keys every row of `status --json` has, reachable or not: stable for scripts.
+STATUS_KEYS = (
+    "name",
+    "role",
+    "state",
+    "epoch",
+    "last_lsn",
+    "committed_lsn",
+    "flushed_lsn",
+    "digest",
+    "pid",
+    "lag",
+    "replication_link",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """One change of state (or a note: `src` is `dst`) the node remembers."""
+
+    time: float  # the node's wall clock
+    src: State
+    dst: State
+    why: str
+    epoch: int
 
 
 @dataclass(slots=True)
@@ -25,11 +59,12 @@ class PeerSeen:
     """What a node last heard from one peer."""
 
     heartbeat_age_ms: float | None = None
-    role: str | None = None
-    state: str | None = None
+    role: Role | None = None
+    state: State | None = None
     epoch: int | None = None
     last_lsn: int | None = None
     links: dict[str, float | None] = field(default_factory=dict)  # link -> age ms
+    stopped: bool = False  # its last word was a clean stop (a goodbye)
 
 
 @dataclass(slots=True)
@@ -46,8 +81,8 @@ class BackupSeen:
 @dataclass(slots=True)
 class NodeStatus:
     name: str
-    role: str | None = None
-    state: str = UNREACHABLE
+    role: Role | None = None
+    state: State | None = None  # None: the node did not answer (see `error`)
     epoch: int | None = None
     last_lsn: int | None = None
     committed_lsn: int | None = None
@@ -62,7 +97,7 @@ class NodeStatus:
     delays_ms: dict[str, int] = field(default_factory=dict)
     held_replies: int = 0
     clients: int = 0
-    transitions: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[StateChange] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     app: dict[str, Any] = field(default_factory=dict)
     sessions: dict[str, Any] = field(default_factory=dict)
@@ -71,57 +106,232 @@ class NodeStatus:
     # Records set aside because no other server's history holds them: a server
     # that erased acknowledged history must never look healthy.
     quarantine: list[dict[str, Any]] = field(default_factory=list)
+    # With a witness: asking for which epoch, the lease left, the last refusal.
+    witness: dict[str, Any] | None = None
     digest: str | None = None
+    error: str | None = None  # why a reader could not use the node's answer
 
     @property
     def reachable(self) -> bool:
-        return self.state != UNREACHABLE
+        return self.state is not None
+
+    @property
+    def state_name(self) -> str:
+        """The state as shown and written by tools: "unreachable" for no answer."""
+        return UNREACHABLE if self.state is None else self.state.value
+
+    @property
+    def role_name(self) -> str | None:
+        return None if self.role is None else self.role.value
+
+    def is_(self, role: Role, *states: State) -> bool:
+        """Has this role, and (when any are given) one of these states."""
+        return self.role is role and (not states or self.state in states)
+
+    @property
+    def serving(self) -> bool:
+        """Takes client requests now (the role and states a client accepts)."""
+        return self.role is Role.PRIMARY and self.state in SERVING
 
     @property
     def active(self) -> bool:
-        return self.role == Role.PRIMARY.value and self.state in (
-            State.NORMAL.value,
-            State.PRIMARY_ONLY.value,
-            State.BACKUP_ONLY.value,
-        )
+        return self.serving
 
     @property
     def quarantined(self) -> int:
         return int(self.counters.get("quarantined", 0))
 
     @classmethod
-    def unreachable(cls, name: str) -> NodeStatus:
-        return cls(name)
+    def unreachable(cls, name: str, error: str | None = None) -> NodeStatus:
+        return cls(name, error=error)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.backups is None:
-            d.pop("backups")
-        if self.digest is None:
-            d.pop("digest")
+        """The wire form (what the control socket sends)."""
+        d = asdict(self, dict_factory=_plain)
+        d["transitions"] = [
+            {"time": t.time, "from": t.src.value, "to": t.dst.value, "why": t.why, "epoch": t.epoch}
+            for t in self.transitions
+        ]
+        for key in ("backups", "digest", "error"):
+            if d[key] is None:
+                d.pop(key)
         return d
 
+    def to_json(self) -> dict[str, Any]:
+        """A row of `status --json`: every key a node reports, and every one of
+        STATUS_KEYS (null when unknown); an unreachable node has only those,
+        its state "unreachable" and the error."""
+        if not self.reachable:
+            row: dict[str, Any] = dict.fromkeys(STATUS_KEYS)
+            row.update(name=self.name, state=UNREACHABLE)
+            if self.error is not None:
+                row["error"] = self.error
+            return row
+        return {**dict.fromkeys(STATUS_KEYS), **self.to_dict()}
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> NodeStatus:
-        """Rebuild from a control reply; unknown keys are ignored, missing ones
-        take their defaults (a newer tool reading an older node)."""
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known}
-        kw["peers"] = {
-            n: PeerSeen(**{k: v for k, v in p.items() if k in _PEER_FIELDS})
-            for n, p in (d.get("peers") or {}).items()
-        }
+    def from_wire(cls, d: Mapping[str, Any]) -> NodeStatus:
+        """Decode and check a control reply. Unknown keys are ignored, missing
+        ones take their defaults (a newer tool reading an older node), except
+        the name and the state; anything of the wrong type, or a role or state
+        the state machine does not have, raises ProtocolError."""
+        r = _Reader(d, "status")
+        st = cls(
+            r.text("name", required=True) or "?",
+            role=r.enum("role", Role),
+            state=r.enum("state", State, required=True),
+            epoch=r.int_("epoch"),
+            last_lsn=r.int_("last_lsn"),
+            committed_lsn=r.int_("committed_lsn"),
+            flushed_lsn=r.int_("flushed_lsn"),
+            snapshot_lsn=r.int_("snapshot_lsn"),
+            flush_mode=r.text("flush_mode"),
+            pid=r.int_("pid"),
+            uptime=r.number("uptime"),
+            lag=r.int_("lag"),
+            replication_link=r.text("replication_link"),
+            cut_links=[r.item_text("cut_links", v) for v in r.list_("cut_links")],
+            delays_ms={k: r.item_int("delays_ms", v) for k, v in r.map_("delays_ms").items()},
+            held_replies=r.int_("held_replies") or 0,
+            clients=r.int_("clients") or 0,
+            transitions=[_change(t) for t in r.list_("transitions")],
+            counters={k: r.item_int("counters", v) for k, v in r.map_("counters").items()},
+            app=r.tree("app"),
+            sessions=r.tree("sessions"),
+            peers={k: _peer(k, v) for k, v in r.map_("peers").items()},
+            quarantine=[r.item_map("quarantine", q) for q in r.list_("quarantine")],
+            digest=r.text("digest"),
+        )
         if d.get("backups") is not None:
-            kw["backups"] = {
-                n: BackupSeen(**{k: v for k, v in b.items() if k in _BACKUP_FIELDS})
-                for n, b in d["backups"].items()
-            }
-        kw.setdefault("name", "?")
-        return cls(**kw)
+            st.backups = {k: _backup(k, v) for k, v in r.map_("backups").items()}
+        if d.get("witness") is not None:
+            st.witness = r.tree("witness")
+        return st
 
 
-_PEER_FIELDS = {f.name for f in fields(PeerSeen)}
-_BACKUP_FIELDS = {f.name for f in fields(BackupSeen)}
+def _plain(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """asdict's factory: enums as their values (msgpack and JSON carry strings)."""
+    return {k: v.value if isinstance(v, enum.Enum) else v for k, v in items}
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+class _Reader:
+    """Typed reads of one map of a status reply, each naming what was wrong."""
+
+    def __init__(self, d: object, what: str) -> None:
+        if not isinstance(d, Mapping):
+            raise ProtocolError(f"{what} must be a map, got {type(d).__name__}")
+        self.d = d
+        self.what = what
+
+    def _get(self, key: str, ok: Callable[[object], bool], kind: str, required: bool) -> Any:
+        v = self.d.get(key)
+        if v is None:
+            if required:
+                raise ProtocolError(f"{self.what} lacks {key!r}")
+            return None
+        if not ok(v):
+            raise ProtocolError(f"{self.what} {key} must be {kind}, got {v!r:.40}")
+        return v
+
+    def int_(self, key: str) -> int | None:
+        v: int | None = self._get(key, _is_int, "an integer", False)
+        return v
+
+    def number(self, key: str) -> float | None:
+        v = self._get(key, lambda x: _is_int(x) or isinstance(x, float), "a number", False)
+        return None if v is None else float(v)
+
+    def text(self, key: str, required: bool = False) -> str | None:
+        v: str | None = self._get(key, lambda x: isinstance(x, str), "a string", required)
+        return v
+
+    def enum(self, key: str, cls: type[E], required: bool = False) -> E | None:
+        v = self.d.get(key)
+        if v is None and not required:
+            return None
+        return decode_enum(cls, v, f"{self.what} {key}")
+
+    def list_(self, key: str) -> list[Any]:
+        v: list[Any] | None = self._get(key, lambda x: isinstance(x, list), "a list", False)
+        return v or []
+
+    def map_(self, key: str) -> Mapping[str, Any]:
+        v = self._get(key, lambda x: isinstance(x, Mapping), "a map", False)
+        return v or {}
+
+    def tree(self, key: str) -> dict[str, Any]:
+        v = dict(self.map_(key))
+        check_tree(v, f"{self.what} {key}")
+        return v
+
+    def item_int(self, key: str, v: object) -> int:
+        if not _is_int(v):
+            raise ProtocolError(f"{self.what} {key} must hold integers, got {v!r:.40}")
+        assert isinstance(v, int)
+        return v
+
+    def item_text(self, key: str, v: object) -> str:
+        if not isinstance(v, str):
+            raise ProtocolError(f"{self.what} {key} must hold strings, got {v!r:.40}")
+        return v
+
+    def item_map(self, key: str, v: object) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise ProtocolError(f"{self.what} {key} must hold maps, got {v!r:.40}")
+        check_tree(v, f"{self.what} {key}")
+        return v
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _change(t: object) -> StateChange:
+    r = _Reader(t, "status transition")
+    return StateChange(
+        r.number("time") or 0.0,
+        decode_enum(State, r.d.get("from"), "status transition from"),
+        decode_enum(State, r.d.get("to"), "status transition to"),
+        r.text("why") or "",
+        r.int_("epoch") or 0,
+    )
+
+
+def _peer(name: str, p: object) -> PeerSeen:
+    r = _Reader(p, f"status peer {name!r:.40}")
+    links = r.map_("links")
+    stopped = r.d.get("stopped", False)
+    if not isinstance(stopped, bool):
+        raise ProtocolError(f"{r.what} stopped must be true or false, got {stopped!r:.40}")
+    return PeerSeen(
+        heartbeat_age_ms=r.number("heartbeat_age_ms"),
+        role=r.enum("role", Role),
+        state=r.enum("state", State),
+        epoch=r.int_("epoch"),
+        last_lsn=r.int_("last_lsn"),
+        links={k: _Reader(links, "links").number(k) for k in links},
+        stopped=stopped,
+    )
+
+
+def _backup(name: str, b: object) -> BackupSeen:
+    r = _Reader(b, f"status backup {name!r:.40}")
+    ups = r.map_("links_up")
+    for lk, up in ups.items():
+        if not isinstance(up, bool):
+            raise ProtocolError(f"{r.what} links_up {lk} must be true or false, got {up!r:.40}")
+    flags = {}
+    for key in ("in_sync", "full_copy"):
+        v = r.d.get(key, False)
+        if not isinstance(v, bool):
+            raise ProtocolError(f"{r.what} {key} must be true or false, got {v!r:.40}")
+        flags[key] = v
+    return BackupSeen(
+        r.int_("held") or 0, link=r.text("link") or "main", links_up=dict(ups), **flags
+    )
 
 
 def build_status(core: NodeCore, now: float) -> NodeStatus:
@@ -141,9 +351,13 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         "takeovers": core.takeovers,
         "votes": fe.votes,
         "votes_refused": fe.votes_refused,
+        "probes_sent": core.prober.sent,
+        "probe_answers": core.prober.answers,
+        "probes_answered": fe.probes,
         "quarantined": core.store.quarantined,
         "applied": proc.applied,
         "duplicates": proc.duplicates,
+        "rejected": proc.rejected,
         "stale": proc.stale,
         "expired": proc.expired,
         "repl_bad_frames": core.follower.bad_frames,
@@ -167,6 +381,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
             links={
                 lk: (None if not t else round((now - t) * 1000, 1)) for lk, t in v.heard_at.items()
             },
+            stopped=name in core.said_bye,
         )
     backups = None
     if leader is not None:
@@ -183,8 +398,8 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         }
     return NodeStatus(
         name=core.name,
-        role=fs.role.value,
-        state=fs.state.value,
+        role=fs.role,
+        state=fs.state,
         epoch=fs.epoch,
         last_lsn=proc.last_lsn,
         committed_lsn=nlog.committed,
@@ -196,11 +411,30 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         replication_link=leader.carrying_link() if leader else (core.follower.link or None),
         held_replies=len(fe.gate),
         clients=fe.recent_clients(now),
-        transitions=core.agent.transitions[-20:],
+        transitions=[
+            StateChange(t["time"], State(t["from"]), State(t["to"]), t["why"], t["epoch"])
+            for t in core.agent.transitions[-20:]
+        ],
         counters=counters,
         app=proc.describe(),
         sessions=proc.sessions.describe(),
         peers=peers,
         backups=backups,
         quarantine=core.store.entries[-5:],
+        witness=_witness(core, now),
     )
+
+
+def _witness(core: NodeCore, now: float) -> dict[str, Any] | None:
+    w = core.witness
+    if w is None:
+        return None
+    left = w.valid_until - now
+    return {
+        "asking": core.agent.fs.asking,
+        "lease_left_ms": round(left * 1000) if left > 0 else 0,
+        "asks": w.asks,
+        "answers": w.answers,
+        "refusals": w.refusals,
+        "last_refusal": w.last_refusal,
+    }

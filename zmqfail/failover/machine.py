@@ -24,12 +24,15 @@ States (methods of the reference):
 
 Safety rules:
 
-- Acting alone needs proof: a backup takes over only when the primary has
-  been silent on every path (main link, failsafe link, replication) for the
-  dead time AND a client asked it to serve within the vote window (the zguide
-  Binary Star "client vote"): a primary that is alive but cut off from its
-  backup keeps its clients, so no client votes, so no takeover (step 420,
-  "link failure": flush and wait).
+- Acting alone needs proof (step 420 of the reference): a backup takes over
+  only when the primary has been silent on every replication path (main
+  link, failsafe link, replication) for the dead time AND has not answered
+  the backup's probes over the client network for the dead time: then it is
+  gone, whether or not a client is connected. A primary that answers there
+  is alive and cut off from its backup ("link failure"): it runs alone, so
+  the backup no longer holds everything acknowledged and waits (STANDBY)
+  until it can follow again. A client's vote is never enough to depose a
+  primary: a client that briefly hears nothing proves nothing.
 - Only an in-sync backup (NORMAL) may take over: one still syncing may lack
   acknowledged records. A backup is in sync only once it holds every record
   the primary acknowledged (the primary names it in its heartbeat, and the
@@ -45,6 +48,13 @@ Safety rules:
   hear its peers. Every new leadership takes a new epoch.
 - Every takeover raises the epoch; hearing a higher epoch makes an active
   server step down at once, dropping every reply it still held.
+- With a witness configured, every new leadership (a takeover, a start-up
+  lead, an election among peers) also needs the witness's grant of that very
+  epoch (`WitnessElected`): the machine asks (`asking`) and waits in the
+  state it is in. The witness grants an epoch to one server only, never
+  while another holds its lease, never to one that missed the latest epoch
+  (zmqfail/witness/logic.py); the lease that lets a leader run alone is kept
+  outside the machine (core/witness.py).
 """
 
 from __future__ import annotations
@@ -52,6 +62,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from zmqfail.failover.lead import (
+    _WAITING,
+    _candidate,
+    _elected,
+    _grant,
+    _lead_at_new_epoch,
+    _maybe_take_over,
+    _most_up_to_date_of_all,
+    _order,
+    _stand,
+    _take_over,
+    _to,
+    _witness_wait,
+)
 from zmqfail.failover.state import (
     Action,
     BackupsInSync,
@@ -66,19 +90,18 @@ from zmqfail.failover.state import (
     PeerGrant,
     PeerProgress,
     PeerSilent,
+    PrimaryGone,
+    PrimaryReachable,
     Result,
     Role,
     StartupDone,
     State,
     Stop,
     Switchover,
+    WitnessElected,
 )
 
 Handler = Callable[[FailoverState, Event, float], Result]
-
-
-def _to(s: FailoverState, state: State, now: float, **kw: object) -> FailoverState:
-    return replace(s, state=state, since=now if state is not s.state else s.since, **kw)  # type: ignore[arg-type]
 
 
 # -------------------------------------------------------------- handlers
@@ -94,7 +117,18 @@ def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
         return _to(s, State.STANDBY, now), []
     if s.preferred:
         # A fresh cluster's first primary: nothing was ever acknowledged.
-        new = _to(s, State.PRIMARY_ONLY, now, role=Role.PRIMARY, was_active=True, may_lead=True)
+        waiting = _witness_wait(s, s.epoch)
+        if waiting is not None:
+            return waiting, []  # StartupDone comes again on every tick
+        new = _to(
+            s,
+            State.PRIMARY_ONLY,
+            now,
+            role=Role.PRIMARY,
+            was_active=True,
+            may_lead=True,
+            asking=0,
+        )
         return new, [Action.BECOME_PRIMARY]
     if s.may_lead and s.lead_alone:
         # It ran alone last, so every acknowledgement it gave is in its log.
@@ -105,52 +139,6 @@ def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
     # A paired primary that restarted waits: its backup may hold acknowledged
     # records it lost.
     return _to(s, State.STANDBY, now), []
-
-
-def _most_up_to_date_of_all(s: FailoverState) -> bool:
-    """Every peer is live, none serves, and we hold strictly the most (epoch,
-    LSN, then name order): then no server anywhere holds a record we lack, so
-    we may lead. This is what lets a cluster whose servers all restarted serve
-    again when the one that led last came back with less than another."""
-    live = {p: (epoch, lsn) for p, epoch, lsn, ok, serving in s.progress if ok and not serving}
-    if set(s.peers) - set(live):
-        return False
-    me = (s.last_epoch, s.last_lsn, -_order(s, s.name))
-    return all((e, lsn, -_order(s, p)) < me for p, (e, lsn) in live.items())
-
-
-def _next_epoch(s: FailoverState) -> int:
-    """Above ours and above any we granted someone else."""
-    return max(s.epoch, s.granted[1]) + 1
-
-
-def _stand(s: FailoverState, now: float) -> Result:
-    """Ask every peer to let us lead at a new epoch (they answer in their
-    heartbeats); with no peers there is nobody to ask."""
-    if not s.peers:
-        return _lead_at_new_epoch(s, now)
-    if s.candidate:
-        return s, []
-    return replace(s, candidate=_next_epoch(s), grants=()), []
-
-
-def _lead_at_new_epoch(s: FailoverState, now: float) -> Result:
-    """Lead without a current primary to take over from: a new epoch fences any
-    former leader that might wake up."""
-    new = _to(
-        s,
-        State.PRIMARY_ONLY,
-        now,
-        role=Role.PRIMARY,
-        epoch=s.candidate or _next_epoch(s),
-        primary="",
-        was_active=True,
-        may_lead=True,
-        candidate=0,
-        grants=(),
-    )
-    # Clients looking for a server find it by their hellos (it answers active).
-    return new, [Action.BECOME_PRIMARY]
 
 
 def _active_peer_seen(s: FailoverState, e: Event, now: float) -> Result:
@@ -187,7 +175,7 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
     if e.epoch < s.epoch:
         return s, []  # a stale primary: ignore it (it will learn of our epoch)
     actions: list[Action] = []
-    s = replace(s, candidate=0, grants=())  # a primary serves: nobody else leads
+    s = replace(s, candidate=0, grants=(), asking=0)  # a primary serves: nobody else leads
     if s.state in (State.STARTING, State.STANDBY, State.FENCED) or e.peer != s.primary:
         actions.append(Action.FOLLOW)
     # In sync: the primary counts us, and we hold everything it acknowledged
@@ -202,6 +190,7 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
         epoch=e.epoch,
         primary=e.peer,
         primary_silent=False,
+        primary_gone=False,
         was_active=False,
         may_lead=False,
     )
@@ -213,50 +202,6 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
     return new, actions
 
 
-def _take_over(s: FailoverState, now: float) -> Result:
-    new = _to(
-        s,
-        State.BACKUP_ONLY,
-        now,
-        role=Role.PRIMARY,
-        epoch=_next_epoch(s),
-        candidate=0,
-        grants=(),
-        primary="",
-        primary_silent=False,
-        vote_at=None,
-        was_active=True,
-        may_lead=True,
-        in_sync=(),
-    )
-    return new, [Action.TAKE_OVER, Action.RECOVERY_SIGNAL]
-
-
-def _best_candidate(s: FailoverState) -> bool:
-    """Among live servers that do not serve (ourselves included), are we the
-    most up to date? Our own primary counts too when it restarted (alive, no
-    longer serving): holding more, it leads on its own start-up rule, and a
-    takeover by us at the same moment would make two leaders of one epoch
-    (found by the simulator)."""
-    me = (s.last_epoch, s.last_lsn, -_order(s, s.name))
-    for peer, epoch, lsn, live, serving in s.progress:
-        if live and not serving and (epoch, lsn, -_order(s, peer)) > me:
-            return False
-    return True
-
-
-def _order(s: FailoverState, name: str) -> int:
-    names = sorted((s.name, *s.peers))
-    return names.index(name)
-
-
-def _maybe_take_over(s: FailoverState, now: float) -> Result:
-    vote_fresh = s.vote_at is not None and now - s.vote_at <= s.vote_window
-    if s.state is State.NORMAL and s.primary_silent and vote_fresh and _best_candidate(s):
-        return _take_over(s, now)
-    return s, []
-
-
 def _backup_silent(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, PeerSilent)
     if e.peer != s.primary:
@@ -264,15 +209,29 @@ def _backup_silent(s: FailoverState, e: Event, now: float) -> Result:
     if s.state is State.SYNCING:
         # Not caught up: we may lack acknowledged records and must not serve.
         return _to(s, State.STANDBY, now, primary_silent=True), [Action.FLUSH]
-    # Step 420: silent on every path. Flush and wait for a client vote.
-    new = replace(s, primary_silent=True)
+    # Silent on every replication path: flush, and ask over the client
+    # network whether it is gone or only cut off (step 420).
+    return replace(s, primary_silent=True), [Action.FLUSH]
+
+
+def _primary_gone(s: FailoverState, e: Event, now: float) -> Result:
+    assert isinstance(e, PrimaryGone)
+    if e.peer != s.primary:
+        return s, []
+    new = replace(s, primary_silent=True, primary_gone=True)
     taken = _maybe_take_over(new, now)
     return taken if taken[0] is not new else (new, [Action.FLUSH])
 
 
-def _vote(s: FailoverState, e: Event, now: float) -> Result:
-    new = replace(s, vote_at=now)
-    return _maybe_take_over(new, now)
+def _link_failure(s: FailoverState, e: Event, now: float) -> Result:
+    """The primary lives but cannot reach us: it runs alone and acknowledges
+    records we will not have, so we must not take over any more. Wait for it
+    (we follow it again once its heartbeats come back)."""
+    assert isinstance(e, PrimaryReachable)
+    if e.peer != s.primary:
+        return s, []
+    new = _to(s, State.STANDBY, now, primary="", primary_silent=False, primary_gone=False, asking=0)
+    return new, [Action.FLUSH]
 
 
 def _progress(s: FailoverState, e: Event, now: float) -> Result:
@@ -325,7 +284,7 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, HigherEpoch)
     if e.epoch <= s.epoch:
         return s, []
-    s = replace(s, candidate=0, grants=())  # ask again, later, above that epoch
+    s = replace(s, candidate=0, grants=(), asking=0)  # ask again, later, above that epoch
     if s.role is Role.PRIMARY:
         new = _to(
             s,
@@ -352,12 +311,18 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
                 epoch=e.epoch,
                 primary="",
                 primary_silent=False,
+                primary_gone=False,
                 may_lead=False,
             ),
             [],
         )
     # Someone led after us: we may no longer start as the leader on our own.
-    return replace(s, epoch=e.epoch, may_lead=False), []
+    new = replace(s, epoch=e.epoch, may_lead=False)
+    if s.state in _WAITING and _most_up_to_date_of_all(new):
+        # Still the one holding the most: ask again, above that epoch (nothing
+        # else may come to ask us: the peers' reports have not changed).
+        return _stand(new, now)
+    return new, []
 
 
 def _switchover(s: FailoverState, e: Event, now: float) -> Result:
@@ -382,43 +347,6 @@ def _record_vote(s: FailoverState, e: Event, now: float) -> Result:
     return new, []
 
 
-def _candidate(s: FailoverState, e: Event, now: float) -> Result:
-    """Grant a peer the lead at a new epoch only if we do not serve, follow no
-    live primary, it holds more than we do, and we granted nobody else as
-    much: then whichever of us asks with an old picture of the other, the one
-    holding the most is the only one to lead."""
-    assert isinstance(e, PeerCandidate)
-    if s.role is Role.PRIMARY or e.epoch <= s.epoch:
-        return s, []
-    if s.granted[1] >= e.epoch and s.granted != (e.peer, e.epoch):
-        return s, []
-    following = s.state in (State.SYNCING, State.NORMAL) and not s.primary_silent
-    if following and s.primary and s.primary != e.peer:
-        return s, []  # we follow a live primary: there is one
-    theirs = (e.last_epoch, e.last_lsn, -_order(s, e.peer))
-    if theirs <= (s.last_epoch, s.last_lsn, -_order(s, s.name)):
-        return s, []
-    return replace(s, granted=(e.peer, e.epoch), candidate=0, grants=()), []
-
-
-def _grant(s: FailoverState, e: Event, now: float) -> Result:
-    assert isinstance(e, PeerGrant)
-    if not s.candidate or e.to != s.name or e.epoch != s.candidate:
-        return s, []
-    grants = tuple(sorted({*s.grants, e.peer}))
-    new = replace(s, grants=grants)
-    if set(s.peers) <= set(grants) and _most_up_to_date_of_all(new):
-        return _lead_at_new_epoch(new, now)
-    return new, []
-
-
-# Waiting for a primary to follow. Either leads at a new epoch once it hears
-# every peer, none serving, and holds strictly the most: a deposed primary
-# (FENCED) whose successor is gone again would otherwise wait for ever, while
-# the successor, restarted with less, waits for it (found by the simulator).
-_WAITING = (State.STANDBY, State.FENCED)
-
-
 # ------------------------------------------------------------------ table
 # (state, event type) -> (handler, states it may lead to). Anything not listed
 # is illegal. docs/architecture.md draws its diagram from this table.
@@ -434,8 +362,21 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
     (State.NORMAL, PeerActive): (_follow, (*_B, State.BACKUP_ONLY, State.FENCED)),
     (State.FENCED, PeerActive): (_follow, _B),
     (State.SYNCING, PeerSilent): (_backup_silent, (State.STANDBY,)),
-    (State.NORMAL, PeerSilent): (_backup_silent, (State.NORMAL, State.BACKUP_ONLY)),
-    (State.NORMAL, ClientVote): (_vote, (State.NORMAL, State.BACKUP_ONLY)),
+    (State.NORMAL, PeerSilent): (_backup_silent, (State.NORMAL,)),
+    (State.NORMAL, PrimaryGone): (_primary_gone, (State.NORMAL, State.BACKUP_ONLY)),
+    (State.NORMAL, PrimaryReachable): (_link_failure, (State.NORMAL, State.STANDBY)),
+    (State.NORMAL, ClientVote): (_record_vote, (State.NORMAL,)),
+    **{
+        (st, WitnessElected): (
+            _elected,
+            (st, State.BACKUP_ONLY)
+            if st is State.NORMAL
+            else (st, State.PRIMARY_ONLY)
+            if st in _WAITING
+            else (st,),
+        )
+        for st in ALL_LIVE
+    },
     (State.NORMAL, PeerProgress): (_progress, (State.NORMAL, State.BACKUP_ONLY)),
     (State.PRIMARY_ONLY, BackupsInSync): (_in_sync, (State.NORMAL, State.PRIMARY_ONLY)),
     (State.BACKUP_ONLY, BackupsInSync): (_in_sync, (State.NORMAL, State.BACKUP_ONLY)),
@@ -457,6 +398,12 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
     **{
         (st, PeerSilent): (_ignore, (st,))
         for st in (State.STARTING, State.STANDBY, State.FENCED, State.HANDOFF)
+    },
+    **{
+        (st, ev): (_ignore, (st,))
+        for st in ALL_LIVE
+        if st is not State.NORMAL
+        for ev in (PrimaryGone, PrimaryReachable)
     },
     **{
         (st, ClientVote): (_record_vote, (st, State.PRIMARY_ONLY) if st in _WAITING else (st,))

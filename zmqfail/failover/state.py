@@ -61,6 +61,31 @@ class PeerSilent:
 
 
 @dataclass(frozen=True, slots=True)
+class PrimaryGone:
+    """Step 420, "ok": the primary is silent on every replication path and has
+    not answered our probes over the client network for the dead time. It is
+    gone (or as good as gone: a stalled process wakes to a higher epoch)."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrimaryReachable:
+    """Step 420, "link failure": the primary is silent on every replication
+    path but answers over the client network. It runs alone and acknowledges
+    what we do not hold, so we may no longer take over: flush and wait."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessElected:
+    """The witness granted us the lead at `epoch` (and stored it durably)."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class ClientVote:
     """A client asked this (inactive) server to serve."""
 
@@ -134,6 +159,9 @@ Event = (
     StartupDone
     | PeerActive
     | PeerSilent
+    | PrimaryGone
+    | PrimaryReachable
+    | WitnessElected
     | ClientVote
     | BackupsInSync
     | HigherEpoch
@@ -175,7 +203,8 @@ class FailoverState:
     primary: str = ""  # the primary this backup follows
     since: float = 0.0  # when the current state was entered
     vote_at: float | None = None  # last client vote
-    primary_silent: bool = False
+    primary_silent: bool = False  # silent on the replication paths
+    primary_gone: bool = False  # ... and on the client network (step 420)
     in_sync: tuple[str, ...] = ()  # primary: backups it waits for
     progress: tuple[tuple[str, int, int, bool, bool], ...] = ()  # peer, epoch, lsn, live, serving
     last_lsn: int = 0  # ours, updated by the shell before each step ...
@@ -185,6 +214,9 @@ class FailoverState:
     candidate: int = 0  # the epoch we ask to lead at (0: we do not ask)
     grants: tuple[str, ...] = ()  # peers that granted it
     granted: tuple[str, int] = ("", 0)  # whom we granted the lead, at which epoch
+    witness: bool = False  # a witness is configured: every new epoch is its grant
+    asking: int = 0  # the epoch we ask the witness to lead at (0: we do not ask)
+    elected: int = 0  # the epoch the witness granted us
 
     @property
     def active(self) -> bool:
@@ -205,6 +237,7 @@ def initial(
     vote_window: float = 1.0,
     may_lead: bool = False,
     lead_alone: bool = False,
+    witness: bool = False,
 ) -> FailoverState:
     return FailoverState(
         name=name,
@@ -217,6 +250,7 @@ def initial(
         lead_alone=may_lead and lead_alone,
         since=now,
         vote_window=vote_window,
+        witness=witness,
     )
 
 

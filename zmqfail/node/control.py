@@ -11,6 +11,7 @@ from typing import Any
 import zmq
 
 from zmqfail.core.node import NodeCore
+from zmqfail.core.status import NodeStatus
 from zmqfail.errors import ProtocolError
 from zmqfail.node.digest import DigestJobs
 from zmqfail.node.links import Channels
@@ -107,7 +108,8 @@ class Control:
     def _delays(self) -> dict[str, int]:
         return {lk: round(d * 1000) for lk, d in sorted(self.channels.faults.delays.items())}
 
-    def status(self, now: float, digest: bool) -> dict[str, Any]:
+    def node_status(self, now: float) -> NodeStatus:
+        """The core's status with what only the shell knows (pid, faults, framing)."""
         st = self.core.status(now)
         st.pid = os.getpid()
         st.cut_links = sorted(self.channels.faults.cut)
@@ -115,6 +117,10 @@ class Control:
         st.counters["bad_frames"] += self.channels.bad_framing
         st.counters["undeliverable"] = self.channels.undeliverable
         st.counters["control_bad_frames"] = self.bad_frames
+        return st
+
+    def status(self, now: float, digest: bool) -> dict[str, Any]:
+        st = self.node_status(now)
         if digest:
             st.digest = self.core.nlog.proc.digest()
         return st.to_dict()

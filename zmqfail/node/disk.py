@@ -31,7 +31,7 @@ from zmqfail.node.flusher import Flusher
 from zmqfail.txlog.buffer import Batch
 from zmqfail.txlog.frames import log_dir
 from zmqfail.txlog.retention import Retention
-from zmqfail.txlog.segments import DiskLog
+from zmqfail.txlog.segments import DiskLog, LogIO
 from zmqfail.txlog.snapshot import snap_dir, write_meta, write_snapshot
 from zmqfail.txlog.truncate import Cut, truncate_after
 
@@ -57,12 +57,16 @@ class RealDisk:
         name: str,
         next_lsn: int,
         on_new_notify: Callable[[zmq.Socket[bytes] | None, zmq.Socket[bytes]], None],
+        io: LogIO | None = None,
+        on_flush: Callable[[float], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.cfg = cfg
         self.name = name
         self.data_dir = cfg.node(name).data_dir
         self._on_new_notify = on_new_notify  # (old, new) flusher notify sockets to poll
+        self._io = io  # the log's file calls (metrics time each fsync)
+        self._on_flush = on_flush  # seconds one background flush took (metrics)
         self.retention: Retention = cfg.retention.for_node(cfg.node(name))
         self.children: list[Child] = []
         self._late: list[tuple[int, bool]] = []  # snapshots waited for outside reap()
@@ -74,7 +78,7 @@ class RealDisk:
     def reopen(self, next_lsn: int) -> None:
         old = self.flusher.notify if self.flusher is not None else None
         self._close_log()
-        self.disklog = DiskLog(self.data_dir, self.cfg.flush.segment_bytes, next_lsn)
+        self.disklog = DiskLog(self.data_dir, self.cfg.flush.segment_bytes, next_lsn, self._io)
         self.flusher = Flusher(self.ctx, self.disklog, self.name)
         self._on_new_notify(old, self.flusher.notify)
 
@@ -102,6 +106,8 @@ class RealDisk:
             return done
         while (got := self.flusher.recv_done()) is not None:
             done.append(got[0])
+            if got[0] >= 0 and self._on_flush is not None:
+                self._on_flush(got[1])
         return done
 
     @property

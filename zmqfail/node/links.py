@@ -22,7 +22,7 @@ from zmqfail.chaos import LINK_NAMES
 from zmqfail.config import ClusterConfig, NodeConfig
 from zmqfail.core.ports import Outbox
 from zmqfail.errors import NodeError, ProtocolError
-from zmqfail.protocol import READ_BUDGET, Channel, limit_socket
+from zmqfail.protocol import READ_BUDGET, Channel, Probe, limit_socket
 from zmqfail.replication import LINKS
 
 Ctx = zmq.Context[zmq.Socket[bytes]]
@@ -30,6 +30,7 @@ Sock = zmq.Socket[bytes]
 
 MAX_FRAMES = 512  # frames taken from a socket per turn, so no channel starves
 CLIENTS = "clients"
+WITNESS = "witness"
 
 
 class Faults:
@@ -128,6 +129,30 @@ class Channels:
             self.pull[link], self.rep[link], self.pub[link], self.sub[link] = pull, rep, pub, sub
             for s in (pull, rep, sub):
                 self.link_of[s] = link
+        # Step 420: one DEALER per peer to its client frontend, to ask whether it
+        # lives when it falls silent on the links. IMMEDIATE: a probe for a peer
+        # that is not connected is dropped at once, not queued to arrive late.
+        self.probe: dict[str, Sock] = {}
+        self.probe_of: dict[Sock, str] = {}
+        for peer in cfg.peers(me.name):
+            dealer = self._socket(zmq.DEALER, Channel.CLIENTS)
+            dealer.setsockopt(zmq.IMMEDIATE, 1)
+            dealer.setsockopt(zmq.SNDHWM, 4)
+            dealer.setsockopt(zmq.RCVHWM, 64)
+            dealer.connect(peer.client)
+            self.poller.register(dealer, zmq.POLLIN)
+            self.probe[peer.name] = dealer
+            self.probe_of[dealer] = peer.name
+        self._probe_frame = Probe(me.name).encode()
+        # The witness (optional): one DEALER; asks for a witness that is not
+        # connected are dropped (IMMEDIATE): they are repeated anyway.
+        self.witness: Sock | None = None
+        if cfg.witness is not None:
+            self.witness = self._socket(zmq.DEALER, Channel.CLIENTS)
+            self.witness.setsockopt(zmq.IMMEDIATE, 1)
+            self.witness.setsockopt(zmq.SNDHWM, 16)
+            self.witness.connect(cfg.witness.endpoint)
+            self.poller.register(self.witness, zmq.POLLIN)
         # Replication to backups, open only while this node leads.
         self.push: dict[tuple[str, str], Sock] = {}
         self.req: dict[tuple[str, str], Sock] = {}
@@ -267,6 +292,31 @@ class Channels:
             return None
         return peer, link, parts
 
+    def read_probe_replies(self, sock: Sock) -> tuple[str, list[bytes]]:
+        """Answers from one peer's client frontend to our probes."""
+        got: list[bytes] = []
+        for _ in range(64):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if CLIENTS not in self.faults.cut and len(parts) == 1:
+                got.append(parts[0])
+        return self.probe_of[sock], got
+
+    def read_witness(self) -> list[bytes]:
+        got: list[bytes] = []
+        if self.witness is None:
+            return got
+        for _ in range(64):
+            try:
+                parts = self.witness.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if WITNESS not in self.faults.cut and len(parts) == 1:
+                got.append(parts[0])
+        return got
+
     def read_heartbeats(self, link: str) -> list[bytes]:
         sub = self.sub[link]
         got: list[bytes] = []
@@ -298,6 +348,14 @@ class Channels:
                         # Client gone or its queue full: it will time out and resend,
                         # and the dedup table answers the resend from the stored reply.
                         self.undeliverable += 1
+        if self.witness is not None and WITNESS not in cut:
+            for data in out.witness:
+                with contextlib.suppress(zmq.ZMQError):
+                    self.witness.send(data, zmq.NOBLOCK)
+        if CLIENTS not in cut:
+            for peer in out.probe:
+                with contextlib.suppress(zmq.ZMQError):
+                    self.probe[peer].send(self._probe_frame, zmq.NOBLOCK)
         for link, data in out.answer:
             if link in cut:
                 self.owed.add(link)

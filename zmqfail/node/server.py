@@ -26,12 +26,15 @@ from zmqfail.node import clock, tables
 from zmqfail.node.control import Control
 from zmqfail.node.disk import RealDisk
 from zmqfail.node.links import Channels
+from zmqfail.node.metrics import NodeMetrics
+from zmqfail.protocol import AckStatus
 from zmqfail.replication import LINKS
 from zmqfail.txlog.snapshot import read_meta
 
 log = logging.getLogger("zmqfail.node")
 
 JOB_POLL = 0.005  # seconds between checks on forked children while any runs
+GOODBYE_LINGER_MS = 200  # at most this long to hand the last heartbeat links their goodbye
 
 
 class Node:
@@ -48,6 +51,7 @@ class Node:
         self.data_dir = self.me.data_dir
         self.stopping = False
         self._lock_fd = -1
+        self.metrics: NodeMetrics | None = None
 
     # ------------------------------------------------------------------ start
     def open(self) -> None:
@@ -69,7 +73,16 @@ class Node:
             loaded.torn_bytes,
         )
         self.poller = zmq.Poller()
-        self.disk = RealDisk(self.ctx, self.cfg, self.name, proc.last_lsn + 1, self._notify)
+        m = self.metrics = NodeMetrics(self.cfg.name, self.me.metrics) if self.me.metrics else None
+        self.disk = RealDisk(
+            self.ctx,
+            self.cfg,
+            self.name,
+            proc.last_lsn + 1,
+            self._notify,
+            m.io if m else None,
+            m.flush_seconds.observe if m else None,
+        )
         now = clock.now()
         self.core = NodeCore(
             self.cfg,
@@ -82,10 +95,12 @@ class Node:
             rng=random.Random(),
         )
         self.channels = Channels(
-            self.ctx, self.cfg, self.me, self.poller, lambda: self.core.follower.ack("gap")
+            self.ctx, self.cfg, self.me, self.poller, lambda: self.core.follower.ack(AckStatus.GAP)
         )
         self.control = Control(self.core, self.channels)
         (self.data_dir / "node.pid").write_text(f"{os.getpid()}\n")
+        if self.metrics is not None and not self.metrics.start():
+            self.metrics = None
         log.info(
             "%s: starting at epoch %d, clients on %s", self.name, self.core.epoch, self.me.client
         )
@@ -147,6 +162,8 @@ class Node:
                 # same as a failed background flush, the node stops with
                 # nothing more acknowledged.
                 core.on_flush_failed(str(exc))
+            if self.metrics is not None:
+                self._measure(events, now)
             if (core.leader is not None) != replicating:
                 replicating = core.leader is not None
                 self._replication(replicating)
@@ -181,12 +198,35 @@ class Node:
             got = ch.read_ack(sock)
             if got is not None:
                 core.on_ack(*got, now)
+        if ch.witness is not None and ch.witness in events:
+            answers = ch.read_witness()
+            if answers:
+                core.on_witness(answers, now)
+        for sock in [s for s in events if s in ch.probe_of]:
+            peer, answers = ch.read_probe_replies(sock)
+            if answers:
+                core.on_probe_reply(peer, answers, now)
         if ch.control in events:
             self.control.drain(now)
         if disk.children or self.control.digests.jobs:
             self._reap(now)
         ch.faults.due(now)
         core.end_turn(now)
+
+    def _measure(self, events: dict[Any, int], now: float) -> None:
+        """After a turn, before its output leaves: round trips of commit
+        requests (asked now, answered when the REQ became readable), and the
+        status the metrics thread serves, every UPDATE_EVERY."""
+        m, ch, out = self.metrics, self.channels, self.core.out
+        assert m is not None
+        for sock in events:
+            key = ch.owner.get(sock)
+            if key is not None and key[1] not in ch.faults.cut:
+                m.answered(key[0], key[1], now)
+        if out.commit or out.reset:
+            m.asked(out.commit, out.reset, clock.now())
+        if m.due(now):
+            m.update(self.control.node_status(now), now)
 
     def _timeout_ms(self, now: float) -> int:
         deadline = self.core.next_deadline(now)
@@ -230,7 +270,11 @@ class Node:
         self.channels.carry(core.out, clock.now())
         self.control.close()
         self.disk.close()
+        for pub in self.channels.pub.values():
+            pub.close(linger=GOODBYE_LINGER_MS)  # the goodbyes go out before the process ends
         self.channels.close()
+        if self.metrics is not None:
+            self.metrics.close()
         with contextlib.suppress(OSError):
             (self.data_dir / "node.pid").unlink()
         if self._lock_fd >= 0:

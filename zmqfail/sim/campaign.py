@@ -19,21 +19,26 @@ from zmqfail.sim.schedule import ALLOWED_UNSAFE, random_schedule
 FAULT_WINDOW = 2.0  # seconds of faults after the pair formed, then everything heals
 
 
-def run_one(seed: int, unsafe: bool = False) -> tuple[Outcome, list[str]]:
-    apply, picked = random_schedule(seed, safe=not unsafe)
-    cluster = Cluster(seed)
+def run_one(
+    seed: int, unsafe: bool = False, witness: bool = False, app: str = "orders"
+) -> tuple[Outcome, list[str]]:
+    apply, picked = random_schedule(seed, safe=not unsafe, witness=witness)
+    cluster = Cluster(seed, witness=witness, app=app)
     out = cluster.run(apply, until=SETTLE + FAULT_WINDOW)
     if unsafe:
         out.violations = [v for v in out.violations if v.kind not in ALLOWED_UNSAFE]
     return out, picked
 
 
-def _worker(args: tuple[int, bool]) -> tuple[int, list[str], list[str], int, int, float, int]:
-    seed, unsafe = args
+def _worker(
+    args: tuple[int, bool, bool, str],
+) -> tuple[int, list[str], list[str], int, int, float, int]:
+    seed, unsafe, witness, app = args
     try:
-        out, picked = run_one(seed, unsafe)
+        out, picked = run_one(seed, unsafe, witness, app)
     except Exception as exc:  # a bug in the core or the simulator: report the seed
-        crash = f"crash: {type(exc).__name__}: {exc} (tools/sim --replay {seed})"
+        again = f"tools/sim --replay {seed}" + (f" --app {app}" if app != "orders" else "")
+        crash = f"crash: {type(exc).__name__}: {exc} ({again})"
         return seed, [], [crash], 0, 0, 0.0, 0
     return (
         seed,
@@ -67,10 +72,13 @@ def campaign(
     workers: int = 2,
     minutes: float | None = None,
     stop_on: Callable[[list[str]], bool] | None = None,
+    witness: bool = False,
+    app: str = "orders",
 ) -> Summary:
-    """Run `seeds` (or as many as `minutes` allow, from seeds.start on).
-    `stop_on(violations)` true ends the run at that schedule (a planted bug is
-    shown caught without running every seed)."""
+    """Run `seeds` (or as many as `minutes` allow, from seeds.start on), the
+    cluster running `app` (orders or ledger). `stop_on(violations)` true ends
+    the run at that schedule (a planted bug is shown caught without running
+    every seed)."""
     s = Summary()
     t0 = time.monotonic()
     deadline = t0 + minutes * 60 if minutes else None
@@ -78,7 +86,7 @@ def campaign(
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers) as pool:
         for seed, picked, violations, acked, _faults, sim_s, events in pool.imap_unordered(
-            _worker, ((seed, unsafe) for seed in todo), chunksize=8
+            _worker, ((seed, unsafe, witness, app) for seed in todo), chunksize=8
         ):
             s.schedules += 1
             s.faults.update(picked)
@@ -95,12 +103,14 @@ def campaign(
     return s
 
 
-def replay(seed: int, unsafe: bool = False) -> tuple[Outcome, list[str]]:
-    return run_one(seed, unsafe)
+def replay(
+    seed: int, unsafe: bool = False, witness: bool = False, app: str = "orders"
+) -> tuple[Outcome, list[str]]:
+    return run_one(seed, unsafe, witness, app)
 
 
-def run_named(name: str, seed: int = 1) -> Outcome:
-    from zmqfail.sim.schedule import NAMED
+def run_named(name: str, seed: int = 1, witness: bool = False, app: str = "orders") -> Outcome:
+    from zmqfail.sim.schedule import DURATION, NAMED
 
-    cluster = Cluster(seed)
-    return cluster.run(NAMED[name], until=SETTLE + 2.5)
+    cluster = Cluster(seed, witness=witness, app=app)
+    return cluster.run(NAMED[name], until=SETTLE + DURATION.get(name, 2.5))

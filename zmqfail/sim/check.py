@@ -12,26 +12,40 @@ by which server, at which epoch and when. From these:
 - split: a server acknowledged at an older epoch after another server had
   begun acknowledging at a newer one (two servers serving at once);
 - diverged: live servers whose histories or tables differ after healing;
-- stuck: service did not resume within the bound once faults stopped.
+- stuck: service did not resume within the bound once faults stopped;
+- invariant: the application's own check (``Application.check``) fails on a
+  live server's tables after healing;
+- for the ledger, over the final history as written: conservation (a
+  transaction that changes the total of all balances), negative (a balance
+  below zero), transfer-twice (a transfer id applied by a second record,
+  whatever msg_id carried it).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from zmqfail.apps.ledger.check import audit, opening
+from zmqfail.apps.ledger.settings import LedgerConfig
 from zmqfail.txlog.history import EpochHistory
+from zmqfail.txlog.record import TxRecord
 
 
 @dataclass(slots=True)
 class Truth:
-    """Every record written, by (term id, lsn): (client id, msg id)."""
+    """Every record written, by (term id, lsn): (client id, msg id); with
+    `keep` (an application whose log the checks read) its bytes too."""
 
     records: dict[tuple[int, int], tuple[str, int] | None] = field(default_factory=dict)
+    keep: bool = False
+    payloads: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
-    def history(self, hist: EpochHistory, last_lsn: int) -> list[tuple[str, int] | None]:
-        """The requests of a server's log, LSN 1..last (None: unknown, a record
-        of a term the simulation did not see written, such as a system one)."""
-        out: list[tuple[str, int] | None] = []
+    def keys(self, hist: EpochHistory, last_lsn: int) -> list[tuple[int, int] | None]:
+        """(term id, lsn) of each record of a server's log, LSN 1..last (None:
+        before the first term the history knows)."""
+        out: list[tuple[int, int] | None] = []
         terms = hist.terms
         i = 0
         for lsn in range(1, last_lsn + 1):
@@ -40,7 +54,20 @@ class Truth:
             if not terms or terms[i].first_lsn > lsn:
                 out.append(None)
                 continue
-            out.append(self.records.get((terms[i].term_id, lsn)))
+            out.append((terms[i].term_id, lsn))
+        return out
+
+    def history(self, hist: EpochHistory, last_lsn: int) -> list[tuple[str, int] | None]:
+        """The requests of a server's log, LSN 1..last (None: unknown, a record
+        of a term the simulation did not see written, or a registration)."""
+        return [None if k is None else self.records.get(k) for k in self.keys(hist, last_lsn)]
+
+    def transactions(self, hist: EpochHistory, last_lsn: int) -> list[TxRecord | None]:
+        """The records of a server's log as written (None: not seen written)."""
+        out: list[TxRecord | None] = []
+        for k in self.keys(hist, last_lsn):
+            data = None if k is None else self.payloads.get(k)
+            out.append(None if data is None else TxRecord.decode(data))
         return out
 
 
@@ -115,3 +142,17 @@ def check_split(acks: list[Ack]) -> list[Violation]:
                 )
                 return out
     return out
+
+
+def check_ledger(final: Sequence[TxRecord | None], settings: LedgerConfig) -> list[Violation]:
+    """The ledger's promises over a final history, from the opening balances.
+    A record the simulation did not see written cannot be judged: the audit
+    stops there (it would otherwise blame the next record for its changes)."""
+    known = []
+    for rec in final:
+        if rec is None:
+            break
+        known.append(rec)
+    balances, total = opening(settings)
+    whole = total if len(known) == len(final) else None
+    return [Violation(f.broken.value, f.text) for f in audit(balances, Counter(), known, whole)]

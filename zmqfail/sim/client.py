@@ -1,5 +1,7 @@
 """A simulated client: the real client core (failover, resend, votes) with a
-closed-loop workload of random orders, on the simulated network.
+closed-loop workload on the simulated network: random orders, or the
+application's own request mix (`AppSpec.workload`, the ledger's transfers)
+when the cluster runs another application.
 
 It keeps `window` requests in flight and records every reply it accepted
 (with the server, the epoch and when the server sent it): the history the
@@ -12,9 +14,11 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from zmqfail.app import Workload
 from zmqfail.client.core import ClientCore
 from zmqfail.client.session import ClientState, Session
 from zmqfail.config import DEFAULT_INSTRUMENTS
+from zmqfail.protocol import STATUS_OK
 from zmqfail.sim.check import Ack
 
 if TYPE_CHECKING:
@@ -53,6 +57,12 @@ class SimClient:
             failover_after=fo.client_timeout_ms / 1000.0,
             lost_after=3600.0,  # keeps looking: the checker judges liveness itself
         )
+        # Orders keep the simulator's own mix (and its random draws, so a seed's
+        # schedule is the same as before other applications could run).
+        self.mix: Workload | None = None
+        if cluster.app != "orders":
+            self.mix = cluster.cfg.app.workload(self.rng.getrandbits(32))
+        self.bodies: dict[int, dict[str, Any]] = {}  # msg_id -> body, while unanswered
         self.acks: list[Ack] = []
         self.written: set[tuple[str, int]] = set()
         self.sending = True  # new requests until told to stop
@@ -69,6 +79,9 @@ class SimClient:
         now = self.loop.now
         for rep in self.core.on_frame(self.names.index(server), data, now):
             self.acks.append(Ack(self.id, rep.msg_id, rep.server, rep.epoch, sent_at))
+            body = self.bodies.pop(rep.msg_id, None)
+            if self.mix is not None and body is not None and rep.status == STATUS_OK:
+                self.mix.on_ok(body, rep.result)
             self.last_ack = now
             self._next_send = now + self.think
         self.turn()
@@ -97,11 +110,20 @@ class SimClient:
                 wake = self._next_send
             else:
                 while len(core.session.outstanding) < self.window:
-                    msg_id = core.submit(random_order(self.rng), now)
-                    self.written.add((self.id, msg_id))
+                    self._submit(now)
         wake = min(wake, core.next_deadline(now))  # after the submits: they set it
         self._route()
         self.wake(max(wake, now + 1e-6))
+
+    def _submit(self, now: float) -> None:
+        if self.mix is None:
+            self.written.add((self.id, self.core.submit(random_order(self.rng), now)))
+            return
+        body = self.mix.next_body()
+        msg_id = self.core.submit(body, now)
+        self.bodies[msg_id] = body
+        if self.mix.is_write(body):  # a query is not logged: nothing to lose
+            self.written.add((self.id, msg_id))
 
     def _route(self) -> None:
         net = self.cluster.net

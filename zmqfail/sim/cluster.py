@@ -7,18 +7,20 @@ hold, and returns what it found.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import msgpack
 
 from zmqfail import config
+from zmqfail.apps.ledger.settings import parse as ledger_settings
 from zmqfail.config import ClusterConfig
-from zmqfail.sim.check import Truth, Violation, check_history, check_split
+from zmqfail.sim.check import Truth, Violation, check_history, check_ledger, check_split
 from zmqfail.sim.client import SimClient
 from zmqfail.sim.loop import Loop
 from zmqfail.sim.net import SimNet
 from zmqfail.sim.server import SimServer
+from zmqfail.sim.witness import SimWitness
 from zmqfail.txlog.record import REGISTER
 
 SETTLE = 1.0  # seconds before faults start: the pair forms
@@ -36,13 +38,20 @@ FAILOVER = {
 TICK = 0.05
 
 
-def sim_config(nodes: int, **failover: int) -> ClusterConfig:
-    text = config.render(nodes=nodes, base_port=20000)
+WITNESS_LEASE = 1.0  # seconds
+
+
+def sim_config(
+    nodes: int, witness: bool = False, app: str = "orders", **failover: int
+) -> ClusterConfig:
+    text = config.render(nodes=nodes, base_port=20000, app=app)
     cfg = config.loads(text, Path("/nonexistent"))
     if failover:
-        from dataclasses import replace
-
         cfg = replace(cfg, failover=replace(cfg.failover, **failover))
+    if witness:
+        lease_ms = round(WITNESS_LEASE * 1000)
+        w = config.WitnessConfig("tcp://127.0.0.1:1", Path("/nonexistent/w"), lease_ms)
+        cfg = replace(cfg, witness=w)
     return cfg
 
 
@@ -63,13 +72,21 @@ class Outcome:
 
 class Cluster:
     def __init__(
-        self, seed: int, nodes: int = 2, clients: int = 2, window: int = 2, think: float = 0.1
+        self,
+        seed: int,
+        nodes: int = 2,
+        clients: int = 2,
+        window: int = 2,
+        think: float = 0.1,
+        witness: bool = False,
+        app: str = "orders",
     ) -> None:
         self.loop = Loop(seed)
-        self.cfg = sim_config(nodes, **FAILOVER)
+        self.app = app
+        self.cfg = sim_config(nodes, witness, app, **FAILOVER)
         self.tick = TICK
         self.net = SimNet(self.loop)
-        self.truth = Truth()
+        self.truth = Truth(keep=app == "ledger")
         self.trace: list[str] = []
         self.faults = 0
         self.healed = False  # after the heal, a server that stops is restarted
@@ -78,10 +95,12 @@ class Cluster:
         }
         self.clients = [SimClient(self, f"c-{i}", window, think) for i in range(clients)]
         self.clients_by_ident = {c.ident: c for c in self.clients}
+        self.witness = SimWitness(self, WITNESS_LEASE) if witness else None
 
     # ---------------------------------------------------------- bookkeeping
     def recorder(self, name: str) -> Callable[[int, bytes], None]:
-        records = self.truth.records
+        truth = self.truth
+        records, payloads = truth.records, truth.payloads
 
         def note(lsn: int, payload: bytes) -> None:
             core = self.servers[name].core
@@ -91,6 +110,8 @@ class Cluster:
             obj = msgpack.unpackb(payload, raw=False, strict_map_key=False)
             # A registration (or a system record) is no request of the workload.
             records[(term.term_id, lsn)] = (obj[2], obj[3]) if obj[3] != REGISTER else None
+            if truth.keep:
+                payloads[(term.term_id, lsn)] = payload
 
         return note
 
@@ -146,6 +167,8 @@ class Cluster:
         self.log("heal everything")
         self.healed = True
         self.net.heal_all()
+        if self.witness is not None:
+            self.witness.restart()
         for s in self.servers.values():
             s.resume()
             s.disk.fail_flushes = s.disk.fail_drains = 0
@@ -204,6 +227,11 @@ class Cluster:
         names = sorted(histories)
         longest = max(names, key=lambda n: len(histories[n]))
         out.extend(check_history(histories[longest], acks, written))
+        if self.app == "ledger":
+            core = self.servers[longest].core
+            assert core is not None
+            final = self.truth.transactions(core.nlog.proc.history, core.nlog.held)
+            out.extend(check_ledger(final, ledger_settings(self.cfg.app.settings)))
         for n in names:
             h = histories[n]
             if h != histories[longest][: len(h)] or len(h) < len(histories[longest]) - 0:
@@ -217,6 +245,8 @@ class Cluster:
         for s in live:
             assert s.core is not None
             digests[s.name] = s.core.nlog.proc.digest()
+            for broken in s.core.nlog.proc.app.check():
+                out.append(Violation("invariant", f"{s.name}: {broken}"))
         if len(set(digests.values())) > 1:
             out.append(Violation("diverged", f"tables differ: {sorted(digests)}"))
         out.extend(check_split(acks))

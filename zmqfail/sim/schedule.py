@@ -77,6 +77,35 @@ def _cut(nets: tuple[str, ...]) -> Fault:
     return fault
 
 
+def crash_witness(c: Cluster, rng: random.Random, t: float) -> None:
+    def go() -> None:
+        w = c.witness
+        if w is None:
+            return
+        c.faults += 1
+        c.log("crash the witness")
+        w.crash()
+
+        def back() -> None:
+            c.log("restart the witness")
+            w.restart()
+
+        c.loop.after(rng.uniform(0.2, 1.5), back)
+
+    c.loop.at(t, go)
+
+
+def cut_witness(c: Cluster, rng: random.Random, t: float) -> None:
+    """One server loses the witness for a while (the other keeps it)."""
+
+    def go() -> None:
+        name = rng.choice(sorted(c.servers))
+        c.cut(name, "w", "clients")
+        c.loop.after(rng.uniform(0.2, 1.5), lambda: _heal(c, name, "w", ("clients",)))
+
+    c.loop.at(t, go)
+
+
 def _heal(c: Cluster, a: str, b: str, nets: tuple[str, ...]) -> None:
     for net in nets:
         c.net.heal(a, b, net)
@@ -84,11 +113,14 @@ def _heal(c: Cluster, a: str, b: str, nets: tuple[str, ...]) -> None:
 
 
 def isolate_primary(c: Cluster, rng: random.Random, t: float) -> None:
-    """The primary loses the backup and every client; the backup keeps them."""
+    """The primary loses the backup and every client (its client network is
+    down, so the backup's probes do not reach it either); the backup keeps
+    the clients."""
 
     def go() -> None:
         p, b = _primary(c), _backup(c)
-        cut = [(p, b, "main"), (p, b, "failsafe")] + [(p, cl.id, "clients") for cl in c.clients]
+        cut = [(p, b, "main"), (p, b, "failsafe"), (p, b, "clients")]
+        cut += [(p, cl.id, "clients") for cl in c.clients]
         for x, y, net in cut:
             c.cut(x, y, net)
 
@@ -177,7 +209,9 @@ def power_loss(c: Cluster, rng: random.Random, t: float) -> None:
 
 # One server fault at a time is what the pair promises to survive (an
 # acknowledgement outlives any single server's failure); network faults come
-# on top, but never both replication links at once (see UNSAFE).
+# on top: both replication links cut is safe since step 420 (the backup asks
+# over the client network), every network between the servers is not
+# (see UNSAFE).
 def _restarter(c: Cluster, name: str) -> Callable[[], None]:
     return lambda: c.restart(name)
 
@@ -193,36 +227,47 @@ SERVER: dict[str, Fault] = {
 NETWORK: dict[str, Fault] = {
     "cut-main": _cut(("main",)),
     "cut-failsafe": _cut(("failsafe",)),
+    "cut-both-links": _cut(("main", "failsafe")),
     "slow-network": slow_network,
     "slow-replication": slow_replication,
 }
 SAFE = {**SERVER, **NETWORK}
-# Outcomes the partition table documents as losing acknowledged requests (a
-# power loss of every server: what neither had flushed), or not yet safe (both
-# replication links cut while clients reach both: the "No holes left" issue).
+# Outcomes the partition table documents as losing acknowledged requests: a
+# power loss of every server (what neither had flushed), and the servers cut
+# from each other on every network while clients reach both (without a
+# witness each may serve alone: split brain).
 UNSAFE: dict[str, Fault] = {
     "power-loss": power_loss,
-    "cut-both-links": _cut(("main", "failsafe")),
+    "split-servers": _cut(("main", "failsafe", "clients")),
 }
-ALL = {**SAFE, **UNSAFE}
+# With a witness: its own faults, and the servers split on every network
+# while each reaches the witness, become safe (exactly one may lead).
+WITNESS: dict[str, Fault] = {
+    "crash-witness": crash_witness,
+    "cut-witness": cut_witness,
+    "split-servers": _cut(("main", "failsafe", "clients")),
+}
+ALL = {**SAFE, **UNSAFE, **WITNESS}
 # Violations a schedule outside the safe set may show by design; the rest
 # (applied twice, out of order, diverged tables, no service) never.
 ALLOWED_UNSAFE = frozenset({"lost", "split"})
 
 
-def random_schedule(seed: int, safe: bool = True) -> tuple[Callable[[Cluster], None], list[str]]:
-    """Safe: one server fault and up to two network faults (not both
-    replication links). Otherwise: one to three faults of any kind, at once or
-    one after another: double failures, power loss, both links cut."""
+def random_schedule(
+    seed: int, safe: bool = True, witness: bool = False
+) -> tuple[Callable[[Cluster], None], list[str]]:
+    """Safe: one server fault and up to two network faults (with a witness:
+    its faults and the servers split on every network count as network
+    faults). Otherwise: one to three faults of any kind, at once or one after
+    another: double failures, power loss, servers split on every network."""
     rng = random.Random(seed * 7919 + 17)
     if safe:
         picked = [rng.choice(sorted(SERVER))]
-        nets = rng.sample(sorted(NETWORK), rng.randint(0, 2))
-        if {"cut-main", "cut-failsafe"} <= set(nets):
-            nets.remove(rng.choice(("cut-main", "cut-failsafe")))
-        picked += nets
+        nets = {**NETWORK, **WITNESS} if witness else NETWORK
+        picked += rng.sample(sorted(nets), rng.randint(0, 2))
     else:
-        picked = [rng.choice(sorted(ALL)) for _ in range(rng.randint(1, 3))]
+        kinds = sorted(ALL) if witness else sorted({**SAFE, **UNSAFE})
+        picked = [rng.choice(kinds) for _ in range(rng.randint(1, 3))]
     times = sorted(rng.uniform(0.0, 1.5) for _ in picked)
 
     def apply(c: Cluster) -> None:
@@ -238,11 +283,11 @@ def audit_both_links_cut(c: Cluster) -> None:
     """The outside audit's loss, as it happened with real processes: both
     replication links of a loaded primary cut for 1.5 s, while one client
     briefly hears nothing from it (its loop was slow) and votes for the
-    backup. The backup takes over; the primary, cut from it, runs alone for
-    the other client; both serve; when the links heal the old primary learns
-    the new epoch and its acknowledged records are set aside. Expected to lose
-    acknowledged requests until the "No holes left" issue (step 420, a
-    witness) changes the rules."""
+    backup. Under the old rule (silence plus a client vote) the backup took
+    over, the primary ran alone for the other client, both served, and the
+    old primary's acknowledged records were set aside when it learned the new
+    epoch. Since step 420 the backup hears the primary over the client
+    network and waits: nothing is lost."""
     start = c.loop.now + 0.2
 
     def cut() -> None:
@@ -287,7 +332,35 @@ def takeover_write_fails(c: Cluster) -> None:
     c.loop.at(c.loop.now + 1.2, restart_all)
 
 
+def double_failure(c: Cluster) -> None:
+    """The partition table's double failure: the primary dies, the backup
+    takes over and acknowledges, then dies too; the old primary restarts
+    alone with older data. It must not lead (the newer server's
+    acknowledgements would be lost); once the newer server is back, the pair
+    serves again with everything. Checked every 10 ms of its time alone."""
+    t = c.loop.now + 0.2
+    a = _primary(c)
+    b = next(n for n in c.servers if n != a)
+    led = []
+
+    def watch() -> None:
+        core = c.servers[a].core
+        if core is not None and core.agent.fs.active:
+            led.append(c.loop.now)
+
+    c.loop.at(t, lambda: c.crash(a))
+    c.loop.at(t + 2.2, lambda: c.crash(b))
+    c.loop.at(t + 2.3, lambda: c.restart(a))
+    for i in range(150):
+        c.loop.at(t + 2.3 + i * 0.01, watch)
+    c.loop.at(t + 3.9, lambda: c.log(f"stale {a} {'LED' if led else 'waited'}"))
+
+
+# Named cases that need longer than the usual fault window (seconds after SETTLE).
+DURATION: dict[str, float] = {"double-failure": 4.2}
+
 NAMED: dict[str, Callable[[Cluster], None]] = {
+    "double-failure": double_failure,
     "audit-both-links-cut": audit_both_links_cut,
     "takeover-write-fails": takeover_write_fails,
 }

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from zmqfail.core.node import NodeCore
 from zmqfail.errors import LogWriteFailed
+from zmqfail.protocol import Probe
 from zmqfail.sim.disk import SimDisk
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ LINKS = ("main", "failsafe")
 # A frame is handled in the loop's next turn, this long after it arrives: the
 # real loop takes what arrived meanwhile in one turn, and so does this one.
 TURN_DELAY = 0.0003
+PROBE_IDENT = b"probe:"  # the identity a server's probe DEALER has at a peer's ROUTER
 
 
 class SimServer:
@@ -34,6 +36,7 @@ class SimServer:
         self.cluster = cluster
         self.loop = cluster.loop
         self.name = name
+        self.probe_frame = Probe(name).encode()
         self.disk = SimDisk(self.loop, cluster.cfg, name)
         self.core: NodeCore | None = None
         self.up = False
@@ -161,6 +164,11 @@ class SimServer:
             elif kind == "ack":
                 peer, link, parts = item
                 core.on_ack(peer, link, parts, now)
+            elif kind == "witness":
+                core.on_witness(item, now)
+            elif kind == "probe-reply":
+                peer, data = item
+                core.on_probe_reply(peer, [data], now)
             elif kind == "call":
                 item(core)
             if self.core is not core or not self.up:
@@ -173,7 +181,7 @@ class SimServer:
     def _grouped(inbox: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
         for kind, item in inbox:
-            if kind in ("ack", "call", "commit"):
+            if kind in ("ack", "call", "commit", "probe-reply"):
                 out.append((kind, item))
             elif out and out[-1][0] == kind:
                 out[-1][1].append(item)
@@ -199,6 +207,26 @@ class SimServer:
             if client is not None:
                 sent = _bind(client.on_frame, me, data, self.loop.now)
                 net.send(me, client.id, "clients", "rep", sent)
+            elif ident.startswith(PROBE_IDENT):
+                # An answer to a peer's step-420 probe, over the client network.
+                prober = c.servers.get(ident[len(PROBE_IDENT) :].decode())
+                if prober is not None:
+                    got = _bind(prober.deliver, "probe-reply", (me, data))
+                    net.send(me, prober.name, "clients", "probe-rep", got)
+        witness = c.witness
+        if witness is not None:
+            for data in out.witness:
+                net.send(me, "w", "clients", "w-ask", _bind(witness.ask, me, data))
+        for peer_name in out.probe:
+            peer = c.servers[peer_name]
+            ident = PROBE_IDENT + me.encode()
+            net.send(
+                me,
+                peer_name,
+                "clients",
+                "probe",
+                _bind(peer.deliver, "client", (ident, self.probe_frame)),
+            )
         for link, data in out.beat:
             for peer in c.servers.values():
                 if peer is not self:

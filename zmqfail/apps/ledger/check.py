@@ -1,38 +1,58 @@
-"""The ledger's log checker: what the chaos test (and, later, the
-deterministic simulator) asserts about a ledger cluster's durable log.
+"""The ledger's log checker: what the chaos test and the deterministic
+simulator assert about a ledger cluster's history.
 
 Every transaction must conserve the total (the balance changes of one record
 sum to zero), no balance may go negative, and no transfer id may be applied
 by more than one record, whatever failed in between: a double application
-would keep the total (money moves twice) and shows only here. The
-simulator of issue 8 will run the same ``audit_records`` over each simulated
-node's surviving log after every seeded run, and ``Ledger.check`` over its
-tables, next to its own checks (acknowledged transfers present once).
+would keep the total (money moves twice) and shows only here. The chaos test
+runs ``check_log`` over each node's durable log; the simulator runs ``audit``
+over the final history of every seeded run (``zmqfail/sim/check.py``), next
+to ``Ledger.check`` on every live server's tables.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from zmqfail.app import DEL, PUT
-from zmqfail.apps.ledger.settings import parse
+from zmqfail.apps.ledger.settings import LedgerConfig, parse
 from zmqfail.audit import records
 from zmqfail.config import ClusterConfig
 from zmqfail.txlog.record import TxRecord
 from zmqfail.txlog.snapshot import newest_snapshot
 
 
-def audit_records(
+class Broken(enum.Enum):
+    """Which of the ledger's promises a finding breaks."""
+
+    TOTAL = "conservation"  # a transaction, or the whole, changed the total
+    NEGATIVE = "negative"  # a balance went below zero
+    TWICE = "transfer-twice"  # a transfer id applied by a second record
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    broken: Broken
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def audit(
     balances: dict[int, int],
     applied: Counter[str],
     recs: Iterable[TxRecord],
-    expected_total: int,
-) -> list[str]:
-    """Violations in `recs`, applied on top of `balances` and the transfer ids
-    already `applied` (both updated in place); [] when there are none."""
-    bad: list[str] = []
+    expected_total: int | None,
+) -> list[Finding]:
+    """Findings in `recs`, applied on top of `balances` and the transfer ids
+    already `applied` (both updated in place); [] when there are none.
+    `expected_total` None: judge each transaction, not the sum at the end."""
+    bad: list[Finding] = []
     for rec in recs:
         delta = 0
         for ch in rec.changes:
@@ -41,26 +61,44 @@ def audit_records(
                 delta += ch[3] - balances.get(ch[2], 0)
                 balances[ch[2]] = ch[3]
                 if ch[3] < 0:
-                    bad.append(f"lsn {rec.lsn}: account {ch[2]} goes negative ({ch[3]})")
+                    text = f"lsn {rec.lsn}: account {ch[2]} goes negative ({ch[3]})"
+                    bad.append(Finding(Broken.NEGATIVE, text))
             elif table == "accounts" and op == DEL:
                 delta -= balances.pop(ch[2], 0)
             elif table == "transfers" and op == PUT:
                 applied[ch[2]] += 1
                 if applied[ch[2]] > 1:
-                    bad.append(f"lsn {rec.lsn}: transfer {ch[2]!r} applied a second time")
+                    text = f"lsn {rec.lsn}: transfer {ch[2]!r} applied a second time"
+                    bad.append(Finding(Broken.TWICE, text))
         if delta:
-            bad.append(f"lsn {rec.lsn}: the transaction changes the total by {delta}")
+            text = f"lsn {rec.lsn}: the transaction changes the total by {delta}"
+            bad.append(Finding(Broken.TOTAL, text))
     total = sum(balances.values())
-    if total != expected_total:
-        bad.append(f"the balances total {total}, not {expected_total}")
+    if expected_total is not None and total != expected_total:
+        bad.append(Finding(Broken.TOTAL, f"the balances total {total}, not {expected_total}"))
     return bad
+
+
+def audit_records(
+    balances: dict[int, int],
+    applied: Counter[str],
+    recs: Iterable[TxRecord],
+    expected_total: int,
+) -> list[str]:
+    """`audit`, as lines of text."""
+    return [f.text for f in audit(balances, applied, recs, expected_total)]
+
+
+def opening(settings: LedgerConfig) -> tuple[dict[int, int], int]:
+    """The balances every node starts from, and their total."""
+    balances = dict.fromkeys(range(1, settings.accounts + 1), settings.initial_balance)
+    return balances, settings.accounts * settings.initial_balance
 
 
 def check_log(data_dir: Path, cfg: ClusterConfig) -> list[str]:
     """audit_records over a node's durable log (from its newest snapshot on,
     if older segments were pruned)."""
-    settings = parse(cfg.app.settings)
-    balances = dict.fromkeys(range(1, settings.accounts + 1), settings.initial_balance)
+    balances, total = opening(parse(cfg.app.settings))
     applied: Counter[str] = Counter()
     first = 1
     snap = newest_snapshot(data_dir)
@@ -71,5 +109,4 @@ def check_log(data_dir: Path, cfg: ClusterConfig) -> list[str]:
             balances = dict(tables["accounts"])
             applied.update(tid for tid, _ in tables["transfers"])
             first = snap.lsn + 1
-    total = settings.accounts * settings.initial_balance
     return audit_records(balances, applied, records(data_dir, first), total)

@@ -1,0 +1,1 @@
+"""The witness: an optional third voter that grants epochs and leases."""
