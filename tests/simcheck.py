@@ -13,12 +13,14 @@ from zmqfail.sim.campaign import Summary, campaign
 T = TypeVar("T")
 
 
-def run_niced(fn: Callable[[], T], increment: int = 10) -> T:
+def run_niced(fn: Callable[[], T], increment: int = 5) -> T:
     """fn() on a thread of lower CPU priority, whose forked processes (the
     simulator's pool) inherit it (Linux: nice is per thread). A CPU-bound
     campaign on one xdist worker then takes only the CPU that the other
     worker's timing-sensitive tests leave (their in-process nodes and load
-    threads share this process's scheduling group)."""
+    threads share this process's scheduling group). Five steps, not more: on
+    a machine loaded by others a campaign niced by ten got a tenth of a core
+    and overran its timeout (seen at load average 17)."""
     if sys.platform != "linux":
         return fn()
     result: list[T] = []
