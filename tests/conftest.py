@@ -5,6 +5,7 @@ ended by the test that started them, also on failure."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -15,15 +16,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import zmq
+from hypothesis import settings
 
 from zmqfail import config
 from zmqfail.cluster import Cluster
-from zmqfail.netutil import free_base_port
+from zmqfail.netutil import SLICE_ENV, free_base_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Under pytest-xdist each worker draws ports from its own part of the range,
+# it and every process it starts (see zmqfail.netutil).
+if "PYTEST_XDIST_WORKER" in os.environ:  # "gw0", "gw1", ...
+    _index = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+    os.environ[SLICE_ENV] = f"{_index}/{os.environ['PYTEST_XDIST_WORKER_COUNT']}"
 BUY = {
     "op": "new",
     "instrument": "ABC",
@@ -32,6 +41,23 @@ BUY = {
     "qty": 10,
     "price": "10.00",
 }
+
+
+T = TypeVar("T")
+
+# Property tests give their example counts as examples(N), N being what CI
+# runs; `pytest --hypothesis-profile=thorough` runs ten times as many (and
+# scales those tests' timeouts by example_scale()) for a deeper look by hand.
+settings.register_profile("thorough", max_examples=1000)
+
+
+def example_scale() -> int:
+    """The loaded profile's max_examples over Hypothesis's default (100)."""
+    return max(1, settings().max_examples // 100)
+
+
+def examples(n: int) -> int:
+    return n * example_scale()
 
 
 def wait_for(
@@ -115,8 +141,26 @@ def cluster_dir(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """What a child runs before exec: the kernel kills it when the thread that
+    started it (this test run) dies, so a killed pytest leaves no node behind."""
+
+    def preexec() -> None:
+        assert _LIBC is not None
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # it died before the request was made
+            os._exit(1)
+
+    return preexec
+
+
 class Procs:
-    """Processes started by a test; all are killed at teardown."""
+    """Processes started by a test; all are killed at teardown, and by the
+    kernel if the test run itself is killed (Linux)."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -134,6 +178,7 @@ class Procs:
             env=env,
             cwd=self.tmp,
             start_new_session=True,
+            preexec_fn=None if _LIBC is None else _die_with_parent(os.getpid()),
         )
         self.procs.append(p)
         return p

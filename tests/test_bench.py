@@ -412,3 +412,25 @@ def test_bench_without_a_server_fails_in_one_line(tmp_path: Path, bench_procs: A
     assert p.wait(timeout=60) == 1
     lines = (tmp_path / "bench.log").read_text().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("zmqfail: error: no active server"), lines
+
+
+def test_ctrl_c_stops_a_long_bench_which_drains_and_reports(
+    cluster_dir: Callable[..., Path], cluster: MakeCluster, tmp_path: Path, bench_procs: Any
+) -> None:
+    """Ctrl-C (SIGINT to the bench's process group, as a terminal sends it)
+    ends a run meant to last ten minutes: the clients stop sending, every
+    request in flight is answered, and the report and history are written."""
+    cfg_path, cl = start_cluster(cluster_dir, cluster)
+    out, hist = tmp_path / "bench.json", tmp_path / "history.jsonl"
+    args = ["--clients", "2", "--window", "8", "--duration", "600", "--quiet"]
+    p = bench_procs(
+        bench_args(cfg_path, *args, "--json-out", str(out), "--history", str(hist)),
+        tmp_path / "bench.log",
+    )
+    cl.wait_until("a", lambda s: (s.committed_lsn or 0) > 200, "past commit 200 (load flowing)", 60)
+    os.killpg(p.pid, signal.SIGINT)
+    assert p.wait(timeout=60) == 0, (tmp_path / "bench.log").read_text()
+    s = json.loads(out.read_text())
+    assert s["acknowledged"] > 200 and s["errors"] == 0
+    done = check_history(read_history(hist))  # every request sent has its outcome
+    assert len(done) == s["requests"]

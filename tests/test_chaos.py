@@ -9,6 +9,8 @@ each shipped application.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,40 +20,67 @@ import pytest
 from conftest import MakeCluster, Procs
 from runcheck import bench_args, check_run, whole_then_stopped
 
-from zmqfail.failover.state import State
+from zmqfail.core.status import NodeStatus
+from zmqfail.failover.state import Role, State
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.process]
+# Both runs on one xdist worker: each loads the machine on purpose, and the
+# two together made false failovers on a busy one.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.process, pytest.mark.xdist_group("chaos")]
 
+# {first} is the primary when the test writes the plan, {second} the other
+# node: a busy machine may have moved the primary role before (or, a false
+# failover, just after); either way {first} is killed, restarted, and takes
+# over when the primary is frozen.
 PLAN = """
 [[step]]
 at = 2.0
-node = "primary"
+node = "{first}"
 signal = "KILL"
 
 [[step]]
 at = 3.0
-node = "a"
+node = "{first}"
 restart = true
-wait = true    # the STOP below needs a back as a backup to take over from b
+wait = true    # the STOP below needs {first} back as a backup to take over
 
-# a needs time to start and catch up: a backup still syncing may not take over
-# (it may lack acknowledged records), so the next takeover waits for it.
+# {first} needs time to start and catch up: a backup still syncing may not take
+# over (it may lack acknowledged records), so the next takeover waits for it.
+# Frozen long enough for {first} to take over even on a loaded machine.
 [[step]]
 at = 9.0
 node = "primary"
 signal = "STOP"
 
 [[step]]
-at = 10.5
-node = "b"
+at = 12.0
+node = "{second}"
 signal = "CONT"
 
 [[step]]
-at = 12.0
+at = 13.5
 node = "primary"
 link = "main"
 for = 1.0
 """
+
+
+class ServesAfterThePlan:
+    """True once, with every cut healed, a primary at `epoch` or later has
+    committed requests since it was first seen so."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.first: dict[tuple[str, int], int] = {}  # (primary, epoch) -> lsn seen first
+
+    def __call__(self, rows: list[NodeStatus]) -> bool:
+        if any(row.cut_links for row in rows):
+            return False
+        for row in rows:
+            if row.role is Role.PRIMARY and (row.epoch or 0) >= self.epoch:
+                key, lsn = (row.name, row.epoch or 0), row.committed_lsn or 0
+                if lsn >= self.first.setdefault(key, lsn) + 100:
+                    return True
+        return False
 
 
 @pytest.mark.parametrize("app", ["orders", "ledger"])
@@ -65,12 +94,18 @@ def test_faults_under_load_lose_and_repeat_nothing(
     cl.wait("a", State.NORMAL)
     cl.wait("b", State.NORMAL)
     plan = tmp_path / "plan.toml"
-    plan.write_text(PLAN)
     history, report = tmp_path / "history.jsonl", tmp_path / "report.json"
-    bench = procs.start(*bench_args(cfg_path, history, report, 15, app), log="bench")
+    # The bench runs until this test ends it: on a busy machine the plan's
+    # steps slide later (a restart waits for the node to catch up), and a
+    # bench of fixed length could end before the third epoch served.
+    bench = procs.start(*bench_args(cfg_path, history, report, 300, app), log="bench")
     # The plan's clock starts once the load flows (starting the bench's client
     # processes takes seconds on a busy machine).
     cl.wait_until("a", lambda s: (s.committed_lsn or 0) > 300, "past commit 300 (load flowing)", 30)
+    leader = cl.primary()
+    assert leader is not None, "no primary under load"
+    first = leader.name
+    plan.write_text(PLAN.format(first=first, second="b" if first == "a" else "a"))
     nemesis = subprocess.run(
         [sys.executable, "-m", "zmqfail", "kill", "--config", str(cfg_path), "--plan", str(plan)],
         capture_output=True,
@@ -79,6 +114,10 @@ def test_faults_under_load_lose_and_repeat_nothing(
     )
     assert nemesis.returncode == 0, nemesis.stdout + nemesis.stderr
     assert len(nemesis.stdout.strip().splitlines()) == 5
+    served = ServesAfterThePlan((leader.epoch or 0) + 2)
+    cl.wait_all(served, "serving at the second takeover's epoch, cuts healed", 60)
+    # Ctrl-C: the bench stops sending, drains what is in flight and reports.
+    os.killpg(bench.pid, signal.SIGINT)
     assert bench.wait(timeout=90) == 0, procs.log_text("bench")
 
     primary, digests = whole_then_stopped(cl)

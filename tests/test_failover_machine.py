@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pytest
+from conftest import example_scale, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -47,7 +48,9 @@ from zmqfail.failover.state import (
     initial,
 )
 
-pytestmark = pytest.mark.timeout(60)
+# One xdist worker runs the whole module: test_zz_every_table_entry_exercised
+# checks what the tests before it stepped, in this process.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.xdist_group("failover_machine")]
 
 # Binary-exact times, so clock arithmetic on floats is exact.
 T0 = 1000.0
@@ -1255,8 +1258,8 @@ def scenarios(
     return s, shell, steps
 
 
-@pytest.mark.timeout(300)  # CPU-bound: a loaded machine may take minutes
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.timeout(300 * example_scale())  # CPU-bound: a loaded machine may take minutes
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_random_event_sequences_keep_invariants(
     scenario: tuple[FailoverState, bool, list[tuple[Event, float, int]]],
@@ -1468,8 +1471,8 @@ PHASE = st.tuples(
 )
 
 
-@pytest.mark.timeout(300)  # CPU-bound: a loaded machine may take minutes
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.timeout(300 * example_scale())  # CPU-bound: a loaded machine may take minutes
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32 - 1), st.lists(PHASE, max_size=12))
 def test_two_nodes_never_both_active_at_one_epoch_and_heal(
     seed: int, phases: list[tuple[int, bool, bool, bool, float, int]]

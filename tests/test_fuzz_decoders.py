@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import msgpack
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_protocol import SAMPLES
@@ -67,9 +68,10 @@ from zmqfail.txlog.snapshot import (
     write_snapshot,
 )
 
-# Examples per property; ZMQFAIL_FUZZ_EXAMPLES=20000 for a deeper run by hand.
-EXAMPLES = int(os.environ.get("ZMQFAIL_FUZZ_EXAMPLES", "400"))
-pytestmark = pytest.mark.timeout(120 * max(1, EXAMPLES // 400))
+# Examples per property (times ten with --hypothesis-profile=thorough);
+# ZMQFAIL_FUZZ_EXAMPLES=20000 for a deeper run by hand.
+EXAMPLES = int(os.environ.get("ZMQFAIL_FUZZ_EXAMPLES", str(examples(200))))
+pytestmark = pytest.mark.timeout(120 * max(1, EXAMPLES // 200))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

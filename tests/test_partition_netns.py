@@ -15,7 +15,8 @@ from zmqfail.cluster import Cluster
 from zmqfail.core.status import NodeStatus
 from zmqfail.failover.state import Role, State
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.process]
+# The lab's addresses and ports are fixed: its tests share one xdist worker.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.process, pytest.mark.xdist_group("netlab")]
 
 WHY = available()
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from conftest import example_scale, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,7 +47,7 @@ from zmqfail.protocol import (
     encode_reply,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(30 * example_scale())
 V = PROTOCOL_VERSION
 
 # One valid instance of every message type, keyed by its type tag.
@@ -613,7 +614,7 @@ def check_decoders(frame: bytes) -> None:
 
 
 PROPERTY_SETTINGS = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 

@@ -11,7 +11,7 @@ import pickle
 from typing import Any
 
 import pytest
-from simcheck import caught
+from simcheck import caught, niced_campaign
 
 from zmqfail.core.leader import Leader
 from zmqfail.core.node import NodeCore
@@ -28,19 +28,20 @@ from zmqfail.failover.state import (
     State,
 )
 from zmqfail.processor import Processed, Processor
-from zmqfail.sim.campaign import campaign, run_named, run_one
+from zmqfail.sim.campaign import run_named, run_one
 from zmqfail.sim.schedule import ALLOWED_UNSAFE
 from zmqfail.witness.logic import Witness
 
 CI_SEEDS = range(1, 2001)
-
-
-pytestmark = pytest.mark.usefixtures("quiet_logs")
+# Under xdist the module runs first and on one worker (loadgroup sends groups
+# before single tests): its campaigns keep two processes busy, at a lower
+# priority than the timing-sensitive tests on the other worker.
+pytestmark = [pytest.mark.xdist_group("sim"), pytest.mark.usefixtures("quiet_logs")]
 
 
 @pytest.mark.timeout(600)  # about a minute on an idle 2-core machine
 def test_two_thousand_safe_schedules_break_no_invariant() -> None:
-    s = campaign(CI_SEEDS, workers=2)
+    s = niced_campaign(CI_SEEDS, workers=2)
     assert s.schedules == len(CI_SEEDS)
     assert s.failed == {}, (
         f"seeds that broke an invariant (replay: tools/sim --replay N): {s.failed}"
@@ -56,7 +57,7 @@ def test_any_faults_converge_to_one_history() -> None:
     acknowledged requests may be lost by design there (documented), but never
     applied twice, never out of order, the servers always end with one
     history and serve again."""
-    s = campaign(range(1, 301), unsafe=True, workers=2)
+    s = niced_campaign(range(1, 301), unsafe=True, workers=2)
     assert s.failed == {}, s.failed
     assert {"power-loss", "split-servers"} <= set(s.faults)
 
@@ -100,7 +101,7 @@ def test_with_a_witness_even_servers_split_on_every_network_lose_nothing() -> No
     without a witness), the witness crashing or cut from one server, on top
     of every safe fault: exactly one server leads, nothing acknowledged is
     lost, and service resumes."""
-    s = campaign(range(1, 401), workers=2, witness=True)
+    s = niced_campaign(range(1, 401), workers=2, witness=True)
     assert s.failed == {}, s.failed
     assert min(s.faults[k] for k in ("split-servers", "crash-witness", "cut-witness")) > 30
 
@@ -110,7 +111,7 @@ def test_a_witness_that_grants_past_a_live_lease_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(Witness, "live_holder", lambda self, now: "")
-    s = campaign(range(1, 401), workers=2, witness=True, stop_on=lambda vs: True)
+    s = niced_campaign(range(1, 401), workers=2, witness=True, stop_on=lambda vs: True)
     assert s.failed, "the planted witness bug went unnoticed"
     kinds = {v.split(":")[0] for vs in s.failed.values() for v in vs}
     assert kinds & {"lost", "split"}, s.failed
@@ -210,7 +211,7 @@ def test_a_crashing_schedule_is_reported_with_its_seed(monkeypatch: pytest.Monke
         return real(seed, unsafe, witness, app)
 
     monkeypatch.setattr(camp, "run_one", run_one_or_fail)
-    s = campaign(range(1, 6), workers=2)
+    s = niced_campaign(range(1, 6), workers=2)
     assert s.schedules == 5 and list(s.failed) == [3]
     assert s.failed[3][0].startswith("crash: LogWriteFailed: planted"), s.failed
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from simcheck import caught
+from simcheck import caught, niced_campaign
 
 from zmqfail.app import PUT
 from zmqfail.apps.ledger import Ledger
 from zmqfail.apps.ledger.settings import LedgerConfig
 from zmqfail.processor import Processed, Processor
-from zmqfail.sim.campaign import campaign, run_one
+from zmqfail.sim.campaign import run_one
 from zmqfail.sim.check import check_ledger
 from zmqfail.sim.schedule import SAFE
 from zmqfail.txlog.record import TxRecord
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 @pytest.mark.timeout(120)
 def test_a_ledger_campaign_conserves_money_through_safe_faults() -> None:
-    s = campaign(SEEDS, workers=2, app="ledger")
+    s = niced_campaign(SEEDS, workers=2, app="ledger")
     assert s.schedules == len(SEEDS)
     assert s.failed == {}, f"replay: tools/sim --replay N --app ledger: {s.failed}"
     assert set(s.faults) == set(SAFE), s.faults  # every safe fault kind, with the ledger too

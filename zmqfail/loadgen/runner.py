@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import queue as queue_mod
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -161,9 +163,31 @@ class _Fleet:
         return t0
 
     def wait_done(self, t0: float, on_progress: ProgressFn | None) -> None:
+        # The first Ctrl-C is a flag, not an exception: a KeyboardInterrupt
+        # raised inside multiprocessing's queue or a finalizer can be swallowed
+        # there, and the run would go on to its full duration (seen under
+        # load). A second one raises, as a user pressing it twice expects.
+        asked: list[int] = []
+
+        def on_sigint(signum: int, frame: object) -> None:
+            if asked:
+                raise KeyboardInterrupt
+            asked.append(signum)
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if main else None
+        try:
+            self._wait_done(t0, on_progress, asked)
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+
+    def _wait_done(self, t0: float, on_progress: ProgressFn | None, asked: list[int]) -> None:
         next_draw = 0.0
         while self._finished() < len(self.procs):
             try:
+                if asked and not self.stop.is_set():
+                    self.stop.set()  # Ctrl-C: stop sending, drain, report
                 self._take(0.1)
                 if self.errors:
                     self.stop.set()  # one client failed: end the run, keep what the others have
