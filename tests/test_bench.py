@@ -384,10 +384,12 @@ def test_bench_lives_through_a_primary_kill(
     cl.kill("a")
     assert p.wait(timeout=90) == 0, (tmp_path / "bench.log").read_text()
     s = json.loads(out.read_text())
-    assert len(s["failovers"]) == 1, s["failover_events"]
-    assert 0 < s["failovers"][0] < 5000
-    (event,) = s["failover_events"]
-    assert (event["from_server"], event["to_server"]) == ("a", "b")
+    # One move from a to b. On a loaded machine a client may also time out on
+    # a stalled but live server, look around and come back to it (from and to
+    # the same server: no takeover); that is all else a run may show.
+    moves = [e for e in s["failover_events"] if e["from_server"] != e["to_server"]]
+    assert [(e["from_server"], e["to_server"]) for e in moves] == [("a", "b")], moves
+    assert 0 < moves[0]["outage_ms"] < 5000
     assert s["errors"] == 0 and s["errors_by_kind"] == {}
     assert s["acknowledged"] == s["requests"] > 1000
     done = check_history(read_history(hist))
