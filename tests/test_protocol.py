@@ -55,13 +55,13 @@ SAMPLES: dict[str, Message] = {
     "req": Request("c-1", 1, {"op": "buy", "qty": 10, "px": "10.25", "tags": [1, "x"]}, 9),
     "register": Register("c-1", 2**62 - 1),
     "session": SessionGrant(2**62 - 1, 9, 256, 2, "a"),
-    "rep": Reply(7, "ok", {"order": 3, "fills": [{"qty": 1}]}, 2, "a"),
-    "hello": Hello("c-1", ""),
-    "welcome": Welcome("a", 3, True),
+    "rep": Reply(7, "ok", {"order": 3, "fills": [{"qty": 1}]}, 2, "a", True),
+    "hello": Hello("c-1", "", 9, 7),
+    "welcome": Welcome("a", 3, True, 9, 5),
     "probe": Probe("b"),
     "w_ask": WitnessAsk("b", "elect", 3, 2, 17),
     "w_answer": WitnessAnswer(False, 2, "a", 0, 17, "a holds a lease"),
-    "recovered": RecoverySignal("b", 4),
+    "recovered": RecoverySignal("b", 4, 9, 5),
     "records": ReplRecords("a", 1, 10, [b"x", b"\x00\xff", b""]),
     "commit": CommitRequest("a", 1, 11),
     "ack": CommitAck("b", 1, 11, AckStatus.GAP, 7, 1),
@@ -149,8 +149,8 @@ def test_round_trip(tag: str) -> None:
 def test_frame_is_versioned_array(tag: str) -> None:
     msg = SAMPLES[tag]
     obj = msgpack.unpackb(msg.encode(), raw=False)
-    assert obj == [4, tag, *field_values(msg)]
-    assert PROTOCOL_VERSION == 4
+    assert obj == [5, tag, *field_values(msg)]
+    assert PROTOCOL_VERSION == 5
 
 
 def test_round_trip_preserves_bytes_and_nested_values() -> None:
@@ -245,6 +245,9 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("rep", "server", ""),
     ("rep", "server", LONG),
     ("rep", "server", 1),
+    ("rep", "logged", 1),
+    ("rep", "logged", None),
+    ("rep", "logged", "yes"),
     ("req", "session", -1),
     ("req", "session", True),
     ("req", "session", "1"),
@@ -274,6 +277,14 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("welcome", "active", 1),
     ("welcome", "active", "yes"),
     ("welcome", "active", None),
+    ("welcome", "session", -1),
+    ("welcome", "session", True),
+    ("welcome", "known", "5"),
+    ("welcome", "known", None),
+    ("hello", "session", -1),
+    ("hello", "session", False),
+    ("hello", "acked", 1.5),
+    ("hello", "acked", -(2**63)),
     ("probe", "server", ""),
     ("probe", "server", 7),
     ("w_ask", "server", ""),
@@ -292,6 +303,8 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("recovered", "server", 5),
     ("recovered", "epoch", -2),
     ("recovered", "epoch", "1"),
+    ("recovered", "session", -3),
+    ("recovered", "known", [1]),
     ("records", "sender", ""),
     ("records", "epoch", -1),
     ("records", "first_lsn", 0),
@@ -499,7 +512,7 @@ def test_reply_result_with_non_str_keys_is_refused(result: object) -> None:
 def test_reply_result_non_str_keys_refused_on_the_slow_path() -> None:
     # Once a later field (epoch) fails the fast path, the key check is applied.
     with pytest.raises(ProtocolError, match="result has a map key that is not a string"):
-        decode(pack([PROTOCOL_VERSION, "rep", 7, "ok", {b"k": 1}, -1, "a"]))
+        decode(pack([PROTOCOL_VERSION, "rep", 7, "ok", {b"k": 1}, -1, "a", False]))
 
 
 @pytest.mark.parametrize("version", [True, 1.0], ids=["bool", "float"])

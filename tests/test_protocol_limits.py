@@ -123,11 +123,11 @@ def test_depth_limit_on_decode() -> None:
 def test_depth_just_under_msgpacks_own_limit_is_refused_cleanly() -> None:
     # 1,000 levels decode in msgpack (its limit is 1,024) and then broke json
     # (`log dump --json`) with a RecursionError; now the decoder refuses them.
-    frame = b"\x96\x04\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1000 + b"\x01\x00"
+    frame = b"\x96\x05\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1000 + b"\x01\x00"
     with pytest.raises(ProtocolError, match="nested deeper"):
         decode_request(frame)
     with pytest.raises(ProtocolError):  # msgpack's own StackError, wrapped
-        decode(b"\x96\x04\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1100 + b"\x01\x00")
+        decode(b"\x96\x05\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1100 + b"\x01\x00")
 
 
 def test_depth_counts_lists_and_maps_alike() -> None:
@@ -143,7 +143,7 @@ def test_depth_counts_lists_and_maps_alike() -> None:
     ("tag", "values"),
     [
         ("req", ["c-1", 1, {"op": "x", "args": nested(MAX_DEPTH)}, 0]),
-        ("rep", [1, "ok", nested(MAX_DEPTH + 1), 1, "a"]),
+        ("rep", [1, "ok", nested(MAX_DEPTH + 1), 1, "a", True]),
         ("ctl", ["status", nested(MAX_DEPTH + 1)]),
         ("ctlrep", [True, nested(MAX_DEPTH + 1), ""]),
     ],
@@ -162,7 +162,7 @@ def test_extension_types_are_refused(value: object) -> None:
     with pytest.raises(ProtocolError, match="which frames do not carry"):
         decode(pack([V, "req", "c-1", 1, {"x": [value]}, 0]))
     with pytest.raises(ProtocolError):
-        decode(pack([V, "hello", value, ""]))
+        decode(pack([V, "hello", value, "", 0, 0]))
 
 
 def test_nested_map_keys_must_be_strings() -> None:

@@ -98,6 +98,7 @@ ReplyS = _struct(
         ("result", dict[str, Any]),
         ("epoch", UInt),
         ("server", Id),
+        ("logged", bool),
     ],
 )
 TxRecordS = _struct(
@@ -175,7 +176,7 @@ class Corpus:
     request_frames: list[bytes]
     records: list[tuple[Any, ...]]
     record_frames: list[bytes]
-    replies: list[tuple[int, str, dict[str, Any], int, str]]
+    replies: list[tuple[int, str, dict[str, Any], int, str, bool]]
     reply_frames: list[bytes]
 
 
@@ -194,7 +195,7 @@ def make_corpus(n: int, seed: int = 1) -> Corpus:
         out = proc.submit(client_id, mid, body, session)
         rep = decode(out.reply)
         assert isinstance(rep, Reply) and rep.status != "expired"
-        c.replies.append((rep.msg_id, rep.status, rep.result, rep.epoch, rep.server))
+        c.replies.append((rep.msg_id, rep.status, rep.result, rep.epoch, rep.server, rep.logged))
         c.reply_frames.append(out.reply)
         if out.record is not None:
             c.record_frames.append(out.record)
@@ -235,13 +236,14 @@ def bad_frames() -> dict[str, list[bytes]]:
         b"",
     ]
     rep = [
-        _frame(v, "rep", 1, "maybe", {}, 1, "a"),
-        _frame(v, "rep", -1, "ok", {}, 1, "a"),
-        _frame(v, "rep", 1, "ok", {}, 1, ""),
-        _frame(v, "rep", 1, "ok", {"o": deep}, 1, "a"),
-        _frame(v, "rep", 1, "ok", {}, 1),
-        _frame(v + 1, "rep", 1, "ok", {}, 1, "a"),
-        _frame(v, "ctl", 1, "ok", {}, 1, "a"),
+        _frame(v, "rep", 1, "maybe", {}, 1, "a", True),
+        _frame(v, "rep", -1, "ok", {}, 1, "a", True),
+        _frame(v, "rep", 1, "ok", {}, 1, "", True),
+        _frame(v, "rep", 1, "ok", {"o": deep}, 1, "a", True),
+        _frame(v, "rep", 1, "ok", {}, 1, "a"),
+        _frame(v, "rep", 1, "ok", {}, 1, "a", 1),
+        _frame(v + 1, "rep", 1, "ok", {}, 1, "a", True),
+        _frame(v, "ctl", 1, "ok", {}, 1, "a", True),
     ]
     rec = [
         _frame(0, 1, cid, 1, body, [], "ok", {}),
@@ -286,7 +288,7 @@ def self_check(c: Corpus) -> list[str]:
         if ms_encode([PROTOCOL_VERSION, "rep", *rv]) != f:
             problems.append(f"reply bytes differ: {f!r:.80}")
         r = ms_decode_reply(f)
-        if (r.msg_id, r.status, r.result, r.epoch, r.server) != rv:
+        if (r.msg_id, r.status, r.result, r.epoch, r.server, r.logged) != rv:
             problems.append(f"reply decodes differ: {f!r:.80}")
     pairs: dict[str, tuple[Callable[[bytes], Any], Callable[[bytes], Any]]] = {
         "request": (decode_request, ms_decode_request),

@@ -88,8 +88,10 @@ class Processor:
             restore(cfg.app, app, sessions, state)
         return cls(app, sessions, name, epoch, last_lsn, cfg.app.name)
 
-    def _reply(self, msg_id: int, status: str, result: dict[str, Any]) -> bytes:
-        return encode_reply(msg_id, status, result, self.epoch, self.name)
+    def _reply(
+        self, msg_id: int, status: str, result: dict[str, Any], logged: bool = False
+    ) -> bytes:
+        return encode_reply(msg_id, status, result, self.epoch, self.name, logged)
 
     # ------------------------------------------------------ active server
 
@@ -110,7 +112,7 @@ class Processor:
             # The stored reply may belong to a record not yet committed: it waits
             # behind everything written so far, never ahead of its own commit.
             self.duplicates += 1
-            return Processed(self._reply(msg_id, stored[0], stored[1]), self.last_lsn, None)
+            return Processed(self._reply(msg_id, stored[0], stored[1], True), self.last_lsn, None)
         if msg_id <= s.evicted:
             self.stale += 1
             result = {
@@ -139,7 +141,7 @@ class Processor:
         self.last_lsn = lsn
         self.last_epoch = self.epoch
         self.applied += 1
-        return Processed(self._reply(msg_id, out.status, out.result), lsn, record)
+        return Processed(self._reply(msg_id, out.status, out.result, True), lsn, record)
 
     def knows_client(self, client_id: str) -> bool:
         """Has this client a session (a registration is a write in the

@@ -25,7 +25,10 @@ from zmqfail.failover.state import Role, State
 # 2: heartbeats and snapshot images carry the epoch history.
 # 3: client sessions (register, session; req names its session).
 # 4: heartbeats carry a candidacy and a grant (leading at a new epoch).
-PROTOCOL_VERSION = 4
+# 5: lost acknowledgements: `rep` says whether its request is in the log,
+#    `hello` names the client's session and the highest such msg_id it was
+#    answered, `welcome` and `recovered` what the server knows of that session.
+PROTOCOL_VERSION = 5
 
 # Reply statuses. "ok" and "rejected" are final answers of the application;
 # the others say the request was not processed here. After "stale" and
@@ -344,7 +347,11 @@ class Request(Message):
 @_register
 @dataclass(frozen=True, slots=True)
 class Reply(Message):
-    """Server -> client: the answer to one Request (or to an undecodable frame)."""
+    """Server -> client: the answer to one Request (or to an undecodable frame).
+
+    ``logged``: the request is a write in the transaction log (answered once
+    committed, or from the stored replies); a query or a refusal is not. Only
+    logged msg_ids can be checked against what a recovered server knows."""
 
     TYPE: ClassVar[str] = "rep"
     msg_id: int
@@ -352,6 +359,7 @@ class Reply(Message):
     result: dict[str, Any]
     epoch: int
     server: str
+    logged: bool = False
 
     def validate(self) -> None:
         if not (
@@ -365,6 +373,7 @@ class Reply(Message):
             and self.epoch >= 0
             and type(self.server) is str
             and 0 < len(self.server) <= MAX_ID_LEN
+            and type(self.logged) is bool
         ):
             _check_uint(self.msg_id, "msg_id")
             _check(
@@ -374,6 +383,7 @@ class Reply(Message):
             _check_map(self.result, "result")
             _check_uint(self.epoch, "epoch")
             _check_id(self.server, "server")
+            _check(isinstance(self.logged, bool), "logged must be a boolean")
         check_tree(self.result, "result")
 
 
@@ -384,31 +394,43 @@ class Hello(Message):
 
     ``lost`` names the server the client lost (no reply, or not active), or is
     "" for a first connection. Only a probe from a client that lost its server
-    is a vote for a backup to take over."""
+    is a vote for a backup to take over. ``session`` is the client's (0: none)
+    and ``acked`` the highest msg_id of a logged request it was answered in
+    it (0: none): the server compares them with what it knows."""
 
     TYPE: ClassVar[str] = "hello"
     client_id: str
     lost: str
+    session: int = 0
+    acked: int = 0
 
     def validate(self) -> None:
         _check_id(self.client_id, "client_id")
         _check(isinstance(self.lost, str) and len(self.lost) <= MAX_ID_LEN, "lost must be a name")
+        _check_uint(self.session, "session")
+        _check_uint(self.acked, "acked")
 
 
 @_register
 @dataclass(frozen=True, slots=True)
 class Welcome(Message):
-    """Server -> client: answer to Hello; ``active`` says whether it takes requests."""
+    """Server -> client: answer to Hello; ``active`` says whether it takes requests.
+    ``session`` is the live session the server holds for the client (0: none)
+    and ``known`` the highest msg_id logged in it (0: none)."""
 
     TYPE: ClassVar[str] = "welcome"
     server: str
     epoch: int
     active: bool
+    session: int = 0
+    known: int = 0
 
     def validate(self) -> None:
         _check_id(self.server, "server")
         _check_uint(self.epoch, "epoch")
         _check(isinstance(self.active, bool), "active must be a boolean")
+        _check_uint(self.session, "session")
+        _check_uint(self.known, "known")
 
 
 @_register
@@ -486,15 +508,21 @@ _WITNESS_KINDS = frozenset(k.value for k in WitnessKind)
 @_register
 @dataclass(frozen=True, slots=True)
 class RecoverySignal(Message):
-    """Server -> clients: I have taken over at this epoch; resend what has no reply."""
+    """Server -> clients: I have taken over at this epoch; resend what has no reply.
+    ``session`` and ``known``: what the server knows of the receiving client's
+    session, as in `Welcome`."""
 
     TYPE: ClassVar[str] = "recovered"
     server: str
     epoch: int
+    session: int = 0
+    known: int = 0
 
     def validate(self) -> None:
         _check_id(self.server, "server")
         _check_uint(self.epoch, "epoch")
+        _check_uint(self.session, "session")
+        _check_uint(self.known, "known")
 
 
 @_register
@@ -753,13 +781,18 @@ def decode(frame: bytes, max_bytes: int | None = None) -> Message:
 
 
 def encode_reply(
-    msg_id: int, status: str, result: dict[str, Any], epoch: int, server: str
+    msg_id: int,
+    status: str,
+    result: dict[str, Any],
+    epoch: int,
+    server: str,
+    logged: bool = False,
 ) -> bytes:
     """A `rep` frame without building a Reply object (the server's hot path)."""
     try:
-        return _pack([PROTOCOL_VERSION, Reply.TYPE, msg_id, status, result, epoch, server])
+        return _pack([PROTOCOL_VERSION, Reply.TYPE, msg_id, status, result, epoch, server, logged])
     except _PACK_ERRORS:
-        values = (msg_id, status, result, epoch, server)
+        values = (msg_id, status, result, epoch, server, logged)
         raise _unpackable(values, _NAMES[Reply.TYPE], Reply.TYPE) from None
 
 

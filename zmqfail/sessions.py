@@ -34,7 +34,7 @@ from zmqfail.errors import ProtocolError
 class SessionState:
     """One client's session: its id, registration nonce and stored replies."""
 
-    __slots__ = ("evicted", "id", "nonce", "order", "replies")
+    __slots__ = ("evicted", "high", "id", "nonce", "order", "replies")
 
     def __init__(self, sid: int, nonce: int, evicted: int = 0) -> None:
         self.id = sid
@@ -42,6 +42,9 @@ class SessionState:
         self.replies: dict[int, tuple[str, dict[str, Any]]] = {}
         self.order: deque[int] = deque()  # msg_ids oldest first: the eviction order
         self.evicted = evicted  # highest msg_id forgotten, 0 if none
+        # Highest msg_id logged in the session: what a client that was answered
+        # more than this lost (a power loss). Derived, so snapshots need not carry it.
+        self.high = evicted
 
 
 class SessionTable:
@@ -53,15 +56,35 @@ class SessionTable:
         # client_id -> session, least recently active first.
         self.live: OrderedDict[str, SessionState] = OrderedDict()
         self.evictions = 0  # sessions evicted to make room since the log began
+        # client_id -> (session, highest msg_id logged) of the last sessions
+        # evicted, at most max_sessions: so an evicted client is told what the
+        # log holds of its session, not that the session is unknown (lost).
+        self.ended: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
     def register(self, client_id: str, nonce: int, sid: int) -> SessionState:
         """Apply a register record: `sid` is its LSN."""
         live = self.live
+        self.ended.pop(client_id, None)
         if live.pop(client_id, None) is None and len(live) >= self.max_sessions:
-            live.popitem(last=False)  # the least recently active session
-            self.evictions += 1
+            self._evict()
         s = live[client_id] = SessionState(sid, nonce)
         return s
+
+    def _evict(self) -> None:
+        cid, old = self.live.popitem(last=False)  # the least recently active session
+        self.evictions += 1
+        ended = self.ended
+        ended[cid] = (old.id, old.high)
+        if len(ended) > self.max_sessions:
+            ended.popitem(last=False)
+
+    def session_of(self, client_id: str) -> tuple[int, int]:
+        """(the client's session, the highest msg_id logged in it), live or
+        evicted; (0, 0) when the log holds none (or it was evicted long ago)."""
+        s = self.live.get(client_id)
+        if s is not None:
+            return (s.id, s.high)
+        return self.ended.get(client_id, (0, 0))
 
     # ------------------------------------------------------------- state
 
@@ -69,6 +92,7 @@ class SessionTable:
         """Sessions in activity order, each with its replies in eviction order."""
         return {
             "evictions": self.evictions,
+            "ended": [[cid, sid, high] for cid, (sid, high) in self.ended.items()],
             "live": [
                 [cid, s.id, s.nonce, s.evicted, [[m, *s.replies[m]] for m in s.order]]
                 for cid, s in self.live.items()
@@ -79,13 +103,14 @@ class SessionTable:
         """Fill this empty table; a smaller config trims as the rules would."""
         try:
             self.evictions = int(snap["evictions"])
+            for cid, sid, high in snap.get("ended", ())[-self.max_sessions :]:
+                self.ended[str(cid)] = (int(sid), int(high))  # absent before protocol 5
             for cid, sid, nonce, evicted, entries in snap["live"]:
                 s = SessionState(int(sid), int(nonce), int(evicted))
                 for m, status, result in entries:
                     store(s, self.window, int(m), status, result)
                 if len(self.live) >= self.max_sessions:
-                    self.live.popitem(last=False)
-                    self.evictions += 1
+                    self._evict()
                 self.live[str(cid)] = s
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ProtocolError(f"sessions snapshot is malformed: {exc!r}") from None
@@ -102,6 +127,8 @@ class SessionTable:
 
 def store(s: SessionState, window: int, msg_id: int, status: str, result: dict[str, Any]) -> None:
     replies = s.replies
+    if msg_id > s.high:
+        s.high = msg_id
     if msg_id not in replies:
         s.order.append(msg_id)
     replies[msg_id] = (status, result)
@@ -110,3 +137,16 @@ def store(s: SessionState, window: int, msg_id: int, status: str, result: dict[s
         del replies[old]
         if old > s.evicted:
             s.evicted = old
+
+
+def unknown_acks(session: int, acked: int, server_session: int, known: int) -> tuple[int, int]:
+    """The msg_ids (first, last) a client answered up to `acked` in `session`
+    may have lost, given what a server knows: its live session for the client
+    and the highest msg_id logged in it. (0, 0): nothing. Only a power loss of
+    every server (what none had flushed) or a divergence can open such a gap;
+    the client knows which msg_ids in the range were logged and answered."""
+    if not session or not acked:
+        return (0, 0)
+    if server_session != session:
+        return (1, acked)  # the server holds no such session: all of it is unknown
+    return (known + 1, acked) if acked > known else (0, 0)

@@ -6,7 +6,10 @@ futures. The switch-over logic (pings, recovery signal, resend in order) is
 therefore the very same code as the sync client's, not a second copy; so is
 the session: it registers on connect and again after an expiry, and a
 request whose session expired resolves to a Reply of status ``expired``
-(outcome unknown, like ``stale``), never to an exception.
+(outcome unknown, like ``stale``), never to an exception. Acknowledged
+requests a recovered server does not know are reported as on the sync client:
+`acks_lost`, and `add_loss_listener` (called on the I/O thread; hand over to
+the event loop with ``loop.call_soon_threadsafe``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 
 import zmq
 
+from zmqfail.client.acks import AckLoss
+from zmqfail.client.core import LossListener
 from zmqfail.client.session import ClientState
 from zmqfail.client.sync import Client, Failover
 from zmqfail.config import ClusterConfig
@@ -72,6 +77,14 @@ class AsyncClient:
     @property
     def failovers(self) -> list[Failover]:
         return list(self._client.failovers)
+
+    @property
+    def acks_lost(self) -> list[AckLoss]:
+        return list(self._client.acks_lost)
+
+    def add_loss_listener(self, fn: LossListener) -> None:
+        """`fn(loss)` on the I/O thread; add before the first request."""
+        self._client.add_loss_listener(fn)
 
     async def connect(self, timeout: float | None = None) -> str:
         limit = self.timeout if timeout is None else timeout

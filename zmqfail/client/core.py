@@ -25,6 +25,11 @@ Rules that make failover safe:
 - Before its first request the client registers a session with the server
   (and again after its session expired: see `session.py`); requests made
   meanwhile wait and go out in the new session.
+- Every hello names the session and the highest logged msg_id the client was
+  answered; the active server's welcome (and recovery signal) says what it
+  knows of that session. Answered writes it does not know (a power loss of
+  every server) are reported once as an `AckLoss` to the `loss_listeners`
+  and kept in `acks_lost`: the application decides (`acks.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from zmqfail.client.acks import AckLoss
 from zmqfail.client.session import ClientState, Session
 from zmqfail.errors import ProtocolError
 from zmqfail.protocol import (
@@ -50,6 +56,7 @@ HELLO_MAX = 1.0  # the probes back off to this while nobody answers
 PING_AFTER = 0.03  # a request this old without a reply: ping the server
 
 Listener = Callable[[ClientState, ClientState], None]
+LossListener = Callable[[AckLoss], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,8 @@ class ClientCore:
         self.failovers: list[Failover] = []
         self.stale_replies = 0  # dropped: from an epoch older than one we know
         self.listeners: list[Listener] = []
+        self.loss_listeners: list[LossListener] = []
+        self.acks_lost: list[AckLoss] = []  # every loss told, oldest first
         self._lost_at = 0.0  # when the current search began
         self._next_hello = 0.0
         self._hello_every = HELLO_EVERY
@@ -103,6 +112,18 @@ class ClientCore:
             for fn in list(self.listeners):
                 fn(old, new)
 
+    def _hello(self, lost: str) -> bytes:
+        acked = self.session.acked
+        return Hello(self.session.client_id, lost, acked.session, acked.high).encode()
+
+    def _check_acks(self, server: str, epoch: int, session: int, known: int) -> None:
+        """What the active server knows of our session, against what we were answered."""
+        loss = self.session.acked.check(server, epoch, session, known)
+        if loss is not None:
+            self.acks_lost.append(loss)
+            for fn in list(self.loss_listeners):
+                fn(loss)
+
     def lost(self) -> None:
         """The shell's own deadline passed with no server found."""
         self._set_state(ClientState.LOST)
@@ -120,20 +141,22 @@ class ClientCore:
 
     def _hello_all(self, now: float) -> None:
         lost = self._from if self.session.state is ClientState.FAILING_OVER else ""
-        hello = Hello(self.session.client_id, lost).encode()
+        hello = self._hello(lost)
         self.out.extend((i, hello) for i in range(len(self.servers)))
         self._next_hello = now + self._hello_every
         self._hello_every = min(self._hello_every * 1.5, HELLO_MAX)
 
-    def _adopt(self, idx: int, server: str, epoch: int, now: float) -> None:
+    def _adopt(self, idx: int, msg: Welcome | RecoverySignal, now: float) -> None:
         """A server is ready (recovery signal, step 530): resend what has no reply."""
         failing_over = self.session.state is ClientState.FAILING_OVER
+        server, epoch = msg.server, msg.epoch
         self.active = idx
         self._alive_at = now
         s = self.session
         s.server = server
         s.epoch = max(s.epoch, epoch)
         self._set_state(ClientState.CONNECTED)
+        self._check_acks(server, epoch, msg.session, msg.known)
         if not s.session:
             self.out.append((idx, s.register(now).encode()))
         pending = s.unanswered()
@@ -203,15 +226,17 @@ class ClientCore:
                     self._from = s.server
                     self._lost_at = now
                     self._set_state(ClientState.FAILING_OVER)
-                self._adopt(idx, msg.server, msg.epoch, now)
+                self._adopt(idx, msg, now)
         elif isinstance(msg, Welcome):
             if idx == self.active:
                 if msg.active:
                     self._alive_at = now  # slow, maybe, but alive: keep it
+                    if msg.epoch >= s.epoch:
+                        self._check_acks(msg.server, msg.epoch, msg.session, msg.known)
                 else:
                     self.search(now, failing_over=True)
             elif self.active is None and msg.active and msg.epoch >= s.epoch:
-                self._adopt(idx, msg.server, msg.epoch, now)
+                self._adopt(idx, msg, now)
 
     # ------------------------------------------------------------------ time
     def tick(self, now: float) -> None:
@@ -236,7 +261,7 @@ class ClientCore:
             self._hello_all(now)
         elif now - oldest > PING_AFTER and now - self._ping_at > PING_AFTER:
             self._ping_at = now
-            self.out.append((self.active, Hello(s.client_id, "").encode()))
+            self.out.append((self.active, self._hello("")))
 
     def next_deadline(self, now: float) -> float:
         s = self.session

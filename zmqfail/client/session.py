@@ -17,6 +17,10 @@ that session get an ``expired`` reply: their outcome is **unknown** (an
 earlier send may have been executed before the eviction; only a reply from
 the stored replies would have said so). The client then registers again by
 itself; requests made meanwhile wait and go out in the new session.
+
+Acknowledged but lost: the session keeps the msg_ids of the logged requests
+it was answered (`acks.py`), so that a server recovered from a power loss of
+every server can be caught not knowing some of them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from zmqfail.client.acks import AckedWrites
 from zmqfail.protocol import STATUS_EXPIRED, Register, Reply, Request, SessionGrant
 
 
@@ -73,6 +78,7 @@ class Session:
         self.register_sent_at = 0.0
         self.registrations = 0
         self.expired = 0  # requests answered "session expired": outcome unknown
+        self.acked = AckedWrites()  # answered writes, checked against a recovered server
 
     # ------------------------------------------------------------ session
 
@@ -97,6 +103,7 @@ class Session:
         if grant.epoch > self.epoch:
             self.epoch = grant.epoch
         self.session, self.window = grant.session, grant.window
+        self.acked.start(grant.session)
         bound: list[Request] = []
         for o in self.outstanding.values():
             if o.request.session == 0:
@@ -128,6 +135,8 @@ class Session:
             self.expired += 1
             if self.session and o.request.session == self.session:
                 self.session = self.nonce = 0
+        elif reply.logged:
+            self.acked.note(o.request.session, reply.msg_id)
         return True
 
     def unanswered(self) -> list[Request]:

@@ -8,6 +8,13 @@ while it looks for the server that took over, and LOST only when no server
 has answered for ``lost_after`` seconds, when calls raise ``Unavailable``.
 Listeners (`add_listener`) hear every change of state.
 
+Acknowledged but lost: after a power loss of every server the recovered
+server may not know requests this client was answered (what neither server
+had flushed). The client is told once per loss: `add_loss_listener(fn)` hears
+an `AckLoss` (the msg_ids, the server, its epoch), and `acks_lost` keeps them
+all. The application decides (re-submit, reconcile, alert); nothing is
+resent by itself, since the server never saw those requests again.
+
 The client registers a session with the server when it first connects (and
 again after its session expired; see ``session.py``). A reply with status
 ``expired`` completes its request like any other reply, and means the
@@ -23,13 +30,21 @@ from typing import Any
 
 import zmq
 
-from zmqfail.client.core import HELLO_EVERY, PING_AFTER, ClientCore, Failover, Listener
+from zmqfail.client.acks import AckLoss
+from zmqfail.client.core import (
+    HELLO_EVERY,
+    PING_AFTER,
+    ClientCore,
+    Failover,
+    Listener,
+    LossListener,
+)
 from zmqfail.client.session import ClientState, Session
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import RequestTimeout, Unavailable
 from zmqfail.protocol import Reply
 
-__all__ = ["Client", "Failover", "server_endpoints"]
+__all__ = ["AckLoss", "Client", "Failover", "server_endpoints"]
 
 
 def server_endpoints(servers: Sequence[str] | ClusterConfig) -> list[str]:
@@ -135,6 +150,16 @@ class Client:
     def add_listener(self, fn: Listener) -> None:
         """`fn(old, new)` on every change of state (called on this thread)."""
         self.core.listeners.append(fn)
+
+    def add_loss_listener(self, fn: LossListener) -> None:
+        """`fn(loss)` when the active server does not know requests this client
+        was answered (called on this thread)."""
+        self.core.loss_listeners.append(fn)
+
+    @property
+    def acks_lost(self) -> list[AckLoss]:
+        """Every acknowledged-but-lost report so far, oldest first."""
+        return self.core.acks_lost
 
     def close(self) -> None:
         for s in self.sockets:

@@ -6,10 +6,16 @@ reply gate), answers hellos, and tells the failover agent about client votes
 (only from a client the lost primary served, on its own connection). A
 malformed frame gets an `error` reply and is counted; a frame whose framing
 is unknown was already dropped and counted by the shell.
+
+Welcomes and recovery signals tell each client what the log holds of its
+session; a client's hello says what it was answered. Answered msg_ids the
+active server does not know (a power loss of every server) are counted and
+logged once per client and gap: the client is told by the same numbers.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from zmqfail.core.log import NodeLog
@@ -28,6 +34,9 @@ from zmqfail.protocol import (
     decode_request,
     encode_reply,
 )
+from zmqfail.sessions import unknown_acks
+
+log = logging.getLogger("zmqfail.node")
 
 MAX_CLIENTS = 100_000  # identities remembered for the recovery signal
 PUSH_EVERY = 16  # requests processed between replication pushes within one batch
@@ -61,6 +70,9 @@ class Frontend:
         self.votes = 0
         self.votes_refused = 0
         self.probes = 0
+        self.ack_gaps = 0  # clients told that answered msg_ids are unknown here
+        self.ack_gap_ids = 0  # the width of those ranges (queries in them included)
+        self._gaps: dict[str, tuple[int, int]] = {}  # client_id -> last gap counted
 
     def on_frames(self, frames: list[tuple[bytes, bytes]], now: float) -> None:
         n_req = 0
@@ -92,7 +104,11 @@ class Frontend:
                         self.votes += 1
                     else:
                         self.votes_refused += 1
-                self._send(ident, Welcome(self.name, self._epoch(), active).encode())
+                sid, known = self.nlog.proc.sessions.session_of(msg.client_id)
+                if active and msg.acked:
+                    self._note_gap(msg, sid, known)
+                welcome = Welcome(self.name, self._epoch(), active, sid, known)
+                self._send(ident, welcome.encode())
             elif isinstance(msg, Probe):
                 # Step 420: a peer asks whether we live. Not a client: no vote,
                 # no recovery signal for it.
@@ -104,6 +120,29 @@ class Frontend:
             else:
                 self.bad_frames += 1
                 self._send(ident, self._error(0, "unexpected", f"{msg.TYPE} not expected"))
+
+    def _note_gap(self, hello: Hello, sid: int, known: int) -> None:
+        first, last = unknown_acks(hello.session, hello.acked, sid, known)
+        if not last or self._gaps.get(hello.client_id) == (first, last):
+            return  # no gap, or this one was counted (the client resends hellos)
+        if len(self._gaps) >= MAX_CLIENTS:
+            self._gaps.clear()
+        self._gaps[hello.client_id] = (first, last)
+        self.ack_gaps += 1
+        self.ack_gap_ids += last - first + 1
+        held = f"knows up to msg_id {known}" if sid == hello.session else "has no such session"
+        log.warning(
+            "%s: client %s was answered msg_ids up to %d in session %d; this server %s: "
+            "acknowledged requests in %d..%d are lost (a power loss of every server?); "
+            "the client is told",
+            self.name,
+            hello.client_id,
+            hello.acked,
+            hello.session,
+            held,
+            first,
+            last,
+        )
 
     def _on_request(self, ident: bytes, req: Request) -> None:
         if not self._refused(ident, req.msg_id):
@@ -139,9 +178,11 @@ class Frontend:
 
     def recovery_signal(self, epoch: int) -> None:
         """Step 429: tell every client we have seen to resend what has no reply."""
-        signal = RecoverySignal(self.name, epoch).encode()
+        sessions = self.nlog.proc.sessions
         for ident in list(self.clients):
-            self._send(ident, signal)
+            # A client's routing id is its client_id: tell it what we hold of its session.
+            sid, known = sessions.session_of(ident.decode("utf-8", "replace"))
+            self._send(ident, RecoverySignal(self.name, epoch, sid, known).encode())
 
     def _send(self, ident: bytes, data: bytes) -> None:
         self.out.client.append((ident, data))

@@ -354,6 +354,8 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         "probes_sent": core.prober.sent,
         "probe_answers": core.prober.answers,
         "probes_answered": fe.probes,
+        "ack_gaps": fe.ack_gaps,
+        "ack_gap_ids": fe.ack_gap_ids,
         "quarantined": core.store.quarantined,
         "applied": proc.applied,
         "duplicates": proc.duplicates,

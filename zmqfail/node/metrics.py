@@ -53,6 +53,8 @@ COUNTERS = (
     ("quarantined", "quarantined_records", "Records set aside as held by no other server"),
     ("pauses", "pauses", "Stalls of this node's own loop longer than half the dead time"),
     ("undeliverable", "undeliverable_replies", "Replies to clients that could not be queued"),
+    ("ack_gaps", "lost_ack_gaps", "Clients told that requests they were answered are lost"),
+    ("ack_gap_ids", "lost_ack_msg_ids", "Width of those msg_id ranges (an upper bound)"),
 )
 # reason label -> status counter
 REJECTS = {
