@@ -9,6 +9,7 @@ loopback, used when no ``--config`` is given.
 
 from __future__ import annotations
 
+import enum
 import importlib
 import re
 import tomllib
@@ -70,6 +71,19 @@ class NodeConfig:
         raise ConfigError(f"no link named {name!r} (links: main, failsafe)")
 
 
+class Durability(enum.Enum):
+    """Where an acknowledged record is when its reply leaves (``[flush] durability``)."""
+
+    # In the RAM of every server of the pair, on disk within the flush
+    # interval: a power loss of every server at once loses at most that much.
+    MEMORY = "memory"
+    # Fsynced on every server of the pair: the backup acks a record once it is
+    # on its disk, the primary replies once it is on its own too. Survives a
+    # power loss of the whole site; costs a flush per group of requests on
+    # both servers (docs/benchmarks.md).
+    DISK = "disk"
+
+
 @dataclass(frozen=True, slots=True)
 class FlushConfig:
     """Checkpoint agent criteria for the normal state (periodic flushing)."""
@@ -80,6 +94,7 @@ class FlushConfig:
     max_memory_bytes: int = 64 << 20
     snapshot_every_records: int = 200_000
     segment_bytes: int = 64 << 20
+    durability: Durability = Durability.MEMORY
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +318,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     app = AppSpec(ref, dict(_section(raw, "app")))
     app.create()  # the application checks its own settings: a bad one stops here
     sessions = SessionsConfig(**_ints(_section(raw, "sessions"), "sessions", SessionsConfig))
-    flush = FlushConfig(**_ints(_section(raw, "flush"), "flush", FlushConfig))
+    flush = _flush(_section(raw, "flush"))
     failover = FailoverConfig(**_ints(_section(raw, "failover"), "failover", FailoverConfig))
     retention = _retention(_section(raw, "retention"))
     witness = _witness(_section(raw, "witness"), base_dir, seen) if "witness" in raw else None
@@ -331,6 +346,15 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
         retention=retention,
         witness=witness,
     )
+
+
+def _flush(sec: dict[str, Any]) -> FlushConfig:
+    sec = dict(sec)
+    durability = sec.pop("durability", Durability.MEMORY.value)
+    choices = " or ".join(f'"{d.value}"' for d in Durability)
+    if not isinstance(durability, str) or durability not in {d.value for d in Durability}:
+        raise ConfigError(f"[flush] durability must be {choices}, got {durability!r}")
+    return FlushConfig(**_ints(sec, "flush", FlushConfig), durability=Durability(durability))
 
 
 def _witness(sec: dict[str, Any], base_dir: Path, seen: dict[str, str]) -> WitnessConfig:
@@ -418,6 +442,9 @@ def render(
         "window = 256            # replies kept per session, so a resend is answered not redone",
         "",
         "[flush]                 # checkpoint agent, normal state: flush when any is reached",
+        'durability = "memory"   # acked = in RAM on both servers, on disk within interval_ms;',
+        '                        # "disk": fsynced on both before the reply (a site power loss',
+        "                        # loses nothing acknowledged; costs throughput, benchmarks.md)",
         "interval_ms = 100",
         "max_records = 5000",
         "max_bytes = 1048576",

@@ -2,7 +2,8 @@
 
 Paired, a record has two copies in RAM, so the log is flushed periodically;
 alone, our copy is the only one, so every acknowledgement waits for a flush
-(`mode`). Snapshots bound recovery time and let old segments be archived.
+(`mode`); so does every one with `[flush] durability = "disk"`, paired or not.
+Snapshots bound recovery time and let old segments be archived.
 It decides; the `Disk` port does the writing, and completions come back
 through `on_flushed` / `on_snapshot_done`.
 """
@@ -41,7 +42,7 @@ class CheckpointAgent:
         self.retry_at = 0.0  # after a failed snapshot, not before
 
     def apply_mode(self) -> None:
-        self.nlog.policy.set_mode(SYNC if self.alone() else PERIODIC)
+        self.nlog.policy.set_mode(SYNC if self.alone() or self.nlog.on_disk else PERIODIC)
 
     def on_flushed(self, lsn: int, now: float) -> None:
         self.nlog.flushed_to(lsn, now)
@@ -89,7 +90,7 @@ class CheckpointAgent:
         a snapshot, a clean stop). A failed write raises `LogWriteFailed`: the
         shell stops the node."""
         nlog = self.nlog
-        self.disk.drain(nlog.buffer.take())
+        self.disk.drain(nlog.take())
         nlog.flushed_to(nlog.held, now)
         if self.alone():
             self.commit(nlog.flushed)

@@ -4,9 +4,10 @@ Records arrive on PULL (either link) and are checked: decodable, from the
 primary we follow (a configured server at our epoch), the next LSN, of a term
 the primary's history names. They go into the RAM log and the disk buffer;
 the tables get them after the answer. A commit request on REP is answered with
-the highest consecutive LSN held; when records it asks about are still in
-flight on the other socket, the answer waits a moment for them rather than
-reporting a gap at once. A REP must answer every request before the next one,
+the highest consecutive LSN held (with `[flush] durability = "disk"`: held and
+fsynced, so the answer waits for the flush); when records it asks about are
+still in flight on the other socket, the answer waits a moment for them rather
+than reporting a gap at once. A REP must answer every request before the next one,
 so anything malformed gets a `gap` answer too.
 """
 
@@ -168,11 +169,12 @@ class Follower:
     def answer_pending(self, now: float) -> None:
         if not self.pending:
             return
-        held = self.nlog.held
+        nlog = self.nlog
+        held, durable = nlog.held, nlog.durable()[0]
         for link, (lsn, deadline) in list(self.pending.items()):
-            if held >= lsn:
+            if durable >= lsn:
                 self._answer(link, AckStatus.OK)
-            elif now >= deadline:
+            elif now >= deadline and held < lsn:  # held, not yet flushed: the flush comes
                 self._answer(link, AckStatus.GAP)
 
     def _answer(self, link: str, status: AckStatus) -> None:
@@ -181,11 +183,12 @@ class Follower:
 
     def ack(self, status: AckStatus) -> bytes:
         epoch, incarnation = self._ack_fields()
-        nlog = self.nlog
-        return CommitAck(self.name, epoch, nlog.held, status, incarnation, nlog.held_epoch).encode()
+        lsn, lsn_epoch = self.nlog.durable()
+        return CommitAck(self.name, epoch, lsn, status, incarnation, lsn_epoch).encode()
 
     def next_deadline(self) -> float | None:
-        ds = [d for _lsn, d in self.pending.values()]
+        held = self.nlog.held
+        ds = [d for lsn, d in self.pending.values() if held < lsn]
         return min(ds) if ds else None
 
     def forget(self) -> None:

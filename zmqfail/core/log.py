@@ -5,7 +5,8 @@
   confirms, and the log position that orders servers.
 - `proc.last_lsn`: the highest LSN applied to the tables (a backup applies
   right after it answered, so it may trail `held` for a moment).
-- `flushed`: on disk (fsynced). `committed`: acknowledged, replies released.
+- `flushed`: on disk (fsynced), `flushed_epoch` the epoch of the record
+  there. `committed`: acknowledged, replies released.
 - `snapshot_lsn`: the newest snapshot on disk.
 
 Records go into the RAM log (`memlog`, which the replication agent resends
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from zmqfail.checkpoint import FlushPolicy
-from zmqfail.config import FlushConfig
+from zmqfail.config import Durability, FlushConfig
 from zmqfail.processor import Processor
 from zmqfail.txlog.buffer import Batch, LogBuffer
 from zmqfail.txlog.memlog import MemLog
@@ -28,6 +29,10 @@ from zmqfail.txlog.record import TxRecord
 class NodeLog:
     def __init__(self, proc: Processor, snapshot_lsn: int, flush: FlushConfig) -> None:
         self.flush_cfg = flush
+        # `[flush] durability = "disk"`: acknowledged means fsynced on every
+        # server (the backup acks its flushed LSN; the primary replies once its
+        # own log is flushed too), at the price of a flush per group commit.
+        self.on_disk = flush.durability is Durability.DISK
         self.policy = FlushPolicy(flush)
         # Told of every record this node writes as primary (the simulator's
         # checker keeps the ground truth of who wrote what with it).
@@ -43,6 +48,8 @@ class NodeLog:
         self.buffer = LogBuffer(lsn + 1)
         self.to_apply: list[TxRecord] = []
         self.flushed = self.committed = lsn
+        self.flushed_epoch = self.held_epoch
+        self._flushing_epoch = self.held_epoch  # of the last record of the batch in flight
         self.snapshot_lsn = snapshot_lsn
         self.flushing = False  # a batch is with the disk
 
@@ -87,11 +94,26 @@ class NodeLog:
             return None
         buf = self.buffer
         if self.policy.due(now, buf.pending_records, buf.pending_bytes, self.memlog.nbytes):
-            batch = buf.take()
+            batch = self.take()
             if batch is not None:
                 self.flushing = True
             return batch
         return None
+
+    def take(self) -> Batch | None:
+        """Everything the disk buffer holds, up to `held` (so the epoch of its
+        last record is `held_epoch`)."""
+        batch = self.buffer.take()
+        if batch is not None:
+            self._flushing_epoch = self.held_epoch
+        return batch
+
+    def durable(self) -> tuple[int, int]:
+        """(LSN, epoch) of what a backup confirms: held in RAM, or with
+        durability "disk" on its disk."""
+        if self.on_disk:
+            return self.flushed, self.flushed_epoch
+        return self.held, self.held_epoch
 
     def flush_deadline(self, now: float) -> float | None:
         """When a periodic flush falls due by time alone; None with nothing to
@@ -103,7 +125,9 @@ class NodeLog:
 
     def flushed_to(self, lsn: int, now: float) -> None:
         self.flushing = False
-        self.flushed = max(self.flushed, lsn)
+        if lsn > self.flushed:
+            self.flushed = lsn
+            self.flushed_epoch = self._flushing_epoch
         self.policy.flushed(now)
         self.memlog.trim_to(self.flush_cfg.max_memory_bytes, self.flushed)
 

@@ -277,10 +277,10 @@ class NodeCore:
             flushed = self.nlog.flushed
             if point is None:
                 self.frontend.commit(flushed)
-            elif self.alone:
-                # No full copy yet, but a backup counts: acknowledge what is both
-                # on our disk and held by it (it is catching up on records we
-                # acknowledged alone, and must not miss what we add meanwhile).
+            elif self.alone or self.nlog.on_disk:
+                # Alone with a backup catching up (it must not miss what we add
+                # meanwhile), or durability "disk": acknowledge what is both on
+                # our disk and confirmed by the backup.
                 self.frontend.commit(min(flushed, point))
             else:
                 self.frontend.commit(point)

@@ -7,6 +7,8 @@ installed or logs it cut. The clients' histories say what was acknowledged,
 by which server, at which epoch and when. From these:
 
 - lost: an acknowledged write missing from the final history;
+- untold: such a write its client was not told of (an `AckLoss`), which no
+  schedule may show, not even a power loss of every server;
 - twice: a request present twice in the final history;
 - order: a client's requests out of msg_id order in the final history;
 - split: a server acknowledged at an older epoch after another server had
@@ -80,6 +82,7 @@ class Ack:
     server: str
     epoch: int
     sent_at: float  # when the server sent the reply
+    logged: bool = False  # the reply says the request is in the log
 
 
 @dataclass(slots=True)
@@ -108,12 +111,31 @@ def check_history(
         if msg_id <= last.get(client, 0):
             out.append(Violation("order", f"{req} at lsn {lsn} after msg_id {last[client]}"))
         last[client] = max(last.get(client, 0), msg_id)
-    lost = sorted(
-        {(a.client, a.msg_id) for a in acks if (a.client, a.msg_id) in written} - set(seen)
-    )
+    lost = lost_writes(final, acks, written)
     if lost:
         out.append(Violation("lost", f"{len(lost)} acknowledged write(s), e.g. {lost[:3]}"))
     return out
+
+
+def lost_writes(
+    final: list[tuple[str, int] | None], acks: list[Ack], written: set[tuple[str, int]]
+) -> list[tuple[str, int]]:
+    """Acknowledged writes (client, msg_id) missing from the final history."""
+    kept = {req for req in final if req is not None}
+    return sorted({(a.client, a.msg_id) for a in acks if (a.client, a.msg_id) in written} - kept)
+
+
+def check_told(
+    final: list[tuple[str, int] | None], acks: list[Ack], told: set[tuple[str, int]]
+) -> list[Violation]:
+    """Every logged write lost after its client was answered was reported to
+    that client as acknowledged but lost."""
+    logged = [a for a in acks if a.logged]
+    untold = [w for w in lost_writes(final, logged, {(a.client, a.msg_id) for a in logged})]
+    untold = [w for w in untold if w not in told]
+    if untold:
+        return [Violation("untold", f"{len(untold)} lost write(s) not told, e.g. {untold[:3]}")]
+    return []
 
 
 def check_split(acks: list[Ack]) -> list[Violation]:

@@ -78,7 +78,7 @@ class SimClient:
     def on_frame(self, server: str, data: bytes, sent_at: float) -> None:
         now = self.loop.now
         for rep in self.core.on_frame(self.names.index(server), data, now):
-            self.acks.append(Ack(self.id, rep.msg_id, rep.server, rep.epoch, sent_at))
+            self.acks.append(Ack(self.id, rep.msg_id, rep.server, rep.epoch, sent_at, rep.logged))
             body = self.bodies.pop(rep.msg_id, None)
             if self.mix is not None and body is not None and rep.status == STATUS_OK:
                 self.mix.on_ok(body, rep.result)
@@ -132,6 +132,11 @@ class SimClient:
             server = servers[self.names[idx]]
             net.send(self.id, server.name, "clients", "req", _to(server, self.ident, frame))
         self.core.out.clear()
+
+    @property
+    def told(self) -> set[tuple[str, int]]:
+        """The writes the client was told were acknowledged but lost."""
+        return {(self.id, m) for loss in self.core.acks_lost for m in loss.msg_ids}
 
     @property
     def outstanding(self) -> int:

@@ -14,8 +14,15 @@ import msgpack
 
 from zmqfail import config
 from zmqfail.apps.ledger.settings import parse as ledger_settings
-from zmqfail.config import ClusterConfig
-from zmqfail.sim.check import Truth, Violation, check_history, check_ledger, check_split
+from zmqfail.config import ClusterConfig, Durability
+from zmqfail.sim.check import (
+    Truth,
+    Violation,
+    check_history,
+    check_ledger,
+    check_split,
+    check_told,
+)
 from zmqfail.sim.client import SimClient
 from zmqfail.sim.loop import Loop
 from zmqfail.sim.net import SimNet
@@ -42,10 +49,15 @@ WITNESS_LEASE = 1.0  # seconds
 
 
 def sim_config(
-    nodes: int, witness: bool = False, app: str = "orders", **failover: int
+    nodes: int,
+    witness: bool = False,
+    app: str = "orders",
+    durability: Durability = Durability.MEMORY,
+    **failover: int,
 ) -> ClusterConfig:
     text = config.render(nodes=nodes, base_port=20000, app=app)
     cfg = config.loads(text, Path("/nonexistent"))
+    cfg = replace(cfg, flush=replace(cfg.flush, durability=durability))
     if failover:
         cfg = replace(cfg, failover=replace(cfg.failover, **failover))
     if witness:
@@ -80,10 +92,11 @@ class Cluster:
         think: float = 0.1,
         witness: bool = False,
         app: str = "orders",
+        durability: Durability = Durability.MEMORY,
     ) -> None:
         self.loop = Loop(seed)
         self.app = app
-        self.cfg = sim_config(nodes, witness, app, **FAILOVER)
+        self.cfg = sim_config(nodes, witness, app, durability, **FAILOVER)
         self.tick = TICK
         self.net = SimNet(self.loop)
         self.truth = Truth(keep=app == "ledger")
@@ -227,6 +240,8 @@ class Cluster:
         names = sorted(histories)
         longest = max(names, key=lambda n: len(histories[n]))
         out.extend(check_history(histories[longest], acks, written))
+        told = set().union(*(c.told for c in self.clients))
+        out.extend(check_told(histories[longest], acks, told))
         if self.app == "ledger":
             core = self.servers[longest].core
             assert core is not None

@@ -356,11 +356,41 @@ def double_failure(c: Cluster) -> None:
     c.loop.at(t + 3.9, lambda: c.log(f"stale {a} {'LED' if led else 'waited'}"))
 
 
+def _power_loss_then(first: str) -> Callable[[Cluster], None]:
+    """Every server loses power under load; `first` ("primary" or "backup")
+    comes back 0.3 s later, the other 1.5 s after that (the old primary then
+    has made its start-up choice alone). Whatever neither had flushed is lost
+    by design with durability "memory"; the servers must end with one
+    history, serve again, and tell each client which of its acknowledged
+    writes are gone (the checker's "untold")."""
+
+    def apply(c: Cluster) -> None:
+        for client in c.clients:  # busy: many acknowledgements within a flush interval
+            client.think, client.window = 0.0, 4
+
+        def go() -> None:
+            p, b = _primary(c), _backup(c)
+            order = (p, b) if first == "primary" else (b, p)
+            c.power_loss()
+            c.loop.after(0.3, lambda: c.restart(order[0]))
+            c.loop.after(1.8, lambda: c.restart(order[1]))
+
+        c.loop.at(c.loop.now + 0.4, go)
+
+    return apply
+
+
 # Named cases that need longer than the usual fault window (seconds after SETTLE).
-DURATION: dict[str, float] = {"double-failure": 4.2}
+DURATION: dict[str, float] = {
+    "double-failure": 4.2,
+    "power-loss-primary-first": 3.0,
+    "power-loss-backup-first": 3.0,
+}
 
 NAMED: dict[str, Callable[[Cluster], None]] = {
     "double-failure": double_failure,
     "audit-both-links-cut": audit_both_links_cut,
     "takeover-write-fails": takeover_write_fails,
+    "power-loss-primary-first": _power_loss_then("primary"),
+    "power-loss-backup-first": _power_loss_then("backup"),
 }
