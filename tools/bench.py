@@ -4,6 +4,8 @@ Flows, each measured by one closed-loop client process per window, in the same
 invocation so ratios are comparable on a noisy 2-core machine:
   single     zmqfail, one node alone: fsync before every acknowledgement
   normal     zmqfail, primary + backup in the normal state, real engine
+  disk       the same with [flush] durability = "disk": fsync on both
+             servers before every acknowledgement (group commit)
   bare       the normal state's socket flow with one frame per request,
              no engine, no log (the ceiling of today's design)
   batched    the same three processes with one frame per batch on every hop

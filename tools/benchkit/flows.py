@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from zmqfail.config import Durability
 from zmqfail.failover.state import State
 from zmqfail.netutil import free_base_port
 
@@ -23,10 +24,19 @@ FLOWS: dict[str, str] = {
     "batched": "bare ZeroMQ flow, one frame per batch on every hop",
     "single": "zmqfail single node, fsync before ack",
     "normal": "zmqfail normal state: primary + backup",
+    "disk": 'zmqfail normal state, [flush] durability = "disk" (fsync on both before ack)',
     "pysyncobj": "PySyncObj, 2 nodes, ack after commit",
     "redis": "Redis primary + replica, SET + WAIT 1 0",
 }
 Run = Callable[[int, Timing], dict[str, Any]]
+
+
+def on_disk(text: str) -> str:
+    """The generated config with `[flush] durability = "disk"`."""
+    memory, disk = (f'durability = "{d.value}"' for d in (Durability.MEMORY, Durability.DISK))
+    if memory not in text:
+        raise BenchError(f"the generated config has no '{memory}' line to change")
+    return text.replace(memory, disk, 1)
 
 
 def _client_run(
@@ -58,8 +68,10 @@ def _bare(reaper: Reaper, primary: Callable[[int, Any], None]) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _cluster(reaper: Reaper, start: list[str]) -> Iterator[list[str]]:
-    cl = Cluster(reaper, 2, start)
+def _cluster(
+    reaper: Reaper, start: list[str], tune: Callable[[str], str] | None = None
+) -> Iterator[list[str]]:
+    cl = Cluster(reaper, 2, start, tune)
     try:
         if len(start) == 2:
             cl.wait_state(start[0], State.NORMAL)
@@ -82,6 +94,9 @@ def open_flow(name: str, reaper: Reaper, workdir: Path) -> Iterator[Run]:
             yield _client_run(reaper, drive_client, eps, name)
     elif name == "normal":
         with _cluster(reaper, ["a", "b"]) as eps:
+            yield _client_run(reaper, drive_client, eps, name)
+    elif name == "disk":
+        with _cluster(reaper, ["a", "b"], on_disk) as eps:
             yield _client_run(reaper, drive_client, eps, name)
     elif name == "pysyncobj":
         with peers.pysyncobj_pair(reaper) as eps:
