@@ -7,6 +7,7 @@ simulated network, disk and clock, under seeded fault schedules.
     tools/sim --replay 1234 [--unsafe]     # one seed again, with its event trace
     tools/sim --named audit-both-links-cut # a named case
     tools/sim --seeds 500 --app ledger     # the ledger: money conserved, no transfer twice
+    tools/sim --named power-loss-backup-first --durability disk   # nothing lost
 
 Exits 1 when any schedule breaks an invariant (the failing seeds are listed;
 each replays exactly).
@@ -19,6 +20,7 @@ import logging
 import sys
 
 from zmqfail.app import SHIPPED
+from zmqfail.config import Durability
 from zmqfail.sim.campaign import campaign, replay, run_named
 from zmqfail.sim.schedule import NAMED
 
@@ -35,14 +37,21 @@ def main() -> int:
     ap.add_argument(
         "--app", choices=sorted(SHIPPED), default="orders", help="the application the cluster runs"
     )
+    ap.add_argument(
+        "--durability",
+        choices=[d.value for d in Durability],
+        default=Durability.MEMORY.value,
+        help='[flush] durability of the servers ("disk": fsynced on both before the ack)',
+    )
     args = ap.parse_args()
+    durability = Durability(args.durability)
     if args.replay is not None or args.named is not None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         if args.named is not None:
-            out = run_named(args.named, args.start, app=args.app)
+            out = run_named(args.named, args.start, app=args.app, durability=durability)
             picked = [args.named]
         else:
-            out, picked = replay(args.replay, args.unsafe, app=args.app)
+            out, picked = replay(args.replay, args.unsafe, app=args.app, durability=durability)
         print("\n".join(out.trace))
         print(f"faults: {', '.join(picked)}; acknowledged: {out.acked}; events: {out.events}")
         for v in out.violations:
@@ -50,9 +59,11 @@ def main() -> int:
         return 1 if out.violations else 0
     logging.disable(logging.CRITICAL)
     seeds = range(args.start, args.start + args.seeds)
-    s = campaign(seeds, args.unsafe, args.workers, args.minutes, app=args.app)
+    s = campaign(
+        seeds, args.unsafe, args.workers, args.minutes, app=args.app, durability=durability
+    )
     mode = "any faults (lost and split allowed)" if args.unsafe else "safe faults"
-    mode += f", {args.app}"
+    mode += f", {args.app}, durability {durability.value}"
     print(
         f"{s.schedules} schedules ({mode}) in {s.seconds:.1f} s: {s.rate:.1f} schedules/s, "
         f"{s.sim_seconds / s.seconds:.0f} simulated s per s, {s.events / max(1, s.schedules):.0f} "

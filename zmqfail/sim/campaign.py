@@ -116,9 +116,13 @@ def campaign(
 
 
 def replay(
-    seed: int, unsafe: bool = False, witness: bool = False, app: str = "orders"
+    seed: int,
+    unsafe: bool = False,
+    witness: bool = False,
+    app: str = "orders",
+    durability: Durability = Durability.MEMORY,
 ) -> tuple[Outcome, list[str]]:
-    return run_one(seed, unsafe, witness, app)
+    return run_one(seed, unsafe, witness, app, durability)
 
 
 def run_named(
