@@ -195,3 +195,36 @@ def test_the_front_tells_each_client_and_counts_each_gap_once(
     signals = {ident: decode(d) for ident, d in r.out.client}
     assert signals[b"c-1"] == RecoverySignal("b", 5, sid, 2)
     assert signals[b"c-2"] == RecoverySignal("b", 5, 0, 0)
+
+
+def test_the_sync_and_asyncio_clients_hand_the_loss_to_the_application() -> None:
+    """Both wrappers expose the core's reports and listeners (no server needed:
+    the loss is fed to the core as a recovered server's welcome would be)."""
+    import asyncio
+
+    from zmqfail.client.aio import AsyncClient
+    from zmqfail.client.sync import Client
+
+    endpoint = "tcp://127.0.0.1:9"  # nothing listens: the clients only look
+    with Client([endpoint], lost_after=0.5) as c:
+        heard: list[AckLoss] = []
+        c.add_loss_listener(heard.append)
+        c.session.acked.start(3)
+        c.session.acked.note(3, 1)
+        c.core._check_acks("b", 2, 3, 0)
+        assert heard == c.acks_lost == [AckLoss("b", 2, 3, 0, True, (1,), True)]
+
+    async def run() -> list[AckLoss]:
+        a = AsyncClient([endpoint], lost_after=0.5)
+        got: list[AckLoss] = []
+        a.add_loss_listener(got.append)
+        core = a._client.core
+        core.session.acked.start(4)
+        core.session.acked.note(4, 7)
+        core._check_acks("a", 5, 0, 0)
+        assert a.acks_lost == got
+        await a.close()
+        return got
+
+    (loss,) = asyncio.run(run())
+    assert (loss.session, loss.session_known, loss.msg_ids) == (4, False, (7,))

@@ -8,7 +8,8 @@ by which server, at which epoch and when. From these:
 
 - lost: an acknowledged write missing from the final history;
 - untold: such a write its client was not told of (an `AckLoss`), which no
-  schedule may show, not even a power loss of every server;
+  schedule may show, not even a power loss of every server; false-loss: a
+  write a client was told is lost that the final history holds;
 - twice: a request present twice in the final history;
 - order: a client's requests out of msg_id order in the final history;
 - split: a server acknowledged at an older epoch after another server had
@@ -129,13 +130,18 @@ def check_told(
     final: list[tuple[str, int] | None], acks: list[Ack], told: set[tuple[str, int]]
 ) -> list[Violation]:
     """Every logged write lost after its client was answered was reported to
-    that client as acknowledged but lost."""
+    that client as acknowledged but lost, and nothing else was."""
     logged = [a for a in acks if a.logged]
-    untold = [w for w in lost_writes(final, logged, {(a.client, a.msg_id) for a in logged})]
-    untold = [w for w in untold if w not in told]
+    lost = lost_writes(final, logged, {(a.client, a.msg_id) for a in logged})
+    out = []
+    untold = [w for w in lost if w not in told]
     if untold:
-        return [Violation("untold", f"{len(untold)} lost write(s) not told, e.g. {untold[:3]}")]
-    return []
+        out.append(Violation("untold", f"{len(untold)} lost write(s) not told, e.g. {untold[:3]}"))
+    kept = {req for req in final if req is not None}
+    false = sorted(told & kept)
+    if false:  # the application would submit again what the history holds: twice
+        out.append(Violation("false-loss", f"{len(false)} told lost but kept, e.g. {false[:3]}"))
+    return out
 
 
 def check_split(acks: list[Ack]) -> list[Violation]:
