@@ -228,3 +228,19 @@ def test_the_sync_and_asyncio_clients_hand_the_loss_to_the_application() -> None
 
     (loss,) = asyncio.run(run())
     assert (loss.session, loss.session_known, loss.msg_ids) == (4, False, (7,))
+
+
+def test_an_expired_session_is_no_loss() -> None:
+    """Evicted while the client was away: its next request is answered
+    `expired` and it registers again. Until the new session is granted the
+    server already holds the new one: that must not read as a loss of the
+    old session's writes (they are in the log)."""
+    core = connected(5)
+    core.submit({"op": "x"}, T0)  # 6
+    core.on_frame(0, Reply(6, "expired", {}, 1, "a").encode(), T0)
+    reg = decode(core.out[-1][1])
+    assert isinstance(reg, Register) and core.session.session == 0
+    core.on_frame(0, Welcome("a", 1, True, 12, 0).encode(), T0)  # a ping's answer
+    assert core.acks_lost == []
+    core.on_frame(0, SessionGrant(reg.nonce, 12, 256, 1, "a").encode(), T0)
+    assert core.session.acked.session == 12 and core.acks_lost == []

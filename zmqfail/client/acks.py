@@ -11,7 +11,10 @@ what the active server says it knows of the session (`Welcome` and
 logged in it). Those above are reported once as an `AckLoss`; the
 application decides what to do (re-submit, reconcile, alert). Requests that
 were never answered are not in it: they are resent as after any failover,
-and a server that never saw them processes them.
+and a server that never saw them processes them. A session that ended
+(`expired`: evicted, or replaced) is no longer checked: the server no longer
+tells what it holds of it, and a false report would have the application
+submit logged writes twice.
 """
 
 from __future__ import annotations

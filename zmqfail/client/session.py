@@ -135,6 +135,9 @@ class Session:
             self.expired += 1
             if self.session and o.request.session == self.session:
                 self.session = self.nonce = 0
+                # The session ended (evicted or replaced): what the server holds of
+                # it can no longer be asked, and a gap must not be read into that.
+                self.acked.start(0)
         elif reply.logged:
             self.acked.note(o.request.session, reply.msg_id)
         return True
