@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from simcheck import caught, niced_campaign
 
+from zmqfail.config import Durability
 from zmqfail.core.leader import Leader
 from zmqfail.core.node import NodeCore
 from zmqfail.errors import LogCorrupt, LogWriteFailed
@@ -204,11 +205,15 @@ def test_a_crashing_schedule_is_reported_with_its_seed(monkeypatch: pytest.Monke
     real = camp.run_one
 
     def run_one_or_fail(
-        seed: int, unsafe: bool = False, witness: bool = False, app: str = "orders"
+        seed: int,
+        unsafe: bool = False,
+        witness: bool = False,
+        app: str = "orders",
+        durability: Durability = Durability.MEMORY,
     ) -> Any:
         if seed == 3:
             raise LogWriteFailed("sim:a", 5, "planted")
-        return real(seed, unsafe, witness, app)
+        return real(seed, unsafe, witness, app, durability)
 
     monkeypatch.setattr(camp, "run_one", run_one_or_fail)
     s = niced_campaign(range(1, 6), workers=2)
