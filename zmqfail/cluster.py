@@ -29,6 +29,7 @@ from zmqfail.config import ClusterConfig
 from zmqfail.core.status import NodeStatus
 from zmqfail.errors import ConfigError, NodeError, Unavailable
 from zmqfail.failover.state import Role, State
+from zmqfail.security import generate_cluster
 
 Spawn = Callable[[str], "subprocess.Popen[bytes]"]  # node name -> its process
 POLL = 0.05  # seconds between two readings while waiting (each costs the node a status)
@@ -98,15 +99,21 @@ class Cluster:
         app: str = "orders",
         name: str | None = None,
         spawn: Spawn | None = None,
+        secure: bool = False,
     ) -> Cluster:
         """A fresh config in `directory` (nodes on loopback, data dirs beside
-        it; free ports unless `base_port`), its nodes logging there too."""
+        it; free ports unless `base_port`), its nodes logging there too; with
+        `secure`, CurveZMQ on every channel and new keys in `directory`/keys."""
         from zmqfail.netutil import free_base_port
 
         port = base_port if base_port is not None else free_base_port(10 * nodes + 5)
-        text = config.render(nodes=nodes, base_port=port, app=app, name=name or "local")
+        text = config.render(
+            nodes=nodes, base_port=port, app=app, name=name or "local", secure=secure
+        )
         path = directory / "zmqfail.toml"
         directory.mkdir(parents=True, exist_ok=True)
+        if secure:
+            generate_cluster(directory / "keys", [chr(ord("a") + i) for i in range(nodes)])
         path.write_text(text)
         return cls(config.load(path), spawn, logs=directory)
 
@@ -148,7 +155,7 @@ class Cluster:
         """A clean stop (it flushes and answers everything processed first),
         through its control socket. Returns the exit status of a process we
         started; for one started elsewhere, waits until it stops answering."""
-        call(self.cfg.node(name).control, "stop", timeout=2.0)
+        call(self.cfg.node(name), "stop", timeout=2.0)
         p = self.procs.get(name)
         if p is not None and p.poll() is None:
             return p.wait(timeout)

@@ -20,6 +20,9 @@ from typing import Any
 from zmqfail.app import DEFAULT_APP, SHIPPED, AppSpec
 from zmqfail.apps.orders.settings import DEFAULT_INSTRUMENTS
 from zmqfail.errors import ConfigError
+from zmqfail.security import Curve, Security, loopback
+from zmqfail.security import parse as parse_security
+from zmqfail.security import render as render_security
 from zmqfail.txlog.retention import ARCHIVE_DIRNAME, Retention, RetentionPolicy
 
 # Port offsets from a node's base port, in this order.
@@ -62,6 +65,9 @@ class NodeConfig:
     # Loopback by default: the numbers are for a local agent or a scraper on
     # the same host, not for the world.
     metrics: str | None = None
+    # The cluster's [security] (None: plain), so a tool holding only this
+    # node's entry can reach its control socket.
+    security: Security | None = None
 
     def link(self, name: str) -> LinkEndpoints:
         if name == "main":
@@ -117,6 +123,7 @@ class WitnessConfig:
     endpoint: str  # its ROUTER; every server connects to it
     data_dir: Path  # where it keeps the granted epoch and leader, fsynced
     lease_ms: int = 1000  # how long a lease lasts; renewed every third of it
+    security: Security | None = None  # the cluster's [security] (None: plain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +191,7 @@ class ClusterConfig:
     path: Path | None = None
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     witness: WitnessConfig | None = None
+    security: Security | None = None  # [security]: CurveZMQ per channel (None: plain)
 
     def node(self, name: str) -> NodeConfig:
         for n in self.nodes:
@@ -258,6 +266,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     nodes_raw = _section(raw, "nodes")
     if not nodes_raw:
         raise ConfigError("the config defines no [nodes.NAME] table")
+    sec = parse_security(_section(raw, "security"), base_dir) if "security" in raw else None
     nodes: list[NodeConfig] = []
     for node_name, spec in nodes_raw.items():
         where = f"[nodes.{node_name}]"
@@ -281,6 +290,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
                 failsafe=_link(spec.get("failsafe"), f"{where} failsafe"),
                 data_dir=dd if dd.is_absolute() else (base_dir / dd),
                 metrics=_metrics(spec.get("metrics"), where),
+                security=sec,
             )
         )
     seen: dict[str, str] = {}
@@ -321,7 +331,8 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     flush = _flush(_section(raw, "flush"))
     failover = FailoverConfig(**_ints(_section(raw, "failover"), "failover", FailoverConfig))
     retention = _retention(_section(raw, "retention"))
-    witness = _witness(_section(raw, "witness"), base_dir, seen) if "witness" in raw else None
+    witness = _witness(_section(raw, "witness"), base_dir, seen, sec) if "witness" in raw else None
+    _check_control(nodes, sec)
     unknown = set(raw) - {
         "cluster",
         "nodes",
@@ -331,6 +342,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
         "failover",
         "retention",
         "witness",
+        "security",
     }
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}")
@@ -345,6 +357,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
         path=path,
         retention=retention,
         witness=witness,
+        security=sec,
     )
 
 
@@ -357,7 +370,23 @@ def _flush(sec: dict[str, Any]) -> FlushConfig:
     return FlushConfig(**_ints(sec, "flush", FlushConfig), durability=Durability(durability))
 
 
-def _witness(sec: dict[str, Any], base_dir: Path, seen: dict[str, str]) -> WitnessConfig:
+def _check_control(nodes: list[NodeConfig], sec: Security | None) -> None:
+    """In a secured cluster a control socket open to the network must be
+    secured too: it can stop a server. (A plain cluster is a demo or a lab;
+    its control endpoints are taken as written.)"""
+    if sec is None or sec.on(Curve.CONTROL):
+        return
+    for n in nodes:
+        if not loopback(n.control):
+            raise ConfigError(
+                f'[nodes.{n.name}] control {n.control} is not on loopback: add "control" '
+                "to [security] curve, or bind it to 127.0.0.1"
+            )
+
+
+def _witness(
+    sec: dict[str, Any], base_dir: Path, seen: dict[str, str], security: Security | None
+) -> WitnessConfig:
     known = {"endpoint", "data_dir", "lease_ms"}
     unknown = set(sec) - known
     if unknown:
@@ -377,7 +406,7 @@ def _witness(sec: dict[str, Any], base_dir: Path, seen: dict[str, str]) -> Witne
             f"[witness] lease_ms must be a whole number from 100 to 60000, got {lease!r}"
         )
     dd = Path(data_dir)
-    return WitnessConfig(endpoint, dd if dd.is_absolute() else base_dir / dd, lease)
+    return WitnessConfig(endpoint, dd if dd.is_absolute() else base_dir / dd, lease, security)
 
 
 def load(path: str | Path) -> ClusterConfig:
@@ -410,10 +439,12 @@ def render(
     name: str = "local",
     app: str = DEFAULT_APP,
     witness: bool = False,
+    secure: bool = False,
 ) -> str:
     """The TOML text of a local cluster: nodes a, b, ... from base_port on,
     running `app` (a shipped application) with its default settings; with
-    `witness`, a [witness] table on the first port after the nodes'."""
+    `witness`, a [witness] table on the first port after the nodes'; with
+    `secure`, a [security] table naming the keys `keys.generate_cluster` makes."""
     if not 1 <= nodes <= 26:
         raise ConfigError("--nodes must be between 1 and 26")
     top = base_port + PORTS_PER_NODE * nodes
@@ -491,6 +522,8 @@ def render(
             'data_dir = "witness"    # the epoch and leader it granted, fsynced',
             "lease_ms = 1000         # a server alone renews within this; a takeover waits it out",
         ]
+    if secure:
+        lines += render_security(witness)
     return "\n".join(lines) + "\n"
 
 

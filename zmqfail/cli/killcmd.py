@@ -116,7 +116,7 @@ def cut(cfg: ClusterConfig, name: str, link: str, heal: bool, seconds: float | N
     args: dict[str, object] = {"link": link}
     if seconds is not None:
         args["for"] = seconds
-    res = call(cfg.node(name).control, "heal" if heal else "cut", args, timeout=2.0)
+    res = call(cfg.node(name), "heal" if heal else "cut", args, timeout=2.0)
     cuts = ", ".join(res["cut"]) or "none"
     verb = "healed" if heal else "cut"
     extra = f" (heals by itself in {seconds:g}s)" if seconds and not heal else ""

@@ -23,6 +23,7 @@ from zmqfail.cli.benchcmd import bench_cmd, plot_cmd
 from zmqfail.cli.clientcmd import client_group
 from zmqfail.cli.common import config_option, load_config, one_line_errors, timeout_option
 from zmqfail.cli.demo import demo_cmd
+from zmqfail.cli.keyscmd import keys_group
 from zmqfail.cli.killcmd import kill_cmd
 from zmqfail.cli.logcmd import log_group
 from zmqfail.cli.watch import watch_cmd
@@ -31,6 +32,7 @@ from zmqfail.client.control import cluster_status, node_status
 from zmqfail.cluster import Cluster, where
 from zmqfail.errors import ConfigError, ZmqfailError
 from zmqfail.failover.state import Role, State
+from zmqfail.security import generate_cluster
 
 if TYPE_CHECKING:
     from zmqfail.node.server import Node
@@ -147,6 +149,9 @@ def config_group() -> None:
 @click.option(
     "--witness", is_flag=True, help="Add a [witness] table (its port follows the nodes')."
 )
+@click.option(
+    "--secure", is_flag=True, help="CurveZMQ on every channel, with new keys in DIR/keys."
+)
 @one_line_errors
 def config_init(
     directory: str,
@@ -157,15 +162,22 @@ def config_init(
     force: bool,
     app: str,
     witness: bool,
+    secure: bool,
 ) -> None:
     """Write DIR/zmqfail.toml for a local cluster (nodes a, b, ... from --base-port)."""
-    text = config.render(nodes, base_port, host, failsafe_host, app=app, witness=witness)
+    text = config.render(
+        nodes, base_port, host, failsafe_host, app=app, witness=witness, secure=secure
+    )
     d = Path(directory)
     path = d / "zmqfail.toml"
     if path.exists() and not force:
         raise ConfigError(f"{path} exists; pass --force to overwrite it")
     d.mkdir(parents=True, exist_ok=True)
-    config.loads(text, d)  # the file we write must load
+    cfg = config.loads(text, d)  # the file we write must load
+    if secure:
+        # Before the config, so a config naming keys never exists without them.
+        names = [n.name for n in cfg.nodes] + (["witness"] if witness else [])
+        generate_cluster(d / "keys", names)
     path.write_text(text)
     click.echo(str(path))
 
@@ -179,9 +191,12 @@ def config_check(file: str) -> None:
     names = ", ".join(n.name for n in cfg.nodes)
     dirs = sorted({str(n.data_dir.parent) for n in cfg.nodes})
     witness = f", witness on {cfg.witness.endpoint}" if cfg.witness else ""
+    sec = cfg.security
+    curve = sorted(c.value for c in sec.curve) if sec else []
+    secured = f", CurveZMQ on {', '.join(curve)}" if curve else ""
     click.echo(
         f"ok: {file}: cluster {cfg.name!r}, {len(cfg.nodes)} node(s) ({names}), "
-        f"first primary {cfg.primary}, data under {', '.join(dirs)}{witness}"
+        f"first primary {cfg.primary}, data under {', '.join(dirs)}{witness}{secured}"
     )
 
 
@@ -265,7 +280,7 @@ def switchover_cmd(config_path: str | None, timeout: float) -> None:
         states = ", ".join(f"{r.name}={where(r)}" for r in rows)
         raise ZmqfailError(f"need exactly one primary in the normal state ({states})")
     old = primaries[0].name
-    res = call(cfg.node(old).control, "switchover", {})
+    res = call(cfg.node(old), "switchover", {})
     target = res.get("handoff_to")
     if not isinstance(target, str) or target not in {n.name for n in cfg.nodes}:
         raise ZmqfailError(f"{old} named no known node to hand over to: {target!r:.40}")
@@ -283,6 +298,7 @@ cli.add_command(kill_cmd)
 cli.add_command(log_group)
 cli.add_command(demo_cmd)
 cli.add_command(witness_cmd)
+cli.add_command(keys_group)
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ def witness_status(w: WitnessConfig, timeout: float) -> dict[str, Any]:
     from zmqfail.client.control import call
 
     try:
-        return call(w.endpoint, "status", {}, timeout)
+        return call(w, "status", {}, timeout)
     except ZmqfailError as exc:
         return {
             "name": "witness",
@@ -93,7 +93,7 @@ def witness_cmd(
 
     cfg = witness_config(load_config(config_path))
     if ask:
-        row = call(cfg.endpoint, "status", {}, timeout)
+        row = call(cfg, "status", {}, timeout)
         click.echo(json.dumps(row, sort_keys=True) if as_json else witness_words(row))
         return
     sys.exit(_run(cfg, log_level, log_format))

@@ -11,25 +11,46 @@ from typing import Any
 
 import zmq
 
-from zmqfail.config import ClusterConfig, NodeConfig
+from zmqfail.config import ClusterConfig, NodeConfig, WitnessConfig
 from zmqfail.core.status import STATUS_KEYS, NodeStatus
 from zmqfail.errors import ProtocolError, Unavailable, ZmqfailError
 from zmqfail.protocol import ControlReply, ControlRequest, decode_as
+from zmqfail.security import Curve, Dial
 
 __all__ = ["STATUS_KEYS", "call", "cluster_status", "node_status"]
 
 
+def target(where: str | NodeConfig | WitnessConfig) -> tuple[str, Dial | None]:
+    """The control endpoint of a node or the witness, and the operator's CURVE
+    keys for it when the cluster secures that channel (read now: a missing
+    key is a ConfigError). A bare endpoint is dialled plain."""
+    if isinstance(where, str):
+        return where, None
+    sec = where.security
+    if isinstance(where, NodeConfig):
+        endpoint, channel, name = where.control, Curve.CONTROL, where.name
+    else:
+        endpoint, channel, name = where.endpoint, Curve.WITNESS, "witness"
+    if sec is None or not sec.on(channel):
+        return endpoint, None
+    return endpoint, Dial(sec.operator_pair(), sec.server_public(name))
+
+
 def call(
-    endpoint: str,
+    where: str | NodeConfig | WitnessConfig,
     command: str,
     args: dict[str, Any] | None = None,
     timeout: float = 1.0,
     ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
 ) -> dict[str, Any]:
+    """One control request to `where` (a node, the witness or an endpoint)."""
+    endpoint, dial = target(where)
     c: zmq.Context[zmq.Socket[bytes]] = ctx or zmq.Context.instance()
     s: zmq.Socket[bytes] = c.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     try:
+        if dial is not None:
+            dial.apply(s)
         s.connect(endpoint)
         s.send(ControlRequest(command, args or {}).encode())
         if not s.poll(int(timeout * 1000)):
@@ -53,7 +74,7 @@ def node_status(node: NodeConfig, digest: bool = False, timeout: float = 1.0) ->
     The digest hashes every table (in a forked child on a large node): ask for
     it only when it is wanted, or a loaded node may not answer in time."""
     try:
-        reply = call(node.control, "status", {"digest": digest}, timeout)
+        reply = call(node, "status", {"digest": digest}, timeout)
     except ZmqfailError as exc:
         return NodeStatus.unreachable(node.name, str(exc))
     try:

@@ -43,6 +43,7 @@ from zmqfail.client.session import ClientState, Session
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import RequestTimeout, Unavailable
 from zmqfail.protocol import Reply
+from zmqfail.security import Curve, Dial
 
 __all__ = ["AckLoss", "Client", "Failover", "server_endpoints"]
 
@@ -51,6 +52,17 @@ def server_endpoints(servers: Sequence[str] | ClusterConfig) -> list[str]:
     if isinstance(servers, ClusterConfig):
         return [n.client for n in servers.nodes]
     return list(servers)
+
+
+def client_dials(servers: Sequence[str] | ClusterConfig) -> list[Dial | None]:
+    """The CURVE keys for each server's frontend, read now (a missing key is
+    a ConfigError before any socket exists); None where the channel is plain."""
+    sec = servers.security if isinstance(servers, ClusterConfig) else None
+    if sec is None or not sec.on(Curve.CLIENTS):
+        return [None] * len(servers.nodes if isinstance(servers, ClusterConfig) else servers)
+    assert isinstance(servers, ClusterConfig)
+    pair = sec.client_pair()
+    return [Dial(pair, sec.server_public(n.name)) for n in servers.nodes]
 
 
 class Client:
@@ -74,6 +86,7 @@ class Client:
         self.endpoints = server_endpoints(servers)
         if not self.endpoints:
             raise ValueError("a client needs at least one server endpoint")
+        dials = client_dials(servers)
         if failover_after is None:
             failover_after = (
                 servers.failover.client_timeout_ms / 1000.0
@@ -94,6 +107,9 @@ class Client:
             s.setsockopt(zmq.ROUTING_ID, self.session.client_id.encode())
             s.setsockopt(zmq.SNDHWM, 100_000)
             s.setsockopt(zmq.RCVHWM, 100_000)
+            dial = dials[i]
+            if dial is not None:
+                dial.apply(s)
             s.connect(ep)
             self.sockets.append(s)
             self._index[s] = i

@@ -24,6 +24,7 @@ from zmqfail.core.ports import Outbox
 from zmqfail.errors import NodeError, ProtocolError
 from zmqfail.protocol import READ_BUDGET, Channel, Probe, limit_socket
 from zmqfail.replication import LINKS
+from zmqfail.security import Curve, ServerKeys
 
 Ctx = zmq.Context[zmq.Socket[bytes]]
 Sock = zmq.Socket[bytes]
@@ -90,8 +91,10 @@ class Channels:
         me: NodeConfig,
         poller: zmq.Poller,
         gap_ack: Callable[[], bytes],
+        keys: ServerKeys | None = None,
     ) -> None:
         self.ctx = ctx
+        self.keys = keys  # CURVE on the channels [security] names (None: all plain)
         self._gap_ack = gap_ack  # a valid "gap" answer, for a REP that owes one
         self.cfg = cfg
         self.me = me
@@ -100,12 +103,12 @@ class Channels:
         self._own: list[Sock] = []
         self.bad_framing = 0  # client messages that were not [identity, payload]
         self.undeliverable = 0
-        self.frontend = self._bound(zmq.ROUTER, me.client, Channel.CLIENTS)
+        self.frontend = self._bound(zmq.ROUTER, me.client, Channel.CLIENTS, curve=Curve.CLIENTS)
         self.frontend.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.frontend.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.frontend.setsockopt(zmq.SNDHWM, 100_000)
         self.frontend.setsockopt(zmq.RCVHWM, 100_000)
-        self.control = self._bound(zmq.ROUTER, me.control, Channel.CONTROL)
+        self.control = self._bound(zmq.ROUTER, me.control, Channel.CONTROL, curve=Curve.CONTROL)
         self.pull: dict[str, Sock] = {}
         self.rep: dict[str, Sock] = {}
         self.pub: dict[str, Sock] = {}
@@ -115,15 +118,18 @@ class Channels:
         self.last_answer: dict[str, bytes] = {}
         for link in LINKS:
             ends = me.link(link)
-            pull = self._bound(zmq.PULL, ends.records, Channel.REPL_RECORDS)
+            repl = Curve.REPLICATION
+            pull = self._bound(zmq.PULL, ends.records, Channel.REPL_RECORDS, curve=repl)
             pull.setsockopt(zmq.RCVHWM, 10_000)
-            rep = self._bound(zmq.REP, ends.ack, Channel.REPL_ACK)
-            pub = self._bound(zmq.PUB, ends.heartbeat, None, poll=False)
+            rep = self._bound(zmq.REP, ends.ack, Channel.REPL_ACK, curve=repl)
+            pub = self._bound(zmq.PUB, ends.heartbeat, None, poll=False, curve=repl)
             pub.setsockopt(zmq.SNDHWM, 100)
             sub = self._socket(zmq.SUB, Channel.HEARTBEAT)
             sub.setsockopt(zmq.RCVHWM, 1000)
             sub.setsockopt(zmq.SUBSCRIBE, b"")
             for peer in cfg.peers(me.name):
+                # One SUB, several servers: each connect dials with that peer's key.
+                self._dial(sub, repl, peer.name)
                 sub.connect(peer.link(link).heartbeat)
             self.poller.register(sub, zmq.POLLIN)
             self.pull[link], self.rep[link], self.pub[link], self.sub[link] = pull, rep, pub, sub
@@ -139,6 +145,7 @@ class Channels:
             dealer.setsockopt(zmq.IMMEDIATE, 1)
             dealer.setsockopt(zmq.SNDHWM, 4)
             dealer.setsockopt(zmq.RCVHWM, 64)
+            self._dial(dealer, Curve.CLIENTS, peer.name)
             dealer.connect(peer.client)
             self.poller.register(dealer, zmq.POLLIN)
             self.probe[peer.name] = dealer
@@ -151,6 +158,7 @@ class Channels:
             self.witness = self._socket(zmq.DEALER, Channel.CLIENTS)
             self.witness.setsockopt(zmq.IMMEDIATE, 1)
             self.witness.setsockopt(zmq.SNDHWM, 16)
+            self._dial(self.witness, Curve.WITNESS, "witness")
             self.witness.connect(cfg.witness.endpoint)
             self.poller.register(self.witness, zmq.POLLIN)
         # Replication to backups, open only while this node leads.
@@ -168,8 +176,21 @@ class Channels:
         self._own.append(s)
         return s
 
-    def _bound(self, kind: int, endpoint: str, channel: Channel | None, poll: bool = True) -> Sock:
+    def _dial(self, sock: Sock, curve: Curve, peer: str) -> None:
+        if self.keys is not None:
+            self.keys.dial(sock, curve, peer)
+
+    def _bound(
+        self,
+        kind: int,
+        endpoint: str,
+        channel: Channel | None,
+        poll: bool = True,
+        curve: Curve | None = None,
+    ) -> Sock:
         s = self._socket(kind, channel)
+        if self.keys is not None and curve is not None:
+            self.keys.serve(s, curve)
         try:
             s.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -196,10 +217,12 @@ class Channels:
         push.setsockopt(zmq.LINGER, 0)
         push.setsockopt(zmq.SNDHWM, 10_000)
         push.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer not connected
+        self._dial(push, Curve.REPLICATION, peer)
         push.connect(ends.records)
         req: Sock = self.ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         limit_socket(req, Channel.REPL_ACK)
+        self._dial(req, Curve.REPLICATION, peer)
         req.connect(ends.ack)
         self.push[(peer, link)] = push
         self.req[(peer, link)] = req

@@ -29,7 +29,9 @@ from zmqfail.node.links import Channels
 from zmqfail.node.metrics import NodeMetrics
 from zmqfail.protocol import AckStatus
 from zmqfail.replication import LINKS
+from zmqfail.security import ServerKeys
 from zmqfail.txlog.snapshot import read_meta
+from zmqfail.zap import Authenticator, for_server, stopped_on_failure
 
 log = logging.getLogger("zmqfail.node")
 
@@ -52,9 +54,16 @@ class Node:
         self.stopping = False
         self._lock_fd = -1
         self.metrics: NodeMetrics | None = None
+        self.auth: Authenticator | None = None
 
     # ------------------------------------------------------------------ start
     def open(self) -> None:
+        # Keys first: a missing one stops the node before it touches its data.
+        keys, self.auth = for_server(self.cfg, self.name, self.ctx)
+        with stopped_on_failure(self.auth):
+            self._open(keys)
+
+    def _open(self, keys: ServerKeys | None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         t0 = clock.now()
@@ -95,7 +104,12 @@ class Node:
             rng=random.Random(),
         )
         self.channels = Channels(
-            self.ctx, self.cfg, self.me, self.poller, lambda: self.core.follower.ack(AckStatus.GAP)
+            self.ctx,
+            self.cfg,
+            self.me,
+            self.poller,
+            lambda: self.core.follower.ack(AckStatus.GAP),
+            keys,
         )
         self.control = Control(self.core, self.channels)
         (self.data_dir / "node.pid").write_text(f"{os.getpid()}\n")
@@ -275,6 +289,8 @@ class Node:
         self.channels.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.auth is not None:
+            self.auth.close()
         with contextlib.suppress(OSError):
             (self.data_dir / "node.pid").unlink()
         if self._lock_fd >= 0:

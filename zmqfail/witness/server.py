@@ -31,8 +31,10 @@ from zmqfail.protocol import (
     decode,
     limit_socket,
 )
+from zmqfail.security import Curve, ServerKeys
 from zmqfail.witness.logic import Verdict, Witness
 from zmqfail.witness.store import Store
+from zmqfail.zap import Authenticator, for_witness, stopped_on_failure
 
 log = logging.getLogger("zmqfail.witness")
 
@@ -54,8 +56,15 @@ class WitnessServer:
         self.bad_frames = 0
         self.renewals = 0
         self.unsent = 0  # answers dropped because the asker's queue was full
+        self.auth: Authenticator | None = None
 
     def open(self) -> None:
+        # Keys first: a missing one is one line, and nothing was opened.
+        keys, self.auth = for_witness(self.cfg.security, self.ctx)
+        with stopped_on_failure(self.auth):
+            self._open(keys)
+
+    def _open(self, keys: ServerKeys | None) -> None:
         stored = self.store.open()
         now = clock.now()
         self.started = now
@@ -63,6 +72,8 @@ class WitnessServer:
         sock: zmq.Socket[bytes] = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         limit_socket(sock, Channel.CONTROL)
+        if keys is not None:
+            keys.serve(sock, Curve.WITNESS)
         try:
             sock.bind(self.cfg.endpoint)
         except zmq.ZMQError as exc:
@@ -204,5 +215,7 @@ class WitnessServer:
     def close(self) -> None:
         self.sock.close(linger=0)
         self.store.close()
+        if self.auth is not None:
+            self.auth.close()
         g = self.logic.stored
         log.info("witness stopped at epoch %d (leader %s)", g.epoch, g.leader or "nobody")
