@@ -3,15 +3,18 @@ refusal is logged while the cluster goes on as before."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import zmq
-from conftest import BUY, MakeCluster, Procs, wait_for
+from conftest import BUY, MakeCluster, Procs, run_zmqfail, wait_for
 
 from zmqfail import config
+from zmqfail.client.aio import AsyncClient
 from zmqfail.client.control import call
 from zmqfail.client.sync import Client
 from zmqfail.config import ClusterConfig
@@ -19,6 +22,7 @@ from zmqfail.core.status import NodeStatus
 from zmqfail.errors import RequestTimeout, Unavailable, ZmqfailError
 from zmqfail.failover.state import Role
 from zmqfail.netutil import free_base_port
+from zmqfail.protocol import ControlRequest
 from zmqfail.security import Dial, KeyPair, generate, generate_cluster, load_pair
 
 pytestmark = pytest.mark.timeout(120)
@@ -172,3 +176,52 @@ def test_a_replication_peer_with_a_foreign_key_is_refused(
         hb = dialled(zmq.SUB, cfg.node("a").main.heartbeat, b_key, a_pub)
         hb.setsockopt(zmq.SUBSCRIBE, b"")
         assert hb.poll(5000), "a server key gets the heartbeats"
+
+
+def test_the_asyncio_client_reads_its_keys_from_the_config(
+    secured: Path, cluster: MakeCluster
+) -> None:
+    cl = cluster(secured)
+    cl.start()
+    cl.wait_whole(timeout=40)
+
+    async def order() -> str:
+        c = AsyncClient(cl.cfg, timeout=10.0)
+        try:
+            return (await c.request(BUY)).status
+        finally:
+            await c.close()
+
+    assert asyncio.run(order()) == "ok"
+
+
+def test_a_secured_witness_elects_for_the_servers_and_refuses_other_keys(
+    tmp_path: Path, cluster: MakeCluster, procs: Procs, ctx: Ctx
+) -> None:
+    path = tmp_path / "zmqfail.toml"
+    path.write_text(config.render(base_port=free_base_port(25), witness=True, secure=True))
+    generate_cluster(tmp_path / "keys", ["a", "b", "witness"])
+    procs.start("witness", "--config", str(path), log="witness")
+    cl = cluster(path)
+    cl.start()
+    cl.wait_whole(timeout=40)  # every epoch is the witness's grant: the servers reached it
+    r = run_zmqfail("witness", "--config", str(path), "--status", "--json", "--timeout", "5")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["leader"] == "a"
+    cfg = cl.cfg
+    assert cfg.witness is not None and cfg.security is not None
+    mallory = _mallory(tmp_path)
+    s: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    Dial(mallory, cfg.security.server_public("witness")).apply(s)
+    s.connect(cfg.witness.endpoint)
+    s.send(ControlRequest("status", {}).encode())
+    wait_for(
+        lambda: (
+            f"refused a witness connection from 127.0.0.1: key {mallory.public.decode()}"
+            in procs.log_text("witness")
+        ),
+        10,
+        "the witness to log the refusal",
+    )
+    assert not s.poll(300), "a foreign key got the witness's status"
