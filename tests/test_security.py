@@ -101,6 +101,8 @@ def test_missing_or_unreadable_keys_are_one_line_config_errors(tmp_path: Path) -
         Client(cfg)
     with pytest.raises(ConfigError, match=r"operator key .* does not exist"):
         call(cfg.nodes[0], "status")
+    r = run_zmqfail("status", "--config", str(tmp_path / "zmqfail.toml"))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "operator key" in r.stderr
     keys = tmp_path / "keys" / "clients"
     generate(keys, "client")
     (keys / "client.key_secret").write_text("not a key\n")

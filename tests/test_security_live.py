@@ -94,6 +94,7 @@ def test_a_client_with_an_unknown_key_is_refused_and_logged_while_others_are_ser
             c.request(BUY)
         # The authorised client is still served, on the same session.
         assert good.request(BUY).status == "ok"
+        assert cl.status("a").counters["curve_refused"] >= 1  # counted in status too
     # Operators with the wrong key get no status either; with the right one, they do.
     assert cfg.security is not None
     rogue_ops = dataclasses.replace(

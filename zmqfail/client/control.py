@@ -87,7 +87,11 @@ def cluster_status(
     cfg: ClusterConfig, digest: bool = False, timeout: float = 1.0
 ) -> list[NodeStatus]:
     """Every node's status in config order, all asked at once, so each silent
-    node costs one timeout in parallel rather than one each in turn."""
+    node costs one timeout in parallel rather than one each in turn. A
+    missing or unreadable operator key is a ConfigError here, not a row of
+    unreachable nodes."""
+    for n in cfg.nodes:
+        target(n)
     if len(cfg.nodes) == 1:
         return [node_status(cfg.nodes[0], digest, timeout)]
     with ThreadPoolExecutor(len(cfg.nodes), thread_name_prefix="status") as pool:

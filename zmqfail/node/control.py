@@ -6,6 +6,7 @@ switchover. Decoding and answering live here; decisions are the core's
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -34,6 +35,7 @@ class Control:
         self.channels = channels
         self.digests = DigestJobs()
         self.bad_frames = 0
+        self.curve_refused: Callable[[], int] = lambda: 0  # the ZAP handler's count
 
     def drain(self, now: float) -> None:
         sock = self.channels.control
@@ -117,6 +119,7 @@ class Control:
         st.counters["bad_frames"] += self.channels.bad_framing
         st.counters["undeliverable"] = self.channels.undeliverable
         st.counters["control_bad_frames"] = self.bad_frames
+        st.counters["curve_refused"] = self.curve_refused()
         return st
 
     def status(self, now: float, digest: bool) -> dict[str, Any]:

@@ -55,6 +55,7 @@ COUNTERS = (
     ("undeliverable", "undeliverable_replies", "Replies to clients that could not be queued"),
     ("ack_gaps", "lost_ack_gaps", "Clients told that requests they were answered are lost"),
     ("ack_gap_ids", "lost_ack_msg_ids", "Width of those msg_id ranges (an upper bound)"),
+    ("curve_refused", "curve_refused", "CURVE handshakes refused: a key not on the channel's list"),
 )
 # reason label -> status counter
 REJECTS = {

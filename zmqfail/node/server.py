@@ -112,6 +112,9 @@ class Node:
             keys,
         )
         self.control = Control(self.core, self.channels)
+        auth = self.auth
+        if auth is not None:
+            self.control.curve_refused = lambda: auth.refused
         (self.data_dir / "node.pid").write_text(f"{os.getpid()}\n")
         if self.metrics is not None and not self.metrics.start():
             self.metrics = None
