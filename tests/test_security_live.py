@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from conftest import BUY, MakeCluster, Procs, run_zmqfail, wait_for
+from conftest import BUY, Load, MakeCluster, Procs, run_zmqfail, wait_for
 
 from zmqfail import config
 from zmqfail.client.aio import AsyncClient
@@ -20,7 +20,7 @@ from zmqfail.client.sync import Client
 from zmqfail.config import ClusterConfig
 from zmqfail.core.status import NodeStatus
 from zmqfail.errors import RequestTimeout, Unavailable, ZmqfailError
-from zmqfail.failover.state import Role
+from zmqfail.failover.state import Role, State
 from zmqfail.netutil import free_base_port
 from zmqfail.protocol import ControlRequest
 from zmqfail.security import Dial, KeyPair, generate, generate_cluster, load_pair
@@ -226,3 +226,31 @@ def test_a_secured_witness_elects_for_the_servers_and_refuses_other_keys(
         "the witness to log the refusal",
     )
     assert not s.poll(300), "a foreign key got the witness's status"
+
+
+def test_a_secured_pair_fails_over_and_its_probes_get_through(
+    secured: Path, cluster: MakeCluster
+) -> None:
+    """Step 420 on CURVE: the backup's probes reach the primary's frontend with
+    a server key (a refused probe would read as a dead primary: a false
+    takeover); then a real takeover, the client following with its keys."""
+    cl = cluster(secured)
+    cl.start()
+    cl.wait_whole(timeout=40)
+    cfg = cl.cfg
+    load = Load(cfg, window=8)
+    wait_for(lambda: load.count() >= 100, 30, "load on a")
+    for link in ("main", "failsafe"):
+        call(cfg.node("a"), "cut", {"link": link})
+    cl.wait("a", State.PRIMARY_ONLY, timeout=10)
+    sb = cl.wait("b", State.STANDBY, timeout=10)
+    assert sb.role is Role.BACKUP and sb.transitions[-1].why == "PrimaryReachable"
+    for link in ("main", "failsafe"):
+        call(cfg.node("a"), "heal", {"link": link})
+    assert cl.wait_whole(timeout=30).name == "a"  # b back in sync: it may take over again
+    cl.kill("a")
+    cl.wait("b", State.BACKUP_ONLY, role=Role.PRIMARY, timeout=20)
+    base = load.count()
+    wait_for(lambda: load.count() >= base + 100, 30, "load continuing on b")
+    load.stop()
+    assert [f.to_server for f in load.client.failovers] == ["b"]

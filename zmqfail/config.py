@@ -20,7 +20,7 @@ from typing import Any
 from zmqfail.app import DEFAULT_APP, SHIPPED, AppSpec
 from zmqfail.apps.orders.settings import DEFAULT_INSTRUMENTS
 from zmqfail.errors import ConfigError
-from zmqfail.security import Curve, Security, loopback
+from zmqfail.security import Security, check_control
 from zmqfail.security import parse as parse_security
 from zmqfail.security import render as render_security
 from zmqfail.txlog.retention import ARCHIVE_DIRNAME, Retention, RetentionPolicy
@@ -332,7 +332,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     failover = FailoverConfig(**_ints(_section(raw, "failover"), "failover", FailoverConfig))
     retention = _retention(_section(raw, "retention"))
     witness = _witness(_section(raw, "witness"), base_dir, seen, sec) if "witness" in raw else None
-    _check_control(nodes, sec)
+    check_control(sec, {n.name: n.control for n in nodes})
     unknown = set(raw) - {
         "cluster",
         "nodes",
@@ -368,20 +368,6 @@ def _flush(sec: dict[str, Any]) -> FlushConfig:
     if not isinstance(durability, str) or durability not in {d.value for d in Durability}:
         raise ConfigError(f"[flush] durability must be {choices}, got {durability!r}")
     return FlushConfig(**_ints(sec, "flush", FlushConfig), durability=Durability(durability))
-
-
-def _check_control(nodes: list[NodeConfig], sec: Security | None) -> None:
-    """In a secured cluster a control socket open to the network must be
-    secured too: it can stop a server. (A plain cluster is a demo or a lab;
-    its control endpoints are taken as written.)"""
-    if sec is None or sec.on(Curve.CONTROL):
-        return
-    for n in nodes:
-        if not loopback(n.control):
-            raise ConfigError(
-                f'[nodes.{n.name}] control {n.control} is not on loopback: add "control" '
-                "to [security] curve, or bind it to 127.0.0.1"
-            )
 
 
 def _witness(

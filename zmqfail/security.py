@@ -264,6 +264,20 @@ def loopback(endpoint: str) -> bool:
         return False
 
 
+def check_control(sec: Security | None, controls: dict[str, str]) -> None:
+    """In a secured cluster a control socket open to the network must be
+    secured too: it can stop a server. (A plain cluster is a demo or a lab;
+    its control endpoints are taken as written.)"""
+    if sec is None or sec.on(Curve.CONTROL):
+        return
+    for name, endpoint in controls.items():
+        if not loopback(endpoint):
+            raise ConfigError(
+                f'[nodes.{name}] control {endpoint} is not on loopback: add "control" '
+                "to [security] curve, or bind it to 127.0.0.1"
+            )
+
+
 def render(witness: bool) -> list[str]:
     """The ``[security]`` table `config init --secure` writes."""
     chans = ["clients", "replication", "control", *(["witness"] if witness else [])]
