@@ -5,7 +5,8 @@ and the core, touches files through the disk port, and answers operators on
 the control socket. It decides nothing: every decision is `NodeCore`'s.
 Single-threaded on purpose (the application must be deterministic and the
 GIL makes threads no faster for it); only the disk writer runs on its own
-thread, because fsync releases the GIL and can overlap the next batch.
+thread, because fsync releases the GIL and can overlap the next batch (and,
+on a secured cluster, the ZAP handler, so handshakes never take a turn).
 """
 
 from __future__ import annotations
