@@ -15,7 +15,7 @@ from zmqfail.client.control import call
 from zmqfail.client.sync import Client
 from zmqfail.errors import ConfigError
 from zmqfail.security import Curve, generate, loopback
-from zmqfail.zap import LOG_EVERY, Gate
+from zmqfail.zap import LOG_EVERY, MAX_TRACKED, Gate
 
 
 def _mode(p: Path) -> int:
@@ -164,3 +164,6 @@ def test_gate_allows_listed_keys_and_logs_refusals_once_a_minute() -> None:
     assert gate.decide("clients", bad, LOG_EVERY) == (False, 2)  # then one line with the count
     assert gate.decide("control", bad, 0.0) == (False, 0)  # an unknown domain lets no one in
     assert gate.refused == 6
+    for i in range(MAX_TRACKED + 5):  # fresh keys from a flood: remembered, but boundedly
+        gate.decide("clients", i.to_bytes(40, "big"), 0.0)
+    assert len(gate._last) <= MAX_TRACKED

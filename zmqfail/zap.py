@@ -29,6 +29,7 @@ from zmqfail.security import Curve, Security, ServerKeys, allowed
 log = logging.getLogger("zmqfail.zap")
 
 LOG_EVERY = 60.0  # seconds between two log lines about the same refused key
+MAX_TRACKED = 10_000  # refused keys remembered for the log's rate limit; then forgotten
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Gate:
         if key in self.allowed.get(domain, frozenset()):
             return True, None
         self.refused += 1
+        if len(self._last) >= MAX_TRACKED and (domain, key) not in self._last:
+            self._last.clear()  # a flood of fresh keys costs log lines, never unbounded memory
         at, unlogged = self._last.get((domain, key), (float("-inf"), 0))
         if now - at >= LOG_EVERY:
             self._last[(domain, key)] = (now, 0)
