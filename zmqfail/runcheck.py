@@ -81,7 +81,7 @@ def whole_then_stopped(cl: Cluster, timeout: float = 40.0) -> tuple[str, dict[st
 class History:
     """A bench history (zmqfail/loadgen/history.py), indexed."""
 
-    invokes: dict[Key, dict[str, Any]]
+    invokes: dict[Key, dict[str, Any]]  # every request -> its body (a long run's history is large)
     completions: collections.Counter[Key]
     acked: dict[Key, float]  # acknowledged (type ok) -> when the client got the reply
     oks: list[tuple[float, str, int]]  # (time, server, epoch) of every ok, in time order
@@ -99,7 +99,7 @@ class History:
                 e = json.loads(line)
                 key = (e["client_id"], e["msg_id"])
                 if e["type"] == "invoke":
-                    invokes[key] = e
+                    invokes[key] = e["body"]
                     continue
                 done[key] += 1
                 if e["type"] == "ok":
@@ -170,7 +170,7 @@ def check_run(
         bad(f"{len(res.twice)} request(s) applied twice, e.g. {res.twice[:3]}")
     mix = cfg.app.workload(0)
     for k, t in history.acked.items():
-        if seen[k] == 0 and k in history.invokes and mix.is_write(history.invokes[k]["body"]):
+        if seen[k] == 0 and k in history.invokes and mix.is_write(history.invokes[k]):
             (res.allowed_lost if allowed(k, t) else res.lost)[k] = t
     if res.lost:
         bad(f"{len(res.lost)} acknowledged request(s) lost, e.g. {sorted(res.lost)[:3]}")
