@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from zmqfail.runcheck import (
 )
 
 from .inject import Injector, Poller
-from .schedule import Fault, Kind, draw
+from .schedule import Kind, draw
 from .tally import Done, Row, in_any, power_window, tally
 
 RUN_FILE = "run.json"
@@ -239,10 +239,3 @@ def check(directory: Path) -> Verdict:
 def remove(directory: Path, keep: bool) -> None:
     if not keep:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def faults_by_kind(rows: Sequence[Row]) -> dict[str, int]:
-    return {r.kind: r.faults for r in rows}
-
-
-__all__ = ["Fault", "Options", "Verdict", "check", "faults_by_kind", "remove", "run"]

@@ -34,7 +34,8 @@ from zmqfail.replication import LINKS
 from .schedule import Fault, Kind
 from .tally import Done
 
-RECOVER = 60.0  # seconds the pair gets to be whole again after a heal
+RECOVER = 120.0  # seconds the pair gets to be whole again after a heal (a restart replays
+# up to a snapshot interval of log, tens of seconds on a loaded 2-core machine)
 POLL = 0.2  # seconds between two status readings of the split-brain poller
 CUTS: dict[Kind, tuple[str, ...]] = {
     Kind.CUT_MAIN: ("main",),
