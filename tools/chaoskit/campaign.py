@@ -40,7 +40,7 @@ from zmqfail.runcheck import (
     whole_then_stopped,
 )
 
-from .inject import Injector, Poller
+from .inject import RECOVER, Injector, Poller
 from .schedule import Kind, draw
 from .tally import Done, Row, in_any, power_window, tally
 
@@ -169,7 +169,7 @@ def _campaign(
         problems.extend(injector.problems)
         _stop_bench(bench, problems)
     try:
-        primary, digests = whole_then_stopped(cl, 60)
+        primary, digests = whole_then_stopped(cl, RECOVER)
         record["primary"], record["digests"] = primary, digests
     except ZmqfailError as exc:
         problems.append(f"the pair was not whole at the end: {exc}")
