@@ -60,15 +60,18 @@ def bench_args(cfg_path: Path, history: Path, report: Path, seconds: float, app:
     ]
 
 
-def whole_then_stopped(cl: Cluster, timeout: float = 40.0) -> tuple[str, dict[str, str]]:
+def whole_then_stopped(
+    cl: Cluster, timeout: float = 40.0, digest_timeout: float = 5.0
+) -> tuple[str, dict[str, str]]:
     """Wait for the pair to be whole again (whoever is primary now), note the
-    primary and every node's digest, then stop them cleanly so their logs are
+    primary and every node's digest (hashing large tables on a loaded machine
+    takes a while: `digest_timeout`), then stop them cleanly so their logs are
     whole."""
     primary = cl.wait_whole(timeout).name
     names = [n.name for n in cl.cfg.nodes]
     digests = {}
     for n in names:
-        digest = cl.status(n, digest=True, timeout=5.0).digest
+        digest = cl.status(n, digest=True, timeout=digest_timeout).digest
         if digest is None:
             raise NodeError(f"node {n} gave no digest")
         digests[n] = digest
