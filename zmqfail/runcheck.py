@@ -32,6 +32,9 @@ from zmqfail.apps.ledger.check import check_log
 from zmqfail.audit import replay, requests_in_log
 from zmqfail.cluster import Cluster
 from zmqfail.errors import NodeError
+from zmqfail.processor import Processor
+from zmqfail.txlog.recovery import iter_records
+from zmqfail.txlog.snapshot import newest_snapshot
 
 Key = tuple[str, int]  # (client_id, msg_id)
 
@@ -119,11 +122,39 @@ class RunCheck:
     lost: dict[Key, float] = field(default_factory=dict)  # not allowed: key -> ack time
     allowed_lost: dict[Key, float] = field(default_factory=dict)  # the caller allowed these
     twice: list[Key] = field(default_factory=list)
+    # Acknowledged writes older than the final log (a server that caught up
+    # from its peer's snapshot keeps no records before it) and older than the
+    # replies the snapshot's sessions keep: no record left to judge them by.
+    unverified: int = 0
     violations: list[str] = field(default_factory=list)  # one line each, lost included
 
     @property
     def ok(self) -> bool:
         return not self.violations
+
+
+def _before_the_log(cfg: config.ClusterConfig, name: str) -> Callable[[Key], str]:
+    """What the node's newest snapshot says of a request missing from its
+    log: "replied" (its session still holds the reply: it was applied before
+    the snapshot), "forgotten" (its msg_id is at or below the highest the
+    session forgot, and the log does not reach back to the first record: no
+    record is left to tell), or "" (the snapshot does not cover it)."""
+    data_dir = cfg.node(name).data_dir
+    snap = newest_snapshot(data_dir)
+    first = next(iter_records(data_dir), (1, b""))[0]
+    if snap is None:
+        return lambda key: ""
+    sessions = Processor.create(cfg, "audit", snap.epoch, snap.lsn, snap.state).sessions.live
+
+    def known(key: Key) -> str:
+        s = sessions.get(key[0])
+        if s is None:
+            return ""
+        if key[1] in s.replies:
+            return "replied"
+        return "forgotten" if first > 1 and key[1] <= s.evicted else ""
+
+    return known
 
 
 def check_run(
@@ -172,8 +203,15 @@ def check_run(
     if res.twice:
         bad(f"{len(res.twice)} request(s) applied twice, e.g. {res.twice[:3]}")
     mix = cfg.app.workload(0)
+    before = _before_the_log(cfg, primary)
     for k, t in history.acked.items():
         if seen[k] == 0 and k in history.invokes and mix.is_write(history.invokes[k]):
+            known = before(k)
+            if known == "replied":
+                continue  # in the snapshot the log starts from, with its stored reply
+            if known == "forgotten":
+                res.unverified += 1  # applied before the snapshot, or lost before it
+                continue
             (res.allowed_lost if allowed(k, t) else res.lost)[k] = t
     if res.lost:
         bad(f"{len(res.lost)} acknowledged request(s) lost, e.g. {sorted(res.lost)[:3]}")

@@ -234,6 +234,12 @@ def check(directory: Path) -> Verdict:
             f"server, allowed by design; the oldest acknowledged {max(ages) * 1000:.0f} ms "
             "before its power loss"
         )
+    if res.unverified:
+        notes.append(
+            f"{res.unverified} acknowledged write(s) predate the final primary's log (it "
+            "caught up from its peer's snapshot, which keeps only each session's last "
+            "replies): not judged one by one"
+        )
     samples = [(float(t), int(n)) for t, n in raw["samples"]]
     rows = tally(faults, history, res, samples, kinds)
     return Verdict(rows, violations, len(windows), notes)
