@@ -54,6 +54,20 @@ def spawn_node(cfg_path: Path, name: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def spawn_witness(cfg_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start `zmqfail witness` for the config's [witness] table, as its own
+    process and session, appending to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "zmqfail", "witness", "--config", str(cfg_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def where(st: NodeStatus) -> str:
     """Role and state as a reading shows them: "backup/syncing", or why not."""
     if not st.reachable:
@@ -89,6 +103,7 @@ class Cluster:
         self.sole_owner = sole_owner
         self._spawn = spawn or self._spawn_node
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.witness: subprocess.Popen[bytes] | None = None  # `start_witness`
 
     @classmethod
     def in_dir(
@@ -100,15 +115,22 @@ class Cluster:
         name: str | None = None,
         spawn: Spawn | None = None,
         secure: bool = False,
+        witness: bool = False,
     ) -> Cluster:
         """A fresh config in `directory` (nodes on loopback, data dirs beside
-        it; free ports unless `base_port`), its nodes logging there too; with
-        `secure`, CurveZMQ on every channel and new keys in `directory`/keys."""
+        it; free ports unless `base_port`; a [witness] table if `witness`),
+        its nodes logging there too; with `secure`, CurveZMQ on every channel
+        and new keys in `directory`/keys."""
         from zmqfail.netutil import free_base_port
 
         port = base_port if base_port is not None else free_base_port(10 * nodes + 5)
         text = config.render(
-            nodes=nodes, base_port=port, app=app, name=name or "local", secure=secure
+            nodes=nodes,
+            base_port=port,
+            app=app,
+            name=name or "local",
+            secure=secure,
+            witness=witness,
         )
         path = directory / "zmqfail.toml"
         directory.mkdir(parents=True, exist_ok=True)
@@ -137,6 +159,15 @@ class Cluster:
         for name in names or tuple(n.name for n in self.cfg.nodes):
             self.cfg.node(name)  # an unknown name is a ConfigError, not a process
             self.procs[name] = self._spawn(name)
+
+    def start_witness(self) -> subprocess.Popen[bytes]:
+        """Start the config's witness (it logs to witness.log beside the
+        nodes' logs); `close` ends it with the nodes."""
+        if self.cfg.witness is None:
+            raise ConfigError("the config has no [witness] table")
+        log = (self.logs or self.cfg.witness.data_dir.parent) / "witness.log"
+        self.witness = spawn_witness(self.path, log)
+        return self.witness
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         """Send `sig` to the node's process (group) that we started."""
@@ -169,12 +200,13 @@ class Cluster:
         return p
 
     def close(self) -> None:
-        """Kill every node process still running that we started."""
-        for p in self.procs.values():
+        """Kill every node process still running that we started (and the witness)."""
+        ours = [*self.procs.values(), *([self.witness] if self.witness else [])]
+        for p in ours:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
-        for p in self.procs.values():
+        for p in ours:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(10)
 

@@ -1,0 +1,68 @@
+"""The pure parts of `tools/chaos`: the seeded schedule, the outage and
+split-brain arithmetic and the power-loss allowance."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+from chaoskit.schedule import Kind, draw, kinds_for, parse_kinds  # noqa: E402
+from chaoskit.tally import (  # noqa: E402
+    Done,
+    outage,
+    power_window,
+    split_from_history,
+    split_from_status,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_the_same_seed_draws_the_same_faults_and_a_short_run_meets_every_kind() -> None:
+    kinds = kinds_for(witness=False)
+    first = list(itertools.islice(draw(7, kinds), 20))
+    assert first == list(itertools.islice(draw(7, kinds), 20))
+    assert first != list(itertools.islice(draw(8, kinds), 20))
+    assert {f.kind for f in first[: len(kinds)]} == set(kinds)
+    assert Kind.WITNESS not in kinds and Kind.WITNESS in kinds_for(witness=True)
+    assert all(f.target in ("primary", "backup") for f in first if f.kind.targets_node)
+
+
+def test_unknown_kinds_are_refused_by_name() -> None:
+    assert parse_kinds("kill, power,kill", witness=False) == (Kind.KILL, Kind.POWER)
+    with pytest.raises(ValueError, match=r"unknown fault kind.*witness needs --witness"):
+        parse_kinds("witness", witness=False)
+    with pytest.raises(ValueError, match="bogus"):
+        parse_kinds("kill,bogus", witness=True)
+
+
+def test_outage_is_the_longest_stretch_without_an_acknowledgement_in_the_window() -> None:
+    times = [0.0, 0.1, 0.2, 1.7, 1.8, 5.0, 5.05]
+    assert outage(times, 0.15, 1.75) == pytest.approx(1.5)
+    assert outage(times, 0.15, 2.0) == pytest.approx(3.2)  # one that began inside counts whole
+    assert outage(times, 4.0, 4.5) == pytest.approx(3.2)  # the gap that spans the window
+    assert outage(times, 6.0, 9.0) == pytest.approx(3.0)  # nothing after: up to the end
+
+
+def test_split_brain_from_interleaved_acknowledgements_and_from_status() -> None:
+    clean = [(0.0, "a", 1), (1.0, "a", 1), (2.0, "b", 2), (3.0, "b", 2)]
+    assert split_from_history(clean) == []
+    both = [(0.0, "a", 1), (2.0, "b", 2), (2.5, "a", 1), (3.0, "b", 2)]
+    assert split_from_history(both) == [(2.0, 2.5)]
+    samples = [(0.0, 1), (0.2, 2), (0.4, 2), (0.6, 1), (0.8, 2)]
+    assert split_from_status(samples) == [(0.2, 0.4), (0.8, 0.8)]
+
+
+def test_the_power_allowance_spans_the_flush_window_before_the_cut_to_the_restart() -> None:
+    faults = [
+        Done(1, Kind.KILL, "a", 10.0, 11.0, 15.0),
+        Done(2, Kind.POWER, "", 20.0, 21.0, 30.0),
+    ]
+    [(lo, hi)] = power_window(faults, 0.1)
+    assert lo == pytest.approx(20.0 - 0.1 - 0.5) and hi == 21.0
