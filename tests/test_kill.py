@@ -43,7 +43,7 @@ def pair(cluster: MakeCluster, cluster_dir: Callable[..., Path]) -> tuple[Path, 
 
 
 def carried_by(cl: Cluster, link: str) -> None:
-    cl.wait_until("a", lambda s: s.replication_link == link, f"replicating on {link}", 10)
+    cl.wait_until("a", lambda s: s.replication_link == link, f"replicating on {link}", 30)
 
 
 # ------------------------------------------------------------------ plans (pure)

@@ -47,7 +47,7 @@ from zmqfail.protocol import (
     encode_reply,
 )
 
-pytestmark = pytest.mark.timeout(30 * example_scale())
+pytestmark = pytest.mark.timeout(120 * example_scale())
 V = PROTOCOL_VERSION
 
 # One valid instance of every message type, keyed by its type tag.

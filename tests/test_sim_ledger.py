@@ -28,7 +28,7 @@ SEEDS = range(1, 41)
 pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_a_ledger_campaign_conserves_money_through_safe_faults() -> None:
     s = niced_campaign(SEEDS, workers=2, app="ledger")
     assert s.schedules == len(SEEDS)
@@ -83,7 +83,7 @@ def test_a_record_not_seen_written_ends_the_audit_without_blaming_the_next() -> 
 
 
 # ------------------------------------------------------------ planted bugs
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_planted_replay_that_mints_money_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Records applied on a backup or in recovery (not on the primary that
     wrote them) credit the receiving account one unit too many."""
@@ -100,7 +100,7 @@ def test_planted_replay_that_mints_money_is_caught(monkeypatch: pytest.MonkeyPat
     assert any(v.startswith(("conservation", "invariant")) for vs in found.values() for v in vs)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_planted_transfer_applied_twice_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """A resend skips the stored-reply lookup and the ledger forgets which
     transfer ids it applied: the resend moves the money again."""

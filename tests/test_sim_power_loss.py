@@ -15,7 +15,7 @@ from zmqfail.client.acks import AckedWrites
 from zmqfail.config import Durability
 from zmqfail.sim.campaign import campaign, run_named
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 CASES = ("power-loss-primary-first", "power-loss-backup-first")
 SEEDS = range(1, 3)
