@@ -32,6 +32,7 @@ from zmqfail.failover.state import (
     HandoffTimeout,
     HigherEpoch,
     IllegalTransition,
+    Pause,
     PeerActive,
     PeerCandidate,
     PeerGrant,
@@ -39,6 +40,8 @@ from zmqfail.failover.state import (
     PeerSilent,
     PrimaryGone,
     PrimaryReachable,
+    Promote,
+    Resume,
     Role,
     StartupDone,
     State,
@@ -203,6 +206,9 @@ def sample(ev: type, s: FailoverState) -> Event:
         PeerCandidate: PeerCandidate(other, s.epoch + 1, s.epoch, 99),
         PeerGrant: PeerGrant(other, s.name, s.epoch + 1),
         Switchover: Switchover(),
+        Promote: Promote(force=True),
+        Pause: Pause(),
+        Resume: Resume(),
         HandoffTimeout: HandoffTimeout(),
         Stop: Stop(),
     }
@@ -224,6 +230,9 @@ def test_event_types_are_all_known() -> None:
         PeerCandidate,
         PeerGrant,
         Switchover,
+        Promote,
+        Pause,
+        Resume,
         HandoffTimeout,
         Stop,
     }
@@ -1161,7 +1170,23 @@ def check_step(
     assert (new.name, new.peers, new.vote_window) == (old.name, old.peers, old.vote_window)
     assert new.since == (now if new.state is not old.state else old.since)
     assert (Action.TAKE_OVER in actions) == (Action.RECOVERY_SIGNAL in actions)
-    if Action.TAKE_OVER in actions:
+    # An operator's promote (at once, or on the witness's grant of its epoch).
+    promoted = isinstance(e, Promote) or (
+        isinstance(e, WitnessElected) and old.promoting == e.epoch != 0
+    )
+    handed = isinstance(e, PeerActive) and e.handoff_to == old.name
+    if new.role is Role.PRIMARY and old.role is Role.BACKUP and old.paused and new.paused:
+        # Paused: nothing leads at a new epoch on its own (a fresh cluster's
+        # first primary leads at epoch 1; an operator's promote or switchover may).
+        assert promoted or handed or new.epoch == old.epoch == 1, (old, e)
+    if Action.TAKE_OVER in actions and promoted:
+        assert old.role is Role.BACKUP and old.state is not State.STARTING
+        assert (new.state, new.role) == (State.BACKUP_ONLY, Role.PRIMARY)
+        assert new.epoch > old.epoch and new.promoting == 0
+        if isinstance(e, Promote) and not e.force:
+            assert old.state is State.NORMAL
+            assert not set(e.heard) & set(old.peers)
+    elif Action.TAKE_OVER in actions:
         assert old.state is State.NORMAL
         assert old.role is Role.BACKUP
         assert (new.state, new.role) == (State.BACKUP_ONLY, Role.PRIMARY)
@@ -1169,7 +1194,9 @@ def check_step(
         if isinstance(e, PeerActive) and e.handoff_to == old.name:
             assert old.name in e.in_sync
             assert new.epoch == e.epoch + 1
-        elif isinstance(e, PeerProgress) and e.peer == old.primary:
+        elif (isinstance(e, PeerProgress) and e.peer == old.primary) or (
+            isinstance(e, Resume) and not old.primary_gone
+        ):
             # Our primary restarted and holds less than we do: no vote needed.
             assert new.epoch == old.epoch + 1
         else:
@@ -1219,7 +1246,10 @@ def events_for(draw: st.DrawFn, me: str) -> Event:
             st.builds(BackupsInSync, st.lists(st.sampled_from(others), unique=True).map(tuple)),
             st.builds(HigherEpoch, epoch, peer),
             st.builds(PeerProgress, peer, epoch, st.integers(0, 20), st.booleans()),
-            st.just(Switchover()),
+            st.builds(Switchover, st.sampled_from(("", *NAMES))),
+            st.builds(Promote, st.booleans(), names),
+            st.just(Pause()),
+            st.just(Resume()),
         )
     )
     return choice
@@ -1280,7 +1310,9 @@ def test_random_event_sequences_keep_invariants(
         except IllegalTransition:
             assert s == before
             legal = (s.state, type(e)) in TRANSITIONS
-            assert not legal or (isinstance(e, Switchover) and not s.in_sync)
+            # Refused by its handler: a switchover with no (such) in-sync
+            # backup, a promote that is not forced or of a server that serves.
+            assert not legal or isinstance(e, Switchover | Promote)
             continue
         assert s == before
         check_step(s, e, now, new, actions)

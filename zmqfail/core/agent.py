@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from zmqfail.core.journal import Journal
 from zmqfail.core.peers import PauseGuard, PeerTable, Prober, Verdict
 from zmqfail.failover.machine import TRANSITIONS, step
 from zmqfail.failover.state import (
@@ -24,6 +25,8 @@ from zmqfail.failover.state import (
     FailoverState,
     HandoffTimeout,
     HigherEpoch,
+    IllegalTransition,
+    Pause,
     PeerActive,
     PeerCandidate,
     PeerGrant,
@@ -31,9 +34,12 @@ from zmqfail.failover.state import (
     PeerSilent,
     PrimaryGone,
     PrimaryReachable,
+    Promote,
+    Resume,
     Role,
     StartupDone,
     State,
+    WitnessElected,
     initial,
 )
 from zmqfail.protocol import Heartbeat
@@ -43,7 +49,6 @@ log = logging.getLogger("zmqfail.failover")
 # Heartbeat states of a server that serves clients (or is handing over).
 SERVING = frozenset({State.NORMAL, State.PRIMARY_ONLY, State.BACKUP_ONLY, State.HANDOFF})
 HANDOFF_TIMEOUT = 3.0  # seconds a switchover may take before it is called off
-MAX_TRANSITIONS = 50
 
 
 class FailoverAgent:
@@ -59,11 +64,13 @@ class FailoverAgent:
         carry_out: Callable[[Action], None],
         save_meta: Callable[[], None],
         position: Callable[[], tuple[int, int]],
-        wall: Callable[[], float],
+        journal: Journal,
+        last_heard: Callable[[str], float | None],
         witness: bool = False,
     ) -> None:
         self.name = name
-        self._wall = wall  # the time of day, for the history
+        self.journal = journal  # the failover history (memory and data dir)
+        self._last_heard = last_heard  # when a peer was last heard on any path
         self.peer_names = peers
         fresh = "active" not in meta
         self.fs: FailoverState = initial(
@@ -77,6 +84,7 @@ class FailoverAgent:
             vote_window=2 * dead_after,  # failing-over clients probe every 50 ms
             lead_alone=bool(meta.get("alone", False)),
             witness=witness,
+            paused=bool(meta.get("paused", False)),
         )
         self.dead_after = dead_after
         self.startup_window = 2 * dead_after
@@ -93,7 +101,12 @@ class FailoverAgent:
         self.progress: dict[str, tuple[int, int, bool, bool]] = {}
         self.last_in_sync: tuple[str, ...] | None = None
         self.refused = 0
-        self.transitions: list[dict[str, Any]] = []
+        self._told_held_start = False  # logged once: start-up waits for a resume
+        if self.fs.paused:
+            log.warning(
+                "%s: automatic failover is paused (kept in its meta); `zmqfail resume` ends it",
+                name,
+            )
 
     # ------------------------------------------------------------- feeding
     def feed(self, event: Event, now: float) -> None:
@@ -107,48 +120,109 @@ class FailoverAgent:
         lsn, epoch = self._position()
         self.fs, actions = step(replace(old, last_lsn=lsn, last_epoch=epoch), event, now)
         new = self.fs
-        if new.state is not old.state or new.role is not old.role:
-            why = type(event).__name__
-            self.transitions.append(
-                {
-                    "time": self._wall(),
-                    "from": old.state.value,
-                    "to": new.state.value,
-                    "why": why,
-                    "epoch": new.epoch,
-                }
-            )
-            del self.transitions[:-MAX_TRANSITIONS]
-            log.info(
-                "%s: %s/%s -> %s/%s on %s (epoch %d, lsn %d)",
-                self.name,
-                old.role.value,
-                old.state.value,
-                new.role.value,
-                new.state.value,
-                why,
-                new.epoch,
-                lsn,
-            )
+        changed = new.state is not old.state or new.role is not old.role
+        entry = self._transition(old, new, event, lsn, now) if changed else None
         for action in actions:
             self._carry_out(action)
-        if actions or (new.state, new.role, new.epoch, new.may_lead) != (
+        if actions or (new.state, new.role, new.epoch, new.may_lead, new.paused) != (
             old.state,
             old.role,
             old.epoch,
             old.may_lead,
+            old.paused,
         ):
             # Durable before anything this state allows (an acknowledgement
             # without a flush, say) can happen: restart rules read it.
             self._save_meta()
+        if entry is not None:
+            self.journal.add(entry)  # after the takeover itself: it waits for nobody
+        else:
+            self._unchanged(old, new, event)
 
-    def note(self, why: str, now: float) -> None:
-        """An event worth the history that is not a transition (records set aside)."""
-        state = self.fs.state.value
-        self.transitions.append(
-            {"time": self._wall(), "from": state, "to": state, "why": why, "epoch": self.fs.epoch}
+    def operate(self, event: Event, now: float) -> None:
+        """An operator's event: refused with IllegalTransition (nothing
+        changed) where the table does not take it, where `feed` only counts."""
+        if (self.fs.state, type(event)) not in TRANSITIONS:
+            raise IllegalTransition(
+                f"{type(event).__name__} is not allowed in state {self.fs.state.value}"
+            )
+        self.feed(event, now)
+
+    def _transition(
+        self, old: FailoverState, new: FailoverState, event: Event, lsn: int, now: float
+    ) -> dict[str, Any]:
+        why = _why(old, event)
+        entry: dict[str, Any] = {
+            "from": old.state.value,
+            "to": new.state.value,
+            "from_role": old.role.value,
+            "to_role": new.role.value,
+            "epoch": new.epoch,
+            "why": why,
+            "lsn": lsn,
+        }
+        if old.role is Role.BACKUP and new.role is Role.PRIMARY:
+            if old.primary:
+                entry["took_over_from"] = old.primary
+                heard = self._last_heard(old.primary)
+                if heard is not None and why != "PeerActive":  # a handover is no outage
+                    entry["outage_ms"] = round((now - heard) * 1000)
+            if why.startswith("Promote") and old.state is not State.NORMAL:
+                # Forced from a state that may lack acknowledged records.
+                entry["may_lack_records"] = True
+                log.warning(
+                    "%s: promoted from %s: it may lack records its peers acknowledged",
+                    self.name,
+                    old.state.value,
+                )
+        log.info(
+            "%s: %s/%s -> %s/%s on %s (epoch %d, lsn %d)",
+            self.name,
+            old.role.value,
+            old.state.value,
+            new.role.value,
+            new.state.value,
+            why,
+            new.epoch,
+            lsn,
         )
-        del self.transitions[:-MAX_TRANSITIONS]
+        return entry
+
+    def _unchanged(self, old: FailoverState, new: FailoverState, event: Event) -> None:
+        """Events that changed no state but belong in the history."""
+        if isinstance(event, Pause | Resume) and old.paused != new.paused:
+            word = "paused" if new.paused else "resumed"
+            log.warning("%s: automatic failover %s by the operator", self.name, word)
+            self.journal.note(type(event).__name__)
+        elif isinstance(event, Promote) and new.asking and new.asking != old.asking:
+            log.warning("%s: promote: asking the witness for epoch %d", self.name, new.asking)
+            self.journal.note(f"{_why(old, event)}: asking the witness for epoch {new.asking}")
+        elif isinstance(event, PrimaryGone) and new.paused and new.primary_gone:
+            log.warning(
+                "%s: primary %s is gone, but automatic failover is paused: not taking over "
+                "(`zmqfail resume` or `zmqfail promote`)",
+                self.name,
+                event.peer,
+            )
+            self.journal.note("PrimaryGone: not acted on, failover paused", primary=event.peer)
+        elif (
+            isinstance(event, StartupDone)
+            and new.paused
+            and new.state is State.STARTING
+            and not new.asking
+            and not self._told_held_start
+        ):
+            self._told_held_start = True
+            log.warning(
+                "%s: start-up would lead at a new epoch, but automatic failover is paused: "
+                "waiting (`zmqfail resume`)",
+                self.name,
+            )
+            self.journal.note("StartupDone: not acted on, failover paused")
+
+    def note(self, why: str, **extra: Any) -> None:
+        """An event worth the history that is not a transition."""
+        self.journal.note(why, **extra)
 
     def vote(self) -> None:
         self.vote_pending = True
@@ -302,3 +376,13 @@ class FailoverAgent:
 
     def started_replicating(self) -> None:
         self.last_in_sync = None
+
+
+def _why(old: FailoverState, event: Event) -> str:
+    """The reason a history entry gives: the event's name, told apart for an
+    operator's promote (forced or not, and when the witness's grant ends it)."""
+    if isinstance(event, Promote):
+        return "Promote --force" if event.force else "Promote"
+    if isinstance(event, WitnessElected) and old.promoting == event.epoch:
+        return "Promote (granted by the witness)"
+    return type(event).__name__

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from zmqfail.core.journal import Journal
 from zmqfail.core.log import NodeLog
 from zmqfail.core.ports import Disk
 from zmqfail.processor import Processor
@@ -36,6 +37,7 @@ class LocalStore:
         restore: Callable[[int, int, dict[str, Any]], Processor],
         quarantined: int,
         wall: Callable[[], float],
+        journal: Journal,
     ) -> None:
         self.name = name
         self.nlog = nlog
@@ -45,6 +47,7 @@ class LocalStore:
         self.quarantined = quarantined  # records ever set aside (kept in meta)
         self._wall = wall  # the time of day, for the record
         self.entries: list[dict[str, Any]] = []  # the last cuts, for status
+        self.journal = journal  # each cut, with the running total, in the history
         self.snapshots_installed = 0
 
     def keep_common_prefix(
@@ -119,6 +122,15 @@ class LocalStore:
             }
         )
         del self.entries[:-MAX_QUARANTINE_ENTRIES]
+        self.journal.note(
+            f"set aside {cut.records} records ({why})",
+            records=cut.records,
+            acknowledged_here=acked,
+            quarantined=self.quarantined,
+            first_lsn=cut.first_lsn,
+            last_lsn=cut.last_lsn,
+            file=str(cut.quarantine),
+        )
         told = (
             f"{acked} of them acknowledged by this server"
             if acked is not None

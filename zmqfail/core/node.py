@@ -28,6 +28,7 @@ from zmqfail.core.beats import heartbeats
 from zmqfail.core.checkpoint import CheckpointAgent
 from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
 from zmqfail.core.frontend import Frontend
+from zmqfail.core.journal import Journal
 from zmqfail.core.leader import Leader
 from zmqfail.core.local import LocalStore
 from zmqfail.core.log import NodeLog
@@ -38,8 +39,12 @@ from zmqfail.core.witness import WitnessClient
 from zmqfail.errors import ProtocolError
 from zmqfail.failover.state import (
     Action,
+    Event,
     HigherEpoch,
     IllegalTransition,
+    Pause,
+    Promote,
+    Resume,
     Role,
     State,
     Switchover,
@@ -93,18 +98,7 @@ class NodeCore:
         self.prober = Prober(self.peer_names, self.dead_after, self.beat_interval)
         self.hb_bad_frames = 0
         self.said_bye: set[str] = set()  # peers whose last word was a clean stop (logs, status)
-        prior = meta.get("quarantined", 0)
-        self.store = LocalStore(
-            name,
-            self.nlog,
-            disk,
-            self.meta,
-            lambda epoch, lsn, state: Processor.create(cfg, name, epoch, lsn, state),
-            prior if isinstance(prior, int) else 0,
-            self.wall,
-        )
-        for cut in loaded.cuts:
-            self.store.note_cut(cut, "does not apply", None)
+        self.journal = Journal(name, disk, self.wall, self._where)
         if loaded.cuts:
             # Its history is in doubt: it must follow a primary before it leads.
             meta = dict(meta, active=False, alone=False)
@@ -119,9 +113,23 @@ class NodeCore:
             self.carry_out,
             self.save_meta,
             lambda: (self.nlog.held, self.nlog.held_epoch),
-            self.wall,
+            self.journal,
+            self._last_heard,
             witness=cfg.witness is not None,
         )
+        prior = meta.get("quarantined", 0)
+        self.store = LocalStore(
+            name,
+            self.nlog,
+            disk,
+            self.meta,
+            lambda epoch, lsn, state: Processor.create(cfg, name, epoch, lsn, state),
+            prior if isinstance(prior, int) else 0,
+            self.wall,
+            self.journal,
+        )
+        for cut in loaded.cuts:
+            self.store.note_cut(cut, "does not apply", None)
         self.witness = (
             WitnessClient(name, cfg.witness.lease_ms / 1000.0) if cfg.witness is not None else None
         )
@@ -163,6 +171,19 @@ class NodeCore:
 
     def wall(self) -> float:
         return self.now + self.wall_offset
+
+    def _where(self) -> tuple[str, str, int]:
+        fs = self.agent.fs
+        return fs.role.value, fs.state.value, fs.epoch
+
+    def _last_heard(self, peer: str) -> float | None:
+        """When `peer` last gave a sign of life on any path (heartbeats, or
+        replication from the primary we follow): the start of an outage."""
+        view = self.peers.views.get(peer)
+        at = max(view.heard_at.values()) if view is not None else 0.0
+        if peer == self.follower.primary:
+            at = max(at, self.follower.last_heard)
+        return at or None
 
     # --------------------------------------------------------------- inputs
     def begin_turn(self, now: float) -> None:
@@ -423,7 +444,6 @@ class NodeCore:
             why = f"diverged from {primary}"
             if self.store.keep_common_prefix(view.history, hb.last_lsn, why, self.acked_lsn):
                 self.incarnation = self.rng.getrandbits(48)  # held went down
-                self.agent.note(f"set aside records ({why})", self.now)
         self.follower.primary = primary
 
     def _install(self, lsn: int, epoch: int, state: dict[str, Any], history: EpochHistory) -> None:
@@ -495,24 +515,75 @@ class NodeCore:
             "resync": fs.was_active,
             "history": self.nlog.proc.history.to_wire(),
             "quarantined": self.store.quarantined,
+            "paused": fs.paused,
         }
 
     def save_meta(self) -> None:
         self.disk.write_meta(self.meta())
 
     # ---------------------------------------------------------- operators
-    def switchover(self, now: float) -> dict[str, Any]:
+    # Each answers the control socket: a dict, or ProtocolError with one line
+    # saying why nothing changed.
+    def switchover(self, now: float, to: str = "") -> dict[str, Any]:
         fs = self.agent.fs
         if fs.role is not Role.PRIMARY or fs.state is not State.NORMAL:
             raise ProtocolError(
                 f"cannot switch over: {self.name} is {fs.role.value}/{fs.state.value}; "
                 "only a primary in the normal state (with an in-sync backup) can hand over"
             )
-        try:
-            self.agent.feed(Switchover(), now)
-        except IllegalTransition as exc:
-            raise ProtocolError(f"cannot switch over: {exc}") from None
+        self._operate(Switchover(to), now, "switch over")
         return {"handoff_to": self.agent.fs.handoff_to, "state": self.agent.fs.state.value}
+
+    def promote(self, force: bool, now: float) -> dict[str, Any]:
+        """Take over now (the operator knows the other server is dead)."""
+        fs = self.agent.fs
+        if fs.role is Role.PRIMARY:
+            raise ProtocolError(
+                f"cannot promote {self.name}: it already serves ({fs.role.value}/{fs.state.value})"
+            )
+        if fs.state is State.STARTING:
+            raise ProtocolError(
+                f"cannot promote {self.name}: it is still starting (it listens for its peers "
+                f"for {2 * self.dead_after * 1000:.0f} ms); ask again"
+            )
+        heard = tuple(p for p in self.peer_names if self.peers.alive(p, now))
+        was = f"{fs.role.value}/{fs.state.value}"
+        self._operate(Promote(force, heard), now, f"promote {self.name}")
+        new = self.agent.fs
+        return {
+            "was": was,
+            "role": new.role.value,
+            "state": new.state.value,
+            "epoch": new.epoch,
+            "asking": new.asking,  # waiting for the witness's grant of this epoch
+            "may_lack_records": fs.state is not State.NORMAL,
+            "heard": list(heard),
+        }
+
+    def pause(self, now: float) -> dict[str, Any]:
+        self._operate(Pause(), now, "pause failover")
+        return self._paused()
+
+    def resume(self, now: float) -> dict[str, Any]:
+        self._operate(Resume(), now, "resume failover")
+        return self._paused()
+
+    def _paused(self) -> dict[str, Any]:
+        fs = self.agent.fs
+        return {"paused": fs.paused, "role": fs.role.value, "state": fs.state.value}
+
+    def history(self) -> list[dict[str, Any]]:
+        """The failover history kept in the data dir, oldest first."""
+        try:
+            return self.disk.read_history()
+        except OSError as exc:
+            raise ProtocolError(f"cannot read the failover history: {exc}") from None
+
+    def _operate(self, event: Event, now: float, what: str) -> None:
+        try:
+            self.agent.operate(event, now)
+        except IllegalTransition as exc:
+            raise ProtocolError(f"cannot {what}: {exc}") from None
 
     def shutdown(self) -> None:
         """Clean stop: make everything processed durable and answer it."""

@@ -69,6 +69,13 @@ class Disk(Protocol):
     def write_meta(self, meta: dict[str, Any]) -> None:
         """Replace the node's metadata durably (before the caller goes on)."""
 
+    def append_history(self, entry: dict[str, Any]) -> None:
+        """Append one entry to the node's failover history, durably (before the
+        caller goes on); the oldest part is dropped once it grows past its bound."""
+
+    def read_history(self) -> list[dict[str, Any]]:
+        """The failover history kept, oldest first."""
+
     def flush(self, batch: Batch) -> None:
         """Write and fsync a batch; `NodeCore.on_flushed` (or `on_flush_failed`)
         follows. At most one is in flight."""

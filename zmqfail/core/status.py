@@ -106,6 +106,8 @@ class NodeStatus:
     # Records set aside because no other server's history holds them: a server
     # that erased acknowledged history must never look healthy.
     quarantine: list[dict[str, Any]] = field(default_factory=list)
+    # An operator paused automatic failover on this node (`zmqfail resume`).
+    failover_paused: bool = False
     # With a witness: asking for which epoch, the lease left, the last refusal.
     witness: dict[str, Any] | None = None
     digest: str | None = None
@@ -200,6 +202,7 @@ class NodeStatus:
             sessions=r.tree("sessions"),
             peers={k: _peer(k, v) for k, v in r.map_("peers").items()},
             quarantine=[r.item_map("quarantine", q) for q in r.list_("quarantine")],
+            failover_paused=r.flag("failover_paused"),
             digest=r.text("digest"),
         )
         if d.get("backups") is not None:
@@ -254,6 +257,12 @@ class _Reader:
             return None
         return decode_enum(cls, v, f"{self.what} {key}")
 
+    def flag(self, key: str) -> bool:
+        v = self.d.get(key, False)
+        if not isinstance(v, bool):
+            raise ProtocolError(f"{self.what} {key} must be true or false, got {v!r:.40}")
+        return v
+
     def list_(self, key: str) -> list[Any]:
         v: list[Any] | None = self._get(key, lambda x: isinstance(x, list), "a list", False)
         return v or []
@@ -303,9 +312,6 @@ def _change(t: object) -> StateChange:
 def _peer(name: str, p: object) -> PeerSeen:
     r = _Reader(p, f"status peer {name!r:.40}")
     links = r.map_("links")
-    stopped = r.d.get("stopped", False)
-    if not isinstance(stopped, bool):
-        raise ProtocolError(f"{r.what} stopped must be true or false, got {stopped!r:.40}")
     return PeerSeen(
         heartbeat_age_ms=r.number("heartbeat_age_ms"),
         role=r.enum("role", Role),
@@ -313,7 +319,7 @@ def _peer(name: str, p: object) -> PeerSeen:
         epoch=r.int_("epoch"),
         last_lsn=r.int_("last_lsn"),
         links={k: _Reader(links, "links").number(k) for k in links},
-        stopped=stopped,
+        stopped=r.flag("stopped"),
     )
 
 
@@ -323,14 +329,12 @@ def _backup(name: str, b: object) -> BackupSeen:
     for lk, up in ups.items():
         if not isinstance(up, bool):
             raise ProtocolError(f"{r.what} links_up {lk} must be true or false, got {up!r:.40}")
-    flags = {}
-    for key in ("in_sync", "full_copy"):
-        v = r.d.get(key, False)
-        if not isinstance(v, bool):
-            raise ProtocolError(f"{r.what} {key} must be true or false, got {v!r:.40}")
-        flags[key] = v
     return BackupSeen(
-        r.int_("held") or 0, link=r.text("link") or "main", links_up=dict(ups), **flags
+        r.int_("held") or 0,
+        r.flag("in_sync"),
+        r.flag("full_copy"),
+        link=r.text("link") or "main",
+        links_up=dict(ups),
     )
 
 
@@ -369,6 +373,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         "repl_bad_acks": leader.bad_acks if leader else 0,
         "snapshots_sent": leader.snapshots_sent if leader else 0,
         "events_refused": core.agent.refused,
+        "history_errors": core.journal.errors,
         "pauses": core.guard.pauses,
     }
     peers = {}
@@ -415,7 +420,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         clients=fe.recent_clients(now),
         transitions=[
             StateChange(t["time"], State(t["from"]), State(t["to"]), t["why"], t["epoch"])
-            for t in core.agent.transitions[-20:]
+            for t in core.journal.recent[-20:]
         ],
         counters=counters,
         app=proc.describe(),
@@ -423,6 +428,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         peers=peers,
         backups=backups,
         quarantine=core.store.entries[-5:],
+        failover_paused=fs.paused,
         witness=_witness(core, now),
     )
 

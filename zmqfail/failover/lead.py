@@ -46,6 +46,10 @@ def _next_epoch(s: FailoverState) -> int:
 def _stand(s: FailoverState, now: float) -> Result:
     """Ask every peer to let us lead at a new epoch (they answer in their
     heartbeats); with no peers there is nobody to ask."""
+    if s.paused:
+        # Failover held by the operator: no candidacy (one already made is
+        # withdrawn: a peer's grant must not make us lead now).
+        return replace(s, candidate=0, grants=()), []
     if not s.peers:
         return _lead_at_new_epoch(s, now)
     if s.candidate:
@@ -74,6 +78,7 @@ def _lead_at_new_epoch(s: FailoverState, now: float) -> Result:
         role=Role.PRIMARY,
         epoch=epoch,
         asking=0,
+        promoting=0,
         primary="",
         was_active=True,
         may_lead=True,
@@ -96,6 +101,7 @@ def _take_over(s: FailoverState, now: float) -> Result:
         role=Role.PRIMARY,
         epoch=epoch,
         asking=0,
+        promoting=0,
         candidate=0,
         grants=(),
         primary="",
@@ -128,8 +134,28 @@ def _order(s: FailoverState, name: str) -> int:
 
 
 def _maybe_take_over(s: FailoverState, now: float) -> Result:
-    if s.state is State.NORMAL and s.primary_gone and _best_candidate(s):
+    if s.state is State.NORMAL and s.primary_gone and _best_candidate(s) and not s.paused:
         return _take_over(s, now)
+    return s, []
+
+
+def _primary_restarted(s: FailoverState) -> bool:
+    """Our primary is alive but reports as a backup (it restarted) and holds
+    less than we do: we lead, or the records only we hold would be lost."""
+    return bool(s.primary) and _most_up_to_date_of_all(s)
+
+
+def _reconsider(s: FailoverState, now: float) -> Result:
+    """What the automatic rules make of what is known now (after a Resume:
+    a backup whose primary went while failover was paused takes over now)."""
+    if s.role is not Role.BACKUP or s.paused:
+        return s, []
+    if s.state is State.NORMAL:
+        if _primary_restarted(s):
+            return _take_over(s, now)
+        return _maybe_take_over(s, now)
+    if s.state in _WAITING and _most_up_to_date_of_all(s):
+        return _stand(s, now)
     return s, []
 
 
@@ -139,10 +165,14 @@ def _elected(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, WitnessElected)
     if not s.asking or e.epoch != s.asking:
         return s, []  # an answer to an ask we have given up
-    s = replace(s, elected=e.epoch, asking=0)
+    promoted = s.promoting == e.epoch
+    s = replace(s, elected=e.epoch, asking=0, promoting=0)
+    if promoted and s.role is Role.BACKUP:
+        return _take_over(s, now)  # the operator's promote, granted
+    if s.paused:
+        return s, []
     if s.state is State.NORMAL and s.role is Role.BACKUP:
-        primary_restarted = bool(s.primary) and _most_up_to_date_of_all(s)
-        if (s.primary_gone and _best_candidate(s)) or primary_restarted:
+        if (s.primary_gone and _best_candidate(s)) or _primary_restarted(s):
             return _take_over(s, now)
     elif (
         s.state in _WAITING

@@ -70,7 +70,10 @@ from zmqfail.failover.lead import (
     _lead_at_new_epoch,
     _maybe_take_over,
     _most_up_to_date_of_all,
+    _next_epoch,
     _order,
+    _primary_restarted,
+    _reconsider,
     _stand,
     _take_over,
     _to,
@@ -85,6 +88,7 @@ from zmqfail.failover.state import (
     HandoffTimeout,
     HigherEpoch,
     IllegalTransition,
+    Pause,
     PeerActive,
     PeerCandidate,
     PeerGrant,
@@ -92,7 +96,9 @@ from zmqfail.failover.state import (
     PeerSilent,
     PrimaryGone,
     PrimaryReachable,
+    Promote,
     Result,
+    Resume,
     Role,
     StartupDone,
     State,
@@ -130,6 +136,11 @@ def _startup_done(s: FailoverState, e: Event, now: float) -> Result:
             asking=0,
         )
         return new, [Action.BECOME_PRIMARY]
+    would_lead = (s.may_lead and s.lead_alone) or _most_up_to_date_of_all(s)
+    if would_lead and s.paused:
+        # Failover held by the operator: it stays STARTING and chooses again
+        # (StartupDone comes on every tick) once resumed.
+        return s, []
     if s.may_lead and s.lead_alone:
         # It ran alone last, so every acknowledgement it gave is in its log.
         return _lead_at_new_epoch(s, now)
@@ -175,7 +186,8 @@ def _follow(s: FailoverState, e: Event, now: float) -> Result:
     if e.epoch < s.epoch:
         return s, []  # a stale primary: ignore it (it will learn of our epoch)
     actions: list[Action] = []
-    s = replace(s, candidate=0, grants=(), asking=0)  # a primary serves: nobody else leads
+    # A primary serves: nobody else leads (an operator's promote is called off too).
+    s = replace(s, candidate=0, grants=(), asking=0, promoting=0)
     if s.state in (State.STARTING, State.STANDBY, State.FENCED) or e.peer != s.primary:
         actions.append(Action.FOLLOW)
     # In sync: the primary counts us, and we hold everything it acknowledged
@@ -230,7 +242,16 @@ def _link_failure(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, PrimaryReachable)
     if e.peer != s.primary:
         return s, []
-    new = _to(s, State.STANDBY, now, primary="", primary_silent=False, primary_gone=False, asking=0)
+    new = _to(
+        s,
+        State.STANDBY,
+        now,
+        primary="",
+        primary_silent=False,
+        primary_gone=False,
+        asking=0,
+        promoting=0,
+    )
     return new, [Action.FLUSH]
 
 
@@ -244,7 +265,7 @@ def _progress(s: FailoverState, e: Event, now: float) -> Result:
         if _most_up_to_date_of_all(new):
             return _stand(new, now)
         return replace(new, candidate=0, grants=()), []  # no longer: ask no more
-    if s.state is State.NORMAL and e.peer == s.primary and _most_up_to_date_of_all(new):
+    if s.state is State.NORMAL and e.peer == s.primary and _primary_restarted(new) and not s.paused:
         # Our primary is alive but reports as a backup (it restarted) and holds
         # less than we do: we lead, or the records only we hold would be lost.
         return _take_over(new, now)
@@ -284,7 +305,8 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
     assert isinstance(e, HigherEpoch)
     if e.epoch <= s.epoch:
         return s, []
-    s = replace(s, candidate=0, grants=(), asking=0)  # ask again, later, above that epoch
+    # Ask again, later, above that epoch (a promote too: the operator asks again).
+    s = replace(s, candidate=0, grants=(), asking=0, promoting=0)
     if s.role is Role.PRIMARY:
         new = _to(
             s,
@@ -326,10 +348,54 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
 
 
 def _switchover(s: FailoverState, e: Event, now: float) -> Result:
+    assert isinstance(e, Switchover)
+    if s.role is not Role.PRIMARY:
+        raise IllegalTransition(f"{s.name} is not the primary")
     if not s.in_sync:
         raise IllegalTransition("switchover needs an in-sync backup")
-    target = sorted(s.in_sync, key=lambda n: _order(s, n))[0]
+    if e.to and e.to not in s.in_sync:
+        # Only a backup holding every acknowledged record may take over.
+        what = "the primary" if e.to == s.name else "not an in-sync backup"
+        raise IllegalTransition(f"{e.to} is {what} (in sync: {', '.join(s.in_sync)})")
+    target = e.to or sorted(s.in_sync, key=lambda n: _order(s, n))[0]
     return _to(s, State.HANDOFF, now, handoff_to=target), [Action.HANDOFF]
+
+
+def _promote(s: FailoverState, e: Event, now: float) -> Result:
+    """An operator's forced takeover. Refused while a peer is heard (the
+    operator may think it dead; it is not), and from a state that may lack
+    acknowledged records, unless forced; with a witness it waits for the
+    witness's grant like any new epoch."""
+    assert isinstance(e, Promote)
+    if s.role is not Role.BACKUP:
+        raise IllegalTransition(f"{s.name} already serves ({s.role.value}/{s.state.value})")
+    heard = [p for p in e.heard if p in s.peers]
+    if heard and not e.force:
+        raise IllegalTransition(
+            f"{s.name} hears {', '.join(heard)} (heartbeats alive), so it is not dead; "
+            "use switchover to move the primary, or --force"
+        )
+    if s.state is not State.NORMAL and not e.force:
+        raise IllegalTransition(
+            f"{s.name} is {s.state.value}, not an in-sync backup: it may lack acknowledged "
+            "records; only --force promotes it"
+        )
+    if s.promoting and s.asking == s.promoting:
+        return s, []  # asked already: the witness's grant completes it
+    return _take_over(replace(s, promoting=_next_epoch(s)), now)
+
+
+def _pause(s: FailoverState, e: Event, now: float) -> Result:
+    """Hold automatic failover: withdraw a candidacy and an automatic ask to
+    the witness (an operator's promote keeps its ask)."""
+    promote_ask = s.asking if s.promoting and s.asking == s.promoting else 0
+    return replace(s, paused=True, candidate=0, grants=(), asking=promote_ask), []
+
+
+def _resume(s: FailoverState, e: Event, now: float) -> Result:
+    if not s.paused:
+        return s, []
+    return _reconsider(replace(s, paused=False), now)
 
 
 def _stop(s: FailoverState, e: Event, now: float) -> Result:
@@ -369,6 +435,23 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
     **{
         (st, WitnessElected): (
             _elected,
+            (st, State.BACKUP_ONLY)
+            if st in (State.NORMAL, State.SYNCING)
+            else (st, State.PRIMARY_ONLY, State.BACKUP_ONLY)
+            if st in _WAITING
+            else (st,),
+        )
+        for st in ALL_LIVE
+    },
+    # Operators: a forced takeover, holding and resuming automatic failover.
+    **{
+        (st, Promote): (_promote, (st, State.BACKUP_ONLY))
+        for st in (State.NORMAL, State.STANDBY, State.SYNCING, State.FENCED)
+    },
+    **{(st, Pause): (_pause, (st,)) for st in ALL_LIVE},
+    **{
+        (st, Resume): (
+            _resume,
             (st, State.BACKUP_ONLY)
             if st is State.NORMAL
             else (st, State.PRIMARY_ONLY)

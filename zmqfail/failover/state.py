@@ -142,7 +142,32 @@ class PeerGrant:
 
 @dataclass(frozen=True, slots=True)
 class Switchover:
-    """Operator: hand the primary role to the in-sync backup."""
+    """Operator: hand the primary role to an in-sync backup (`to`; "": the
+    first in name order)."""
+
+    to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """Operator: take over now, for one who knows the other server is dead.
+    `heard`: the peers whose heartbeats are alive now (the shell's reading);
+    `force`: promote even so, or from a state that may lack acknowledged
+    records (STANDBY, SYNCING, FENCED)."""
+
+    force: bool = False
+    heard: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Operator: hold automatic failover (maintenance). Nothing leads at a new
+    epoch on its own until Resume; a primary may still run alone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Operator: automatic failover again, judged at once on what is known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +194,9 @@ Event = (
     | PeerCandidate
     | PeerGrant
     | Switchover
+    | Promote
+    | Pause
+    | Resume
     | HandoffTimeout
     | Stop
 )
@@ -217,6 +245,8 @@ class FailoverState:
     witness: bool = False  # a witness is configured: every new epoch is its grant
     asking: int = 0  # the epoch we ask the witness to lead at (0: we do not ask)
     elected: int = 0  # the epoch the witness granted us
+    paused: bool = False  # operator: no automatic leadership at a new epoch
+    promoting: int = 0  # the epoch an operator's promote asks the witness for
 
     @property
     def active(self) -> bool:
@@ -238,6 +268,7 @@ def initial(
     may_lead: bool = False,
     lead_alone: bool = False,
     witness: bool = False,
+    paused: bool = False,
 ) -> FailoverState:
     return FailoverState(
         name=name,
@@ -251,6 +282,7 @@ def initial(
         since=now,
         vote_window=vote_window,
         witness=witness,
+        paused=paused,
     )
 
 

@@ -1,6 +1,8 @@
 """The control socket: status for the operator tools, fault injection, stop,
-switchover. Decoding and answering live here; decisions are the core's
-(switchover, stop) or the link layer's (cut, heal, delay: faults at the edge).
+operator control of failover (switchover, promote, pause, resume, history).
+Decoding and answering live here; decisions are the core's (switchover,
+promote, pause, resume, stop) or the link layer's (cut, heal, delay: faults
+at the edge).
 """
 
 from __future__ import annotations
@@ -85,7 +87,21 @@ class Control:
             self.core.stopping = True
             return {"stopping": True}
         if command == "switchover":
-            return self.core.switchover(now)
+            to = args.get("to", "")
+            if not isinstance(to, str):
+                raise ProtocolError(f"'to' must be a node name, got {to!r:.40}")
+            return self.core.switchover(now, to)
+        if command == "promote":
+            force = args.get("force", False)
+            if not isinstance(force, bool):
+                raise ProtocolError(f"'force' must be true or false, got {force!r:.40}")
+            return self.core.promote(force, now)
+        if command == "pause":
+            return self.core.pause(now)
+        if command == "resume":
+            return self.core.resume(now)
+        if command == "history":
+            return {"entries": self.core.history()}
         if command in ("cut", "heal"):
             link = args.get("link")
             if not isinstance(link, str):

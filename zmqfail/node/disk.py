@@ -28,6 +28,7 @@ from zmqfail.core.ports import Loaded
 from zmqfail.errors import LogWriteFailed
 from zmqfail.node import clock, tables
 from zmqfail.node.flusher import Flusher
+from zmqfail.txlog import histfile
 from zmqfail.txlog.buffer import Batch
 from zmqfail.txlog.frames import log_dir
 from zmqfail.txlog.retention import Retention
@@ -129,6 +130,12 @@ class RealDisk:
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         write_meta(self.data_dir, meta)
+
+    def append_history(self, entry: dict[str, Any]) -> None:
+        histfile.append(self.data_dir, entry)
+
+    def read_history(self) -> list[dict[str, Any]]:
+        return histfile.read(self.data_dir).entries
 
     # ------------------------------------------------- rewriting the log
     def truncate_after(self, lsn: int, why: str) -> Cut:

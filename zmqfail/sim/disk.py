@@ -26,6 +26,7 @@ from zmqfail.txlog.truncate import Cut
 
 FLUSH_TIME = (0.0003, 0.002)  # seconds a flush takes: base, spread
 SNAPSHOT_TIME = (0.005, 0.02)
+HISTORY_KEPT = 1000  # failover history entries (the real file keeps some 5,000-10,000)
 
 
 def frames_of(batch: Batch) -> list[tuple[int, bytes]]:
@@ -54,6 +55,7 @@ class SimDisk:
         self.log: list[tuple[int, bytes]] = []  # synced records, consecutive
         self.snaps: dict[int, tuple[int, dict[str, Any]]] = {}  # lsn -> (epoch, state)
         self.meta: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []  # the failover history, bounded
         self.quarantine: list[tuple[int, bytes]] = []
         self.gen = 0  # a crash makes every pending completion stale
         self.inflight: Batch | None = None
@@ -115,6 +117,13 @@ class SimDisk:
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         self.meta = copy_state(meta)
+
+    def append_history(self, entry: dict[str, Any]) -> None:
+        self.history.append(copy_state(entry))  # synced: it survives a crash
+        del self.history[:-HISTORY_KEPT]
+
+    def read_history(self) -> list[dict[str, Any]]:
+        return [copy_state(e) for e in self.history]
 
     # ------------------------------------------------- rewriting the log
     def truncate_after(self, lsn: int, why: str) -> Cut:
