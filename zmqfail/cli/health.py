@@ -8,8 +8,8 @@ of `status` and `health`, so monitors and scripts branch on it:
     0  ok        a primary serves in the normal state and every node is an
                  in-sync backup of it: every acknowledgement is on two servers
     3  degraded  a primary serves, but not protected: it runs alone, a node
-                 is syncing, unreachable or stepping down, or a switchover
-                 is under way
+                 is syncing, unreachable or stepping down, a switchover
+                 is under way, or automatic failover is paused
     4  down      no node serves clients
 (1 is any error of the command itself, 2 a usage error.)
 """
@@ -61,7 +61,13 @@ BACKUP_WORDS = {
 
 def role_words(row: NodeStatus) -> str:
     """The role and state as an operator says them: a node that took over is
-    "primary (alone, took over)", never "primary backup_only"."""
+    "primary (alone, took over)", never "primary backup_only"; a node whose
+    automatic failover is paused says so."""
+    words = _role_words(row)
+    return f"{words}, failover paused" if row.failover_paused else words
+
+
+def _role_words(row: NodeStatus) -> str:
     state, role = row.state, row.role
     if state is None:
         return UNREACHABLE
@@ -137,6 +143,10 @@ def classify(rows: Sequence[NodeStatus]) -> Health:
             problems.append(f"{n} {node_words(r, stopped)}")
     if synced:
         problems.append(f"backup {', '.join(synced)} in sync")
+    held = [r.name for r in rows if r.failover_paused]
+    if held:
+        # Not protected: a failure of the primary would not be taken over.
+        problems.append(f"automatic failover paused on {', '.join(held)} (zmqfail resume)")
     if not own and len(problems) == 1 and synced:
         return Health(Verdict.OK, name, f"protected: {head}, {problems[0]}, {_lag_text(p)}")
     return Health(Verdict.DEGRADED, name, f"{head}{own}; {'; '.join(problems)}".rstrip("; "))

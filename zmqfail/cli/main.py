@@ -23,6 +23,7 @@ from zmqfail.cli.benchcmd import bench_cmd, plot_cmd
 from zmqfail.cli.clientcmd import client_group
 from zmqfail.cli.common import config_option, load_config, one_line_errors, timeout_option
 from zmqfail.cli.demo import demo_cmd
+from zmqfail.cli.failovercmd import ask, history_cmd, pause_cmd, promote_cmd, resume_cmd
 from zmqfail.cli.keyscmd import keys_group
 from zmqfail.cli.killcmd import kill_cmd
 from zmqfail.cli.logcmd import log_group
@@ -267,20 +268,24 @@ def health_cmd(config_path: str | None, node_name: str | None, timeout: float) -
 
 @cli.command("switchover")
 @config_option
+@click.option("--to", "to", default=None, help="The in-sync backup to hand over to.")
 @timeout_option(10.0, "Seconds to wait for it.")
 @one_line_errors
-def switchover_cmd(config_path: str | None, timeout: float) -> None:
-    """Hand the primary role to the in-sync backup, losing no request."""
-    from zmqfail.client.control import call
-
+def switchover_cmd(config_path: str | None, to: str | None, timeout: float) -> None:
+    """Hand the primary role to an in-sync backup (--to, or the first by name),
+    losing no request."""
     cfg = load_config(config_path)
+    if to is not None:
+        cfg.node(to)  # an unknown name: one line, before asking anyone
     rows = cluster_status(cfg, digest=False, timeout=1.0)
     primaries = [r for r in rows if r.is_(Role.PRIMARY, State.NORMAL)]
     if len(primaries) != 1:
         states = ", ".join(f"{r.name}={where(r)}" for r in rows)
         raise ZmqfailError(f"need exactly one primary in the normal state ({states})")
     old = primaries[0].name
-    res = call(cfg.node(old), "switchover", {})
+    if to == old:
+        raise ZmqfailError(f"{to} is the primary already")
+    res = ask(cfg.node(old), "switchover", {"to": to} if to else {})
     target = res.get("handoff_to")
     if not isinstance(target, str) or target not in {n.name for n in cfg.nodes}:
         raise ZmqfailError(f"{old} named no known node to hand over to: {target!r:.40}")
@@ -290,6 +295,8 @@ def switchover_cmd(config_path: str | None, timeout: float) -> None:
     click.echo(f"{target} is primary at epoch {took.epoch}; {old} is {where(after)}")
 
 
+for _cmd in (promote_cmd, pause_cmd, resume_cmd, history_cmd):
+    cli.add_command(_cmd)
 cli.add_command(client_group)
 client_group.add_command(bench_cmd)
 client_group.add_command(plot_cmd)

@@ -20,6 +20,15 @@ from zmqfail.security import Curve, Dial
 __all__ = ["STATUS_KEYS", "call", "cluster_status", "node_status"]
 
 
+class ControlRefused(ZmqfailError):
+    """The node answered and refused the command (nothing changed there);
+    `reason` is its one line, without the endpoint."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(f"{endpoint}: {reason}")
+        self.reason = reason
+
+
 def target(where: str | NodeConfig | WitnessConfig) -> tuple[str, Dial | None]:
     """The control endpoint of a node or the witness, and the operator's CURVE
     keys for it when the cluster secures that channel (read now: a missing
@@ -60,7 +69,7 @@ def call(
         except ProtocolError as exc:
             raise ZmqfailError(f"bad control reply from {endpoint}: {exc}") from None
         if not rep.ok:
-            raise ZmqfailError(f"{endpoint}: {rep.error}")
+            raise ControlRefused(endpoint, rep.error)
         return rep.result
     finally:
         s.close(linger=0)

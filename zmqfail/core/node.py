@@ -159,6 +159,9 @@ class NodeCore:
         )
         self.checkpoint.apply_mode()
         self.save_meta()
+        # A restart shows in the history: a start without a clean stop before
+        # it means the process died (kill -9, a crash, power).
+        self.journal.note("started", lsn=self.nlog.held, paused=self.agent.fs.paused)
 
     # ------------------------------------------------------------ the facts
     @property
@@ -264,6 +267,8 @@ class NodeCore:
 
     def on_flush_failed(self, error: str) -> None:
         log.critical("%s: %s; stopping without acknowledging more", self.name, error)
+        if self.exit_code == 0:
+            self.journal.note("stopped: the log could not be written", error=error)
         self.exit_code = 3
         self.frontend.gate.drop_all()
         self.stopping = True
@@ -593,6 +598,7 @@ class NodeCore:
         # Everything we acknowledged is on our disk now: as after running
         # alone, we may lead again on our own after a restart.
         self.disk.write_meta(self.meta(clean_stop=True))
+        self.journal.note("stopped cleanly", lsn=self.nlog.held)
         bye = Goodbye(self.name, self.agent.fs.epoch).encode()
         self.out.beat.extend((link, bye) for link in LINKS)  # peers log a stop, not a silence
 

@@ -101,7 +101,11 @@ class Control:
         if command == "resume":
             return self.core.resume(now)
         if command == "history":
-            return {"entries": self.core.history()}
+            last = args.get("last", 0)
+            if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+                raise ProtocolError(f"'last' must be a count of entries (0: all), got {last!r:.40}")
+            entries = self.core.history()
+            return {"entries": entries[-last:] if last else entries}
         if command in ("cut", "heal"):
             link = args.get("link")
             if not isinstance(link, str):

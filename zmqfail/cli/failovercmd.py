@@ -1,0 +1,185 @@
+"""Operator control of failover: `promote`, `pause`, `resume` and `history`
+(`switchover` is in main.py). The decisions are the nodes' (each answers
+over its control socket, or refuses with one line and changes nothing);
+these commands ask, wait for the outcome and say it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from zmqfail.cli.common import config_option, load_config, one_line_errors, timeout_option
+from zmqfail.cli.historyview import lines, merged, quarantine_lines
+from zmqfail.client.control import ControlRefused, call, node_status
+from zmqfail.cluster import Cluster
+from zmqfail.config import ClusterConfig, NodeConfig
+from zmqfail.errors import Unavailable, ZmqfailError
+from zmqfail.txlog import histfile
+from zmqfail.txlog.snapshot import META_NAME
+
+ASK_TIMEOUT = 2.0  # seconds for one node to answer a control command
+
+
+def ask(node: NodeConfig, command: str, args: dict[str, Any]) -> dict[str, Any]:
+    """One control command; a refusal is the node's own line ("cannot promote
+    b: ..."), an unreachable node names its endpoint."""
+    try:
+        return call(node, command, args, ASK_TIMEOUT)
+    except ControlRefused as exc:
+        raise ZmqfailError(exc.reason) from None
+
+
+@click.command("promote")
+@click.argument("node")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Even while NODE hears its peer, or from standby, syncing or fenced (it may lack "
+    "acknowledged records).",
+)
+@config_option
+@timeout_option(10.0, "Seconds to wait for NODE to serve.")
+@one_line_errors
+def promote_cmd(node: str, force: bool, config_path: str | None, timeout: float) -> None:
+    """Make NODE take over now, when you know the other server is dead.
+
+    Refused while NODE hears another server (use switchover to move a live
+    primary) and from a backup that is not in sync, unless --force. With a
+    witness, NODE still needs its grant: it waits for the old primary's lease
+    to run out.
+    """
+    cfg = load_config(config_path)
+    target = cfg.node(node)
+    res = ask(target, "promote", {"force": force})
+    if res.get("may_lack_records"):
+        click.echo(
+            f"warning: {node} was {res.get('was')}: it may lack records its peer acknowledged; "
+            "they are lost unless that server comes back (then what it alone holds is set "
+            "aside in quarantine and counted)",
+            err=True,
+        )
+    if res.get("heard"):
+        heard = ", ".join(res["heard"])
+        click.echo(
+            f"warning: {node} still hears {heard}, which steps down on the new epoch", err=True
+        )
+    asking = res.get("asking")
+    if asking:
+        click.echo(
+            f"{node} asks the witness for epoch {asking}; it takes over when granted "
+            "(once the old primary's lease has run out)"
+        )
+    try:
+        row = Cluster(cfg).wait_until(node, lambda st: st.serving, "primary", timeout)
+    except Unavailable:
+        refusal = _witness_refusal(target)
+        raise ZmqfailError(f"{node} did not take over within {timeout:g}s{refusal}") from None
+    click.echo(f"{node} is primary at epoch {row.epoch} ({row.state_name})")
+
+
+def _witness_refusal(node: NodeConfig) -> str:
+    witness = node_status(node, timeout=0.5).witness or {}
+    if witness.get("asking"):
+        why = witness.get("last_refusal") or "no answer yet"
+        return f": still waiting for the witness's grant of epoch {witness['asking']} ({why})"
+    return ""
+
+
+def _everywhere(cfg: ClusterConfig, command: str, done: str) -> None:
+    """Send `command` to every node (the pause is each node's own, kept in its
+    meta); say which answered, and fail with one line naming those that did not."""
+    missed: list[str] = []
+    for n in cfg.nodes:
+        try:
+            res = ask(n, command, {})
+        except ZmqfailError as exc:
+            missed.append(f"{n.name} ({exc})")
+            continue
+        click.echo(f"{n.name}: automatic failover {done} ({res.get('role')}/{res.get('state')})")
+    if missed:
+        raise ZmqfailError(
+            f"not {done} on {', '.join(missed)}; run `zmqfail {command}` again when it is back"
+        )
+
+
+@click.command("pause")
+@config_option
+@one_line_errors
+def pause_cmd(config_path: str | None) -> None:
+    """Hold automatic failover on every node (maintenance).
+
+    While paused no backup takes over on its own and no restarted server
+    leads at a new epoch; a primary that loses its backup still runs alone.
+    The pause survives restarts. `promote` and `switchover` still work.
+    """
+    _everywhere(load_config(config_path), "pause", "paused")
+
+
+@click.command("resume")
+@config_option
+@one_line_errors
+def resume_cmd(config_path: str | None) -> None:
+    """Automatic failover again, on every node: a backup whose primary went
+    while paused takes over now."""
+    _everywhere(load_config(config_path), "resume", "resumed")
+
+
+@click.command("history")
+@config_option
+@click.option("--node", "node_name", default=None, help="One node only.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of entries, oldest first.")
+@click.option(
+    "--last",
+    default=200,
+    show_default=True,
+    type=click.IntRange(0, 1_000_000),
+    help="Show the newest N entries (0: all kept).",
+)
+@one_line_errors
+def history_cmd(config_path: str | None, node_name: str | None, as_json: bool, last: int) -> None:
+    """The nodes' failover history: every change of role or state, why, the
+    epoch, the outage each takeover saw, operator actions, records set aside.
+
+    Read from each node's data dir when it is on this machine (also while the
+    node is down), else asked of the node over its control socket.
+    """
+    cfg = load_config(config_path)
+    nodes = [cfg.node(node_name)] if node_name else list(cfg.nodes)
+    per_node: dict[str, list[dict[str, Any]]] = {}
+    missed: list[str] = []
+    for n in nodes:
+        try:
+            per_node[n.name] = _history_of(n, last)
+        except ZmqfailError as exc:
+            missed.append(str(exc))
+    entries = merged(per_node)
+    if last:
+        entries = entries[-last:]
+    if as_json:
+        click.echo(json.dumps(entries, sort_keys=True))
+    else:
+        for line in lines(entries) + quarantine_lines(per_node):
+            click.echo(line)
+    if missed:
+        raise ZmqfailError("; ".join(missed))
+
+
+def _history_of(node: NodeConfig, last: int) -> list[dict[str, Any]]:
+    d = node.data_dir
+    if (d / META_NAME).exists() or histfile.history_path(d).exists():
+        got = histfile.read(d)
+        if got.bad_lines:
+            click.echo(f"{node.name}: {got.bad_lines} unreadable line(s) skipped in {d}", err=True)
+        return got.entries
+    try:
+        res = ask(node, "history", {"last": last})
+    except ZmqfailError as exc:
+        raise ZmqfailError(
+            f"{node.name}: no data dir here ({d}) and no answer over control ({exc})"
+        ) from None
+    entries = res.get("entries")
+    if not isinstance(entries, list):
+        raise ZmqfailError(f"{node.name}: its history answer holds no entries")
+    return [e for e in entries if isinstance(e, dict)]
