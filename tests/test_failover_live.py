@@ -40,6 +40,17 @@ def start_pair(
     return cfg_path, cl
 
 
+def start_three(cluster: MakeCluster, cluster_dir: Callable[..., Path]) -> tuple[Path, Cluster]:
+    """a primary, b and c its in-sync backups."""
+    cfg_path = cluster_dir(nodes=3)
+    cl = cluster(cfg_path)
+    cl.start("a", "b", "c")
+    cl.wait("a", NORMAL, role=PRIMARY)
+    for n in ("b", "c"):
+        cl.wait(n, NORMAL, role=BACKUP)
+    return cfg_path, cl
+
+
 def check_exactly_once(cfg: config.ClusterConfig, name: str, load: Load) -> None:
     """Every acknowledged request is in `name`'s log once; no request twice."""
     seen = collections.Counter(requests_in_log(cfg.node(name).data_dir))
@@ -213,12 +224,8 @@ def test_switchover_loses_and_fails_no_request(
 def test_several_backups_most_up_to_date_takes_over_others_follow(
     cluster: MakeCluster, cluster_dir: Callable[..., Path]
 ) -> None:
-    cl = cluster(cluster_dir(nodes=3))
+    cl = start_three(cluster, cluster_dir)[1]
     cfg = cl.cfg
-    cl.start("a", "b", "c")
-    cl.wait("a", NORMAL, role=PRIMARY)
-    for n in ("b", "c"):
-        cl.wait(n, NORMAL, role=BACKUP)
     load = Load(cfg, window=16)
     wait_more(load, 800, "load on a")
     cl.kill("a")

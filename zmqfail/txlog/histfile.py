@@ -8,7 +8,8 @@ Append-only and bounded: once the file would pass `max_bytes` it becomes
 node keeps between one and two files' worth of its newest history. Each line
 is written with one `write` on an O_APPEND descriptor and fsynced: a reader
 sees whole lines, and a line torn by a crash mid-write (the last one only)
-is skipped when read back and counted, never an error.
+is skipped when read back and counted, never an error; the next append
+starts a line of its own after it.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ def append(data_dir: Path, entry: dict[str, Any], max_bytes: int = MAX_BYTES) ->
         size = 0
     if size and size + len(line) > max_bytes:
         os.replace(path, data_dir / OLD)
-        fsync_dir(data_dir)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        size = 0  # a new file (its name and the rename are made durable below)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
     try:
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # after a torn line: ours starts a line of its own
         write_all(fd, line)
         os.fsync(fd)
     finally:
