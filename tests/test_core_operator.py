@@ -86,13 +86,13 @@ def healthy(cl: Cluster) -> None:
 
 
 def history(cl: Cluster, name: str) -> list[dict[str, Any]]:
-    return core(cl, name).history()
+    return core(cl, name).operator.history()
 
 
 def test_paused_pair_does_not_fail_over_and_resume_takes_over_at_once() -> None:
     cl = started()
     for n in ("a", "b"):
-        assert operate(cl, n, lambda c, now: c.pause(now))["paused"] is True
+        assert operate(cl, n, lambda c, now: c.operator.pause(now))["paused"] is True
     cl.crash("a")
     run(cl, 5 * DEAD)
     assert role(cl, "b") == ("backup", "normal")
@@ -100,7 +100,7 @@ def test_paused_pair_does_not_fail_over_and_resume_takes_over_at_once() -> None:
     notes = [e["why"] for e in history(cl, "b")]
     assert "PrimaryGone: not acted on, failover paused" in notes
     resumed_at = cl.loop.now
-    assert operate(cl, "b", lambda c, now: c.resume(now))["paused"] is False
+    assert operate(cl, "b", lambda c, now: c.operator.resume(now))["paused"] is False
     assert role(cl, "b") == ("primary", "backup_only")  # at once, no new detection
     (took,) = [e for e in history(cl, "b") if e["to"] == "backup_only"]
     assert (took["why"], took["took_over_from"], took["epoch"]) == ("Resume", "a", 2)
@@ -115,7 +115,7 @@ def test_paused_pair_does_not_fail_over_and_resume_takes_over_at_once() -> None:
 
 def test_the_pause_survives_a_restart_and_holds_a_lone_restart_from_leading() -> None:
     cl = started()
-    operate(cl, "a", lambda c, now: c.pause(now))
+    operate(cl, "a", lambda c, now: c.operator.pause(now))
     assert core(cl, "a").meta()["paused"] is True
     cl.servers["b"].crash()
     run(cl, 3 * DEAD)
@@ -129,7 +129,7 @@ def test_the_pause_survives_a_restart_and_holds_a_lone_restart_from_leading() ->
     started_notes = [e for e in history(cl, "a") if e["why"] == "started"]
     assert started_notes[-1]["paused"] is True
     assert history(cl, "a")[-1]["why"] == "StartupDone: not acted on, failover paused"
-    operate(cl, "a", lambda c, now: c.resume(now))
+    operate(cl, "a", lambda c, now: c.operator.resume(now))
     run(cl, 0.5)
     assert role(cl, "a") == ("primary", "primary_only") and core(cl, "a").epoch == 2
     cl.restart("b")
@@ -141,14 +141,14 @@ def test_the_pause_survives_a_restart_and_holds_a_lone_restart_from_leading() ->
 def test_promote_is_refused_while_the_primary_is_heard_then_takes_over() -> None:
     cl = started()
     for n in ("a", "b"):
-        operate(cl, n, lambda c, now: c.pause(now))  # so only the operator acts
-    refused = operate(cl, "b", lambda c, now: c.promote(False, now))
+        operate(cl, n, lambda c, now: c.operator.pause(now))  # so only the operator acts
+    refused = operate(cl, "b", lambda c, now: c.operator.promote(False, now))
     assert isinstance(refused, ZmqfailError)
     assert str(refused).startswith("cannot promote b: b hears a (heartbeats alive)")
     assert role(cl, "b") == ("backup", "normal") and core(cl, "b").epoch == 1
     cl.crash("a")
     run(cl, 2 * DEAD)
-    got = operate(cl, "b", lambda c, now: c.promote(False, now))
+    got = operate(cl, "b", lambda c, now: c.operator.promote(False, now))
     assert (got["was"], got["role"], got["state"], got["epoch"]) == (
         "backup/normal",
         "primary",
@@ -167,26 +167,26 @@ def test_promote_is_refused_while_the_primary_is_heard_then_takes_over() -> None
 
 def test_promote_of_a_primary_or_a_starting_server_is_refused() -> None:
     cl = started()
-    err = operate(cl, "a", lambda c, now: c.promote(True, now))
+    err = operate(cl, "a", lambda c, now: c.operator.promote(True, now))
     assert isinstance(err, ZmqfailError) and "already serves" in str(err)
     cl.crash("b")
     cl.restart("b")
     run(cl, 0.05)
-    err = operate(cl, "b", lambda c, now: c.promote(True, now))
+    err = operate(cl, "b", lambda c, now: c.operator.promote(True, now))
     assert isinstance(err, ZmqfailError) and "still starting" in str(err)
 
 
 def test_forced_promote_of_a_standby_server_is_told_it_may_lack_records() -> None:
     cl = started()
-    operate(cl, "b", lambda c, now: c.pause(now))
+    operate(cl, "b", lambda c, now: c.operator.pause(now))
     cl.cut("a", "b", "main")
     cl.cut("a", "b", "failsafe")  # a runs alone; b hears it over the client network
     run(cl, 4 * DEAD)
     assert role(cl, "b") == ("backup", "standby")
-    err = operate(cl, "b", lambda c, now: c.promote(False, now))
+    err = operate(cl, "b", lambda c, now: c.operator.promote(False, now))
     assert isinstance(err, ZmqfailError) and "only --force" in str(err)
     cl.crash("a")  # the operator knows it is dead now
-    got = operate(cl, "b", lambda c, now: c.promote(True, now))
+    got = operate(cl, "b", lambda c, now: c.operator.promote(True, now))
     assert (got["was"], got["state"], got["may_lack_records"]) == (
         "backup/standby",
         "backup_only",
@@ -199,10 +199,10 @@ def test_forced_promote_of_a_standby_server_is_told_it_may_lack_records() -> Non
 def test_switchover_to_a_named_backup_of_three() -> None:
     cl = started(nodes=3)
     run(cl, 1.0)
-    err = operate(cl, "a", lambda c, now: c.switchover(now, "zz"))
+    err = operate(cl, "a", lambda c, now: c.operator.switchover(now, "zz"))
     assert isinstance(err, ZmqfailError) and "zz is not an in-sync backup" in str(err)
     assert role(cl, "a") == ("primary", "normal")
-    got = operate(cl, "a", lambda c, now: c.switchover(now, "c"))
+    got = operate(cl, "a", lambda c, now: c.operator.switchover(now, "c"))
     assert got["handoff_to"] == "c"
     run(cl, 1.0)
     assert role(cl, "c")[0] == "primary" and role(cl, "b") == ("backup", "normal")
@@ -212,10 +212,10 @@ def test_switchover_to_a_named_backup_of_three() -> None:
 def test_with_a_witness_promote_waits_for_the_grant() -> None:
     cl = started(witness=True)
     for n in ("a", "b"):
-        operate(cl, n, lambda c, now: c.pause(now))
+        operate(cl, n, lambda c, now: c.operator.pause(now))
     cl.crash("a")
     run(cl, 2 * DEAD)
-    got = operate(cl, "b", lambda c, now: c.promote(False, now))
+    got = operate(cl, "b", lambda c, now: c.operator.promote(False, now))
     assert (got["state"], got["asking"]) == ("normal", 2)  # a's lease has not run out
     run(cl, 2.0)
     assert role(cl, "b") == ("primary", "backup_only") and core(cl, "b").epoch == 2

@@ -32,6 +32,7 @@ from zmqfail.core.journal import Journal
 from zmqfail.core.leader import Leader
 from zmqfail.core.local import LocalStore
 from zmqfail.core.log import NodeLog
+from zmqfail.core.operator import Operator
 from zmqfail.core.peers import PauseGuard, PeerTable, Prober
 from zmqfail.core.ports import Disk, Loaded, Outbox
 from zmqfail.core.status import NodeStatus, build_status
@@ -39,15 +40,9 @@ from zmqfail.core.witness import WitnessClient
 from zmqfail.errors import ProtocolError
 from zmqfail.failover.state import (
     Action,
-    Event,
     HigherEpoch,
-    IllegalTransition,
-    Pause,
-    Promote,
-    Resume,
     Role,
     State,
-    Switchover,
 )
 from zmqfail.processor import Processor
 from zmqfail.protocol import Goodbye, Heartbeat, Hello, Welcome, decode, decode_as
@@ -158,6 +153,8 @@ class NodeCore:
             name, self.nlog, disk, lambda: self.alone, self.frontend.commit
         )
         self.checkpoint.apply_mode()
+        # What an operator may ask of its failover (the control socket's commands).
+        self.operator = Operator(name, self.agent, self.peers, self.dead_after, disk)
         self.save_meta()
         # A restart shows in the history: a start without a clean stop before
         # it means the process died (kill -9, a crash, power).
@@ -525,70 +522,6 @@ class NodeCore:
 
     def save_meta(self) -> None:
         self.disk.write_meta(self.meta())
-
-    # ---------------------------------------------------------- operators
-    # Each answers the control socket: a dict, or ProtocolError with one line
-    # saying why nothing changed.
-    def switchover(self, now: float, to: str = "") -> dict[str, Any]:
-        fs = self.agent.fs
-        if fs.role is not Role.PRIMARY or fs.state is not State.NORMAL:
-            raise ProtocolError(
-                f"cannot switch over: {self.name} is {fs.role.value}/{fs.state.value}; "
-                "only a primary in the normal state (with an in-sync backup) can hand over"
-            )
-        self._operate(Switchover(to), now, "switch over")
-        return {"handoff_to": self.agent.fs.handoff_to, "state": self.agent.fs.state.value}
-
-    def promote(self, force: bool, now: float) -> dict[str, Any]:
-        """Take over now (the operator knows the other server is dead)."""
-        fs = self.agent.fs
-        if fs.role is Role.PRIMARY:
-            raise ProtocolError(
-                f"cannot promote {self.name}: it already serves ({fs.role.value}/{fs.state.value})"
-            )
-        if fs.state is State.STARTING:
-            raise ProtocolError(
-                f"cannot promote {self.name}: it is still starting (it listens for its peers "
-                f"for {2 * self.dead_after * 1000:.0f} ms); ask again"
-            )
-        heard = tuple(p for p in self.peer_names if self.peers.alive(p, now))
-        was = f"{fs.role.value}/{fs.state.value}"
-        self._operate(Promote(force, heard), now, f"promote {self.name}")
-        new = self.agent.fs
-        return {
-            "was": was,
-            "role": new.role.value,
-            "state": new.state.value,
-            "epoch": new.epoch,
-            "asking": new.asking,  # waiting for the witness's grant of this epoch
-            "may_lack_records": fs.state is not State.NORMAL,
-            "heard": list(heard),
-        }
-
-    def pause(self, now: float) -> dict[str, Any]:
-        self._operate(Pause(), now, "pause failover")
-        return self._paused()
-
-    def resume(self, now: float) -> dict[str, Any]:
-        self._operate(Resume(), now, "resume failover")
-        return self._paused()
-
-    def _paused(self) -> dict[str, Any]:
-        fs = self.agent.fs
-        return {"paused": fs.paused, "role": fs.role.value, "state": fs.state.value}
-
-    def history(self) -> list[dict[str, Any]]:
-        """The failover history kept in the data dir, oldest first."""
-        try:
-            return self.disk.read_history()
-        except OSError as exc:
-            raise ProtocolError(f"cannot read the failover history: {exc}") from None
-
-    def _operate(self, event: Event, now: float, what: str) -> None:
-        try:
-            self.agent.operate(event, now)
-        except IllegalTransition as exc:
-            raise ProtocolError(f"cannot {what}: {exc}") from None
 
     def shutdown(self) -> None:
         """Clean stop: make everything processed durable and answer it."""

@@ -90,21 +90,21 @@ class Control:
             to = args.get("to", "")
             if not isinstance(to, str):
                 raise ProtocolError(f"'to' must be a node name, got {to!r:.40}")
-            return self.core.switchover(now, to)
+            return self.core.operator.switchover(now, to)
         if command == "promote":
             force = args.get("force", False)
             if not isinstance(force, bool):
                 raise ProtocolError(f"'force' must be true or false, got {force!r:.40}")
-            return self.core.promote(force, now)
+            return self.core.operator.promote(force, now)
         if command == "pause":
-            return self.core.pause(now)
+            return self.core.operator.pause(now)
         if command == "resume":
-            return self.core.resume(now)
+            return self.core.operator.resume(now)
         if command == "history":
             last = args.get("last", 0)
             if not isinstance(last, int) or isinstance(last, bool) or last < 0:
                 raise ProtocolError(f"'last' must be a count of entries (0: all), got {last!r:.40}")
-            entries = self.core.history()
+            entries = self.core.operator.history()
             return {"entries": entries[-last:] if last else entries}
         if command in ("cut", "heal"):
             link = args.get("link")
