@@ -220,10 +220,6 @@ class FailoverAgent:
             )
             self.journal.note("StartupDone: not acted on, failover paused")
 
-    def note(self, why: str, **extra: Any) -> None:
-        """An event worth the history that is not a transition."""
-        self.journal.note(why, **extra)
-
     def vote(self) -> None:
         self.vote_pending = True
 
