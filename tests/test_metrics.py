@@ -96,6 +96,7 @@ EXPECTED: list[tuple[str, dict[str, str], float]] = [
     ("zmqfail_state", {"state": "primary_only"}, 0),
     ("zmqfail_serving", {}, 1),
     ("zmqfail_epoch", {}, 3),
+    ("zmqfail_failover_paused", {}, 0),
     ("zmqfail_last_lsn", {}, 120),
     ("zmqfail_committed_lsn", {}, 118),
     ("zmqfail_flushed_lsn", {}, 100),
@@ -133,6 +134,8 @@ def test_a_backup_shows_no_backup_series_and_nothing_before_a_status() -> None:
     s = scrape(st)
     assert value(s, "zmqfail_role", role="backup") == 1
     assert value(s, "zmqfail_serving") == 0
+    st.failover_paused = True
+    assert value(scrape(st), "zmqfail_failover_paused") == 1
     assert not [k for k in s if k[0].startswith("zmqfail_backup_")]
     assert scrape(None) == {}
 

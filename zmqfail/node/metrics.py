@@ -103,6 +103,8 @@ def families(st: NodeStatus, cluster: str) -> Iterator[Metric]:
     yield state
     yield from _gauge("serving", "1 if this node serves clients now", 1.0 if st.active else 0.0)
     yield from _gauge("epoch", "The node's epoch", st.epoch)
+    paused = 1.0 if st.failover_paused else 0.0
+    yield from _gauge("failover_paused", "1 while automatic failover is paused here", paused)
     yield from _gauge("last_lsn", "Last transaction record held", st.last_lsn)
     yield from _gauge("committed_lsn", "Last record committed (replies released)", st.committed_lsn)
     yield from _gauge("flushed_lsn", "Last record on this node's disk", st.flushed_lsn)
