@@ -449,6 +449,17 @@ def test_restarted_leader_learning_a_higher_epoch_does_not_lead_at_it() -> None:
     assert not (new.active and new.epoch == 2)
 
 
+def test_fresh_first_primary_learning_a_higher_epoch_does_not_lead_at_it() -> None:
+    # a's data dir is fresh (the preferred first primary of a new cluster), but b
+    # already led at epoch 2 and is now a standby: a hears b's epoch during its
+    # startup window. Serving at epoch 2 with an empty log would sit beside b's
+    # history at the same epoch (found by the random sequences with a Pause).
+    s = go_s(starting("a", ("b", "c"), preferred=True), HigherEpoch(2, "b"), T0 + 0.25)
+    assert (s.epoch, s.preferred) == (2, False)
+    new, _ = go(s, StartupDone(), T0 + 2)
+    assert not new.active and new.role is Role.BACKUP
+
+
 def test_startup_ignores_stale_primary() -> None:
     s = starting(epoch=3)
     new, actions = go(s, PeerActive("a", 2), T0 + 1)
@@ -834,7 +845,7 @@ def test_unattached_backup_adopts_higher_epoch(name: str) -> None:
     s = BUILDERS[name]()
     new, actions = go(s, HigherEpoch(9, "c"), T0 + 20)
     assert actions == []
-    assert new == replace(s, epoch=9)
+    assert new == replace(s, epoch=9, preferred=False)  # no first primary any more
     # ... and an equal or lower one changes nothing.
     new, actions = go(s, HigherEpoch(s.epoch, "c"), T0 + 20)
     assert (new, actions) == (s, [])

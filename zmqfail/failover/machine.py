@@ -342,8 +342,9 @@ def _fence(s: FailoverState, e: Event, now: float) -> Result:
             ),
             [],
         )
-    # Someone led after us: we may no longer start as the leader on our own.
-    new = replace(s, epoch=e.epoch, may_lead=False)
+    # Someone led after us: we may no longer start as the leader on our own,
+    # neither as a server that ran alone nor as a fresh cluster's first primary.
+    new = replace(s, epoch=e.epoch, may_lead=False, preferred=False)
     if s.state in _WAITING and _most_up_to_date_of_all(new):
         # Still the one holding the most: ask again, above that epoch (nothing
         # else may come to ask us: the peers' reports have not changed).
