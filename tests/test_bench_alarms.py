@@ -21,7 +21,8 @@ from benchkit.procs import BenchError, Reaper  # noqa: E402
 
 from zmqfail import config  # noqa: E402
 from zmqfail.client.control import call  # noqa: E402
-from zmqfail.core.status import NodeStatus, StateChange  # noqa: E402
+from zmqfail.core.journal import StateChange  # noqa: E402
+from zmqfail.core.status import NodeStatus  # noqa: E402
 from zmqfail.failover.state import Role, State  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)

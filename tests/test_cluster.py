@@ -17,7 +17,8 @@ import pytest
 from zmqfail import config
 from zmqfail.client import control
 from zmqfail.cluster import Cluster, where, whole
-from zmqfail.core.status import BackupSeen, NodeStatus, PeerSeen, StateChange
+from zmqfail.core.journal import SetAside, StateChange
+from zmqfail.core.status import BackupSeen, NodeStatus, PeerSeen
 from zmqfail.errors import ConfigError, NodeError, ProtocolError, Unavailable
 from zmqfail.failover.state import Role, State
 
@@ -43,7 +44,18 @@ def sample() -> NodeStatus:
         delays_ms={"main": 5},
         held_replies=2,
         clients=3,
-        transitions=[StateChange(10.0, State.STARTING, State.PRIMARY_ONLY, "StartupDone", 1)],
+        transitions=[
+            StateChange(
+                10.0,
+                State.STARTING,
+                State.PRIMARY_ONLY,
+                "StartupDone",
+                1,
+                src_role=Role.BACKUP,
+                dst_role=Role.PRIMARY,
+                lsn=9,
+            )
+        ],
         counters={"requests": 7},
         app={"name": "orders", "tables": {"orders": 2}},
         sessions={"sessions": 1, "evictions": 0},
@@ -51,7 +63,18 @@ def sample() -> NodeStatus:
             "b": PeerSeen(4.5, Role.BACKUP, State.NORMAL, 3, 12, {"main": 4.5, "failsafe": None})
         },
         backups={"b": BackupSeen(12, True, True, "main", {"main": True, "failsafe": False})},
-        quarantine=[{"first_lsn": 3, "records": 2, "why": "diverged"}],
+        quarantine=[
+            StateChange(
+                9.0,
+                State.STARTING,
+                State.STARTING,
+                "set aside 2 records (does not apply)",
+                1,
+                set_aside=SetAside(2, 3, 4, "/d/a/quarantine/x"),
+                quarantined=2,
+            )
+        ],
+        failover_paused=True,
         witness={"asking": 0, "lease_left_ms": 800, "refusals": 1},
         digest="ab" * 32,
     )
@@ -106,6 +129,15 @@ BAD: list[tuple[dict[str, Any], str]] = [
         "links_up main must be true or false",
     ),
     ({"name": "a", "state": "normal", "app": {"x": {1, 2}}}, "which frames do not carry"),
+    ({"name": "a", "state": "normal", "failover_paused": "no"}, "failover_paused must be true"),
+    (
+        {
+            "name": "a",
+            "state": "normal",
+            "quarantine": [{"from": "normal", "to": "normal", "records": 2}],
+        },
+        "status quarantine sets 2 records aside without",
+    ),
 ]
 
 

@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from zmqfail.core.journal import StateChange
 from zmqfail.core.node import NodeCore
 from zmqfail.errors import ZmqfailError
+from zmqfail.failover.state import State
 from zmqfail.sim.cluster import SETTLE, Cluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -85,7 +87,7 @@ def healthy(cl: Cluster) -> None:
     assert cl.check() == []
 
 
-def history(cl: Cluster, name: str) -> list[dict[str, Any]]:
+def history(cl: Cluster, name: str) -> list[StateChange]:
     return core(cl, name).operator.history()
 
 
@@ -97,14 +99,15 @@ def test_paused_pair_does_not_fail_over_and_resume_takes_over_at_once() -> None:
     run(cl, 5 * DEAD)
     assert role(cl, "b") == ("backup", "normal")
     assert not served_after(cl, 0.5)
-    notes = [e["why"] for e in history(cl, "b")]
+    notes = [e.why for e in history(cl, "b")]
     assert "PrimaryGone: not acted on, failover paused" in notes
     resumed_at = cl.loop.now
     assert operate(cl, "b", lambda c, now: c.operator.resume(now))["paused"] is False
     assert role(cl, "b") == ("primary", "backup_only")  # at once, no new detection
-    (took,) = [e for e in history(cl, "b") if e["to"] == "backup_only"]
-    assert (took["why"], took["took_over_from"], took["epoch"]) == ("Resume", "a", 2)
-    assert took["outage_ms"] >= 5 * DEAD * 1000 and took["time"] <= resumed_at + 0.02
+    (took,) = [e for e in history(cl, "b") if e.dst is State.BACKUP_ONLY]
+    assert (took.why, took.took_over_from, took.epoch) == ("Resume", "a", 2)
+    assert took.outage_ms is not None and took.outage_ms >= 5 * DEAD * 1000
+    assert took.time <= resumed_at + 0.02
     assert served_after(cl, 1.0)
     cl.restart("a")
     run(cl, 2.0)
@@ -126,9 +129,9 @@ def test_the_pause_survives_a_restart_and_holds_a_lone_restart_from_leading() ->
     run(cl, 3.0)
     assert role(cl, "a") == ("backup", "starting") and core(cl, "a").agent.fs.paused
     assert not served_after(cl, 0.5)
-    started_notes = [e for e in history(cl, "a") if e["why"] == "started"]
-    assert started_notes[-1]["paused"] is True
-    assert history(cl, "a")[-1]["why"] == "StartupDone: not acted on, failover paused"
+    started_notes = [e for e in history(cl, "a") if e.why == "started"]
+    assert started_notes[-1].paused is True and not started_notes[0].paused
+    assert history(cl, "a")[-1].why == "StartupDone: not acted on, failover paused"
     operate(cl, "a", lambda c, now: c.operator.resume(now))
     run(cl, 0.5)
     assert role(cl, "a") == ("primary", "primary_only") and core(cl, "a").epoch == 2
@@ -157,8 +160,9 @@ def test_promote_is_refused_while_the_primary_is_heard_then_takes_over() -> None
     )
     assert got["may_lack_records"] is False and got["asking"] == 0
     assert served_after(cl, 1.0)
-    (took,) = [e for e in history(cl, "b") if e["to"] == "backup_only"]
-    assert took["why"] == "Promote" and "may_lack_records" not in took
+    (took,) = [e for e in history(cl, "b") if e.dst is State.BACKUP_ONLY]
+    assert took.why == "Promote" and not took.may_lack_records
+    assert "may_lack_records" not in took.to_wire()
     cl.restart("a")
     run(cl, 2.0)
     assert role(cl, "a") == ("backup", "normal")
@@ -192,8 +196,8 @@ def test_forced_promote_of_a_standby_server_is_told_it_may_lack_records() -> Non
         "backup_only",
         True,
     )
-    (took,) = [e for e in history(cl, "b") if e["to"] == "backup_only"]
-    assert took["why"] == "Promote --force" and took["may_lack_records"] is True
+    (took,) = [e for e in history(cl, "b") if e.dst is State.BACKUP_ONLY]
+    assert took.why == "Promote --force" and took.may_lack_records is True
 
 
 def test_switchover_to_a_named_backup_of_three() -> None:
@@ -219,7 +223,7 @@ def test_with_a_witness_promote_waits_for_the_grant() -> None:
     assert (got["state"], got["asking"]) == ("normal", 2)  # a's lease has not run out
     run(cl, 2.0)
     assert role(cl, "b") == ("primary", "backup_only") and core(cl, "b").epoch == 2
-    whys = [e["why"] for e in history(cl, "b")]
+    whys = [e.why for e in history(cl, "b")]
     assert "Promote: asking the witness for epoch 2" in whys
     assert "Promote (granted by the witness)" in whys
     assert served_after(cl, 1.0)
@@ -231,9 +235,11 @@ def test_history_is_kept_on_disk_across_a_crash_and_bounded() -> None:
     cl.restart("b")
     run(cl, 2.0)
     entries = history(cl, "b")
-    whys = [e["why"] for e in entries]
+    whys = [e.why for e in entries]
     assert whys.count("started") == 2 and whys[-1] == "PeerActive"
-    assert all({"time", "node", "from", "to", "epoch", "why"} <= set(e) for e in entries)
+    times = [e.time for e in entries]
+    assert {e.node for e in entries} == {"b"} and times == sorted(times) and times[-1] > 0
+    assert core(cl, "b").journal.recent[-1] == entries[-1]  # memory and disk agree
     disk = cl.servers["b"].disk
     for i in range(2000):
         disk.append_history({"why": f"filler {i}"})

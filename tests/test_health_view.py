@@ -177,6 +177,13 @@ def test_a_failover_and_its_outage_from_the_backups_last_heartbeat() -> None:
     assert i is not None and i.outage_ms is None
 
 
+def test_a_note_in_the_history_is_no_takeover() -> None:
+    # A node's transitions also hold notes (a start, a pause: from is to); one at
+    # a new epoch whose takeover has scrolled out of the status is no failover.
+    note = tr(210.0, "b", "backup_only", "backup_only", "Pause", 2)
+    assert last_failover([*START, note], {}) is None
+
+
 def test_a_switchover_is_measured_from_the_handover_offer() -> None:
     changes = [
         *START,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,9 @@ from conftest import run_zmqfail
 from zmqfail import config
 from zmqfail.cli.health import Verdict, classify, role_words
 from zmqfail.cli.historyview import lines, merged, quarantine_lines
+from zmqfail.core.journal import SetAside, StateChange, decode_all
 from zmqfail.core.status import NodeStatus
+from zmqfail.errors import ProtocolError
 from zmqfail.failover.state import Role, State
 from zmqfail.txlog import histfile
 
@@ -84,14 +86,87 @@ def test_a_torn_last_line_is_skipped_and_counted(tmp_path: Path) -> None:
     assert ([e["why"] for e in got.entries], got.bad_lines) == (["whole", "after"], 1)
 
 
+# ------------------------------------------------------------- the entries
+def entry(wire: dict[str, Any], **more: Any) -> StateChange:
+    return replace(StateChange.from_wire(wire), **more)
+
+
+def test_an_entry_with_every_field_goes_to_the_file_and_comes_back() -> None:
+    e = StateChange(
+        5.5,
+        State.NORMAL,
+        State.BACKUP_ONLY,
+        "Promote --force",
+        3,
+        node="b",
+        src_role=Role.BACKUP,
+        dst_role=Role.PRIMARY,
+        lsn=40,
+        took_over_from="a",
+        outage_ms=612,
+        may_lack_records=True,
+        primary="a",
+        paused=True,
+        set_aside=SetAside(3, 41, 43, "/d/q", 2),
+        quarantined=7,
+        error="disk full",
+    )
+    # Every field is set, so one that to_wire or from_wire forgets fails here.
+    bare = StateChange(0.0, State.STARTING, State.STARTING, "", 0)
+    unset = [f.name for f in fields(e) if getattr(e, f.name) == getattr(bare, f.name)]
+    assert unset == [], unset
+    wire = json.loads(histfile.encode(e.to_wire()))
+    assert wire["from_role"] == "backup" and wire["records"] == 3
+    assert StateChange.from_wire(wire) == e
+    # Only what says something is written: a plain change is a short line.
+    plain = StateChange(1.0, State.NORMAL, State.HANDOFF, "Switchover", 1)
+    assert plain.to_wire() == {
+        "time": 1.0,
+        "from": "normal",
+        "to": "handoff",
+        "why": "Switchover",
+        "epoch": 1,
+    }
+    assert plain.changed and not entry(CUT).changed
+
+
+BAD_ENTRIES: list[tuple[dict[str, Any], str]] = [
+    ({**TAKEOVER, "to": "leading"}, "unknown history entry to 'leading'"),
+    ({**TAKEOVER, "to_role": "boss"}, "unknown history entry to_role 'boss'"),
+    ({**TAKEOVER, "outage_ms": "612"}, "history entry outage_ms must be an integer"),
+    ({**TAKEOVER, "may_lack_records": 1}, "may_lack_records must be true or false"),
+    ({**CUT, "file": None}, "sets 3 records aside without their lsns or file"),
+    ({"why": "filler"}, "unknown history entry from None"),
+]
+
+
+@pytest.mark.parametrize(("wire", "why"), BAD_ENTRIES, ids=[w for _, w in BAD_ENTRIES])
+def test_a_bad_entry_is_a_clear_protocol_error(wire: dict[str, Any], why: str) -> None:
+    with pytest.raises(ProtocolError, match=why):
+        StateChange.from_wire(wire)
+    good, bad = decode_all([TAKEOVER, wire], "history entry")
+    assert good == [StateChange.from_wire(TAKEOVER)] and len(bad) == 1 and why in bad[0]
+
+
 # --------------------------------------------------------------- the words
 def test_history_lines_merge_nodes_by_time_and_say_what_happened() -> None:
-    a_start = {**TAKEOVER, "time": 999.0, "node": "a", "why": "started", "to": "starting"}
-    a_start.update({"from": "starting", "from_role": "backup", "to_role": "backup"})
-    a_start.pop("took_over_from")
-    a_start.pop("outage_ms")
-    entries = merged({"a": [a_start, CUT], "b": [TAKEOVER]})
-    assert [e["why"] for e in entries] == ["started", "PrimaryGone", CUT["why"]]
+    a_start = entry(
+        TAKEOVER,
+        time=999.0,
+        node="",  # named by the node whose history it is
+        why="started",
+        src=State.STARTING,
+        dst=State.STARTING,
+        dst_role=Role.BACKUP,
+        took_over_from=None,
+        outage_ms=None,
+    )
+    entries = merged({"a": [a_start, entry(CUT)], "b": [entry(TAKEOVER)]})
+    assert [(e.node, e.why) for e in entries] == [
+        ("a", "started"),
+        ("b", "PrimaryGone"),
+        ("a", CUT["why"]),
+    ]
     out = lines(entries)
     assert out[0].split() == ["time", "node", "change", "epoch", "why"]
     assert "backup/starting  " in out[1] and "->" not in out[1]
@@ -105,15 +180,15 @@ def test_history_lines_merge_nodes_by_time_and_say_what_happened() -> None:
 
 
 def test_a_forced_promote_says_it_may_lack_records() -> None:
-    e = {**TAKEOVER, "why": "Promote --force", "may_lack_records": True}
-    e.pop("outage_ms")
+    e = entry(TAKEOVER, why="Promote --force", may_lack_records=True, outage_ms=None)
     assert lines([e])[1].endswith(
         "Promote --force (took over from a; may lack records its peers acknowledged)"
     )
 
 
 def test_quarantine_totals_per_node() -> None:
-    assert quarantine_lines({"a": [CUT, {"why": "x"}], "b": [TAKEOVER]}) == [
+    other = entry(TAKEOVER, why="x", node="a")
+    assert quarantine_lines({"a": [entry(CUT), other], "b": [entry(TAKEOVER)]}) == [
         "a: 3 records set aside in quarantine (held by no other server; `zmqfail log dump "
         "--data-dir` on the directory named above reads them)"
     ]

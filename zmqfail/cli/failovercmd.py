@@ -15,6 +15,7 @@ from zmqfail.cli.historyview import lines, merged, quarantine_lines
 from zmqfail.client.control import ControlRefused, call, node_status
 from zmqfail.cluster import Cluster
 from zmqfail.config import ClusterConfig, NodeConfig
+from zmqfail.core.journal import StateChange, decode_all
 from zmqfail.errors import Unavailable, ZmqfailError
 from zmqfail.txlog import histfile
 from zmqfail.txlog.snapshot import META_NAME
@@ -147,7 +148,7 @@ def history_cmd(config_path: str | None, node_name: str | None, as_json: bool, l
     """
     cfg = load_config(config_path)
     nodes = [cfg.node(node_name)] if node_name else list(cfg.nodes)
-    per_node: dict[str, list[dict[str, Any]]] = {}
+    per_node: dict[str, list[StateChange]] = {}
     missed: list[str] = []
     for n in nodes:
         try:
@@ -158,7 +159,7 @@ def history_cmd(config_path: str | None, node_name: str | None, as_json: bool, l
     if last:
         entries = entries[-last:]
     if as_json:
-        click.echo(json.dumps(entries, sort_keys=True))
+        click.echo(json.dumps([e.to_wire() for e in entries], sort_keys=True))
     else:
         for line in lines(entries) + quarantine_lines(per_node):
             click.echo(line)
@@ -166,20 +167,26 @@ def history_cmd(config_path: str | None, node_name: str | None, as_json: bool, l
         raise ZmqfailError("; ".join(missed))
 
 
-def _history_of(node: NodeConfig, last: int) -> list[dict[str, Any]]:
+def _history_of(node: NodeConfig, last: int) -> list[StateChange]:
     d = node.data_dir
     if (d / META_NAME).exists() or histfile.history_path(d).exists():
         got = histfile.read(d)
-        if got.bad_lines:
-            click.echo(f"{node.name}: {got.bad_lines} unreadable line(s) skipped in {d}", err=True)
-        return got.entries
+        entries, bad = decode_all(got.entries, f"{node.name}: history entry")
+        if got.bad_lines or bad:
+            first = f" ({bad[0]})" if bad else ""
+            skipped = got.bad_lines + len(bad)
+            click.echo(f"{node.name}: {skipped} unreadable line(s) skipped in {d}{first}", err=True)
+        return entries
     try:
         res = ask(node, "history", {"last": last})
     except ZmqfailError as exc:
         raise ZmqfailError(
             f"{node.name}: no data dir here ({d}) and no answer over control ({exc})"
         ) from None
-    entries = res.get("entries")
-    if not isinstance(entries, list):
+    raw = res.get("entries")
+    if not isinstance(raw, list):
         raise ZmqfailError(f"{node.name}: its history answer holds no entries")
-    return [e for e in entries if isinstance(e, dict)]
+    entries, bad = decode_all(raw, f"{node.name}: history entry")
+    if bad:
+        click.echo(f"{node.name}: {len(bad)} bad entries skipped ({bad[0]})", err=True)
+    return entries

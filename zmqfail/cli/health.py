@@ -183,8 +183,8 @@ def takeovers(changes: Iterable[Transition]) -> list[tuple[Transition, bool]]:
     out: list[tuple[Transition, bool]] = []
     top: int | None = None
     for c in sorted(changes, key=lambda c: (c.time, c.node)):
-        if c.epoch is None:
-            continue
+        if c.epoch is None or c.src == c.dst:
+            continue  # a note (a start, a pause, ...), no change of state
         if top is not None and c.epoch > top and c.dst in ("backup_only", "primary_only"):
             out.append((c, c.why == "PeerActive"))
         top = c.epoch if top is None else max(top, c.epoch)

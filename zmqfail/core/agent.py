@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from zmqfail.core.journal import Journal
+from zmqfail.core.journal import Journal, StateChange
 from zmqfail.core.peers import PauseGuard, PeerTable, Prober, Verdict
 from zmqfail.failover.machine import TRANSITIONS, step
 from zmqfail.failover.state import (
@@ -150,26 +150,18 @@ class FailoverAgent:
 
     def _transition(
         self, old: FailoverState, new: FailoverState, event: Event, lsn: int, now: float
-    ) -> dict[str, Any]:
+    ) -> StateChange:
         why = _why(old, event)
-        entry: dict[str, Any] = {
-            "from": old.state.value,
-            "to": new.state.value,
-            "from_role": old.role.value,
-            "to_role": new.role.value,
-            "epoch": new.epoch,
-            "why": why,
-            "lsn": lsn,
-        }
+        took_over_from, outage_ms, may_lack = None, None, False
         if old.role is Role.BACKUP and new.role is Role.PRIMARY:
             if old.primary:
-                entry["took_over_from"] = old.primary
+                took_over_from = old.primary
                 heard = self._last_heard(old.primary)
                 if heard is not None and why != "PeerActive":  # a handover is no outage
-                    entry["outage_ms"] = round((now - heard) * 1000)
+                    outage_ms = round((now - heard) * 1000)
             if why.startswith("Promote") and old.state is not State.NORMAL:
                 # Forced from a state that may lack acknowledged records.
-                entry["may_lack_records"] = True
+                may_lack = True
                 log.warning(
                     "%s: promoted from %s: it may lack records its peers acknowledged",
                     self.name,
@@ -186,7 +178,19 @@ class FailoverAgent:
             new.epoch,
             lsn,
         )
-        return entry
+        return StateChange(
+            0.0,  # the journal stamps the time of day
+            old.state,
+            new.state,
+            why,
+            new.epoch,
+            src_role=old.role,
+            dst_role=new.role,
+            lsn=lsn,
+            took_over_from=took_over_from,
+            outage_ms=outage_ms,
+            may_lack_records=may_lack,
+        )
 
     def _unchanged(self, old: FailoverState, new: FailoverState, event: Event) -> None:
         """Events that changed no state but belong in the history."""

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from zmqfail.core.journal import Journal
+from zmqfail.core.journal import Journal, SetAside, StateChange
 from zmqfail.core.log import NodeLog
 from zmqfail.core.ports import Disk
 from zmqfail.processor import Processor
@@ -36,7 +36,6 @@ class LocalStore:
         meta: Callable[[], dict[str, Any]],
         restore: Callable[[int, int, dict[str, Any]], Processor],
         quarantined: int,
-        wall: Callable[[], float],
         journal: Journal,
     ) -> None:
         self.name = name
@@ -45,8 +44,7 @@ class LocalStore:
         self._meta = meta  # () -> the meta the node would write now
         self._restore = restore  # (epoch, lsn, state) -> tables (validates the state)
         self.quarantined = quarantined  # records ever set aside (kept in meta)
-        self._wall = wall  # the time of day, for the record
-        self.entries: list[dict[str, Any]] = []  # the last cuts, for status
+        self.entries: list[StateChange] = []  # the last cuts, for status
         self.journal = journal  # each cut, with the running total, in the history
         self.snapshots_installed = 0
 
@@ -110,27 +108,15 @@ class LocalStore:
         if acked_lsn is not None:
             acked = max(0, min(acked_lsn, cut.last_lsn) - cut.first_lsn + 1)
         self.quarantined += cut.records
-        self.entries.append(
-            {
-                "time": self._wall(),
-                "why": why,
-                "records": cut.records,
-                "first_lsn": cut.first_lsn,
-                "last_lsn": cut.last_lsn,
-                "acknowledged_here": acked,  # None: unknown (we restarted since)
-                "file": str(cut.quarantine),
-            }
-        )
-        del self.entries[:-MAX_QUARANTINE_ENTRIES]
-        self.journal.note(
+        entry = self.journal.note(
             f"set aside {cut.records} records ({why})",
-            records=cut.records,
-            acknowledged_here=acked,
+            set_aside=SetAside(
+                cut.records, cut.first_lsn, cut.last_lsn, str(cut.quarantine), acked
+            ),  # acknowledged_here None: unknown (we restarted since)
             quarantined=self.quarantined,
-            first_lsn=cut.first_lsn,
-            last_lsn=cut.last_lsn,
-            file=str(cut.quarantine),
         )
+        self.entries.append(entry)
+        del self.entries[:-MAX_QUARANTINE_ENTRIES]
         told = (
             f"{acked} of them acknowledged by this server"
             if acked is not None

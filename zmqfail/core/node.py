@@ -38,12 +38,7 @@ from zmqfail.core.ports import Disk, Loaded, Outbox
 from zmqfail.core.status import NodeStatus, build_status
 from zmqfail.core.witness import WitnessClient
 from zmqfail.errors import ProtocolError
-from zmqfail.failover.state import (
-    Action,
-    HigherEpoch,
-    Role,
-    State,
-)
+from zmqfail.failover.state import Action, HigherEpoch, Role, State
 from zmqfail.processor import Processor
 from zmqfail.protocol import Goodbye, Heartbeat, Hello, Welcome, decode, decode_as
 from zmqfail.replication import LINKS
@@ -93,7 +88,7 @@ class NodeCore:
         self.prober = Prober(self.peer_names, self.dead_after, self.beat_interval)
         self.hb_bad_frames = 0
         self.said_bye: set[str] = set()  # peers whose last word was a clean stop (logs, status)
-        self.journal = Journal(name, disk, self.wall, self._where)
+        self.journal = Journal(name, disk, self.wall, lambda: self.agent.fs)
         if loaded.cuts:
             # Its history is in doubt: it must follow a primary before it leads.
             meta = dict(meta, active=False, alone=False)
@@ -120,7 +115,6 @@ class NodeCore:
             self.meta,
             lambda epoch, lsn, state: Processor.create(cfg, name, epoch, lsn, state),
             prior if isinstance(prior, int) else 0,
-            self.wall,
             self.journal,
         )
         for cut in loaded.cuts:
@@ -172,18 +166,11 @@ class NodeCore:
     def wall(self) -> float:
         return self.now + self.wall_offset
 
-    def _where(self) -> tuple[str, str, int]:
-        fs = self.agent.fs
-        return fs.role.value, fs.state.value, fs.epoch
-
     def _last_heard(self, peer: str) -> float | None:
         """When `peer` last gave a sign of life on any path (heartbeats, or
         replication from the primary we follow): the start of an outage."""
-        view = self.peers.views.get(peer)
-        at = max(view.heard_at.values()) if view is not None else 0.0
-        if peer == self.follower.primary:
-            at = max(at, self.follower.last_heard)
-        return at or None
+        followed = self.follower.last_heard if peer == self.follower.primary else 0.0
+        return max(self.peers.last_heard(peer), followed) or None
 
     # --------------------------------------------------------------- inputs
     def begin_turn(self, now: float) -> None:

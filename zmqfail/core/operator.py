@@ -9,9 +9,11 @@ machine's (`failover/manual.py`); this only reads the world for it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from zmqfail.core.agent import FailoverAgent
+from zmqfail.core.journal import StateChange, decode_all
 from zmqfail.core.peers import PeerTable
 from zmqfail.core.ports import Disk
 from zmqfail.errors import ProtocolError
@@ -25,6 +27,8 @@ from zmqfail.failover.state import (
     State,
     Switchover,
 )
+
+log = logging.getLogger("zmqfail.node")
 
 
 class Operator:
@@ -85,12 +89,17 @@ class Operator:
         fs = self.agent.fs
         return {"paused": fs.paused, "role": fs.role.value, "state": fs.state.value}
 
-    def history(self) -> list[dict[str, Any]]:
-        """The failover history kept in the data dir, oldest first."""
+    def history(self) -> list[StateChange]:
+        """The failover history kept in the data dir, oldest first (an entry
+        that does not decode is logged and left out)."""
         try:
-            return self.disk.read_history()
+            raw = self.disk.read_history()
         except OSError as exc:
             raise ProtocolError(f"cannot read the failover history: {exc}") from None
+        entries, bad = decode_all(raw, "history entry")
+        if bad:
+            log.warning("%s: %d history entries skipped, first: %s", self.name, len(bad), bad[0])
+        return entries
 
     def _operate(self, event: Event, now: float, what: str) -> None:
         try:

@@ -52,6 +52,11 @@ class PeerTable:
         view = self.views.get(name)
         return view.age(now) if view is not None else float("inf")
 
+    def last_heard(self, name: str) -> float:
+        """When `name` was last heard on any link (0.0: never)."""
+        view = self.views.get(name)
+        return max(view.heard_at.values()) if view is not None else 0.0
+
     def alive(self, name: str, now: float) -> bool:
         return self.age(name, now) <= self.dead_after
 

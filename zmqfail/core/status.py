@@ -14,13 +14,14 @@ no special case.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from zmqfail.core.journal import StateChange
+from zmqfail.core.reader import Reader
 from zmqfail.errors import ProtocolError
 from zmqfail.failover.state import Role, State
-from zmqfail.protocol import check_tree, decode_enum
 
 if TYPE_CHECKING:
     from zmqfail.core.node import NodeCore
@@ -41,17 +42,6 @@ STATUS_KEYS = (
     "lag",
     "replication_link",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class StateChange:
-    """One change of state (or a note: `src` is `dst`) the node remembers."""
-
-    time: float  # the node's wall clock
-    src: State
-    dst: State
-    why: str
-    epoch: int
 
 
 @dataclass(slots=True)
@@ -105,7 +95,7 @@ class NodeStatus:
     backups: dict[str, BackupSeen] | None = None
     # Records set aside because no other server's history holds them: a server
     # that erased acknowledged history must never look healthy.
-    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[StateChange] = field(default_factory=list)
     # An operator paused automatic failover on this node (`zmqfail resume`).
     failover_paused: bool = False
     # With a witness: asking for which epoch, the lease left, the last refusal.
@@ -150,10 +140,8 @@ class NodeStatus:
     def to_dict(self) -> dict[str, Any]:
         """The wire form (what the control socket sends)."""
         d = asdict(self, dict_factory=_plain)
-        d["transitions"] = [
-            {"time": t.time, "from": t.src.value, "to": t.dst.value, "why": t.why, "epoch": t.epoch}
-            for t in self.transitions
-        ]
+        d["transitions"] = [t.to_wire() for t in self.transitions]
+        d["quarantine"] = [q.to_wire() for q in self.quarantine]
         for key in ("backups", "digest", "error"):
             if d[key] is None:
                 d.pop(key)
@@ -177,7 +165,7 @@ class NodeStatus:
         ones take their defaults (a newer tool reading an older node), except
         the name and the state; anything of the wrong type, or a role or state
         the state machine does not have, raises ProtocolError."""
-        r = _Reader(d, "status")
+        r = Reader(d, "status")
         st = cls(
             r.text("name", required=True) or "?",
             role=r.enum("role", Role),
@@ -196,12 +184,16 @@ class NodeStatus:
             delays_ms={k: r.item_int("delays_ms", v) for k, v in r.map_("delays_ms").items()},
             held_replies=r.int_("held_replies") or 0,
             clients=r.int_("clients") or 0,
-            transitions=[_change(t) for t in r.list_("transitions")],
+            transitions=[
+                StateChange.from_wire(t, "status transition") for t in r.list_("transitions")
+            ],
             counters={k: r.item_int("counters", v) for k, v in r.map_("counters").items()},
             app=r.tree("app"),
             sessions=r.tree("sessions"),
             peers={k: _peer(k, v) for k, v in r.map_("peers").items()},
-            quarantine=[r.item_map("quarantine", q) for q in r.list_("quarantine")],
+            quarantine=[
+                StateChange.from_wire(q, "status quarantine") for q in r.list_("quarantine")
+            ],
             failover_paused=r.flag("failover_paused"),
             digest=r.text("digest"),
         )
@@ -217,100 +209,8 @@ def _plain(items: list[tuple[str, Any]]) -> dict[str, Any]:
     return {k: v.value if isinstance(v, enum.Enum) else v for k, v in items}
 
 
-E = TypeVar("E", bound=enum.Enum)
-
-
-class _Reader:
-    """Typed reads of one map of a status reply, each naming what was wrong."""
-
-    def __init__(self, d: object, what: str) -> None:
-        if not isinstance(d, Mapping):
-            raise ProtocolError(f"{what} must be a map, got {type(d).__name__}")
-        self.d = d
-        self.what = what
-
-    def _get(self, key: str, ok: Callable[[object], bool], kind: str, required: bool) -> Any:
-        v = self.d.get(key)
-        if v is None:
-            if required:
-                raise ProtocolError(f"{self.what} lacks {key!r}")
-            return None
-        if not ok(v):
-            raise ProtocolError(f"{self.what} {key} must be {kind}, got {v!r:.40}")
-        return v
-
-    def int_(self, key: str) -> int | None:
-        v: int | None = self._get(key, _is_int, "an integer", False)
-        return v
-
-    def number(self, key: str) -> float | None:
-        v = self._get(key, lambda x: _is_int(x) or isinstance(x, float), "a number", False)
-        return None if v is None else float(v)
-
-    def text(self, key: str, required: bool = False) -> str | None:
-        v: str | None = self._get(key, lambda x: isinstance(x, str), "a string", required)
-        return v
-
-    def enum(self, key: str, cls: type[E], required: bool = False) -> E | None:
-        v = self.d.get(key)
-        if v is None and not required:
-            return None
-        return decode_enum(cls, v, f"{self.what} {key}")
-
-    def flag(self, key: str) -> bool:
-        v = self.d.get(key, False)
-        if not isinstance(v, bool):
-            raise ProtocolError(f"{self.what} {key} must be true or false, got {v!r:.40}")
-        return v
-
-    def list_(self, key: str) -> list[Any]:
-        v: list[Any] | None = self._get(key, lambda x: isinstance(x, list), "a list", False)
-        return v or []
-
-    def map_(self, key: str) -> Mapping[str, Any]:
-        v = self._get(key, lambda x: isinstance(x, Mapping), "a map", False)
-        return v or {}
-
-    def tree(self, key: str) -> dict[str, Any]:
-        v = dict(self.map_(key))
-        check_tree(v, f"{self.what} {key}")
-        return v
-
-    def item_int(self, key: str, v: object) -> int:
-        if not _is_int(v):
-            raise ProtocolError(f"{self.what} {key} must hold integers, got {v!r:.40}")
-        assert isinstance(v, int)
-        return v
-
-    def item_text(self, key: str, v: object) -> str:
-        if not isinstance(v, str):
-            raise ProtocolError(f"{self.what} {key} must hold strings, got {v!r:.40}")
-        return v
-
-    def item_map(self, key: str, v: object) -> dict[str, Any]:
-        if not isinstance(v, dict):
-            raise ProtocolError(f"{self.what} {key} must hold maps, got {v!r:.40}")
-        check_tree(v, f"{self.what} {key}")
-        return v
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _change(t: object) -> StateChange:
-    r = _Reader(t, "status transition")
-    return StateChange(
-        r.number("time") or 0.0,
-        decode_enum(State, r.d.get("from"), "status transition from"),
-        decode_enum(State, r.d.get("to"), "status transition to"),
-        r.text("why") or "",
-        r.int_("epoch") or 0,
-    )
-
-
 def _peer(name: str, p: object) -> PeerSeen:
-    r = _Reader(p, f"status peer {name!r:.40}")
+    r = Reader(p, f"status peer {name!r:.40}")
     links = r.map_("links")
     return PeerSeen(
         heartbeat_age_ms=r.number("heartbeat_age_ms"),
@@ -318,13 +218,13 @@ def _peer(name: str, p: object) -> PeerSeen:
         state=r.enum("state", State),
         epoch=r.int_("epoch"),
         last_lsn=r.int_("last_lsn"),
-        links={k: _Reader(links, "links").number(k) for k in links},
+        links={k: Reader(links, "links").number(k) for k in links},
         stopped=r.flag("stopped"),
     )
 
 
 def _backup(name: str, b: object) -> BackupSeen:
-    r = _Reader(b, f"status backup {name!r:.40}")
+    r = Reader(b, f"status backup {name!r:.40}")
     ups = r.map_("links_up")
     for lk, up in ups.items():
         if not isinstance(up, bool):
@@ -418,10 +318,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         replication_link=leader.carrying_link() if leader else (core.follower.link or None),
         held_replies=len(fe.gate),
         clients=fe.recent_clients(now),
-        transitions=[
-            StateChange(t["time"], State(t["from"]), State(t["to"]), t["why"], t["epoch"])
-            for t in core.journal.recent[-20:]
-        ],
+        transitions=core.journal.recent[-20:],
         counters=counters,
         app=proc.describe(),
         sessions=proc.sessions.describe(),

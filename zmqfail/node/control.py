@@ -104,7 +104,7 @@ class Control:
             last = args.get("last", 0)
             if not isinstance(last, int) or isinstance(last, bool) or last < 0:
                 raise ProtocolError(f"'last' must be a count of entries (0: all), got {last!r:.40}")
-            entries = self.core.operator.history()
+            entries = [e.to_wire() for e in self.core.operator.history()]
             return {"entries": entries[-last:] if last else entries}
         if command in ("cut", "heal"):
             link = args.get("link")
