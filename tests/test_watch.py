@@ -148,13 +148,14 @@ def counters(requests: int) -> dict[str, int]:
 def test_watch_model_rates_history_and_nodes_that_die_and_come_back() -> None:
     m = WatchModel(heartbeat_interval_ms=HB)
     tr = [
-        {"time": 10.0, "from": "starting", "to": "primary_only", "why": "StartupDone", "epoch": 1}
+        {"time": 9.0, "from": "starting", "to": "starting", "why": "started", "epoch": 1},
+        {"time": 10.0, "from": "starting", "to": "primary_only", "why": "StartupDone", "epoch": 1},
     ]
     a0 = status("a", pid=1, uptime=5.0, counters=counters(0), transitions=tr)
     b0 = status("b", role="backup", pid=2, uptime=5.0, counters=counters(0))
     f = m.update([a0, b0], now=100.0, wall=20.0)
     assert [r.rate for r in f.rows] == ["-", "-"]  # one poll: no rate yet
-    assert [t.dst for t in f.transitions] == ["primary_only"]
+    assert [t.dst for t in f.transitions] == ["primary_only"]  # the note is history's
 
     a1 = replace(a0, uptime=6.0, counters=counters(250))
     f = m.update([a1, UNREACHABLE_ROW], now=101.0, wall=21.0)

@@ -230,9 +230,12 @@ def node_row(
 
 
 def node_transitions(st: NodeStatus) -> list[Transition]:
+    """The node's changes of state (its notes, a start or a pause, are for
+    `zmqfail history`)."""
     return [
         Transition(t.time, st.name, t.src.value, t.dst.value, t.why, t.epoch)
         for t in st.transitions
+        if t.changed
     ]
 
 
