@@ -189,7 +189,10 @@ class NodeCore:
     def on_ack(self, peer: str, link: str, parts: list[bytes], now: float) -> None:
         if self.leader is None:
             return  # an answer to a replicator that is gone
+        bad = self.leader.bad_acks
         ack = self.leader.on_ack(peer, link, parts, now)
+        if self.leader.bad_acks == bad:  # it answers: a goodbye said before is old news
+            self.said_bye.discard(peer)
         if ack is not None:
             self.agent.higher_epoch(ack.epoch, ack.sender, now)
 
