@@ -118,7 +118,9 @@ class FailoverAgent:
             return
         old = self.fs
         lsn, epoch = self._position()
-        self.fs, actions = step(replace(old, last_lsn=lsn, last_epoch=epoch), event, now)
+        if (old.last_lsn, old.last_epoch) != (lsn, epoch):
+            old = replace(old, last_lsn=lsn, last_epoch=epoch)
+        self.fs, actions = step(old, event, now)
         new = self.fs
         changed = new.state is not old.state or new.role is not old.role
         entry = self._transition(old, new, event, lsn, now) if changed else None
