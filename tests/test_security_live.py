@@ -62,6 +62,11 @@ def _refusals(procs: Procs, node: str, channel: str, key: bytes) -> bool:
     return line in procs.log_text(f"node-{node}")
 
 
+def _keyless(procs: Procs, node: str, channel: str) -> bool:
+    text = procs.log_text(f"node-{node}")
+    return f"refused a {channel} connection on tcp://" in text and "offered no CURVE key" in text
+
+
 def test_a_client_with_an_unknown_key_is_refused_and_logged_while_others_are_served(
     secured: Path, cluster: MakeCluster, procs: Procs, tmp_path: Path
 ) -> None:
@@ -92,6 +97,14 @@ def test_a_client_with_an_unknown_key_is_refused_and_logged_while_others_are_ser
             pytest.raises((Unavailable, RequestTimeout)),
         ):
             c.request(BUY)
+        # ... and is logged, though ZAP never hears of it (the handshake
+        # fails on the mechanism, before libzmq asks the handler).
+        for node in ("a", "b"):
+            wait_for(
+                lambda n=node: _keyless(procs, n, "clients"),  # type: ignore[misc]
+                10,
+                f"{node} to log the client without keys",
+            )
         # The authorised client is still served, on the same session.
         assert good.request(BUY).status == "ok"
         assert cl.status("a").counters["curve_refused"] >= 1  # counted in status too
@@ -104,6 +117,11 @@ def test_a_client_with_an_unknown_key_is_refused_and_logged_while_others_are_ser
     with pytest.raises(ZmqfailError, match="no answer"):
         call(ops, "status", timeout=1.0)
     wait_for(lambda: _refusals(procs, "a", "control", mallory.public), 10, "control refusal")
+    # An operator tool without keys: refused, and logged.
+    keyless_ops = dataclasses.replace(cfg.nodes[0], security=None)
+    with pytest.raises(ZmqfailError, match="no answer"):
+        call(keyless_ops, "status", timeout=1.0)
+    wait_for(lambda: _keyless(procs, "a", "control"), 10, "the keyless operator's refusal")
     assert cl.status("a").role is Role.PRIMARY
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import parse_monitor_message
 
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import NodeError
@@ -45,15 +47,21 @@ class Gate:
         refusals of this key not yet logged (None: log nothing this time)."""
         if key in self.allowed.get(domain, frozenset()):
             return True, None
+        return False, self.refuse(domain, key, now)
+
+    def refuse(self, domain: str, key: bytes, now: float) -> int | None:
+        """Count one refusal of `key` (b"": a peer that offered no CURVE key)
+        on `domain`; return how many refusals of it went unlogged, or None
+        when this one should not be logged either."""
         self.refused += 1
         if len(self._last) >= MAX_TRACKED and (domain, key) not in self._last:
             self._last.clear()  # a flood of fresh keys costs log lines, never unbounded memory
         at, unlogged = self._last.get((domain, key), (float("-inf"), 0))
         if now - at >= LOG_EVERY:
             self._last[(domain, key)] = (now, 0)
-            return False, unlogged
+            return unlogged
         self._last[(domain, key)] = (at, unlogged + 1)
-        return False, None
+        return None
 
 
 class _Handler(ThreadAuthenticator):
@@ -86,6 +94,78 @@ class _Handler(ThreadAuthenticator):
         return ok
 
 
+_FAILED = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
+
+class HandshakeWatch:
+    """The refusals ZAP never sees. A peer that offers no CURVE key (a client
+    or an operator tool run without keys) fails the handshake on the security
+    mechanism, before libzmq asks the handler, so without this the server
+    would refuse it in silence. A thread reads the watched sockets' monitor
+    events and logs each failed handshake, rate-limited like `Gate`'s lines
+    (one Gate of its own: no state shared with the ZAP thread)."""
+
+    def __init__(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], socks: Mapping[str, zmq.Socket[bytes]], who: str
+    ) -> None:
+        self.gate = Gate({})
+        self.who = who
+        self._stop = threading.Event()
+        self._domains: dict[str, str] = {}
+        for domain, sock in socks.items():
+            address = f"inproc://zmqfail-handshakes-{id(self)}-{domain}"
+            sock.monitor(address, _FAILED)  # from the socket's own thread, as libzmq requires
+            self._domains[address] = domain
+        self._thread = threading.Thread(
+            target=self._run, args=(ctx,), name="zmqfail-handshakes", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+        poller = zmq.Poller()
+        pairs: dict[zmq.Socket[bytes], str] = {}
+        try:
+            for address, domain in self._domains.items():
+                pair = ctx.socket(zmq.PAIR)
+                pair.setsockopt(zmq.LINGER, 0)
+                pair.connect(address)
+                poller.register(pair, zmq.POLLIN)
+                pairs[pair] = domain
+            while not self._stop.is_set():
+                for pair, _ in poller.poll(100):
+                    self._on_event(pairs[pair], pair.recv_multipart())
+        except zmq.ZMQError as exc:  # the context ended under us: nothing left to watch
+            log.debug("%s: handshake watch ends: %s", self.who, exc)
+        finally:
+            for pair in pairs:
+                pair.close(linger=0)
+
+    def _on_event(self, domain: str, frames: list[bytes]) -> None:
+        try:
+            event = parse_monitor_message(frames)
+        except Exception:  # not ours to judge: libzmq wrote it
+            return
+        unlogged = self.gate.refuse(domain, b"", time.monotonic())
+        if unlogged is None:
+            return
+        if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            why = "the peer offered no CURVE key (a client or tool without keys?)"
+        else:
+            why = f"the handshake failed (libzmq error 0x{event['value']:x})"
+        more = f" ({unlogged} more since the last line)" if unlogged else ""
+        endpoint = event["endpoint"]
+        where = endpoint.decode("utf-8", "replace") if isinstance(endpoint, bytes) else endpoint
+        log.warning("%s: refused a %s connection on %s: %s%s", self.who, domain, where, why, more)
+
+    @property
+    def refused(self) -> int:
+        return self.gate.refused
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 class Authenticator:
     """The ZAP handler on `ctx` for the given allow-lists; `close()` ends it."""
 
@@ -104,12 +184,24 @@ class Authenticator:
             raise NodeError(f"cannot start the ZAP handler: {exc.strerror}") from None
         for channel in allowed:
             self._handler.configure_curve_callback(channel.value, self._handler)
+        self._ctx = ctx
+        self._who = who
+        self._watch: HandshakeWatch | None = None
+
+    def watch(self, socks: Mapping[Curve, zmq.Socket[bytes]]) -> None:
+        """Also log the handshakes of these sockets that fail before ZAP is
+        asked (see HandshakeWatch); only channels this handler guards."""
+        guarded = {c.value: s for c, s in socks.items() if c.value in self.gate.allowed}
+        if guarded and self._watch is None:
+            self._watch = HandshakeWatch(self._ctx, guarded, self._who)
 
     @property
     def refused(self) -> int:
-        return self.gate.refused
+        return self.gate.refused + (self._watch.refused if self._watch is not None else 0)
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         self._handler.stop()
 
 

@@ -30,7 +30,7 @@ from zmqfail.node.links import Channels
 from zmqfail.node.metrics import NodeMetrics
 from zmqfail.protocol import AckStatus
 from zmqfail.replication import LINKS
-from zmqfail.security import ServerKeys
+from zmqfail.security import Curve, ServerKeys
 from zmqfail.txlog.snapshot import read_meta
 from zmqfail.zap import Authenticator, for_server, stopped_on_failure
 
@@ -116,6 +116,8 @@ class Node:
         auth = self.auth
         if auth is not None:
             self.control.curve_refused = lambda: auth.refused
+            ch = self.channels
+            auth.watch({Curve.CLIENTS: ch.frontend, Curve.CONTROL: ch.control})
         (self.data_dir / "node.pid").write_text(f"{os.getpid()}\n")
         if self.metrics is not None and not self.metrics.start():
             self.metrics = None
