@@ -13,6 +13,7 @@ import pytest
 
 from zmqfail.client.acks import AckedWrites
 from zmqfail.config import Durability
+from zmqfail.core.node import NodeCore
 from zmqfail.sim.campaign import campaign, run_named
 
 pytestmark = pytest.mark.timeout(300)
@@ -57,3 +58,36 @@ def test_random_schedules_with_durability_disk_lose_nothing_even_to_power_loss()
     s = campaign(range(1, 61), unsafe=True, workers=2, durability=Durability.DISK)
     assert s.failed == {}, s.failed
     assert s.faults["power-loss"] > 5
+
+
+DISK_LOST = "power-loss-backup-disk-lost"
+
+
+def _plant_ack_before_own_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug: a primary with durability "disk" acknowledging what its backup
+    fsynced but it has not (the backup's ack taken as enough)."""
+
+    def ack_point(self: NodeCore, point: int | None) -> int:
+        return self.nlog.flushed if point is None else point
+
+    monkeypatch.setattr(NodeCore, "_ack_point", ack_point)
+
+
+def test_power_loss_that_takes_the_backups_disk_loses_nothing_with_durability_disk() -> None:
+    """Only the old primary's disk survives: "disk" keeps everything (the
+    primary fsyncs before it acknowledges, not only its backup); "memory"
+    loses the unflushed tail by design and tells the clients."""
+    for seed in SEEDS:
+        mem = run_named(DISK_LOST, seed)
+        assert {v.kind for v in mem.violations} == {"lost"}, [str(v) for v in mem.violations]
+        disk = run_named(DISK_LOST, seed, durability=Durability.DISK)
+        assert disk.violations == [], (seed, [str(v) for v in disk.violations])
+        assert disk.acked > 50
+
+
+def test_a_primary_acknowledging_before_its_own_flush_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _plant_ack_before_own_flush(monkeypatch)
+    out = run_named(DISK_LOST, 1, durability=Durability.DISK)
+    assert "lost" in {v.kind for v in out.violations}, out.trace[-20:]

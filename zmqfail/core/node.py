@@ -286,23 +286,26 @@ class NodeCore:
         if self.alone and witness is not None and not witness.valid(fs.epoch, now):
             pass  # running alone needs the witness's lease: the replies wait
         elif self.leader is not None and fs.role is Role.PRIMARY:
-            point = self.leader.commit_point()
-            flushed = self.nlog.flushed
-            if point is None:
-                self.frontend.commit(flushed)
-            elif self.alone or self.nlog.on_disk:
-                # Alone with a backup catching up (it must not miss what we add
-                # meanwhile), or durability "disk": acknowledge what is both on
-                # our disk and confirmed by the backup.
-                self.frontend.commit(min(flushed, point))
-            else:
-                self.frontend.commit(point)
+            self.frontend.commit(self._ack_point(self.leader.commit_point()))
         elif fs.role is Role.BACKUP:
             nlog = self.nlog
             nlog.committed = nlog.held if fs.state is State.NORMAL else nlog.flushed
         if now >= self._next_beat:
             self._beat(now)
         self.checkpoint.due(now)
+
+    def _ack_point(self, point: int | None) -> int:
+        """The last LSN the primary may acknowledge, given the backups' commit
+        point (None: no backup to wait for)."""
+        flushed = self.nlog.flushed
+        if point is None:
+            return flushed
+        if self.alone or self.nlog.on_disk:
+            # Alone with a backup catching up (it must not miss what we add
+            # meanwhile), or durability "disk": acknowledge what is both on
+            # our disk and confirmed by the backup.
+            return min(flushed, point)
+        return point
 
     def _slow_tick(self, now: float) -> None:
         """At most every SLOW_TICK: failure detection and timers. Heartbeats come

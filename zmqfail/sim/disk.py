@@ -63,6 +63,7 @@ class SimDisk:
         self.fail_flushes = 0  # the next N flushes fail (EIO)
         self.fail_drains = 0  # the next N synchronous writes fail
         self.flushes = 0
+        self.slowness = 1.0  # a flush takes this many times FLUSH_TIME (a slow drive)
         # Completions go to the node's current core (set by the server harness).
         self.on_flushed: Callable[[int], None] = lambda lsn: None
         self.on_flush_failed: Callable[[str], None] = lambda err: None
@@ -100,7 +101,7 @@ class SimDisk:
             self._append(frames_of(batch))
             self.on_flushed(batch.last_lsn)
 
-        self.loop.after(self.loop.jitter(*FLUSH_TIME), done)
+        self.loop.after(self.loop.jitter(*FLUSH_TIME) * self.slowness, done)
 
     def drain(self, batch: Batch | None) -> None:
         if self.inflight is not None:
@@ -200,6 +201,13 @@ class SimDisk:
         self.loop.after(self.loop.jitter(*SNAPSHOT_TIME), done)
 
     # ------------------------------------------------------------- faults
+    def replace(self) -> None:
+        """The server's disk is swapped for an empty one (a failed drive): it
+        comes back as a fresh server that must copy everything from its peer."""
+        self.crash()
+        self.log, self.snaps, self.meta = [], {}, {}
+        self.history, self.quarantine = [], []
+
     def crash(self) -> None:
         """The process dies: what was not synced is gone, except that a flush in
         flight may have reached the platter in part."""

@@ -380,8 +380,34 @@ def _power_loss_then(first: str) -> Callable[[Cluster], None]:
     return apply
 
 
+def power_loss_backup_disk_lost(c: Cluster) -> None:
+    """Every server loses power under load and the backup's disk does not
+    survive it: the old primary restarts first, the backup 1.5 s later with
+    an empty disk. Only the primary's own disk holds the history then: with
+    durability "disk" it must hold every acknowledged write (it fsyncs before
+    acknowledging, not only its backup); with "memory" the unflushed tail is
+    lost by design, and told. The primary's drive is the slower one (its
+    flushes take ten times the backup's), so a backup's ack often comes back
+    before the primary's own flush ends: the order a primary must not take
+    as enough."""
+    for client in c.clients:
+        client.think, client.window = 0.0, 4
+    c.servers[_primary(c)].disk.slowness = 10.0
+
+    def go() -> None:
+        p, b = _primary(c), _backup(c)
+        c.power_loss()
+        c.servers[b].disk.replace()
+        c.log(f"{b}'s disk replaced by an empty one")
+        c.loop.after(0.3, lambda: c.restart(p))
+        c.loop.after(1.8, lambda: c.restart(b))
+
+    c.loop.at(c.loop.now + 0.4, go)
+
+
 # Named cases that need longer than the usual fault window (seconds after SETTLE).
 DURATION: dict[str, float] = {
+    "power-loss-backup-disk-lost": 3.0,
     "double-failure": 4.2,
     "power-loss-primary-first": 3.0,
     "power-loss-backup-first": 3.0,
@@ -393,4 +419,5 @@ NAMED: dict[str, Callable[[Cluster], None]] = {
     "takeover-write-fails": takeover_write_fails,
     "power-loss-primary-first": _power_loss_then("primary"),
     "power-loss-backup-first": _power_loss_then("backup"),
+    "power-loss-backup-disk-lost": power_loss_backup_disk_lost,
 }
