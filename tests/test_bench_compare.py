@@ -21,7 +21,7 @@ from conftest import ROOT, wait_for
 pytestmark = [pytest.mark.timeout(240), pytest.mark.process]
 
 BENCH = [sys.executable, str(ROOT / "tools" / "bench.py")]
-OWN_FLOWS = ("bare", "batched", "single", "normal", "disk")
+OWN_FLOWS = ("bare", "batched", "single", "normal", "disk", "curve")
 PEERS = ("pysyncobj", "redis")
 
 
@@ -66,7 +66,7 @@ def test_compare_measures_every_flow_and_answers_every_request(tmp_path: Path) -
         assert r["errors"] == 0 and r["throughput"] > 0, r
         assert 0 < r["p50_us"] <= r["p99_us"], r
         # the library's Client counts switches of server; the other drivers cannot
-        client_driven = name in ("bare", "single", "normal", "disk", "pysyncobj")
+        client_driven = name in ("bare", "single", "normal", "disk", "curve", "pysyncobj")
         assert isinstance(r["failovers"], int) if client_driven else r["failovers"] is None
         base = rows["normal"]["throughput"]
         assert r["x_normal_throughput"] == pytest.approx(r["throughput"] / base)

@@ -6,6 +6,8 @@ invocation so ratios are comparable on a noisy 2-core machine:
   normal     zmqfail, primary + backup in the normal state, real engine
   disk       the same with [flush] durability = "disk": fsync on both
              servers before every acknowledgement (group commit)
+  curve      the normal state with CurveZMQ on clients, replication and
+             control (keys made for the run): what encryption costs
   bare       the normal state's socket flow with one frame per request,
              no engine, no log (the ceiling of today's design)
   batched    the same three processes with one frame per batch on every hop

@@ -29,9 +29,12 @@ from .procs import BenchError, Reaper, check_interrupted
 READY_STATES = frozenset({State.PRIMARY_ONLY, State.NORMAL, State.STANDBY, State.SYNCING})
 
 
-def drive_client(endpoints: list[str], window: int, timing: Timing, seed: int) -> dict[str, Any]:
+def drive_client(
+    endpoints: list[str] | config.ClusterConfig, window: int, timing: Timing, seed: int
+) -> dict[str, Any]:
     """One closed-loop client process: keep ``window`` requests in flight
-    through the library's Client (one frame per request)."""
+    through the library's Client (one frame per request). A config instead
+    of endpoints: the client takes its CURVE keys from it."""
     rng = random.Random(seed)
     instruments = config.DEFAULT_INSTRUMENTS
     clock = time.perf_counter
@@ -64,12 +67,16 @@ class Cluster:
         nodes: int,
         start: list[str],
         tune: Callable[[str], str] | None = None,
+        prepare: Callable[[Path], None] | None = None,
     ) -> None:
         """`tune` rewrites the generated config's text before any node starts
-        (a scenario that compares settings)."""
+        (a scenario that compares settings); `prepare` is given the cluster's
+        directory then (to write the keys a secured config names)."""
         self.reaper = reaper
         self.dir = Path(tempfile.mkdtemp(prefix="zmqfail-bench-"))
         self.nodes = NodeCluster.in_dir(self.dir, nodes, spawn=self._spawn)
+        if prepare is not None:
+            prepare(self.dir)
         if tune is not None:
             path = self.nodes.path
             path.write_text(tune(path.read_text()))

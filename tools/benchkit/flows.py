@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from zmqfail import security
 from zmqfail.config import Durability
 from zmqfail.failover.state import State
 from zmqfail.netutil import free_base_port
@@ -25,6 +26,7 @@ FLOWS: dict[str, str] = {
     "single": "zmqfail single node, fsync before ack",
     "normal": "zmqfail normal state: primary + backup",
     "disk": 'zmqfail normal state, [flush] durability = "disk" (fsync on both before ack)',
+    "curve": "zmqfail normal state, CurveZMQ on clients, replication and control",
     "pysyncobj": "PySyncObj, 2 nodes, ack after commit",
     "redis": "Redis primary + replica, SET + WAIT 1 0",
 }
@@ -37,6 +39,18 @@ def on_disk(text: str) -> str:
     if memory not in text:
         raise BenchError(f"the generated config has no '{memory}' line to change")
     return text.replace(memory, disk, 1)
+
+
+def secured(text: str) -> str:
+    """The generated config with the `[security]` table `config init
+    --secure` writes (CURVE on every channel of a pair)."""
+    if "[security]" in text:
+        raise BenchError("the generated config has a [security] table already")
+    return text + "\n".join(security.render(witness=False)) + "\n"
+
+
+def _keys(directory: Path) -> None:
+    security.generate_cluster(directory / "keys", ["a", "b"])
 
 
 def _client_run(
@@ -69,15 +83,22 @@ def _bare(reaper: Reaper, primary: Callable[[int, Any], None]) -> Iterator[str]:
 
 @contextlib.contextmanager
 def _cluster(
-    reaper: Reaper, start: list[str], tune: Callable[[str], str] | None = None
-) -> Iterator[list[str]]:
-    cl = Cluster(reaper, 2, start, tune)
+    reaper: Reaper,
+    start: list[str],
+    tune: Callable[[str], str] | None = None,
+    prepare: Callable[[Path], None] | None = None,
+) -> Iterator[Cluster]:
+    cl = Cluster(reaper, 2, start, tune, prepare)
     try:
         if len(start) == 2:
             cl.wait_state(start[0], State.NORMAL)
-        yield [cl.cfg.node(n).client for n in start]
+        yield cl
     finally:
         cl.close()
+
+
+def _ends(cl: Cluster, start: list[str]) -> list[str]:
+    return [cl.cfg.node(n).client for n in start]
 
 
 @contextlib.contextmanager
@@ -90,14 +111,18 @@ def open_flow(name: str, reaper: Reaper, workdir: Path) -> Iterator[Run]:
         with _bare(reaper, bare.batched_primary) as ep:
             yield _client_run(reaper, bare.drive_batched, ep, name)
     elif name == "single":
-        with _cluster(reaper, ["a"]) as eps:
-            yield _client_run(reaper, drive_client, eps, name)
+        with _cluster(reaper, ["a"]) as cl:
+            yield _client_run(reaper, drive_client, _ends(cl, ["a"]), name)
     elif name == "normal":
-        with _cluster(reaper, ["a", "b"]) as eps:
-            yield _client_run(reaper, drive_client, eps, name)
+        with _cluster(reaper, ["a", "b"]) as cl:
+            yield _client_run(reaper, drive_client, _ends(cl, ["a", "b"]), name)
     elif name == "disk":
-        with _cluster(reaper, ["a", "b"], on_disk) as eps:
-            yield _client_run(reaper, drive_client, eps, name)
+        with _cluster(reaper, ["a", "b"], on_disk) as cl:
+            yield _client_run(reaper, drive_client, _ends(cl, ["a", "b"]), name)
+    elif name == "curve":
+        # The client reads its keys and the servers' from the config.
+        with _cluster(reaper, ["a", "b"], secured, _keys) as cl:
+            yield _client_run(reaper, drive_client, cl.cfg, name)
     elif name == "pysyncobj":
         with peers.pysyncobj_pair(reaper) as eps:
             yield _client_run(reaper, drive_client, eps, name)
