@@ -20,6 +20,7 @@ from zmqfail.apps.orders.queries import MAX_DEPTH
 from zmqfail.cli import show
 from zmqfail.cli.common import config_option, load_config, one_line_errors, timeout_option
 from zmqfail.cli.identity import claim
+from zmqfail.cli.lazy import LazyGroup
 from zmqfail.cli.params import MAX_ID, NumberArgs, Price, WholeNumber
 from zmqfail.client.sync import Client
 from zmqfail.protocol import STATUS_OK, Reply
@@ -27,7 +28,11 @@ from zmqfail.protocol import STATUS_OK, Reply
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group("client")
+@click.group(
+    "client",
+    cls=LazyGroup,
+    lazy={"bench": "zmqfail.cli.benchcmd:bench_cmd", "plot": "zmqfail.cli.benchcmd:plot_cmd"},
+)
 def client_group() -> None:
     """Send requests to the cluster (orders, cancels, queries)."""
 

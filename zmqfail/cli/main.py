@@ -19,21 +19,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from zmqfail import __version__, config, logs
-from zmqfail.cli.benchcmd import bench_cmd, plot_cmd
-from zmqfail.cli.clientcmd import client_group
 from zmqfail.cli.common import config_option, load_config, one_line_errors, timeout_option
-from zmqfail.cli.demo import demo_cmd
-from zmqfail.cli.failovercmd import ask, history_cmd, pause_cmd, promote_cmd, resume_cmd
-from zmqfail.cli.keyscmd import keys_group
-from zmqfail.cli.killcmd import kill_cmd
-from zmqfail.cli.logcmd import log_group
-from zmqfail.cli.watch import watch_cmd
-from zmqfail.cli.witnesscmd import witness_cmd, witness_status, witness_words
-from zmqfail.client.control import cluster_status, node_status
-from zmqfail.cluster import Cluster, where
+from zmqfail.cli.lazy import LazyGroup
 from zmqfail.errors import ConfigError, ZmqfailError
-from zmqfail.failover.state import Role, State
-from zmqfail.security import generate_cluster
+
+# What each command needs is imported in its body or, for the commands of
+# other modules, on first use (cli/lazy.py): a node or a `status` does not
+# pay for the bench, the demo or the TUI.
 
 if TYPE_CHECKING:
     from zmqfail.node.server import Node
@@ -53,7 +45,7 @@ class _PipeClosed(click.ClickException):
     """Stdout's reader went away (`| head`); raised before click would swallow it."""
 
 
-class _Cli(click.Group):
+class _Cli(LazyGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -178,6 +170,8 @@ def config_init(
     if secure:
         # Before the config, so a config naming keys never exists without them.
         names = [n.name for n in cfg.nodes] + (["witness"] if witness else [])
+        from zmqfail.security import generate_cluster
+
         generate_cluster(d / "keys", names)
     path.write_text(text)
     click.echo(str(path))
@@ -221,6 +215,8 @@ def status_cmd(config_path: str | None, as_json: bool, digest: bool, timeout: fl
     --json has every key each node reports; unreachable nodes have them as null.
     """
     from zmqfail.cli import layout, view
+    from zmqfail.cli.witnesscmd import witness_status, witness_words
+    from zmqfail.client.control import cluster_status
 
     cfg = load_config(config_path)
     with ThreadPoolExecutor(1, thread_name_prefix="witness") as pool:  # asked alongside
@@ -254,6 +250,7 @@ def health_cmd(config_path: str | None, node_name: str | None, timeout: float) -
     does not (a backup, starting, or unreachable). 1 is an error of the command.
     """
     from zmqfail.cli.health import Verdict, classify, role_words, serves
+    from zmqfail.client.control import cluster_status, node_status
 
     cfg = load_config(config_path)
     if node_name is not None:
@@ -274,6 +271,11 @@ def health_cmd(config_path: str | None, node_name: str | None, timeout: float) -
 def switchover_cmd(config_path: str | None, to: str | None, timeout: float) -> None:
     """Hand the primary role to an in-sync backup (--to, or the first by name),
     losing no request."""
+    from zmqfail.cli.failovercmd import ask
+    from zmqfail.client.control import cluster_status, node_status
+    from zmqfail.cluster import Cluster, where
+    from zmqfail.failover.state import Role, State
+
     cfg = load_config(config_path)
     if to is not None:
         cfg.node(to)  # an unknown name: one line, before asking anyone
@@ -295,17 +297,20 @@ def switchover_cmd(config_path: str | None, to: str | None, timeout: float) -> N
     click.echo(f"{target} is primary at epoch {took.epoch}; {old} is {where(after)}")
 
 
-for _cmd in (promote_cmd, pause_cmd, resume_cmd, history_cmd):
-    cli.add_command(_cmd)
-cli.add_command(client_group)
-client_group.add_command(bench_cmd)
-client_group.add_command(plot_cmd)
-cli.add_command(watch_cmd)
-cli.add_command(kill_cmd)
-cli.add_command(log_group)
-cli.add_command(demo_cmd)
-cli.add_command(witness_cmd)
-cli.add_command(keys_group)
+for _name, _target in {
+    "promote": "zmqfail.cli.failovercmd:promote_cmd",
+    "pause": "zmqfail.cli.failovercmd:pause_cmd",
+    "resume": "zmqfail.cli.failovercmd:resume_cmd",
+    "history": "zmqfail.cli.failovercmd:history_cmd",
+    "client": "zmqfail.cli.clientcmd:client_group",
+    "watch": "zmqfail.cli.watch:watch_cmd",
+    "kill": "zmqfail.cli.killcmd:kill_cmd",
+    "log": "zmqfail.cli.logcmd:log_group",
+    "demo": "zmqfail.cli.demo:demo_cmd",
+    "witness": "zmqfail.cli.witnesscmd:witness_cmd",
+    "keys": "zmqfail.cli.keyscmd:keys_group",
+}.items():
+    cli.add_lazy(_name, _target)
 
 
 def main() -> None:
