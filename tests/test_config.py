@@ -30,6 +30,7 @@ from zmqfail.config import (
     render,
 )
 from zmqfail.errors import ConfigError, ZmqfailError
+from zmqfail.tablecheck import check_keys
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -395,7 +396,28 @@ def test_unknown_key_in_section(tmp_path: Path, section: str) -> None:
     raw[section]["bogus_key"] = 5
     msg = parse_error(raw, tmp_path)
     assert f"[{section}]" in msg
-    assert "unknown key 'bogus_key'" in msg
+    assert "unknown key(s) bogus_key" in msg
+
+
+def test_unknown_keys_one_message_for_every_table(tmp_path: Path) -> None:
+    """Every table names all its unknown keys and the known ones alike (one
+    helper, tablecheck.check_keys); a table of known keys passes."""
+    with pytest.raises(ConfigError) as info:
+        check_keys(
+            "[flush]", {"zeta": 1, "interval_ms": 5, "alpha": 2}, ["max_bytes", "interval_ms"]
+        )
+    assert str(info.value) == "[flush] unknown key(s) alpha, zeta (known: interval_ms, max_bytes)"
+    check_keys("[flush]", {"interval_ms": 5}, ["max_bytes", "interval_ms"])
+    raw = tomllib.loads(render(2, BASE, witness=True, secure=True))
+    tables = "cluster nodes.b sessions flush failover retention witness security app"
+    for path in tables.split():
+        broken = copy.deepcopy(raw)
+        table = broken
+        for part in path.split("."):
+            table = table[part]
+        table["bogus_key"] = 1
+        msg = parse_error(broken, tmp_path)
+        assert re.search(r"unknown key\(s\) bogus_key \(known: [a-z_]+(, [a-z_]+)*\)$", msg), msg
 
 
 @pytest.mark.parametrize(

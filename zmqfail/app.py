@@ -41,6 +41,7 @@ import msgpack
 
 from zmqfail.errors import ConfigError, ZmqfailError
 from zmqfail.protocol import STATUS_OK, STATUS_REJECTED
+from zmqfail.tablecheck import check_keys, positive_ints
 
 # Change operations, the vocabulary of a transaction record:
 PUT = "put"  # [PUT, table, key, value]: insert or replace a row
@@ -165,21 +166,8 @@ def int_settings(
 ) -> dict[str, int]:
     """The [app] keys of a settings dataclass that are positive integers (all
     but `skip`); ConfigError for an unknown key or a bad value."""
-    known = {f.name for f in fields(cls)}
-    unknown = set(settings) - known
-    if unknown:
-        raise ConfigError(
-            f"[app] unknown key(s) for {app}: {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(known))})"
-        )
-    out: dict[str, int] = {}
-    for key, v in settings.items():
-        if key in skip:
-            continue
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ConfigError(f"[app] {key} must be a positive integer, got {v!r}")
-        out[key] = v
-    return out
+    check_keys(f"[app] for {app}:", settings, (f.name for f in fields(cls)))
+    return positive_ints("[app]", {k: v for k, v in settings.items() if k not in skip})
 
 
 def digest_of(obj: Any) -> str:

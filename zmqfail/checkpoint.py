@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zmqfail.config import FlushConfig
+from zmqfail.policies import FlushConfig
 
 PERIODIC = "periodic"
 SYNC = "sync"

@@ -9,7 +9,6 @@ loopback, used when no ``--config`` is given.
 
 from __future__ import annotations
 
-import enum
 import importlib
 import re
 import tomllib
@@ -17,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zmqfail import policies
 from zmqfail.app import DEFAULT_APP, SHIPPED, AppSpec
 from zmqfail.apps.orders.settings import DEFAULT_INSTRUMENTS
 from zmqfail.errors import ConfigError
+from zmqfail.policies import Durability, FailoverConfig, FlushConfig, RetentionConfig
 from zmqfail.security import Security, check_control
 from zmqfail.security import parse as parse_security
 from zmqfail.security import render as render_security
-from zmqfail.txlog.retention import ARCHIVE_DIRNAME, Retention, RetentionPolicy
+from zmqfail.tablecheck import check_keys, int_fields
 
 # Port offsets from a node's base port, in this order.
 ENDPOINT_OFFSETS = {
@@ -41,7 +42,18 @@ PORTS_PER_NODE = 10
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _ENDPOINT_RE = re.compile(r"^tcp://[^\s:]+:\d{1,5}$")
 _HOSTPORT_RE = re.compile(r"^[^\s:/]+:\d{1,5}$")
-__all__ = ["DEFAULT_INSTRUMENTS", "AppSpec", "ClusterConfig", "SessionsConfig"]
+# Names other modules and tests import from here; [flush], [failover] and
+# [retention] live in policies.py.
+__all__ = [
+    "DEFAULT_INSTRUMENTS",
+    "AppSpec",
+    "ClusterConfig",
+    "Durability",
+    "FailoverConfig",
+    "FlushConfig",
+    "RetentionConfig",
+    "SessionsConfig",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,43 +89,6 @@ class NodeConfig:
         raise ConfigError(f"no link named {name!r} (links: main, failsafe)")
 
 
-class Durability(enum.Enum):
-    """Where an acknowledged record is when its reply leaves (``[flush] durability``)."""
-
-    # In the RAM of every server of the pair, on disk within the flush
-    # interval: a power loss of every server at once loses at most that much.
-    MEMORY = "memory"
-    # Fsynced on every server of the pair: the backup acks a record once it is
-    # on its disk, the primary replies once it is on its own too. Survives a
-    # power loss of the whole site; costs a flush per group of requests on
-    # both servers (docs/benchmarks.md).
-    DISK = "disk"
-
-
-@dataclass(frozen=True, slots=True)
-class FlushConfig:
-    """Checkpoint agent criteria for the normal state (periodic flushing)."""
-
-    interval_ms: int = 100
-    max_records: int = 5000
-    max_bytes: int = 1 << 20
-    max_memory_bytes: int = 64 << 20
-    snapshot_every_records: int = 200_000
-    segment_bytes: int = 64 << 20
-    durability: Durability = Durability.MEMORY
-
-
-@dataclass(frozen=True, slots=True)
-class FailoverConfig:
-    heartbeat_interval_ms: int = 30
-    # Dead after interval x misses = 300 ms: a Python loop on a busy 2-core
-    # machine stalls for 200+ ms now and then (seen: a takeover of a live
-    # primary at 150 ms), and step 420 adds half of it again before a takeover.
-    heartbeat_misses: int = 10
-    client_timeout_ms: int = 150
-    link_timeout_ms: int = 150  # a commit not answered in this time: the link is down
-
-
 @dataclass(frozen=True, slots=True)
 class WitnessConfig:
     """The optional third voter (``zmqfail witness``): with it, every new
@@ -134,49 +109,6 @@ class SessionsConfig:
 
     max_sessions: int = 1024  # beyond this, a registration evicts the least recently active
     window: int = 256  # replies kept per session for resends (clients keep fewer in flight)
-
-
-@dataclass(frozen=True, slots=True)
-class RetentionConfig:
-    """What happens to log segments a snapshot covers: the audit trail
-    (``txlog/retention.py`` says why ``archive`` is the default).
-    ``archive_dir`` is relative to each node's data dir, or absolute: then each
-    node archives into its own subdirectory of it."""
-
-    policy: RetentionPolicy = RetentionPolicy.ARCHIVE
-    archive_dir: str = ARCHIVE_DIRNAME
-    drop_after_days: int = 0
-
-    def for_node(self, node: NodeConfig) -> Retention:
-        p = Path(self.archive_dir)
-        archive = p / node.name if p.is_absolute() else node.data_dir / p
-        return Retention(self.policy, archive, float(self.drop_after_days))
-
-
-def _retention(sec: dict[str, Any]) -> RetentionConfig:
-    known = {"policy", "archive_dir", "drop_after_days"}
-    unknown = set(sec) - known
-    if unknown:
-        raise ConfigError(
-            f"[retention] unknown key(s) {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(known))})"
-        )
-    names = [p.value for p in RetentionPolicy]
-    raw_policy = sec.get("policy", RetentionPolicy.ARCHIVE.value)
-    if raw_policy not in names:
-        raise ConfigError(
-            f"[retention] policy must be one of {', '.join(names)}, got {raw_policy!r}"
-        )
-    policy = RetentionPolicy(raw_policy)
-    archive_dir = sec.get("archive_dir", ARCHIVE_DIRNAME)
-    if not isinstance(archive_dir, str) or not archive_dir:
-        raise ConfigError("[retention] archive_dir must be a path")
-    days = sec.get("drop_after_days", 0)
-    if not isinstance(days, int) or isinstance(days, bool) or days < 0:
-        raise ConfigError(f"[retention] drop_after_days must be a whole number >= 0, got {days!r}")
-    if "drop_after_days" in sec and policy is not RetentionPolicy.DROP:
-        raise ConfigError('[retention] drop_after_days only applies with policy = "drop"')
-    return RetentionConfig(policy, archive_dir, days)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,18 +141,6 @@ def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(sec, dict):
         raise ConfigError(f"[{key}] must be a table")
     return sec
-
-
-def _ints(sec: dict[str, Any], where: str, cls: type[Any]) -> dict[str, int]:
-    known = set(cls.__dataclass_fields__)
-    out: dict[str, int] = {}
-    for k, v in sec.items():
-        if k not in known:
-            raise ConfigError(f"[{where}] unknown key {k!r} (known: {', '.join(sorted(known))})")
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ConfigError(f"[{where}] {k} must be a positive integer, got {v!r}")
-        out[k] = v
-    return out
 
 
 def _endpoint(v: object, where: str) -> str:
@@ -257,9 +177,7 @@ def _link(raw: object, where: str) -> LinkEndpoints:
 def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> ClusterConfig:
     """Build a ClusterConfig from parsed TOML, or raise ConfigError naming the key."""
     cluster = _section(raw, "cluster")
-    unknown_cluster = set(cluster) - {"name", "primary", "app"}
-    if unknown_cluster:
-        raise ConfigError(f"[cluster] unknown key(s) {', '.join(sorted(unknown_cluster))}")
+    check_keys("[cluster]", cluster, ("name", "primary", "app"))
     name = cluster.get("name", "zmqfail")
     if not isinstance(name, str) or not name:
         raise ConfigError("[cluster] name must be a non-empty string")
@@ -274,9 +192,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
             raise ConfigError(f"{where}: node names are lower-case letters, digits, - and _")
         if not isinstance(spec, dict):
             raise ConfigError(f"{where} must be a table")
-        unknown_keys = set(spec) - {"client", "control", "main", "failsafe", "data_dir", "metrics"}
-        if unknown_keys:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown_keys))}")
+        check_keys(where, spec, ("client", "control", "main", "failsafe", "data_dir", "metrics"))
         data_dir = spec.get("data_dir", node_name)
         if not isinstance(data_dir, str) or not data_dir:
             raise ConfigError(f"{where} data_dir must be a path")
@@ -327,10 +243,10 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
         )
     app = AppSpec(ref, dict(_section(raw, "app")))
     app.create()  # the application checks its own settings: a bad one stops here
-    sessions = SessionsConfig(**_ints(_section(raw, "sessions"), "sessions", SessionsConfig))
-    flush = _flush(_section(raw, "flush"))
-    failover = FailoverConfig(**_ints(_section(raw, "failover"), "failover", FailoverConfig))
-    retention = _retention(_section(raw, "retention"))
+    sessions = SessionsConfig(**int_fields("[sessions]", _section(raw, "sessions"), SessionsConfig))
+    flush = policies.parse_flush(_section(raw, "flush"))
+    failover = policies.parse_failover(_section(raw, "failover"))
+    retention = policies.parse_retention(_section(raw, "retention"))
     witness = _witness(_section(raw, "witness"), base_dir, seen, sec) if "witness" in raw else None
     check_control(sec, {n.name: n.control for n in nodes})
     unknown = set(raw) - {
@@ -361,25 +277,10 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     )
 
 
-def _flush(sec: dict[str, Any]) -> FlushConfig:
-    sec = dict(sec)
-    durability = sec.pop("durability", Durability.MEMORY.value)
-    choices = " or ".join(f'"{d.value}"' for d in Durability)
-    if not isinstance(durability, str) or durability not in {d.value for d in Durability}:
-        raise ConfigError(f"[flush] durability must be {choices}, got {durability!r}")
-    return FlushConfig(**_ints(sec, "flush", FlushConfig), durability=Durability(durability))
-
-
 def _witness(
     sec: dict[str, Any], base_dir: Path, seen: dict[str, str], security: Security | None
 ) -> WitnessConfig:
-    known = {"endpoint", "data_dir", "lease_ms"}
-    unknown = set(sec) - known
-    if unknown:
-        raise ConfigError(
-            f"[witness] unknown key(s) {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(known))})"
-        )
+    check_keys("[witness]", sec, ("endpoint", "data_dir", "lease_ms"))
     endpoint = _endpoint(sec.get("endpoint"), "[witness] endpoint")
     if endpoint in seen:
         raise ConfigError(f"endpoint {endpoint} is used twice: {seen[endpoint]} and the witness")
@@ -458,28 +359,7 @@ def render(
         "max_sessions = 1024     # beyond this, a registration evicts the least recently active",
         "window = 256            # replies kept per session, so a resend is answered not redone",
         "",
-        "[flush]                 # checkpoint agent, normal state: flush when any is reached",
-        'durability = "memory"   # acked = in RAM on both servers, on disk within interval_ms;',
-        '                        # "disk": fsynced on both before the reply (a site power loss',
-        "                        # loses nothing acknowledged; costs throughput, benchmarks.md)",
-        "interval_ms = 100",
-        "max_records = 5000",
-        "max_bytes = 1048576",
-        "max_memory_bytes = 67108864",
-        "snapshot_every_records = 200000",
-        "segment_bytes = 67108864",
-        "",
-        "[failover]",
-        "heartbeat_interval_ms = 30   # a peer silent on every link for interval x misses",
-        "heartbeat_misses = 10        # (300 ms) is proven gone; the backup then takes",
-        "                             # over if the primary is silent to its probes too",
-        "client_timeout_ms = 150      # a client with no reply this long looks for a new server",
-        "link_timeout_ms = 150   # unanswered commit: replication moves to the other link",
-        "",
-        "[retention]             # log segments a snapshot covers (the audit trail):",
-        'policy = "archive"      # "archive": moved to archive_dir; "keep": left in the log;',
-        '                        # "drop": deleted after drop_after_days',
-        'archive_dir = "archive" # relative to each node\'s data_dir',
+        *policies.render(),
     ]
     for i in range(nodes):
         n = chr(ord("a") + i)

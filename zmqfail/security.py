@@ -27,6 +27,7 @@ import zmq
 import zmq.auth
 
 from zmqfail.errors import ConfigError
+from zmqfail.tablecheck import check_keys
 
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -232,13 +233,7 @@ DEFAULTS = {
 
 
 def parse(sec: dict[str, Any], base_dir: Path) -> Security:
-    known = {"curve", *DEFAULTS}
-    unknown = set(sec) - known
-    if unknown:
-        raise ConfigError(
-            f"[security] unknown key(s) {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(known))})"
-        )
+    check_keys("[security]", sec, ("curve", *DEFAULTS))
     names = [c.value for c in Curve]
     raw = sec.get("curve", [])
     if not isinstance(raw, list) or not all(isinstance(c, str) and c in names for c in raw):

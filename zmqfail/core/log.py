@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from zmqfail.checkpoint import FlushPolicy
-from zmqfail.config import Durability, FlushConfig
+from zmqfail.policies import Durability, FlushConfig
 from zmqfail.processor import Processor
 from zmqfail.txlog.buffer import Batch, LogBuffer
 from zmqfail.txlog.memlog import MemLog

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from zmqfail.config import Durability
+from zmqfail.policies import Durability
 from zmqfail.sim.cluster import SETTLE, Cluster, Outcome
 from zmqfail.sim.schedule import ALLOWED_UNSAFE, random_schedule
 

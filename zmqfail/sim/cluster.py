@@ -14,7 +14,8 @@ import msgpack
 
 from zmqfail import config
 from zmqfail.apps.ledger.settings import parse as ledger_settings
-from zmqfail.config import ClusterConfig, Durability
+from zmqfail.config import ClusterConfig
+from zmqfail.policies import Durability
 from zmqfail.sim.check import (
     Truth,
     Violation,
