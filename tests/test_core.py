@@ -13,9 +13,10 @@ import pytest
 from zmqfail import config
 from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
 from zmqfail.core.frontend import Frontend
+from zmqfail.core.intake import PeerIntake
 from zmqfail.core.log import NodeLog
 from zmqfail.core.node import NodeCore
-from zmqfail.core.peers import PauseGuard, PeerTable
+from zmqfail.core.peers import PauseGuard, PeerTable, Prober
 from zmqfail.core.ports import Outbox
 from zmqfail.failover.state import Role, State
 from zmqfail.processor import Processor
@@ -23,6 +24,7 @@ from zmqfail.protocol import (
     AckStatus,
     CommitAck,
     CommitRequest,
+    Goodbye,
     Heartbeat,
     Hello,
     Register,
@@ -77,6 +79,29 @@ def test_peer_table_ages_and_strangers() -> None:
     peers.heard(hb("a", epoch=2), EpochHistory(), "main", 7.0)
     assert peers.last("a") is not None and peers.last("a").epoch == 3  # type: ignore[union-attr]
     assert peers.age("a", 7.5) == pytest.approx(0.5)
+
+
+def test_peer_intake_takes_heartbeats_goodbyes_and_probe_answers() -> None:
+    """The intake needs only the peer table, the prober, our epoch and where a
+    higher one goes: no node core."""
+    peers = PeerTable(("a",), DEAD)
+    prober = Prober(("a",), DEAD, 0.03)
+    higher: list[tuple[int, str, float]] = []
+    intake = PeerIntake(peers, prober, lambda: 4, lambda e, p, t: higher.append((e, p, t)))
+    intake.on_heartbeats("main", [Goodbye("a", 4).encode(), Goodbye("zed", 4).encode()], 1.0)
+    assert intake.said_bye == {"a"} and intake.bad_frames == 1  # a stranger's bye is bad
+    garbage = [b"\x01\x02", hb("mallory").encode(), Welcome("a", 4, True).encode()]
+    intake.on_heartbeats("failsafe", [*garbage, hb("a").encode()], 2.0)
+    assert intake.bad_frames == 4 and peers.last_heard("a") == 2.0
+    assert intake.said_bye == set()  # it runs again
+    intake.on_heartbeats("main", [Goodbye("a", 4).encode()], 3.0)
+    intake.on_ack("a")
+    assert intake.said_bye == set()
+    answers = [b"\x00", Welcome("b", 9, True).encode(), Welcome("a", 4, True).encode()]
+    intake.on_probe_reply("a", answers, 4.0)
+    assert intake.bad_frames == 6 and prober.answers == 1 and higher == []
+    intake.on_probe_reply("a", [Welcome("a", 5, True).encode()], 5.0)
+    assert higher == [(5, "a", 5.0)] and prober.answered_at["a"] == 5.0
 
 
 # ------------------------------------------------------------ follower

@@ -42,7 +42,7 @@ from zmqfail.failover.state import (
     WitnessElected,
     initial,
 )
-from zmqfail.protocol import Heartbeat
+from zmqfail.protocol import Heartbeat, Hello
 
 log = logging.getLogger("zmqfail.failover")
 
@@ -226,8 +226,19 @@ class FailoverAgent:
             )
             self.journal.note("StartupDone: not acted on, failover paused")
 
-    def vote(self) -> None:
-        self.vote_pending = True
+    def vote(self, ident: bytes, hello: Hello, knows_client: Callable[[str], bool]) -> bool:
+        """A client says it lost its server (the Binary Star vote). It is
+        evidence, never a command (the machine weighs it only while the primary
+        is silent on every path), and it counts only from a client the lost
+        primary served: its connection is its own (routing id = client id) and
+        its writes are in the replicated tables (`knows_client`). Random frames
+        are not votes. True if it counts."""
+        fs = self.fs
+        lost_ok = hello.lost == fs.primary if fs.primary else hello.lost in self.peer_names
+        if ident == hello.client_id.encode() and lost_ok and knows_client(hello.client_id):
+            self.vote_pending = True
+            return True
+        return False
 
     # --------------------------------------------------------------- ticks
     def tick(

@@ -11,9 +11,11 @@ simulator drives the same code with a fake clock.
 The parts, each with only what it needs: `NodeLog` owns the LSNs and the
 tables; `Frontend` serves clients; `Follower` mirrors a primary; `Leader`
 replicates to backups; `CheckpointAgent` flushes and snapshots;
-`FailoverAgent` runs the state machine; `PeerTable`
-and `PauseGuard` detect failures; `LocalStore` rewrites the local log when
-histories part. The epoch's one owner is the state machine (`self.epoch`).
+`FailoverAgent` runs the state machine (and judges client votes);
+`PeerIntake` turns peers' heartbeats and probe answers into observations;
+`PeerTable`, `Prober` and `PauseGuard` detect failures; `LocalStore` rewrites
+the local log when histories part. The epoch's one owner is the state machine
+(`self.epoch`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from zmqfail.core.beats import heartbeats
 from zmqfail.core.checkpoint import CheckpointAgent
 from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
 from zmqfail.core.frontend import Frontend
+from zmqfail.core.intake import PeerIntake
 from zmqfail.core.journal import Journal
 from zmqfail.core.leader import Leader
 from zmqfail.core.local import LocalStore
@@ -40,7 +43,7 @@ from zmqfail.core.witness import WitnessClient
 from zmqfail.errors import ProtocolError
 from zmqfail.failover.state import Action, HigherEpoch, Role, State
 from zmqfail.processor import Processor
-from zmqfail.protocol import Goodbye, Heartbeat, Hello, Welcome, decode, decode_as
+from zmqfail.protocol import Goodbye
 from zmqfail.replication import LINKS
 from zmqfail.txlog.history import EpochHistory
 
@@ -86,8 +89,6 @@ class NodeCore:
         self.peers = PeerTable(self.peer_names, self.dead_after)
         self.guard = PauseGuard(self.dead_after)
         self.prober = Prober(self.peer_names, self.dead_after, self.beat_interval)
-        self.hb_bad_frames = 0
-        self.said_bye: set[str] = set()  # peers whose last word was a clean stop (logs, status)
         self.journal = Journal(name, disk, self.wall, lambda: self.agent.fs)
         if loaded.cuts:
             # Its history is in doubt: it must follow a primary before it leads.
@@ -106,6 +107,9 @@ class NodeCore:
             self.journal,
             self._last_heard,
             witness=cfg.witness is not None,
+        )
+        self.intake = PeerIntake(
+            self.peers, self.prober, lambda: self.epoch, self.agent.higher_epoch
         )
         prior = meta.get("quarantined", 0)
         self.store = LocalStore(
@@ -129,7 +133,7 @@ class NodeCore:
             lambda: self.agent.fs.active,
             lambda: self.epoch,
             lambda: f"{self.agent.fs.role.value}/{self.agent.fs.state.value}",
-            self._is_vote,
+            lambda ident, hello: self.agent.vote(ident, hello, self.nlog.proc.knows_client),
             self._pump,
         )
         self.follower = Follower(
@@ -191,45 +195,16 @@ class NodeCore:
             return  # an answer to a replicator that is gone
         bad = self.leader.bad_acks
         ack = self.leader.on_ack(peer, link, parts, now)
-        if self.leader.bad_acks == bad:  # it answers: a goodbye said before is old news
-            self.said_bye.discard(peer)
+        if self.leader.bad_acks == bad:
+            self.intake.on_ack(peer)
         if ack is not None:
             self.agent.higher_epoch(ack.epoch, ack.sender, now)
 
     def on_heartbeats(self, link: str, frames: list[bytes], now: float) -> None:
-        for data in frames:
-            try:
-                hb = decode(data)
-                if isinstance(hb, Goodbye) and hb.name in self.peer_names:
-                    self.said_bye.add(hb.name)  # noted only: no failover rule reads it
-                    continue
-                if not isinstance(hb, Heartbeat):
-                    raise ProtocolError(f"expected hb, got {hb.TYPE}")
-                history = EpochHistory.from_wire(hb.history)
-            except ProtocolError:
-                self.hb_bad_frames += 1
-                continue
-            if self.peers.heard(hb, history, link, now):
-                self.said_bye.discard(hb.name)
-            else:
-                self.hb_bad_frames += 1
+        self.intake.on_heartbeats(link, frames, now)
 
     def on_probe_reply(self, peer: str, frames: list[bytes], now: float) -> None:
-        """Answers to our step-420 probes, from `peer`'s client frontend, on the
-        connection we opened to it (so a stranger cannot answer for it)."""
-        for data in frames:
-            try:
-                welcome = decode_as(data, Welcome)
-            except ProtocolError:
-                self.hb_bad_frames += 1
-                continue
-            if welcome.server != peer:
-                self.hb_bad_frames += 1
-                continue
-            self.prober.answered(peer, now)
-            if welcome.epoch > self.epoch:
-                # Someone took over while we could not hear it on the links.
-                self.agent.higher_epoch(welcome.epoch, peer, now)
+        self.intake.on_probe_reply(peer, frames, now)
 
     def on_witness(self, frames: list[bytes], now: float) -> None:
         """The witness's answers: a grant to lead, a lease, or a newer epoch."""
@@ -323,7 +298,7 @@ class NodeCore:
         if leader is not None and self.guard.trusted(now):
             verdict = prober.verdict
             leader.mark_lost_silent(
-                now, self.dead_after, ages, lambda p: verdict(p, now), self.said_bye
+                now, self.dead_after, ages, lambda p: verdict(p, now), self.intake.said_bye
             )
         full = leader.full_copies() if leader is not None else None
         self.agent.tick(now, self.peers, self.guard, self.follower.last_heard, full, prober)
@@ -471,23 +446,6 @@ class NodeCore:
         ):
             return OK
         return WAIT
-
-    def _is_vote(self, ident: bytes, hello: Hello) -> bool:
-        """A client says it lost its server (the Binary Star vote). It is
-        evidence, never a command (the machine weighs it only while the primary
-        is silent on every path), and it counts only from a client the lost
-        primary served: its connection is its own (routing id = client id) and
-        its writes are in the replicated tables. Random frames are not votes."""
-        fs = self.agent.fs
-        lost_ok = hello.lost == fs.primary if fs.primary else hello.lost in self.peer_names
-        if (
-            ident == hello.client_id.encode()
-            and lost_ok
-            and self.nlog.proc.knows_client(hello.client_id)
-        ):
-            self.agent.vote()
-            return True
-        return False
 
     # ------------------------------------------------------------- meta
     def meta(self, clean_stop: bool = False) -> dict[str, Any]:

@@ -268,7 +268,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         "expired": proc.expired,
         "repl_bad_frames": core.follower.bad_frames,
         "repl_stale_frames": core.follower.stale_frames,
-        "hb_bad_frames": core.hb_bad_frames,
+        "hb_bad_frames": core.intake.bad_frames,
         "app_failures": proc.failures,
         "repl_bad_acks": leader.bad_acks if leader else 0,
         "snapshots_sent": leader.snapshots_sent if leader else 0,
@@ -288,7 +288,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
             links={
                 lk: (None if not t else round((now - t) * 1000, 1)) for lk, t in v.heard_at.items()
             },
-            stopped=name in core.said_bye,
+            stopped=name in core.intake.said_bye,
         )
     backups = None
     if leader is not None:

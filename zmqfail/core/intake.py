@@ -1,0 +1,79 @@
+"""What our peers tell us outside replication, turned into observations for
+the failure detector and the failover agent: heartbeats on both links, the
+goodbye of a peer that stops cleanly, and the answers to our step-420 probes.
+
+Frames come from the network, so none is trusted: a frame that does not
+decode, or that names a server that is not our peer, is counted and dropped,
+never a reason to change state. What decodes goes to the `PeerTable` (a
+heartbeat), the `Prober` (an answer) or, when an answer shows a newer epoch,
+to the failover agent through `higher_epoch`. Nothing here reads a clock or
+touches a socket: the shell passes the frames and `now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from zmqfail.core.peers import PeerTable, Prober
+from zmqfail.errors import ProtocolError
+from zmqfail.protocol import Goodbye, Heartbeat, Welcome, decode, decode_as
+from zmqfail.txlog.history import EpochHistory
+
+
+class PeerIntake:
+    def __init__(
+        self,
+        peers: PeerTable,
+        prober: Prober,
+        epoch: Callable[[], int],
+        higher_epoch: Callable[[int, str, float], None],
+    ) -> None:
+        self.peers = peers
+        self.prober = prober
+        self._epoch = epoch  # ours now: an answer above it means someone took over
+        self._higher_epoch = higher_epoch
+        self.bad_frames = 0
+        # Peers whose last word was a clean stop: read by the status and the
+        # words of the leader's "running alone" line, by no failover rule.
+        self.said_bye: set[str] = set()
+
+    def on_heartbeats(self, link: str, frames: list[bytes], now: float) -> None:
+        for data in frames:
+            try:
+                hb = decode(data)
+                if isinstance(hb, Goodbye) and hb.name in self.peers.views:
+                    self.said_bye.add(hb.name)
+                    continue
+                if not isinstance(hb, Heartbeat):
+                    raise ProtocolError(f"expected hb, got {hb.TYPE}")
+                history = EpochHistory.from_wire(hb.history)
+            except ProtocolError:
+                self.bad_frames += 1
+                continue
+            if self.peers.heard(hb, history, link, now):
+                self.said_bye.discard(hb.name)
+            else:
+                self.bad_frames += 1
+
+    def on_ack(self, peer: str) -> None:
+        """A valid commit ack from `peer`: it runs, so a goodbye it said
+        before is old news (it restarted, and its acks came before its first
+        heartbeat did)."""
+        self.said_bye.discard(peer)
+
+    def on_probe_reply(self, peer: str, frames: list[bytes], now: float) -> None:
+        """Answers to our step-420 probes, from `peer`'s client frontend, on the
+        connection we opened to it (so a stranger cannot answer for it)."""
+        for data in frames:
+            try:
+                welcome = decode_as(data, Welcome)
+            except ProtocolError:
+                self.bad_frames += 1
+                continue
+            if welcome.server != peer:
+                self.bad_frames += 1
+                continue
+            self.prober.answered(peer, now)
+            if welcome.epoch > self._epoch():
+                # Someone took over while we could not hear it on the links.
+                self._higher_epoch(welcome.epoch, peer, now)
