@@ -14,7 +14,7 @@ import pytest
 from conftest import MakeCluster
 
 from zmqfail import config
-from zmqfail.chaos import Step, parse_plan, run_plan
+from zmqfail.chaos import Direction, Step, parse_plan, run_plan
 from zmqfail.cluster import Cluster
 from zmqfail.core.status import NodeStatus
 from zmqfail.errors import ConfigError, ZmqfailError
@@ -78,6 +78,8 @@ def test_plan_parses_sorts_and_describes() -> None:
     ]
     (waits,) = parse_plan('[[step]]\nnode = "a"\nrestart = true\nwait = true\n', NODES)
     assert waits.wait and waits.describe() == "restart a (the plan waits for it)"
+    (deaf,) = parse_plan('[[step]]\nnode = "b"\nlink = "main"\ndirection = "in"\n', NODES)
+    assert deaf.direction is Direction.IN and deaf.describe() == "cut (in only) main link at b"
 
 
 @pytest.mark.parametrize(
@@ -98,6 +100,9 @@ def test_plan_parses_sorts_and_describes() -> None:
         ("[[step]]\nnode = 'a'\nrestart = true\nwait = 1", "wait is true or false"),
         ("[[step]]\nnode = 'a'\nsignal = 'KILL'\nwait = true", "only for a restart"),
         ("[[step]\n", "invalid TOML"),
+        ("[[step]]\nnode = 'a'\nlink = 'main'\ndirection = 'up'", "direction must be one of"),
+        ("[[step]]\nnode = 'a'\nsignal = 'KILL'\ndirection = 'in'", "'direction' only goes"),
+        ("[[step]]\nnode = 'a'\nlink = 'main'\nheal = true\ndirection = 'in'", "only goes"),
     ],
 )
 def test_bad_plans_are_refused(text: str, error: str) -> None:
@@ -306,6 +311,14 @@ def test_link_cuts_move_replication_and_isolate(
     assert cl.status("b").cut_links == ["main"]
     assert zk(cfg_path, "b", "--link", "main", "--heal").returncode == 0
     carried_by(cl, "main")
+    # One way only: b still hears main, sends nothing on it.
+    out = zk(cfg_path, "b", "--link", "main", "--direction", "out", "--for", "60")
+    assert out.returncode == 0, out.stderr
+    assert "main link cut out at b" in out.stdout and "cut now: main (out)" in out.stdout
+    st = cl.status("b")
+    assert (st.cut_links, st.cut_one_way) == (["main"], {"main": "out"})
+    assert zk(cfg_path, "b", "--link", "main", "--heal").returncode == 0
+    assert cl.status("b").cut_links == []
     # Both links cut at the primary: it runs alone. The cuts last far longer
     # than a CLI call takes to start on a loaded machine, so they overlap.
     for link in ("main", "failsafe"):

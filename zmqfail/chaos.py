@@ -13,6 +13,7 @@ A plan is a TOML file of steps, each at a time offset from the start:
     link = "main"       # main | failsafe | clients
     for = 1.5           # optional: the node heals itself after this long
     heal = false        # optional: true heals instead of cutting
+    direction = "in"    # optional: in | out | both (default): which way is lost
 
     [[step]]
     at = 4.0
@@ -33,6 +34,7 @@ tests run a plan in no time and the CLI runs it for real.
 
 from __future__ import annotations
 
+import enum
 import functools
 import tomllib
 from collections.abc import Callable
@@ -49,6 +51,25 @@ LINK_NAMES = (*LINKS, "clients", "witness")  # every channel a node can be told 
 ROLE_ALIASES = ("primary", "backup")
 
 
+class Direction(enum.Enum):
+    """Which way a cut channel loses traffic, seen from the node it is cut at:
+    IN, it hears nothing on it; OUT, nothing it sends leaves; BOTH, neither.
+    One-way loss is what a half-broken cable or a one-sided firewall rule
+    does: each side sees a different story, which the failover must survive."""
+
+    BOTH = "both"
+    IN = "in"
+    OUT = "out"
+
+    @classmethod
+    def parse(cls, v: object) -> Direction:
+        try:
+            return cls(v)
+        except ValueError:
+            names = ", ".join(d.value for d in cls)
+            raise ValueError(f"direction must be one of {names}, got {v!r:.40}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     at: float
@@ -59,6 +80,7 @@ class Step:
     heal: bool = False
     seconds: float | None = None
     wait: bool = False  # a restart that later steps wait for
+    direction: Direction = Direction.BOTH  # a cut's: which way traffic is lost
 
     def describe(self) -> str:
         waits = " (the plan waits for it)" if self.wait else ""
@@ -67,6 +89,8 @@ class Step:
         if self.restart:
             return f"restart {self.node}{waits}"
         verb = "heal" if self.heal else "cut"
+        if self.direction is not Direction.BOTH:
+            verb += f" ({self.direction.value} only)"
         extra = f" for {self.seconds:g}s" if self.seconds else ""
         return f"{verb} {self.link} link at {self.node}{extra}{waits}"
 
@@ -81,7 +105,8 @@ def parse_step(raw: object, i: int, nodes: tuple[str, ...]) -> Step:
     where = f"step {i + 1}"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
-    unknown = set(raw) - {"at", "node", "signal", "restart", "link", "heal", "for", "wait"}
+    keys = {"at", "node", "signal", "restart", "link", "heal", "for", "wait", "direction"}
+    unknown = set(raw) - keys
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     node = raw.get("node")
@@ -107,6 +132,12 @@ def parse_step(raw: object, i: int, nodes: tuple[str, ...]) -> Step:
     wait = raw.get("wait", False)
     if not isinstance(wait, bool) or (wait and not restart):
         raise ConfigError(f"{where}: wait is true or false, and only for a restart")
+    try:
+        direction = Direction.parse(raw.get("direction", Direction.BOTH.value))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if "direction" in raw and (link is None or heal):
+        raise ConfigError(f"{where}: 'direction' only goes with a link cut")
     seconds = raw.get("for")
     if seconds is not None:
         if link is None or heal:
@@ -123,6 +154,7 @@ def parse_step(raw: object, i: int, nodes: tuple[str, ...]) -> Step:
         heal=heal,
         seconds=seconds,
         wait=wait,
+        direction=direction,
     )
 
 

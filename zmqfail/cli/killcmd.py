@@ -2,7 +2,8 @@
 
 Signals go to the node's process (its pid from the node itself, or from its
 pid file when it does not answer). Link cuts go through the node's control
-socket: the node drops that channel's traffic both ways, so they need no root;
+socket: the node drops that channel's traffic both ways (or, with
+--direction, only what it hears or only what it sends), so they need no root;
 with --for the node heals itself, so a cut never outlives the tool.
 """
 
@@ -15,7 +16,15 @@ from pathlib import Path
 
 import click
 
-from zmqfail.chaos import LINK_NAMES, ROLE_ALIASES, SIGNALS, Step, load_plan, run_plan
+from zmqfail.chaos import (
+    LINK_NAMES,
+    ROLE_ALIASES,
+    SIGNALS,
+    Direction,
+    Step,
+    load_plan,
+    run_plan,
+)
 from zmqfail.cli.common import config_option, load_config, one_line_errors
 from zmqfail.cli.health import role_words
 from zmqfail.cli.params import Number
@@ -112,13 +121,24 @@ def restart_node(cfg: ClusterConfig, name: str, sig: str) -> str:
     return said + start_node(cfg, name)
 
 
-def cut(cfg: ClusterConfig, name: str, link: str, heal: bool, seconds: float | None) -> str:
+def cut(
+    cfg: ClusterConfig,
+    name: str,
+    link: str,
+    heal: bool,
+    seconds: float | None,
+    direction: Direction = Direction.BOTH,
+) -> str:
     args: dict[str, object] = {"link": link}
     if seconds is not None:
         args["for"] = seconds
+    if direction is not Direction.BOTH:
+        args["direction"] = direction.value
     res = call(cfg.node(name), "heal" if heal else "cut", args, timeout=2.0)
-    cuts = ", ".join(res["cut"]) or "none"
-    verb = "healed" if heal else "cut"
+    one_way = res.get("one_way", {})
+    cuts = ", ".join(f"{lk} ({one_way[lk]})" if lk in one_way else lk for lk in res["cut"])
+    cuts = cuts or "none"
+    verb = "healed" if heal else "cut" if direction is Direction.BOTH else f"cut {direction.value}"
     extra = f" (heals by itself in {seconds:g}s)" if seconds and not heal else ""
     return f"{link} link {verb} at {name}{extra}; cut now: {cuts}"
 
@@ -130,7 +150,7 @@ def do_step(cfg: ClusterConfig, step: Step) -> str:
     if step.restart:
         return restart_node(cfg, name, "KILL")
     assert step.link is not None
-    return cut(cfg, name, step.link, step.heal, step.seconds)
+    return cut(cfg, name, step.link, step.heal, step.seconds, step.direction)
 
 
 @click.command("kill")
@@ -153,7 +173,14 @@ def do_step(cfg: ClusterConfig, step: Step) -> str:
     "--link",
     type=click.Choice(LINK_NAMES),
     default=None,
-    help="Cut this channel at the node (both ways).",
+    help="Cut this channel at the node (both ways unless --direction).",
+)
+@click.option(
+    "--direction",
+    type=click.Choice([d.value for d in Direction]),
+    default=None,
+    help="With --link: lose only what the node hears (in) or only what it sends (out); "
+    "default both.",
 )
 @click.option("--heal", is_flag=True, help="With --link: restore the channel.")
 @click.option(
@@ -176,6 +203,7 @@ def kill_cmd(
     sig: str | None,
     restart: bool,
     link: str | None,
+    direction: str | None,
     heal: bool,
     seconds: float | None,
     plan: str | None,
@@ -187,7 +215,7 @@ def kill_cmd(
     """
     cfg = load_config(config_path)
     if plan is not None:
-        if node or sig or restart or link or heal or seconds is not None:
+        if node or sig or restart or link or direction or heal or seconds is not None:
             raise ConfigError("--plan runs alone: give the faults in the plan file")
         steps = load_plan(Path(plan), tuple(n.name for n in cfg.nodes))
 
@@ -202,17 +230,18 @@ def kill_cmd(
         return
     if node is None:
         raise ConfigError("name a NODE (or primary / backup), or give --plan")
-    if link is None and (heal or seconds is not None):
-        raise ConfigError("--heal and --for go with --link")
+    if link is None and (heal or seconds is not None or direction):
+        raise ConfigError("--heal, --for and --direction go with --link")
     if sum(bool(x) for x in (sig and not restart, restart, link)) != 1:
         raise ConfigError("give exactly one of --signal, --restart, --link")
     name = resolve(cfg, node)
     if restart:
         click.echo(restart_node(cfg, name, sig or "KILL"))
     elif link is not None:
-        if heal and seconds is not None:
-            raise ConfigError("--for goes with a cut, not with --heal")
-        click.echo(cut(cfg, name, link, heal, seconds))
+        if heal and (seconds is not None or direction):
+            raise ConfigError("--for and --direction go with a cut, not with --heal")
+        way = Direction(direction or Direction.BOTH.value)
+        click.echo(cut(cfg, name, link, heal, seconds, way))
     else:
         assert sig is not None
         click.echo(send_signal(cfg, name, sig))

@@ -83,7 +83,8 @@ class NodeStatus:
     uptime: float | None = None
     lag: int | None = None
     replication_link: str | None = None
-    cut_links: list[str] = field(default_factory=list)
+    cut_links: list[str] = field(default_factory=list)  # cut either way
+    cut_one_way: dict[str, str] = field(default_factory=dict)  # of those: link -> in / out
     delays_ms: dict[str, int] = field(default_factory=dict)
     held_replies: int = 0
     clients: int = 0
@@ -181,6 +182,9 @@ class NodeStatus:
             lag=r.int_("lag"),
             replication_link=r.text("replication_link"),
             cut_links=[r.item_text("cut_links", v) for v in r.list_("cut_links")],
+            cut_one_way={
+                k: r.item_text("cut_one_way", v) for k, v in r.map_("cut_one_way").items()
+            },
             delays_ms={k: r.item_int("delays_ms", v) for k, v in r.map_("delays_ms").items()},
             held_replies=r.int_("held_replies") or 0,
             clients=r.int_("clients") or 0,

@@ -13,6 +13,7 @@ from typing import Any
 
 import zmq
 
+from zmqfail.chaos import Direction
 from zmqfail.core.node import NodeCore
 from zmqfail.core.status import NodeStatus
 from zmqfail.errors import ProtocolError
@@ -29,6 +30,13 @@ def _seconds(v: object) -> float | None:
     if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
         raise ProtocolError(f"'for' must be a positive number of seconds, got {v!r}")
     return float(v)
+
+
+def _direction(v: object) -> Direction:
+    try:
+        return Direction.parse(v)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 class Control:
@@ -111,10 +119,11 @@ class Control:
             if not isinstance(link, str):
                 raise ProtocolError(f"'link' must be a channel name, got {link!r}")
             if command == "cut":
-                faults.cut_link(link, _seconds(args.get("for")), now)
+                way = _direction(args.get("direction", Direction.BOTH.value))
+                faults.cut_link(link, _seconds(args.get("for")), now, way)
             else:
                 faults.heal(link)
-            return {"cut": sorted(faults.cut)}
+            return {"cut": sorted(faults.cut), "one_way": faults.one_way()}
         if command == "delay":
             link, ms = args.get("link"), args.get("ms")
             if not isinstance(link, str):
@@ -135,6 +144,7 @@ class Control:
         st = self.core.status(now)
         st.pid = os.getpid()
         st.cut_links = sorted(self.channels.faults.cut)
+        st.cut_one_way = self.channels.faults.one_way()
         st.delays_ms = self._delays()
         st.counters["bad_frames"] += self.channels.bad_framing
         st.counters["undeliverable"] = self.channels.undeliverable

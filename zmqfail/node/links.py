@@ -1,8 +1,9 @@
 """Every socket of one node, and the faults an operator can inject on them.
 
 The node core never sees a cut link: a cut channel simply delivers nothing
-and sends nothing, here, at the edge (a REP that took a request while cut
-answers it after the heal, since a REP cannot take the next one before). A
+(cut `in`), sends nothing (cut `out`) or both, here, at the edge (a REP that
+took a request while cut answers it after the heal, since a REP cannot take
+the next one before). A
 delayed link holds this node's outbound replication records for a while, as a
 slow network's send queue would (and they die with the process, as a send
 queue does). Reading takes at most a byte budget per socket per turn, so a
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 import zmq
 
-from zmqfail.chaos import LINK_NAMES
+from zmqfail.chaos import LINK_NAMES, Direction
 from zmqfail.config import ClusterConfig, NodeConfig
 from zmqfail.core.ports import Outbox
 from zmqfail.errors import NodeError, ProtocolError
@@ -35,17 +36,39 @@ WITNESS = "witness"
 
 
 class Faults:
-    """Cut and delayed channels, and when they heal by themselves."""
+    """Cut and delayed channels, and when they heal by themselves.
+
+    A cut has a direction (`Direction`): `deaf` holds the channels this node
+    hears nothing on, `mute` those it sends nothing on; a cut both ways is in
+    both. Reading checks `deaf`, sending checks `mute`, nothing else."""
 
     def __init__(self) -> None:
-        self.cut: set[str] = set()
+        self.deaf: set[str] = set()
+        self.mute: set[str] = set()
         self.delays: dict[str, float] = {}  # link -> seconds its records wait
         self.heal_at: dict[str, float] = {}  # channel or "delay:link" -> when it ends
 
-    def cut_link(self, link: str, seconds: float | None, now: float) -> None:
-        if link not in LINK_NAMES:
-            raise ProtocolError(f"link must be one of {', '.join(LINK_NAMES)}, got {link!r}")
-        self.cut.add(link)
+    @property
+    def cut(self) -> set[str]:
+        """Channels cut in either direction."""
+        return self.deaf | self.mute
+
+    def one_way(self) -> dict[str, str]:
+        """Channels cut in one direction only, and which ("in" or "out")."""
+        out = {lk: Direction.IN.value for lk in self.deaf - self.mute}
+        return out | {lk: Direction.OUT.value for lk in self.mute - self.deaf}
+
+    def cut_link(
+        self, link: str, seconds: float | None, now: float, direction: Direction = Direction.BOTH
+    ) -> None:
+        """Cut `link` (a new cut replaces an earlier one's direction and end)."""
+        _check_link(link)
+        self.deaf.discard(link)
+        self.mute.discard(link)
+        if direction is not Direction.OUT:
+            self.deaf.add(link)
+        if direction is not Direction.IN:
+            self.mute.add(link)
         if seconds is not None:
             # The node heals itself: a cut must not outlive a dead operator tool.
             self.heal_at[link] = now + seconds
@@ -53,9 +76,9 @@ class Faults:
             self.heal_at.pop(link, None)
 
     def heal(self, link: str) -> None:
-        if link not in LINK_NAMES:
-            raise ProtocolError(f"link must be one of {', '.join(LINK_NAMES)}, got {link!r}")
-        self.cut.discard(link)
+        _check_link(link)
+        self.deaf.discard(link)
+        self.mute.discard(link)
         self.heal_at.pop(link, None)
 
     def delay(self, link: str, ms: float, seconds: float | None, now: float) -> None:
@@ -81,6 +104,11 @@ class Faults:
 
     def next_deadline(self) -> float | None:
         return min(self.heal_at.values()) if self.heal_at else None
+
+
+def _check_link(link: str) -> None:
+    if link not in LINK_NAMES:
+        raise ProtocolError(f"link must be one of {', '.join(LINK_NAMES)}, got {link!r}")
 
 
 class Channels:
@@ -250,7 +278,7 @@ class Channels:
         fe = self.frontend
         got: list[tuple[bytes, bytes]] = []
         budget = READ_BUDGET
-        cut = CLIENTS in self.faults.cut
+        cut = CLIENTS in self.faults.deaf
         for _ in range(MAX_FRAMES):
             if budget <= 0:
                 break  # the rest waits for the next turn: heartbeats go out meanwhile
@@ -287,7 +315,7 @@ class Channels:
             except zmq.Again:
                 break
             budget -= len(data)
-            if link not in self.faults.cut:
+            if link not in self.faults.deaf:
                 got.append(data)
         return got
 
@@ -300,7 +328,7 @@ class Channels:
             parts = self.rep[link].recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return None
-        if link in self.faults.cut:
+        if link in self.faults.deaf:
             self.owed.add(link)
             return None
         return parts
@@ -311,7 +339,7 @@ class Channels:
             parts = sock.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return None
-        if link in self.faults.cut:
+        if link in self.faults.deaf:
             return None
         return peer, link, parts
 
@@ -323,7 +351,7 @@ class Channels:
                 parts = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if CLIENTS not in self.faults.cut and len(parts) == 1:
+            if CLIENTS not in self.faults.deaf and len(parts) == 1:
                 got.append(parts[0])
         return self.probe_of[sock], got
 
@@ -336,7 +364,7 @@ class Channels:
                 parts = self.witness.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if WITNESS not in self.faults.cut and len(parts) == 1:
+            if WITNESS not in self.faults.deaf and len(parts) == 1:
                 got.append(parts[0])
         return got
 
@@ -348,7 +376,7 @@ class Channels:
                 data = sub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if link not in self.faults.cut:
+            if link not in self.faults.deaf:
                 got.append(data)
         return got
 
@@ -357,11 +385,11 @@ class Channels:
         """Send everything in the box (then empty it). Returns the peers a push
         could not be queued for: the commit answer will show the gap."""
         failed: list[str] = []
-        cut = self.faults.cut
+        mute = self.faults.mute
         fe = self.frontend
         if out.client:
-            if CLIENTS in cut:
-                self.undeliverable += len(out.client)  # the channel is cut both ways
+            if CLIENTS in mute:
+                self.undeliverable += len(out.client)  # nothing leaves on a cut channel
             else:
                 for ident, data in out.client:
                     try:
@@ -371,29 +399,29 @@ class Channels:
                         # Client gone or its queue full: it will time out and resend,
                         # and the dedup table answers the resend from the stored reply.
                         self.undeliverable += 1
-        if self.witness is not None and WITNESS not in cut:
+        if self.witness is not None and WITNESS not in mute:
             for data in out.witness:
                 with contextlib.suppress(zmq.ZMQError):
                     self.witness.send(data, zmq.NOBLOCK)
-        if CLIENTS not in cut:
+        if CLIENTS not in mute:
             for peer in out.probe:
                 with contextlib.suppress(zmq.ZMQError):
                     self.probe[peer].send(self._probe_frame, zmq.NOBLOCK)
         for link, data in out.answer:
-            if link in cut:
+            if link in mute:
                 self.owed.add(link)
                 continue
             self.last_answer[link] = data
             with contextlib.suppress(zmq.ZMQError):
                 self.rep[link].send(data, zmq.NOBLOCK)
         for link, data in out.beat:
-            if link not in cut:
+            if link not in mute:
                 with contextlib.suppress(zmq.ZMQError):
                     self.pub[link].send(data, zmq.NOBLOCK)
         for peer, link in out.reset:
             self.reset(peer, link)
         for peer, link, data in out.push:
-            if link in cut or (peer, link) not in self.push:
+            if link in mute or (peer, link) not in self.push:
                 continue  # lost on the way, as on a real cut
             delay = self.faults.delays.get(link)
             if delay:
@@ -404,7 +432,7 @@ class Channels:
             except zmq.Again:
                 failed.append(peer)
         for peer, link, data in out.commit:
-            if link in cut or (peer, link) not in self.req:
+            if link in mute or (peer, link) not in self.req:
                 continue  # the request times out as on a real cut
             with contextlib.suppress(zmq.ZMQError):
                 self.req[(peer, link)].send(data, zmq.NOBLOCK)
@@ -417,7 +445,7 @@ class Channels:
         while self.delayed and self.delayed[0][0] <= now:
             _, key, data = self.delayed.popleft()
             sock = self.push.get(key)
-            if sock is not None:
+            if sock is not None and key[1] not in self.faults.mute:
                 with contextlib.suppress(zmq.Again):
                     sock.send(data, zmq.NOBLOCK)
 
@@ -425,7 +453,7 @@ class Channels:
         """A REP that took a request while cut answers it once healed (with the
         last answer it gave: to the asker, a late answer; it has moved on)."""
         for link in list(self.owed):
-            if link in self.faults.cut:
+            if link in self.faults.cut:  # either way: wait for the heal
                 continue
             self.owed.discard(link)
             data = self.last_answer.get(link) or self._gap_ack()

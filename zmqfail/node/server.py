@@ -241,7 +241,7 @@ class Node:
         assert m is not None
         for sock in events:
             key = ch.owner.get(sock)
-            if key is not None and key[1] not in ch.faults.cut:
+            if key is not None and key[1] not in ch.faults.deaf:
                 m.answered(key[0], key[1], now)
         if out.commit or out.reset:
             m.asked(out.commit, out.reset, clock.now())
