@@ -3,11 +3,14 @@ split-brain arithmetic and the power-loss allowance."""
 
 from __future__ import annotations
 
+import collections
 import itertools
 import sys
 from pathlib import Path
 
 import pytest
+
+from zmqfail.runcheck import History, RunCheck
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -19,6 +22,7 @@ from chaoskit.tally import (  # noqa: E402
     power_window,
     split_from_history,
     split_from_status,
+    tally,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -66,3 +70,21 @@ def test_the_power_allowance_spans_the_flush_window_before_the_cut_to_the_restar
     ]
     [(lo, hi)] = power_window(faults, 0.1)
     assert lo == pytest.approx(20.0 - 0.1 - 0.5) and hi == 21.0
+
+
+def test_one_way_loss_draws_a_direction_and_gets_its_own_row() -> None:
+    faults = list(itertools.islice(draw(3, (Kind.ONE_WAY, Kind.CUT_BOTH)), 40))
+    ways = {f.direction for f in faults if f.kind is Kind.ONE_WAY}
+    assert ways == {"in", "out"}, "both directions come up in a campaign of some length"
+    assert all(f.direction == "" for f in faults if f.kind is not Kind.ONE_WAY)
+    first = next(f for f in faults if f.kind is Kind.ONE_WAY)
+    assert f"one-way-loss ({first.direction}) at the {first.target}" in first.describe()
+    assert parse_kinds("one-way-loss", witness=False) == (Kind.ONE_WAY,)
+    done = [Done(1, Kind.ONE_WAY, "a", 1.0, 2.0, 3.0)]
+    acked = {("c", 1): 0.5, ("c", 2): 1.5, ("c", 3): 3.5}
+    oks = [(t, "a", 1) for t in acked.values()]
+    history = History({k: {} for k in acked}, collections.Counter(acked), acked, oks)
+    rows = {r.kind: r for r in tally(done, history, RunCheck(acked=3), [], (Kind.ONE_WAY,))}
+    assert list(rows) == ["one-way-loss", "(calm)", "total"]
+    assert (rows["one-way-loss"].faults, rows["one-way-loss"].acked) == (1, 1)
+    assert rows["one-way-loss"].outages == [pytest.approx(2.0)]

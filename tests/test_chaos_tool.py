@@ -1,6 +1,7 @@
 """`tools/chaos` against real processes: a short seeded campaign (a pause,
-both links cut, power loss of every server) under `client bench` load ends
-with zero violations and a table that reports the faults it injected; and
+both links cut, one-way loss, power loss of every server) under `client
+bench` load ends with zero violations and a table that reports the faults
+it injected; and
 the verdict proves itself on a doctored copy of that run: an acknowledged
 request missing from every log is caught as lost, while one acknowledged
 just before the power loss is counted as allowed by design."""
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.timeout(150), pytest.mark.process, pytest.mark.xdist_g
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = [sys.executable, str(ROOT / "tools" / "chaos.py")]
-KINDS = ("pause", "cut-both", "power")  # the cheapest to recover from, and the power loss
+KINDS = ("pause", "cut-both", "one-way-loss", "power")  # cheap to recover from, and power
 
 
 def chaos(*args: str, procs: Procs, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -48,7 +49,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, d
     try:
         out = tmp / "out.json"
         # A light load keeps the verdict's replay of every log short.
-        args = ["--seed", "5", "--minutes", "2", "--faults", "3", "--rate", "300"]
+        args = ["--seed", "5", "--minutes", "2", "--faults", "4", "--rate", "300"]
         args += ["--kinds", ",".join(KINDS), "--dir", str(tmp / "run"), "--json", str(out)]
         res = chaos(*args, procs=procs, timeout=120)
         assert res.returncode == 0, res.stdout
@@ -71,7 +72,7 @@ def test_a_short_campaign_has_no_violation_and_reports_its_faults(
         assert table[kind]["faults"] == 1, table[kind]
         assert table[kind]["lost"] == 0 and table[kind]["twice"] == 0
         assert table[kind]["outage_p50_ms"] is not None
-    assert table["total"]["faults"] == 3
+    assert table["total"]["faults"] == 4
     assert table["total"]["acked"] > 1000
     # A power loss took every server down for its hold: the clients waited.
     assert table["power"]["outage_p50_ms"] > 300

@@ -5,8 +5,9 @@ with `zmqfail client bench` recording every request, and for --minutes
 injects a seeded random schedule of faults, one at a time, each healed and
 the pair whole again before the next: kill -9 and restart of either node,
 pause (SIGSTOP/SIGCONT), a cut of the main link, the failsafe link, both, or
-the node's client network, one-way slow replication, power loss of every
-server, and (with --witness) the witness's loss. Then it stops the load,
+the node's client network, one-way loss (both replication links at one node
+lose only what it hears, or only what it sends), one-way slow replication,
+power loss of every server, and (with --witness) the witness's loss. Then it stops the load,
 checks the history and every node's log (zmqfail/runcheck.py) and prints a
 table per fault kind. Exit status 1 on any violation, 2 when it could not
 run. The same seed draws the same faults (their timing meets a live system).

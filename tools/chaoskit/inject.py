@@ -117,6 +117,9 @@ class Injector:
             return lambda: cl.signal(node, signal.SIGCONT)
         if kind in CUTS:
             return self._links(node, CUTS[kind], {"for": fault.hold + 5.0}, "cut", "heal")
+        if kind is Kind.ONE_WAY:
+            one_way = {"for": fault.hold + 5.0, "direction": fault.direction}
+            return self._links(node, LINKS, one_way, "cut", "heal")
         if kind is Kind.SLOW_LINKS:
             slow = {"ms": fault.delay_ms, "for": fault.hold + 5.0}
             return self._links(node, LINKS, slow, "delay", "delay", {"ms": 0})

@@ -25,6 +25,7 @@ class Kind(enum.Enum):
     CUT_FAILSAFE = "cut-failsafe"
     CUT_BOTH = "cut-both"  # both replication links: the peer is reached over the clients' net
     CUT_CLIENTS = "cut-clients"  # the node's client network
+    ONE_WAY = "one-way-loss"  # both replication links at one node, one way (in or out)
     SLOW_LINKS = "slow-links"  # one way: the node's outgoing records held back on both links
     POWER = "power"  # every server at once: frozen, killed, restarted after the hold
     WITNESS = "witness"  # kill -9 of the witness, restarted after the hold
@@ -43,6 +44,7 @@ HOLD: dict[Kind, tuple[float, float]] = {
     Kind.CUT_FAILSAFE: (0.5, 2.0),
     Kind.CUT_BOTH: (0.5, 2.0),
     Kind.CUT_CLIENTS: (0.5, 2.0),
+    Kind.ONE_WAY: (0.5, 2.0),
     Kind.SLOW_LINKS: (1.0, 3.0),
     Kind.POWER: (0.5, 2.0),
     Kind.WITNESS: (1.0, 3.0),
@@ -50,6 +52,11 @@ HOLD: dict[Kind, tuple[float, float]] = {
 DELAY_MS = (50, 500)  # how long SLOW_LINKS holds each outgoing record
 GAP = (1.0, 3.0)  # calm seconds between the pair being whole and the next fault
 ROLES = ("primary", "backup")
+# ONE_WAY: what the node loses. "in": it hears nothing from its peer (a
+# primary then runs alone while its backup still hears it); "out": nothing it
+# sends arrives (a primary's records and heartbeats stop while it still hears
+# its backup's heartbeats).
+DIRECTIONS = ("in", "out")
 
 
 def kinds_for(witness: bool) -> tuple[Kind, ...]:
@@ -79,11 +86,13 @@ class Fault:
     hold: float  # seconds before the heal
     gap: float  # calm seconds before it
     delay_ms: int = 0  # SLOW_LINKS only
+    direction: str = ""  # ONE_WAY only: "in" or "out"
 
     def describe(self) -> str:
         at = f" at the {self.target}" if self.target else ""
         slow = f" ({self.delay_ms} ms per record)" if self.delay_ms else ""
-        return f"#{self.index} {self.kind.value}{at}{slow} for {self.hold:.2f}s"
+        way = f" ({self.direction})" if self.direction else ""
+        return f"#{self.index} {self.kind.value}{way}{at}{slow} for {self.hold:.2f}s"
 
 
 def draw(seed: int, kinds: Iterable[Kind]) -> Iterator[Fault]:
@@ -106,4 +115,5 @@ def draw(seed: int, kinds: Iterable[Kind]) -> Iterator[Fault]:
                 hold=round(rng.uniform(lo, hi), 3),
                 gap=round(rng.uniform(*GAP), 3),
                 delay_ms=rng.randint(*DELAY_MS) if kind is Kind.SLOW_LINKS else 0,
+                direction=rng.choice(DIRECTIONS) if kind is Kind.ONE_WAY else "",
             )
