@@ -23,6 +23,7 @@ from runcheck import bench_args, check_run, whole_then_stopped
 
 from zmqfail.client.control import call
 from zmqfail.cluster import Cluster
+from zmqfail.core.status import NodeStatus
 from zmqfail.failover.state import State
 from zmqfail.replication import LINKS
 
@@ -38,6 +39,10 @@ def cut_one_way(cl: Cluster, node: str, direction: str, seconds: float) -> None:
         args = {"link": link, "direction": direction, "for": seconds}
         res = call(cl.cfg.node(node), "cut", args, timeout=3.0)
         assert res["one_way"].get(link) == direction, res
+
+
+def past(lsn: int) -> Callable[[NodeStatus], bool]:
+    return lambda s: (s.committed_lsn or 0) > lsn
 
 
 def whose(cl: Cluster, role: str) -> str:
@@ -71,12 +76,7 @@ def test_one_way_loss_each_way_at_each_node_loses_no_acknowledged_order(
         primary = cl.wait_whole(60)
         # Load goes on after the heal, whoever leads.
         floor = max(primary.committed_lsn or 0, before) + 100
-        cl.wait_until(
-            primary.name,
-            lambda s, floor=floor: (s.committed_lsn or 0) > floor,
-            "committing again after the heal",
-            60,
-        )
+        cl.wait_until(primary.name, past(floor), "committing again after the heal", 60)
     os.killpg(bench.pid, signal.SIGINT)
     assert bench.wait(timeout=90) == 0, procs.log_text("bench")
     # Safe, and seen to be: each time, the side that stopped hearing its peer
@@ -89,6 +89,6 @@ def test_one_way_loss_each_way_at_each_node_loses_no_acknowledged_order(
     for deaf, role, began, ended in windows:
         seen = [e for e in history_of[deaf] if began <= e["time"] <= ended]
         assert any(e["to"] in alone for e in seen), f"{deaf} never noticed ({role} cut): {seen}"
-    primary, digests = whole_then_stopped(cl)
-    acked, _ = check_run(cl.cfg, history, primary, digests)
+    leader, digests = whole_then_stopped(cl)
+    acked, _ = check_run(cl.cfg, history, leader, digests)
     assert acked > 1000
