@@ -21,7 +21,7 @@ A cut takes the cable's end down in each host that is not `t`: nothing gets
 through either way and no reset reaches the other side, as with a pulled
 cable (a host whose end is down finds no route to its peer; the root
 namespace's end stays up without carrier, so its route stays and nothing
-leaks to its default route). Needs root and iproute2, like `netlab.NetLab`;
+leaks to its default route). Needs root and iproute2, like `zmqfail.netlab`;
 tests skip elsewhere.
 
 Names and addresses are apart from NetLab's (10.213.0.0/16, `zf...`): each lab
@@ -43,9 +43,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netlab import available
-
 from zmqfail.config import ENDPOINT_OFFSETS
+from zmqfail.netlab import available
 
 __all__ = ["ROOT", "HostLab", "available"]
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from conftest import Load, MakeCluster, wait_for
-from netlab import NetLab, available
 
 from zmqfail.cluster import Cluster
 from zmqfail.core.status import NodeStatus
 from zmqfail.failover.state import Role, State
+from zmqfail.netlab import NetLab, available
 
 # The lab's addresses and ports are fixed: its tests share one xdist worker.
 pytestmark = [pytest.mark.timeout(120), pytest.mark.process, pytest.mark.xdist_group("netlab")]

@@ -7,9 +7,10 @@ the pair whole again before the next: kill -9 and restart of either node,
 pause (SIGSTOP/SIGCONT), a cut of the main link, the failsafe link, both, or
 the node's client network, one-way loss (both replication links at one node
 lose only what it hears, or only what it sends), one-way slow replication,
-power loss of every server, and (with --witness) the witness's loss. Then it stops the load,
-checks the history and every node's log (zmqfail/runcheck.py) and prints a
-table per fault kind. Exit status 1 on any violation, 2 when it could not
+power loss of every server, and (with --witness) the witness's loss. With
+--netns (root), node b runs in a network namespace and the cuts are real
+(tools/chaoskit/netns.py). Then it stops the load, checks the history and
+every node's log (zmqfail/runcheck.py) and prints a table per fault kind. Exit status 1 on any violation, 2 when it could not
 run. The same seed draws the same faults (their timing meets a live system).
 See docs/reliability.md, "tools/chaos".
 """
@@ -26,6 +27,7 @@ from chaoskit.campaign import Options, check, remove, run
 from chaoskit.schedule import kinds_for, parse_kinds
 from chaoskit.tally import format_table
 
+from zmqfail import netlab
 from zmqfail.errors import ZmqfailError
 
 
@@ -36,6 +38,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--faults", type=int, default=None, help="stop after this many faults")
     p.add_argument("--kinds", default=None, help="comma-separated fault kinds (default: all)")
     p.add_argument("--witness", action="store_true", help="run a witness; its loss is a fault")
+    p.add_argument(
+        "--netns",
+        action="store_true",
+        help="node b in a network namespace: cut real cables (root only; else socket cuts)",
+    )
     p.add_argument("--app", default="orders", choices=("orders", "ledger"))
     p.add_argument(
         "--rate", type=float, default=None, help="requests/s in all (default: closed loop)"
@@ -59,11 +66,18 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"tools/chaos: {exc}", file=sys.stderr)
         return 2
+    netns = a.netns and a.check is None
+    if netns and (why := netlab.available()):
+        msg = f"tools/chaos: --netns: {why}; cutting through the control sockets instead"
+        print(msg, file=sys.stderr)
+        netns = False
     try:
         if a.check is not None:
             directory = a.check
         else:
-            opts = Options(a.seed, a.minutes, a.app, a.witness, kinds, a.faults, a.dir, a.rate)
+            opts = Options(
+                a.seed, a.minutes, a.app, a.witness, kinds, a.faults, a.dir, a.rate, netns
+            )
             directory = run(opts, lambda line: print(line, flush=True))
         verdict = check(directory)
     except (ZmqfailError, OSError) as exc:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from zmqfail import config
@@ -40,13 +40,18 @@ POLL = 0.05  # seconds between two readings while waiting (each costs the node a
 ASK = 2.0
 
 
-def spawn_node(cfg_path: Path, name: str, log: Path) -> subprocess.Popen[bytes]:
+def spawn_node(
+    cfg_path: Path, name: str, log: Path, prefix: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
     """Start `zmqfail node` as its own process and session (so a signal to the
-    tool never reaches it, and killpg reaches only it), appending to `log`."""
+    tool never reaches it, and killpg reaches only it), appending to `log`.
+    `prefix`: a command to run it under (`ip netns exec NS`, which execs the
+    node in place, so the process is still the node's)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "zmqfail", "node", "--config", str(cfg_path), "--name", name]
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "zmqfail", "node", "--config", str(cfg_path), "--name", name],
+            [*prefix, *argv],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

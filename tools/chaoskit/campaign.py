@@ -12,6 +12,7 @@ logs), so `check` can judge a run again later, or a doctored copy of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ from zmqfail import config
 from zmqfail.cluster import Cluster, spawn_node
 from zmqfail.core.status import NodeStatus
 from zmqfail.errors import ZmqfailError
+from zmqfail.netlab import NetLab
 from zmqfail.runcheck import (
     History,
     Key,
@@ -40,6 +42,7 @@ from zmqfail.runcheck import (
     whole_then_stopped,
 )
 
+from . import netns
 from .inject import RECOVER, Injector, Poller
 from .schedule import Kind, draw
 from .tally import Done, Row, in_any, power_window, tally
@@ -64,6 +67,7 @@ class Options:
     max_faults: int | None = None
     directory: Path | None = None
     rate: float | None = None  # requests/s over both clients; None: as fast as they go
+    netns: bool = False  # node b in a network namespace, cuts on real cables (netns.py)
 
 
 @dataclass(slots=True)
@@ -104,17 +108,26 @@ def run(opts: Options, say: Callable[[str], None]) -> Path:
         "samples": [],
         "primary": None,
         "digests": {},
+        "netns": opts.netns,
     }
-    with Reaper() as reaper:
+    with contextlib.ExitStack() as stack:
+        lab = stack.enter_context(netns.lab()) if opts.netns else None
+        reaper = stack.enter_context(Reaper())  # ends the nodes before the lab goes
         made: list[Cluster] = []  # the helper, once made: its spawn needs its config path
 
         def spawn(name: str) -> subprocess.Popen[bytes]:
-            return reaper.adopt(spawn_node(made[0].path, name, made[0].log_of(name)))
+            cl = made[0]
+            before = netns.prefix(lab, name) if lab is not None else []
+            return reaper.adopt(spawn_node(cl.path, name, cl.log_of(name), before))
 
-        cl = Cluster.in_dir(directory, 2, app=opts.app, witness=opts.witness, spawn=spawn)
+        if lab is not None:
+            path = netns.write_config(lab, directory, opts.app, opts.witness)
+            cl = Cluster(config.load(path), spawn, logs=directory)
+        else:
+            cl = Cluster.in_dir(directory, 2, app=opts.app, witness=opts.witness, spawn=spawn)
         made.append(cl)
         try:
-            _campaign(opts, cl, reaper, directory, record, say)
+            _campaign(opts, cl, reaper, directory, record, say, lab)
         finally:
             cl.close()
             (directory / RUN_FILE).write_text(json.dumps(record))
@@ -128,6 +141,7 @@ def _campaign(
     directory: Path,
     record: dict[str, Any],
     say: Callable[[str], None],
+    lab: NetLab | None = None,
 ) -> None:
     problems: list[str] = record["problems"]
     if opts.witness:
@@ -151,9 +165,10 @@ def _campaign(
     cl.wait_all(flowing, f"past commit {FLOWING_LSN} (load flowing)", 90)
     poller = Poller(cl)
     poller.start()
-    injector = Injector(cl, reaper.adopt, say)
+    injector = Injector(cl, reaper.adopt, say, lab)
     deadline = time.monotonic() + opts.minutes * 60
-    say(f"load flowing; faults for {opts.minutes:g} min (seed {opts.seed}) in {directory}")
+    where = f" (node b in namespace {lab.ns}: cuts on real cables)" if lab else ""
+    say(f"load flowing; faults for {opts.minutes:g} min (seed {opts.seed}) in {directory}{where}")
     try:
         for fault in draw(opts.seed, opts.kinds):
             if opts.max_faults is not None and fault.index > opts.max_faults:

@@ -29,8 +29,10 @@ from zmqfail.client.control import call
 from zmqfail.cluster import Cluster
 from zmqfail.errors import Unavailable, ZmqfailError
 from zmqfail.failover.state import Role
+from zmqfail.netlab import NetLab
 from zmqfail.replication import LINKS
 
+from .netns import real_fault
 from .schedule import Fault, Kind
 from .tally import Done
 
@@ -51,9 +53,15 @@ class Injector:
     caller's reaper ends it); nodes are handed over by the helper's spawn."""
 
     def __init__(
-        self, cl: Cluster, adopt: Callable[[Popen[bytes]], object], say: Callable[[str], None]
+        self,
+        cl: Cluster,
+        adopt: Callable[[Popen[bytes]], object],
+        say: Callable[[str], None],
+        lab: NetLab | None = None,
     ) -> None:
         self.cl = cl
+        self.lab = lab  # --netns: cuts on its cables where they exist (netns.py)
+        self.real = False  # the fault being done is on a cable
         self.adopt = adopt
         self.say = say
         self.problems: list[str] = []  # violations seen while injecting (one line each)
@@ -91,6 +99,7 @@ class Injector:
         self.check_alive()
         node = self.resolve(fault.target) if fault.kind.targets_node else ""
         started = time.monotonic()
+        self.real = False
         heal = self._inject(fault, node)
         time.sleep(fault.hold)
         healed = time.monotonic()
@@ -101,14 +110,20 @@ class Injector:
         except Unavailable as exc:
             whole = None
             self.problems.append(f"after fault {fault.describe()} at {node or 'all'}: {exc}")
-        done = Done(fault.index, fault.kind, node, started, healed, whole)
+        done = Done(fault.index, fault.kind, node, started, healed, whole, self.real)
         back = f"whole after {done.end - started:.2f}s" if whole else "NOT whole again"
-        self.say(f"  {fault.describe()}{' -> ' + node if node else ''}: {back}")
+        how = " (cable)" if self.real else ""
+        self.say(f"  {fault.describe()}{' -> ' + node if node else ''}{how}: {back}")
         return done
 
     def _inject(self, fault: Fault, node: str) -> Callable[[], object]:
         """Do the fault; returns what heals it."""
         kind, cl = fault.kind, self.cl
+        if self.lab is not None:
+            plug = real_fault(self.lab, kind, node, fault.direction)
+            if plug is not None:
+                self.real = True
+                return plug
         if kind is Kind.KILL:
             cl.kill(node)
             return lambda: self.restart(node)

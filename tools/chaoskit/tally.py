@@ -53,6 +53,7 @@ class Done:
     started: float  # injected
     healed: float  # the heal was sent (or the process restarted)
     whole: float | None  # the pair whole again; None: it never was (stuck)
+    real: bool = False  # done on a cable of a network namespace (--netns), not a socket
 
     @property
     def end(self) -> float:
