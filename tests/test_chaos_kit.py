@@ -7,6 +7,7 @@ import collections
 import itertools
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -15,6 +16,7 @@ from zmqfail.runcheck import History, RunCheck
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
+from chaoskit.netns import real_fault  # noqa: E402
 from chaoskit.schedule import Kind, draw, kinds_for, parse_kinds  # noqa: E402
 from chaoskit.tally import (  # noqa: E402
     Done,
@@ -88,3 +90,56 @@ def test_one_way_loss_draws_a_direction_and_gets_its_own_row() -> None:
     assert list(rows) == ["one-way-loss", "(calm)", "total"]
     assert (rows["one-way-loss"].faults, rows["one-way-loss"].acked) == (1, 1)
     assert rows["one-way-loss"].outages == [pytest.approx(2.0)]
+
+
+class FakeLab:
+    """What netns.real_fault asks of a lab, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def cut(self, net: str) -> None:
+        self.calls.append(("cut", net))
+
+    def heal(self, net: str) -> None:
+        self.calls.append(("heal", net))
+
+    def lose(self, net: str, side: str) -> None:
+        self.calls.append(("lose", net, side))
+
+    def unlose(self, net: str, side: str) -> None:
+        self.calls.append(("unlose", net, side))
+
+
+@pytest.mark.parametrize(
+    ("kind", "node", "direction", "done", "undone"),
+    [
+        (Kind.CUT_BOTH, "a", "", [("cut", "main"), ("cut", "failsafe")], ("heal", "failsafe")),
+        (Kind.CUT_CLIENTS, "b", "", [("cut", "clients")], ("heal", "clients")),
+        # Out at b: b sends nothing; in at b: a sends b nothing.
+        (Kind.ONE_WAY, "b", "out", [("lose", "main", "b"), ("lose", "failsafe", "b")], None),
+        (Kind.ONE_WAY, "b", "in", [("lose", "main", "a"), ("lose", "failsafe", "a")], None),
+        (Kind.ONE_WAY, "a", "in", [("lose", "main", "b"), ("lose", "failsafe", "b")], None),
+    ],
+)
+def test_network_faults_go_on_the_cables_of_a_lab(
+    kind: Kind,
+    node: str,
+    direction: str,
+    done: list[tuple[str, ...]],
+    undone: tuple[str, ...] | None,
+) -> None:
+    fake = FakeLab()
+    heal = real_fault(cast(Any, fake), kind, node, direction)
+    assert heal is not None and fake.calls == done
+    heal()
+    undo = [("unlose", *c[1:]) if c[0] == "lose" else ("heal", c[1]) for c in done]
+    assert fake.calls[len(done) :] == undo
+    assert undone is None or undone in undo
+
+
+@pytest.mark.parametrize(("kind", "node"), [(Kind.CUT_CLIENTS, "a"), (Kind.KILL, "b")])
+def test_faults_without_a_cable_are_left_to_the_usual_way(kind: Kind, node: str) -> None:
+    """a shares its host with the clients: its client network has no cable."""
+    fake = FakeLab()
+    assert real_fault(cast(Any, fake), kind, node, "") is None and fake.calls == []

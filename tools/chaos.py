@@ -10,8 +10,9 @@ lose only what it hears, or only what it sends), one-way slow replication,
 power loss of every server, and (with --witness) the witness's loss. With
 --netns (root), node b runs in a network namespace and the cuts are real
 (tools/chaoskit/netns.py). Then it stops the load, checks the history and
-every node's log (zmqfail/runcheck.py) and prints a table per fault kind. Exit status 1 on any violation, 2 when it could not
-run. The same seed draws the same faults (their timing meets a live system).
+every node's log (zmqfail/runcheck.py) and prints a table per fault kind.
+Exit status 1 on any violation, 2 when it could not run. The same seed draws
+the same faults (their timing meets a live system).
 See docs/reliability.md, "tools/chaos".
 """
 
