@@ -35,6 +35,11 @@ from zmqfail.replication import (
 from zmqfail.txlog.memlog import Trimmed
 
 log = logging.getLogger("zmqfail.replication")
+# Dead times a counted backup may answer no commit while its heartbeats arrive
+# before we run alone: long enough that a link reset and reconnect under load
+# is not mistaken for it, short enough that one-way loss is an outage of a
+# second, not of the cut's whole length.
+STALLED = 3
 
 
 @dataclass(slots=True)
@@ -217,10 +222,28 @@ class Leader:
         client network had its answer or its dead time: if that backup took
         over meanwhile, the answer carries its higher epoch and we step down
         instead of acknowledging alone. `said_bye`: peers that said they
-        stopped cleanly, which changes only the words of the log."""
+        stopped cleanly, which changes only the words of the log.
+
+        A counted backup whose heartbeats arrive but that answers no commit
+        for STALLED dead times is dropped too: what we send it is lost on the
+        way (one-way loss, a half-broken cable) and nothing could be
+        acknowledged until the cut heals. Its fresh heartbeats are the
+        verdict: it lives, as a backup at our epoch (a higher one in them
+        makes us step down first)."""
         tracker = self.tracker
         for name in tracker.in_sync():
-            if tracker.silent_for(name, now) > dead_after and hb_age[name] > dead_after:
+            silent = tracker.silent_for(name, now)
+            if silent > STALLED * dead_after and hb_age[name] <= dead_after:
+                log.warning(
+                    "%s: backup %s answers no commit for %.0f ms though its heartbeats "
+                    "arrive (one-way loss?); running alone",
+                    self.name,
+                    name,
+                    silent * 1000,
+                )
+                tracker.mark_lost(name)
+                continue
+            if silent > dead_after and hb_age[name] > dead_after:
                 seen = verdict(name)
                 if seen is None and name not in said_bye:
                     continue
