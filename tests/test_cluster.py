@@ -41,6 +41,7 @@ def sample() -> NodeStatus:
         lag=1,
         replication_link="main",
         cut_links=["clients"],
+        cut_one_way={"clients": "out"},
         delays_ms={"main": 5},
         held_replies=2,
         clients=3,
