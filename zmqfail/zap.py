@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -145,13 +146,23 @@ class HandshakeWatch:
             event = parse_monitor_message(frames)
         except Exception:  # not ours to judge: libzmq wrote it
             return
-        unlogged = self.gate.refuse(domain, b"", time.monotonic())
+        # Rate-limited per cause: a burst of one kind of failure (a client
+        # refused by ZAP may fail its handshake too) must not hide another.
+        value = int(event["value"])
+        unlogged = self.gate.refuse(domain, b"%x" % value, time.monotonic())
         if unlogged is None:
             return
-        if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
             why = "the peer offered no CURVE key (a client or tool without keys?)"
+        elif value < 0x10000000:  # an errno: the peer went away mid-handshake
+            # A peer without keys sees our CURVE greeting and hangs up too, often
+            # before ours sees its NULL one: then this is all libzmq tells.
+            why = (
+                f"the handshake failed ({os.strerror(value)}; a client or tool "
+                "without keys hangs up like this)"
+            )
         else:
-            why = f"the handshake failed (libzmq error 0x{event['value']:x})"
+            why = f"the handshake failed (libzmq protocol error 0x{value:x})"
         more = f" ({unlogged} more since the last line)" if unlogged else ""
         endpoint = event["endpoint"]
         where = endpoint.decode("utf-8", "replace") if isinstance(endpoint, bytes) else endpoint
