@@ -257,6 +257,34 @@ def test_frontend_holds_replies_until_committed() -> None:
     assert second.msg_id == 2 and r.nlog.committed == 3
 
 
+def test_frontend_bounds_each_clients_requests_in_flight() -> None:
+    """Issue 12.2: a client that never waits for its replies is refused past
+    the session window, unprocessed; another client is served meanwhile."""
+    r = FrontRig(serving=True)
+    r.fe.on_frames(
+        [(b"c-1", Register("c-1", 7).encode()), (b"c-2", Register("c-2", 8).encode())], 1.0
+    )
+    r.fe.commit(2)
+    g1, g2 = r.sent()
+    window = r.nlog.proc.sessions.window
+    flood = [(b"c-1", Request("c-1", m, BUY, g1.session).encode()) for m in range(1, window + 4)]
+    r.fe.on_frames(flood, 1.0)
+    refused = r.sent()
+    assert [x.msg_id for x in refused] == [window + 1, window + 2, window + 3]
+    assert all(x.status == "error" and x.result["code"] == "too_many_in_flight" for x in refused)
+    assert r.fe.too_many_in_flight == 3 and r.nlog.proc.applied == 2 + window
+    # Another client is not held back by c-1's bound.
+    r.fe.on_frames([(b"c-2", Request("c-2", 1, BUY, g2.session).encode())], 1.0)
+    assert r.sent() == [] and len(r.fe.gate) == window + 1
+    # Once c-1's replies are out, the refused msg_id is processed when resent.
+    r.fe.commit(r.nlog.proc.last_lsn)
+    assert len(r.sent()) == window + 1
+    r.fe.on_frames([(b"c-1", Request("c-1", window + 1, BUY, g1.session).encode())], 1.0)
+    r.fe.commit(r.nlog.proc.last_lsn)
+    (ok,) = r.sent()
+    assert ok.msg_id == window + 1 and ok.status == "ok"
+
+
 # ------------------------------------------------------------- a whole core
 def one_node_core(snapshot_every: int = 200_000) -> tuple[NodeCore, SimDisk, Loop]:
     text = config.render(nodes=1, base_port=20000).replace(

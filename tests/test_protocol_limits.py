@@ -4,15 +4,24 @@ bounds and what libzmq does with a frame above the bound."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 import zmq
 
-from zmqfail.errors import ProtocolError
+from zmqfail import config
+from zmqfail.client.control import call
+from zmqfail.client.core import ClientCore
+from zmqfail.client.session import Session
+from zmqfail.client.sync import Client
+from zmqfail.errors import ProtocolError, ZmqfailError
 from zmqfail.failover.state import Role, State
+from zmqfail.netutil import free_base_port
+from zmqfail.node.links import Channels
 from zmqfail.protocol import (
+    HWM,
     INT_MAX,
     INT_MIN,
     MAX_DEPTH,
@@ -238,10 +247,12 @@ def test_limit_socket_sets_maxmsgsize(zctx: zmq.Context[zmq.Socket[bytes]]) -> N
         (Channel.REPL_ACK, zmq.REP),
         (Channel.HEARTBEAT, zmq.SUB),
         (Channel.REPL_RECORDS, zmq.PULL),
+        (Channel.REPLIES, zmq.DEALER),
     ]:
         s = zctx.socket(kind)
         assert limit_socket(s, ch) == MAX_FRAME_BYTES[ch]
         assert s.getsockopt(zmq.MAXMSGSIZE) == MAX_FRAME_BYTES[ch]
+        assert s.getsockopt(zmq.SNDHWM) == s.getsockopt(zmq.RCVHWM) == HWM[ch] > 0
         s.close(linger=0)
     s = zctx.socket(zmq.PULL)
     limit_socket(s, Channel.REPL_RECORDS, 2 << 30)
@@ -273,3 +284,52 @@ def test_oversized_frame_drops_the_connection_and_a_reconnect_is_served(
             break
     assert b"later" in got
     assert set(got) <= {b"right-behind", b"later"}
+
+
+def test_every_socket_a_node_or_client_opens_has_a_frame_bound_and_hwms(
+    tmp_path: Path, zctx: zmq.Context[zmq.Socket[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every socket of a node's channels, a client and an operator tool; the
+    primary's replication sockets too, as each binds or connects. A socket
+    left at libzmq's defaults (MAXMSGSIZE -1: any size) fails this."""
+    seen: list[tuple[int, int, int, int]] = []
+
+    def spy(real: Any) -> Any:
+        def wrapped(self: zmq.Socket[bytes], endpoint: str) -> Any:
+            o = [int(self.getsockopt(x)) for x in (zmq.MAXMSGSIZE, zmq.SNDHWM, zmq.RCVHWM)]
+            seen.append((int(self.type), o[0], o[1], o[2]))
+            return real(self, endpoint)
+
+        return wrapped
+
+    monkeypatch.setattr(zmq.Socket, "bind", spy(zmq.Socket.bind))
+    monkeypatch.setattr(zmq.Socket, "connect", spy(zmq.Socket.connect))
+    cfg = config.loads(config.render(nodes=2, base_port=free_base_port(30)), tmp_path)
+    me = cfg.node("a")
+    links = Channels(zctx, cfg, me, zmq.Poller(), lambda: b"")
+    links.open_replication()
+    client = Client(cfg, ctx=zctx)
+    with pytest.raises(ZmqfailError):
+        call(me, "status", timeout=0.01, ctx=zctx)
+    monkeypatch.undo()
+    client.close()
+    links.close()
+    kinds = {k for k, *_ in seen}
+    assert kinds == {zmq.ROUTER, zmq.DEALER, zmq.REP, zmq.REQ, zmq.PULL, zmq.PUSH, zmq.PUB, zmq.SUB}
+    for kind, maxmsg, snd, rcv in seen:
+        assert 0 < snd <= HWM[Channel.CLIENTS] and 0 < rcv <= HWM[Channel.CLIENTS], kind
+        if kind != zmq.PUSH:  # send-only: nothing arrives on it to bound
+            assert 0 < maxmsg <= MAX_FRAME_BYTES[Channel.REPL_RECORDS], kind
+
+
+def test_the_client_refuses_a_request_over_the_frame_bound_before_sending() -> None:
+    """Before: the server's socket dropped the frame with the connection and
+    the caller saw only "no reply within 5 s; resending it is safe"."""
+    core = ClientCore(["a"], Session("c-1"), failover_after=0.15, lost_after=1.0)
+    limit = MAX_FRAME_BYTES[Channel.CLIENTS]
+    taken = core.session.next_msg_id
+    with pytest.raises(ProtocolError, match=f"over the {limit}-byte limit of the client channel"):
+        core.submit({"op": "new", "instrument": "A" * limit}, 1.0)
+    assert core.session.next_msg_id == taken and not core.session.outstanding
+    assert not [d for _i, d in core.out if d[:1] and b"AAAA" in d]
+    assert core.submit({"op": "new", "instrument": "ABC"}, 1.0) == taken

@@ -254,22 +254,37 @@ class ReplyGate:
 
     def __init__(self) -> None:
         self._held: deque[tuple[int, bytes, bytes]] = deque()
+        # Replies held per client connection: its requests in flight, which
+        # the frontend bounds (a client that never waits cannot fill our RAM).
+        self._per_client: dict[bytes, int] = {}
 
     def __len__(self) -> int:
         return len(self._held)
 
+    def held_for(self, ident: bytes) -> int:
+        return self._per_client.get(ident, 0)
+
     def hold(self, lsn: int, ident: bytes, data: bytes) -> None:
         self._held.append((lsn, ident, data))
+        per = self._per_client
+        per[ident] = per.get(ident, 0) + 1
 
     def release(self, committed_lsn: int) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
         held = self._held
+        per = self._per_client
         while held and held[0][0] <= committed_lsn:
             _, ident, data = held.popleft()
+            n = per[ident] - 1
+            if n:
+                per[ident] = n
+            else:
+                del per[ident]
             out.append((ident, data))
         return out
 
     def drop_all(self) -> int:
         n = len(self._held)
         self._held.clear()
+        self._per_client.clear()
         return n

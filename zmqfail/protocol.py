@@ -65,6 +65,7 @@ class Channel(enum.Enum):
     REPL_ACK = "repl_ack"  # REP (commit) on a backup, REQ (ack) on a primary
     HEARTBEAT = "heartbeat"  # SUB
     REPL_RECORDS = "repl_records"  # PULL: records batches and snapshot images
+    REPLIES = "replies"  # DEALER of a client or an operator tool: replies, control replies
 
 
 # The largest frame (message part) each channel accepts. Bounds on what the
@@ -80,6 +81,25 @@ MAX_FRAME_BYTES: dict[Channel, int] = {
     # 64 MiB by default) and a snapshot image the whole tables: this one must
     # be configurable and is far larger.
     Channel.REPL_RECORDS: 1 << 30,
+    # What a server answers: a reply (a `reports` of 10,000 fills is ~1 MiB) or
+    # a control reply (status with its history). Bounded so that a rogue or
+    # broken server cannot make a client or tool allocate gigabytes.
+    Channel.REPLIES: 16 << 20,
+}
+
+# High-water marks (messages queued per connection, each way) that
+# ``limit_socket`` sets; sockets that need another value set it after. A node
+# never blocks on a send: at the mark the frame is dropped (a client reply is
+# counted as undeliverable and answered again on the resend; a lost push or
+# commit shows as a gap). Past the receive mark libzmq stops reading that
+# connection, so the sender is held back by TCP (docs/protocol.md, "Limits").
+HWM: dict[Channel, int] = {
+    Channel.CLIENTS: 100_000,  # many clients, each with a window of requests in flight
+    Channel.CONTROL: 1_000,
+    Channel.REPL_ACK: 64,  # one commit in flight per link
+    Channel.HEARTBEAT: 1_000,
+    Channel.REPL_RECORDS: 10_000,
+    Channel.REPLIES: 100_000,
 }
 
 
@@ -98,13 +118,16 @@ def max_frame_bytes(channel: Channel, records_bytes: int | None = None) -> int:
 
 
 def limit_socket(sock: zmq.Socket[Any], channel: Channel, records_bytes: int | None = None) -> int:
-    """Set ZMQ_MAXMSGSIZE on a socket that receives ``channel``'s frames.
+    """Set ZMQ_MAXMSGSIZE and the high-water marks on a socket that receives
+    ``channel``'s frames.
 
     libzmq then drops a larger frame and closes that connection before a byte
     reaches the node (a connecting peer reconnects by itself). Returns the bound.
     """
     n = max_frame_bytes(channel, records_bytes)
     sock.setsockopt(zmq.MAXMSGSIZE, n)
+    sock.setsockopt(zmq.SNDHWM, HWM[channel])
+    sock.setsockopt(zmq.RCVHWM, HWM[channel])
     return n
 
 

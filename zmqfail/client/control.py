@@ -14,7 +14,7 @@ import zmq
 from zmqfail.config import ClusterConfig, NodeConfig, WitnessConfig
 from zmqfail.core.status import STATUS_KEYS, NodeStatus
 from zmqfail.errors import ProtocolError, Unavailable, ZmqfailError
-from zmqfail.protocol import ControlReply, ControlRequest, decode_as
+from zmqfail.protocol import Channel, ControlReply, ControlRequest, decode_as, limit_socket
 from zmqfail.security import Curve, Dial
 
 __all__ = ["STATUS_KEYS", "call", "cluster_status", "node_status"]
@@ -57,6 +57,7 @@ def call(
     c: zmq.Context[zmq.Socket[bytes]] = ctx or zmq.Context.instance()
     s: zmq.Socket[bytes] = c.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
+    limit_socket(s, Channel.REPLIES)
     try:
         if dial is not None:
             dial.apply(s)

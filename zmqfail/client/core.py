@@ -41,11 +41,14 @@ from zmqfail.client.acks import AckLoss
 from zmqfail.client.session import ClientState, Session
 from zmqfail.errors import ProtocolError
 from zmqfail.protocol import (
+    MAX_FRAME_BYTES,
     STATUS_NOT_ACTIVE,
+    Channel,
     Hello,
     Message,
     RecoverySignal,
     Reply,
+    Request,
     SessionGrant,
     Welcome,
     decode,
@@ -174,9 +177,20 @@ class ClientCore:
         takes over. Returns its msg_id."""
         if self.active is None and self.session.state is ClientState.LOST:
             self.search(now)
-        req = self.session.new_request(body, now)
+        s = self.session
+        # Encoded here, before a msg_id is taken: a request over the client
+        # channel's frame bound would be dropped by the server's socket with the
+        # connection, and the caller would only see a timeout.
+        data = Request(s.client_id, s.next_msg_id, body, s.session).encode()
+        bound = MAX_FRAME_BYTES[Channel.CLIENTS]
+        if len(data) > bound:
+            raise ProtocolError(
+                f"request of {len(data)} bytes is over the {bound}-byte limit of the "
+                "client channel; nothing was sent"
+            )
+        req = s.new_request(body, now)
         if self.active is not None and req.session:
-            self.out.append((self.active, req.encode()))
+            self.out.append((self.active, data))
         return req.msg_id
 
     def on_frame(self, idx: int, data: bytes, now: float) -> list[Reply]:

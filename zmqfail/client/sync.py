@@ -42,7 +42,7 @@ from zmqfail.client.core import (
 from zmqfail.client.session import ClientState, Session
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import RequestTimeout, Unavailable
-from zmqfail.protocol import Reply
+from zmqfail.protocol import Channel, Reply, limit_socket
 from zmqfail.security import Curve, Dial
 
 __all__ = ["AckLoss", "Client", "Failover", "server_endpoints"]
@@ -105,8 +105,7 @@ class Client:
             s: zmq.Socket[bytes] = self.ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.ROUTING_ID, self.session.client_id.encode())
-            s.setsockopt(zmq.SNDHWM, 100_000)
-            s.setsockopt(zmq.RCVHWM, 100_000)
+            limit_socket(s, Channel.REPLIES)
             dial = dials[i]
             if dial is not None:
                 dial.apply(s)

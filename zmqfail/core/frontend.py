@@ -67,6 +67,7 @@ class Frontend:
         self.requests = 0
         self.replies = 0
         self.bad_frames = 0
+        self.too_many_in_flight = 0  # requests refused: the client's bound was reached
         self.votes = 0
         self.votes_refused = 0
         self.probes = 0
@@ -145,9 +146,23 @@ class Frontend:
         )
 
     def _on_request(self, ident: bytes, req: Request) -> None:
-        if not self._refused(ident, req.msg_id):
-            proc = self.nlog.proc
-            self._take(ident, proc.submit(req.client_id, req.msg_id, req.body, req.session))
+        if self._refused(ident, req.msg_id):
+            return
+        proc = self.nlog.proc
+        bound = proc.sessions.window
+        if self.gate.held_for(ident) >= bound:
+            # More unanswered requests than the session keeps replies for: a
+            # client of this library never gets here (the session grant tells
+            # it the window). Refused unprocessed, so a resend later is served.
+            self.too_many_in_flight += 1
+            message = (
+                f"{bound} requests of this client already wait for their commit "
+                f"(the session window); msg_id {req.msg_id} was not processed: "
+                "send it again once replies arrive"
+            )
+            self._send(ident, self._error(req.msg_id, "too_many_in_flight", message))
+            return
+        self._take(ident, proc.submit(req.client_id, req.msg_id, req.body, req.session))
 
     def _refused(self, ident: bytes, msg_id: int) -> bool:
         """Only the active server takes requests; the others say so."""

@@ -253,6 +253,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         "requests": fe.requests,
         "replies": fe.replies,
         "bad_frames": fe.bad_frames,
+        "too_many_in_flight": fe.too_many_in_flight,
         "flushes": core.checkpoint.flushes,
         "snapshots": core.checkpoint.snapshots,
         "snapshots_installed": core.store.snapshots_installed,

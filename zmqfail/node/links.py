@@ -150,7 +150,7 @@ class Channels:
             pull = self._bound(zmq.PULL, ends.records, Channel.REPL_RECORDS, curve=repl)
             pull.setsockopt(zmq.RCVHWM, 10_000)
             rep = self._bound(zmq.REP, ends.ack, Channel.REPL_ACK, curve=repl)
-            pub = self._bound(zmq.PUB, ends.heartbeat, None, poll=False, curve=repl)
+            pub = self._bound(zmq.PUB, ends.heartbeat, Channel.HEARTBEAT, poll=False, curve=repl)
             pub.setsockopt(zmq.SNDHWM, 100)
             sub = self._socket(zmq.SUB, Channel.HEARTBEAT)
             sub.setsockopt(zmq.RCVHWM, 1000)

@@ -63,6 +63,7 @@ REJECTS = {
     "stale": "stale",  # a msg_id older than the stored replies
     "expired": "expired",  # the session is gone
     "app_error": "app_failures",  # the application raised
+    "too_many_in_flight": "too_many_in_flight",  # the client's bound on unanswered requests
 }
 # channel label -> status counter
 BAD_FRAMES = {
