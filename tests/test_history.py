@@ -138,7 +138,7 @@ def test_truncate_keeps_the_cut_records_in_quarantine(tmp_path: Path, segment_by
     # The quarantine is a log of its own: the log tools read it.
     assert [lsn for lsn, _ in iter_records(cut.quarantine)] == list(range(26, 41))
     (seg,) = (cut.quarantine / "log").iterdir()
-    assert seg.stat().st_mode & 0o777 == 0o644
+    assert seg.stat().st_mode & 0o777 == 0o600  # a node's data is its user's alone
     # Recovery of what is left is clean, and appending goes on at 26.
     rec = recover(tmp_path)
     assert rec.last_lsn == 25 and rec.truncated_bytes == 0

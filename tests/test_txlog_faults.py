@@ -342,11 +342,46 @@ def test_files_are_never_executable_even_with_umask_zero(tmp_path: Path) -> None
     finally:
         os.umask(old)
     files = [p for p in (tmp_path / "d").rglob("*") if p.is_file()]
-    dirs = [p for p in (tmp_path / "d").rglob("*") if p.is_dir()] + [tmp_path / "d"]
     assert {p.parent.name for p in files} >= {"log", "snap", "archive", "d"}
-    for p in files:
+    assert_owner_only(tmp_path / "d")
+
+
+def assert_owner_only(d: Path) -> None:
+    """Files rw for the node's user alone, directories rwx: every client's
+    orders are in there. Nothing executable, nothing for group or others."""
+    for p in [d, *d.rglob("*")]:
         mode = stat.S_IMODE(p.stat().st_mode)
-        assert mode & ~0o644 == 0, (p, oct(mode))
-    for p in dirs:
-        mode = stat.S_IMODE(p.stat().st_mode)
-        assert mode & ~0o755 == 0, (p, oct(mode))
+        want = 0o700 if p.is_dir() else 0o600
+        assert mode == want, (p, oct(mode))
+
+
+def test_a_nodes_files_are_its_users_alone_even_with_umask_zero(
+    cluster_dir: Callable[..., Path], node_threads: StartNode
+) -> None:
+    """Before: with umask 0 a node made its data dir 0777 and node.pid 0666,
+    and with umask 022 every segment and history.jsonl were world-readable.
+    Every file a node, a truncation (quarantine) and `log reset` make."""
+    from zmqfail.client.sync import Client
+    from zmqfail.txlog.reset import reset_data_dir
+    from zmqfail.txlog.truncate import truncate_after
+
+    cfg = config.load(cluster_dir())
+    data = cfg.node("a").data_dir
+    old = os.umask(0)
+    try:
+        nt = node_threads(cfg, "a")
+        nt.wait_active()
+        with Client(cfg, timeout=5) as c:
+            for _ in range(3):
+                assert c.request(BUY).status == "ok"
+        assert {"node.pid", "LOCK", "history.jsonl", "meta.zfm"} <= {p.name for p in data.iterdir()}
+        assert_owner_only(data)  # while it runs: node.pid goes with a clean stop
+        nt.stop()
+        truncate_after(data, 2, reason="test")
+        reset_data_dir(data)
+    finally:
+        os.umask(old)
+    names = {p.name for p in data.rglob("*")}
+    assert "quarantine" in names, names
+    assert any(n.startswith("damaged-") for n in names), names
+    assert_owner_only(data)

@@ -31,6 +31,7 @@ from zmqfail.node.flusher import Flusher
 from zmqfail.txlog import histfile
 from zmqfail.txlog.buffer import Batch
 from zmqfail.txlog.frames import log_dir
+from zmqfail.txlog.fsutil import write_file
 from zmqfail.txlog.retention import Retention
 from zmqfail.txlog.segments import DiskLog, LogIO
 from zmqfail.txlog.snapshot import snap_dir, write_meta, write_snapshot
@@ -180,7 +181,7 @@ class RealDisk:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
-                path.write_bytes(msgpack.packb(state_of(), use_bin_type=True))
+                write_file(path, msgpack.packb(state_of(), use_bin_type=True))
                 code = 0
             finally:
                 os._exit(code)

@@ -31,6 +31,7 @@ from zmqfail.node.metrics import NodeMetrics
 from zmqfail.protocol import AckStatus
 from zmqfail.replication import LINKS
 from zmqfail.security import Curve, ServerKeys
+from zmqfail.txlog.fsutil import FILE_MODE, ensure_dir, write_file
 from zmqfail.txlog.snapshot import read_meta
 from zmqfail.zap import Authenticator, for_server, stopped_on_failure
 
@@ -65,7 +66,7 @@ class Node:
             self._open(keys)
 
     def _open(self, keys: ServerKeys | None) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.data_dir)
         self._lock()
         t0 = clock.now()
         meta = read_meta(self.data_dir)
@@ -118,7 +119,7 @@ class Node:
             self.control.curve_refused = lambda: auth.refused
             ch = self.channels
             auth.watch({Curve.CLIENTS: ch.frontend, Curve.CONTROL: ch.control})
-        (self.data_dir / "node.pid").write_text(f"{os.getpid()}\n")
+        write_file(self.data_dir / "node.pid", f"{os.getpid()}\n".encode())
         if self.metrics is not None and not self.metrics.start():
             self.metrics = None
         log.info(
@@ -132,7 +133,7 @@ class Node:
 
     def _lock(self) -> None:
         path = self.data_dir / "LOCK"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,10 +14,11 @@ import os
 import tempfile
 from pathlib import Path
 
-# Data files are read by operator tools and never executed; directories are
-# searched by them. umask may only tighten these.
-FILE_MODE = 0o644
-DIR_MODE = 0o755
+# A node's data (every client's orders and sessions, its epoch and history)
+# is read and written only by the node's user, who also runs the operator
+# tools on it; nothing in it is executed. umask may only tighten these.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 
 def fsync_dir(path: Path) -> None:
@@ -56,6 +57,16 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Create or replace ``path`` with ``data`` at FILE_MODE (not durable:
+    for files that a crash may lose, such as a pid file or a copy)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from zmqfail.errors import LogCorrupt, ZmqfailError
 from zmqfail.txlog.frames import LOG_DIRNAME
-from zmqfail.txlog.fsutil import DIR_MODE, fsync_dir
+from zmqfail.txlog.fsutil import DIR_MODE, FILE_MODE, fsync_dir, write_file
 from zmqfail.txlog.recovery import has_data
 from zmqfail.txlog.snapshot import META_NAME, SNAP_DIRNAME, read_meta, write_meta
 
@@ -40,7 +40,7 @@ class ResetResult:
 @contextlib.contextmanager
 def _exclusive(data_dir: Path) -> Iterator[None]:
     """Hold the node's own lock, so no node starts (or runs) during the reset."""
-    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -90,7 +90,7 @@ def reset_data_dir(data_dir: Path, now: float | None = None) -> ResetResult:
                 moved.append(name)
         meta_path = data_dir / META_NAME
         if meta_path.exists():
-            (aside / META_NAME).write_bytes(meta_path.read_bytes())
+            write_file(aside / META_NAME, meta_path.read_bytes())
             moved.append(f"copy of {META_NAME}")
         fsync_dir(aside)
         fsync_dir(data_dir)

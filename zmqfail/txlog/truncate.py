@@ -28,7 +28,7 @@ from zmqfail.txlog.frames import (
     segment_header,
     segment_name,
 )
-from zmqfail.txlog.fsutil import fsync_dir
+from zmqfail.txlog.fsutil import FILE_MODE, ensure_dir, fsync_dir
 from zmqfail.txlog.snapshot import list_snapshots
 
 QUARANTINE_DIRNAME = "quarantine"
@@ -85,10 +85,10 @@ def truncate_after(data_dir: Path, lsn: int, reason: str = "diverged") -> Cut:
         first = removed[0][0]
         qpath = quarantine_dir(data_dir) / f"{stamp}-{reason}-{first}"
         qlog = log_dir(qpath)
-        qlog.mkdir(mode=0o755, parents=True, exist_ok=True)
+        ensure_dir(qlog)
         qseg = qlog / segment_name(first)
         tmp = qseg.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
             os.write(fd, segment_header(first))
             for rec_lsn, payload in removed:

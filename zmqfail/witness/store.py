@@ -28,7 +28,7 @@ from typing import Any
 
 from zmqfail.errors import WitnessError
 from zmqfail.protocol import MAX_ID_LEN
-from zmqfail.txlog.fsutil import atomic_write, ensure_dir
+from zmqfail.txlog.fsutil import atomic_write, ensure_dir, write_file
 from zmqfail.witness.logic import Granted
 
 STORE_NAME = "granted.json"
@@ -112,8 +112,8 @@ class Store:
             stored = self._read(fresh)
             mark = d / MARK_NAME
             if not mark.exists():  # after the store, so a start cut short here was new
-                mark.write_text(MARK_TEXT)
-            (d / PID_NAME).write_text(f"{os.getpid()}\n")
+                write_file(mark, MARK_TEXT.encode())
+            write_file(d / PID_NAME, f"{os.getpid()}\n".encode())
         except BaseException:
             self.close()
             raise
