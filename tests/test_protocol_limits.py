@@ -12,6 +12,7 @@ import pytest
 import zmq
 
 from zmqfail import config
+from zmqfail.app import Outcome
 from zmqfail.client.control import call
 from zmqfail.client.core import ClientCore
 from zmqfail.client.session import Session
@@ -20,6 +21,7 @@ from zmqfail.errors import ProtocolError, ZmqfailError
 from zmqfail.failover.state import Role, State
 from zmqfail.netutil import free_base_port
 from zmqfail.node.links import Channels
+from zmqfail.processor import Processor
 from zmqfail.protocol import (
     HWM,
     INT_MAX,
@@ -333,3 +335,26 @@ def test_the_client_refuses_a_request_over_the_frame_bound_before_sending() -> N
     assert core.session.next_msg_id == taken and not core.session.outstanding
     assert not [d for _i, d in core.out if d[:1] and b"AAAA" in d]
     assert core.submit({"op": "new", "instrument": "ABC"}, 1.0) == taken
+
+
+@pytest.mark.parametrize("write", [True, False])
+def test_an_application_answer_out_of_range_is_an_error_reply_not_a_crash(
+    write: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's side of 'integers out of range': an application (a custom
+    one, say) answering with an integer msgpack cannot carry. Before, the
+    ProtocolError of encode_record escaped submit and stopped the node."""
+    proc = Processor.create(config.load_default(), "a", 1)
+    sid = proc.register("c-1", 1).gate_lsn
+    huge = {"total": 10**30}
+    monkeypatch.setattr(proc.app, "execute", lambda _c, _b: Outcome(write, "ok", huge, []))
+    before = (proc.last_lsn, proc.app.digest())
+    out = proc.submit("c-1", 1, {"op": "anything"}, sid)
+    rep = decode_as(out.reply, Reply)
+    assert (rep.status, rep.result["code"]) == ("error", "internal")
+    assert "holds the integer 10000000000000000000000" in rep.result["message"]
+    assert out.record is None and proc.failures == 1
+    assert (proc.last_lsn, proc.app.digest()) == before
+    monkeypatch.undo()
+    book = proc.submit("c-1", 2, {"op": "book", "instrument": "ABC"}, sid)
+    assert decode_as(book.reply, Reply).status == "ok"

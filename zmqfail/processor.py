@@ -127,14 +127,24 @@ class Processor:
             self.failures += 1
             result = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
             return Processed(self._reply(msg_id, STATUS_ERROR, result), 0, None)
+        lsn = self.last_lsn + 1
+        try:
+            if not out.write:
+                reply = self._reply(msg_id, out.status, out.result)
+            else:
+                record = encode_record(
+                    lsn, self.epoch, client_id, msg_id, body, out.changes, out.status, out.result
+                )
+        except ProtocolError as exc:
+            # The application answered with what the wire cannot carry (an
+            # integer past 64 bits, say): an error reply, nothing applied.
+            self.failures += 1
+            result = {"code": "internal", "message": f"the application's answer: {exc}"}
+            return Processed(self._reply(msg_id, STATUS_ERROR, result), 0, None)
         if out.status == STATUS_REJECTED:
             self.rejected += 1
         if not out.write:
-            return Processed(self._reply(msg_id, out.status, out.result), self.last_lsn, None)
-        lsn = self.last_lsn + 1
-        record = encode_record(
-            lsn, self.epoch, client_id, msg_id, body, out.changes, out.status, out.result
-        )
+            return Processed(reply, self.last_lsn, None)
         self.app.apply(out.changes)
         store(s, self._window, msg_id, out.status, out.result)
         self._live.move_to_end(client_id)
