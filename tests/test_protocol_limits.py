@@ -358,3 +358,25 @@ def test_an_application_answer_out_of_range_is_an_error_reply_not_a_crash(
     monkeypatch.undo()
     book = proc.submit("c-1", 2, {"op": "book", "instrument": "ABC"}, sid)
     assert decode_as(book.reply, Reply).status == "ok"
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"x": nested(MAX_DEPTH)}, f"request body is nested deeper than {MAX_DEPTH} levels"),
+        ({"x": {1: "a"}}, "request body has a map key that is not a string"),
+        ({"qty": 10**23}, "outside the range"),
+    ],
+)
+def test_the_client_refuses_a_body_the_server_would_refuse_before_sending(
+    body: dict[str, Any], says: str
+) -> None:
+    """Before: a body nested too deep was sent; the server's bad_frame reply
+    carries msg_id 0 (it could not read one), so the caller only timed out."""
+    core = ClientCore(["a"], Session("c-1"), failover_after=0.15, lost_after=1.0)
+    taken = core.session.next_msg_id
+    with pytest.raises(ProtocolError, match=says):
+        core.submit(body, 1.0)
+    assert core.session.next_msg_id == taken and not core.session.outstanding
+    with pytest.raises(ProtocolError):  # the check the server's decoder applies
+        check_tree(body, "body")

@@ -51,6 +51,7 @@ from zmqfail.protocol import (
     Request,
     SessionGrant,
     Welcome,
+    check_tree,
     decode,
 )
 
@@ -178,9 +179,11 @@ class ClientCore:
         if self.active is None and self.session.state is ClientState.LOST:
             self.search(now)
         s = self.session
-        # Encoded here, before a msg_id is taken: a request over the client
-        # channel's frame bound would be dropped by the server's socket with the
-        # connection, and the caller would only see a timeout.
+        # Checked here as the server will, before a msg_id is taken: the server
+        # answers a body nested too deep with a bad_frame of msg_id 0 (it cannot
+        # read the msg_id), and a frame over the client channel's bound is
+        # dropped with the connection; either way the caller saw only a timeout.
+        check_tree(body, "request body")
         data = Request(s.client_id, s.next_msg_id, body, s.session).encode()
         bound = MAX_FRAME_BYTES[Channel.CLIENTS]
         if len(data) > bound:
