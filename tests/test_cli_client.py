@@ -82,6 +82,8 @@ def test_bad_numbers_are_usage_errors_before_anything_is_sent(args: list[str], s
         (["client", "bench", "--rate", "inf", "--duration", "1"], "got inf"),
         (["kill", "a", "--link", "main", "--for", "-1"], "got -1"),
         (["switchover", "--timeout", "x"], "'x' is not a number"),
+        (["config", "init", "--dir", "x", "--base-port", "9" * 20], "within 1024..65535"),
+        (["config", "init", "--dir", "x", "--base-port", "-5"], "within 1024..65535, got -5"),
     ],
 )
 def test_every_number_option_is_checked_before_the_command_runs(args: list[str], says: str) -> None:

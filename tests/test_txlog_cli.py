@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import run_zmqfail
 
 from zmqfail.cli.logcmd import log_group
 from zmqfail.txlog.frames import list_segments, log_dir
@@ -223,3 +224,30 @@ def test_dump_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert dump.wait(timeout=30) == 141  # 128 + SIGPIPE, as `set -o pipefail` reports for cat
     assert first.split()[0] == b"1"
     assert err == b""
+
+
+def test_the_data_dir_may_be_given_as_an_argument(tmp_path: Path) -> None:
+    """`zmqfail log dump DIR` is what people type; once, not twice."""
+    make_log(tmp_path, 5)
+    by_option = CliRunner().invoke(log_group, ["dump", "--data-dir", str(tmp_path)])
+    by_argument = CliRunner().invoke(log_group, ["dump", str(tmp_path)])
+    assert by_argument.exit_code == 0 and by_argument.stdout == by_option.stdout
+    assert len(by_argument.stdout.splitlines()) == 5
+    res = CliRunner().invoke(log_group, ["verify", str(tmp_path)])
+    assert res.exit_code == 0 and res.stdout.splitlines()[-1] == "OK"
+    for args in (["verify"], ["dump", str(tmp_path), "--data-dir", str(tmp_path / "x")]):
+        res = CliRunner().invoke(log_group, args)
+        assert res.exit_code == 2 and "data director" in res.stderr, res.output
+
+
+def test_verify_refuses_a_directory_of_other_files_in_one_line(tmp_path: Path) -> None:
+    """Before: `log verify` of any directory said OK. The real command, as a
+    careless user types it: a config directory, not a node's data dir."""
+    (tmp_path / "zmqfail.toml").write_text("[cluster]\n")
+    (tmp_path / "a").mkdir()
+    res = run_zmqfail("log", "verify", str(tmp_path), timeout=30)
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [
+        f"zmqfail: error: {tmp_path} holds no zmqfail data (no meta.zfm, log/, snap/ or "
+        "archive/): is it a node's data directory?"
+    ]

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -76,6 +77,22 @@ def _reader_gone() -> NoReturn:
     sys.exit(128 + signal.SIGPIPE)
 
 
+def data_dir_params(f: Callable[..., None]) -> Callable[..., None]:
+    """DATA_DIR as an argument or as --data-dir: `log dump DIR | head` is what
+    people type. (`log reset`, which moves files, keeps the explicit option.)"""
+    f = click.argument("data_dir_arg", required=False, metavar="[DATA_DIR]")(f)
+    return click.option("--data-dir", "data_dir", help="The node's data directory.")(f)
+
+
+def _given_dir(option: str | None, argument: str | None) -> str:
+    if option and argument and option != argument:
+        raise click.UsageError(f"two data directories given: {argument} and --data-dir {option}")
+    d = option or argument
+    if not d:
+        raise click.UsageError("Missing the node's data directory: DATA_DIR or --data-dir")
+    return d
+
+
 archive_option = click.option(
     "--archive-dir",
     "archive_dir",
@@ -91,7 +108,7 @@ def log_group() -> None:
 
 
 @log_group.command("dump")
-@click.option("--data-dir", "data_dir", required=True, help="The node's data directory.")
+@data_dir_params
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
 @click.option("--from-lsn", "from_lsn", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--to-lsn", "to_lsn", type=click.IntRange(min=0), default=None, help="Last lsn.")
@@ -99,7 +116,8 @@ def log_group() -> None:
 @click.option("--no-archive", is_flag=True, help="Only the live log, not the archive.")
 @one_line_errors
 def dump_cmd(
-    data_dir: str,
+    data_dir: str | None,
+    data_dir_arg: str | None,
     as_json: bool,
     from_lsn: int,
     to_lsn: int | None,
@@ -108,7 +126,7 @@ def dump_cmd(
 ) -> None:
     """Print the records on disk, archived ones first (snapshots are not included)."""
     archive = Path(archive_dir) if archive_dir else None
-    d = _data_dir(data_dir, archive)
+    d = _data_dir(_given_dir(data_dir, data_dir_arg), archive)
     torn: list[TornTail] = []
     notes: list[str] = []
     records = iter_records(
@@ -150,13 +168,13 @@ def dump_cmd(
 
 
 @log_group.command("verify")
-@click.option("--data-dir", "data_dir", required=True, help="The node's data directory.")
+@data_dir_params
 @archive_option
 @one_line_errors
-def verify_cmd(data_dir: str, archive_dir: str | None) -> None:
+def verify_cmd(data_dir: str | None, data_dir_arg: str | None, archive_dir: str | None) -> None:
     """Check snapshots, meta, every log frame and record, and the archive; exit 1 on damage."""
     archive = Path(archive_dir) if archive_dir else None
-    d = _data_dir(data_dir, archive)
+    d = _data_dir(_given_dir(data_dir, data_dir_arg), archive)
     try:
         rep = verify(d, archive)
     except OSError as exc:

@@ -21,6 +21,7 @@ import click
 from zmqfail import __version__, config, logs
 from zmqfail.cli.common import config_option, load_config, one_line_errors, timeout_option
 from zmqfail.cli.lazy import LazyGroup
+from zmqfail.cli.params import WholeNumber
 from zmqfail.errors import ConfigError, ZmqfailError
 
 # What each command needs is imported in its body or, for the commands of
@@ -134,7 +135,7 @@ def config_group() -> None:
 @config_group.command("init")
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False))
 @click.option("--nodes", default=2, show_default=True, type=int)
-@click.option("--base-port", default=5700, show_default=True, type=int)
+@click.option("--base-port", default=5700, show_default=True, type=WholeNumber(1024, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--failsafe-host", default=None, help="Host of the failsafe link (default: --host).")
 @click.option("--force", is_flag=True, help="Overwrite an existing zmqfail.toml.")
