@@ -5,6 +5,7 @@ patching the os module."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -16,7 +17,7 @@ import pytest
 from conftest import BUY, StartNode, wait_for
 
 from zmqfail import config
-from zmqfail.errors import LogCorrupt, LogWriteFailed
+from zmqfail.errors import LogCorrupt, LogWriteFailed, ZmqfailError
 from zmqfail.protocol import Register, Request, SessionGrant, decode_as
 from zmqfail.txlog.frames import FRAME_HEADER, SEG_HEADER, list_segments, log_dir
 from zmqfail.txlog.record import TxRecord
@@ -327,6 +328,46 @@ def test_node_stops_without_acknowledging_after_a_failed_write(
     assert str(seg) in critical[0] and "Input/output error" in critical[0]
     assert "zmqfail log reset" in critical[0]
     assert "stopping without acknowledging more" in critical[0]
+
+
+@pytest.mark.parametrize(
+    ("err", "says"),
+    [(errno.ENOSPC, "free space on the file system of"), (errno.EIO, "zmqfail log reset")],
+)
+def test_a_failed_meta_write_stops_the_node_with_one_message_naming_it(
+    cluster_dir: Callable[..., Path],
+    node_threads: StartNode,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    err: int,
+    says: str,
+) -> None:
+    """meta.zfm holds the epoch and the right to lead. Before, a failed write
+    of it (here at `zmqfail pause`) escaped the node's loop as an OSError: a
+    traceback and exit 1, with no word of the file or what to do."""
+    from zmqfail.client.control import call
+    from zmqfail.node import disk
+
+    cfg = config.load(cluster_dir())
+    nt = node_threads(cfg, "a")
+    nt.wait_active()
+    meta = cfg.node("a").data_dir / "meta.zfm"
+    before = meta.read_bytes()
+
+    def full(*_a: object) -> None:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(disk, "write_meta", full)
+    with caplog.at_level(logging.CRITICAL, logger="zmqfail.node"):
+        with contextlib.suppress(ZmqfailError):  # it may stop before it answers
+            call(cfg.node("a"), "pause", timeout=2.0)
+        wait_for(lambda: not nt.thread.is_alive(), 10, "the node to stop")
+    assert nt.rc == 3
+    critical = [r.getMessage() for r in caplog.records if r.levelno >= logging.CRITICAL]
+    assert len(critical) == 1, critical
+    assert f"{meta}: writing the node's meta file failed: {os.strerror(err)}" in critical[0]
+    assert says in critical[0] and "stopping without acknowledging more" in critical[0]
+    assert meta.read_bytes() == before
 
 
 # --- file modes -------------------------------------------------------------

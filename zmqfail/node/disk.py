@@ -33,8 +33,8 @@ from zmqfail.txlog.buffer import Batch
 from zmqfail.txlog.frames import log_dir
 from zmqfail.txlog.fsutil import write_file
 from zmqfail.txlog.retention import Retention
-from zmqfail.txlog.segments import DiskLog, LogIO
-from zmqfail.txlog.snapshot import snap_dir, write_meta, write_snapshot
+from zmqfail.txlog.segments import DiskLog, LogIO, what_next
+from zmqfail.txlog.snapshot import META_NAME, snap_dir, write_meta, write_snapshot
 from zmqfail.txlog.truncate import Cut, truncate_after
 
 log = logging.getLogger("zmqfail.node")
@@ -130,7 +130,19 @@ class RealDisk:
             self.disklog.write(batch, sync=True)
 
     def write_meta(self, meta: dict[str, Any]) -> None:
-        write_meta(self.data_dir, meta)
+        """The epoch and the right to lead live here: a node that cannot record
+        them must stop (LogWriteFailed), not serve on what it could not write."""
+        try:
+            write_meta(self.data_dir, meta)
+        except OSError as exc:
+            path = self.data_dir / META_NAME
+            todo = what_next(exc.errno, self.data_dir, self.data_dir)
+            raise LogWriteFailed(
+                str(path),
+                exc.errno,
+                f"{path}: writing the node's meta file failed: {exc.strerror or exc}; "
+                f"the previous one is intact. Next: {todo}",
+            ) from None
 
     def append_history(self, entry: dict[str, Any]) -> None:
         histfile.append(self.data_dir, entry)

@@ -37,6 +37,21 @@ from zmqfail.txlog.fsutil import FILE_MODE, ensure_dir, fsync_dir, write_all
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def what_next(err: int | None, where: Path, data_dir: Path) -> str:
+    """What an operator does after a failed write in ``where`` (a directory of
+    the node's ``data_dir``): free space, or check the disk and restore."""
+    if err in _FULL:
+        return (
+            f"free space on the file system of {where}, then start the node again "
+            "(it recovers every record it flushed and rejoins its peer)"
+        )
+    return (
+        f"the disk may be failing: check it (dmesg), then start the node again, or "
+        f"restore this server from its peer on sound storage with "
+        f"`zmqfail log reset --data-dir {data_dir}`"
+    )
+
+
 class LogIO:
     """The calls DiskLog makes on segment files, in one place so that a test can
     put a failing disk under one log (ENOSPC, EIO after so many bytes) without
@@ -202,17 +217,7 @@ class DiskLog:
             f"{self._path}: writing the transaction log failed: {what}; "
             f"nothing after lsn {self.flushed_lsn} is on disk here"
         )
-        if exc.errno in _FULL:
-            todo = (
-                f"free space on the file system of {self._dir}, then start the node again "
-                "(it recovers every record it flushed and rejoins its peer)"
-            )
-        else:
-            todo = (
-                f"the disk may be failing: check it (dmesg), then start the node again, or "
-                f"restore this server from its peer on sound storage with "
-                f"`zmqfail log reset --data-dir {self._data_dir}`"
-            )
+        todo = what_next(exc.errno, self._dir, self._data_dir)
         return LogWriteFailed(str(self._path), exc.errno, f"{head}. Next: {todo}")
 
     def _sync(self) -> None:
