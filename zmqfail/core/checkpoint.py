@@ -56,7 +56,8 @@ class CheckpointAgent:
             self.nlog.snapshot_lsn = max(self.nlog.snapshot_lsn, lsn)
             self.snapshots += 1
         else:
-            log.error(
+            # The disk said which file and why, in one line (node/disk.py).
+            log.debug(
                 "%s: snapshot at lsn %d failed; will retry in %.0f s",
                 self.name,
                 lsn,

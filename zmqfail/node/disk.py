@@ -24,6 +24,7 @@ import msgpack
 import zmq
 
 from zmqfail.config import ClusterConfig
+from zmqfail.core.checkpoint import SNAPSHOT_RETRY
 from zmqfail.core.ports import Loaded
 from zmqfail.errors import LogWriteFailed
 from zmqfail.node import clock, tables
@@ -34,7 +35,13 @@ from zmqfail.txlog.frames import log_dir
 from zmqfail.txlog.fsutil import write_file
 from zmqfail.txlog.retention import Retention
 from zmqfail.txlog.segments import DiskLog, LogIO, what_next
-from zmqfail.txlog.snapshot import META_NAME, snap_dir, write_meta, write_snapshot
+from zmqfail.txlog.snapshot import (
+    META_NAME,
+    snap_dir,
+    snapshot_name,
+    write_meta,
+    write_snapshot,
+)
 from zmqfail.txlog.truncate import Cut, truncate_after
 
 log = logging.getLogger("zmqfail.node")
@@ -182,6 +189,10 @@ class RealDisk:
             try:
                 write_snapshot(data_dir, lsn, epoch, state_of(), retention)
                 code = 0
+            except OSError as exc:
+                # The parent words the message (logging from a forked child can
+                # deadlock): the errno is the exit code.
+                code = exc.errno if exc.errno and 1 < exc.errno < 126 else 1
             finally:
                 os._exit(code)
         self.children.append(Child(pid, 0, lsn, data_dir, clock.now()))
@@ -208,11 +219,14 @@ class RealDisk:
             if done == 0:
                 continue
             self.children.remove(child)
-            ok = os.waitstatus_to_exitcode(status) == 0
+            code = os.waitstatus_to_exitcode(status)
+            ok = code == 0
             if child.key == 0:
                 took = clock.now() - child.started
                 if ok:
                     log.info("%s: snapshot at lsn %d in %.3fs", self.name, child.lsn, took)
+                else:
+                    self._snapshot_failed(child.lsn, code)
                 snaps.append((child.lsn, ok))
             else:
                 data: bytes | None = None
@@ -224,6 +238,20 @@ class RealDisk:
             # Objects alive now are long-lived tables: keep the cyclic GC off them.
             gc.freeze()
         return snaps, images
+
+    def _snapshot_failed(self, lsn: int, code: int) -> None:
+        """One line: the file, why, that nothing is at risk, what to do."""
+        path = snap_dir(self.data_dir) / snapshot_name(lsn)
+        why = os.strerror(code) if code > 1 else f"the writer exited with status {code}"
+        log.error(
+            "%s: %s: writing the snapshot failed: %s; nothing is lost (the log holds every "
+            "record it would cover) and the node retries in %.0f s. Next: %s",
+            self.name,
+            path,
+            why,
+            SNAPSHOT_RETRY,
+            what_next(code if code > 1 else None, snap_dir(self.data_dir), self.data_dir),
+        )
 
     def _wait_children(self, snapshots_only: bool = False) -> None:
         for child in list(self.children):
