@@ -82,9 +82,10 @@ MAX_FRAME_BYTES: dict[Channel, int] = {
     # be configurable and is far larger.
     Channel.REPL_RECORDS: 1 << 30,
     # What a server answers: a reply (a `reports` of 10,000 fills is ~1 MiB) or
-    # a control reply (status with its history). Bounded so that a rogue or
-    # broken server cannot make a client or tool allocate gigabytes.
-    Channel.REPLIES: 16 << 20,
+    # a control reply (`history` sends the whole failover history, ~200 bytes
+    # an entry). Bounded so that a rogue or broken server cannot make a client
+    # or tool allocate gigabytes.
+    Channel.REPLIES: 256 << 20,
 }
 
 # High-water marks (messages queued per connection, each way) that
