@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -159,6 +160,22 @@ def test_one_client_id_per_user_and_msg_ids_that_only_grow(tmp_path: Path) -> No
         assert fresh.reserve() >= 5_000_000_000
     with claim("desk-7", 1.0, tmp_path, lambda: 0.0) as other:
         assert other.client_id == "desk-7" and other.reserve() == 1
+
+
+def test_the_client_identity_is_its_users_alone_even_with_umask_zero(tmp_path: Path) -> None:
+    """The stored client id and msg_id counter let anyone act as this user:
+    the directory 0700, the files 0600, whatever the umask."""
+    d = tmp_path / "state" / "zmqfail"
+    old = os.umask(0)
+    try:
+        with claim(None, 1.0, d, lambda: 1.0) as me:
+            me.reserve()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    files = list(d.iterdir())
+    assert STATE_FILE in {p.name for p in files}
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), files
 
 
 def test_calls_under_one_user_run_one_at_a_time(tmp_path: Path) -> None:
