@@ -42,7 +42,8 @@ def test_tools_fuzz_leaves_the_cluster_as_it_was(tmp_path: Path, procs: Procs) -
     assert summary["failures"] == []
     assert summary["sent_total"] >= 300 and summary["orders_answered"] > 0
     kinds = {key.split(" -> ")[1] for key in summary["sent"]}
-    assert kinds == {"client", "control", "records", "ack", "heartbeat"}
+    assert kinds == {"client", "control", "records", "ack", "heartbeat", "metrics"}
+    assert summary["sent"].get("bad-http -> metrics", 0) > 0
     for name in ("a", "b"):
         c = summary["counters"][name]
         assert c["bad_frames"] > 0 and c["repl_bad_frames"] > 0, c  # counted, not fatal

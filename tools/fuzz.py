@@ -6,7 +6,8 @@ well-formed-but-wrong frames (every message type to every port, wrong epochs,
 unknown senders, broken control commands, bad request bodies, wrong framing
 such as [b"", b"x", b"y"] or [b"x"] to a REP socket or a DEALER with no
 delimiter, raw TCP garbage) to the client, control, records, ack and heartbeat
-ports of both nodes, while one client places orders. Afterwards every node
+ports of both nodes, and random bytes and broken HTTP requests to their
+Prometheus ports, while one client places orders. Afterwards every node
 must be up and in the state it was in, at the same epoch, the backup caught
 up with digests equal, and every order of the load answered. It prints what
 it sent and the bad-frame counters of `zmqfail status --json`; exit status 1
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,7 +67,7 @@ from zmqfail.protocol import (
 )
 from zmqfail.txlog.record import TxRecord
 
-KINDS = ("client", "control", "records", "ack", "heartbeat")
+KINDS = ("client", "control", "records", "ack", "heartbeat", "metrics")
 CHANNEL = {
     "client": Channel.CLIENTS,
     "control": Channel.CONTROL,
@@ -89,7 +91,17 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "rep-framing": ("ack",),
     "subscriptions": ("heartbeat",),
     "tcp-garbage": KINDS,
+    "bad-http": ("metrics",),
 }
+# Requests an HTTP server must answer with an error (or drop), never die of.
+BAD_HTTP = (
+    b"GET /" + b"A" * 70_000 + b" HTTP/1.1\r\n\r\n",
+    b"POST /metrics HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\nxx",
+    b"GET /metrics HTTP/1.1\r\n" + b"X-Pad: y\r\n" * 500 + b"\r\n",
+    b"GET /metrics?" + b"%" * 5000 + b" HTTP/1.0\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS hello
+    b"GET /metrics HTTP/9.9\r\n\r\n",
+)
 OVERSIZED_RECORDS = 4 << 20  # the records bound is 1 GiB: big, but under it
 
 
@@ -266,6 +278,8 @@ class Sender:
             "heartbeat": zmq.XSUB,
         }
         for t in targets:
+            if t.kind == "metrics":
+                continue  # HTTP: plain TCP connections, one per frame
             s: zmq.Socket[bytes] = ctx.socket(kinds[t.kind])
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.SNDHWM, 1000)
@@ -277,6 +291,8 @@ class Sender:
     def send(self, t: Target, family: str, parts: list[bytes]) -> bool:
         if family == "tcp-garbage":
             return tcp_garbage(t.endpoint, random.randbytes(random.randrange(1, 2000)))
+        if family == "bad-http":
+            return tcp_garbage(t.endpoint, random.choice(BAD_HTTP))
         s = self.socks[t]
         if t.kind == "ack" and family != "rep-framing":
             parts = [b"", *parts]  # the envelope a REQ socket would add
@@ -363,7 +379,17 @@ def targets_of(cfg: config.ClusterConfig) -> list[Target]:
                 Target(n.name, "ack", ends.ack),
                 Target(n.name, "heartbeat", ends.heartbeat),
             ]
+        if n.metrics:
+            out.append(Target(n.name, "metrics", f"tcp://{n.metrics}"))
     return out
+
+
+def metrics_answer(hostport: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{hostport}/metrics", timeout=5.0) as r:
+            return bool(r.status == 200 and b"zmqfail_" in r.read())
+    except OSError:
+        return False
 
 
 def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
@@ -455,7 +481,8 @@ def fuzz(cl: Cluster, args: argparse.Namespace, families: list[str]) -> tuple[Co
             if not fit:
                 continue
             t = rng.choice(fit)
-            parts = [] if family == "tcp-garbage" else make_frames(family, t.kind, rng, known)
+            raw = family in ("tcp-garbage", "bad-http")
+            parts = [] if raw else make_frames(family, t.kind, rng, known)
             if sender.send(t, family, parts):
                 sent[f"{family} -> {t.kind}"] += 1
             else:
@@ -472,6 +499,9 @@ def check(cl: Cluster, before: dict[str, NodeStatus], load: Load) -> list[str]:
     for name, p in cl.procs.items():
         if p.poll() is not None:
             failures.append(f"node {name} exited with code {p.returncode} (log: {cl.log_of(name)})")
+    for n in cl.cfg.nodes:
+        if n.metrics and not metrics_answer(n.metrics):
+            failures.append(f"node {n.name}: GET http://{n.metrics}/metrics does not answer")
     if failures:
         return failures
 
