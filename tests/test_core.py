@@ -273,12 +273,19 @@ def test_frontend_bounds_each_clients_requests_in_flight() -> None:
     assert [x.msg_id for x in refused] == [window + 1, window + 2, window + 3]
     assert all(x.status == "error" and x.result["code"] == "too_many_in_flight" for x in refused)
     assert r.fe.too_many_in_flight == 3 and r.nlog.proc.applied == 2 + window
+    # A resend of an executed request at the bound is answered from its
+    # stored reply, never refused: the order was executed.
+    r.fe.on_frames([(b"c-1", Request("c-1", 1, BUY, g1.session).encode())], 1.0)
+    assert r.sent() == [] and r.fe.too_many_in_flight == 3  # held behind its commit
     # Another client is not held back by c-1's bound.
     r.fe.on_frames([(b"c-2", Request("c-2", 1, BUY, g2.session).encode())], 1.0)
-    assert r.sent() == [] and len(r.fe.gate) == window + 1
+    assert r.sent() == [] and len(r.fe.gate) == window + 2
     # Once c-1's replies are out, the refused msg_id is processed when resent.
     r.fe.commit(r.nlog.proc.last_lsn)
-    assert len(r.sent()) == window + 1
+    sent = r.sent()
+    assert len(sent) == window + 2
+    # msg_id 1 three times: c-1's, c-1's resend (its stored reply), c-2's.
+    assert sum(x.msg_id == 1 for x in sent) == 3 and all(x.status == "ok" for x in sent)
     r.fe.on_frames([(b"c-1", Request("c-1", window + 1, BUY, g1.session).encode())], 1.0)
     r.fe.commit(r.nlog.proc.last_lsn)
     (ok,) = r.sent()

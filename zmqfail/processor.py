@@ -95,6 +95,13 @@ class Processor:
 
     # ------------------------------------------------------ active server
 
+    def is_new(self, client_id: str, msg_id: int, session: int) -> bool:
+        """Whether `submit` would execute this request (a live session, a
+        msg_id neither answered nor evicted): a resend is not new, and must
+        never be refused as if it were (it may have been executed)."""
+        s = self._live.get(client_id)
+        return s is not None and s.id == session and msg_id not in s.replies and msg_id > s.evicted
+
     def submit(self, client_id: str, msg_id: int, body: dict[str, Any], session: int) -> Processed:
         """Process one request on the active server (method 200 steps 210a-240)."""
         s = self._live.get(client_id)

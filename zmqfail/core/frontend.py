@@ -150,10 +150,14 @@ class Frontend:
             return
         proc = self.nlog.proc
         bound = proc.sessions.window
-        if self.gate.held_for(ident) >= bound:
+        if self.gate.held_for(ident) >= bound and proc.is_new(
+            req.client_id, req.msg_id, req.session
+        ):
             # More unanswered requests than the session keeps replies for: a
             # client of this library never gets here (the session grant tells
             # it the window). Refused unprocessed, so a resend later is served.
+            # A resend of one already executed goes on to its stored reply:
+            # an error for it would tell the client an executed order failed.
             self.too_many_in_flight += 1
             message = (
                 f"{bound} requests of this client already wait for their commit "
