@@ -1,0 +1,172 @@
+"""Messages between the servers: replication records, snapshot images,
+commit requests and their acks, heartbeats and goodbyes."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from zmqfail.failover.state import Role, State
+from zmqfail.protocol.base import (
+    AckStatus,
+    Message,
+    _check,
+    _check_history,
+    _check_id,
+    _check_uint,
+    _is_int,
+    _register,
+)
+from zmqfail.protocol.limits import MAX_ID_LEN
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ReplRecords(Message):
+    """Primary -> backup (PUSH/PULL): encoded transaction records, consecutive LSNs."""
+
+    TYPE: ClassVar[str] = "records"
+    sender: str
+    epoch: int
+    first_lsn: int
+    records: list[bytes]
+
+    def validate(self) -> None:
+        _check_id(self.sender, "sender")
+        _check_uint(self.epoch, "epoch")
+        _check(_is_int(self.first_lsn) and self.first_lsn > 0, "first_lsn must be positive")
+        _check(
+            isinstance(self.records, list) and all(isinstance(r, bytes) for r in self.records),
+            "records must be a list of byte strings",
+        )
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class SnapshotImage(Message):
+    """Primary -> backup (PUSH/PULL): the whole table state at ``lsn``, for a
+    backup too far behind for the records the primary still keeps in RAM."""
+
+    TYPE: ClassVar[str] = "snapshot"
+    sender: str
+    epoch: int
+    lsn: int
+    state: bytes
+    history: list[Any]  # the terms of the log up to lsn (txlog.history wire form)
+
+    def validate(self) -> None:
+        _check_id(self.sender, "sender")
+        _check_uint(self.epoch, "epoch")
+        _check_uint(self.lsn, "lsn")
+        _check(isinstance(self.state, bytes), "state must be a byte string")
+        _check_history(self.history)
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class CommitRequest(Message):
+    """Primary -> backup (REQ): 'do you hold everything up to lsn?'."""
+
+    TYPE: ClassVar[str] = "commit"
+    sender: str
+    epoch: int
+    lsn: int
+
+    def validate(self) -> None:
+        _check_id(self.sender, "sender")
+        _check_uint(self.epoch, "epoch")
+        _check_uint(self.lsn, "lsn")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class CommitAck(Message):
+    """Backup -> primary (REP): the highest consecutive LSN it holds.
+
+    ``status`` is an ``AckStatus``: ok, gap (resend from ``held + 1``), fenced
+    (the sender's epoch is lower than the backup's: it must step down) or wait
+    (this server does not follow the sender yet: ``held`` means nothing).
+    ``incarnation`` is random per process start: within one incarnation
+    ``held`` never decreases, so a lower value from the same incarnation is an
+    old answer arriving late on the other link, not a restart. ``last_epoch``
+    is the epoch of the record at ``held``: a backup holding records of an older
+    epoch beyond the point where the asker's epoch began has a history the
+    asker never had, and gets a snapshot instead of records.
+    """
+
+    TYPE: ClassVar[str] = "ack"
+    ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {"status": AckStatus}
+    sender: str
+    epoch: int
+    held: int
+    status: AckStatus
+    incarnation: int
+    last_epoch: int
+
+    def validate(self) -> None:
+        _check_uint(self.incarnation, "incarnation")
+        _check_uint(self.last_epoch, "last_epoch")
+        _check_id(self.sender, "sender")
+        _check_uint(self.epoch, "epoch")
+        _check_uint(self.held, "held")
+        _check(isinstance(self.status, AckStatus), f"unknown ack status {self.status!r:.40}")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Message):
+    """Every server -> its peers (PUB/SUB, on each link)."""
+
+    TYPE: ClassVar[str] = "hb"
+    ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {"role": Role, "state": State}
+    name: str
+    role: Role
+    state: State
+    epoch: int
+    last_lsn: int
+    committed_lsn: int
+    flushed_lsn: int
+    link: str
+    in_sync: list[str]
+    handoff_to: str
+    last_epoch: int
+    history: list[Any]  # the terms of the sender's log (txlog.history wire form)
+    candidate: int  # the epoch the sender asks to lead at (0: it does not ask)
+    grant_to: str  # whom the sender lets lead ("" for nobody) ...
+    grant_epoch: int  # ... at this epoch
+
+    def validate(self) -> None:
+        _check_history(self.history)
+        _check_uint(self.last_epoch, "last_epoch")
+        _check_uint(self.candidate, "candidate")
+        _check_uint(self.grant_epoch, "grant_epoch")
+        _check(isinstance(self.grant_to, str) and len(self.grant_to) <= MAX_ID_LEN, "bad grant_to")
+        _check(
+            isinstance(self.in_sync, list) and all(isinstance(n, str) for n in self.in_sync),
+            "in_sync must be a list of node names",
+        )
+        _check(isinstance(self.handoff_to, str), "handoff_to must be a string")
+        _check_id(self.name, "name")
+        _check(isinstance(self.role, Role), f"unknown hb role {self.role!r:.40}")
+        _check(isinstance(self.state, State), f"unknown hb state {self.state!r:.40}")
+        for name in ("epoch", "last_lsn", "committed_lsn", "flushed_lsn"):
+            _check_uint(getattr(self, name), name)
+        _check(self.link in ("main", "failsafe"), "link must be main or failsafe")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Goodbye(Message):
+    """A server -> its peers, last on each heartbeat link: it is stopping
+    cleanly (everything it processed is flushed and answered). Peers only note
+    it (status, log wording); no failover rule reads it, so a lost one costs
+    nothing but a warning in a peer's log."""
+
+    TYPE: ClassVar[str] = "bye"
+    name: str
+    epoch: int
+
+    def validate(self) -> None:
+        _check_id(self.name, "name")
+        _check_uint(self.epoch, "epoch")
