@@ -237,6 +237,9 @@ def settled(cl: Cluster) -> bool:
     return roles == ["backup", "primary"] and all(r.state is State.NORMAL for r in st)
 
 
+MIN_FRAME_WAIT = 90.0  # seconds past --seconds that --min-frames may take
+
+
 def fuzz(cl: Cluster, args: argparse.Namespace, families: list[str]) -> tuple[Counter[str], int]:
     rng = random.Random(args.seed)
     random.seed(args.seed)
@@ -250,7 +253,13 @@ def fuzz(cl: Cluster, args: argparse.Namespace, families: list[str]) -> tuple[Co
     gap = 1.0 / args.rate
     try:
         t_end = time.monotonic() + args.seconds
-        while (now := time.monotonic()) < t_end:
+        hard_end = t_end + MIN_FRAME_WAIT
+
+        def more(now: float) -> bool:
+            short = sum(sent.values()) + dropped < int(args.min_frames)
+            return now < t_end or (short and now < hard_end)
+
+        while more(now := time.monotonic()):
             if now >= refreshed:
                 refreshed = now + 1.0
                 st = statuses(cl)
@@ -329,6 +338,13 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rate", type=float, default=400.0, help="frames per second at most")
+    ap.add_argument(
+        "--min-frames",
+        type=int,
+        default=0,
+        help="go on past --seconds until this many frames went out (a loaded machine "
+        "sends fewer per second), for at most MIN_FRAME_WAIT more seconds",
+    )
     ap.add_argument("--skip", action="append", default=[], choices=sorted(FAMILIES))
     ap.add_argument("--only", action="append", default=[], choices=sorted(FAMILIES))
     ap.add_argument("--port", action="append", default=[], choices=KINDS, help="only these")
