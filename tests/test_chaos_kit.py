@@ -21,6 +21,7 @@ from chaoskit.schedule import Kind, draw, kinds_for, parse_kinds  # noqa: E402
 from chaoskit.tally import (  # noqa: E402
     Done,
     outage,
+    power_ages,
     power_window,
     split_from_history,
     split_from_status,
@@ -72,6 +73,20 @@ def test_the_power_allowance_spans_the_flush_window_before_the_cut_to_the_restar
     ]
     [(lo, hi)] = power_window(faults, 0.1)
     assert lo == pytest.approx(20.0 - 0.1 - 0.5) and hi == 21.0
+
+
+def test_a_lost_ack_is_aged_against_the_power_loss_that_allows_it() -> None:
+    """A reply received after the cut began (sent before it) is 0 s old, not
+    as old as the time to the next power loss (a 30-minute run's note said
+    55 s where it meant none)."""
+    faults = [
+        Done(1, Kind.POWER, "", 20.0, 21.0, 30.0),
+        Done(2, Kind.KILL, "a", 40.0, 41.0, 45.0),
+        Done(3, Kind.POWER, "", 75.0, 76.0, 80.0),
+    ]
+    ages = power_ages([19.7, 20.4, 74.9], faults, 0.1)
+    assert ages == pytest.approx([0.3, 0.0, 0.1])
+    assert power_ages([50.0], faults, 0.1) == []  # in no allowance: not aged
 
 
 def test_one_way_loss_draws_a_direction_and_gets_its_own_row() -> None:

@@ -45,7 +45,7 @@ from zmqfail.runcheck import (
 from . import netns
 from .inject import RECOVER, Injector, Poller
 from .schedule import Kind, draw
-from .tally import Done, Row, in_any, power_window, tally
+from .tally import Done, Row, in_any, power_ages, power_window, tally
 
 RUN_FILE = "run.json"
 HISTORY = "history.jsonl"
@@ -239,11 +239,8 @@ def check(directory: Path) -> Verdict:
         res = check_run(cfg, history, raw["primary"], raw["digests"], allowed)
         violations += res.violations
     if res.allowed_lost:
-        cuts = [f.started for f in faults if f.kind is Kind.POWER]
-        # How long before its power loss each was acknowledged (the cut after it).
-        ages = [
-            min((c - t for c in cuts if c - t >= 0), default=0.0) for t in res.allowed_lost.values()
-        ]
+        # How long before the power loss that allows it each was acknowledged.
+        ages = power_ages(res.allowed_lost.values(), faults, cfg.flush.interval_ms / 1000.0)
         notes.append(
             f"{len(res.allowed_lost)} acknowledged request(s) lost to power losses of every "
             f"server, allowed by design; the oldest acknowledged {max(ages) * 1000:.0f} ms "

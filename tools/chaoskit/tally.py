@@ -71,6 +71,24 @@ def power_window(faults: Iterable[Done], flush_interval_s: float) -> list[tuple[
     ]
 
 
+def power_ages(
+    lost: Iterable[float], faults: Sequence[Done], flush_interval_s: float
+) -> list[float]:
+    """How long before the power loss whose allowance holds it each lost
+    acknowledgement was received (seconds; 0 for one received after the cut
+    began: sent before it). A time in no allowance is left out."""
+    cuts = [
+        (f.started, *power_window([f], flush_interval_s)[0]) for f in faults if f.kind is Kind.POWER
+    ]
+    ages = []
+    for t in lost:
+        for started, lo, hi in cuts:
+            if lo <= t <= hi:
+                ages.append(max(started - t, 0.0))
+                break
+    return ages
+
+
 def in_any(t: float, windows: Sequence[tuple[float, float]]) -> bool:
     return any(a <= t <= b for a, b in windows)
 
