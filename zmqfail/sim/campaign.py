@@ -7,6 +7,7 @@ again and returns its event trace.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import time
 from collections import Counter
@@ -37,6 +38,16 @@ def run_one(
             allowed = allowed - {"lost"}
         out.violations = [v for v in out.violations if v.kind not in allowed]
     return out, picked
+
+
+def _few_collections() -> None:
+    """A worker's garbage collector looks at its young objects every 20,000
+    allocations instead of 700: a schedule allocates and drops millions of
+    small objects (frames, events, closures) and keeps few cycles, so the
+    default thresholds spend several per cent of a campaign looking for
+    garbage that reference counting already freed (`tools/sim --seeds 2000`
+    on an idle machine: 96 s of CPU before, 87 s after)."""
+    gc.set_threshold(20_000, 50, 100)
 
 
 def _worker(
@@ -94,11 +105,11 @@ def campaign(
     deadline = t0 + minutes * 60 if minutes else None
     todo = iter(seeds) if deadline is None else iter(range(seeds.start, 2**62))
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(workers, initializer=_few_collections) as pool:
         for seed, picked, violations, acked, _faults, sim_s, events in pool.imap_unordered(
             _worker,
             ((seed, unsafe, witness, app, durability) for seed in todo),
-            chunksize=8,
+            chunksize=4,  # a short tail: the last chunks end close together
         ):
             s.schedules += 1
             s.faults.update(picked)
