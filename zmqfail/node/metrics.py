@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -27,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from zmqfail.core.status import NodeStatus
 from zmqfail.failover.state import Role, State
+from zmqfail.node import clock
 from zmqfail.txlog.segments import LogIO
 
 if TYPE_CHECKING:
@@ -212,9 +212,9 @@ class TimedIO(LogIO):
         self._hist = fsync_seconds
 
     def fsync(self, fd: int) -> None:
-        t0 = time.perf_counter()
+        t0 = clock.now()
         super().fsync(fd)
-        self._hist.observe(time.perf_counter() - t0)
+        self._hist.observe(clock.now() - t0)
 
 
 class _Quiet(WSGIRequestHandler):
@@ -227,6 +227,7 @@ class NodeMetrics:
 
     def __init__(self, cluster: str, endpoint: str) -> None:
         self.endpoint = endpoint
+        self._wall_offset = clock.wall_offset()
         self.registry = CollectorRegistry(auto_describe=True)
         self.collector = StatusCollector(cluster)
         self.registry.register(self.collector)
@@ -291,7 +292,7 @@ class NodeMetrics:
     def update(self, st: NodeStatus, now: float) -> None:
         self._next_update = now + UPDATE_EVERY
         self.collector.status = st
-        self.collector.updated = time.time()
+        self.collector.updated = now + self._wall_offset  # the turn's own reading
 
     def flushed(self, seconds: float) -> None:
         self.flush_seconds.observe(seconds)
