@@ -17,6 +17,7 @@ from zmqfail import config
 from zmqfail.client.aio import AsyncClient
 from zmqfail.client.control import call
 from zmqfail.client.sync import Client
+from zmqfail.cluster import Cluster
 from zmqfail.config import ClusterConfig
 from zmqfail.core.status import NodeStatus
 from zmqfail.errors import RequestTimeout, Unavailable, ZmqfailError
@@ -36,6 +37,15 @@ def secured(tmp_path: Path) -> Path:
     path.write_text(config.render(base_port=free_base_port(25), secure=True))
     generate_cluster(tmp_path / "keys", ["a", "b"])
     return path
+
+
+@pytest.fixture
+def whole_pair(secured: Path, cluster: MakeCluster) -> Cluster:
+    """A secured pair, started and whole."""
+    cl = cluster(secured)
+    cl.start()
+    cl.wait_whole(timeout=40)
+    return cl
 
 
 @pytest.fixture
@@ -69,11 +79,9 @@ def _keyless(procs: Procs, node: str, channel: str) -> bool:
 
 
 def test_a_client_with_an_unknown_key_is_refused_and_logged_while_others_are_served(
-    secured: Path, cluster: MakeCluster, procs: Procs, tmp_path: Path, ctx: Ctx
+    whole_pair: Cluster, procs: Procs, tmp_path: Path, ctx: Ctx
 ) -> None:
-    cl = cluster(secured)
-    cl.start()
-    cl.wait_whole(timeout=40)
+    cl = whole_pair
     cfg = cl.cfg
     with Client(cfg, timeout=10.0) as good:
         assert good.request(BUY).status == "ok"
@@ -138,11 +146,9 @@ def _repl_status(st: NodeStatus) -> int:
 
 
 def test_a_replication_peer_with_a_foreign_key_is_refused(
-    secured: Path, cluster: MakeCluster, procs: Procs, tmp_path: Path, ctx: Ctx
+    whole_pair: Cluster, procs: Procs, tmp_path: Path, ctx: Ctx
 ) -> None:
-    cl = cluster(secured)
-    cl.start()
-    cl.wait_whole(timeout=40)
+    cl = whole_pair
     cfg = cl.cfg
     sec = cfg.security
     assert sec is not None
@@ -205,12 +211,8 @@ def test_a_replication_peer_with_a_foreign_key_is_refused(
         assert hb.poll(5000), "a server key gets the heartbeats"
 
 
-def test_the_asyncio_client_reads_its_keys_from_the_config(
-    secured: Path, cluster: MakeCluster
-) -> None:
-    cl = cluster(secured)
-    cl.start()
-    cl.wait_whole(timeout=40)
+def test_the_asyncio_client_reads_its_keys_from_the_config(whole_pair: Cluster) -> None:
+    cl = whole_pair
 
     async def order() -> str:
         c = AsyncClient(cl.cfg, timeout=10.0)
@@ -254,15 +256,11 @@ def test_a_secured_witness_elects_for_the_servers_and_refuses_other_keys(
     assert not s.poll(300), "a foreign key got the witness's status"
 
 
-def test_a_secured_pair_fails_over_and_its_probes_get_through(
-    secured: Path, cluster: MakeCluster
-) -> None:
+def test_a_secured_pair_fails_over_and_its_probes_get_through(whole_pair: Cluster) -> None:
     """Step 420 on CURVE: the backup's probes reach the primary's frontend with
     a server key (a refused probe would read as a dead primary: a false
     takeover); then a real takeover, the client following with its keys."""
-    cl = cluster(secured)
-    cl.start()
-    cl.wait_whole(timeout=40)
+    cl = whole_pair
     cfg = cl.cfg
     load = Load(cfg, window=8)
     wait_for(lambda: load.count() >= 100, 30, "load on a")
