@@ -15,7 +15,7 @@ from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
 from zmqfail.core.frontend import Frontend
 from zmqfail.core.intake import PeerIntake
 from zmqfail.core.log import NodeLog
-from zmqfail.core.node import NodeCore
+from zmqfail.core.node import TURN_SLACK, NodeCore
 from zmqfail.core.peers import PauseGuard, PeerTable, Prober
 from zmqfail.core.ports import Outbox
 from zmqfail.failover.state import Role, State
@@ -370,3 +370,35 @@ def test_a_busy_lone_node_snapshots_and_its_log_holds_what_each_snapshot_does() 
         loop.run_until(t)
     assert core.checkpoint.snapshots >= 5, core.checkpoint.snapshots
     assert all(end >= lsn for lsn, end in started), started
+
+
+def test_ticks_and_heartbeats_share_turns_on_one_grid() -> None:
+    """A beat falls due with a tick (30 ms is six 5 ms ticks), but deadlines
+    summed separately differ by float rounding: each beat used to wake the
+    loop on its own, a microsecond after its tick. Beats go out with the tick,
+    never late and at most TURN_SLACK early, at the configured rate; a stall
+    restarts the grid instead of sending the missed beats in a burst."""
+    core, _disk, _loop = one_node_core()
+    interval = core.beat_interval
+    t, turns, beats = 0.0, 0, []
+    while t < 1.0:
+        core.begin_turn(t)
+        core.end_turn(t)
+        turns += 1
+        if core.out.beat:
+            beats.append(t)
+        core.out.clear()
+        t = max(core.next_deadline(t), t + 1e-6)  # as the simulator's wake-up
+    assert turns <= round(1.0 / core.tick) + 1, turns  # no turn for a beat alone
+    assert len(beats) == round(1.0 / interval) + 1
+    for k, sent in enumerate(beats):
+        assert k * interval - TURN_SLACK <= sent <= k * interval + 1e-9, (k, sent)
+    # A stall of 0.2 s: one beat at once, the next an interval later.
+    t = beats[-1] + 0.2
+    for now in (t, t + interval / 2, t + interval):
+        core.begin_turn(now)
+        core.end_turn(now)
+        if core.out.beat:
+            beats.append(now)
+        core.out.clear()
+    assert beats[-2:] == [t, t + interval]

@@ -88,6 +88,16 @@ def test_power_loss_that_takes_the_backups_disk_loses_nothing_with_durability_di
 def test_a_primary_acknowledging_before_its_own_flush_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Caught within the first few seeds (whether one seed's power loss lands
+    between the backup's fsync and the primary's is a matter of timing)."""
     _plant_ack_before_own_flush(monkeypatch)
-    out = run_named(DISK_LOST, 1, durability=Durability.DISK)
-    assert "lost" in {v.kind for v in out.violations}, out.trace[-20:]
+    caught = next(
+        (
+            seed
+            for seed in range(1, 6)
+            if "lost"
+            in {v.kind for v in run_named(DISK_LOST, seed, durability=Durability.DISK).violations}
+        ),
+        None,
+    )
+    assert caught is not None

@@ -50,6 +50,12 @@ from zmqfail.txlog.history import EpochHistory
 log = logging.getLogger("zmqfail.node")
 
 SLOW_TICK = 0.005  # seconds between runs of the failure detector and timers
+# A tick or heartbeat due this close is done in the current turn. Both run on
+# one grid (the beat interval is a multiple of the tick), but deadlines summed
+# separately differ by float rounding: without the slack each beat took a loop
+# wake-up of its own (in the simulator, one turn in seven). Never late, at most
+# this early, and the grid keeps the average rate.
+TURN_SLACK = 0.001
 
 
 class NodeCore:
@@ -254,7 +260,7 @@ class NodeCore:
         self._apply_held()
         if self.leader is not None:
             self.leader.pump(now)
-        if now >= self._next_slow:
+        if now >= self._next_slow - TURN_SLACK:
             self._slow_tick(now)
         fs = self.agent.fs
         witness = self.witness
@@ -265,7 +271,7 @@ class NodeCore:
         elif fs.role is Role.BACKUP:
             nlog = self.nlog
             nlog.committed = nlog.held if fs.state is State.NORMAL else nlog.flushed
-        if now >= self._next_beat:
+        if now >= self._next_beat - TURN_SLACK:
             self._beat(now)
         self.checkpoint.due(now)
 
@@ -283,10 +289,11 @@ class NodeCore:
         return point
 
     def _slow_tick(self, now: float) -> None:
-        """At most every SLOW_TICK: failure detection and timers. Heartbeats come
+        """Every SLOW_TICK on average: failure detection and timers. Heartbeats come
         every 30 ms and the dead time is 150 ms, so a few ms of granularity
         costs nothing, and the request path stays short."""
-        self._next_slow = now + self.tick
+        nxt = self._next_slow + self.tick  # on the grid, as the beats
+        self._next_slow = nxt if nxt > now else now + self.tick
         leader = self.leader
         prober = self.prober
         ages = {p: self.peers.age(p, now) for p in self.peer_names}
@@ -341,7 +348,11 @@ class NodeCore:
 
     # ---------------------------------------------------------- heartbeats
     def _beat(self, now: float) -> None:
-        self._next_beat = now + self.beat_interval
+        # On the schedule's grid, not `now + interval`: a beat sent up to
+        # TURN_SLACK early keeps its phase, so it keeps sharing its turn with
+        # a tick instead of waking the loop alone.
+        nxt = self._next_beat + self.beat_interval
+        self._next_beat = nxt if nxt > now else now + self.beat_interval
         self.out.beat.extend(heartbeats(self.name, self.agent.fs, self.nlog, self.leader))
 
     # --------------------------------------------------- the state machine

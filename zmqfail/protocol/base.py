@@ -50,15 +50,21 @@ class AckStatus(enum.Enum):
     WAIT = "wait"  # it does not follow the asker (yet): `held` means nothing
 
 
+# The checks below run on every field of every frame: the message is built
+# only when the check fails (an f-string argument would be formatted each
+# time, an enum's repr included).
+
+
 def _check_id(v: object, what: str) -> None:
-    _check(isinstance(v, str) and 0 < len(v) <= MAX_ID_LEN, f"{what} must be a non-empty string")
+    if not (isinstance(v, str) and 0 < len(v) <= MAX_ID_LEN):
+        raise ProtocolError(f"{what} must be a non-empty string")
 
 
 def _check_uint(v: object, what: str) -> None:
-    _check(
-        _is_int(v) and 0 <= v <= INT_MAX,  # type: ignore[operator]
-        f"{what} must be a non-negative integer below 2**64",
-    )
+    if type(v) is int and 0 <= v <= INT_MAX:
+        return  # the common case, without a call (bool is not `int` here)
+    if not (_is_int(v) and 0 <= v <= INT_MAX):  # type: ignore[operator]
+        raise ProtocolError(f"{what} must be a non-negative integer below 2**64")
 
 
 _SCALARS = frozenset({str, bytes, bool, float, type(None)})

@@ -46,15 +46,14 @@ def decode(frame: bytes, max_bytes: int | None = None) -> Message:
         raise ProtocolError(f"not a msgpack frame: {exc}") from None
     _check(isinstance(obj, list) and len(obj) >= 2, "frame must be an array [version, type, ...]")
     version, tag = obj[0], obj[1]
-    _check(
-        type(version) is int and version == PROTOCOL_VERSION,
-        f"unsupported protocol version {version!r}",
-    )
+    if not (type(version) is int and version == PROTOCOL_VERSION):
+        raise ProtocolError(f"unsupported protocol version {version!r}")
     cls = _REGISTRY.get(tag) if isinstance(tag, str) else None
-    _check(cls is not None, f"unknown message type {tag!r}")
-    assert cls is not None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {tag!r}")
     expected = _ARITY[tag]
-    _check(len(obj) - 2 == expected, f"{tag} takes {expected} fields, got {len(obj) - 2}")
+    if len(obj) - 2 != expected:
+        raise ProtocolError(f"{tag} takes {expected} fields, got {len(obj) - 2}")
     args = obj[2:]
     for i, name, kind in _ENUM_AT.get(tag, ()):
         args[i] = decode_enum(kind, args[i], f"{tag} {name}")

@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from zmqfail.errors import ProtocolError
 from zmqfail.failover.state import Role, State
 from zmqfail.protocol.base import (
     AckStatus,
@@ -110,7 +111,8 @@ class CommitAck(Message):
         _check_id(self.sender, "sender")
         _check_uint(self.epoch, "epoch")
         _check_uint(self.held, "held")
-        _check(isinstance(self.status, AckStatus), f"unknown ack status {self.status!r:.40}")
+        if not isinstance(self.status, AckStatus):
+            raise ProtocolError(f"unknown ack status {self.status!r:.40}")
 
 
 @_register
@@ -148,8 +150,10 @@ class Heartbeat(Message):
         )
         _check(isinstance(self.handoff_to, str), "handoff_to must be a string")
         _check_id(self.name, "name")
-        _check(isinstance(self.role, Role), f"unknown hb role {self.role!r:.40}")
-        _check(isinstance(self.state, State), f"unknown hb state {self.state!r:.40}")
+        if not isinstance(self.role, Role):
+            raise ProtocolError(f"unknown hb role {self.role!r:.40}")
+        if not isinstance(self.state, State):
+            raise ProtocolError(f"unknown hb state {self.state!r:.40}")
         for name in ("epoch", "last_lsn", "committed_lsn", "flushed_lsn"):
             _check_uint(getattr(self, name), name)
         _check(self.link in ("main", "failsafe"), "link must be main or failsafe")
