@@ -45,6 +45,7 @@ from typing import Any
 
 from zmqfail.errors import ConfigError, ZmqfailError
 from zmqfail.replication import LINKS
+from zmqfail.tablecheck import check_keys
 
 SIGNALS = ("KILL", "TERM", "STOP", "CONT")
 LINK_NAMES = (*LINKS, "clients", "witness")  # every channel a node can be told to cut
@@ -105,10 +106,8 @@ def parse_step(raw: object, i: int, nodes: tuple[str, ...]) -> Step:
     where = f"step {i + 1}"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
-    keys = {"at", "node", "signal", "restart", "link", "heal", "for", "wait", "direction"}
-    unknown = set(raw) - keys
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    keys = ("at", "node", "signal", "restart", "link", "heal", "for", "wait", "direction")
+    check_keys(f"{where}:", raw, keys)
     node = raw.get("node")
     if node not in nodes and node not in ROLE_ALIASES:
         raise ConfigError(
