@@ -21,6 +21,7 @@ from zmqfail.protocol.base import (
     check_tree,
     decode_enum,
     pack,
+    plain_frame,
 )
 from zmqfail.protocol.client import (
     Hello,
@@ -126,4 +127,5 @@ __all__ = [
     "limit_socket",
     "max_frame_bytes",
     "pack",
+    "plain_frame",
 ]

@@ -112,6 +112,29 @@ def check_tree(root: object, what: str) -> None:
         level = deeper
 
 
+# msgpack type bytes: ext (timestamps included) and bin (bytes: the only map
+# key besides str that strict_map_key lets through), and every container.
+_EXT_OR_BIN = bytes((0xC4, 0xC5, 0xC6, 0xC7, 0xC8, 0xC9, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8))
+_CONTAINER = bytes((*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF))
+_NOT_A_MARK = bytes(b for b in range(256) if b not in _EXT_OR_BIN + _CONTAINER)
+
+
+def plain_frame(frame: bytes) -> bool:
+    """True when every tree in `frame`, once decoded by msgpack with
+    strict_map_key, is sure to pass `check_tree`, so the walk can be skipped.
+
+    Every msgpack object starts with its type byte. With no ext or bin type
+    byte anywhere in the frame, it holds no ext value and no bytes (so every
+    map key is a str); with at most MAX_DEPTH container type bytes, no tree is
+    deeper than MAX_DEPTH; msgpack's integers are all in range. The same byte
+    values also occur inside strings and numbers, so a False only means "walk
+    the tree" (a record with an order id above 65,535 often gets one): two C
+    passes over the bytes instead of a Python walk over every value, which
+    took two thirds of a backup's or a recovery's time per record."""
+    marks = frame.translate(None, _NOT_A_MARK)
+    return len(marks) <= MAX_DEPTH and not marks.translate(None, _CONTAINER)
+
+
 def _check_history(v: object) -> None:
     # Shape and types here; the order of terms is checked by
     # txlog.history.EpochHistory.from_wire where a history is used.

@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 
 from zmqfail.errors import ProtocolError
-from zmqfail.protocol import INT_MAX, REPLY_STATUSES, _pack, check_tree, pack
+from zmqfail.protocol import INT_MAX, REPLY_STATUSES, _pack, check_tree, pack, plain_frame
 
 _FIELDS = ("lsn", "epoch", "client_id", "msg_id", "body", "changes", "status", "result")
 
@@ -98,8 +98,9 @@ class TxRecord:
         )
         if not ok:
             raise ProtocolError(f"transaction record has a field of the wrong type: {obj!r:.200}")
-        for name, tree in (("body", body), ("changes", changes), ("result", result)):
-            check_tree(tree, f"transaction record {name}")
+        if not plain_frame(data):
+            for name, tree in (("body", body), ("changes", changes), ("result", result)):
+                check_tree(tree, f"transaction record {name}")
         if msg_id == REGISTER and client_id and type(body.get("nonce")) is not int:
             raise ProtocolError(f"register record {lsn} has no integer nonce: {body!r:.100}")
         return cls(lsn, epoch, client_id, msg_id, body, changes, status, result)
