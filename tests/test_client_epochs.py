@@ -62,6 +62,7 @@ def test_reply_from_an_older_epoch_is_dropped(zctx: zmq.Context[zmq.Socket[bytes
             done.set()
             t.join(5)
         msg_id = c.submit({"op": "book", "instrument": "ABC"})
+        c.flush()  # a submitted request leaves at the next poll, or now
         ident, req = recv(new)
         assert isinstance(req, Request) and req.msg_id == msg_id
         stale = Reply(msg_id, "ok", {"from": "old"}, 1, "old")

@@ -34,6 +34,7 @@ from zmqfail.protocol import (
     SessionGrant,
     Welcome,
     decode,
+    decode_all,
 )
 from zmqfail.sim.disk import SimDisk
 from zmqfail.sim.loop import Loop
@@ -214,7 +215,7 @@ class FrontRig:
         return ok
 
     def sent(self) -> list[Any]:
-        got = [decode(d) for _i, d in self.out.client]
+        got = [m for _i, d in self.out.client for m in decode_all(d)]
         self.out.clear()
         return got
 

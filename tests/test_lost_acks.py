@@ -24,6 +24,7 @@ from zmqfail.protocol import (
     SessionGrant,
     Welcome,
     decode,
+    decode_all,
 )
 from zmqfail.sessions import SessionTable, store, unknown_acks
 
@@ -73,7 +74,7 @@ def test_power_loss_reports_exactly_the_answered_writes_the_server_lacks() -> No
     assert core.state is ClientState.CONNECTED
     assert heard == core.acks_lost == [AckLoss("b", 3, SID, 5, True, (6, 7, 8), True)]
     # The unanswered ones are resent, in their session, as after any failover.
-    resent = [decode(d) for _i, d in core.out]
+    resent = [m for _i, d in core.out for m in decode_all(d)]
     assert [r.msg_id for r in resent if isinstance(r, Request)] == [11, 12, 13]
     assert all(r.session == SID for r in resent if isinstance(r, Request))
     # Told once: the next welcome (a ping) finds nothing more.

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from zmqfail.errors import ProtocolError, ZmqfailError
 from zmqfail.failover.state import Role, State
 from zmqfail.protocol import (
+    MAX_BATCH,
     MAX_ID_LEN,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
@@ -34,7 +35,9 @@ from zmqfail.protocol import (
     Register,
     ReplRecords,
     Reply,
+    ReplyBatch,
     Request,
+    RequestBatch,
     SessionGrant,
     SnapshotImage,
     Welcome,
@@ -56,6 +59,8 @@ SAMPLES: dict[str, Message] = {
     "register": Register("c-1", 2**62 - 1),
     "session": SessionGrant(2**62 - 1, 9, 256, 2, "a"),
     "rep": Reply(7, "ok", {"order": 3, "fills": [{"qty": 1}]}, 2, "a", True),
+    "reqs": RequestBatch([[6, "req", "c-1", 1, {"op": "buy"}, 9], [6, "req", "c-1", 2, {}, 9]]),
+    "reps": ReplyBatch([[6, "rep", 1, "ok", {"order": 3}, 2, "a", True]]),
     "hello": Hello("c-1", "", 9, 7),
     "welcome": Welcome("a", 3, True, 9, 5),
     "probe": Probe("b"),
@@ -149,8 +154,8 @@ def test_round_trip(tag: str) -> None:
 def test_frame_is_versioned_array(tag: str) -> None:
     msg = SAMPLES[tag]
     obj = msgpack.unpackb(msg.encode(), raw=False)
-    assert obj == [5, tag, *field_values(msg)]
-    assert PROTOCOL_VERSION == 5
+    assert obj == [6, tag, *field_values(msg)]
+    assert PROTOCOL_VERSION == 6
 
 
 def test_round_trip_preserves_bytes_and_nested_values() -> None:
@@ -252,6 +257,14 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("req", "session", True),
     ("req", "session", "1"),
     ("req", "session", None),
+    ("reqs", "requests", []),
+    ("reqs", "requests", "x"),
+    ("reqs", "requests", None),
+    ("reqs", "requests", {"a": 1}),
+    ("reqs", "requests", [[6, "req", "c-1", 1, {}, 0]] * (MAX_BATCH + 1)),
+    ("reps", "replies", []),
+    ("reps", "replies", 3),
+    ("reps", "replies", [[6, "rep", 1, "ok", {}, 1, "a", False]] * (MAX_BATCH + 1)),
     ("register", "client_id", ""),
     ("register", "client_id", LONG),
     ("register", "client_id", 1),

@@ -134,7 +134,7 @@ def test_depth_limit_on_decode() -> None:
 def test_depth_just_under_msgpacks_own_limit_is_refused_cleanly() -> None:
     # 1,000 levels decode in msgpack (its limit is 1,024) and then broke json
     # (`log dump --json`) with a RecursionError; now the decoder refuses them.
-    frame = b"\x96\x05\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1000 + b"\x01\x00"
+    frame = b"\x96" + bytes([V]) + b"\xa3req\xa3c-1\x01" + b"\x81\xa1k" * 1000 + b"\x01\x00"
     with pytest.raises(ProtocolError, match="nested deeper"):
         decode_request(frame)
     with pytest.raises(ProtocolError):  # msgpack's own StackError, wrapped

@@ -25,6 +25,11 @@ Rules that make failover safe:
 - Before its first request the client registers a session with the server
   (and again after its session expired: see `session.py`); requests made
   meanwhile wait and go out in the new session.
+- Requests that leave together for one server go in one `reqs` frame (a
+  lone one as a plain `req`), in order, split only at the client channel's
+  frame bound or MAX_BATCH; any other frame closes the batch, so frames reach
+  a server in the order they were made. A `reps` frame is taken reply by
+  reply, as if each had come alone.
 - Every hello names the session and the highest logged msg_id the client was
   answered; the active server's welcome (and recovery signal) says what it
   knows of that session. Answered writes it does not know (a power loss of
@@ -41,6 +46,7 @@ from zmqfail.client.acks import AckLoss
 from zmqfail.client.session import ClientState, Session
 from zmqfail.errors import ProtocolError
 from zmqfail.protocol import (
+    MAX_BATCH,
     MAX_FRAME_BYTES,
     STATUS_NOT_ACTIVE,
     Channel,
@@ -48,16 +54,22 @@ from zmqfail.protocol import (
     Message,
     RecoverySignal,
     Reply,
+    ReplyBatch,
     Request,
+    RequestBatch,
     SessionGrant,
     Welcome,
+    batch_replies,
     check_tree,
     decode,
+    encode_batch,
 )
 
 HELLO_EVERY = 0.05  # seconds between the first probes of every server while searching
 HELLO_MAX = 1.0  # the probes back off to this while nobody answers
 PING_AFTER = 0.03  # a request this old without a reply: ping the server
+# The `reqs` frame's own bytes around its requests (array headers, version, tag).
+BATCH_OVERHEAD = 16
 
 Listener = Callable[[ClientState, ClientState], None]
 LossListener = Callable[[AckLoss], None]
@@ -91,7 +103,11 @@ class ClientCore:
         self.failover_after = failover_after
         self.lost_after = lost_after
         self.window = window  # the server may lower it (it stores fewer replies)
-        self.out: list[tuple[int, bytes]] = []
+        self._out: list[tuple[int, bytes]] = []
+        self._batch: list[bytes] = []  # request frames for `_batch_to`, not yet in `_out`
+        self._batch_to = 0
+        self._batch_bytes = 0
+        self.bad_replies = 0  # items of reply batches that did not decode
         self.active: int | None = None
         self.failovers: list[Failover] = []
         self.stale_replies = 0  # dropped: from an epoch older than one we know
@@ -108,6 +124,42 @@ class ClientCore:
     @property
     def state(self) -> ClientState:
         return self.session.state
+
+    # ----------------------------------------------------------- the outbox
+    @property
+    def out(self) -> list[tuple[int, bytes]]:
+        """(server index, frame) to send, in order; the shell sends and clears
+        it. Reading it closes the batch of requests being gathered, so every
+        request submitted so far is in it."""
+        if self._batch:
+            self._close_batch()
+        return self._out
+
+    def _emit(self, idx: int, frame: bytes) -> None:
+        if self._batch:
+            self._close_batch()
+        self._out.append((idx, frame))
+
+    def _emit_request(self, idx: int, frame: bytes) -> None:
+        """A request frame joins the batch for `idx` (a new batch past a bound)."""
+        batch = self._batch
+        if batch and (
+            self._batch_to != idx
+            or len(batch) >= MAX_BATCH
+            or self._batch_bytes + len(frame) + BATCH_OVERHEAD > MAX_FRAME_BYTES[Channel.CLIENTS]
+        ):
+            self._close_batch()
+        if not batch:
+            self._batch_to = idx
+        batch.append(frame)
+        self._batch_bytes += len(frame)
+
+    def _close_batch(self) -> None:
+        batch = self._batch
+        frame = batch[0] if len(batch) == 1 else encode_batch(RequestBatch, batch)
+        self._out.append((self._batch_to, frame))
+        batch.clear()
+        self._batch_bytes = 0
 
     def _set_state(self, new: ClientState) -> None:
         old = self.session.state
@@ -146,7 +198,8 @@ class ClientCore:
     def _hello_all(self, now: float) -> None:
         lost = self._from if self.session.state is ClientState.FAILING_OVER else ""
         hello = self._hello(lost)
-        self.out.extend((i, hello) for i in range(len(self.servers)))
+        for i in range(len(self.servers)):
+            self._emit(i, hello)
         self._next_hello = now + self._hello_every
         self._hello_every = min(self._hello_every * 1.5, HELLO_MAX)
 
@@ -162,9 +215,10 @@ class ClientCore:
         self._set_state(ClientState.CONNECTED)
         self._check_acks(server, epoch, msg.session, msg.known)
         if not s.session:
-            self.out.append((idx, s.register(now).encode()))
+            self._emit(idx, s.register(now).encode())
         pending = s.unanswered()
-        self.out.extend((idx, req.encode()) for req in pending)  # step 540: in order
+        for req in pending:  # step 540: in order
+            self._emit_request(idx, req.encode())
         if pending:
             s.mark_resent(now)
         if failing_over:
@@ -193,7 +247,7 @@ class ClientCore:
             )
         req = s.new_request(body, now)
         if self.active is not None and req.session:
-            self.out.append((self.active, data))
+            self._emit_request(self.active, data)
         return req.msg_id
 
     def on_frame(self, idx: int, data: bytes, now: float) -> list[Reply]:
@@ -202,7 +256,13 @@ class ClientCore:
         except ProtocolError:
             return []
         got: list[Reply] = []
-        self._on_message(idx, msg, now, got)
+        if isinstance(msg, ReplyBatch):
+            replies, bad = batch_replies(msg)
+            self.bad_replies += bad
+            for rep in replies:
+                self._on_message(idx, rep, now, got)
+        else:
+            self._on_message(idx, msg, now, got)
         return got
 
     def _on_message(self, idx: int, msg: Message, now: float, got: list[Reply]) -> None:
@@ -223,7 +283,7 @@ class ClientCore:
             if s.on_reply(msg):
                 got.append(msg)
                 if s.must_register and self.active is not None:
-                    self.out.append((self.active, s.register(now).encode()))
+                    self._emit(self.active, s.register(now).encode())
         elif isinstance(msg, SessionGrant):
             if msg.epoch < s.epoch:
                 self.stale_replies += 1
@@ -232,7 +292,7 @@ class ClientCore:
                 self._alive_at = now
             for req in s.on_grant(msg):
                 if self.active is not None:
-                    self.out.append((self.active, req.encode()))
+                    self._emit_request(self.active, req.encode())
             if s.session and msg.window < self.window:
                 # More in flight than the server keeps replies for, and a resend
                 # after a failover could find its reply forgotten (stale).
@@ -278,7 +338,7 @@ class ClientCore:
             self._hello_all(now)
         elif now - oldest > PING_AFTER and now - self._ping_at > PING_AFTER:
             self._ping_at = now
-            self.out.append((self.active, self._hello("")))
+            self._emit(self.active, self._hello(""))
 
     def next_deadline(self, now: float) -> float:
         s = self.session

@@ -238,19 +238,23 @@ class Client:
 
     # -------------------------------------------------------------- requests
     def submit(self, body: dict[str, Any]) -> int:
-        """Send one request without waiting; returns its msg_id.
+        """Queue one request without waiting; returns its msg_id.
 
-        While failing over the request is kept and sent, with the others, to
-        the server that takes over."""
+        It leaves at the next `poll()` (or `request()`, or `flush()`) together
+        with every other request submitted meanwhile, in one frame. While
+        failing over the request is kept and sent, with the others, to the
+        server that takes over."""
         core = self.core
         if core.active is None and core.state is not ClientState.FAILING_OVER:
             self.connect()
         while len(self.session.outstanding) >= core.window:
             got = self.poll(self.timeout, raise_on_timeout=True)
             self._spill.extend(got)  # not extend(self.poll()): poll() swaps the list
-        msg_id = core.submit(body, time.monotonic())
+        return core.submit(body, time.monotonic())
+
+    def flush(self) -> None:
+        """Send the requests submitted since the last poll now, without waiting."""
         self._send()
-        return msg_id
 
     def poll(self, timeout: float, raise_on_timeout: bool = False) -> list[Reply]:
         """Wait up to `timeout` for replies; returns the ones that completed requests."""

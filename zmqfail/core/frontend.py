@@ -11,6 +11,13 @@ Welcomes and recovery signals tell each client what the log holds of its
 session; a client's hello says what it was answered. Answered msg_ids the
 active server does not know (a power loss of every server) are counted and
 logged once per client and gap: the client is told by the same numbers.
+
+Batches (protocol 6): a `reqs` frame is taken request by request, each with
+its own record, dedup entry and reply; one that does not decode gets its own
+error reply. The replies one client is owed at the end of a call (the frames
+of one turn, or what one commit releases) leave as one `reps` frame; a lone
+reply stays a plain `rep`, so one request in flight costs nothing more.
+Nothing is kept between calls: every call leaves its frames in the outbox.
 """
 
 from __future__ import annotations
@@ -23,16 +30,24 @@ from zmqfail.core.ports import Outbox
 from zmqfail.errors import ProtocolError
 from zmqfail.processor import Processed, ReplyGate
 from zmqfail.protocol import (
+    MAX_BATCH,
+    REPLY_BATCH_BYTES,
     STATUS_ERROR,
     STATUS_NOT_ACTIVE,
+    BadItem,
     Hello,
     Probe,
     RecoverySignal,
     Register,
+    ReplyBatch,
     Request,
+    RequestBatch,
     Welcome,
+    batch_requests,
     decode_request,
+    encode_batch,
     encode_reply,
+    is_reply_frame,
 )
 from zmqfail.sessions import unknown_acks
 
@@ -74,53 +89,76 @@ class Frontend:
         self.ack_gaps = 0  # clients told that answered msg_ids are unknown here
         self.ack_gap_ids = 0  # the width of those ranges (queries in them included)
         self._gaps: dict[str, tuple[int, int]] = {}  # client_id -> last gap counted
+        # Replies owed per client during one call, in order; `_flush` turns
+        # them into frames before the call returns.
+        self._owed: dict[bytes, list[bytes]] = {}
+        self._since_pump = 0  # requests processed since replication was last pumped
 
     def on_frames(self, frames: list[tuple[bytes, bytes]], now: float) -> None:
-        n_req = 0
+        self._since_pump = 0
+        try:
+            for ident, payload in frames:
+                self._on_frame(ident, payload, now)
+        finally:
+            self._flush()
+
+    def _on_frame(self, ident: bytes, payload: bytes, now: float) -> None:
+        self.requests += 1
         clients = self.clients
-        for ident, payload in frames:
-            self.requests += 1
-            if ident in clients or len(clients) < MAX_CLIENTS:
-                clients[ident] = now
-            try:
-                msg = decode_request(payload)
-            except ProtocolError as exc:
-                self.bad_frames += 1
-                self._send(ident, self._error(0, "bad_frame", str(exc)))
-                continue
-            if isinstance(msg, Request):
-                self._on_request(ident, msg)
-                n_req += 1
-                if n_req % PUSH_EVERY == 0:
-                    # Let the backup start on this part of the batch while we
-                    # process the rest: primary, backup and client overlap.
-                    self._pump(now)
-            elif isinstance(msg, Register):
-                if not self._refused(ident, 0):
-                    self._take(ident, self.nlog.proc.register(msg.client_id, msg.nonce))
-            elif isinstance(msg, Hello):
-                active = self._serving()
-                if not active and msg.lost and msg.lost != self.name:
-                    if self._vote(ident, msg):
-                        self.votes += 1
-                    else:
-                        self.votes_refused += 1
-                sid, known = self.nlog.proc.sessions.session_of(msg.client_id)
-                if active and msg.acked:
-                    self._note_gap(msg, sid, known)
-                welcome = Welcome(self.name, self._epoch(), active, sid, known)
-                self._send(ident, welcome.encode())
-            elif isinstance(msg, Probe):
-                # Step 420: a peer asks whether we live. Not a client: no vote,
-                # no recovery signal for it.
-                clients.pop(ident, None)
-                self.probes += 1
-                self.out.client.append(
-                    (ident, Welcome(self.name, self._epoch(), self._serving()).encode())
-                )
-            else:
-                self.bad_frames += 1
-                self._send(ident, self._error(0, "unexpected", f"{msg.TYPE} not expected"))
+        if ident in clients or len(clients) < MAX_CLIENTS:
+            clients[ident] = now
+        try:
+            msg = decode_request(payload)
+        except ProtocolError as exc:
+            self.bad_frames += 1
+            self._send(ident, self._error(0, "bad_frame", str(exc)))
+            return
+        if isinstance(msg, Request):
+            self._request(ident, msg, now)
+        elif isinstance(msg, RequestBatch):
+            items = batch_requests(msg)
+            self.requests += len(items) - 1  # counted by message, as lone frames are
+            for item in items:
+                if isinstance(item, BadItem):
+                    self.bad_frames += 1
+                    self._send(ident, self._error(item.msg_id, "bad_frame", item.reason))
+                else:
+                    self._request(ident, item, now)
+        elif isinstance(msg, Register):
+            if not self._refused(ident, 0):
+                self._take(ident, self.nlog.proc.register(msg.client_id, msg.nonce))
+        elif isinstance(msg, Hello):
+            active = self._serving()
+            if not active and msg.lost and msg.lost != self.name:
+                if self._vote(ident, msg):
+                    self.votes += 1
+                else:
+                    self.votes_refused += 1
+            sid, known = self.nlog.proc.sessions.session_of(msg.client_id)
+            if active and msg.acked:
+                self._note_gap(msg, sid, known)
+            welcome = Welcome(self.name, self._epoch(), active, sid, known)
+            self._send(ident, welcome.encode())
+        elif isinstance(msg, Probe):
+            # Step 420: a peer asks whether we live. Not a client: no vote,
+            # no recovery signal for it.
+            clients.pop(ident, None)
+            self.probes += 1
+            self.out.client.append(
+                (ident, Welcome(self.name, self._epoch(), self._serving()).encode())
+            )
+        else:
+            self.bad_frames += 1
+            self._send(ident, self._error(0, "unexpected", f"{msg.TYPE} not expected"))
+
+    def _request(self, ident: bytes, req: Request, now: float) -> None:
+        self._on_request(ident, req)
+        self._since_pump += 1
+        if self._since_pump == PUSH_EVERY:
+            # Let the backup start on this part of the frames while we process
+            # the rest: primary, backup and client overlap.
+            self._since_pump = 0
+            self._pump(now)
 
     def _note_gap(self, hello: Hello, sid: int, known: int) -> None:
         first, last = unknown_acks(hello.session, hello.acked, sid, known)
@@ -194,6 +232,7 @@ class Frontend:
             nlog.committed = lsn
         for ident, data in self.gate.release(nlog.committed):
             self._send(ident, data)
+        self._flush()
 
     def recovery_signal(self, epoch: int) -> None:
         """Step 429: tell every client we have seen to resend what has no reply."""
@@ -202,10 +241,37 @@ class Frontend:
             # A client's routing id is its client_id: tell it what we hold of its session.
             sid, known = sessions.session_of(ident.decode("utf-8", "replace"))
             self._send(ident, RecoverySignal(self.name, epoch, sid, known).encode())
+        self._flush()
 
     def _send(self, ident: bytes, data: bytes) -> None:
-        self.out.client.append((ident, data))
+        """A frame for a client: a reply waits for the others it is owed in
+        this call; anything else goes behind the replies owed before it."""
         self.replies += 1
+        if is_reply_frame(data):
+            owed = self._owed.get(ident)
+            if owed is None:
+                self._owed[ident] = [data]
+            else:
+                owed.append(data)
+            return
+        if ident in self._owed:
+            self._flush_one(ident, self._owed.pop(ident))
+        self.out.client.append((ident, data))
+
+    def _flush(self) -> None:
+        """Each client's owed replies as one frame (a lone one as it is)."""
+        if self._owed:
+            for ident, replies in self._owed.items():
+                self._flush_one(ident, replies)
+            self._owed.clear()
+
+    def _flush_one(self, ident: bytes, replies: list[bytes]) -> None:
+        out = self.out.client
+        if len(replies) == 1:
+            out.append((ident, replies[0]))
+            return
+        for chunk in reply_chunks(replies):
+            out.append((ident, chunk[0] if len(chunk) == 1 else encode_batch(ReplyBatch, chunk)))
 
     def _error(self, msg_id: int, code: str, message: str) -> bytes:
         result = {"code": code, "message": message}
@@ -213,3 +279,19 @@ class Frontend:
 
     def recent_clients(self, now: float, within: float = 5.0) -> int:
         return sum(1 for t in self.clients.values() if now - t < within)
+
+
+def reply_chunks(replies: list[bytes]) -> list[list[bytes]]:
+    """Consecutive runs of replies, each at most MAX_BATCH of them and
+    closed once it holds REPLY_BATCH_BYTES (a larger reply goes alone)."""
+    chunks: list[list[bytes]] = []
+    cur: list[bytes] = []
+    size = 0
+    for r in replies:
+        if cur and (len(cur) >= MAX_BATCH or size + len(r) > REPLY_BATCH_BYTES):
+            chunks.append(cur)
+            cur, size = [], 0
+        cur.append(r)
+        size += len(r)
+    chunks.append(cur)
+    return chunks

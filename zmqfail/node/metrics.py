@@ -41,8 +41,16 @@ NS = "zmqfail"
 # (status counter, metric name without _total, help). Counters restart from 0
 # with the process, as Prometheus expects of a counter.
 COUNTERS = (
-    ("requests", "requests", "Client frames taken (requests, registrations, hellos)"),
-    ("replies", "replies", "Frames sent to clients (replies, refusals, recovery signals)"),
+    (
+        "requests",
+        "requests",
+        "Client messages taken (requests, each of a batch too, registrations, hellos)",
+    ),
+    (
+        "replies",
+        "replies",
+        "Messages sent to clients (replies, each of a batch too, refusals, recovery signals)",
+    ),
     ("duplicates", "duplicates", "Requests answered from a stored reply (a resend)"),
     ("applied", "applied_records", "Transaction records applied to the tables"),
     ("takeovers", "failovers", "Times this node took over as primary"),
@@ -52,7 +60,11 @@ COUNTERS = (
     ("snapshots_sent", "snapshots_sent", "Table images sent to a backup that lacked records"),
     ("quarantined", "quarantined_records", "Records set aside as held by no other server"),
     ("pauses", "pauses", "Stalls of this node's own loop longer than half the dead time"),
-    ("undeliverable", "undeliverable_replies", "Replies to clients that could not be queued"),
+    (
+        "undeliverable",
+        "undeliverable_replies",
+        "Frames to clients (a reply or a batch of replies) that could not be queued",
+    ),
     ("ack_gaps", "lost_ack_gaps", "Clients told that requests they were answered are lost"),
     ("ack_gap_ids", "lost_ack_msg_ids", "Width of those msg_id ranges (an upper bound)"),
     ("curve_refused", "curve_refused", "CURVE handshakes refused: a key not on the channel's list"),

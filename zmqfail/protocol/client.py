@@ -17,7 +17,7 @@ from zmqfail.protocol.base import (
     _register,
     check_tree,
 )
-from zmqfail.protocol.limits import MAX_ID_LEN, REPLY_STATUSES
+from zmqfail.protocol.limits import MAX_BATCH, MAX_ID_LEN, REPLY_STATUSES
 
 
 @_register
@@ -91,6 +91,44 @@ class Reply(Message):
             _check_id(self.server, "server")
             _check(isinstance(self.logged, bool), "logged must be a boolean")
         check_tree(self.result, "result")
+
+
+def _check_batch(items: object, what: str) -> None:
+    _check(
+        type(items) is list and 0 < len(items) <= MAX_BATCH,
+        f"{what} must be a list of 1 to {MAX_BATCH} frames",
+    )
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class RequestBatch(Message):
+    """Client -> server: several requests in one frame (what the client's
+    window lets out at once). Each item is the array a lone `req` frame is.
+
+    Decoding checks the container only: the items are read out one by one
+    (`codec.batch_requests`), so one bad request gets its own error reply and
+    does not spoil the others."""
+
+    TYPE: ClassVar[str] = "reqs"
+    requests: list[Any]
+
+    def validate(self) -> None:
+        _check_batch(self.requests, "reqs requests")
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ReplyBatch(Message):
+    """Server -> client: the replies one client is owed after one turn (or
+    one commit), in one frame. Each item is the array a lone `rep` frame is;
+    read out one by one (`codec.batch_replies`)."""
+
+    TYPE: ClassVar[str] = "reps"
+    replies: list[Any]
+
+    def validate(self) -> None:
+        _check_batch(self.replies, "reps replies")
 
 
 @_register

@@ -14,7 +14,9 @@ import zmq
 # 5: lost acknowledgements: `rep` says whether its request is in the log,
 #    `hello` names the client's session and the highest such msg_id it was
 #    answered, `welcome` and `recovered` what the server knows of that session.
-PROTOCOL_VERSION = 5
+# 6: batches on the client channel: `reqs` (a client's requests in one frame)
+#    and `reps` (the replies one client is owed in one frame).
+PROTOCOL_VERSION = 6
 
 # Reply statuses. "ok" and "rejected" are final answers of the application;
 # the others say the request was not processed here. After "stale" and
@@ -41,6 +43,15 @@ INT_MAX = (1 << 64) - 1
 # bound a 1,000-level body decodes (msgpack allows 1,024) and then breaks every
 # recursive reader after it (json in `log dump`, digests).
 MAX_DEPTH = 32
+# Requests in one `reqs` frame and replies in one `reps` frame. A client sends
+# at most its window (256 by default) at once; the client channel's frame
+# bound (64 KiB) is met long before this by real orders (~100 bytes each).
+# A larger batch is refused whole, before any of it is processed.
+MAX_BATCH = 1024
+# A server closes a `reps` frame once it holds this many bytes (one larger
+# reply still goes, alone): a `reports` answer can be ~1 MiB, and a batch of
+# them must stay far below the client's 256 MiB frame bound.
+REPLY_BATCH_BYTES = 1 << 20
 
 
 class Channel(enum.Enum):
