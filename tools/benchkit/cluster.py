@@ -30,11 +30,18 @@ READY_STATES = frozenset({State.PRIMARY_ONLY, State.NORMAL, State.STANDBY, State
 
 
 def drive_client(
-    endpoints: list[str] | config.ClusterConfig, window: int, timing: Timing, seed: int
+    endpoints: list[str] | config.ClusterConfig,
+    window: int,
+    timing: Timing,
+    seed: int,
+    per_message: bool = False,
 ) -> dict[str, Any]:
     """One closed-loop client process: keep ``window`` requests in flight
-    through the library's Client (one frame per request). A config instead
-    of endpoints: the client takes its CURVE keys from it."""
+    through the library's Client, which sends what its window lets out in one
+    frame (``per_message``: one frame per request, flushed at each submit, for
+    the per-message bare flow and the peers' fronts, which take lone `req`
+    frames only). A config instead of endpoints: the client takes its CURVE
+    keys from it."""
     rng = random.Random(seed)
     instruments = config.DEFAULT_INSTRUMENTS
     clock = time.perf_counter
@@ -44,6 +51,8 @@ def drive_client(
         while m.running(clock()):
             while len(c.session.outstanding) < window:
                 mid = c.submit(random_order(rng, instruments))
+                if per_message:
+                    c.flush()
                 m.on_sent(mid, clock())
             for rep in c.poll(1.0):
                 m.on_reply(rep.msg_id, clock(), rep.status == STATUS_OK)
@@ -54,6 +63,13 @@ def drive_client(
     # A switch of server during a quiet bench is a false failover (or, for
     # PySyncObj, a re-election): the row says so.
     return {**m.result(), "failovers": len(c.failovers)}
+
+
+def drive_per_message(
+    endpoints: list[str] | config.ClusterConfig, window: int, timing: Timing, seed: int
+) -> dict[str, Any]:
+    """`drive_client` with one frame per request."""
+    return drive_client(endpoints, window, timing, seed, per_message=True)
 
 
 class Cluster:

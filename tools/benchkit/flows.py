@@ -15,7 +15,7 @@ from zmqfail.failover.state import State
 from zmqfail.netutil import free_base_port
 
 from . import bare, peers
-from .cluster import Cluster, drive_client
+from .cluster import Cluster, drive_client, drive_per_message
 from .meter import Timing
 from .procs import BenchError, Reaper
 
@@ -106,7 +106,7 @@ def open_flow(name: str, reaper: Reaper, workdir: Path) -> Iterator[Run]:
     """Set up flow ``name``; raises peers.Skip when it cannot run here."""
     if name == "bare":
         with _bare(reaper, bare.per_message_primary) as ep:
-            yield _client_run(reaper, drive_client, [ep], name)
+            yield _client_run(reaper, drive_per_message, [ep], name)
     elif name == "batched":
         with _bare(reaper, bare.batched_primary) as ep:
             yield _client_run(reaper, bare.drive_batched, ep, name)
@@ -125,7 +125,7 @@ def open_flow(name: str, reaper: Reaper, workdir: Path) -> Iterator[Run]:
             yield _client_run(reaper, drive_client, cl.cfg, name)
     elif name == "pysyncobj":
         with peers.pysyncobj_pair(reaper) as eps:
-            yield _client_run(reaper, drive_client, eps, name)
+            yield _client_run(reaper, drive_per_message, eps, name)
     elif name == "redis":
         with peers.redis_pair(reaper, workdir) as port:
             yield _client_run(reaper, peers.drive_redis, port, name)
