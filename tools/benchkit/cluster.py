@@ -4,6 +4,8 @@ the node works inside, so the bench keeps working while the node changes."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import random
 import shutil
 import subprocess
@@ -15,6 +17,7 @@ from typing import Any
 
 from zmqfail import config
 from zmqfail.cli.demo import random_order
+from zmqfail.client.aio import AsyncClient
 from zmqfail.client.sync import Client
 from zmqfail.cluster import Cluster as NodeCluster
 from zmqfail.cluster import spawn_node
@@ -70,6 +73,36 @@ def drive_per_message(
 ) -> dict[str, Any]:
     """`drive_client` with one frame per request."""
     return drive_client(endpoints, window, timing, seed, per_message=True)
+
+
+def drive_aio(endpoints: list[str], window: int, timing: Timing, seed: int) -> dict[str, Any]:
+    """One client process of the asyncio client: ``window`` coroutines, each
+    awaiting one request after another (its I/O thread batches what they
+    have out at once)."""
+    return asyncio.run(_aio_load(endpoints, window, timing, seed))
+
+
+async def _aio_load(endpoints: list[str], window: int, timing: Timing, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    instruments = config.DEFAULT_INSTRUMENTS
+    clock = time.perf_counter
+    keys = itertools.count()
+    c = AsyncClient(endpoints, timeout=10.0, window=window)
+    try:
+        await c.connect()
+        m = Meter(timing, clock())
+
+        async def one_in_flight() -> None:
+            while m.running(clock()):
+                key = next(keys)
+                m.on_sent(key, clock())
+                rep = await c.request(random_order(rng, instruments))
+                m.on_reply(key, clock(), rep.status == STATUS_OK)
+
+        await asyncio.gather(*(one_in_flight() for _ in range(window)))
+    finally:
+        await c.close()
+    return {**m.result(), "failovers": len(c.failovers)}
 
 
 class Cluster:

@@ -15,7 +15,7 @@ from zmqfail.failover.state import State
 from zmqfail.netutil import free_base_port
 
 from . import bare, peers
-from .cluster import Cluster, drive_client, drive_per_message
+from .cluster import Cluster, drive_aio, drive_client, drive_per_message
 from .meter import Timing
 from .procs import BenchError, Reaper
 
@@ -25,6 +25,7 @@ FLOWS: dict[str, str] = {
     "batched": "bare ZeroMQ flow, one frame per batch on every hop",
     "single": "zmqfail single node, fsync before ack",
     "normal": "zmqfail normal state: primary + backup",
+    "aio": "zmqfail normal state, the asyncio client (a coroutine per request in flight)",
     "disk": 'zmqfail normal state, [flush] durability = "disk" (fsync on both before ack)',
     "curve": "zmqfail normal state, CurveZMQ on clients, replication and control",
     "pysyncobj": "PySyncObj, 2 nodes, ack after commit",
@@ -116,6 +117,9 @@ def open_flow(name: str, reaper: Reaper, workdir: Path) -> Iterator[Run]:
     elif name == "normal":
         with _cluster(reaper, ["a", "b"]) as cl:
             yield _client_run(reaper, drive_client, _ends(cl, ["a", "b"]), name)
+    elif name == "aio":
+        with _cluster(reaper, ["a", "b"]) as cl:
+            yield _client_run(reaper, drive_aio, _ends(cl, ["a", "b"]), name)
     elif name == "disk":
         with _cluster(reaper, ["a", "b"], on_disk) as cl:
             yield _client_run(reaper, drive_client, _ends(cl, ["a", "b"]), name)

@@ -2,7 +2,9 @@
 
 One sync Client runs on a thread of its own (its sockets never leave that
 thread); coroutines hand it requests through a queue and get their replies as
-futures. The switch-over logic (pings, recovery signal, resend in order) is
+futures. A new request rings a wake-up descriptor that ends the thread's
+poll at once, and every request waiting then leaves in one frame (a `reqs`
+batch). The switch-over logic (pings, recovery signal, resend in order) is
 therefore the very same code as the sync client's, not a second copy; so is
 the session: it registers on connect and again after an expiry, and a
 request whose session expired resolves to a Reply of status ``expired``

@@ -116,6 +116,10 @@ class Client:
         self.done: dict[int, Reply] = {}
         self._waiting: set[int] = set()
         self._spill: list[Reply] = []
+        # A descriptor a wrapper registered in the poller (AsyncClient's
+        # wake-up) became readable: `poll` returns at once, so the wrapper
+        # takes its new requests now rather than at the poll's deadline.
+        self._woken = False
 
     # ----------------------------------------------------------- the facts
     @property
@@ -204,7 +208,8 @@ class Client:
         for sock, _ in self.poller.poll(max(0, int(wait * 1000))):
             idx = self._index.get(sock) if isinstance(sock, zmq.Socket) else None
             if idx is None:
-                continue  # a wake-up descriptor registered by a wrapper (AsyncClient)
+                self._woken = True  # a wake-up descriptor registered by a wrapper (AsyncClient)
+                continue
             for _ in range(10_000):
                 try:
                     data = sock.recv(zmq.NOBLOCK)
@@ -259,6 +264,7 @@ class Client:
     def poll(self, timeout: float, raise_on_timeout: bool = False) -> list[Reply]:
         """Wait up to `timeout` for replies; returns the ones that completed requests."""
         got, self._spill = self._spill, []
+        self._woken = False
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -273,9 +279,9 @@ class Client:
                     f"no server answered for {self.lost_after}s "
                     f"({len(self.session.outstanding)} request(s) without a reply)"
                 )
-            if got or remaining <= 0 or (self._waiting & self.done.keys()):
+            if got or remaining <= 0 or self._woken or (self._waiting & self.done.keys()):
                 break
-        if not got and raise_on_timeout and self.session.outstanding:
+        if not got and raise_on_timeout and not self._woken and self.session.outstanding:
             raise RequestTimeout(
                 f"no reply within {timeout}s for {len(self.session.outstanding)} request(s)"
             )
