@@ -29,7 +29,7 @@ from zmqfail.failover.state import (
     State,
 )
 from zmqfail.processor import Processed, Processor
-from zmqfail.sim.campaign import campaign, run_named, run_one
+from zmqfail.sim.campaign import allowed_unsafe, campaign, run_named, run_one
 from zmqfail.sim.schedule import ALLOWED_UNSAFE
 from zmqfail.witness.logic import Witness
 
@@ -232,4 +232,19 @@ def test_errors_survive_pickling() -> None:
         12,
         "crc mismatch",
         "/d/snap: offset 12: crc mismatch; restore it",
+    )
+
+
+@pytest.mark.timeout(60)
+def test_a_reported_loss_may_be_undone_only_after_an_unwitnessed_split() -> None:
+    """false-loss (a client told of a loss the history does not show) is the
+    known hole of split brain (docs/reliability.md): allowed in unsafe
+    schedules that split the servers without a witness, nowhere else."""
+    mem = Durability.MEMORY
+    assert "false-loss" in allowed_unsafe(["split-servers", "disk-error"], False, mem)
+    assert "false-loss" not in allowed_unsafe(["split-servers"], True, mem)
+    assert "false-loss" not in allowed_unsafe(["power-loss", "crash-primary"], False, mem)
+    assert "lost" not in allowed_unsafe(["power-loss"], False, Durability.DISK)
+    assert {"untold", "twice", "order", "diverged", "stuck"}.isdisjoint(
+        allowed_unsafe(["split-servers", "power-loss"], False, mem)
     )
