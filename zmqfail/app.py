@@ -24,6 +24,11 @@ long as ``apply`` stays a pure function of the state, the changes and the
 settings. docs/applications.md is the guide; ``zmqfail.app_tables.TableApp``
 does everything but ``execute`` for applications that need nothing more.
 
+An application that can be sharded names its routing key: a module-level
+``routing_keys(body)`` beside ``create`` (the keys a request touches; the
+order engine's is the instrument, the ledger's the account), and ``keys(settings)``
+(the keys there are, for ``config init --shards`` to share out).
+
 An application is chosen by the cluster config: ``[cluster] app`` names a
 shipped one (``orders``, ``ledger``) or ``package.module:factory``, and the
 ``[app]`` table holds its own settings, handed to the factory.
@@ -143,6 +148,9 @@ class Application(Protocol):
 
 
 Factory = Callable[[dict[str, Any]], Application]
+# A request body -> the routing keys it touches (zmqfail/shards.py): () when
+# it names none, several when it spans several (a transfer's two accounts).
+RoutingKeys = Callable[[dict[str, Any]], tuple[str, ...]]
 _METHODS = ("execute", "apply", "snapshot", "restore", "digest", "describe", "check")
 
 
@@ -242,3 +250,23 @@ class AppSpec:
         make = self._attr(module, "workload")
         mix: Workload = make(dict(self.settings), seed)
         return mix
+
+    def router(self) -> RoutingKeys:
+        """The application's ``routing_keys(body)`` (beside its factory);
+        ConfigError when it has none, since it cannot then be sharded."""
+        module, _attr = self._module_and_attr()
+        fn = getattr(importlib.import_module(module), "routing_keys", None)
+        if not callable(fn):
+            raise ConfigError(
+                f"[cluster] app {self.ref!r} names no routing key ({module} has no "
+                "routing_keys(body)), so it cannot be split into [shards]"
+            )
+        keys_of: RoutingKeys = fn
+        return keys_of
+
+    def keys(self) -> list[str]:
+        """Every routing key the settings define (``keys(settings)`` beside the
+        factory), for ``config init --shards`` to share out."""
+        module, _attr = self._module_and_attr()
+        listed: list[str] = self._attr(module, "keys")(dict(self.settings))
+        return listed

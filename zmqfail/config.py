@@ -9,36 +9,30 @@ loopback, used when no ``--config`` is given.
 
 from __future__ import annotations
 
-import importlib
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from zmqfail import policies
+from zmqfail import shards as shardconf
 from zmqfail.app import DEFAULT_APP, SHIPPED, AppSpec
 from zmqfail.apps.orders.settings import DEFAULT_INSTRUMENTS
+from zmqfail.configtext import (
+    ENDPOINT_OFFSETS,
+    METRICS_OFFSET,
+    PORTS_PER_NODE,
+    render,
+    render_shards,
+)
 from zmqfail.errors import ConfigError
 from zmqfail.policies import Durability, FailoverConfig, FlushConfig, RetentionConfig
 from zmqfail.security import Security, check_control
 from zmqfail.security import parse as parse_security
-from zmqfail.security import render as render_security
+from zmqfail.shards import ALL, ShardConfig
 from zmqfail.tablecheck import check_keys, int_fields
 
-# Port offsets from a node's base port, in this order.
-ENDPOINT_OFFSETS = {
-    "client": 0,
-    "control": 1,
-    "main_records": 2,
-    "main_ack": 3,
-    "main_heartbeat": 4,
-    "failsafe_records": 5,
-    "failsafe_ack": 6,
-    "failsafe_heartbeat": 7,
-}
-METRICS_OFFSET = 8  # config init: the HTTP port of a node's Prometheus metrics
-PORTS_PER_NODE = 10
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _ENDPOINT_RE = re.compile(r"^tcp://[^\s:]+:\d{1,5}$")
 _HOSTPORT_RE = re.compile(r"^[^\s:/]+:\d{1,5}$")
@@ -46,6 +40,9 @@ _HOSTPORT_RE = re.compile(r"^[^\s:/]+:\d{1,5}$")
 # [retention] live in policies.py.
 __all__ = [
     "DEFAULT_INSTRUMENTS",
+    "ENDPOINT_OFFSETS",
+    "METRICS_OFFSET",
+    "PORTS_PER_NODE",
     "AppSpec",
     "ClusterConfig",
     "Durability",
@@ -53,6 +50,9 @@ __all__ = [
     "FlushConfig",
     "RetentionConfig",
     "SessionsConfig",
+    "ShardConfig",
+    "render",
+    "render_shards",
 ]
 
 
@@ -124,6 +124,42 @@ class ClusterConfig:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     witness: WitnessConfig | None = None
     security: Security | None = None  # [security]: CurveZMQ per channel (None: plain)
+    # [shards.NAME] tables (zmqfail/shards.py); () is one shard owning every key.
+    sharded: tuple[ShardConfig, ...] = ()
+
+    @property
+    def shards(self) -> tuple[ShardConfig, ...]:
+        """Every shard; a config without [shards] is one, ALL, owning every key."""
+        if self.sharded:
+            return self.sharded
+        return (ShardConfig(ALL, self.primary, tuple(n.name for n in self.nodes)),)
+
+    def shard(self, name: str) -> ClusterConfig:
+        """The config one shard's servers and clients see: that failover group
+        alone, as if it were the whole cluster (its nodes, its primary). The
+        config itself for ALL of an unsharded config."""
+        if not self.sharded and name == ALL:
+            return self
+        for sh in self.sharded:
+            if sh.name == name:
+                return replace(
+                    self,
+                    name=f"{self.name}/{sh.name}",
+                    primary=sh.primary,
+                    nodes=tuple(self.node(n) for n in sh.nodes),
+                    sharded=(),
+                )
+        known = ", ".join(sh.name for sh in self.shards)
+        raise ConfigError(f"no shard named {name!r} in the config (shards: {known})")
+
+    def shard_of(self, node: str) -> ShardConfig:
+        """The shard whose server `node` is."""
+        self.node(node)  # an unknown name: the usual one-line error
+        return next(sh for sh in self.shards if node in sh.nodes)
+
+    def for_node(self, node: str) -> ClusterConfig:
+        """What the server `node` runs with: its shard's config."""
+        return self.shard(self.shard_of(node).name)
 
     def node(self, name: str) -> NodeConfig:
         for n in self.nodes:
@@ -178,6 +214,10 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     """Build a ClusterConfig from parsed TOML, or raise ConfigError naming the key."""
     cluster = _section(raw, "cluster")
     check_keys("[cluster]", cluster, ("name", "primary", "app"))
+    if "shards" in raw and "primary" in cluster:
+        raise ConfigError(
+            "[cluster] primary does not apply with [shards]: each [shards.NAME] names its own"
+        )
     name = cluster.get("name", "zmqfail")
     if not isinstance(name, str) or not name:
         raise ConfigError("[cluster] name must be a non-empty string")
@@ -226,7 +266,12 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
             if ep in seen:
                 raise ConfigError(f"endpoint {ep} is used twice: {seen[ep]} and {here}")
             seen[ep] = here
-    primary = cluster.get("primary", nodes[0].name)
+    sharded = (
+        shardconf.parse(raw["shards"], [n.name for n in nodes], _NAME_RE.match)
+        if "shards" in raw
+        else ()
+    )
+    primary = cluster.get("primary", sharded[0].primary if sharded else nodes[0].name)
     if not isinstance(primary, str) or primary not in {n.name for n in nodes}:
         raise ConfigError(f"[cluster] primary {primary!r} is not one of the nodes")
 
@@ -248,6 +293,13 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     failover = policies.parse_failover(_section(raw, "failover"))
     retention = policies.parse_retention(_section(raw, "retention"))
     witness = _witness(_section(raw, "witness"), base_dir, seen, sec) if "witness" in raw else None
+    if sharded:
+        app.router()  # the application must name its routing key
+        if witness is not None:
+            raise ConfigError(
+                "[witness] with [shards] is not supported yet: one witness elects the "
+                "epochs of one failover group"
+            )
     check_control(sec, {n.name: n.control for n in nodes})
     unknown = set(raw) - {
         "cluster",
@@ -259,6 +311,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
         "retention",
         "witness",
         "security",
+        "shards",
     }
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}")
@@ -274,6 +327,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
         retention=retention,
         witness=witness,
         security=sec,
+        sharded=sharded,
     )
 
 
@@ -316,81 +370,6 @@ def loads(text: str, base_dir: Path, path: Path | None = None) -> ClusterConfig:
         where = path or "config"
         raise ConfigError(f"{where}: invalid TOML: {exc}") from None
     return parse(raw, base_dir, path)
-
-
-def render(
-    nodes: int = 2,
-    base_port: int = 5700,
-    host: str = "127.0.0.1",
-    failsafe_host: str | None = None,
-    name: str = "local",
-    app: str = DEFAULT_APP,
-    witness: bool = False,
-    secure: bool = False,
-) -> str:
-    """The TOML text of a local cluster: nodes a, b, ... from base_port on,
-    running `app` (a shipped application) with its default settings; with
-    `witness`, a [witness] table on the first port after the nodes'; with
-    `secure`, a [security] table naming the keys `keys.generate_cluster` makes."""
-    if not 1 <= nodes <= 26:
-        raise ConfigError("--nodes must be between 1 and 26")
-    top = base_port + PORTS_PER_NODE * nodes
-    if base_port < 1024 or top > 65535:
-        raise ConfigError(f"ports {base_port}..{top} must lie within 1024..65535")
-    if app not in SHIPPED:
-        raise ConfigError(f"--app must be one of {', '.join(sorted(SHIPPED))}, got {app!r}")
-    fs_host = failsafe_host or host
-    app_toml = importlib.import_module(SHIPPED[app]).TOML.rstrip("\n").splitlines()
-    app_line = f'app = "{app}"'
-    lines = [
-        "# zmqfail cluster configuration. Every node, client and tool reads the same file.",
-        "# Endpoints are where each node listens; data_dir is relative to this file.",
-        "",
-        "[cluster]",
-        f'name = "{name}"',
-        'primary = "a"           # the node that starts as primary on a fresh cluster',
-        f"{app_line:<24}# the application: {', '.join(sorted(SHIPPED))} or "
-        '"package.module:factory"',
-        "",
-        "[app]                   # the application's own settings (equal on every node)",
-        *app_toml,
-        "",
-        "[sessions]              # client sessions (equal on every node)",
-        "max_sessions = 1024     # beyond this, a registration evicts the least recently active",
-        "window = 256            # replies kept per session, so a resend is answered not redone",
-        "",
-        *policies.render(),
-    ]
-    for i in range(nodes):
-        n = chr(ord("a") + i)
-        p = base_port + PORTS_PER_NODE * i
-        o = ENDPOINT_OFFSETS
-        lines += [
-            "",
-            f"[nodes.{n}]",
-            f'client = "tcp://{host}:{p + o["client"]}"',
-            f'control = "tcp://127.0.0.1:{p + o["control"]}"',
-            f'data_dir = "{n}"',
-            f'metrics = "127.0.0.1:{p + METRICS_OFFSET}"   # Prometheus, GET /metrics',
-            f'main = {{ records = "tcp://{host}:{p + o["main_records"]}", '
-            f'ack = "tcp://{host}:{p + o["main_ack"]}", '
-            f'heartbeat = "tcp://{host}:{p + o["main_heartbeat"]}" }}',
-            f'failsafe = {{ records = "tcp://{fs_host}:{p + o["failsafe_records"]}", '
-            f'ack = "tcp://{fs_host}:{p + o["failsafe_ack"]}", '
-            f'heartbeat = "tcp://{fs_host}:{p + o["failsafe_heartbeat"]}" }}',
-        ]
-    if witness:
-        lines += [
-            "",
-            "[witness]               # `zmqfail witness`: elects every new epoch; a server runs",
-            "                        # alone only while it holds the witness's lease",
-            f'endpoint = "tcp://{host}:{top}"   # run it on a third machine',
-            'data_dir = "witness"    # the epoch and leader it granted, fsynced',
-            "lease_ms = 1000         # a server alone renews within this; a takeover waits it out",
-        ]
-    if secure:
-        lines += render_security(witness)
-    return "\n".join(lines) + "\n"
 
 
 DEFAULT_TOML = (

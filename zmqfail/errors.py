@@ -72,6 +72,12 @@ class NodeError(ZmqfailError):
     """A node cannot start or keep running (port in use, data dir locked...)."""
 
 
+class RoutingError(ZmqfailError):
+    """A request a sharded client cannot send to exactly one shard: it names
+    no routing key, a key no shard owns, or keys of several shards (cross-shard
+    work is out of scope). Raised before anything is sent."""
+
+
 class WitnessError(ZmqfailError):
     """The witness cannot start or keep its word (damaged or missing store,
     data dir in use, a failed write): it must not grant from a guess."""

@@ -17,8 +17,19 @@ from zmqfail.errors import ZmqfailError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def load_config(path: str | None) -> config.ClusterConfig:
-    return config.load(Path(path)) if path else config.load_default()
+def load_config(path: str | None, shards: bool = False) -> config.ClusterConfig:
+    """The config at `path` (the embedded default without one). A command
+    that does not know shards yet (`shards` False) refuses a config that has
+    them: it would take every shard's servers for one failover group."""
+    cfg = config.load(Path(path)) if path else config.load_default()
+    if cfg.sharded and not shards:
+        ctx = click.get_current_context(silent=True)
+        what = f"`{ctx.command_path}`" if ctx is not None else "this command"
+        raise ZmqfailError(
+            f"{path} has [shards]: {what} does not understand shards yet; "
+            "it works on one failover group (see docs/operations.md, Shards)"
+        )
+    return cfg
 
 
 config_option = click.option(

@@ -84,12 +84,14 @@ def node_cmd(
     """Run one server in the foreground (SIGTERM or SIGINT: clean stop)."""
     from zmqfail.node.server import Node
 
-    cfg = load_config(config_path)
+    whole = load_config(config_path, shards=True)
     if name is None:
-        if len(cfg.nodes) != 1 and config_path is not None:
+        if len(whole.nodes) != 1 and config_path is not None:
             raise ConfigError("--name is required when the config has several nodes")
-        name = cfg.nodes[0].name
-    cfg.node(name)  # an unknown name is a one-line error before anything is logged
+        name = whole.nodes[0].name
+    # An unknown name is a one-line error before anything is logged. A server
+    # of a shard runs in its shard's failover group alone.
+    cfg = whole.for_node(name)
     handler, limiter = logs.setup(
         getattr(logging, log_level.upper()), log_format, name, rate_limit, sys.stderr
     )
@@ -146,6 +148,18 @@ def config_group() -> None:
 @click.option(
     "--secure", is_flag=True, help="CurveZMQ on every channel, with new keys in DIR/keys."
 )
+@click.option(
+    "--shards",
+    default=None,
+    type=WholeNumber(1, 26),
+    help="Shards of the app's keys, each a pair crossed over --machines (nodes s1-m1...).",
+)
+@click.option("--machines", default=2, show_default=True, type=WholeNumber(2, 26))
+@click.option(
+    "--hosts",
+    default=None,
+    help="With --shards: each machine's host, comma-separated (default 127.0.0.1, .2...).",
+)
 @one_line_errors
 def config_init(
     directory: str,
@@ -157,11 +171,23 @@ def config_init(
     app: str,
     witness: bool,
     secure: bool,
+    shards: int | None,
+    machines: int,
+    hosts: str | None,
 ) -> None:
-    """Write DIR/zmqfail.toml for a local cluster (nodes a, b, ... from --base-port)."""
-    text = config.render(
-        nodes, base_port, host, failsafe_host, app=app, witness=witness, secure=secure
-    )
+    """Write DIR/zmqfail.toml for a local cluster (nodes a, b, ... from --base-port),
+    or with --shards, shards crossed over machines (docs/operations.md, Shards)."""
+    if shards is None:
+        if hosts is not None:
+            raise ConfigError("--hosts goes with --shards (one pair: --host, --failsafe-host)")
+        text = config.render(
+            nodes, base_port, host, failsafe_host, app=app, witness=witness, secure=secure
+        )
+    else:
+        if witness:
+            raise ConfigError("--witness with --shards is not supported yet")
+        listed = [h.strip() for h in hosts.split(",")] if hosts is not None else None
+        text = config.render_shards(shards, machines, base_port, listed, app=app, secure=secure)
     d = Path(directory)
     path = d / "zmqfail.toml"
     if path.exists() and not force:
@@ -184,6 +210,12 @@ def config_init(
 def config_check(file: str) -> None:
     """Validate FILE: one line saying what it holds (exit 0), or what is wrong (exit 1)."""
     cfg = config.load(Path(file))
+    if cfg.sharded:
+        groups = "; ".join(
+            f"{sh.name}: {', '.join(sh.nodes)}, {len(sh.keys or ())} key(s)" for sh in cfg.shards
+        )
+        click.echo(f"ok: {file}: cluster {cfg.name!r}, {len(cfg.shards)} shard(s) ({groups})")
+        return
     names = ", ".join(n.name for n in cfg.nodes)
     dirs = sorted({str(n.data_dir.parent) for n in cfg.nodes})
     witness = f", witness on {cfg.witness.endpoint}" if cfg.witness else ""

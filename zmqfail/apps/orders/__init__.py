@@ -13,7 +13,16 @@ from zmqfail.apps.orders.codes import REJECT_CODES
 from zmqfail.apps.orders.engine import Engine
 from zmqfail.apps.orders.settings import TOML, OrdersConfig, parse
 
-__all__ = ["REJECT_CODES", "TOML", "Engine", "OrdersConfig", "create", "workload"]
+__all__ = [
+    "REJECT_CODES",
+    "TOML",
+    "Engine",
+    "OrdersConfig",
+    "create",
+    "keys",
+    "routing_keys",
+    "workload",
+]
 
 
 def create(settings: dict[str, Any]) -> Engine:
@@ -26,3 +35,18 @@ def workload(settings: dict[str, Any], seed: int) -> Workload:
 
     cfg = parse(settings)
     return OrderWorkload(seed, cfg.instruments, cfg.price_decimals)
+
+
+def routing_keys(body: dict[str, Any]) -> tuple[str, ...]:
+    """The key of a request is its instrument: one book, one shard. Every op
+    routed between shards names it, ``cancel`` and ``status`` too (the engine
+    ignores it there; order ids are per shard). ``reports`` names none: drain
+    each shard's client on its own (``ShardedClient.client``)."""
+    instrument = body.get("instrument") if isinstance(body, dict) else None
+    return (instrument,) if isinstance(instrument, str) and instrument else ()
+
+
+def keys(settings: dict[str, Any]) -> list[str]:
+    """Every routing key of these settings (the instruments), for
+    ``config init --shards`` to share out."""
+    return list(parse(settings).instruments)

@@ -1,0 +1,182 @@
+"""Routing clients: one failover client per shard, each request to its shard.
+
+A sharded cluster (``[shards]``, zmqfail/shards.py) is several failover
+groups, each owning some routing keys. ``Router`` is the pure decision: the
+application names the keys a request touches (``routing_keys(body)``, see
+zmqfail/app.py) and the router finds the one shard owning them all, or
+refuses with ``RoutingError`` before anything is sent: no key, a key no shard
+owns, or keys of two shards (cross-shard transactions are out of scope).
+
+``ShardedClient`` and ``AsyncShardedClient`` hold one ordinary ``Client`` /
+``AsyncClient`` per shard, built on that shard's config alone, all with one
+client id (the caller is the same person everywhere). Each shard fails over on
+its own: that is simply each client's own failover, so a machine lost under
+two shards is two independent failovers. Replies and msg_ids are per shard:
+``submit`` returns the shard with the msg_id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from zmqfail.app import RoutingKeys
+from zmqfail.client.aio import AsyncClient
+from zmqfail.client.session import new_client_id
+from zmqfail.client.sync import Client
+from zmqfail.config import ClusterConfig
+from zmqfail.errors import RoutingError
+from zmqfail.protocol import Reply
+from zmqfail.shards import ShardConfig
+
+# While waiting for replies from several shards, how long one shard's client
+# is polled before the next gets its turn (seconds).
+SLICE = 0.005
+
+
+class Router:
+    """Which shard serves a request: pure, no sockets."""
+
+    def __init__(self, shards: Sequence[ShardConfig], keys_of: RoutingKeys) -> None:
+        self.shards = tuple(shards)
+        self.keys_of = keys_of
+        self._owner: dict[str, str] = {}
+        self._catch_all: str | None = None
+        for sh in self.shards:
+            if sh.keys is None:
+                self._catch_all = sh.name
+            else:
+                self._owner.update(dict.fromkeys(sh.keys, sh.name))
+
+    def shard_of_key(self, key: str) -> str:
+        """The shard owning `key`; RoutingError when none does."""
+        owner = self._owner.get(key, self._catch_all)
+        if owner is None:
+            known = ", ".join(sh.name for sh in self.shards)
+            raise RoutingError(f"no shard owns key {key!r} (shards: {known})")
+        return owner
+
+    def route(self, body: dict[str, Any]) -> str:
+        """The one shard owning every key `body` touches."""
+        keys = self.keys_of(body)
+        if not keys:
+            raise RoutingError(
+                f"the request names no routing key, so no shard can take it: {body!r:.80}"
+            )
+        owners = {self.shard_of_key(k) for k in keys}
+        if len(owners) > 1:
+            raise RoutingError(
+                f"the request spans shards {', '.join(sorted(owners))} (keys "
+                f"{', '.join(map(repr, keys))}): cross-shard work is not supported"
+            )
+        return owners.pop()
+
+
+class ShardedClient:
+    """``request(body)`` to the shard owning its key; ``submit``/``poll`` keep
+    requests in flight on every shard at once."""
+
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        client_id: str | None = None,
+        timeout: float = 5.0,
+        window: int = 64,
+        lost_after: float = 30.0,
+    ) -> None:
+        self.router = Router(cfg.shards, cfg.app.router())
+        self.client_id = client_id or new_client_id()
+        self.timeout = timeout
+        self.clients: dict[str, Client] = {}
+        try:
+            for sh in cfg.shards:
+                self.clients[sh.name] = Client(
+                    cfg.shard(sh.name),
+                    client_id=self.client_id,
+                    timeout=timeout,
+                    window=window,
+                    lost_after=lost_after,
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def client(self, shard: str) -> Client:
+        """One shard's own client (for what names no key: ``reports``)."""
+        if shard not in self.clients:
+            raise RoutingError(f"no shard named {shard!r} (shards: {', '.join(self.clients)})")
+        return self.clients[shard]
+
+    def connect(self, timeout: float | None = None) -> dict[str, str]:
+        """Every shard's active server, by shard."""
+        return {name: c.connect(timeout) for name, c in self.clients.items()}
+
+    def request(self, body: dict[str, Any], timeout: float | None = None) -> Reply:
+        """Send one request to its shard and wait for the reply (across that
+        shard's failover if need be)."""
+        return self.clients[self.router.route(body)].request(body, timeout)
+
+    def submit(self, body: dict[str, Any]) -> tuple[str, int]:
+        """Send without waiting; (shard, msg_id), msg_ids being per shard."""
+        shard = self.router.route(body)
+        return shard, self.clients[shard].submit(body)
+
+    def outstanding(self) -> int:
+        """Requests sent and not yet answered, over every shard."""
+        return sum(len(c.session.outstanding) for c in self.clients.values())
+
+    def poll(self, timeout: float) -> list[tuple[str, Reply]]:
+        """Wait up to `timeout` for replies from any shard, each with its shard.
+        Every shard's client keeps its timers running meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = [(name, r) for name, c in self.clients.items() for r in c.poll(0)]
+            if got or time.monotonic() >= deadline:
+                return got
+            for name, c in self.clients.items():
+                wait = min(SLICE, max(0.0, deadline - time.monotonic()))
+                got += [(name, r) for r in c.poll(wait)]
+            if got:
+                return got
+
+    def close(self) -> None:
+        for c in self.clients.values():
+            c.close()
+
+    def __enter__(self) -> ShardedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncShardedClient:
+    """``await client.request(body)`` to the shard owning its key."""
+
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        client_id: str | None = None,
+        timeout: float = 5.0,
+        window: int = 64,
+        lost_after: float = 30.0,
+    ) -> None:
+        self.router = Router(cfg.shards, cfg.app.router())
+        self.client_id = client_id or new_client_id()
+        self.clients: dict[str, AsyncClient] = {}
+        for sh in cfg.shards:
+            self.clients[sh.name] = AsyncClient(
+                cfg.shard(sh.name),
+                client_id=self.client_id,
+                timeout=timeout,
+                window=window,
+                lost_after=lost_after,
+            )
+
+    async def request(self, body: dict[str, Any], timeout: float | None = None) -> Reply:
+        return await self.clients[self.router.route(body)].request(body, timeout)
+
+    async def close(self) -> None:
+        for c in self.clients.values():
+            await c.close()
