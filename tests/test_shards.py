@@ -298,6 +298,7 @@ def test_a_refused_request_sends_nothing(tmp_path: Path) -> None:
             with pytest.raises(RoutingError):
                 sc.submit(body)
         assert sc.outstanding() == 0
+        assert sc.poll(0.05) == []  # a shard never sent to is not polled, so not lost
         assert {c.client_id for c in sc.clients.values()} == {sc.client_id}
         assert all(c.session.next_msg_id == 1 for c in sc.clients.values())
         with pytest.raises(RoutingError, match="no shard named 'nope'"):

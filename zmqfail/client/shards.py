@@ -89,6 +89,9 @@ class ShardedClient:
         self.client_id = client_id or new_client_id()
         self.timeout = timeout
         self.clients: dict[str, Client] = {}
+        # Shards this client has sent to: only they are polled, since a
+        # client that never looked for its server counts as lost at once.
+        self._used: dict[str, Client] = {}
         try:
             for sh in cfg.shards:
                 self.clients[sh.name] = Client(
@@ -120,21 +123,24 @@ class ShardedClient:
     def submit(self, body: dict[str, Any]) -> tuple[str, int]:
         """Send without waiting; (shard, msg_id), msg_ids being per shard."""
         shard = self.router.route(body)
-        return shard, self.clients[shard].submit(body)
+        client = self._used[shard] = self.clients[shard]
+        return shard, client.submit(body)
 
     def outstanding(self) -> int:
         """Requests sent and not yet answered, over every shard."""
-        return sum(len(c.session.outstanding) for c in self.clients.values())
+        return sum(len(c.session.outstanding) for c in self._used.values())
 
     def poll(self, timeout: float) -> list[tuple[str, Reply]]:
         """Wait up to `timeout` for replies from any shard, each with its shard.
-        Every shard's client keeps its timers running meanwhile."""
+        Every shard sent to keeps its client's timers running meanwhile."""
         deadline = time.monotonic() + timeout
         while True:
-            got = [(name, r) for name, c in self.clients.items() for r in c.poll(0)]
+            got = [(name, r) for name, c in self._used.items() for r in c.poll(0)]
             if got or time.monotonic() >= deadline:
                 return got
-            for name, c in self.clients.items():
+            if not self._used:  # nothing sent yet: nothing can come
+                time.sleep(min(SLICE, max(0.0, deadline - time.monotonic())))
+            for name, c in self._used.items():
                 wait = min(SLICE, max(0.0, deadline - time.monotonic()))
                 got += [(name, r) for r in c.poll(wait)]
             if got:
