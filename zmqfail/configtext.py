@@ -150,7 +150,7 @@ def render_shards(
         listed = ", ".join(f'"{p.node}"' for p in mine)
         lines += [
             "",
-            f"[shards.{shard}]             # a failover group: its servers, the keys it owns",
+            f"{f'[shards.{shard}]':<24}# a failover group: its servers, the keys it owns",
             f"nodes = [{listed}]",
             f'primary = "{primary}"',
             "keys = [" + ", ".join(f'"{k}"' for k in owned) + "]",
