@@ -307,3 +307,25 @@ def test_a_refused_request_sends_nothing(tmp_path: Path) -> None:
     endpoints = {n.client for n in cfg.shard("s2").nodes}
     with ShardedClient(cfg) as sc:
         assert set(sc.client("s2").endpoints) == endpoints
+
+
+def test_the_cluster_helper_gives_each_shard_a_view_sharing_its_processes(
+    tmp_path: Path,
+) -> None:
+    from zmqfail.cluster import Cluster
+
+    cfg = two_by_two(tmp_path)
+    started: list[str] = []
+
+    def spawn(name: str) -> Any:
+        started.append(name)
+        return types.SimpleNamespace(poll=lambda: 0, wait=lambda timeout=None: 0, pid=-1)
+
+    whole = Cluster(cfg, spawn)
+    s2 = whole.shard("s2")
+    assert [n.name for n in s2.cfg.nodes] == ["s2-m2", "s2-m1"]
+    s2.start()
+    assert started == ["s2-m2", "s2-m1"]
+    assert set(whole.procs) == {"s2-m2", "s2-m1"}  # one set of processes
+    with pytest.raises(ConfigError, match="no node named 's1-m1'"):
+        s2.start("s1-m1")

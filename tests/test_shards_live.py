@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Procs, wait_for
+from conftest import MakeCluster, wait_for
 
 from zmqfail import config
 from zmqfail.audit import records
@@ -120,14 +120,14 @@ def same_tables(cl: Cluster, x: str, y: str) -> bool:
     return dx is not None and dx == dy
 
 
-def test_two_shards_crossed_survive_the_loss_of_a_machine(procs: Procs, tmp_path: Path) -> None:
+def test_two_shards_crossed_survive_the_loss_of_a_machine(
+    cluster: MakeCluster, tmp_path: Path
+) -> None:
     path = tmp_path / "zmqfail.toml"
     path.write_text(config.render_shards(2, 2, free_base_port(45)))
-    cfg = config.load(path)
-    s1, s2 = (
-        Cluster(cfg.shard(s), lambda name: procs.node(path, name), logs=tmp_path)
-        for s in ("s1", "s2")
-    )
+    whole = cluster(path)
+    cfg = whole.cfg
+    s1, s2 = whole.shard("s1"), whole.shard("s2")
     # Paragraph 71: machine 1 leads s1 and backs up s2; machine 2 the reverse.
     # Each shard's first primary starts first (a fresh pair started at once
     # may elect either server).

@@ -144,6 +144,16 @@ class Cluster:
         path.write_text(text)
         return cls(config.load(path), spawn, logs=directory)
 
+    def shard(self, name: str) -> Cluster:
+        """The servers of one shard (``ClusterConfig.shard``) as a cluster of
+        their own, sharing this one's processes: what it starts, kills or
+        closes is this one's too. Waiting for a whole pair (`wait_whole`,
+        `primary`) means one shard's, so on a config with [shards] ask it of
+        each shard's view."""
+        view = Cluster(self.cfg.shard(name), self._spawn, self.logs, self.sole_owner)
+        view.procs = self.procs
+        return view
+
     # ------------------------------------------------------------ processes
     def log_of(self, name: str) -> Path:
         if self.logs is not None:
