@@ -121,7 +121,11 @@ class ShardedClient:
         return self.clients[self.router.route(body)].request(body, timeout)
 
     def submit(self, body: dict[str, Any]) -> tuple[str, int]:
-        """Send without waiting; (shard, msg_id), msg_ids being per shard."""
+        """Send without waiting; (shard, msg_id), msg_ids being per shard.
+        Like ``Client.submit`` it waits while that shard's window is full, and
+        the other shards are not polled meanwhile: a caller that must not
+        wait checks ``client(shard).session.outstanding`` against the window
+        first (``router.route(body)`` names the shard)."""
         shard = self.router.route(body)
         client = self._used[shard] = self.clients[shard]
         return shard, client.submit(body)
