@@ -5,6 +5,12 @@ agrees on names, endpoints and policies. Relative data directories are
 resolved against the file's own directory, so a cluster directory can be moved
 as a whole. ``DEFAULT_TOML`` is the embedded default: a two-node cluster on
 loopback, used when no ``--config`` is given.
+
+A config may split the cluster into shards (``[shards.NAME]``,
+zmqfail/shards.py). Then ``nodes`` lists every shard's servers and ``primary``
+is the first shard's: what a server or a client of one shard must use is
+``shard(NAME)`` (or ``for_node``), that group alone; ``Client(cfg)`` on the
+whole of a sharded config would reach every shard's primary.
 """
 
 from __future__ import annotations
