@@ -60,3 +60,16 @@ def test_an_inactive_welcome_does_not_end_the_search() -> None:
     core.tick(T0 + 5)
     core.on_frame(0, Welcome("a", 1, False).encode(), T0 + 5)
     assert core.state is ClientState.LOST and core.active is None
+
+
+def test_a_client_that_never_looked_for_a_server_is_idle_not_lost() -> None:
+    """A client polled before its first request (a shard's client the router
+    has not used yet) once read its search as begun at time 0 and reported
+    LOST at its first tick; its lost deadline starts with its first search."""
+    core = ClientCore(["a", "b"], Session("c1"), failover_after=0.15, lost_after=1.0)
+    core.tick(T0)
+    assert core.state is ClientState.CONNECTING and core.out == []
+    assert core.next_deadline(T0) > T0
+    core.search(T0)
+    core.tick(T0 + 1.5)
+    assert core.state is ClientState.LOST

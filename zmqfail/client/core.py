@@ -115,6 +115,7 @@ class ClientCore:
         self.loss_listeners: list[LossListener] = []
         self.acks_lost: list[AckLoss] = []  # every loss told, oldest first
         self._lost_at = 0.0  # when the current search began
+        self._looking = False  # a search began: until then no deadline runs
         self._next_hello = 0.0
         self._hello_every = HELLO_EVERY
         self._from = ""
@@ -190,6 +191,7 @@ class ClientCore:
         if self.active is not None:
             self._from = self.session.server
         self.active = None
+        self._looking = True
         self._lost_at = now
         self._next_hello = now
         self._hello_every = HELLO_EVERY
@@ -318,6 +320,8 @@ class ClientCore:
     # ------------------------------------------------------------------ time
     def tick(self, now: float) -> None:
         s = self.session
+        if not self._looking:
+            return  # never asked to find a server: not lost, only idle
         if s.state in (ClientState.CONNECTING, ClientState.FAILING_OVER, ClientState.LOST):
             if s.state is not ClientState.LOST and now - self._lost_at > self.lost_after:
                 self._set_state(ClientState.LOST)
@@ -342,6 +346,8 @@ class ClientCore:
 
     def next_deadline(self, now: float) -> float:
         s = self.session
+        if not self._looking:
+            return now + 1.0
         if s.state in (ClientState.CONNECTING, ClientState.FAILING_OVER):
             return min(self._next_hello, self._lost_at + self.lost_after)
         if s.state is ClientState.LOST:
