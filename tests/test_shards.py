@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 
 from zmqfail import config
 from zmqfail.apps import ledger, orders
+from zmqfail.client.aio import AsyncClient
 from zmqfail.client.shards import Router, ShardedClient
+from zmqfail.client.sync import Client
 from zmqfail.config import loads, render, render_shards
 from zmqfail.errors import ConfigError, RoutingError
 from zmqfail.shards import ALL, ShardConfig, crossed
@@ -329,3 +331,13 @@ def test_the_cluster_helper_gives_each_shard_a_view_sharing_its_processes(
     assert set(whole.procs) == {"s2-m2", "s2-m1"}  # one set of processes
     with pytest.raises(ConfigError, match="no node named 's1-m1'"):
         s2.start("s1-m1")
+
+
+def test_a_plain_client_refuses_a_sharded_config(tmp_path: Path) -> None:
+    """One Client on every shard's servers would take them for one pair."""
+    cfg = two_by_two(tmp_path)
+    with pytest.raises(ConfigError, match="ShardedClient"):
+        Client(cfg)
+    with pytest.raises(ConfigError, match="ShardedClient"):
+        AsyncClient(cfg)
+    Client(cfg.shard(cfg.shards[0].name)).close()  # one shard's view is a pair

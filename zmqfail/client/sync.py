@@ -41,7 +41,7 @@ from zmqfail.client.core import (
 )
 from zmqfail.client.session import ClientState, Session
 from zmqfail.config import ClusterConfig
-from zmqfail.errors import RequestTimeout, Unavailable
+from zmqfail.errors import ConfigError, RequestTimeout, Unavailable
 from zmqfail.protocol import Channel, Reply, limit_socket
 from zmqfail.security import Curve, Dial
 
@@ -50,6 +50,14 @@ __all__ = ["AckLoss", "Client", "Failover", "server_endpoints"]
 
 def server_endpoints(servers: Sequence[str] | ClusterConfig) -> list[str]:
     if isinstance(servers, ClusterConfig):
+        if servers.sharded:
+            # Its nodes are every shard's servers: one client would take them
+            # for one pair and follow whichever primary answered first.
+            names = ", ".join(sh.name for sh in servers.sharded)
+            raise ConfigError(
+                f"the config has shards ({names}): use zmqfail.client.shards.ShardedClient, "
+                "or a Client on cfg.shard(NAME)"
+            )
         return [n.client for n in servers.nodes]
     return list(servers)
 
