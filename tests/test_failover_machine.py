@@ -1237,33 +1237,41 @@ def check_step(
         assert not new.may_lead
 
 
-@st.composite
-def events_for(draw: st.DrawFn, me: str) -> Event:
+def _events_to(me: str) -> st.SearchStrategy[Event]:
     others = [n for n in NAMES if n != me]
     peer = st.sampled_from(others)
     epoch = st.integers(1, 6)
     names = st.lists(st.sampled_from(NAMES), unique=True, max_size=3).map(tuple)
-    if draw(st.integers(0, 39)) == 0:
-        return Stop()
-    choice: Event = draw(
-        st.one_of(
-            st.just(StartupDone()),
-            st.builds(PeerActive, peer, epoch, names, st.sampled_from(("", *NAMES))),
-            st.builds(PeerSilent, peer),
-            st.builds(PrimaryGone, peer),
-            st.builds(PrimaryReachable, peer),
-            st.builds(WitnessElected, epoch),
-            st.just(ClientVote()),
-            st.builds(BackupsInSync, st.lists(st.sampled_from(others), unique=True).map(tuple)),
-            st.builds(HigherEpoch, epoch, peer),
-            st.builds(PeerProgress, peer, epoch, st.integers(0, 20), st.booleans()),
-            st.builds(Switchover, st.sampled_from(("", *NAMES))),
-            st.builds(Promote, st.booleans(), names),
-            st.just(Pause()),
-            st.just(Resume()),
-        )
+    return st.one_of(
+        st.just(StartupDone()),
+        st.builds(PeerActive, peer, epoch, names, st.sampled_from(("", *NAMES))),
+        st.builds(PeerSilent, peer),
+        st.builds(PrimaryGone, peer),
+        st.builds(PrimaryReachable, peer),
+        st.builds(WitnessElected, epoch),
+        st.just(ClientVote()),
+        st.builds(BackupsInSync, st.lists(st.sampled_from(others), unique=True).map(tuple)),
+        st.builds(HigherEpoch, epoch, peer),
+        st.builds(PeerProgress, peer, epoch, st.integers(0, 20), st.booleans()),
+        st.builds(Switchover, st.sampled_from(("", *NAMES))),
+        st.builds(Promote, st.booleans(), names),
+        st.just(Pause()),
+        st.just(Resume()),
     )
-    return choice
+
+
+# Built once per node name: building these strategies anew for every drawn
+# event took most of the random-sequence test's time (Hypothesis validates a
+# strategy when it is first drawn from).
+EVENTS_TO = {me: _events_to(me) for me in NAMES}
+STOP_ROLL = st.integers(0, 39)
+
+
+@st.composite
+def events_for(draw: st.DrawFn, me: str) -> Event:
+    if draw(STOP_ROLL) == 0:
+        return Stop()
+    return draw(EVENTS_TO[me])
 
 
 CONFIGS = [  # name, preferred, was_active (resync), may_lead, epoch
