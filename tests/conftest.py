@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,6 +23,7 @@ import zmq
 from hypothesis import settings
 
 from zmqfail import config
+from zmqfail.client.core import Failover
 from zmqfail.cluster import Cluster
 from zmqfail.netutil import SLICE_ENV, free_base_port
 
@@ -72,6 +73,14 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def moves(failovers: Iterable[Failover]) -> list[str]:
+    """The servers a client moved to, from its failovers. A client that heard
+    nothing for client_timeout_ms (150 ms: a busy machine can stall a node that
+    long) searches and may find the same server again: a failover in its log,
+    but no move."""
+    return [f.to_server for f in failovers if f.to_server != f.from_server]
 
 
 def run_zmqfail(

@@ -6,6 +6,8 @@ acknowledged is lost, and both nodes end equal (runcheck.py)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,11 +31,18 @@ def test_ledger_conserves_money_through_a_kill_of_the_primary(
     cl.wait("a", State.NORMAL)
     cl.wait("b", State.NORMAL)
     history, report = tmp_path / "history.jsonl", tmp_path / "report.json"
-    bench = procs.start(*bench_args(cfg_path, history, report, 8, "ledger"), log="bench")
-    cl.wait_until("a", lambda s: (s.last_lsn or 0) > 1500, "past lsn 1500", 30)
+    # The bench runs until this test ends it (a bench of fixed length could
+    # end, on a busy machine, before the takeover it must live through).
+    bench = procs.start(*bench_args(cfg_path, history, report, 300, "ledger"), log="bench")
+    cl.wait_until("a", lambda s: (s.last_lsn or 0) > 1500, "past lsn 1500", 60)
     cl.kill("a")  # with transfers in flight
-    cl.wait("b", role=Role.PRIMARY)
+    taken = cl.wait("b", role=Role.PRIMARY).committed_lsn or 0
     cl.start("a")
+    cl.wait("a", State.NORMAL, role=Role.BACKUP, timeout=30)  # a caught up
+    flowing = "transfers flowing on b"
+    cl.wait_until("b", lambda s: (s.committed_lsn or 0) > taken + 200, flowing, 30)
+    # Ctrl-C: the bench stops sending, drains what is in flight and reports.
+    os.killpg(bench.pid, signal.SIGINT)
     assert bench.wait(timeout=90) == 0, procs.log_text("bench")
     with Client(cfg, timeout=10) as c:  # the live cluster's own answer
         total = c.request({"op": "total"}).result

@@ -80,6 +80,8 @@ def test_one_way_loss_each_way_at_each_node_loses_no_acknowledged_order(
         # Load goes on after the heal, whoever leads.
         floor = max(primary.committed_lsn or 0, before) + 100
         cl.wait_until(primary.name, past(floor), "committing again after the heal", 60)
+    # Enough load for the count asked below, however slowly a busy machine got there.
+    cl.wait_until(whose(cl, "primary"), past(1500), "past commit 1500", 60)
     os.killpg(bench.pid, signal.SIGINT)
     assert bench.wait(timeout=90) == 0, procs.log_text("bench")
     # Safe, and seen to be: each time, the side that stopped hearing its peer
