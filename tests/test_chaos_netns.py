@@ -26,7 +26,9 @@ WHY = available()
 @pytest.mark.skipif(bool(WHY), reason=WHY or "")
 def test_a_campaign_on_real_cables_has_no_violation(tmp_path: Path, procs: Procs) -> None:
     out = tmp_path / "out.json"
-    args = ["--netns", "--seed", "3", "--minutes", "1.5", "--faults", "6", "--rate", "300"]
+    # Five faults: the schedule deals the kinds in a shuffled round
+    # (tools/chaoskit/schedule.py), so each of the five comes once.
+    args = ["--netns", "--seed", "3", "--minutes", "1.5", "--faults", "5", "--rate", "300"]
     args += ["--kinds", ",".join(KINDS), "--dir", str(tmp_path / "run"), "--json", str(out)]
     p = subprocess.Popen(
         [sys.executable, str(ROOT / "tools" / "chaos.py"), *args],
@@ -42,8 +44,8 @@ def test_a_campaign_on_real_cables_has_no_violation(tmp_path: Path, procs: Procs
     report = json.loads(out.read_text())
     assert report["violations"] == []
     rows = {r["kind"]: r for r in report["rows"]}
-    assert rows["total"]["faults"] == 6 and rows["total"]["acked"] > 1000
-    assert all(rows[k]["faults"] >= 1 and rows[k]["lost"] == 0 for k in KINDS), rows
+    assert rows["total"]["faults"] == 5 and rows["total"]["acked"] > 1000
+    assert all(rows[k]["faults"] == 1 and rows[k]["lost"] == 0 for k in KINDS), rows
     faults = json.loads((tmp_path / "run" / "run.json").read_text())["faults"]
     # Only a's own client network has no cable (the clients share its host).
     for f in faults:
