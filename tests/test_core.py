@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from zmqfail import config
+from zmqfail.core.cadence import TURN_SLACK
 from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
 from zmqfail.core.frontend import Frontend
 from zmqfail.core.intake import PeerIntake
 from zmqfail.core.log import NodeLog
-from zmqfail.core.node import TURN_SLACK, NodeCore
+from zmqfail.core.node import NodeCore
 from zmqfail.core.peers import PauseGuard, PeerTable, Prober
 from zmqfail.core.ports import Outbox
 from zmqfail.failover.state import Role, State
@@ -390,7 +391,7 @@ def test_ticks_and_heartbeats_share_turns_on_one_grid() -> None:
             beats.append(t)
         core.out.clear()
         t = max(core.next_deadline(t), t + 1e-6)  # as the simulator's wake-up
-    assert turns <= round(1.0 / core.tick) + 1, turns  # no turn for a beat alone
+    assert turns <= round(1.0 / core.ticks.every) + 1, turns  # no turn for a beat alone
     assert len(beats) == round(1.0 / interval) + 1
     for k, sent in enumerate(beats):
         assert k * interval - TURN_SLACK <= sent <= k * interval + 1e-9, (k, sent)

@@ -89,8 +89,8 @@ class ShardedClient:
         self.client_id = client_id or new_client_id()
         self.timeout = timeout
         self.clients: dict[str, Client] = {}
-        # Shards this client has sent to: only they are polled, since a
-        # client that never looked for its server counts as lost at once.
+        # Shards this client has sent to: only they are polled (the others
+        # have nothing in flight, and a poll would cost each a time slice).
         self._used: dict[str, Client] = {}
         try:
             for sh in cfg.shards:

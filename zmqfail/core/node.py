@@ -27,6 +27,7 @@ from typing import Any
 from zmqfail.config import ClusterConfig
 from zmqfail.core.agent import FailoverAgent
 from zmqfail.core.beats import heartbeats
+from zmqfail.core.cadence import SLOW_TICK, Periodic
 from zmqfail.core.checkpoint import CheckpointAgent
 from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
 from zmqfail.core.frontend import Frontend
@@ -48,14 +49,6 @@ from zmqfail.replication import LINKS
 from zmqfail.txlog.history import EpochHistory
 
 log = logging.getLogger("zmqfail.node")
-
-SLOW_TICK = 0.005  # seconds between runs of the failure detector and timers
-# A tick or heartbeat due this close is done in the current turn. Both run on
-# one grid (the beat interval is a multiple of the tick), but deadlines summed
-# separately differ by float rounding: without the slack each beat took a loop
-# wake-up of its own (in the simulator, one turn in seven). Never late, at most
-# this early, and the grid keeps the average rate.
-TURN_SLACK = 0.001
 
 
 class NodeCore:
@@ -79,7 +72,6 @@ class NodeCore:
         self.wall_offset = wall_offset  # time of day = now + offset (for the record)
         self.now = now
         self.started = now
-        self.tick = tick  # how often failure detection and timers run
         fo = cfg.failover
         self.dead_after = fo.heartbeat_interval_ms * fo.heartbeat_misses / 1000.0
         self.beat_interval = fo.heartbeat_interval_ms / 1000.0
@@ -89,8 +81,8 @@ class NodeCore:
         self.stopping = False
         self.acked_lsn: int | None = None  # highest LSN we acknowledged as primary
         self.takeovers = 0
-        self._next_slow = now
-        self._next_beat = now
+        self.ticks = Periodic(tick, now)  # failure detection and timers
+        self.beats = Periodic(self.beat_interval, now)
         self.nlog = NodeLog(loaded.proc, loaded.snapshot_lsn, cfg.flush)
         self.peers = PeerTable(self.peer_names, self.dead_after)
         self.guard = PauseGuard(self.dead_after)
@@ -260,7 +252,7 @@ class NodeCore:
         self._apply_held()
         if self.leader is not None:
             self.leader.pump(now)
-        if now >= self._next_slow - TURN_SLACK:
+        if self.ticks.due(now):
             self._slow_tick(now)
         fs = self.agent.fs
         witness = self.witness
@@ -271,7 +263,7 @@ class NodeCore:
         elif fs.role is Role.BACKUP:
             nlog = self.nlog
             nlog.committed = nlog.held if fs.state is State.NORMAL else nlog.flushed
-        if now >= self._next_beat - TURN_SLACK:
+        if self.beats.due(now):
             self._beat(now)
         self.checkpoint.due(now)
 
@@ -292,8 +284,6 @@ class NodeCore:
         """Every SLOW_TICK on average: failure detection and timers. Heartbeats come
         every 30 ms and the dead time is 150 ms, so a few ms of granularity
         costs nothing, and the request path stays short."""
-        nxt = self._next_slow + self.tick  # on the grid, as the beats
-        self._next_slow = nxt if nxt > now else now + self.tick
         leader = self.leader
         prober = self.prober
         ages = {p: self.peers.age(p, now) for p in self.peer_names}
@@ -314,7 +304,7 @@ class NodeCore:
         self.checkpoint.apply_mode()
 
     def next_deadline(self, now: float) -> float:
-        deadline = min(self._next_slow, self._next_beat)
+        deadline = min(self.ticks.next, self.beats.next)
         for d in (self.nlog.flush_deadline(now), self.follower.next_deadline()):
             if d is not None and d < deadline:
                 deadline = d
@@ -348,11 +338,6 @@ class NodeCore:
 
     # ---------------------------------------------------------- heartbeats
     def _beat(self, now: float) -> None:
-        # On the schedule's grid, not `now + interval`: a beat sent up to
-        # TURN_SLACK early keeps its phase, so it keeps sharing its turn with
-        # a tick instead of waking the loop alone.
-        nxt = self._next_beat + self.beat_interval
-        self._next_beat = nxt if nxt > now else now + self.beat_interval
         self.out.beat.extend(heartbeats(self.name, self.agent.fs, self.nlog, self.leader))
 
     # --------------------------------------------------- the state machine

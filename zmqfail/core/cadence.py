@@ -1,0 +1,31 @@
+"""When a node's periodic work falls due: the failure detector's tick and
+the heartbeat, each a `Periodic` deadline.
+
+Both run on a grid (the beat interval is a multiple of the tick), and one
+due within TURN_SLACK is done in the current turn. Without the slack, two
+deadlines summed separately differ by float rounding, and each beat took a
+loop wake-up of its own a microsecond after its tick (in the simulator, one
+turn in seven). Never late, at most TURN_SLACK early; the grid, not the time
+of the turn that did the work, sets the next deadline, so the rate is kept
+and an early one does not drift the phase. After a stall the grid restarts
+from the late turn instead of catching up in a burst.
+"""
+
+from __future__ import annotations
+
+SLOW_TICK = 0.005  # seconds between runs of the failure detector and timers
+TURN_SLACK = 0.001
+
+
+class Periodic:
+    def __init__(self, every: float, now: float) -> None:
+        self.every = every
+        self.next = now  # due at once: a starting node ticks and beats
+
+    def due(self, now: float) -> bool:
+        """Is it due in this turn? If so, the next deadline moves on the grid."""
+        if now < self.next - TURN_SLACK:
+            return False
+        nxt = self.next + self.every
+        self.next = nxt if nxt > now else now + self.every
+        return True
