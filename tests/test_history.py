@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from zmqfail.core.replay import history_from_meta
 from zmqfail.errors import ProtocolError
 from zmqfail.txlog.history import EpochHistory, Term, common_prefix
 from zmqfail.txlog.recovery import iter_records, recover
@@ -74,6 +75,44 @@ def test_adopt_and_cut() -> None:
     assert h.terms == [A1]
     h.open_term(3, "c", 50, 9)  # a leader starting at 50 replaces what follows
     assert [t.first_lsn for t in h.terms] == [1, 50]
+
+
+def test_an_announced_term_outlives_a_cut_and_a_restart() -> None:
+    """b took over at epoch 2 from 101 and wrote nothing: its term holds no
+    record, but its recovery signal announced it, so it stays known (after a
+    step-down and in the meta read back after a restart) until another term
+    replaces it; a plain cut forgets it."""
+    b = Term(2, "b", 22, 101)
+    h = hist(A1, b)
+    assert h.announced(100) == b and h.announced(101) is None
+    h.cut_keeping_announced(100)
+    assert h.terms == [A1, b]
+    meta = {"history": h.to_wire()}
+    assert history_from_meta(meta, 100).terms == [A1, b]
+    # Power loss took records below the term's start: still announced at 101.
+    assert history_from_meta(meta, 90).terms == [A1, b]
+    h.cut(100)
+    assert h.terms == [A1]
+    # Only the newest term is kept: one between it and the log's end is gone.
+    c = Term(3, "c", 33, 120)
+    h2 = hist(A1, b, c)
+    h2.cut_keeping_announced(100)
+    assert h2.terms == [A1, c]
+    # A leader opening its own term at the same place replaces it.
+    h3 = hist(A1, b)
+    h3.open_term(3, "a", 101, 44)
+    assert h3.terms == [A1, Term(3, "a", 44, 101)]
+
+
+def test_an_announced_term_cuts_what_the_old_primary_wrote_after_it() -> None:
+    """The split of docs/reliability.md: a wrote 101..104 at epoch 1 while b
+    took over at epoch 2 from 101 and wrote nothing. b's history (its log ends
+    at 100) shares only 1..100 with a's; had b lost 95..100 on power loss
+    after announcing, a still keeps 1..100 (b's term says where it began)."""
+    b_hist = hist(A1, Term(2, "b", 22, 101))
+    assert common_prefix(hist(A1), 104, b_hist, 100) == 100
+    assert common_prefix(hist(A1), 104, b_hist, 94) == 100
+    assert common_prefix(hist(A1), 104, hist(A1), 100) == 104  # nothing announced
 
 
 def test_wire_round_trip_and_refusals() -> None:

@@ -37,7 +37,7 @@ from zmqfail.core.leader import Leader
 from zmqfail.core.local import LocalStore
 from zmqfail.core.log import NodeLog
 from zmqfail.core.operator import Operator
-from zmqfail.core.peers import PauseGuard, PeerTable, Prober
+from zmqfail.core.peers import PauseGuard, PeerTable, PeerView, Prober
 from zmqfail.core.ports import Disk, Loaded, Outbox
 from zmqfail.core.status import NodeStatus, build_status
 from zmqfail.core.witness import WitnessClient
@@ -359,8 +359,9 @@ class NodeCore:
         elif action is Action.STEP_DOWN:
             dropped = self.frontend.gate.drop_all()  # never acknowledge after a takeover
             self.acked_lsn = self.nlog.committed
-            # A term we opened and wrote nothing in is no part of our log.
-            self.nlog.proc.history.cut(self.nlog.held)
+            # A term we opened and wrote nothing in holds no record, but our
+            # recovery signal may have announced it: it stays known (txlog.history).
+            self.nlog.proc.history.cut_keeping_announced(self.nlog.held)
             log.warning(
                 "%s: stepped down at epoch %d; %d held replies dropped",
                 self.name,
@@ -379,6 +380,7 @@ class NodeCore:
     def _lead(self, epoch: int) -> None:
         """Open a term of our own (txlog.history): every record we write from
         here on is told apart from any other server's at the same LSN."""
+        self._set_aside_superseded()
         nlog = self.nlog
         nlog.proc.epoch = epoch  # records and replies carry it
         nlog.proc.history.open_term(epoch, self.name, nlog.held + 1, self.rng.getrandbits(48))
@@ -397,20 +399,35 @@ class NodeCore:
         )
         self.agent.started_replicating()
 
+    def _set_aside_superseded(self) -> None:
+        """Before leading: a peer that knows a newer term than any of ours (one
+        it may only have announced, with no record yet) began it on a log
+        without what we hold beyond our common prefix, and its recovery
+        signal told clients that part is lost: so we set it aside too
+        (docs/reliability.md, "Losses reported after a split")."""
+        mine = self.nlog.proc.history.last
+        newer = self.peers.newer_term(mine.epoch if mine is not None else 0)
+        if newer is not None:
+            name, epoch, view = newer
+            self._keep_shared(view, f"superseded by {name}'s epoch {epoch}")
+
     def _follow(self, primary: str) -> None:
         """Before mirroring a primary, keep only the part of our log its history
         shares; whatever else we hold no other server has, and is set aside
         (the audit's erased-history cases came from following without this
         check, or from throwing everything away)."""
-        view = self.peers.views.get(primary)
-        hb = view.last if view is not None else None
         self.nlog.proc.history.cut(self.nlog.held)
-        if view is not None and hb is not None:
-            self._apply_held()
-            why = f"diverged from {primary}"
-            if self.store.keep_common_prefix(view.history, hb.last_lsn, why, self.acked_lsn):
-                self.incarnation = self.rng.getrandbits(48)  # held went down
+        view = self.peers.views.get(primary)
+        if view is not None:
+            self._keep_shared(view, f"diverged from {primary}")
         self.follower.primary = primary
+
+    def _keep_shared(self, view: PeerView, why: str) -> None:
+        if view.last is None:
+            return
+        self._apply_held()
+        if self.store.keep_common_prefix(view.history, view.last.last_lsn, why, self.acked_lsn):
+            self.incarnation = self.rng.getrandbits(48)  # held went down
 
     def _install(self, lsn: int, epoch: int, state: dict[str, Any], history: EpochHistory) -> None:
         self._apply_held()
@@ -481,14 +498,6 @@ class NodeCore:
         self.journal.note("stopped cleanly", lsn=self.nlog.held)
         bye = Goodbye(self.name, self.agent.fs.epoch).encode()
         self.out.beat.extend((link, bye) for link in LINKS)  # peers log a stop, not a silence
-
-    def lag(self) -> int | None:
-        if self.leader is not None:
-            return self.leader.lag()
-        hb = self.peers.last(self.follower.primary)
-        if hb is None:
-            return None
-        return max(0, hb.last_lsn - self.nlog.proc.last_lsn)
 
     def status(self, now: float) -> NodeStatus:
         return build_status(self, now)

@@ -48,6 +48,16 @@ class PeerTable:
         view.heard_at[link] = now
         return True
 
+    def newer_term(self, epoch: int) -> tuple[str, int, PeerView] | None:
+        """The peer whose history holds the newest term, if newer than `epoch`."""
+        found: tuple[str, int, PeerView] | None = None
+        for name, view in self.views.items():
+            term = view.history.last
+            newest = found[1] if found is not None else epoch
+            if view.last is not None and term is not None and term.epoch > newest:
+                found = (name, term.epoch, view)
+        return found
+
     def age(self, name: str, now: float) -> float:
         view = self.views.get(name)
         return view.age(now) if view is not None else float("inf")

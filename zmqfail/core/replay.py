@@ -65,5 +65,5 @@ def history_from_meta(meta: dict[str, Any], last_lsn: int) -> EpochHistory:
         hist = EpochHistory.from_wire(meta.get("history", []))
     except ProtocolError:
         hist = EpochHistory()
-    hist.cut(last_lsn)
+    hist.cut_keeping_announced(last_lsn)
     return hist

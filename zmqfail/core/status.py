@@ -319,7 +319,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         snapshot_lsn=nlog.snapshot_lsn,
         flush_mode=nlog.policy.mode,
         uptime=round(now - core.started, 3),
-        lag=core.lag(),
+        lag=_lag(core),
         replication_link=leader.carrying_link() if leader else (core.follower.link or None),
         held_replies=len(fe.gate),
         clients=fe.recent_clients(now),
@@ -333,6 +333,16 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         failover_paused=fs.paused,
         witness=_witness(core, now),
     )
+
+
+def _lag(core: NodeCore) -> int | None:
+    """Records behind: the slowest backup's as primary, ours behind our primary as backup."""
+    if core.leader is not None:
+        return core.leader.lag()
+    hb = core.peers.last(core.follower.primary)
+    if hb is None:
+        return None
+    return max(0, hb.last_lsn - core.nlog.proc.last_lsn)
 
 
 def _witness(core: NodeCore, now: float) -> dict[str, Any] | None:

@@ -32,24 +32,18 @@ def run_one(
     cluster = Cluster(seed, witness=witness, app=app, durability=durability)
     out = cluster.run(apply, until=SETTLE + FAULT_WINDOW)
     if unsafe:
-        allowed = allowed_unsafe(picked, witness, durability)
+        allowed = allowed_unsafe(picked, durability)
         out.violations = [v for v in out.violations if v.kind not in allowed]
     return out, picked
 
 
-def allowed_unsafe(picked: list[str], witness: bool, durability: Durability) -> frozenset[str]:
+def allowed_unsafe(picked: list[str], durability: Durability) -> frozenset[str]:
     """The violations an unsafe schedule of these faults may show by design."""
     allowed = ALLOWED_UNSAFE
     split = "split-servers" in picked
     if durability is Durability.DISK and not split:
         # Fsynced on every server before the ack: only split brain loses.
         allowed = allowed - {"lost"}
-    if split and not witness:
-        # Two histories at once: a client told of losses by the new primary's
-        # recovery signal may see the old primary's history win after all,
-        # when the new one fails before writing (docs/reliability.md, "A
-        # known hole"). Only here: a witness prevents the split itself.
-        allowed = allowed | {"false-loss"}
     return allowed
 
 

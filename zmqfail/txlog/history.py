@@ -93,6 +93,22 @@ class EpochHistory:
         while self.terms and self.terms[-1].first_lsn > last_lsn:
             self.terms.pop()
 
+    def cut_keeping_announced(self, last_lsn: int) -> None:
+        """As `cut`, but the newest term stays even with no record: a leader
+        that opened it may have told clients, in its recovery signal, that
+        what it did not hold then is lost. Whoever leads next must know that
+        promise to keep it (`NodeCore._set_aside_superseded`), so it is kept
+        across a restart and a step-down until another term replaces it."""
+        newest = self.last
+        self.cut(last_lsn)
+        if newest is not None and newest.first_lsn > last_lsn:
+            self.terms.append(newest)
+
+    def announced(self, last_lsn: int) -> Term | None:
+        """The newest term, if nothing at or below `last_lsn` is of it."""
+        newest = self.last
+        return newest if newest is not None and newest.first_lsn > last_lsn else None
+
     def term_at(self, lsn: int) -> Term | None:
         found = None
         for t in self.terms:
