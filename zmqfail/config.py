@@ -42,6 +42,8 @@ from zmqfail.tablecheck import check_keys, int_fields
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _ENDPOINT_RE = re.compile(r"^tcp://[^\s:]+:\d{1,5}$")
 _HOSTPORT_RE = re.compile(r"^[^\s:/]+:\d{1,5}$")
+_ETCD_URL_RE = re.compile(r"^http://[^\s:/]+:\d{1,5}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 # Names other modules and tests import from here; [flush], [failover] and
 # [retention] live in policies.py.
 __all__ = [
@@ -96,6 +98,16 @@ class NodeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EtcdConfig:
+    """An etcd cluster playing the witness (docs/etcd.md): its members' URLs,
+    tried in turn, and the key prefix; each failover group's keys are under
+    ``<prefix>/<cluster name>[/<shard>]/``."""
+
+    endpoints: tuple[str, ...]  # http://host:port of etcd members (the v3 JSON gateway)
+    prefix: str = "zmqfail"
+
+
+@dataclass(frozen=True, slots=True)
 class WitnessConfig:
     """The optional third voter (``zmqfail witness``): with it, every new
     epoch is granted by the witness and a server runs alone only while it
@@ -105,6 +117,7 @@ class WitnessConfig:
     data_dir: Path  # where it keeps the granted epoch and leader, fsynced
     lease_ms: int = 1000  # how long a lease lasts; renewed every third of it
     security: Security | None = None  # the cluster's [security] (None: plain)
+    etcd: EtcdConfig | None = None  # etcd plays the witness (endpoint, data_dir unused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +314,7 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
     witness = _witness(_section(raw, "witness"), base_dir, seen, sec) if "witness" in raw else None
     if sharded:
         app.router()  # the application must name its routing key
-        if witness is not None:
+        if witness is not None and witness.etcd is None:
             raise ConfigError(
                 "[witness] with [shards] is not supported yet: one witness elects the "
                 "epochs of one failover group"
@@ -340,6 +353,8 @@ def parse(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Clus
 def _witness(
     sec: dict[str, Any], base_dir: Path, seen: dict[str, str], security: Security | None
 ) -> WitnessConfig:
+    if "etcd" in sec:
+        return _etcd_witness(sec, security)
     check_keys("[witness]", sec, ("endpoint", "data_dir", "lease_ms"))
     endpoint = _endpoint(sec.get("endpoint"), "[witness] endpoint")
     if endpoint in seen:
@@ -347,13 +362,47 @@ def _witness(
     data_dir = sec.get("data_dir", "witness")
     if not isinstance(data_dir, str) or not data_dir:
         raise ConfigError("[witness] data_dir must be a path")
-    lease = sec.get("lease_ms", 1000)
-    if not isinstance(lease, int) or isinstance(lease, bool) or not 100 <= lease <= 60_000:
-        raise ConfigError(
-            f"[witness] lease_ms must be a whole number from 100 to 60000, got {lease!r}"
-        )
+    lease = _lease_ms(sec.get("lease_ms", 1000), 100)
     dd = Path(data_dir)
     return WitnessConfig(endpoint, dd if dd.is_absolute() else base_dir / dd, lease, security)
+
+
+def _lease_ms(lease: object, least: int) -> int:
+    if not isinstance(lease, int) or isinstance(lease, bool) or not least <= lease <= 60_000:
+        raise ConfigError(
+            f"[witness] lease_ms must be a whole number from {least} to 60000, got {lease!r}"
+        )
+    return lease
+
+
+def _etcd_witness(sec: dict[str, Any], security: Security | None) -> WitnessConfig:
+    """`[witness] etcd = ...`: etcd grants the epochs and leases. Its leases
+    last whole seconds, so lease_ms is whole seconds too (2 s by default:
+    an etcd with the default 1 s election timeout stretches shorter ones)."""
+    check_keys("[witness] with etcd", sec, ("etcd", "prefix", "lease_ms"))
+    raw = sec["etcd"]
+    urls = [raw] if isinstance(raw, str) else raw
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(f"[witness] etcd must be a URL or a list of URLs, got {raw!r}")
+    for u in urls:
+        if not _ETCD_URL_RE.match(u) or not 0 < int(u.rsplit(":", 1)[1]) < 65536:
+            raise ConfigError(
+                f"[witness] etcd: {u!r} is not like http://127.0.0.1:2379 (host and port; "
+                "https is not supported yet)"
+            )
+    if len(set(urls)) != len(urls):
+        raise ConfigError("[witness] etcd names a URL twice")
+    prefix = sec.get("prefix", "zmqfail")
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise ConfigError(
+            f"[witness] prefix must be letters, digits and - _ . / (not starting or ending "
+            f"with /), got {prefix!r}"
+        )
+    lease = _lease_ms(sec.get("lease_ms", 2000), 1000)
+    if lease % 1000:
+        raise ConfigError(f"[witness] lease_ms must be whole seconds with etcd, got {lease}")
+    etcd = EtcdConfig(tuple(urls), prefix)
+    return WitnessConfig("", Path(), lease, security, etcd)
 
 
 def load(path: str | Path) -> ClusterConfig:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -26,6 +27,9 @@ from zmqfail.errors import NodeError, ProtocolError
 from zmqfail.protocol import READ_BUDGET, Channel, Probe, limit_socket
 from zmqfail.replication import LINKS
 from zmqfail.security import Curve, ServerKeys
+
+if TYPE_CHECKING:
+    from zmqfail.witness.etcd import EtcdWitness
 
 Ctx = zmq.Context[zmq.Socket[bytes]]
 Sock = zmq.Socket[bytes]
@@ -182,7 +186,16 @@ class Channels:
         # The witness (optional): one DEALER; asks for a witness that is not
         # connected are dropped (IMMEDIATE): they are repeated anyway.
         self.witness: Sock | None = None
-        if cfg.witness is not None:
+        self.etcd: EtcdWitness | None = None
+        if cfg.witness is not None and cfg.witness.etcd is not None:
+            # etcd plays the witness: asks go to a thread, answers come back
+            # on an inproc socket polled here like the DEALER (witness/etcd.py).
+            from zmqfail.witness.etcd import EtcdWitness
+
+            self.etcd = EtcdWitness(ctx, cfg)
+            self.witness = self.etcd.answers
+            self.poller.register(self.witness, zmq.POLLIN)
+        elif cfg.witness is not None:
             self.witness = self._socket(zmq.DEALER, Channel.CLIENTS)
             self.witness.setsockopt(zmq.IMMEDIATE, 1)
             self.witness.setsockopt(zmq.SNDHWM, 16)
@@ -401,6 +414,9 @@ class Channels:
                         self.undeliverable += 1
         if self.witness is not None and WITNESS not in mute:
             for data in out.witness:
+                if self.etcd is not None:
+                    self.etcd.submit(data)
+                    continue
                 with contextlib.suppress(zmq.ZMQError):
                     self.witness.send(data, zmq.NOBLOCK)
         if CLIENTS not in mute:
@@ -471,6 +487,8 @@ class Channels:
         return min(ds) if ds else None
 
     def close(self) -> None:
+        if self.etcd is not None:
+            self.etcd.close()
         self.close_replication()
         for s in self._own:
             s.close(linger=0)

@@ -26,6 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zmqfail.protocol import WitnessAnswer
+
+MAX_WHY = 200  # WitnessAnswer.why's bound on decoding
+
 
 @dataclass(frozen=True, slots=True)
 class Granted:
@@ -43,6 +47,35 @@ class Verdict:
     why: str
 
 
+def judge_elect(
+    stored: Granted, holder: str, server: str, epoch: int, known: int
+) -> tuple[bool, str]:
+    """(granted, why) for an election, given the stored fact and the server
+    holding a live lease ("" for none). The one copy of the rules: the
+    built-in witness and the etcd adapter (etcdplan.py) both ask it."""
+    s = stored
+    if (epoch, server) == (s.epoch, s.leader):
+        # Asked again (the answer was lost, or came late): the same grant.
+        return True, "elected (again)"
+    if epoch <= s.epoch:
+        return False, f"epoch {epoch} is not above {s.epoch} (granted to {s.leader})"
+    if known < s.epoch:
+        return False, (
+            f"{server} knows epoch {known} only; {s.leader} led at {s.epoch} and "
+            "may hold acknowledged records it lacks"
+        )
+    if holder and holder != server:
+        return False, f"{holder} holds a lease"
+    return True, "elected"
+
+
+def judge_renew(stored: Granted, server: str, epoch: int) -> tuple[bool, str]:
+    """(granted, why) for a lease: only the stored leader at the stored epoch."""
+    if (epoch, server) != (stored.epoch, stored.leader):
+        return False, f"the leader is {stored.leader or 'nobody'} at epoch {stored.epoch}"
+    return True, "lease renewed"
+
+
 class Witness:
     def __init__(self, stored: Granted, lease: float, now: float) -> None:
         self.stored = stored
@@ -58,33 +91,30 @@ class Witness:
 
     def elect(self, server: str, epoch: int, known: int, now: float) -> Verdict:
         """The caller stores `self.stored` durably before it answers a grant."""
-        s = self.stored
         holder = self.live_holder(now)
-        if (epoch, server) == (s.epoch, s.leader):
-            # Asked again (the answer was lost, or came late): the same grant.
-            self.holder, self.until = server, now + self.lease
-            return Verdict(True, epoch, server, "elected (again)")
-        if epoch <= s.epoch:
-            return self._refuse(f"epoch {epoch} is not above {s.epoch} (granted to {s.leader})")
-        if known < s.epoch:
-            return self._refuse(
-                f"{server} knows epoch {known} only; {s.leader} led at {s.epoch} and "
-                "may hold acknowledged records it lacks"
-            )
-        if holder and holder != server:
-            return self._refuse(f"{holder} holds a lease for {self.until - now:.3f} s more")
-        self.stored = Granted(epoch, server)
+        ok, why = judge_elect(self.stored, holder, server, epoch, known)
+        if not ok:
+            if why.endswith("holds a lease"):
+                why += f" for {self.until - now:.3f} s more"
+            return self._refuse(why)
+        if why == "elected":
+            self.stored = Granted(epoch, server)
+            self.elections += 1
         self.holder, self.until = server, now + self.lease
-        self.elections += 1
-        return Verdict(True, epoch, server, "elected")
+        return Verdict(True, epoch, server, why)
 
     def renew(self, server: str, epoch: int, now: float) -> Verdict:
-        s = self.stored
-        if (epoch, server) != (s.epoch, s.leader):
-            return self._refuse(f"the leader is {s.leader or 'nobody'} at epoch {s.epoch}")
+        ok, why = judge_renew(self.stored, server, epoch)
+        if not ok:
+            return self._refuse(why)
         self.holder, self.until = server, now + self.lease
-        return Verdict(True, s.epoch, s.leader, "lease renewed")
+        return Verdict(True, epoch, server, why)
 
     def _refuse(self, why: str) -> Verdict:
         self.refusals += 1
         return Verdict(False, self.stored.epoch, self.stored.leader, why)
+
+
+def reply(v: Verdict, nonce: int, lease_ms: int) -> WitnessAnswer:
+    """The answer to the ask `nonce` (a lease only with a grant)."""
+    return WitnessAnswer(v.granted, v.epoch, v.leader, lease_ms if v.granted else 0, nonce, v.why[:MAX_WHY])

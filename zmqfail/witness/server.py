@@ -32,7 +32,7 @@ from zmqfail.protocol import (
     limit_socket,
 )
 from zmqfail.security import Curve, ServerKeys
-from zmqfail.witness.logic import Verdict, Witness
+from zmqfail.witness.logic import Verdict, Witness, reply
 from zmqfail.witness.store import Store
 from zmqfail.zap import Authenticator, for_witness, stopped_on_failure
 
@@ -40,7 +40,6 @@ log = logging.getLogger("zmqfail.witness")
 
 TURN_MS = 100  # the longest poll: how soon a signal's stop flag is seen
 BATCH = 256  # frames answered per turn before the clock is read again
-MAX_WHY = 200  # WitnessAnswer.why's bound on decoding
 EXIT_STORE_FAILED = 3
 
 
@@ -183,8 +182,7 @@ class WitnessServer:
         return self._reply(v, ask.nonce)
 
     def _reply(self, v: Verdict, nonce: int) -> WitnessAnswer:
-        lease_ms = self.cfg.lease_ms if v.granted else 0
-        return WitnessAnswer(v.granted, v.epoch, v.leader, lease_ms, nonce, v.why[:MAX_WHY])
+        return reply(v, nonce, self.cfg.lease_ms)
 
     def _control(self, req: ControlRequest, now: float) -> ControlReply:
         if req.command != "status":
