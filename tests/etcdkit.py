@@ -42,6 +42,10 @@ class Etcd:
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster=t={peer}",
+            # etcd's shortest lease is 1.5 election timeouts, rounded up to
+            # whole seconds: 500 ms makes 1 s leases real (2 s by default).
+            "--election-timeout=500",
+            "--heartbeat-interval=50",
             "--logger=zap",
             "--log-level=warn",
         ]
@@ -71,12 +75,12 @@ class Etcd:
             self.proc.kill()
 
 
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[Etcd]:
+def started(tmp: Path) -> Iterator[Etcd]:
+    """For a fixture: a running etcd, ended afterwards (also on failure)."""
     why = missing()
     if why:
         pytest.skip(why)
-    e = Etcd(tmp_path)
+    e = Etcd(tmp)
     try:
         yield e
     finally:

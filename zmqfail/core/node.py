@@ -146,7 +146,7 @@ class NodeCore:
         )
         self.leader: Leader | None = None
         self.checkpoint = CheckpointAgent(
-            name, self.nlog, disk, lambda: self.alone, self.frontend.commit
+            name, self.nlog, disk, lambda: self.alone, self._release_alone
         )
         self.checkpoint.apply_mode()
         # What an operator may ask of its failover (the control socket's commands).
@@ -164,6 +164,12 @@ class NodeCore:
     @property
     def alone(self) -> bool:
         return self.agent.fs.state in (State.PRIMARY_ONLY, State.BACKUP_ONLY)
+
+    def _release_alone(self, lsn: int) -> None:
+        """A flush alone releases replies only under the witness's lease (as end_turn)."""
+        w = self.witness
+        if w is None or w.valid(self.epoch, self.now):
+            self.frontend.commit(lsn)
 
     def wall(self) -> float:
         return self.now + self.wall_offset

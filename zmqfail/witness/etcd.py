@@ -78,21 +78,26 @@ def _client_class() -> type[Etcd3Client]:
 
 class EtcdKeys:
     """A failover group's two keys in etcd. Every method raises EtcdDown when
-    no member answers; members are tried in turn, the last good one first."""
+    no member answers; members are tried in turn, the last good one first.
+    `clients`: etcd3gw clients (`connect`), or a test's stand-in with `post`
+    and `get_url`."""
 
-    def __init__(self, endpoints: tuple[str, ...], base: str, timeout: float) -> None:
-        cls = _client_class()
-        self.clients = []
-        for url in endpoints:
-            host, port = url.removeprefix("http://").rsplit(":", 1)
-            self.clients.append(cls(host, int(port), timeout=timeout, api_path="/v3/"))
+    def __init__(self, clients: list[Any], base: str) -> None:
+        self.clients = clients
         self.granted_key = f"{base}/granted"
         self.lease_key = f"{base}/lease"
         self._first = 0
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        from etcd3gw.exceptions import Etcd3Exception
+    @classmethod
+    def connect(cls, endpoints: tuple[str, ...], base: str, timeout: float) -> EtcdKeys:
+        client = _client_class()
+        clients = []
+        for url in endpoints:
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            clients.append(client(host, int(port), timeout=timeout, api_path="/v3/"))
+        return cls(clients, base)
 
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         errors = []
         n = len(self.clients)
         for i in range(n):
@@ -100,7 +105,7 @@ class EtcdKeys:
             c = self.clients[k]
             try:
                 got: dict[str, Any] = c.post(c.get_url(path), json=body)
-            except (Etcd3Exception, OSError, ValueError) as exc:
+            except Exception as exc:  # etcd3gw's errors, requests', a bad body: all "down"
                 errors.append(f"{c.base_url}: {str(exc)[:120]}")
                 continue
             self._first = k
@@ -134,12 +139,13 @@ class EtcdKeys:
         """The transaction of `step` on a fresh etcd lease of `ttl` seconds;
         whether it was applied (False: a key moved since the read)."""
         lease_id = int(self._post("/lease/grant", {"TTL": ttl})["ID"])
-        s = step.seen
+        named = {"granted": self.granted_key, "lease": self.lease_key}
         compare = [
-            {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": rev}
-            for key, rev in ((self.granted_key, s.granted_rev), (self.lease_key, s.holder_rev))
+            {"key": _b64(named[k]), "target": "MOD", "result": "EQUAL", "mod_revision": rev}
+            for k, rev in step.guards()
         ]
-        puts = [{"request_put": {"key": _b64(self.lease_key), "value": _b64(step.holder), "lease": lease_id}}]
+        lease = {"key": _b64(self.lease_key), "value": _b64(step.holder), "lease": lease_id}
+        puts = [{"request_put": lease}]
         if step.granted is not None:
             value = store.encode(step.granted)
             puts.append({"request_put": {"key": _b64(self.granted_key), "value": _b64(value)}})
@@ -151,16 +157,59 @@ class EtcdKeys:
         return True
 
 
+def carry_out(frame: bytes, keys: EtcdKeys, ttl: int, lease_ms: int) -> bytes | None:
+    """The encoded answer to one encoded ask, or None (no answer)."""
+    try:
+        ask = decode_as(frame, WitnessAsk)
+    except ProtocolError as exc:
+        log.error("etcd witness: dropped an ask that does not decode: %s", exc)
+        return None
+    try:
+        for _ in range(MAX_TRIES):
+            verdict = _try(ask, keys, ttl)
+            if verdict is not None:
+                return reply(verdict, ask.nonce, lease_ms).encode()
+        log.warning("etcd witness: keys kept moving; %s's ask goes unanswered", ask.server)
+    except EtcdDown as exc:
+        log.warning("etcd witness: etcd unreachable (%s); no answer", exc)
+    except WitnessError as exc:
+        log.error("etcd witness: %s; no answer", exc)
+    return None
+
+
+def _try(ask: WitnessAsk, keys: EtcdKeys, ttl: int) -> Verdict | None:
+    """One read and the step it calls for; None: the keys moved, read again."""
+    step = plan(ask, keys.read())
+    if isinstance(step, Answer):
+        v = step.verdict
+        log.warning("etcd refused %s %s at epoch %d: %s", ask.kind, ask.server, ask.epoch, v.why)
+        return v
+    if isinstance(step, KeepAlive):
+        return step.verdict if keys.keep_alive(step.lease_id) else None
+    if not keys.write(step, ttl):
+        return None
+    if step.granted is not None:
+        log.info("etcd elected %s at epoch %d", ask.server, ask.epoch)
+    return step.verdict
+
+
 class EtcdWitness:
     """The asks of one node, carried out against etcd on a thread."""
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], cfg: ClusterConfig) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        cfg: ClusterConfig,
+        keys: EtcdKeys | None = None,
+        start: bool = True,
+    ) -> None:
         w = cfg.witness
         assert w is not None and w.etcd is not None
         self.lease_ms = w.lease_ms
         self.ttl = math.ceil(w.lease_ms / 1000)
         # An answer later than a third of a lease is late for the next ask too.
-        self.keys = EtcdKeys(w.etcd.endpoints, group_base(cfg), w.lease_ms / 3000)
+        timeout = w.lease_ms / 3000
+        self.keys = keys or EtcdKeys.connect(w.etcd.endpoints, group_base(cfg), timeout)
         self.dropped = 0
         self.unanswered = 0
         self._asks: queue.Queue[tuple[float, bytes]] = queue.Queue(QUEUE)
@@ -173,7 +222,8 @@ class EtcdWitness:
         self._push.setsockopt(zmq.LINGER, 0)
         self._push.connect(where)
         self._thread = threading.Thread(target=self._run, name="etcd-witness", daemon=True)
-        self._thread.start()
+        if start:  # (a test of the queue's bound starts none)
+            self._thread.start()
 
     def submit(self, frame: bytes) -> None:
         """From the loop: never blocks."""
@@ -191,7 +241,7 @@ class EtcdWitness:
             if time.monotonic() - at > self.lease_ms / 1000:
                 self.unanswered += 1  # the core has forgotten this ask
                 continue
-            out = self.carry_out(frame)
+            out = carry_out(frame, self.keys, self.ttl, self.lease_ms)
             if out is None:
                 self.unanswered += 1
             else:
@@ -199,40 +249,10 @@ class EtcdWitness:
                     self._push.send(out, zmq.NOBLOCK)
         self._push.close(linger=0)
 
-    def carry_out(self, frame: bytes) -> bytes | None:
-        """The encoded answer to one ask, or None (no answer)."""
-        try:
-            ask = decode_as(frame, WitnessAsk)
-        except ProtocolError as exc:
-            log.error("etcd witness: dropped an ask that does not decode: %s", exc)
-            return None
-        try:
-            for _ in range(MAX_TRIES):
-                verdict = self._try(ask)
-                if verdict is not None:
-                    return reply(verdict, ask.nonce, self.lease_ms).encode()
-            log.warning("etcd witness: keys kept moving; %s's ask goes unanswered", ask.server)
-        except EtcdDown as exc:
-            log.warning("etcd witness: etcd unreachable (%s); no answer", exc)
-        except WitnessError as exc:
-            log.error("etcd witness: %s; no answer", exc)
-        return None
-
-    def _try(self, ask: WitnessAsk) -> Verdict | None:
-        step = plan(ask, self.keys.read())
-        if isinstance(step, Answer):
-            v = step.verdict
-            log.warning("etcd refused %s %s at epoch %d: %s", ask.kind, ask.server, ask.epoch, v.why)
-            return v
-        if isinstance(step, KeepAlive):
-            return step.verdict if self.keys.keep_alive(step.lease_id) else None
-        if not self.keys.write(step, self.ttl):
-            return None
-        if step.granted is not None:
-            log.info("etcd elected %s at epoch %d", ask.server, ask.epoch)
-        return step.verdict
-
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2 * self.lease_ms / 1000 + 1)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2 * self.lease_ms / 1000 + 1)
+        else:
+            self._push.close(linger=0)
         self.answers.close(linger=0)

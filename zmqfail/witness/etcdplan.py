@@ -77,6 +77,12 @@ class Write:
     holder: str
     verdict: Verdict
 
+    def guards(self) -> tuple[tuple[str, int], ...]:
+        """The mod revisions the transaction requires ("granted", "lease");
+        0: the key must be absent. Without the first, two servers that read
+        the same epoch could both be elected at the next one."""
+        return (("granted", self.seen.granted_rev), ("lease", self.seen.holder_rev))
+
 
 Step = Answer | KeepAlive | Write
 

@@ -117,4 +117,6 @@ class Witness:
 
 def reply(v: Verdict, nonce: int, lease_ms: int) -> WitnessAnswer:
     """The answer to the ask `nonce` (a lease only with a grant)."""
-    return WitnessAnswer(v.granted, v.epoch, v.leader, lease_ms if v.granted else 0, nonce, v.why[:MAX_WHY])
+    return WitnessAnswer(
+        v.granted, v.epoch, v.leader, lease_ms if v.granted else 0, nonce, v.why[:MAX_WHY]
+    )
