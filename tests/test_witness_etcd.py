@@ -316,3 +316,20 @@ def test_without_etcd3gw_a_node_is_told_in_one_line(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "etcd3gw.client", None)
     with pytest.raises(ConfigError, match=r"needs the etcd3gw package.*zmqfail\[etcd\]"):
         EtcdKeys.connect(("http://127.0.0.1:2379",), "zmqfail/t", 0.5)
+
+
+def test_the_cli_names_etcd_and_has_no_witness_process_to_run(tmp_path: Path) -> None:
+    from conftest import run_zmqfail
+
+    from zmqfail.cli.witnesscmd import witness_status, witness_words
+
+    path = tmp_path / "etcd.toml"
+    path.write_text(render(2, 7300) + '\n[witness]\netcd = ["http://127.0.0.1:2379"]\n')
+    check = run_zmqfail("config", "check", str(path))
+    assert check.returncode == 0 and "witness on etcd http://127.0.0.1:2379" in check.stdout
+    run = run_zmqfail("witness", "--config", str(path))
+    assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+    assert "witness is etcd http://127.0.0.1:2379: there is no zmqfail witness" in run.stderr
+    w = loads(path.read_text(), tmp_path).witness
+    assert w is not None
+    assert "kept by etcd" in witness_words(witness_status(w, 0.1))

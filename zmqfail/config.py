@@ -119,6 +119,11 @@ class WitnessConfig:
     security: Security | None = None  # the cluster's [security] (None: plain)
     etcd: EtcdConfig | None = None  # etcd plays the witness (endpoint, data_dir unused)
 
+    @property
+    def where(self) -> str:
+        """For an operator: the witness's endpoint, or etcd's URLs."""
+        return f"etcd {', '.join(self.etcd.endpoints)}" if self.etcd else self.endpoint
+
 
 @dataclass(frozen=True, slots=True)
 class SessionsConfig:

@@ -218,7 +218,7 @@ def config_check(file: str) -> None:
         return
     names = ", ".join(n.name for n in cfg.nodes)
     dirs = sorted({str(n.data_dir.parent) for n in cfg.nodes})
-    witness = f", witness on {cfg.witness.endpoint}" if cfg.witness else ""
+    witness = f", witness on {cfg.witness.where}" if cfg.witness else ""
     sec = cfg.security
     curve = sorted(c.value for c in sec.curve) if sec else []
     secured = f", CurveZMQ on {', '.join(curve)}" if curve else ""

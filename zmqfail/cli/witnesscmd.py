@@ -23,6 +23,11 @@ def witness_config(cfg: ClusterConfig) -> WitnessConfig:
         raise ConfigError(
             f"{where} has no [witness] table (`zmqfail config init --witness` writes one)"
         )
+    if cfg.witness.etcd is not None:
+        raise ConfigError(
+            f"the config's witness is {cfg.witness.where}: there is no zmqfail witness to "
+            "run or ask (`zmqfail status --json` shows each server's lease; docs/etcd.md)"
+        )
     return cfg.witness
 
 
@@ -30,6 +35,8 @@ def witness_status(w: WitnessConfig, timeout: float) -> dict[str, Any]:
     """The witness's status, or a row saying why there is none (never raises)."""
     from zmqfail.client.control import call
 
+    if w.etcd is not None:  # no process of ours to ask: the nodes' rows tell the leases
+        return {"name": "witness", "endpoint": w.where, "state": "etcd"}
     try:
         return call(w, "status", {}, timeout)
     except ZmqfailError as exc:
@@ -44,6 +51,10 @@ def witness_status(w: WitnessConfig, timeout: float) -> dict[str, Any]:
 def witness_words(row: dict[str, Any]) -> str:
     """One line for an operator: the granted epoch, its leader, who holds a lease."""
     head = f"witness {row.get('endpoint')}"
+    if row.get("state") == "etcd":
+        return (
+            f"{head}: epochs and leases kept by etcd (`zmqfail status --json`: each server's lease)"
+        )
     if row.get("state") == "unreachable":
         return (
             f"{head}: unreachable ({row.get('error')}); while it is down no server "
