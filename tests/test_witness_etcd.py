@@ -333,3 +333,12 @@ def test_the_cli_names_etcd_and_has_no_witness_process_to_run(tmp_path: Path) ->
     w = loads(path.read_text(), tmp_path).witness
     assert w is not None
     assert "kept by etcd" in witness_words(witness_status(w, 0.1))
+
+
+def test_a_secured_witness_channel_with_etcd_is_refused() -> None:
+    text = render(2, 7300, secure=True).replace('"control"]', '"control", "witness"]')
+    text += '\n[witness]\netcd = "http://127.0.0.1:2379"\n'
+    with pytest.raises(ConfigError, match="etcd plays the witness: there is no witness socket"):
+        loads(text, Path("/tmp"))
+    plain = render(2, 7300, secure=True) + '\n[witness]\netcd = "http://127.0.0.1:2379"\n'
+    assert loads(plain, Path("/tmp")).witness is not None

@@ -34,7 +34,7 @@ from zmqfail.configtext import (
 )
 from zmqfail.errors import ConfigError
 from zmqfail.policies import Durability, FailoverConfig, FlushConfig, RetentionConfig
-from zmqfail.security import Security, check_control
+from zmqfail.security import Curve, Security, check_control
 from zmqfail.security import parse as parse_security
 from zmqfail.shards import ALL, ShardConfig
 from zmqfail.tablecheck import check_keys, int_fields
@@ -402,6 +402,11 @@ def _etcd_witness(sec: dict[str, Any], security: Security | None) -> WitnessConf
         raise ConfigError(
             f"[witness] prefix must be letters, digits and - _ . / (not starting or ending "
             f"with /), got {prefix!r}"
+        )
+    if security is not None and security.on(Curve.WITNESS):
+        raise ConfigError(
+            "[security] curve names the witness channel, but etcd plays the witness: "
+            "there is no witness socket to secure (remove it from the list)"
         )
     lease = _lease_ms(sec.get("lease_ms", 2000), 1000)
     if lease % 1000:
