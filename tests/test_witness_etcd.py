@@ -184,12 +184,14 @@ def test_unreachable_etcd_no_answer_and_the_next_member_is_tried() -> None:
     assert spare.calls and two.clients[two._first] is spare  # the good one first next time
 
 
-def test_a_damaged_granted_value_is_never_guessed_from() -> None:
+def test_a_damaged_granted_value_is_never_guessed_from(caplog: pytest.LogCaptureFixture) -> None:
     g = Group()
     assert g.granted(ELECT, "a", 1, 0)
     g.etcd.kvs[b"zmqfail/t/granted"].value = b'{"epoch": 0}'
     g.etcd.now += TTL
     assert g.ask(ELECT, "b", 2, 1) is None
+    assert "etcd key zmqfail/t/granted: damaged witness store" in caplog.text
+    assert "delete the group's keys" in caplog.text
     assert carry_out(b"not a frame", g.keys, TTL, LEASE_MS) is None
 
 
@@ -342,3 +344,22 @@ def test_a_secured_witness_channel_with_etcd_is_refused() -> None:
         loads(text, Path("/tmp"))
     plain = render(2, 7300, secure=True) + '\n[witness]\netcd = "http://127.0.0.1:2379"\n'
     assert loads(plain, Path("/tmp")).witness is not None
+
+
+def test_a_malformed_etcd_answer_costs_that_ask_only(
+    zctx: zmq.Context[zmq.Socket[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    g = Group()
+    w = EtcdWitness(zctx, etcd_cfg(), g.keys)
+    try:
+        real = g.etcd.post
+        # Empty reads, then a lease grant with no ID: a KeyError deep in the shell.
+        monkeypatch.setattr(g.etcd, "post", lambda url, json: {"responses": [{}, {}]})
+        w.submit(ask(ELECT, "a", 1, 0, 1).encode())
+        wait_for(lambda: w.unanswered == 1, 5, "the malformed answer given up")
+        monkeypatch.setattr(g.etcd, "post", real)
+        w.submit(ask(ELECT, "a", 1, 0, 2).encode())
+        assert w.answers.poll(5000), "the thread lives on and answers"
+        assert decode_as(w.answers.recv(), WitnessAnswer).nonce == 2
+    finally:
+        w.close()

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zmqfail.witness.etcd")
 
+ADVICE = (
+    "no ask is answered from a guess (it could elect a server that missed an epoch); "
+    "with both servers paired in the normal state, delete the group's keys (docs/etcd.md)"
+)
 QUEUE = 16  # asks waiting for etcd; beyond, dropped (they are repeated)
 _ids = itertools.count(1)
 
@@ -121,7 +125,8 @@ class EtcdKeys:
         granted, rev = Granted(), 0
         if kvs[0]:
             kv = kvs[0][0]
-            granted = store.decode(_unb64(kv.get("value", "")), f"etcd key {self.granted_key}")
+            where = f"etcd key {self.granted_key}"
+            granted = store.decode(_unb64(kv.get("value", "")), where, ADVICE)
             rev = int(kv["mod_revision"])
         holder, lease_id, hrev = "", 0, 0
         if kvs[1]:
@@ -241,7 +246,11 @@ class EtcdWitness:
             if time.monotonic() - at > self.lease_ms / 1000:
                 self.unanswered += 1  # the core has forgotten this ask
                 continue
-            out = carry_out(frame, self.keys, self.ttl, self.lease_ms)
+            try:
+                out = carry_out(frame, self.keys, self.ttl, self.lease_ms)
+            except Exception:  # an answer etcd should never give: this ask only
+                log.exception("etcd witness: an ask failed unexpectedly; no answer")
+                out = None
             if out is None:
                 self.unanswered += 1
             else:

@@ -56,11 +56,12 @@ def encode(g: Granted) -> bytes:
     return (json.dumps(body, sort_keys=True) + "\n").encode()
 
 
-def decode(data: bytes, where: str) -> Granted:
-    """The stored fact, or WitnessError saying what is wrong with the file."""
+def decode(data: bytes, where: str, advice: str = "") -> Granted:
+    """The stored fact, or WitnessError saying what is wrong with the file
+    (and what to do: `advice`, by default the built-in witness's)."""
 
     def bad(reason: str) -> WitnessError:
-        return WitnessError(f"{where}: damaged witness store ({reason}); {ADVICE}")
+        return WitnessError(f"{where}: damaged witness store ({reason}); {advice or ADVICE}")
 
     try:
         obj: Any = json.loads(data.decode("utf-8"))
