@@ -59,8 +59,9 @@ class Etcd:
         import urllib.request
 
         assert self.proc.poll() is None, f"etcd exited: {self.log.read_text()[-2000:]}"
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no http_proxy
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
+            with direct.open(f"{self.url}/health", timeout=1) as r:
                 return b'"true"' in r.read()
         except OSError:
             return False

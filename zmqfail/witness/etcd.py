@@ -95,10 +95,15 @@ class EtcdKeys:
     @classmethod
     def connect(cls, endpoints: tuple[str, ...], base: str, timeout: float) -> EtcdKeys:
         client = _client_class()
+        import requests  # etcd3gw's own dependency
+
         clients = []
         for url in endpoints:
             host, port = url.removeprefix("http://").rsplit(":", 1)
-            clients.append(client(host, int(port), timeout=timeout, api_path="/v3/"))
+            session = requests.Session()
+            session.trust_env = False  # straight to etcd, whatever http_proxy says
+            c = client(host, int(port), timeout=timeout, api_path="/v3/", session=session)
+            clients.append(c)
         return cls(clients, base)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
