@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT
 from zmqfail.core.journal import Journal, StateChange
 from zmqfail.core.peers import PauseGuard, PeerTable, Prober, Verdict
 from zmqfail.failover.machine import TRANSITIONS, step
@@ -383,6 +384,23 @@ class FailoverAgent:
         else:
             self.silent.discard(primary)
             self.judged.pop(primary, None)
+
+    def accept(self, sender: str, epoch: int, now: float) -> str:
+        """May records and commits from `sender` at `epoch` be taken?"""
+        fs = self.fs
+        if sender not in self.peer_names:
+            # Only a configured server may replicate to us; anything else (at
+            # any epoch) is a stray frame, never a reason to change state.
+            return STRANGER
+        if epoch < fs.epoch:
+            return FENCED
+        if epoch > fs.epoch:
+            self.higher_epoch(epoch, sender, now)
+            return WAIT
+        following = fs.state in (State.SYNCING, State.NORMAL)
+        if fs.role is Role.BACKUP and fs.primary == sender and following:
+            return OK
+        return WAIT
 
     def higher_epoch(self, epoch: int, peer: str, now: float) -> None:
         self.feed(HigherEpoch(epoch, peer), now)

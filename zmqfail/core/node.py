@@ -29,7 +29,7 @@ from zmqfail.core.agent import FailoverAgent
 from zmqfail.core.beats import heartbeats
 from zmqfail.core.cadence import SLOW_TICK, Periodic
 from zmqfail.core.checkpoint import CheckpointAgent
-from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
+from zmqfail.core.follower import Follower
 from zmqfail.core.frontend import Frontend
 from zmqfail.core.intake import PeerIntake
 from zmqfail.core.journal import Journal
@@ -139,7 +139,7 @@ class NodeCore:
             self.nlog,
             self.peers,
             self.out,
-            self.accept,
+            lambda sender, epoch: self.agent.accept(sender, epoch, self.now),
             lambda: (self.epoch, self.incarnation),
             self._install,
             self.save_meta,
@@ -445,26 +445,6 @@ class NodeCore:
             return
         self.incarnation = self.rng.getrandbits(48)  # held changed: not a late answer
         self.save_meta()
-
-    def accept(self, sender: str, epoch: int) -> str:
-        """May records and commits from `sender` at `epoch` be taken?"""
-        fs = self.agent.fs
-        if sender not in self.peer_names:
-            # Only a configured server may replicate to us; anything else (at
-            # any epoch) is a stray frame, never a reason to change state.
-            return STRANGER
-        if epoch < fs.epoch:
-            return FENCED
-        if epoch > fs.epoch:
-            self.agent.higher_epoch(epoch, sender, self.now)
-            return WAIT
-        if (
-            fs.role is Role.BACKUP
-            and fs.primary == sender
-            and fs.state in (State.SYNCING, State.NORMAL)
-        ):
-            return OK
-        return WAIT
 
     # ------------------------------------------------------------- meta
     def meta(self, clean_stop: bool = False) -> dict[str, Any]:
