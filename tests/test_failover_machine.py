@@ -336,6 +336,23 @@ def test_startup_non_preferred_waits_in_standby() -> None:
     assert not new.active
 
 
+@pytest.mark.parametrize("first", ["a", "b", ""])
+def test_a_fresh_pair_started_at_once_elects_the_configured_primary(first: str) -> None:
+    """a and b start fresh together; b is the configured primary. a hears b
+    idle and holding as much, so only a tie decides: it goes the configured
+    primary's way (by name only when none is configured), so a does not ask
+    to lead before b's own start-up makes b primary (crossed shards put the
+    two primaries on two machines by configuring them so)."""
+    a = replace(initial("a", ("b",), 1, first == "a", False, T0, first=first), last_epoch=1)
+    a = go_s(a, PeerProgress("b", 1, 0, True), T0 + 0.5)
+    a = go_s(a, StartupDone(), T0 + 2)
+    stands = a.candidate != 0 or a.role is Role.PRIMARY
+    assert stands is (first != "b"), a
+    b = replace(initial("b", ("a",), 1, first == "b", False, T0, first=first), last_epoch=1)
+    b = go_s(b, PeerCandidate("a", 2, 1, 0), T0 + 1)
+    assert (b.granted == ("a", 2)) is (first != "b"), b.granted
+
+
 def test_startup_formerly_active_alone_resumes_at_a_new_epoch() -> None:
     # Meta "active" and "alone": it was the last active server it knows of and
     # every acknowledgement it gave waited for its own disk.

@@ -86,6 +86,7 @@ class FailoverAgent:
             lead_alone=bool(meta.get("alone", False)),
             witness=witness,
             paused=bool(meta.get("paused", False)),
+            first=preferred,
         )
         self.dead_after = dead_after
         self.startup_window = 2 * dead_after

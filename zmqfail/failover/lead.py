@@ -129,7 +129,11 @@ def _best_candidate(s: FailoverState) -> bool:
 
 
 def _order(s: FailoverState, name: str) -> int:
-    names = sorted((s.name, *s.peers))
+    """A server's place when servers hold as much: the configured primary
+    first, then by name. A fresh pair started at once elects the configured
+    primary, not the other by its name (crossed shards would have both
+    primaries on one machine)."""
+    names = sorted((s.name, *s.peers), key=lambda n: (n != s.first, n))
     return names.index(name)
 
 

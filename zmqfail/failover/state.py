@@ -225,6 +225,7 @@ class FailoverState:
     role: Role = Role.BACKUP
     epoch: int = 1
     preferred: bool = False  # may start as primary when no active peer is heard
+    first: str = ""  # the configured primary: ties of (epoch, LSN) go its way
     was_active: bool = False  # it served: its log may hold records others lack
     may_lead: bool = False  # it was the last active server it knows of
     lead_alone: bool = False  # ... and ran alone then: its log holds all it acknowledged
@@ -269,6 +270,7 @@ def initial(
     lead_alone: bool = False,
     witness: bool = False,
     paused: bool = False,
+    first: str = "",
 ) -> FailoverState:
     return FailoverState(
         name=name,
@@ -276,6 +278,7 @@ def initial(
         epoch=max(1, epoch),
         last_epoch=max(1, epoch),  # the shell sets the real one before each step
         preferred=preferred,
+        first=first,
         was_active=was_active or may_lead,
         may_lead=may_lead,
         lead_alone=may_lead and lead_alone,
