@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from conftest import run_zmqfail
 from hypothesis import given
 from hypothesis import strategies as st
 
 from zmqfail import config
 from zmqfail.apps import ledger, orders
+from zmqfail.cli.main import cli
 from zmqfail.client.aio import AsyncClient
 from zmqfail.client.shards import Router, ShardedClient
 from zmqfail.client.sync import Client
@@ -195,10 +197,26 @@ def test_config_init_and_check_on_the_command_line(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
     assert "2 shard(s) (s1: s1-m1, s1-m2, 2 key(s); s2: s2-m2, s2-m1, 2 key(s))" in checked.stdout
     # A tool that does not know shards refuses, in one line.
-    status = run_zmqfail("status", "--config", str(path))
-    assert status.returncode == 1
-    assert status.stderr.strip().count("\n") == 0
-    assert "does not understand shards yet" in status.stderr
+    health = run_zmqfail("health", "--config", str(path))
+    assert health.returncode == 1
+    assert health.stderr.strip().count("\n") == 0
+    assert "does not understand shards yet" in health.stderr
+    # One that does: an unknown shard, or none where one group is meant, is
+    # one line and exit 1, before any server is asked.
+    for argv, said in (
+        (("status", "--shard", "s9"), "no shard named 's9' in the config (shards: s1, s2)"),
+        (("watch", "--once", "--shard", "s9"), "no shard named 's9'"),
+        (("switchover",), "the config has shards (s1, s2): name one with --shard NAME"),
+        (("switchover", "--shard", "s1", "--to", "s2-m1"), "s2-m1 is a server of shard s2"),
+        (("promote", "s1-m9"), "no node named 's1-m9'"),
+        (("kill", "backup", "--signal", "STOP"), "name one with --shard NAME"),
+        (("kill", "--machine", "10.9.9.9"), "no server of the config runs on '10.9.9.9'"),
+        (("client", "bench", "--shard", "nope"), "no shard named 'nope'"),
+        (("client", "bench"), "name one with --shard NAME"),
+    ):
+        got = CliRunner().invoke(cli, [*argv, "--config", str(path)])
+        assert got.exit_code == 1, (argv, got.output)
+        assert got.stderr.count("\n") == 1 and said in got.stderr, (argv, got.stderr)
     unknown = run_zmqfail("node", "--config", str(path), "--name", "s9-m1")
     assert unknown.returncode == 1 and "no node named 's9-m1'" in unknown.stderr
     both = run_zmqfail("config", "init", "--dir", str(tmp_path / "w"), "--shards", "2", "--witness")

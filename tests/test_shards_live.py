@@ -129,14 +129,8 @@ def test_two_shards_crossed_survive_the_loss_of_a_machine(
     cfg = whole.cfg
     s1, s2 = whole.shard("s1"), whole.shard("s2")
     # Paragraph 71: machine 1 leads s1 and backs up s2; machine 2 the reverse.
-    # Each shard's first primary starts first (a fresh pair started at once
-    # may elect either server).
-    for cl, first, then in ((s1, "s1-m1", "s1-m2"), (s2, "s2-m2", "s2-m1")):
-        cl.start(first)
-        cl.wait_until(first, lambda st: st.serving, "serving", timeout=20)
-        cl.start(then)
-    assert s1.wait_whole().name == "s1-m1"
-    assert s2.wait_whole().name == "s2-m2"
+    led = whole.start_shards()
+    assert {k: v.name for k, v in led.items()} == {"s1": "s1-m1", "s2": "s2-m2"}
 
     load = ShardLoad(cfg)
     try:

@@ -154,6 +154,20 @@ class Cluster:
         view.procs = self.procs
         return view
 
+    def start_shards(self, timeout: float = 20.0) -> dict[str, NodeStatus]:
+        """Start every shard's servers and wait until each shard is whole;
+        each shard's primary, by shard name. A shard's configured primary
+        starts first and the others once it serves (a fresh pair started at
+        once may elect either), so the layout is the config's: with
+        ``config init --shards``, the primaries spread over the machines."""
+        views = {sh.name: self.shard(sh.name) for sh in self.cfg.shards}
+        for sh in self.cfg.shards:
+            views[sh.name].start(sh.primary)
+        for sh in self.cfg.shards:
+            views[sh.name].wait_until(sh.primary, lambda st: st.serving, "serving", timeout)
+            views[sh.name].start(*(n for n in sh.nodes if n != sh.primary))
+        return {name: v.wait_whole(timeout) for name, v in views.items()}
+
     # ------------------------------------------------------------ processes
     def log_of(self, name: str) -> Path:
         if self.logs is not None:

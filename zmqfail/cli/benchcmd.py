@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.cli.common import config_option, group, load_config, one_line_errors, shard_option
 from zmqfail.cli.params import Number, WholeNumber
 from zmqfail.config import ClusterConfig
 from zmqfail.errors import ConfigError, ZmqfailError
@@ -117,6 +117,7 @@ def print_report(console: Console, s: dict[str, Any], opts: BenchOptions) -> Non
 
 @click.command("bench")
 @config_option
+@shard_option
 @click.option(
     "--clients",
     default=1,
@@ -182,6 +183,7 @@ def print_report(console: Console, s: dict[str, Any], opts: BenchOptions) -> Non
 @one_line_errors
 def bench_cmd(
     config_path: str | None,
+    shard: str | None,
     clients: int,
     window: int,
     rate: float | None,
@@ -199,9 +201,12 @@ def bench_cmd(
 ) -> None:
     """Drive load against the cluster and report throughput and latency.
 
-    Without --duration or --requests it runs for 10 seconds. Exit status 0
-    unless the bench could not run or a client lost every server."""
-    cfg = load_config(config_path)
+    Without --duration or --requests it runs for 10 seconds. With [shards],
+    --shard NAME benches that shard with the requests for its keys
+    (`tools/bench shards` drives every shard at once). Exit status 0 unless
+    the bench could not run or a client lost every server."""
+    whole = load_config(config_path, shards=True)
+    cfg = group(whole, shard)  # checks --shard; a sharded config needs it
     if app is not None and app != cfg.app.name:
         raise ConfigError(
             f"--app {app}, but the cluster config runs {cfg.app.name!r} ([cluster] app); "
@@ -211,6 +216,10 @@ def bench_cmd(
         from zmqfail.loadgen.plot import require_matplotlib
 
         require_matplotlib()
+    if shard is not None:
+        from zmqfail.cli.shardmix import for_clients
+
+        cfg = for_clients(whole, shard)
     opts = BenchOptions(
         clients=clients,
         window=window,

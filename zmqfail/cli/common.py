@@ -12,7 +12,7 @@ import click
 
 from zmqfail import config
 from zmqfail.cli.params import Number
-from zmqfail.errors import ZmqfailError
+from zmqfail.errors import ConfigError, ZmqfailError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,6 +29,46 @@ def load_config(path: str | None, shards: bool = False) -> config.ClusterConfig:
             f"{path} has [shards]: {what} does not understand shards yet; "
             "it works on one failover group (see docs/operations.md, Shards)"
         )
+    return cfg
+
+
+shard_option = click.option(
+    "--shard",
+    "shard",
+    default=None,
+    help="One shard of a config with [shards] (its failover group alone).",
+)
+
+
+def groups(cfg: config.ClusterConfig, shard: str | None) -> list[config.ClusterConfig]:
+    """The failover groups a whole-cluster command shows: the named shard's,
+    or every shard's (an unsharded config is one group, itself). An unknown
+    name is a ConfigError naming the shards there are."""
+    if shard is not None:
+        return [cfg.shard(shard)]
+    return [cfg.shard(sh.name) for sh in cfg.shards]
+
+
+def group(
+    cfg: config.ClusterConfig, shard: str | None, node: str | None = None
+) -> config.ClusterConfig:
+    """The one failover group a command acts on: the named shard's, else
+    `node`'s shard (a node name decides it), else the config itself when it
+    has no shards. A sharded config with neither is a one-line error: acting
+    on every shard's servers as one pair would be wrong."""
+    if shard is not None:
+        picked = cfg.shard(shard)
+        if node is not None and node not in {n.name for n in picked.nodes}:
+            cfg.node(node)  # an unknown node: the usual one-line error first
+            raise ConfigError(
+                f"node {node} is a server of shard {cfg.shard_of(node).name}, not of {shard}"
+            )
+        return picked
+    if node is not None:
+        return cfg.for_node(node)
+    if cfg.sharded:
+        names = ", ".join(sh.name for sh in cfg.shards)
+        raise ConfigError(f"the config has shards ({names}): name one with --shard NAME")
     return cfg
 
 

@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from zmqfail.cli.common import config_option, load_config, one_line_errors, timeout_option
+from zmqfail.cli.common import (
+    config_option,
+    group,
+    load_config,
+    one_line_errors,
+    shard_option,
+    timeout_option,
+)
 from zmqfail.cli.historyview import lines, merged, quarantine_lines
 from zmqfail.client.control import ControlRefused, call, node_status
 from zmqfail.cluster import Cluster
@@ -41,17 +48,21 @@ def ask(node: NodeConfig, command: str, args: dict[str, Any]) -> dict[str, Any]:
     "acknowledged records).",
 )
 @config_option
+@shard_option
 @timeout_option(10.0, "Seconds to wait for NODE to serve.")
 @one_line_errors
-def promote_cmd(node: str, force: bool, config_path: str | None, timeout: float) -> None:
+def promote_cmd(
+    node: str, force: bool, config_path: str | None, shard: str | None, timeout: float
+) -> None:
     """Make NODE take over now, when you know the other server is dead.
 
     Refused while NODE hears another server (use switchover to move a live
     primary) and from a backup that is not in sync, unless --force. With a
     witness, NODE still needs its grant: it waits for the old primary's lease
-    to run out.
+    to run out. With [shards], NODE takes over its own shard (--shard, if
+    given, must be that one).
     """
-    cfg = load_config(config_path)
+    cfg = group(load_config(config_path, shards=True), shard, node)
     target = cfg.node(node)
     res = ask(target, "promote", {"force": force})
     if res.get("may_lack_records"):

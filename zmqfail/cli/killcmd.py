@@ -25,7 +25,13 @@ from zmqfail.chaos import (
     load_plan,
     run_plan,
 )
-from zmqfail.cli.common import config_option, load_config, one_line_errors
+from zmqfail.cli.common import (
+    config_option,
+    group,
+    load_config,
+    one_line_errors,
+    shard_option,
+)
 from zmqfail.cli.health import role_words
 from zmqfail.cli.params import Number
 from zmqfail.client.control import call, cluster_status, node_status
@@ -155,7 +161,22 @@ def do_step(cfg: ClusterConfig, step: Step) -> str:
 
 @click.command("kill")
 @config_option
+@shard_option
 @click.argument("node", required=False)
+@click.option(
+    "--machine",
+    "host",
+    default=None,
+    help="Every server on this host at once (SIGKILL unless --signal); waits for each "
+    "shard that lost its primary to serve again and reports each one's outage.",
+)
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=Number(0.01, 3600),
+    help="With --machine: seconds to wait for the takeovers.",
+)
 @click.option(
     "--signal",
     "sig",
@@ -199,7 +220,10 @@ def do_step(cfg: ClusterConfig, step: Step) -> str:
 @one_line_errors
 def kill_cmd(
     config_path: str | None,
+    shard: str | None,
     node: str | None,
+    host: str | None,
+    timeout: float,
     sig: str | None,
     restart: bool,
     link: str | None,
@@ -211,9 +235,28 @@ def kill_cmd(
     """Break the cluster on purpose: signals, restarts, link cuts, or a plan.
 
     NODE is a node name, or "primary" / "backup" for whichever node has that
-    role now.
+    role now (with [shards], in the shard --shard names). --machine HOST
+    kills every server on one machine, whatever their shards.
     """
-    cfg = load_config(config_path)
+    whole = load_config(config_path, shards=True)
+    if host is not None:
+        if node or restart or link or plan or direction or heal or seconds is not None:
+            raise ConfigError("--machine goes alone (or with --signal): it kills whole machines")
+        if sig is not None and sig not in ("KILL", "TERM"):
+            raise ConfigError("--machine sends KILL or TERM: a machine is lost, not paused")
+        from zmqfail.cli.machine import kill_machine
+
+        cfg = whole if shard is None else whole.shard(shard)
+        lines, down = kill_machine(cfg, host, sig or "KILL", timeout)
+        for line in lines:
+            click.echo(line)
+        if down:
+            raise ZmqfailError(f"still without a primary after {timeout:g}s: {', '.join(down)}")
+        return
+    if node is None and plan is None:
+        raise ConfigError("name a NODE (or primary / backup), or give --plan or --machine")
+    aliased = node is None or node in ROLE_ALIASES
+    cfg = group(whole, shard, None if aliased else node)
     if plan is not None:
         if node or sig or restart or link or direction or heal or seconds is not None:
             raise ConfigError("--plan runs alone: give the faults in the plan file")
@@ -228,8 +271,7 @@ def kill_cmd(
         if failed:
             raise ZmqfailError(f"{failed} of {len(steps)} step(s) failed (see above)")
         return
-    if node is None:
-        raise ConfigError("name a NODE (or primary / backup), or give --plan")
+    assert node is not None
     if link is None and (heal or seconds is not None or direction):
         raise ConfigError("--heal, --for and --direction go with --link")
     if sum(bool(x) for x in (sig and not restart, restart, link)) != 1:

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from zmqfail import __version__, config, logs
-from zmqfail.cli.common import config_option, load_config, one_line_errors, timeout_option
+from zmqfail.cli.common import (
+    config_option,
+    group,
+    groups,
+    load_config,
+    one_line_errors,
+    shard_option,
+    timeout_option,
+)
 from zmqfail.cli.lazy import LazyGroup
 from zmqfail.cli.params import WholeNumber
 from zmqfail.errors import ConfigError, ZmqfailError
@@ -233,39 +241,58 @@ nodes_timeout = timeout_option(1.0, "Seconds to wait for the nodes (asked all at
 
 @cli.command("status")
 @config_option
+@shard_option
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per node.")
 @click.option(
     "--digest", is_flag=True, help="Also ask for each node's table digest (slow on large tables)."
 )
 @nodes_timeout
 @one_line_errors
-def status_cmd(config_path: str | None, as_json: bool, digest: bool, timeout: float) -> None:
+def status_cmd(
+    config_path: str | None, shard: str | None, as_json: bool, digest: bool, timeout: float
+) -> None:
     """Show every node: who is primary, whether the pair is protected, lag.
+
+    With [shards], one block per shard (--shard NAME: that one alone), and
+    the exit status is the worst shard's.
 
     Exit status (also with --json): 0 ok (a primary in the normal state, every
     node an in-sync backup), 3 degraded (serving, but alone, syncing, a node
     unreachable, or handing over), 4 down (no node serves), 1 error.
-    --json has every key each node reports; unreachable nodes have them as null.
+    --json has every key each node reports; unreachable nodes have them as null
+    (with [shards], each object also names its "shard").
     """
     from zmqfail.cli import layout, view
     from zmqfail.cli.witnesscmd import witness_status, witness_words
     from zmqfail.client.control import cluster_status
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, shards=True)
+    parts = groups(cfg, shard)
+    asked_of = parts[0] if len(parts) == 1 else cfg  # every node at once
     with ThreadPoolExecutor(1, thread_name_prefix="witness") as pool:  # asked alongside
         asked = pool.submit(witness_status, cfg.witness, timeout) if cfg.witness else None
-        rows = cluster_status(cfg, digest=digest, timeout=timeout)
+        rows = cluster_status(asked_of, digest=digest, timeout=timeout)
         witness = asked.result() if asked is not None else None
-    frame = view.snapshot(rows, cfg.failover.heartbeat_interval_ms, time.time())
+    by_name = {r.name: r for r in rows}
+    blocks = [[by_name[n.name] for n in g.nodes] for g in parts]
+    wall = time.time()
+    frames = [view.snapshot(b, cfg.failover.heartbeat_interval_ms, wall) for b in blocks]
     if as_json:  # an unreachable node's row has every key too, as null
-        click.echo(json.dumps([r.to_json() for r in rows], sort_keys=True))
+        if cfg.sharded:
+            out = [{**r.to_json(), "shard": cfg.shard_of(r.name).name} for b in blocks for r in b]
+            click.echo(json.dumps(out, sort_keys=True))
+        else:
+            click.echo(json.dumps([r.to_json() for r in rows], sort_keys=True))
     else:
         console = layout.make_console()
-        title = f"zmqfail cluster {cfg.name}"
-        console.print(layout.render(frame, title, console.width, rates=False))
+        for i, (g, frame) in enumerate(zip(parts, frames, strict=True)):
+            if i:
+                console.print("")
+            title = f"zmqfail cluster {g.name}"
+            console.print(layout.render(frame, title, console.width, rates=False))
         if witness is not None:
             click.echo(witness_words(witness))
-    sys.exit(int(frame.health.verdict))
+    sys.exit(max(int(f.health.verdict) for f in frames))
 
 
 @cli.command("health")
@@ -298,20 +325,22 @@ def health_cmd(config_path: str | None, node_name: str | None, timeout: float) -
 
 @cli.command("switchover")
 @config_option
+@shard_option
 @click.option("--to", "to", default=None, help="The in-sync backup to hand over to.")
 @timeout_option(10.0, "Seconds to wait for it.")
 @one_line_errors
-def switchover_cmd(config_path: str | None, to: str | None, timeout: float) -> None:
+def switchover_cmd(
+    config_path: str | None, shard: str | None, to: str | None, timeout: float
+) -> None:
     """Hand the primary role to an in-sync backup (--to, or the first by name),
-    losing no request."""
+    losing no request. With [shards]: one shard's (--shard NAME, or --to's)."""
     from zmqfail.cli.failovercmd import ask
     from zmqfail.client.control import cluster_status, node_status
     from zmqfail.cluster import Cluster, where
     from zmqfail.failover.state import Role, State
 
-    cfg = load_config(config_path)
-    if to is not None:
-        cfg.node(to)  # an unknown name: one line, before asking anyone
+    # An unknown name or shard: one line, before asking anyone.
+    cfg = group(load_config(config_path, shards=True), shard, to)
     rows = cluster_status(cfg, digest=False, timeout=1.0)
     primaries = [r for r in rows if r.is_(Role.PRIMARY, State.NORMAL)]
     if len(primaries) != 1:
