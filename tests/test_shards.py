@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from zmqfail import config
 from zmqfail.apps import ledger, orders
 from zmqfail.cli.main import cli
+from zmqfail.cli.shardmix import for_clients
 from zmqfail.client.aio import AsyncClient
 from zmqfail.client.shards import Router, ShardedClient
 from zmqfail.client.sync import Client
@@ -359,3 +360,19 @@ def test_a_plain_client_refuses_a_sharded_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="ShardedClient"):
         AsyncClient(cfg)
     Client(cfg.shard(cfg.shards[0].name)).close()  # one shard's view is a pair
+
+
+def test_a_shards_bench_mix_asks_only_for_its_own_keys() -> None:
+    cfg = loads(render_shards(2, 2, 5700), Path("/tmp"))
+    for sh in cfg.shards:
+        view = for_clients(cfg, sh.name)
+        assert [n.name for n in view.nodes] == list(sh.nodes)
+        mix = view.app.workload(3)
+        bodies = [mix.next_body() for _ in range(300)]
+        assert {b["instrument"] for b in bodies} == sh.keys
+        # The servers run the real app: the view's app is not for them.
+        with pytest.raises(ConfigError, match="for its clients"):
+            view.app.create()
+    # A config without shards: its own app, untouched.
+    plain = loads(render(2, 5700), Path("/tmp"))
+    assert for_clients(plain, ALL) is plain
