@@ -93,6 +93,42 @@ class DemoLoad:
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
 
+def start_viewer(cfg_path: Path) -> subprocess.Popen[bytes]:
+    """The live view, as its own process on this terminal until the end."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "zmqfail", "watch", "--config", str(cfg_path)],
+        start_new_session=True,
+    )
+
+
+def stop_viewer(viewer: subprocess.Popen[bytes] | None) -> None:
+    if viewer is not None:
+        viewer.send_signal(signal.SIGINT)
+        viewer.wait(timeout=10)
+
+
+def kill_viewer(viewer: subprocess.Popen[bytes] | None) -> None:
+    """At the end whatever happened: the view does not outlive the demo."""
+    if viewer is not None and viewer.poll() is None:
+        viewer.kill()
+        viewer.wait()
+
+
+def audit(cfg: config.ClusterConfig, load: DemoLoad, survivor: str) -> tuple[int, int, str]:
+    """What the logs say of a run, the servers stopped: writes `load` saw
+    acknowledged but missing from `survivor`'s log, requests found there more
+    than once, and the application's broken invariants on a replay of every
+    server's log ("" when they hold)."""
+    cid = load.client.client_id
+    seen = collections.Counter(
+        m for c, m in requests_in_log(cfg.node(survivor).data_dir) if c == cid
+    )
+    lost = sum(1 for m in load.acked if seen[m] == 0)
+    broken = {n.name: replay(n.data_dir, cfg)[0].app.check() for n in cfg.nodes}
+    twice = sum(1 for n in seen.values() if n > 1)
+    return lost, twice, "; ".join(f"{n}: {v[0]}" for n, v in broken.items() if v)
+
+
 @click.command("demo")
 @click.option(
     "--seconds",
@@ -117,11 +153,29 @@ class DemoLoad:
     show_default=True,
     help=f"The application the cluster runs: {', '.join(sorted(SHIPPED))}.",
 )
+@click.option(
+    "--shards",
+    default=None,
+    type=WholeNumber(1, 26),
+    help="N shards crossed over two loopback machines; machine 1 is killed instead "
+    "(every primary on it fails over at once) and the report is per shard.",
+)
 @one_line_errors
 def demo_cmd(
-    seconds: float, base_port: int, window: int, keep: bool, watch: bool, app: str
+    seconds: float,
+    base_port: int,
+    window: int,
+    keep: bool,
+    watch: bool,
+    app: str,
+    shards: int | None,
 ) -> None:
     """A cluster, load, SIGKILL of the primary, rejoin, and a checked report."""
+    if shards is not None:
+        from zmqfail.cli.demoshards import demo_shards
+
+        demo_shards(shards, seconds, base_port, window, keep, watch, app, click.echo)
+        return
     config.render(nodes=2, base_port=base_port, name="demo", app=app)  # checks --app first
     tmp = Path(tempfile.mkdtemp(prefix="zmqfail-demo-"))
     cluster = Cluster.in_dir(tmp, base_port=base_port, app=app, name="demo")
@@ -137,10 +191,7 @@ def demo_cmd(
         say(f"cluster in {tmp}: a primary, b backup, both in the normal state")
         if watch:
             # The live view runs as its own process on this terminal until the end.
-            viewer = subprocess.Popen(
-                [sys.executable, "-m", "zmqfail", "watch", "--config", str(cfg_path)],
-                start_new_session=True,
-            )
+            viewer = start_viewer(cfg_path)
         load = DemoLoad(cfg, window)
         t0 = time.monotonic()
         load.thread.start()
@@ -163,17 +214,9 @@ def demo_cmd(
         digests = {n: cluster.status(n, digest=True, timeout=10).digest for n in ("a", "b")}
         for n in ("b", "a"):
             cluster.stop(n)
-        cid = load.client.client_id
-        seen = collections.Counter(
-            m for c, m in requests_in_log(cfg.node("b").data_dir) if c == cid
-        )
-        lost = sum(1 for m in load.acked if seen[m] == 0)
-        broken = {n: replay(cfg.node(n).data_dir, cfg)[0].app.check() for n in ("a", "b")}
-        twice = sum(1 for n in seen.values() if n > 1)
+        lost, twice, broken = audit(cfg, load, "b")
         outage = max(load.switches) if load.switches else float("nan")
-        if viewer is not None:
-            viewer.send_signal(signal.SIGINT)
-            viewer.wait(timeout=10)
+        stop_viewer(viewer)
         say("")
         say(
             f"throughput      {load.replies / elapsed:,.0f} acknowledged requests/s "
@@ -188,16 +231,13 @@ def demo_cmd(
             f"tables          {'equal' if same else 'DIFFERENT'} on a and b "
             f"(digest {(digests['b'] or 'none')[:16]})"
         )
-        bad = "; ".join(f"{n}: {v[0]}" for n, v in broken.items() if v)
-        say(f"invariants      {'hold' if not bad else 'BROKEN: ' + bad} (replay of each log)")
-        if lost or twice or not same or not load.switches or bad:
+        say(f"invariants      {'hold' if not broken else 'BROKEN: ' + broken} (replay of each log)")
+        if lost or twice or not same or not load.switches or broken:
             raise ZmqfailError("the demo found a problem (see above)")
         say("demo passed")
         passed = True
     finally:
-        if viewer is not None and viewer.poll() is None:
-            viewer.kill()
-            viewer.wait()
+        kill_viewer(viewer)
         if load is not None:
             load.stop.set()
             load.client.close()
