@@ -114,6 +114,26 @@ def kill_viewer(viewer: subprocess.Popen[bytes] | None) -> None:
         viewer.wait()
 
 
+def wind_up(
+    viewer: subprocess.Popen[bytes] | None,
+    loads: list[DemoLoad],
+    cluster: Cluster,
+    tmp: Path,
+    keep: bool,
+) -> None:
+    """End what a demo started, whatever happened. A failed demo keeps its
+    cluster (configs, data dirs, node logs) to look at (`keep`)."""
+    kill_viewer(viewer)
+    for load in loads:
+        load.stop.set()
+        load.client.close()
+    cluster.close()
+    if keep:
+        click.echo(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def audit(cfg: config.ClusterConfig, load: DemoLoad, survivor: str) -> tuple[int, int, str]:
     """What the logs say of a run, the servers stopped: writes `load` saw
     acknowledged but missing from `survivor`'s log, requests found there more
@@ -237,13 +257,4 @@ def demo_cmd(
         say("demo passed")
         passed = True
     finally:
-        kill_viewer(viewer)
-        if load is not None:
-            load.stop.set()
-            load.client.close()
-        cluster.close()
-        if keep or not passed:
-            # A failed demo keeps its cluster (configs, data dirs, node logs) to look at.
-            say(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        wind_up(viewer, [load] if load is not None else [], cluster, tmp, keep or not passed)

@@ -14,7 +14,6 @@ servers' tables are equal and the application's invariants hold.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 import time
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from zmqfail import config
-from zmqfail.cli.demo import DemoLoad, audit, kill_viewer, start_viewer, stop_viewer
+from zmqfail.cli.demo import DemoLoad, audit, start_viewer, stop_viewer, wind_up
 from zmqfail.cli.machine import host_of, kill_machine, on_machine
 from zmqfail.cli.shardmix import for_clients
 from zmqfail.cluster import Cluster
@@ -111,12 +110,4 @@ def demo_shards(
         say("demo passed")
         passed = True
     finally:
-        kill_viewer(viewer)
-        for load in loads.values():
-            load.stop.set()
-            load.client.close()
-        cluster.close()
-        if keep or not passed:
-            say(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        wind_up(viewer, list(loads.values()), cluster, tmp, keep or not passed)
