@@ -246,8 +246,7 @@ def kill_cmd(
             raise ConfigError("--machine sends KILL or TERM: a machine is lost, not paused")
         from zmqfail.cli.machine import kill_machine
 
-        cfg = whole if shard is None else whole.shard(shard)
-        lines, down = kill_machine(cfg, host, sig or "KILL", timeout)
+        lines, down = kill_machine(whole, host, sig or "KILL", timeout, shard)
         for line in lines:
             click.echo(line)
         if down:

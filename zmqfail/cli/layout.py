@@ -134,7 +134,7 @@ def table(rows: Sequence[NodeRow], width: int, rates: bool) -> Table:
     return _table(rows, choose_columns(rows, width, rates))
 
 
-def _clock(t: float) -> str:
+def clock_text(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
 
 
@@ -144,7 +144,7 @@ def headline(frame: Frame, title: str) -> list[Text]:
     verdict = Text()
     verdict.append(h.verdict.word.upper(), style=VERDICT_STYLES[h.verdict])
     verdict.append(f"  {h.summary}")
-    clock = _clock(frame.failover.time) if frame.failover else ""
+    clock = clock_text(frame.failover.time) if frame.failover else ""
     return [Text(title, style="bold"), verdict, Text(failover_words(frame.failover, clock))]
 
 
@@ -159,7 +159,11 @@ def transitions_table(items: Sequence[Transition]) -> Table:
         change.append(tr.dst, style=STATE_STYLES.get(tr.dst, ""))
         epoch = "-" if tr.epoch is None else str(tr.epoch)
         t.add_row(
-            Text(_clock(tr.time)), Text(tr.node, style="bold"), change, Text(tr.why), Text(epoch)
+            Text(clock_text(tr.time)),
+            Text(tr.node, style="bold"),
+            change,
+            Text(tr.why),
+            Text(epoch),
         )
     return t
 

@@ -34,10 +34,11 @@ def host_of(node: NodeConfig) -> str:
     return urlsplit(node.client).hostname or node.client
 
 
-def on_machine(cfg: ClusterConfig, host: str) -> list[str]:
-    """The servers running on `host`, in config order; ConfigError naming
-    the hosts there are when none does."""
-    names = [n.name for n in cfg.nodes if host_of(n) == host]
+def on_machine(cfg: ClusterConfig, host: str, shard: str | None = None) -> list[str]:
+    """The servers running on `host` (of `shard` only, if given), in config
+    order; ConfigError naming the hosts there are when none does."""
+    mine = {n.name for n in cfg.shard(shard).nodes} if shard is not None else None
+    names = [n.name for n in cfg.nodes if host_of(n) == host and (mine is None or n.name in mine)]
     if not names:
         hosts = ", ".join(dict.fromkeys(host_of(n) for n in cfg.nodes))
         raise ConfigError(f"no server of the config runs on {host!r} (machines: {hosts})")
@@ -81,7 +82,7 @@ def served_again(loss: ShardLoss, rows: list[NodeStatus]) -> NodeStatus | None:
 def report_line(loss: ShardLoss, rows: list[NodeStatus], frame: Frame) -> str:
     """One shard's outcome in words, from the last reading of its servers
     and the frame of every reading since before the kill."""
-    from zmqfail.cli.layout import _clock
+    from zmqfail.cli.layout import clock_text
 
     now = served_again(loss, rows)
     gone = ", ".join(loss.killed)
@@ -91,20 +92,21 @@ def report_line(loss: ShardLoss, rows: list[NodeStatus], frame: Frame) -> str:
     if not loss.lost_primary:
         return f"{loss.shard}: {now.name} serves on (epoch {now.epoch}), without {gone}"
     f = frame.failover
-    took = failover_words(f, _clock(f.time) if f else "")
+    took = failover_words(f, clock_text(f.time) if f else "")
     return f"{loss.shard}: lost primary {loss.primary_before}; {took}"
 
 
 def kill_machine(
-    cfg: ClusterConfig, host: str, sig: str, wait: float
+    cfg: ClusterConfig, host: str, sig: str, wait: float, shard: str | None = None
 ) -> tuple[list[str], list[str]]:
-    """Signal every server on `host` at once (SIGKILL by default), wait until
-    each shard that lost its primary serves again (at most `wait` seconds).
-    The report (one line for the machine, one per shard touched) and the
-    shards still without a primary at the deadline."""
+    """Send `sig` (KILL or TERM) to every server on `host` (of `shard` only, if
+    given) at once, wait until they are gone and each shard that lost its
+    primary serves again (at most `wait` seconds in all). The report (one
+    line for the machine, one per shard touched) and the shards still
+    without a primary at the deadline."""
     from zmqfail.cli.killcmd import alive, pid_of
 
-    names = on_machine(cfg, host)
+    names = on_machine(cfg, host, shard)
     before = cluster_status(cfg, digest=False, timeout=1.0)
     pids = {n: pid_of(cfg, n) for n in names}
     running = {n: p for n, p in pids.items() if p is not None}
@@ -114,11 +116,10 @@ def kill_machine(
         os.kill(pid, getattr(signal, f"SIG{sig}"))
     t0 = time.monotonic()
     deadline = t0 + wait
-    if sig in ("KILL", "TERM"):
-        while any(alive(p) for p in running.values()):
-            if time.monotonic() > deadline:
-                raise ZmqfailError(f"servers on {host} did not exit within {wait:g}s")
-            time.sleep(0.02)
+    while any(alive(p) for p in running.values()):
+        if time.monotonic() > deadline:
+            raise ZmqfailError(f"servers on {host} did not exit within {wait:g}s")
+        time.sleep(0.02)
     said = ", ".join(f"{n} (pid {p})" for n, p in running.items())
     lines = [f"SIG{sig} sent to every server on {host}: {said}"]
     todo = losses(cfg, list(running), before)
