@@ -1,9 +1,10 @@
 """The operator tools over two shards crossed over two machines, with real
 processes (the machines are the loopback addresses 127.0.0.1 and 127.0.0.2):
 `status` and `watch` show one block per shard, `switchover --shard` moves one
-shard's primary, `client bench --shard` loads one shard, and `kill --machine`
+shard's primary, `client bench --shard` loads one shard, `kill --machine`
 kills every server on one machine at once, failing over each shard whose
-primary ran there and reporting each one's outage. One test, so the suite
+primary ran there and reporting each one's outage, and `kill --machine
+--restart` brings the machine back as the backup of both. One test, so the suite
 starts the four servers once."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import MakeCluster, run_zmqfail, wait_for
+from conftest import MakeCluster, run_zmqfail
 
 from zmqfail import config
 from zmqfail.failover.state import Role, State
@@ -25,7 +26,7 @@ pytestmark = [pytest.mark.timeout(150), pytest.mark.process]
 def test_operator_tools_over_two_crossed_shards(cluster: MakeCluster, tmp_path: Path) -> None:
     path = tmp_path / "zmqfail.toml"
     path.write_text(config.render_shards(2, 2, free_base_port(45)))
-    whole = cluster(path)
+    whole = cluster(path, sole_owner=False)  # `kill --restart` starts servers too
     s1, s2 = whole.shard("s1"), whole.shard("s2")
     # Paragraph 71: machine 1 leads s1 and backs up s2; machine 2 the reverse.
     led = whole.start_shards()
@@ -89,4 +90,13 @@ def test_operator_tools_over_two_crossed_shards(cluster: MakeCluster, tmp_path: 
     # Degraded (each shard runs alone) is status's exit 3.
     after = run_zmqfail("status", "--config", cfg)
     assert after.returncode == 3, after.stdout
-    wait_for(lambda: not whole.status("s1-m1").reachable, 10, "s1-m1 gone")
+    # Machine 1 back: its servers rejoin, each the backup of its shard, and
+    # both shards are protected again (led from machine 2).
+    back = run_zmqfail("kill", "--machine", "127.0.0.1", "--restart", "--config", cfg, timeout=90)
+    assert back.returncode == 0, back.stdout + back.stderr
+    for name in ("s1-m1", "s2-m1"):
+        assert re.search(rf"^{name} restarted \(pid \d+\): backup \(in sync\)$", back.stdout, re.M)
+    assert s1.wait_whole().name == "s1-m2" and s2.wait_whole().name == "s2-m2"
+    whole_again = run_zmqfail("status", "--config", cfg)
+    assert whole_again.returncode == 0, whole_again.stdout
+    assert whole_again.stdout.count("OK  protected") == 2

@@ -168,7 +168,8 @@ def do_step(cfg: ClusterConfig, step: Step) -> str:
     "host",
     default=None,
     help="Every server on this host at once (SIGKILL unless --signal); waits for each "
-    "shard that lost its primary to serve again and reports each one's outage.",
+    "shard that lost its primary to serve again and reports each one's outage "
+    "(--restart: then starts them again).",
 )
 @click.option(
     "--timeout",
@@ -240,13 +241,14 @@ def kill_cmd(
     """
     whole = load_config(config_path, shards=True)
     if host is not None:
-        if node or restart or link or plan or direction or heal or seconds is not None:
-            raise ConfigError("--machine goes alone (or with --signal): it kills whole machines")
+        if node or link or plan or direction or heal or seconds is not None:
+            raise ConfigError("--machine goes alone (or with --signal, --restart)")
         if sig is not None and sig not in ("KILL", "TERM"):
             raise ConfigError("--machine sends KILL or TERM: a machine is lost, not paused")
-        from zmqfail.cli.machine import kill_machine
+        from zmqfail.cli.machine import kill_machine, restart_machine
 
-        lines, down = kill_machine(whole, host, sig or "KILL", timeout, shard)
+        act = restart_machine if restart else kill_machine
+        lines, down = act(whole, host, sig or "KILL", timeout, shard)
         for line in lines:
             click.echo(line)
         if down:

@@ -104,14 +104,39 @@ def kill_machine(
     primary serves again (at most `wait` seconds in all). The report (one
     line for the machine, one per shard touched) and the shards still
     without a primary at the deadline."""
-    from zmqfail.cli.killcmd import alive, pid_of
+    from zmqfail.cli.killcmd import pid_of
 
     names = on_machine(cfg, host, shard)
-    before = cluster_status(cfg, digest=False, timeout=1.0)
     pids = {n: pid_of(cfg, n) for n in names}
     running = {n: p for n, p in pids.items() if p is not None}
     if not running:
         raise ZmqfailError(f"no server on {host} is running ({', '.join(names)})")
+    return _kill(cfg, host, sig, wait, running)
+
+
+def restart_machine(
+    cfg: ClusterConfig, host: str, sig: str, wait: float, shard: str | None = None
+) -> tuple[list[str], list[str]]:
+    """`kill_machine` (when a server there still runs), then start every
+    server on `host` again and wait until each is back: serving, or a
+    backup in sync (each within 20 s). Report and shards without a primary
+    as `kill_machine`'s; the servers started keep running after the tool."""
+    from zmqfail.cli.killcmd import pid_of, start_node
+
+    names = on_machine(cfg, host, shard)
+    lines: list[str] = []
+    down: list[str] = []
+    if any(pid_of(cfg, n) is not None for n in names):
+        lines, down = kill_machine(cfg, host, sig, wait, shard)
+    return lines + [start_node(cfg, n) for n in names], down
+
+
+def _kill(
+    cfg: ClusterConfig, host: str, sig: str, wait: float, running: dict[str, int]
+) -> tuple[list[str], list[str]]:
+    from zmqfail.cli.killcmd import alive
+
+    before = cluster_status(cfg, digest=False, timeout=1.0)
     for pid in running.values():
         os.kill(pid, getattr(signal, f"SIG{sig}"))
     t0 = time.monotonic()
