@@ -214,7 +214,7 @@ def test_config_init_and_check_on_the_command_line(tmp_path: Path) -> None:
         (("kill", "--machine", "10.9.9.9"), "no server of the config runs on '10.9.9.9'"),
         (("kill", "--machine", "127.0.0.1", "--signal", "STOP"), "sends KILL or TERM"),
         (("client", "bench", "--shard", "nope"), "no shard named 'nope'"),
-        (("client", "bench"), "name one with --shard NAME"),
+        (("client", "bench", "--history", "h.jsonl"), "go with --shard NAME"),
     ):
         got = CliRunner().invoke(cli, [*argv, "--config", str(path)])
         assert got.exit_code == 1, (argv, got.output)

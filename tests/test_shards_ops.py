@@ -1,11 +1,11 @@
 """The operator tools over two shards crossed over two machines, with real
 processes (the machines are the loopback addresses 127.0.0.1 and 127.0.0.2):
 `status` and `watch` show one block per shard, `switchover --shard` moves one
-shard's primary, `client bench --shard` loads one shard, `kill --machine`
-kills every server on one machine at once, failing over each shard whose
-primary ran there and reporting each one's outage, and `kill --machine
---restart` brings the machine back as the backup of both. One test, so the suite
-starts the four servers once."""
+shard's primary, `client bench --shard` loads one shard (without it, every
+shard at once), `kill --machine` kills every server on one machine at once,
+failing over each shard whose primary ran there and reporting each one's
+outage, and `kill --machine --restart` brings the machine back as the backup
+of both. One test, so the suite starts the four servers once."""
 
 from __future__ import annotations
 
@@ -57,6 +57,16 @@ def test_operator_tools_over_two_crossed_shards(cluster: MakeCluster, tmp_path: 
     assert "acknowledged 300 of 300 requests" in bench.stdout
     grew = {st.name: st.counters.get("requests", 0) - before[st.name] for st in whole.statuses()}
     assert grew["s1-m1"] >= 300 and grew["s2-m2"] == 0, grew
+    # Without --shard: every shard at once, each reported, then the sum.
+    every = run_zmqfail("client", "bench", "--requests", "400", "--quiet", "--config", cfg)
+    assert every.returncode == 0, every.stdout + every.stderr
+    out = every.stdout
+    assert out.index("shard s1:") < out.index("shard s2:"), out
+    assert out.count("acknowledged 200 of 200 requests") == 2, out
+    assert "all 2 shards: acknowledged 400 of 400 requests" in out, out
+    counted = {st.name: st.counters.get("requests", 0) for st in whole.statuses()}
+    assert counted["s1-m1"] - before["s1-m1"] >= 500
+    assert counted["s2-m2"] - before["s2-m2"] >= 200
 
     # Both primaries onto machine 1: switch shard s2 over to s2-m1.
     moved = run_zmqfail("switchover", "--shard", "s2", "--config", cfg)

@@ -202,11 +202,15 @@ def bench_cmd(
     """Drive load against the cluster and report throughput and latency.
 
     Without --duration or --requests it runs for 10 seconds. With [shards],
-    --shard NAME benches that shard with the requests for its keys
-    (`tools/bench shards` drives every shard at once). Exit status 0 unless
-    the bench could not run or a client lost every server."""
+    --shard NAME benches that shard with the requests for its keys; without
+    it every shard is benched at once (--clients and --window per shard,
+    --rate and --requests shared out), each reported, then the sum. Exit
+    status 0 unless the bench could not run or a client lost every server."""
     whole = load_config(config_path, shards=True)
-    cfg = group(whole, shard)  # checks --shard; a sharded config needs it
+    every = whole.sharded and shard is None  # every shard at once (cli/benchshards.py)
+    cfg = whole if every else group(whole, shard)  # checks --shard
+    if every and (plot is not None or history is not None):
+        raise ConfigError("--plot and --history go with --shard NAME: one history per shard")
     if app is not None and app != cfg.app.name:
         raise ConfigError(
             f"--app {app}, but the cluster config runs {cfg.app.name!r} ([cluster] app); "
@@ -233,6 +237,11 @@ def bench_cmd(
         lost_after=lost_after,
     )
     opts.validate()
+    if every:
+        from zmqfail.cli.benchshards import bench_every_shard
+
+        bench_every_shard(whole, config_path, opts, json_out)
+        return
     with tempfile.TemporaryDirectory(prefix="zmqfail-bench-") as tmp:
         if plot is not None and opts.history is None:
             # The picture is drawn from the history: record one, not kept.
