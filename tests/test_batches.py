@@ -8,7 +8,6 @@ check catching it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -44,7 +43,9 @@ from zmqfail.protocol import (
     decode_request,
     encode_batch,
     encode_reply,
+    read_requests,
 )
+from zmqfail.protocol.codec import AnyRequest
 from zmqfail.txlog.record import TxRecord
 
 pytestmark = pytest.mark.timeout(60)
@@ -415,13 +416,13 @@ def test_the_check_catches_a_batch_whose_second_request_is_dropped(
 ) -> None:
     """Plant the bug: the server's batch reader loses the second request of
     every batch. The wired check must see the request without record or reply."""
-    real: Callable[[RequestBatch], list[Request | BadItem]] = batch_requests
+    real = read_requests
 
-    def drops_second(b: RequestBatch) -> list[Request | BadItem]:
-        items = real(b)
-        return items[:1] + items[2:]
+    def drops_second(frame: bytes) -> list[AnyRequest | BadItem] | Message:
+        items = real(frame)
+        return items[:1] + items[2:] if isinstance(items, list) else items
 
-    monkeypatch.setattr(frontend_mod, "batch_requests", drops_second)
+    monkeypatch.setattr(frontend_mod, "read_requests", drops_second)
     r, core = wired_session()
     sent = [core.submit(BUY, 2.0) for _ in range(5)]
     got, _ = run_wire(r, core, 2)

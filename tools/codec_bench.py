@@ -55,16 +55,13 @@ from zmqfail.protocol import (
     decode_request,
     encode_reply,
 )
+from zmqfail.protocol.typed import Id, Positive, Status, UInt, Version
 from zmqfail.txlog.record import REGISTER, TxRecord, encode_record
 
 # --- the msgspec codec -----------------------------------------------------------
 
-Version = Annotated[int, msgspec.Meta(ge=PROTOCOL_VERSION, le=PROTOCOL_VERSION)]
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]
+# The project's own field types (protocol.typed), so both sides check alike.
 Name = Annotated[str, msgspec.Meta(max_length=MAX_ID_LEN)]
-Positive = Annotated[int, msgspec.Meta(gt=0)]
-UInt = Annotated[int, msgspec.Meta(ge=0)]  # msgpack's ints stop at 2**64 - 1
-Status = Literal["ok", "rejected", "error", "not_active", "stale", "expired"]
 
 
 # defstruct rather than class statements: the checks (mypy --strict) must pass
@@ -280,8 +277,8 @@ def self_check(c: Corpus) -> list[str]:
     for values, f in zip(c.records, c.record_frames, strict=True):
         if ms_encode(values) != f or encode_record(*values) != f:
             problems.append(f"record bytes differ: {f!r:.80}")
-        if msgspec.structs.astuple(ms_decode_record(f)) != tuple(
-            getattr(TxRecord.decode(f), k) for k in TxRecord.__slots__
+        if msgspec.structs.astuple(ms_decode_record(f)) != msgspec.structs.astuple(
+            TxRecord.decode(f)
         ):
             problems.append(f"record decodes differ: {f!r:.80}")
     for rv, f in zip(c.replies, c.reply_frames, strict=True):

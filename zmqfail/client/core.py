@@ -55,7 +55,6 @@ from zmqfail.protocol import (
     RecoverySignal,
     Reply,
     ReplyBatch,
-    Request,
     RequestBatch,
     SessionGrant,
     Welcome,
@@ -63,6 +62,8 @@ from zmqfail.protocol import (
     check_tree,
     decode,
     encode_batch,
+    encode_request,
+    read_replies,
 )
 
 HELLO_EVERY = 0.05  # seconds between the first probes of every server while searching
@@ -240,7 +241,7 @@ class ClientCore:
         # read the msg_id), and a frame over the client channel's bound is
         # dropped with the connection; either way the caller saw only a timeout.
         check_tree(body, "request body")
-        data = Request(s.client_id, s.next_msg_id, body, s.session).encode()
+        data = encode_request(s.client_id, s.next_msg_id, body, s.session)
         bound = MAX_FRAME_BYTES[Channel.CLIENTS]
         if len(data) > bound:
             raise ProtocolError(
@@ -253,11 +254,18 @@ class ClientCore:
         return req.msg_id
 
     def on_frame(self, idx: int, data: bytes, now: float) -> list[Reply]:
+        got: list[Reply] = []
+        fast = read_replies(data)
+        if fast is not None:
+            replies, bad = fast
+            self.bad_replies += bad
+            for rep in replies:
+                self._on_message(idx, rep, now, got)
+            return got
         try:
             msg = decode(data)
         except ProtocolError:
             return []
-        got: list[Reply] = []
         if isinstance(msg, ReplyBatch):
             replies, bad = batch_replies(msg)
             self.bad_replies += bad

@@ -40,15 +40,13 @@ from zmqfail.protocol import (
     RecoverySignal,
     Register,
     ReplyBatch,
-    Request,
-    RequestBatch,
     Welcome,
-    batch_requests,
-    decode_request,
     encode_batch,
     encode_reply,
     is_reply_frame,
+    read_requests,
 )
+from zmqfail.protocol.codec import AnyRequest
 from zmqfail.sessions import unknown_acks
 
 log = logging.getLogger("zmqfail.node")
@@ -108,17 +106,14 @@ class Frontend:
         if ident in clients or len(clients) < MAX_CLIENTS:
             clients[ident] = now
         try:
-            msg = decode_request(payload)
+            msg = read_requests(payload)
         except ProtocolError as exc:
             self.bad_frames += 1
             self._send(ident, self._error(0, "bad_frame", str(exc)))
             return
-        if isinstance(msg, Request):
-            self._request(ident, msg, now)
-        elif isinstance(msg, RequestBatch):
-            items = batch_requests(msg)
-            self.requests += len(items) - 1  # counted by message, as lone frames are
-            for item in items:
+        if isinstance(msg, list):
+            self.requests += len(msg) - 1  # counted by message, as lone frames are
+            for item in msg:
                 if isinstance(item, BadItem):
                     self.bad_frames += 1
                     self._send(ident, self._error(item.msg_id, "bad_frame", item.reason))
@@ -151,7 +146,7 @@ class Frontend:
             self.bad_frames += 1
             self._send(ident, self._error(0, "unexpected", f"{msg.TYPE} not expected"))
 
-    def _request(self, ident: bytes, req: Request, now: float) -> None:
+    def _request(self, ident: bytes, req: AnyRequest, now: float) -> None:
         self._on_request(ident, req)
         self._since_pump += 1
         if self._since_pump == PUSH_EVERY:
@@ -183,7 +178,7 @@ class Frontend:
             last,
         )
 
-    def _on_request(self, ident: bytes, req: Request) -> None:
+    def _on_request(self, ident: bytes, req: AnyRequest) -> None:
         if self._refused(ident, req.msg_id):
             return
         proc = self.nlog.proc

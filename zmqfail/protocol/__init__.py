@@ -46,7 +46,10 @@ from zmqfail.protocol.codec import (
     decode_request,
     encode_batch,
     encode_reply,
+    encode_request,
     is_reply_frame,
+    read_replies,
+    read_requests,
 )
 from zmqfail.protocol.control import (
     ControlReply,
@@ -143,9 +146,12 @@ __all__ = [
     "decode_request",
     "encode_batch",
     "encode_reply",
+    "encode_request",
     "is_reply_frame",
     "limit_socket",
     "max_frame_bytes",
     "pack",
     "plain_frame",
+    "read_replies",
+    "read_requests",
 ]

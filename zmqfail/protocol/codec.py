@@ -12,12 +12,11 @@ from zmqfail.errors import ProtocolError
 
 # Every family's module registers its types when imported: all of them
 # before the table is taken (whatever order the package imports them in).
-from zmqfail.protocol import client, control, servers, witness  # noqa: F401
+from zmqfail.protocol import client, control, servers, typed, witness  # noqa: F401
 from zmqfail.protocol.base import (
     _ARITY,
     _ENUM_AT,
     _NAMES,
-    _PACK_ERRORS,
     _REGISTRY,
     M,
     Message,
@@ -37,6 +36,8 @@ from zmqfail.protocol.limits import (
 )
 
 MESSAGE_TYPES: dict[str, type[Message]] = dict(_REGISTRY)
+_REQ_FIELDS = ("version", "type", *_NAMES[Request.TYPE])
+_REP_FIELDS = ("version", "type", *_NAMES[Reply.TYPE])
 
 
 def _check_size(frame: bytes, max_bytes: int | None) -> None:
@@ -81,11 +82,20 @@ def encode_reply(
     logged: bool = False,
 ) -> bytes:
     """A `rep` frame without building a Reply object (the server's hot path)."""
+    values = (PROTOCOL_VERSION, Reply.TYPE, msg_id, status, result, epoch, server, logged)
+    return typed.encode_checked(values, _REP_FIELDS, Reply.TYPE)
+
+
+def encode_request(client_id: str, msg_id: int, body: dict[str, Any], session: int) -> bytes:
+    """A `req` frame without building a Request object (the client's hot
+    path), the bytes `Request.encode` gives. ``body`` must have passed
+    `check_tree` (the client checks it before taking a msg_id): then it holds
+    only values msgpack carries, which both encoders write alike."""
+    values = (PROTOCOL_VERSION, Request.TYPE, client_id, msg_id, body, session)
     try:
-        return _pack([PROTOCOL_VERSION, Reply.TYPE, msg_id, status, result, epoch, server, logged])
-    except _PACK_ERRORS:
-        values = (msg_id, status, result, epoch, server, logged)
-        raise _unpackable(values, _NAMES[Reply.TYPE], Reply.TYPE) from None
+        return typed.encode(values)
+    except typed.ENCODE_ERRORS:
+        raise _unpackable(values, _REQ_FIELDS, Request.TYPE) from None
 
 
 def decode_request(
@@ -124,6 +134,8 @@ _ITEM_HEAD = {RequestBatch: _REQ_HEAD, ReplyBatch: _REP_HEAD}
 _BATCH_HEAD = {
     cls: _array_header(3) + _pack(PROTOCOL_VERSION) + _pack(cls.TYPE) for cls in _ITEM_HEAD
 }
+_REQS_HEAD = _BATCH_HEAD[RequestBatch]
+_REPS_HEAD = _BATCH_HEAD[ReplyBatch]
 
 
 def is_reply_frame(frame: bytes) -> bool:
@@ -225,3 +237,80 @@ def decode_as(frame: bytes, cls: type[M], max_bytes: int | None = None) -> M:
     if not isinstance(msg, cls):
         raise ProtocolError(f"expected {cls.TYPE}, got {msg.TYPE}")
     return msg
+
+
+# --- the hot paths' readers (protocol.typed) ---------------------------------
+
+AnyRequest = Request | typed.RequestFrame
+
+
+def read_requests(
+    frame: bytes, max_bytes: int | None = MAX_FRAME_BYTES[Channel.CLIENTS]
+) -> list[AnyRequest | BadItem] | Message:
+    """What the primary reads of a client frame: the requests of a `req` or
+    `reqs` frame in order, each checked as `decode_request` and
+    `batch_requests` check it (a bad one of a batch is a BadItem in its
+    place), or the frame's other message; ProtocolError for a bad frame.
+
+    msgspec's structs read the common frames; anything they refuse goes to
+    `decode_request`, which refuses it with the error it always gave (or
+    reads the other types)."""
+    _check_size(frame, max_bytes)
+    if frame.startswith(_REQ_HEAD):
+        try:
+            req = typed.request_decoder.decode(frame)
+        except typed.DECODE_ERRORS:
+            pass
+        else:
+            typed.check_map(req.body, "body")
+            return [req]
+    elif frame.startswith(_REQS_HEAD):
+        try:
+            batch = typed.requests_decoder.decode(frame)
+        except typed.DECODE_ERRORS:
+            pass
+        else:
+            out: list[AnyRequest | BadItem] = []
+            for req in batch.requests:
+                try:
+                    typed.check_map(req.body, "body")
+                    out.append(req)
+                except ProtocolError as exc:
+                    out.append(BadItem(req.msg_id, f"request {len(out) + 1} of the batch: {exc}"))
+            return out
+    msg = decode_request(frame, max_bytes)
+    if isinstance(msg, Request):
+        return [msg]
+    if isinstance(msg, RequestBatch):
+        return list(batch_requests(msg))
+    return msg
+
+
+def _reply(r: typed.ReplyFrame) -> Reply:
+    typed.check_map(r.result, "result")
+    return Reply(r.msg_id, r.status, r.result, r.epoch, r.server, r.logged)
+
+
+def read_replies(frame: bytes) -> tuple[list[Reply], int] | None:
+    """The client's fast path: the valid replies of a `rep` or `reps` frame
+    and how many items were not (as `batch_replies` counts them), or None
+    for a frame of another type or a malformed one (`decode` it)."""
+    if frame.startswith(_REP_HEAD):
+        try:
+            return [_reply(typed.reply_decoder.decode(frame))], 0
+        except (*typed.DECODE_ERRORS, ProtocolError):
+            return None
+    if frame.startswith(_REPS_HEAD):
+        try:
+            batch = typed.replies_decoder.decode(frame)
+        except typed.DECODE_ERRORS:
+            return None
+        out: list[Reply] = []
+        bad = 0
+        for r in batch.replies:
+            try:
+                out.append(_reply(r))
+            except ProtocolError:
+                bad += 1
+        return out, bad
+    return None

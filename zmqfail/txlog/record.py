@@ -15,13 +15,23 @@ involved (none is written today).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
+import msgspec
 
 from zmqfail.errors import ProtocolError
-from zmqfail.protocol import INT_MAX, REPLY_STATUSES, _pack, check_tree, pack, plain_frame
+from zmqfail.protocol import INT_MAX, REPLY_STATUSES, check_tree
+from zmqfail.protocol.typed import (
+    DECODE_ERRORS,
+    Positive,
+    Status,
+    UInt,
+    check_map,
+    encode_checked,
+    plain_trees,
+    why,
+)
 
 _FIELDS = ("lsn", "epoch", "client_id", "msg_id", "body", "changes", "status", "result")
 
@@ -40,25 +50,28 @@ def encode_record(
 ) -> bytes:
     """The bytes of a TxRecord, without building one (the primary's hot path)."""
     values = (lsn, epoch, client_id, msg_id, body, changes, status, result)
-    try:
-        return _pack(values)
-    except (OverflowError, ValueError, TypeError):
-        return pack(values, _FIELDS, "transaction record")  # raises, naming the field
+    return encode_checked(values, _FIELDS, "transaction record")
 
 
 def _uint(v: object) -> bool:
     return type(v) is int and 0 <= v <= INT_MAX
 
 
-@dataclass(frozen=True, slots=True)
-class TxRecord:
-    lsn: int
-    epoch: int
-    client_id: str
-    msg_id: int
+class TxRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """A msgspec struct: its decoder checks every field's type while reading
+    the array (protocol.typed), and it is what the log and the backup hold,
+    with no copy into another object."""
+
+    lsn: Positive
+    epoch: UInt
+    client_id: str  # "" for system records
+    msg_id: UInt
     body: dict[str, Any]
     changes: list[Any]
-    status: str
+    if TYPE_CHECKING:  # any str to build one (validated where decoded, as before)
+        status: str
+    else:
+        status: Status
     result: dict[str, Any]
 
     def encode(self) -> bytes:
@@ -78,32 +91,18 @@ class TxRecord:
         """Validate as the wire protocol does: a record is replicated from a
         peer and read back from disk, and `log dump` must be able to print it."""
         try:
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-        except Exception as exc:
-            raise ProtocolError(f"transaction record is not msgpack: {exc}") from None
-        if type(obj) is not list or len(obj) != 8:
-            raise ProtocolError("transaction record must be an array of 8 fields")
-        lsn, epoch, client_id, msg_id, body, changes, status, result = obj
-        ok = (
-            _uint(lsn)
-            and lsn > 0
-            and _uint(epoch)
-            and type(client_id) is str
-            and _uint(msg_id)
-            and type(body) is dict
-            and type(changes) is list
-            and type(status) is str
-            and status in REPLY_STATUSES
-            and type(result) is dict
-        )
-        if not ok:
-            raise ProtocolError(f"transaction record has a field of the wrong type: {obj!r:.200}")
-        if not plain_frame(data):
-            for name, tree in (("body", body), ("changes", changes), ("result", result)):
-                check_tree(tree, f"transaction record {name}")
-        if msg_id == REGISTER and client_id and type(body.get("nonce")) is not int:
-            raise ProtocolError(f"register record {lsn} has no integer nonce: {body!r:.100}")
-        return cls(lsn, epoch, client_id, msg_id, body, changes, status, result)
+            rec = _decoder.decode(data)
+        except DECODE_ERRORS as exc:
+            _refuse(data)  # the error msgpack's reading gives, as before
+            raise why(exc, _FIELDS, "transaction record") from None
+        if not plain_trees(data, 2, 2):
+            check_map(rec.body, "transaction record body")
+            check_tree(rec.changes, "transaction record changes")
+            check_map(rec.result, "transaction record result")
+        body = rec.body
+        if rec.msg_id == REGISTER and rec.client_id and type(body.get("nonce")) is not int:
+            raise ProtocolError(f"register record {rec.lsn} has no integer nonce: {body!r:.100}")
+        return rec
 
     def to_json_obj(self) -> dict[str, Any]:
         """The shape `zmqfail log dump --json` prints, one object a line."""
@@ -117,3 +116,33 @@ class TxRecord:
             "result": self.result,
             "changes": self.changes,
         }
+
+
+_decoder = msgspec.msgpack.Decoder(TxRecord)
+
+
+def _refuse(data: bytes) -> None:
+    """Raise the ProtocolError the msgpack reading of a record raised before
+    msgspec read them, when it does (the caller raises msgspec's otherwise)."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:
+        raise ProtocolError(f"transaction record is not msgpack: {exc}") from None
+    if type(obj) is not list or len(obj) != 8:
+        raise ProtocolError("transaction record must be an array of 8 fields")
+    lsn, epoch, client_id, msg_id, body, changes, status, result = obj
+    if not (
+        _uint(lsn)
+        and lsn > 0
+        and _uint(epoch)
+        and type(client_id) is str
+        and _uint(msg_id)
+        and type(body) is dict
+        and type(changes) is list
+        and type(status) is str
+        and status in REPLY_STATUSES
+        and type(result) is dict
+    ):
+        raise ProtocolError(f"transaction record has a field of the wrong type: {obj!r:.200}")
+    for name, tree in (("body", body), ("changes", changes), ("result", result)):
+        check_tree(tree, f"transaction record {name}")
