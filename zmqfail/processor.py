@@ -11,8 +11,7 @@ which one it is.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from zmqfail.app import Application, AppSpec, digest_of
 from zmqfail.config import ClusterConfig
@@ -34,10 +33,11 @@ from zmqfail.txlog.record import REGISTER, TxRecord, encode_record
 SNAPSHOT_FORMAT = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Processed:
+class Processed(NamedTuple):
     """What one request produced: the encoded reply, the LSN it waits for, and
-    the encoded record to log (None when nothing was written)."""
+    the encoded record to log (None when nothing was written). A named tuple,
+    not a frozen dataclass: one is made per request, and a tuple is built in
+    C (a frozen dataclass sets each field through object.__setattr__)."""
 
     reply: bytes
     gate_lsn: int

@@ -29,7 +29,7 @@ from zmqfail.protocol.base import (
     _CONTAINER,
     _NOT_A_MARK,
     _unpackable,
-    check_tree,
+    check_decoded,
     pack,
 )
 from zmqfail.protocol.limits import (
@@ -163,7 +163,7 @@ def check_map(tree: dict[str, Any], what: str) -> None:
     its integers in range), without the walk when no value is a container:
     a request body is such a flat map."""
     if not _FLAT.issuperset(map(type, tree.values())):
-        check_tree(tree, what)
+        check_decoded(tree, what)
 
 
 def encode_checked(values: tuple[Any, ...], names: tuple[str, ...], what: str) -> bytes:

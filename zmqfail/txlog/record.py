@@ -22,6 +22,7 @@ import msgspec
 
 from zmqfail.errors import ProtocolError
 from zmqfail.protocol import INT_MAX, REPLY_STATUSES, check_tree
+from zmqfail.protocol.base import check_decoded
 from zmqfail.protocol.typed import (
     DECODE_ERRORS,
     Positive,
@@ -97,7 +98,7 @@ class TxRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fiel
             raise why(exc, _FIELDS, "transaction record") from None
         if not plain_trees(data, 2, 2):
             check_map(rec.body, "transaction record body")
-            check_tree(rec.changes, "transaction record changes")
+            check_decoded(rec.changes, "transaction record changes")
             check_map(rec.result, "transaction record result")
         body = rec.body
         if rec.msg_id == REGISTER and rec.client_id and type(body.get("nonce")) is not int:
