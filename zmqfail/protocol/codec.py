@@ -286,18 +286,23 @@ def read_requests(
     return msg
 
 
-def _reply(r: typed.ReplyFrame) -> Reply:
-    typed.check_map(r.result, "result")
+def _reply(r: typed.ReplyFrame, plain: bool) -> Reply:
+    if not plain:
+        typed.check_map(r.result, "result")
     return Reply(r.msg_id, r.status, r.result, r.epoch, r.server, r.logged)
 
 
 def read_replies(frame: bytes) -> tuple[list[Reply], int] | None:
     """The client's fast path: the valid replies of a `rep` or `reps` frame
     and how many items were not (as `batch_replies` counts them), or None
-    for a frame of another type or a malformed one (`decode` it)."""
+    for a frame of another type or a malformed one (`decode` it).
+
+    A result holds a list (an order's fills), so `check_map` walks it; the
+    byte scan of `typed.plain_trees` spares the walk when no map is nested."""
     if frame.startswith(_REP_HEAD):
         try:
-            return [_reply(typed.reply_decoder.decode(frame))], 0
+            rep = typed.reply_decoder.decode(frame)
+            return [_reply(rep, typed.plain_trees(frame, 1, 1))], 0
         except (*typed.DECODE_ERRORS, ProtocolError):
             return None
     if frame.startswith(_REPS_HEAD):
@@ -305,11 +310,13 @@ def read_replies(frame: bytes) -> tuple[list[Reply], int] | None:
             batch = typed.replies_decoder.decode(frame)
         except typed.DECODE_ERRORS:
             return None
+        n = len(batch.replies)
+        plain = typed.plain_trees(frame, n, n + 2)
         out: list[Reply] = []
         bad = 0
         for r in batch.replies:
             try:
-                out.append(_reply(r))
+                out.append(_reply(r, plain))
             except ProtocolError:
                 bad += 1
         return out, bad
