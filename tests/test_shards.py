@@ -198,10 +198,10 @@ def test_config_init_and_check_on_the_command_line(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
     assert "2 shard(s) (s1: s1-m1, s1-m2, 2 key(s); s2: s2-m2, s2-m1, 2 key(s))" in checked.stdout
     # A tool that does not know shards refuses, in one line.
-    health = run_zmqfail("health", "--config", str(path))
-    assert health.returncode == 1
-    assert health.stderr.strip().count("\n") == 0
-    assert "does not understand shards yet" in health.stderr
+    book = run_zmqfail("client", "book", "ABC", "--config", str(path))
+    assert book.returncode == 1
+    assert book.stderr.strip().count("\n") == 0
+    assert "does not understand shards yet" in book.stderr
     # One that does: an unknown shard, or none where one group is meant, is
     # one line and exit 1, before any server is asked.
     for argv, said in (
@@ -215,6 +215,12 @@ def test_config_init_and_check_on_the_command_line(tmp_path: Path) -> None:
         (("kill", "--machine", "127.0.0.1", "--signal", "STOP"), "sends KILL or TERM"),
         (("client", "bench", "--shard", "nope"), "no shard named 'nope'"),
         (("client", "bench", "--history", "h.jsonl"), "go with --shard NAME"),
+        (("health", "--shard", "s9"), "no shard named 's9'"),
+        (("health", "--shard", "s1", "--node", "s2-m1"), "s2-m1 is a server of shard s2"),
+        (("pause", "--shard", "s9"), "no shard named 's9'"),
+        (("resume", "--shard", "s9"), "no shard named 's9'"),
+        (("history", "--shard", "s9"), "no shard named 's9'"),
+        (("history", "--shard", "s2", "--node", "s1-m1"), "s1-m1 is a server of shard s1"),
     ):
         got = CliRunner().invoke(cli, [*argv, "--config", str(path)])
         assert got.exit_code == 1, (argv, got.output)

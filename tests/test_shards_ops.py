@@ -48,6 +48,25 @@ def test_operator_tools_over_two_crossed_shards(cluster: MakeCluster, tmp_path: 
         ("s2-m1", "s2"),
     }
 
+    # health: a line per shard and the worst status; --shard one shard's.
+    healthy = run_zmqfail("health", "--config", cfg)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    lines = healthy.stdout.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["shard s1", "shard s2"], lines
+    assert "primary s1-m1" in lines[0] and "primary s2-m2" in lines[1], lines
+    one = run_zmqfail("health", "--shard", "s2", "--config", cfg)
+    assert one.returncode == 0 and one.stdout.startswith("shard s2: ok"), one.stdout
+    # pause / resume reach one shard's servers only; history reads one shard's.
+    paused = run_zmqfail("pause", "--shard", "s1", "--config", cfg)
+    assert paused.returncode == 0, paused.stderr
+    assert sorted(ln.split(":")[0] for ln in paused.stdout.splitlines()) == ["s1-m1", "s1-m2"]
+    assert all(st.failover_paused for st in s1.statuses())
+    assert not any(st.failover_paused for st in s2.statuses())
+    resumed = run_zmqfail("resume", "--shard", "s1", "--config", cfg)
+    assert resumed.returncode == 0 and not any(st.failover_paused for st in s1.statuses())
+    told = json.loads(run_zmqfail("history", "--shard", "s2", "--json", "--config", cfg).stdout)
+    assert told and {e["node"] for e in told} <= {"s2-m1", "s2-m2"}, told[:3]
+
     # A bench of one shard reaches that shard's primary alone.
     before = {st.name: st.counters.get("requests", 0) for st in whole.statuses()}
     bench = run_zmqfail(

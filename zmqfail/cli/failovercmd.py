@@ -13,6 +13,7 @@ import click
 from zmqfail.cli.common import (
     config_option,
     group,
+    groups,
     load_config,
     one_line_errors,
     shard_option,
@@ -21,7 +22,7 @@ from zmqfail.cli.common import (
 from zmqfail.cli.historyview import lines, merged, quarantine_lines
 from zmqfail.client.control import ControlRefused, call, node_status
 from zmqfail.cluster import Cluster
-from zmqfail.config import ClusterConfig, NodeConfig
+from zmqfail.config import NodeConfig
 from zmqfail.core.journal import StateChange, decode_all
 from zmqfail.errors import Unavailable, ZmqfailError
 from zmqfail.txlog import histfile
@@ -99,11 +100,16 @@ def _witness_refusal(node: NodeConfig) -> str:
     return ""
 
 
-def _everywhere(cfg: ClusterConfig, command: str, done: str) -> None:
+def _servers(config_path: str | None, shard: str | None) -> list[NodeConfig]:
+    """Every server of the named shard, or of every shard (of the cluster)."""
+    return [n for g in groups(load_config(config_path, shards=True), shard) for n in g.nodes]
+
+
+def _everywhere(nodes: list[NodeConfig], command: str, done: str) -> None:
     """Send `command` to every node (the pause is each node's own, kept in its
     meta); say which answered, and fail with one line naming those that did not."""
     missed: list[str] = []
-    for n in cfg.nodes:
+    for n in nodes:
         try:
             res = ask(n, command, {})
         except ZmqfailError as exc:
@@ -118,28 +124,33 @@ def _everywhere(cfg: ClusterConfig, command: str, done: str) -> None:
 
 @click.command("pause")
 @config_option
+@shard_option
 @one_line_errors
-def pause_cmd(config_path: str | None) -> None:
+def pause_cmd(config_path: str | None, shard: str | None) -> None:
     """Hold automatic failover on every node (maintenance).
 
     While paused no backup takes over on its own and no restarted server
     leads at a new epoch; a primary that loses its backup still runs alone.
     The pause survives restarts. `promote` and `switchover` still work.
+    With [shards]: every shard's servers, or --shard NAME's.
     """
-    _everywhere(load_config(config_path), "pause", "paused")
+    _everywhere(_servers(config_path, shard), "pause", "paused")
 
 
 @click.command("resume")
 @config_option
+@shard_option
 @one_line_errors
-def resume_cmd(config_path: str | None) -> None:
+def resume_cmd(config_path: str | None, shard: str | None) -> None:
     """Automatic failover again, on every node: a backup whose primary went
-    while paused takes over now."""
-    _everywhere(load_config(config_path), "resume", "resumed")
+    while paused takes over now. With [shards]: every shard's servers, or
+    --shard NAME's."""
+    _everywhere(_servers(config_path, shard), "resume", "resumed")
 
 
 @click.command("history")
 @config_option
+@shard_option
 @click.option("--node", "node_name", default=None, help="One node only.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of entries, oldest first.")
 @click.option(
@@ -150,15 +161,20 @@ def resume_cmd(config_path: str | None) -> None:
     help="Show the newest N entries (0: all kept).",
 )
 @one_line_errors
-def history_cmd(config_path: str | None, node_name: str | None, as_json: bool, last: int) -> None:
+def history_cmd(
+    config_path: str | None, shard: str | None, node_name: str | None, as_json: bool, last: int
+) -> None:
     """The nodes' failover history: every change of role or state, why, the
     epoch, the outage each takeover saw, operator actions, records set aside.
 
     Read from each node's data dir when it is on this machine (also while the
-    node is down), else asked of the node over its control socket.
+    node is down), else asked of the node over its control socket. With
+    [shards]: every shard's servers, --shard NAME's, or --node's.
     """
-    cfg = load_config(config_path)
-    nodes = [cfg.node(node_name)] if node_name else list(cfg.nodes)
+    if node_name:
+        nodes = [group(load_config(config_path, shards=True), shard, node_name).node(node_name)]
+    else:
+        nodes = _servers(config_path, shard)
     per_node: dict[str, list[StateChange]] = {}
     missed: list[str] = []
     for n in nodes:

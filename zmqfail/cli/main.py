@@ -297,30 +297,39 @@ def status_cmd(
 
 @cli.command("health")
 @config_option
+@shard_option
 @click.option(
     "--node", "node_name", default=None, help="Ask one node only: does it serve clients now?"
 )
 @nodes_timeout
 @one_line_errors
-def health_cmd(config_path: str | None, node_name: str | None, timeout: float) -> None:
+def health_cmd(
+    config_path: str | None, shard: str | None, node_name: str | None, timeout: float
+) -> None:
     """One line and an exit status, for monitors and load balancers.
 
     The cluster: 0 ok (protected), 3 degraded (serving, not protected), 4 down.
     With --node NAME: 0 when NAME serves clients now (alone or not), 4 when it
     does not (a backup, starting, or unreachable). 1 is an error of the command.
+    With [shards]: a line per shard (or --shard NAME's) and the worst status.
     """
     from zmqfail.cli.health import Verdict, classify, role_words, serves
     from zmqfail.client.control import cluster_status, node_status
 
-    cfg = load_config(config_path)
+    whole = load_config(config_path, shards=True)
     if node_name is not None:
-        row = node_status(cfg.node(node_name), digest=False, timeout=timeout)
+        row = node_status(
+            group(whole, shard, node_name).node(node_name), digest=False, timeout=timeout
+        )
         ok = serves(row)
         click.echo(f"{node_name}: {'serves' if ok else 'does not serve'} ({role_words(row)})")
         sys.exit(int(Verdict.OK if ok else Verdict.DOWN))
-    health = classify(cluster_status(cfg, digest=False, timeout=timeout))
-    click.echo(health.line())
-    sys.exit(int(health.verdict))
+    worst = Verdict.OK
+    for name in [shard] if shard is not None else [sh.name for sh in whole.shards]:
+        health = classify(cluster_status(whole.shard(name), digest=False, timeout=timeout))
+        click.echo(f"shard {name}: {health.line()}" if whole.sharded else health.line())
+        worst = max(worst, health.verdict)
+    sys.exit(int(worst))
 
 
 @cli.command("switchover")
