@@ -104,11 +104,6 @@ class EpochHistory:
         if newest is not None and newest.first_lsn > last_lsn:
             self.terms.append(newest)
 
-    def announced(self, last_lsn: int) -> Term | None:
-        """The newest term, if nothing at or below `last_lsn` is of it."""
-        newest = self.last
-        return newest if newest is not None and newest.first_lsn > last_lsn else None
-
     def term_at(self, lsn: int) -> Term | None:
         found = None
         for t in self.terms:
