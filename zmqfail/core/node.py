@@ -165,10 +165,14 @@ class NodeCore:
     def alone(self) -> bool:
         return self.agent.fs.state in (State.PRIMARY_ONLY, State.BACKUP_ONLY)
 
-    def _release_alone(self, lsn: int) -> None:
-        """A flush alone releases replies only under the witness's lease (as end_turn)."""
+    def _lease_holds(self, now: float) -> bool:
+        """Running alone with a witness, replies wait for its valid lease."""
         w = self.witness
-        if w is None or w.valid(self.epoch, self.now):
+        return not self.alone or w is None or w.valid(self.agent.fs.epoch, now)
+
+    def _release_alone(self, lsn: int) -> None:
+        """What a completed flush alone releases: only under the lease."""
+        if self._lease_holds(self.now):
             self.frontend.commit(lsn)
 
     def wall(self) -> float:
@@ -261,8 +265,7 @@ class NodeCore:
         if self.ticks.due(now):
             self._slow_tick(now)
         fs = self.agent.fs
-        witness = self.witness
-        if self.alone and witness is not None and not witness.valid(fs.epoch, now):
+        if not self._lease_holds(now):
             pass  # running alone needs the witness's lease: the replies wait
         elif self.leader is not None and fs.role is Role.PRIMARY:
             self.frontend.commit(self._ack_point(self.leader.commit_point()))
