@@ -17,6 +17,7 @@ two shards is two independent failovers. Replies and msg_ids are per shard:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -73,6 +74,11 @@ class Router:
         return owners.pop()
 
 
+def _groups(cfg: ClusterConfig) -> list[tuple[str, ClusterConfig]]:
+    """Each shard's name and the config its own client sees."""
+    return [(sh.name, cfg.shard(sh.name)) for sh in cfg.shards]
+
+
 class ShardedClient:
     """``request(body)`` to the shard owning its key; ``submit``/``poll`` keep
     requests in flight on every shard at once."""
@@ -92,15 +98,12 @@ class ShardedClient:
         # Shards this client has sent to: only they are polled (the others
         # have nothing in flight, and a poll would cost each a time slice).
         self._used: dict[str, Client] = {}
+        make = functools.partial(
+            Client, client_id=self.client_id, timeout=timeout, window=window, lost_after=lost_after
+        )
         try:
-            for sh in cfg.shards:
-                self.clients[sh.name] = Client(
-                    cfg.shard(sh.name),
-                    client_id=self.client_id,
-                    timeout=timeout,
-                    window=window,
-                    lost_after=lost_after,
-                )
+            for name, shard_cfg in _groups(cfg):
+                self.clients[name] = make(shard_cfg)
         except BaseException:
             self.close()
             raise
@@ -174,15 +177,14 @@ class AsyncShardedClient:
     ) -> None:
         self.router = Router(cfg.shards, cfg.app.router())
         self.client_id = client_id or new_client_id()
-        self.clients: dict[str, AsyncClient] = {}
-        for sh in cfg.shards:
-            self.clients[sh.name] = AsyncClient(
-                cfg.shard(sh.name),
-                client_id=self.client_id,
-                timeout=timeout,
-                window=window,
-                lost_after=lost_after,
-            )
+        make = functools.partial(
+            AsyncClient,
+            client_id=self.client_id,
+            timeout=timeout,
+            window=window,
+            lost_after=lost_after,
+        )
+        self.clients: dict[str, AsyncClient] = {name: make(c) for name, c in _groups(cfg)}
 
     async def request(self, body: dict[str, Any], timeout: float | None = None) -> Reply:
         return await self.clients[self.router.route(body)].request(body, timeout)
