@@ -100,21 +100,8 @@ class Reaper:
         BenchError if it fails, dies or overruns ``timeout``."""
         out: mp.Queue[dict[str, Any]] = mp.Queue()
         p = self.process(_reporting, target, args, out, name=name)
-        deadline = time.monotonic() + timeout
         try:
-            while True:
-                check_interrupted()
-                try:
-                    res = out.get(timeout=0.2)
-                    break
-                except queue.Empty:
-                    if not p.is_alive() and out.empty():
-                        raise BenchError(f"{name or 'client'} died (exit {p.exitcode})") from None
-                    if time.monotonic() > deadline:
-                        raise BenchError(f"{name or 'client'} overran {timeout:.0f}s") from None
-            if "error" in res:
-                raise BenchError(f"{name or 'client'} failed: {res['error']}\n{res['trace']}")
-            return res
+            return result_of(p, out, time.monotonic() + timeout, name or "client", timeout)
         finally:
             self.stop(p)
             out.close()
@@ -199,3 +186,23 @@ def check_interrupted() -> None:
     clean-up that an interrupt runs."""
     if _interrupted:
         raise KeyboardInterrupt(_interrupted[0])
+
+
+def result_of(
+    p: mp.Process, out: mp.Queue[dict[str, Any]], deadline: float, name: str, timeout: float
+) -> dict[str, Any]:
+    """The result dict a child process put on ``out`` (``_reporting``);
+    BenchError if it failed, died or is still at it at ``deadline``."""
+    while True:
+        check_interrupted()
+        try:
+            res = out.get(timeout=0.2)
+            break
+        except queue.Empty:
+            if not p.is_alive() and out.empty():
+                raise BenchError(f"{name} died (exit {p.exitcode})") from None
+            if time.monotonic() > deadline:
+                raise BenchError(f"{name} overran {timeout:.0f}s") from None
+    if "error" in res:
+        raise BenchError(f"{name} failed: {res['error']}\n{res['trace']}")
+    return res

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue
 import random
 import shutil
 import subprocess
@@ -43,7 +42,7 @@ from zmqfail.netutil import free_base_port
 from zmqfail.protocol import STATUS_OK
 
 from .meter import Meter, Timing, summarize
-from .procs import BenchError, Reaper, _reporting, check_interrupted
+from .procs import BenchError, Reaper, _reporting, result_of
 
 COUNTS = (1, 2, 4)
 CLIENTS = 2  # client processes, for every shard count
@@ -98,22 +97,10 @@ def _collect(
     ps: list[mp.Process], outs: list[mp.Queue[dict[str, Any]]], timeout: float
 ) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
-    got: list[dict[str, Any]] = []
-    for p, out in zip(ps, outs, strict=True):
-        while True:
-            check_interrupted()
-            try:
-                res = out.get(timeout=0.2)
-                break
-            except queue.Empty:
-                if not p.is_alive() and out.empty():
-                    raise BenchError(f"shards client died (exit {p.exitcode})") from None
-                if time.monotonic() > deadline:
-                    raise BenchError(f"shards client overran {timeout:.0f}s") from None
-        if "error" in res:
-            raise BenchError(f"shards client failed: {res['error']}\n{res['trace']}")
-        got.append(res)
-    return got
+    return [
+        result_of(p, out, deadline, "shards client", timeout)
+        for p, out in zip(ps, outs, strict=True)
+    ]
 
 
 def measure(
