@@ -4,9 +4,11 @@ The shell calls, in each turn of its loop: `begin_turn(now)`; then one `on_*`
 per batch of frames that arrived (clients, records, commits, acks,
 heartbeats) and per completion (a flush, a snapshot, a table image); then
 `end_turn(now)`, which runs replication, timers, failure detection, commits
-and flushes. It then sends what the `out` box holds and sleeps at most until
-`next_deadline(now)`. Every clock reading comes in as `now`: a test or the
-simulator drives the same code with a fake clock.
+and flushes. It then sends what the `out` box holds, calls `after_send()`
+(a backup applies what it confirmed) and sleeps at most until
+`next_deadline(now)`; `ship` is its way to send part way through a turn.
+Every clock reading comes in as `now`: a test or the simulator drives the
+same code with a fake clock.
 
 The parts, each with only what it needs: `NodeLog` owns the LSNs and the
 tables; `Frontend` serves clients; `Follower` mirrors a primary; `Leader`
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from zmqfail.config import ClusterConfig
@@ -68,6 +71,10 @@ class NodeCore:
         self.name = name
         self.disk = disk
         self.out = Outbox()
+        # The shell's "send what the box holds now" (between end_turn's sends,
+        # for a batch long enough to overlap with the backup); a no-op where a
+        # turn takes no time (the simulator), so nothing is decided by it.
+        self.ship: Callable[[], None] = lambda: None
         self.rng = rng or random.Random()
         self.wall_offset = wall_offset  # time of day = now + offset (for the record)
         self.now = now
@@ -259,7 +266,6 @@ class NodeCore:
         """After every turn of the loop: what commits and replies depend on."""
         self.now = now
         self.follower.answer_pending(now)
-        self._apply_held()
         if self.leader is not None:
             self.leader.pump(now)
         if self.ticks.due(now):
@@ -275,6 +281,15 @@ class NodeCore:
         if self.beats.due(now):
             self._beat(now)
         self.checkpoint.due(now)
+
+    def after_send(self) -> None:
+        """After the shell sent what the turn decided: keep a backup's tables
+        warm with the records it holds. Step 253 acknowledges a record once it
+        is held; applying it before the answer left would put the tables'
+        work on every commit's round trip (and the primary's replies behind
+        it). Whatever needs the tables current first (a takeover, a snapshot
+        install, a cut of the log) applies them itself."""
+        self._apply_held()
 
     def _ack_point(self, point: int | None) -> int:
         """The last LSN the primary may acknowledge, given the backups' commit
@@ -339,8 +354,12 @@ class NodeCore:
             self.save_meta()
 
     def _pump(self, now: float) -> None:
+        """Part way through a large batch of requests: replicate what is
+        written so far and let it leave now, so the backup holds (and
+        confirms) the first part while we process the rest."""
         if self.leader is not None:
             self.leader.pump(now)
+            self.ship()
 
     def flush_now(self) -> None:
         self.checkpoint.flush_now(self.now)

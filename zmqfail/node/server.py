@@ -114,6 +114,7 @@ class Node:
             keys,
         )
         self.control = Control(self.core, self.channels)
+        self.core.ship = lambda: self._carry(self.core.now)
         auth = self.auth
         if auth is not None:
             self.control.curve_refused = lambda: auth.refused
@@ -170,12 +171,14 @@ class Node:
 
     # ------------------------------------------------------------------- loop
     def run(self) -> int:
-        core, ch = self.core, self.channels
+        core = self.core
         poller = self.poller
         replicating = False
         while not (self.stopping or core.stopping):
             events = dict(poller.poll(self._timeout_ms(clock.now())))
             now = clock.now()  # the reading the whole turn works with
+            if self.metrics is not None:
+                self._answered(events, now)
             try:
                 self._turn(events, now)
             except LogWriteFailed as exc:
@@ -183,13 +186,13 @@ class Node:
                 # same as a failed background flush, the node stops with
                 # nothing more acknowledged.
                 core.on_flush_failed(str(exc))
-            if self.metrics is not None:
-                self._measure(events, now)
+            if self.metrics is not None and self.metrics.due(now):
+                self.metrics.update(self.control.node_status(now), now)
             if (core.leader is not None) != replicating:
                 replicating = core.leader is not None
                 self._replication(replicating)
-            for peer in ch.carry(core.out, now):
-                core.push_failed(peer)
+            self._carry(now)
+            core.after_send()
         self._shutdown()
         return core.exit_code
 
@@ -234,20 +237,25 @@ class Node:
         ch.faults.due(now)
         core.end_turn(now)
 
-    def _measure(self, events: dict[Any, int], now: float) -> None:
-        """After a turn, before its output leaves: round trips of commit
-        requests (asked now, answered when the REQ became readable), and the
-        status the metrics thread serves, every UPDATE_EVERY."""
-        m, ch, out = self.metrics, self.channels, self.core.out
+    def _answered(self, events: dict[Any, int], now: float) -> None:
+        """Before a turn: the commit requests whose REQ became readable were
+        answered now (asked when `_carry` sent them; a turn may ask again on
+        the same link once it took the answer, so this comes first)."""
+        m, ch = self.metrics, self.channels
         assert m is not None
         for sock in events:
             key = ch.owner.get(sock)
             if key is not None and key[1] not in ch.faults.deaf:
                 m.answered(key[0], key[1], now)
-        if out.commit or out.reset:
+
+    def _carry(self, now: float) -> None:
+        """Send what the core's box holds: after each turn, and part way
+        through a long batch when the core asks (`NodeCore.ship`)."""
+        core, out, m = self.core, self.core.out, self.metrics
+        if m is not None and (out.commit or out.reset):
             m.asked(out.commit, out.reset, clock.now())
-        if m.due(now):
-            m.update(self.control.node_status(now), now)
+        for peer in self.channels.carry(out, now):
+            core.push_failed(peer)
 
     def _timeout_ms(self, now: float) -> int:
         deadline = self.core.next_deadline(now)

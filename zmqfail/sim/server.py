@@ -146,6 +146,7 @@ class SimServer:
         if self.core is not core or not self.up:
             return
         self._route(core)
+        core.after_send()
         if core.stopping:
             self.cluster.stopped(self)
             return
