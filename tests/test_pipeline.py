@@ -7,9 +7,6 @@ each with the old order planted back to show the test would see it."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 import pytest
 
 from zmqfail.core.frontend import PUSH_EVERY
@@ -18,14 +15,7 @@ from zmqfail.failover.state import State
 from zmqfail.protocol import CommitAck, ReplRecords, decode
 from zmqfail.sim.cluster import SETTLE, Cluster
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def quiet() -> Iterator[None]:
-    logging.disable(logging.CRITICAL)
-    yield
-    logging.disable(logging.NOTSET)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("quiet_logs")]
 
 
 def settled(window: int) -> Cluster:
