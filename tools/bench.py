@@ -25,6 +25,8 @@ Other scenarios:
   shards     1, 2 and 4 shards crossed over two loopback machines, the same
              load each time: aggregate req/s, p50/p99, server CPU a request
              (tools/benchkit/shards.py)
+  turns      the normal state with each server's loop turns timed: how much
+             of the time primary and backup work at once (tools/benchkit/turns.py)
   processor  in process, no sockets: the per-request path of the active server
              (dedup, application, record, reply) and the backup's (decode, apply)
 Single flows run at 1 and 64 in flight unless --windows says otherwise.
@@ -55,6 +57,7 @@ from benchkit.procs import BenchError, Reaper, interrupt_on_signals
 from benchkit.report import format_table, plot, run_flows
 from benchkit.shards import bench_shards
 from benchkit.shards import format_rows as format_shards
+from benchkit.turns import bench_turns
 
 from zmqfail import config
 from zmqfail.cli.demo import random_order
@@ -221,7 +224,7 @@ def _settings(text: str) -> list[tuple[int, int]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    choices = ["compare", *FLOWS, "failover", "processor", "alarms", "shards"]
+    choices = ["compare", *FLOWS, "failover", "processor", "alarms", "shards", "turns"]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=" ".join(choices))
     ap.add_argument("--seconds", type=float, default=5.0, help="measured per row (default 5)")
@@ -282,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                         reaper, args.seconds, hogs, kills, args.detect, say=print_flush
                     )
                 ]
+            if "turns" in args.scenarios:
+                out["turns"] = bench_turns(reaper, windows, timing, print_flush)
             if "shards" in args.scenarios:
                 out["shards"] = bench_shards(reaper, timing, print_flush)
                 print(format_shards(out["shards"]), flush=True)
