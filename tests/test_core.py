@@ -13,7 +13,7 @@ import pytest
 from zmqfail import config
 from zmqfail.core.cadence import TURN_SLACK
 from zmqfail.core.follower import FENCED, OK, STRANGER, WAIT, Follower
-from zmqfail.core.frontend import Frontend
+from zmqfail.core.frontend import TURN_BUDGET, Frontend
 from zmqfail.core.intake import PeerIntake
 from zmqfail.core.log import NodeLog
 from zmqfail.core.node import NodeCore
@@ -32,10 +32,12 @@ from zmqfail.protocol import (
     ReplRecords,
     Reply,
     Request,
+    RequestBatch,
     SessionGrant,
     Welcome,
     decode,
     decode_all,
+    encode_batch,
 )
 from zmqfail.sim.disk import SimDisk
 from zmqfail.sim.loop import Loop
@@ -206,8 +208,16 @@ class FrontRig:
             lambda: 4,
             lambda: "backup/normal",
             self.vote,
-            lambda now: None,
         )
+
+    def take(self, frames: list[tuple[bytes, bytes]], now: float) -> None:
+        """The frames, and the turns the loop gives what waits past one
+        turn's budget."""
+        self.fe.new_turn()
+        self.fe.on_frames(frames, now)
+        while self.fe.backlogged:
+            self.fe.new_turn()
+            self.fe.work(now)
 
     def vote(self, ident: bytes, hello: Hello) -> bool:
         ok = ident == hello.client_id.encode()
@@ -223,7 +233,7 @@ class FrontRig:
 
 def test_frontend_refuses_requests_when_not_serving_and_counts_votes() -> None:
     r = FrontRig(serving=False)
-    r.fe.on_frames(
+    r.take(
         [
             (b"c-1", Request("c-1", 1, BUY).encode()),
             (b"c-1", Hello("c-1", "a").encode()),
@@ -243,13 +253,13 @@ def test_frontend_refuses_requests_when_not_serving_and_counts_votes() -> None:
 
 def test_frontend_holds_replies_until_committed() -> None:
     r = FrontRig(serving=True)
-    r.fe.on_frames([(b"c-1", Register("c-1", 7).encode())], 1.0)
+    r.take([(b"c-1", Register("c-1", 7).encode())], 1.0)
     assert r.nlog.held == 1 and r.out.client == []  # the registration is a record too
     r.fe.commit(1)
     (grant,) = r.sent()
     assert isinstance(grant, SessionGrant)
     reqs = [(b"c-1", Request("c-1", m, BUY, grant.session).encode()) for m in (1, 2)]
-    r.fe.on_frames(reqs, 1.0)
+    r.take(reqs, 1.0)
     assert r.nlog.held == 3 and r.out.client == []
     r.fe.commit(2)
     (first,) = r.sent()
@@ -263,24 +273,22 @@ def test_frontend_bounds_each_clients_requests_in_flight() -> None:
     """Issue 12.2: a client that never waits for its replies is refused past
     the session window, unprocessed; another client is served meanwhile."""
     r = FrontRig(serving=True)
-    r.fe.on_frames(
-        [(b"c-1", Register("c-1", 7).encode()), (b"c-2", Register("c-2", 8).encode())], 1.0
-    )
+    r.take([(b"c-1", Register("c-1", 7).encode()), (b"c-2", Register("c-2", 8).encode())], 1.0)
     r.fe.commit(2)
     g1, g2 = r.sent()
     window = r.nlog.proc.sessions.window
     flood = [(b"c-1", Request("c-1", m, BUY, g1.session).encode()) for m in range(1, window + 4)]
-    r.fe.on_frames(flood, 1.0)
+    r.take(flood, 1.0)
     refused = r.sent()
     assert [x.msg_id for x in refused] == [window + 1, window + 2, window + 3]
     assert all(x.status == "error" and x.result["code"] == "too_many_in_flight" for x in refused)
     assert r.fe.too_many_in_flight == 3 and r.nlog.proc.applied == 2 + window
     # A resend of an executed request at the bound is answered from its
     # stored reply, never refused: the order was executed.
-    r.fe.on_frames([(b"c-1", Request("c-1", 1, BUY, g1.session).encode())], 1.0)
+    r.take([(b"c-1", Request("c-1", 1, BUY, g1.session).encode())], 1.0)
     assert r.sent() == [] and r.fe.too_many_in_flight == 3  # held behind its commit
     # Another client is not held back by c-1's bound.
-    r.fe.on_frames([(b"c-2", Request("c-2", 1, BUY, g2.session).encode())], 1.0)
+    r.take([(b"c-2", Request("c-2", 1, BUY, g2.session).encode())], 1.0)
     assert r.sent() == [] and len(r.fe.gate) == window + 2
     # Once c-1's replies are out, the refused msg_id is processed when resent.
     r.fe.commit(r.nlog.proc.last_lsn)
@@ -288,10 +296,34 @@ def test_frontend_bounds_each_clients_requests_in_flight() -> None:
     assert len(sent) == window + 2
     # msg_id 1 three times: c-1's, c-1's resend (its stored reply), c-2's.
     assert sum(x.msg_id == 1 for x in sent) == 3 and all(x.status == "ok" for x in sent)
-    r.fe.on_frames([(b"c-1", Request("c-1", window + 1, BUY, g1.session).encode())], 1.0)
+    r.take([(b"c-1", Request("c-1", window + 1, BUY, g1.session).encode())], 1.0)
     r.fe.commit(r.nlog.proc.last_lsn)
     (ok,) = r.sent()
     assert ok.msg_id == window + 1 and ok.status == "ok"
+
+
+def test_frontend_takes_a_turns_budget_of_requests_and_the_rest_in_order_later() -> None:
+    """A batch larger than a turn's budget is taken over several turns, in
+    arrival order: a request that came after it waits for it."""
+    r = FrontRig(serving=True)
+    r.take([(b"c-1", Register("c-1", 7).encode()), (b"c-2", Register("c-2", 8).encode())], 1.0)
+    r.fe.commit(2)
+    g1, g2 = r.sent()
+    n = 2 * TURN_BUDGET + 5
+    batch = encode_batch(
+        RequestBatch, [Request("c-1", m, BUY, g1.session).encode() for m in range(1, n + 1)]
+    )
+    r.fe.new_turn()
+    r.fe.on_frames([(b"c-1", batch), (b"c-2", Request("c-2", 1, BUY, g2.session).encode())], 1.0)
+    taken = [r.nlog.proc.applied - 2]
+    while r.fe.backlogged:
+        r.fe.new_turn()
+        r.fe.work(1.0)
+        taken.append(r.nlog.proc.applied - 2)
+    assert taken == [TURN_BUDGET, 2 * TURN_BUDGET, n + 1]  # c-2 behind c-1's last part
+    r.fe.commit(r.nlog.proc.last_lsn)
+    sent = r.sent()
+    assert [x.msg_id for x in sent] == [*range(1, n + 1), 1] and all(x.status == "ok" for x in sent)
 
 
 # ------------------------------------------------------------- a whole core

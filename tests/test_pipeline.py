@@ -1,7 +1,7 @@
 """The normal state's data path overlaps its three processes (issue 10):
 a backup's commit answer leaves before it applies the records to its tables,
-and a primary with a long batch of requests sends the records of its first
-part before it processes the rest. Shown on the simulator (real cores, the
+and a primary takes a large batch of requests in parts, one a turn, each
+part's records sent at the end of its turn. Shown on the simulator (real cores, the
 simulated shell in the order the real one keeps: send, then `after_send`),
 each with the old order planted back to show the test would see it."""
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from zmqfail.core.frontend import PUSH_EVERY
+from zmqfail.core.frontend import TURN_BUDGET
 from zmqfail.core.node import NodeCore
 from zmqfail.failover.state import State
-from zmqfail.protocol import CommitAck, ReplRecords, decode
+from zmqfail.protocol import CommitAck, decode
 from zmqfail.sim.cluster import SETTLE, Cluster
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("quiet_logs")]
@@ -77,50 +77,47 @@ def test_a_backup_answers_a_commit_before_it_applies_the_records(
     assert sent > 20 and ahead == 0, (sent, ahead)
 
 
-def shipped_during_batches(cl: Cluster, seconds: float) -> list[int]:
-    """For each request batch the primary takes, the records frames that left
-    while it was still processing that batch."""
+def written_per_turn(cl: Cluster, seconds: float) -> list[int]:
+    """Records the primary wrote in each of its turns that wrote any."""
     server = cl.servers["a"]
     core = server.core
     assert core is not None
-    real_on_client = core.on_client
-    during: list[int] = []
-    shipped = 0
+    real_route = server._route
+    written: list[int] = []
+    last = core.nlog.held
 
-    def ship() -> None:
-        nonlocal shipped
-        for _peer, _link, data in core.out.push:
-            shipped += isinstance(decode(data), ReplRecords)
-        server._route(core)
+    def route(c: NodeCore) -> None:
+        nonlocal last
+        if c.nlog.held > last:
+            written.append(c.nlog.held - last)
+        last = c.nlog.held
+        real_route(c)
 
-    def on_client(frames: list[tuple[bytes, bytes]], now: float) -> None:
-        nonlocal shipped
-        shipped = 0
-        real_on_client(frames, now)
-        during.append(shipped)
-
-    core.ship = ship
-    core.on_client = on_client  # type: ignore[method-assign]
+    server._route = route  # type: ignore[method-assign,assignment]
     cl.loop.run_until(cl.loop.now + seconds)
-    return during
+    return written
 
 
-def test_a_primary_sends_the_first_records_of_a_long_batch_before_it_ends(
+def test_a_primary_takes_a_large_batch_in_parts_that_leave_one_by_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    window = 4 * PUSH_EVERY
-    cl = settled(window)
-    during = shipped_during_batches(cl, 0.05)
-    assert len(during) > 5 and max(during) >= 3, during  # three parts left early
-    # Nothing lost or doubled by sending early: the backup's log is the primary's.
+    """One frame of 64 requests: at most TURN_BUDGET are taken (and their
+    records sent) a turn, so the backup holds the first part while the
+    primary takes the rest, and the client gets the first replies early."""
+    cl = settled(window=4 * TURN_BUDGET)
+    written = written_per_turn(cl, 0.05)
+    assert len(written) > 20 and max(written) == TURN_BUDGET, written
+    # Nothing lost or doubled by the parts: the backup's log is the primary's.
     a, b = cl.servers["a"].core, cl.servers["b"].core
     assert a is not None and b is not None
     assert a.nlog.held > 200 and b.nlog.held >= a.nlog.committed
     first = b.nlog.memlog.first_lsn
     n = b.nlog.held - first + 1
     assert b.nlog.memlog.get_range(first, n) == a.nlog.memlog.get_range(first, n)
+    (client,) = cl.clients
+    assert len({ack.msg_id for ack in client.acks}) == len(client.acks) > 200  # none twice
 
-    # Planted: the part-way pump no longer ships (records wait for the turn's end).
-    monkeypatch.setattr(NodeCore, "_pump", lambda self, now: self.leader and self.leader.pump(now))
-    during = shipped_during_batches(settled(window), 0.05)
-    assert len(during) > 5 and max(during) == 0, during
+    # Planted: no budget, the whole frame in one turn (the order before).
+    monkeypatch.setattr("zmqfail.core.frontend.TURN_BUDGET", 10**9)
+    written = written_per_turn(settled(window=4 * TURN_BUDGET), 0.05)
+    assert max(written) > TURN_BUDGET, written

@@ -7,7 +7,7 @@ timed (a `sitecustomize` put on the servers' PYTHONPATH for the run wraps
 client keeps a window of requests in flight as the `normal` flow does.
 Over the middle of the measured span it reports, per window: each server's
 share of the wall time spent inside turns, the share with both servers in a
-turn at once, and the requests the primary took per turn that took any.
+turn at once, and the records the primary wrote per turn that wrote any.
 
 Why these figures: on two cores a normal state whose three processes take
 strict turns uses about one core whatever its per-request cost (the
@@ -32,25 +32,25 @@ from .meter import Timing, summarize
 from .procs import BenchError, Reaper
 
 # Installed as sitecustomize.py for the servers of the run only.
-TRACER = '''
+TRACER = """
 import atexit, json, os, sys, time
 if "node" in sys.argv and "--name" in sys.argv:
     import zmqfail.node.server as _srv
     _turns = []
     _real = _srv.Node._turn
     def _turn(self, events, now):
-        fe = self.core.frontend
-        before = fe.requests
+        nlog = self.core.nlog
+        before = nlog.held
         t = time.perf_counter()
         _real(self, events, now)
-        _turns.append((t, time.perf_counter(), fe.requests - before))
+        _turns.append((t, time.perf_counter(), nlog.held - before))
     _srv.Node._turn = _turn
     def _dump():
         name = sys.argv[sys.argv.index("--name") + 1]
         with open(os.path.join(os.environ["ZMQFAIL_TURNS_OUT"], name + ".json"), "w") as f:
             json.dump(_turns, f)
     atexit.register(_dump)
-'''
+"""
 EDGE = 0.3  # seconds left out at each end of the measured span
 
 
@@ -83,7 +83,7 @@ def summarize_turns(
         "primary_busy": round(busy_share(primary, lo, hi), 3),
         "backup_busy": round(busy_share(backup, lo, hi), 3),
         "both_busy": round(overlap_share(primary, backup, lo, hi), 3),
-        "requests_per_turn": round(sum(taking) / len(taking), 1) if taking else 0.0,
+        "records_per_turn": round(sum(taking) / len(taking), 1) if taking else 0.0,
         "primary_turns_per_s": round(sum(1 for t in primary if lo <= t[0] < hi) / (hi - lo)),
     }
 
@@ -99,7 +99,9 @@ def bench_turns(
             out.mkdir()
             (site / "sitecustomize.py").write_text(TRACER)
             env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "ZMQFAIL_TURNS_OUT": ""}
-            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env["PYTHONPATH"]) if p)
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(site), env["PYTHONPATH"]) if p
+            )
             os.environ["ZMQFAIL_TURNS_OUT"] = str(out)
             try:
                 cl = Cluster(reaper, 2, ["a", "b"])
@@ -113,7 +115,9 @@ def bench_turns(
                 primary = cl.primary()
                 t0 = time.perf_counter()
                 limit = timing.warmup + timing.seconds + timing.drain + 60
-                r = reaper.call(drive_client, cl.cfg, window, timing, 1, timeout=limit, name="turns")
+                r = reaper.call(
+                    drive_client, cl.cfg, window, timing, 1, timeout=limit, name="turns"
+                )
             finally:
                 cl.close()  # a clean stop: each server writes its turns
             lo, hi = t0 + timing.warmup + EDGE, t0 + timing.warmup + timing.seconds - EDGE
@@ -138,5 +142,5 @@ def format_turns(r: dict[str, Any]) -> str:
         f"   turns window {r['window']:3d}: {r['throughput']:7,} req/s  p50 {r['p50_us']} us  "
         f"primary busy {r['primary_busy']:.0%}  backup busy {r['backup_busy']:.0%}  "
         f"both at once {r['both_busy']:.0%}  "
-        f"{r['requests_per_turn']:.1f} requests a primary turn ({r['primary_turns_per_s']:,} turns/s)"
+        f"{r['records_per_turn']:.1f} records a primary turn ({r['primary_turns_per_s']:,} turns/s)"
     )

@@ -14,15 +14,19 @@ logged once per client and gap: the client is told by the same numbers.
 
 Batches (protocol 6): a `reqs` frame is taken request by request, each with
 its own record, dedup entry and reply; one that does not decode gets its own
-error reply. The replies one client is owed at the end of a call (the frames
-of one turn, or what one commit releases) leave as one `reps` frame; a lone
-reply stays a plain `rep`, so one request in flight costs nothing more.
-Nothing is kept between calls: every call leaves its frames in the outbox.
+error reply. A turn takes at most `TURN_BUDGET` requests; the rest wait
+here, in arrival order, for the next turns (so a large batch is replicated
+and answered in parts, overlapping with the backup and the client). The
+replies one client is owed at the end of a call (the requests of one turn,
+or what one commit releases) leave as one `reps` frame; a lone reply stays
+a plain `rep`, so one request in flight costs nothing more. No reply is
+kept between calls: every call leaves its frames in the outbox.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from zmqfail.core.log import NodeLog
@@ -52,7 +56,7 @@ from zmqfail.sessions import unknown_acks
 log = logging.getLogger("zmqfail.node")
 
 MAX_CLIENTS = 100_000  # identities remembered for the recovery signal
-PUSH_EVERY = 16  # requests processed between replication pushes within one batch
+TURN_BUDGET = 16  # requests taken per turn of the loop; the rest wait for the next turns
 
 
 class Frontend:
@@ -65,7 +69,6 @@ class Frontend:
         epoch: Callable[[], int],
         describe: Callable[[], str],
         vote: Callable[[bytes, Hello], bool],
-        pump: Callable[[float], None],
     ) -> None:
         self.name = name
         self.nlog = nlog
@@ -75,7 +78,6 @@ class Frontend:
         self._epoch = epoch
         self._describe = describe  # () -> "backup/normal", for not_active replies
         self._vote = vote  # (ident, hello) -> counted as a vote
-        self._pump = pump  # let replication start on part of a large batch
         self.clients: dict[bytes, float] = {}  # identities seen, for the recovery signal
         self.requests = 0
         self.replies = 0
@@ -90,13 +92,57 @@ class Frontend:
         # Replies owed per client during one call, in order; `_flush` turns
         # them into frames before the call returns.
         self._owed: dict[bytes, list[bytes]] = {}
-        self._since_pump = 0  # requests processed since replication was last pumped
+        # Frames not yet taken, in arrival order, and the batch being taken
+        # (its client, its items, the next one): at most `budget` requests a
+        # turn, so a large batch is replicated, confirmed and answered in
+        # parts while the rest waits, and client, primary and backup work at
+        # the same time instead of in turns (docs/architecture.md).
+        self.budget = TURN_BUDGET
+        self._left = TURN_BUDGET
+        self._backlog: deque[tuple[bytes, bytes]] = deque()
+        self._batch: tuple[bytes, list[AnyRequest | BadItem]] | None = None
+        self._next_item = 0
+
+    @property
+    def backlogged(self) -> bool:
+        """Requests wait for a later turn: the loop turns again at once, and
+        takes no new client frames until they are taken."""
+        return self._batch is not None or bool(self._backlog)
+
+    def new_turn(self) -> None:
+        self._left = self.budget
 
     def on_frames(self, frames: list[tuple[bytes, bytes]], now: float) -> None:
-        self._since_pump = 0
+        self._backlog.extend(frames)
+        self.work(now)
+
+    def work(self, now: float) -> None:
+        """Take waiting frames in order until this turn's budget is spent."""
+        if not self.backlogged:
+            return
         try:
-            for ident, payload in frames:
-                self._on_frame(ident, payload, now)
+            while self._left > 0:
+                batch = self._batch
+                if batch is None:
+                    if not self._backlog:
+                        break
+                    ident, payload = self._backlog.popleft()
+                    self._on_frame(ident, payload, now)
+                    continue
+                ident, items = batch
+                first = self._next_item
+                last = min(len(items), first + self._left)
+                for item in items[first:last]:
+                    if isinstance(item, BadItem):
+                        self.bad_frames += 1
+                        self._send(ident, self._error(item.msg_id, "bad_frame", item.reason))
+                    else:
+                        self._on_request(ident, item)
+                self._left -= last - first
+                if last == len(items):
+                    self._batch = None
+                else:
+                    self._next_item = last
         finally:
             self._flush()
 
@@ -113,12 +159,7 @@ class Frontend:
             return
         if isinstance(msg, list):
             self.requests += len(msg) - 1  # counted by message, as lone frames are
-            for item in msg:
-                if isinstance(item, BadItem):
-                    self.bad_frames += 1
-                    self._send(ident, self._error(item.msg_id, "bad_frame", item.reason))
-                else:
-                    self._request(ident, item, now)
+            self._batch, self._next_item = (ident, msg), 0
         elif isinstance(msg, Register):
             if not self._refused(ident, 0):
                 self._take(ident, self.nlog.proc.register(msg.client_id, msg.nonce))
@@ -145,15 +186,6 @@ class Frontend:
         else:
             self.bad_frames += 1
             self._send(ident, self._error(0, "unexpected", f"{msg.TYPE} not expected"))
-
-    def _request(self, ident: bytes, req: AnyRequest, now: float) -> None:
-        self._on_request(ident, req)
-        self._since_pump += 1
-        if self._since_pump == PUSH_EVERY:
-            # Let the backup start on this part of the frames while we process
-            # the rest: primary, backup and client overlap.
-            self._since_pump = 0
-            self._pump(now)
 
     def _note_gap(self, hello: Hello, sid: int, known: int) -> None:
         first, last = unknown_acks(hello.session, hello.acked, sid, known)

@@ -6,7 +6,8 @@ heartbeats) and per completion (a flush, a snapshot, a table image); then
 `end_turn(now)`, which runs replication, timers, failure detection, commits
 and flushes. It then sends what the `out` box holds, calls `after_send()`
 (a backup applies what it confirmed) and sleeps at most until
-`next_deadline(now)`; `ship` is its way to send part way through a turn.
+`next_deadline(now)` (now, while requests of a large batch wait for the
+next turns' budgets), reading client frames only when `takes_clients`.
 Every clock reading comes in as `now`: a test or the simulator drives the
 same code with a fake clock.
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
 from typing import Any
 
 from zmqfail.config import ClusterConfig
@@ -71,10 +71,6 @@ class NodeCore:
         self.name = name
         self.disk = disk
         self.out = Outbox()
-        # The shell's "send what the box holds now" (between end_turn's sends,
-        # for a batch long enough to overlap with the backup); a no-op where a
-        # turn takes no time (the simulator), so nothing is decided by it.
-        self.ship: Callable[[], None] = lambda: None
         self.rng = rng or random.Random()
         self.wall_offset = wall_offset  # time of day = now + offset (for the record)
         self.now = now
@@ -139,7 +135,6 @@ class NodeCore:
             lambda: self.epoch,
             lambda: f"{self.agent.fs.role.value}/{self.agent.fs.state.value}",
             lambda ident, hello: self.agent.vote(ident, hello, self.nlog.proc.knows_client),
-            self._pump,
         )
         self.follower = Follower(
             name,
@@ -195,6 +190,14 @@ class NodeCore:
     def begin_turn(self, now: float) -> None:
         self.now = now
         self.guard.turn(now)
+        self.frontend.new_turn()
+
+    @property
+    def takes_clients(self) -> bool:
+        """Whether the shell should read client frames this turn: not while
+        requests of earlier frames still wait (their clients' windows bound
+        them; the socket's queue bounds the rest)."""
+        return not self.frontend.backlogged
 
     def on_client(self, frames: list[tuple[bytes, bytes]], now: float) -> None:
         self.frontend.on_frames(frames, now)
@@ -265,6 +268,7 @@ class NodeCore:
     def end_turn(self, now: float) -> None:
         """After every turn of the loop: what commits and replies depend on."""
         self.now = now
+        self.frontend.work(now)  # requests still waiting, within the turn's budget
         self.follower.answer_pending(now)
         if self.leader is not None:
             self.leader.pump(now)
@@ -328,6 +332,8 @@ class NodeCore:
         self.checkpoint.apply_mode()
 
     def next_deadline(self, now: float) -> float:
+        if self.frontend.backlogged:
+            return now  # requests wait: turn again at once
         deadline = min(self.ticks.next, self.beats.next)
         for d in (self.nlog.flush_deadline(now), self.follower.next_deadline()):
             if d is not None and d < deadline:
@@ -352,14 +358,6 @@ class NodeCore:
             self.store.cut_to(lsn - 1, "does not apply", self.acked_lsn)
             self.incarnation = self.rng.getrandbits(48)
             self.save_meta()
-
-    def _pump(self, now: float) -> None:
-        """Part way through a large batch of requests: replicate what is
-        written so far and let it leave now, so the backup holds (and
-        confirms) the first part while we process the rest."""
-        if self.leader is not None:
-            self.leader.pump(now)
-            self.ship()
 
     def flush_now(self) -> None:
         self.checkpoint.flush_now(self.now)

@@ -114,7 +114,6 @@ class Node:
             keys,
         )
         self.control = Control(self.core, self.channels)
-        self.core.ship = lambda: self._carry(self.core.now)
         auth = self.auth
         if auth is not None:
             self.control.curve_refused = lambda: auth.refused
@@ -201,7 +200,7 @@ class Node:
         core.begin_turn(now)
         if disk.notify in events:
             self._flushed(now)
-        if ch.frontend in events:
+        if ch.frontend in events and core.takes_clients:
             frames = ch.read_frontend()
             if frames:
                 core.on_client(frames, now)
@@ -249,8 +248,7 @@ class Node:
                 m.answered(key[0], key[1], now)
 
     def _carry(self, now: float) -> None:
-        """Send what the core's box holds: after each turn, and part way
-        through a long batch when the core asks (`NodeCore.ship`)."""
+        """Send what the core's box holds, after each turn."""
         core, out, m = self.core, self.core.out, self.metrics
         if m is not None and (out.commit or out.reset):
             m.asked(out.commit, out.reset, clock.now())
@@ -264,7 +262,9 @@ class Node:
             deadline = d
         if self.disk.children or self.control.digests.jobs:
             deadline = min(deadline, now + JOB_POLL)
-        return max(0, int((deadline - now) * 1000) + 1)
+        if deadline <= now:
+            return 0  # due now (requests wait in the core): look, do not sleep
+        return int((deadline - now) * 1000) + 1
 
     def _flushed(self, now: float) -> None:
         for lsn in self.disk.flushed():
