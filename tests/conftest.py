@@ -9,6 +9,7 @@ import ctypes
 import logging
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -353,3 +354,48 @@ class Load:
 
 
 StartNode = Callable[[config.ClusterConfig, str], NodeThread]
+
+
+def _tree_cpu() -> float:
+    """CPU seconds of this process (all its threads) and of its reaped children
+    (nodes and tools a test started and waited for)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+_PYTHONS_STARTED = [0]  # Python processes this process started (see _count_pythons)
+
+
+def _count_pythons(event: str, args: tuple[object, ...]) -> None:
+    """Audit hook: each Python child costs most of a second of CPU to import
+    zmqfail before it does anything, so the log counts them."""
+    if event == "subprocess.Popen":
+        argv = args[1] if isinstance(args[1], list | tuple) else [args[1]]
+        # [*prefix, python, ...]: a command to run it under (a network namespace)
+        if any("python" in str(a) for a in argv[:5]):
+            _PYTHONS_STARTED[0] += 1
+
+
+if os.environ.get("ZMQFAIL_TEST_CPU_LOG"):
+    sys.addaudithook(_count_pythons)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """With ZMQFAIL_TEST_CPU_LOG=FILE, append each test's CPU (set-up, call and
+    tear-down, its processes included), wall time and the Python processes it
+    started to FILE, a tab-separated line a test: the suite is CPU-bound on a
+    shared machine, where wall times alone say little about what a test costs
+    (tools/test_cpu.py sums it up)."""
+    path = os.environ.get("ZMQFAIL_TEST_CPU_LOG")
+    if not path:
+        yield
+        return
+    cpu, wall, pythons = _tree_cpu(), time.monotonic(), _PYTHONS_STARTED[0]
+    yield
+    cpu, wall = _tree_cpu() - cpu, time.monotonic() - wall
+    pythons = _PYTHONS_STARTED[0] - pythons
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "-")
+    with open(path, "a") as out:
+        out.write(f"{cpu:.3f}\t{wall:.3f}\t{worker}\t{pythons}\t{item.nodeid}\n")
