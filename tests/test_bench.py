@@ -25,7 +25,7 @@ from zmqfail.apps.orders import Engine, OrdersConfig
 from zmqfail.apps.orders.prices import PriceCodec
 from zmqfail.cluster import Cluster
 from zmqfail.errors import ConfigError
-from zmqfail.failover.state import State
+from zmqfail.failover.state import Role, State
 from zmqfail.loadgen.histogram import Histogram, bucket_bounds, bucket_of
 from zmqfail.loadgen.history import completion_type, merge_parts
 from zmqfail.loadgen.orders import OrderMix
@@ -375,13 +375,26 @@ def test_bench_lives_through_a_primary_kill(
 ) -> None:
     cfg_path, cl = start_cluster(cluster_dir, cluster)
     out, hist, png = tmp_path / "bench.json", tmp_path / "history.jsonl", tmp_path / "run.png"
-    args = ["--clients", "2", "--window", "8", "--duration", "6", "--plot", str(png)]
+    # A bench that would run ten minutes, ended by Ctrl-C once b has served a
+    # while after the kill: a bench of fixed length (it was 6 s) kept both
+    # cores busy for seconds after the failover it is here for.
+    args = ["--clients", "2", "--window", "8", "--duration", "600", "--plot", str(png)]
     p = bench_procs(
         bench_args(cfg_path, *args, "--json-out", str(out), "--history", str(hist), "--quiet"),
         tmp_path / "bench.log",
     )
-    cl.wait_until("a", lambda s: (s.last_lsn or 0) > 1000, "past lsn 1000 (the bench going)", 60)
+    st = cl.wait_until(
+        "a", lambda s: (s.last_lsn or 0) > 1000, "past lsn 1000 (the bench going)", 60
+    )
     cl.kill("a")
+    floor = (st.last_lsn or 0) + 500
+    cl.wait_until(
+        "b",
+        lambda s: s.role is Role.PRIMARY and (s.committed_lsn or 0) > floor,
+        f"b primary and past commit {floor}",
+        60,
+    )
+    os.killpg(p.pid, signal.SIGINT)
     assert p.wait(timeout=90) == 0, (tmp_path / "bench.log").read_text()
     s = json.loads(out.read_text())
     # One move from a to b. On a loaded machine a client may also time out on
