@@ -136,7 +136,7 @@ def test_cli_orders_and_errors(tmp_path: Path, cluster: MakeCluster) -> None:
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
-DEMO = (sys.executable, "-m", "zmqfail", "demo", "--seconds", "4")
+DEMO = (sys.executable, "-m", "zmqfail", "demo", "--seconds", "2")
 
 
 @pytest.mark.parametrize("app", ["orders", "ledger"])
