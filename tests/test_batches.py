@@ -339,16 +339,21 @@ def test_after_a_failover_the_unanswered_requests_go_again_in_one_frame() -> Non
 
 
 def run_wire(r: FrontRig, core: ClientCore, turns: int) -> tuple[list[Reply], int]:
-    """Carry frames both ways for `turns` turns: the client's frames to the
-    front, one commit per turn, the replies back. Returns the completed
-    replies and how many client frames went."""
+    """Carry frames both ways for `turns` turns, and as many more as the
+    front needs for requests waiting past a turn's budget (the loop turns
+    again at once then): the client's frames to the front, one commit per
+    turn, the replies back. Returns the completed replies and how many
+    client frames went."""
     got: list[Reply] = []
     frames = 0
     now = 2.0
-    for _ in range(turns):
+    turn = 0
+    while turn < turns or r.fe.backlogged:
+        turn += 1
         out = [(b"c-1", data) for _idx, data in core.out]
         core.out.clear()
         frames += len(out)
+        r.fe.new_turn()
         r.fe.on_frames(out, now)
         r.fe.commit(r.nlog.held)
         for _ident, data in r.out.client:
