@@ -13,6 +13,7 @@ import random
 from typing import Any
 
 import msgpack
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -303,7 +304,7 @@ def same_replies(frame: bytes) -> None:
         return  # the client reads it with decode and batch_replies: the reference
     items = loose_batch(frame, "reps") if ref is None else None
     if items is not None:  # refused whole by msgpack (see loose_batch)
-        alone = [decode(packb(i)) if read_replies(packb(i)) else None for i in items]
+        alone = [reply_alone(i) for i in items]
         assert got == ([r for r in alone if r is not None], alone.count(None))
         return
     if isinstance(ref, Reply):
@@ -311,6 +312,15 @@ def same_replies(frame: bytes) -> None:
     else:
         assert isinstance(ref, ReplyBatch), frame
         assert got == batch_replies(ref)
+
+
+def reply_alone(item: object) -> Reply | None:
+    """The reference's reading of one item of a batch, as a lone frame."""
+    try:
+        msg = decode(packb(item))
+    except ProtocolError:
+        return None
+    return msg if isinstance(msg, Reply) else None
 
 
 def req(body: object, mid: object = 7, cid: object = "c-1", session: object = 3) -> list[Any]:
@@ -426,3 +436,65 @@ def test_a_bad_record_names_what_is_wrong() -> None:
         TxRecord.decode(b"\xc1")
     with pytest.raises(ProtocolError, match="no integer nonce"):
         TxRecord.decode(packb([5, 1, "c-1", 0, {}, [], "ok", {}]))
+
+
+def in_maps(depth: int, leaf: Any = 1) -> Any:
+    """A tree of `depth` levels of containers, maps and lists in turn."""
+    tree: Any = leaf
+    for level in range(depth):
+        tree = {"k": tree} if level % 2 else [tree, "x"]
+    return tree
+
+
+@pytest.mark.parametrize(
+    "depth",
+    [
+        1,
+        typed.PLAIN_LEVELS - 1,
+        typed.PLAIN_LEVELS,
+        typed.PLAIN_LEVELS + 1,
+        MAX_DEPTH,
+        MAX_DEPTH + 1,
+    ],
+)
+@pytest.mark.parametrize("leaf", [1, b"bin", 2**64 - 1, -(2**63), 1.5, None, "s"])
+def test_trees_at_the_typed_depth_and_past_it_are_read_as_msgpack_reads_them(
+    depth: int, leaf: Any
+) -> None:
+    """Plain trees the typed decoders prove (PlainValue) and the ones they
+    leave to the walk (deeper, or holding bytes) give the reference's answer:
+    accepted with the same values, or refused."""
+    field: dict[str, Any] = {"t": in_maps(depth - 1, leaf)}
+    same_record(packb([70_000, 1, "c-1", 9, field, [in_maps(depth - 1, leaf)], "ok", field]))
+    same_replies(packb(rep(field)))
+    same_replies(packb([V, "reps", [rep(field), rep({"fills": [{"qty": 1}]})]]))
+
+
+@pytest.fixture
+def loose_typed_trees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the bug: the typed decoders with `Any` trees (a typed tree that
+    proves nothing), as if PlainValue let anything through."""
+
+    class LooseRecord(TxRecord, frozen=True):
+        body: dict[str, Any]
+        changes: list[Any]
+        result: dict[str, Any]
+
+    monkeypatch.setattr(record_mod, "_decoder", msgspec.msgpack.Decoder(LooseRecord))
+    monkeypatch.setattr(typed, "plain_reply_decoder", typed.reply_decoder)
+    monkeypatch.setattr(typed, "plain_replies_decoder", typed.replies_decoder)
+
+
+@pytest.mark.usefixtures("loose_typed_trees")
+@pytest.mark.parametrize(
+    "tree",
+    [{"a": {1: "x"}}, {"a": [msgpack.ExtType(1, b"x")]}, {"a": nested(MAX_DEPTH)}],
+    ids=["int-key", "ext", "too-deep"],
+)
+def test_the_checks_catch_a_typed_tree_that_proves_nothing(tree: Any) -> None:
+    with pytest.raises(AssertionError):
+        same_record(packb([5, 1, "c-1", 4, {"op": "new"}, [], "ok", tree]))
+    with pytest.raises(AssertionError):
+        same_replies(packb(rep(tree)))
+    with pytest.raises(AssertionError):
+        same_replies(packb([V, "reps", [rep(tree), rep({})]]))

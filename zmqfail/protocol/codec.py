@@ -297,9 +297,16 @@ def read_replies(frame: bytes) -> tuple[list[Reply], int] | None:
     and how many items were not (as `batch_replies` counts them), or None
     for a frame of another type or a malformed one (`decode` it).
 
-    A result holds a list (an order's fills), so `check_map` walks it; the
-    byte scan of `typed.plain_trees` spares the walk when no map is nested."""
+    A frame whose results are plain trees as `typed.PlainValue` types them
+    (an order's result with its fills) is proved plain by its decoder. Any
+    other is read with `Any` results, each checked by `check_map` unless
+    the byte scan of `typed.plain_trees` shows no nested map: a frame the
+    typed decoder refuses gets the answer it always got."""
     if frame.startswith(_REP_HEAD):
+        try:
+            return [_reply(typed.plain_reply_decoder.decode(frame), True)], 0
+        except typed.DECODE_ERRORS:
+            pass
         try:
             rep = typed.reply_decoder.decode(frame)
             return [_reply(rep, typed.plain_trees(frame, 1, 1))], 0
@@ -307,16 +314,22 @@ def read_replies(frame: bytes) -> tuple[list[Reply], int] | None:
             return None
     if frame.startswith(_REPS_HEAD):
         try:
+            plain = typed.plain_replies_decoder.decode(frame)
+        except typed.DECODE_ERRORS:
+            pass
+        else:
+            return [_reply(r, True) for r in plain.replies], 0
+        try:
             batch = typed.replies_decoder.decode(frame)
         except typed.DECODE_ERRORS:
             return None
         n = len(batch.replies)
-        plain = typed.plain_trees(frame, n, n + 2)
+        walked = typed.plain_trees(frame, n, n + 2)
         out: list[Reply] = []
         bad = 0
         for r in batch.replies:
             try:
-                out.append(_reply(r, plain))
+                out.append(_reply(r, walked))
             except ProtocolError:
                 bad += 1
         return out, bad

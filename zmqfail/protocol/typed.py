@@ -20,7 +20,8 @@ said, and a frame they accept, it accepts too (tests/test_typed_codec.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, get_args
+from types import GenericAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
 
@@ -51,6 +52,31 @@ assert set(get_args(Status)) == REPLY_STATUSES, "Status must list limits.REPLY_S
 DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
 # What the encoder raises on a value MessagePack cannot carry.
 ENCODE_ERRORS = (OverflowError, ValueError, TypeError, RecursionError)
+
+# A plain tree as msgspec can type it, so that its decoder proves in C what
+# `check_tree` would walk: string keys at every level, no ext value, a bounded
+# depth (integers are in range on the wire). A union may hold one str-like
+# type, so bytes are left out: a tree holding bytes, or nested deeper than
+# PLAIN_LEVELS, fails the typed decoder and is read as before (decoded with
+# `Any` trees, then checked), which refuses exactly what it always refused.
+PLAIN_LEVELS = 6  # real messages use at most 4 (limits.MAX_DEPTH); <= MAX_DEPTH
+_SCALAR: Any = None | bool | int | float | str
+
+
+def _plain_value(levels: int) -> Any:
+    """A value holding at most ``levels`` levels of containers (each one
+    doubles msgspec's type nodes: keep it small)."""
+    value = _SCALAR
+    for _ in range(levels):
+        value = _SCALAR | GenericAlias(list, (value,)) | GenericAlias(dict, (str, value))
+    return value
+
+
+if TYPE_CHECKING:
+    PlainValue = Any
+else:  # a value inside a map or list field, the field itself being level 1
+    PlainValue = _plain_value(PLAIN_LEVELS - 1)
+assert PLAIN_LEVELS <= MAX_DEPTH, "a typed plain tree must be one check_tree lets through"
 
 _encoder = msgspec.msgpack.Encoder()
 # One shared encoder, like the one shared msgpack Packer before: its C
@@ -100,10 +126,27 @@ class RepliesFrame(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_
     replies: Annotated[list[ReplyFrame], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
+class PlainReplyFrame(ReplyFrame, frozen=True):
+    """A `rep` frame whose result is a plain tree as typed (PlainValue): no
+    walk after decoding. Most replies; the others are read as ReplyFrame."""
+
+    if not TYPE_CHECKING:
+        result: dict[str, PlainValue]
+
+
+class PlainRepliesFrame(RepliesFrame, frozen=True):
+    """A `reps` frame whose every result is a plain tree as typed."""
+
+    if not TYPE_CHECKING:
+        replies: Annotated[list[PlainReplyFrame], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
 request_decoder = msgspec.msgpack.Decoder(RequestFrame)
 requests_decoder = msgspec.msgpack.Decoder(RequestsFrame)
 reply_decoder = msgspec.msgpack.Decoder(ReplyFrame)
 replies_decoder = msgspec.msgpack.Decoder(RepliesFrame)
+plain_reply_decoder = msgspec.msgpack.Decoder(PlainReplyFrame)
+plain_replies_decoder = msgspec.msgpack.Decoder(PlainRepliesFrame)
 
 _ARRAYS = bytes((*range(0x90, 0xA0), 0xDC, 0xDD))
 _MAPS = bytes(b for b in _CONTAINER if b not in _ARRAYS)

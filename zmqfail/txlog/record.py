@@ -25,6 +25,7 @@ from zmqfail.protocol import INT_MAX, REPLY_STATUSES, check_tree
 from zmqfail.protocol.base import check_decoded
 from zmqfail.protocol.typed import (
     DECODE_ERRORS,
+    PlainValue,
     Positive,
     Status,
     UInt,
@@ -58,10 +59,9 @@ def _uint(v: object) -> bool:
     return type(v) is int and 0 <= v <= INT_MAX
 
 
-class TxRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
-    """A msgspec struct: its decoder checks every field's type while reading
-    the array (protocol.typed), and it is what the log and the backup hold,
-    with no copy into another object."""
+class _AnyTrees(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """A record's fields with free-form trees, checked after decoding: how
+    a record whose trees are not plain as typed (bytes, deep) is read."""
 
     lsn: Positive
     epoch: UInt
@@ -74,6 +74,18 @@ class TxRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fiel
     else:
         status: Status
     result: dict[str, Any]
+
+
+class TxRecord(_AnyTrees, frozen=True):
+    """A msgspec struct: its decoder checks every field's type while reading
+    the array (protocol.typed), the trees too when they are plain as
+    `PlainValue` types them (an order's), and it is what the log and the
+    backup hold, with no copy into another object."""
+
+    if not TYPE_CHECKING:
+        body: dict[str, PlainValue]
+        changes: list[PlainValue]
+        result: dict[str, PlainValue]
 
     def encode(self) -> bytes:
         return encode_record(
@@ -93,13 +105,8 @@ class TxRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fiel
         peer and read back from disk, and `log dump` must be able to print it."""
         try:
             rec = _decoder.decode(data)
-        except DECODE_ERRORS as exc:
-            _refuse(data)  # the error msgpack's reading gives, as before
-            raise why(exc, _FIELDS, "transaction record") from None
-        if not plain_trees(data, 2, 2):
-            check_map(rec.body, "transaction record body")
-            check_decoded(rec.changes, "transaction record changes")
-            check_map(rec.result, "transaction record result")
+        except DECODE_ERRORS:
+            rec = _decode_any(data)
         body = rec.body
         if rec.msg_id == REGISTER and rec.client_id and type(body.get("nonce")) is not int:
             raise ProtocolError(f"register record {rec.lsn} has no integer nonce: {body!r:.100}")
@@ -120,6 +127,23 @@ class TxRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fiel
 
 
 _decoder = msgspec.msgpack.Decoder(TxRecord)
+_any_decoder = msgspec.msgpack.Decoder(_AnyTrees)
+
+
+def _decode_any(data: bytes) -> TxRecord:
+    """A record the typed decoder refused, read with free-form trees and
+    checked as it was before they were typed: the same refusals, the same
+    errors."""
+    try:
+        rec = _any_decoder.decode(data)
+    except DECODE_ERRORS as exc:
+        _refuse(data)  # the error msgpack's reading gives, as before
+        raise why(exc, _FIELDS, "transaction record") from None
+    if not plain_trees(data, 2, 2):
+        check_map(rec.body, "transaction record body")
+        check_decoded(rec.changes, "transaction record changes")
+        check_map(rec.result, "transaction record result")
+    return TxRecord(*msgspec.structs.astuple(rec))
 
 
 def _refuse(data: bytes) -> None:
