@@ -13,6 +13,7 @@ import zmq
 
 from zmqfail import config
 from zmqfail.app import Outcome
+from zmqfail.client import core as client_core
 from zmqfail.client.control import call
 from zmqfail.client.core import ClientCore
 from zmqfail.client.session import Session
@@ -366,6 +367,11 @@ def test_an_application_answer_out_of_range_is_an_error_reply_not_a_crash(
         ({"x": nested(MAX_DEPTH)}, f"request body is nested deeper than {MAX_DEPTH} levels"),
         ({"x": {1: "a"}}, "request body has a map key that is not a string"),
         ({"qty": 10**23}, "outside the range"),
+        ({"qty": -(2**63) - 1}, "outside the range"),
+        ({1: "a"}, "request body has a map key that is not a string"),
+        ({b"k": "a"}, "request body has a map key that is not a string"),
+        ({"x": (1, 2)}, "request body holds a value of type tuple"),
+        ({"x": {1, 2}}, "request body holds a value of type set"),
     ],
 )
 def test_the_client_refuses_a_body_the_server_would_refuse_before_sending(
@@ -380,3 +386,14 @@ def test_the_client_refuses_a_body_the_server_would_refuse_before_sending(
     assert core.session.next_msg_id == taken and not core.session.outstanding
     with pytest.raises(ProtocolError):  # the check the server's decoder applies
         check_tree(body, "body")
+
+
+@pytest.mark.parametrize("body", [{1: "a"}, {"x": (1, 2)}, {"x": {1: "a"}}])
+def test_the_client_check_catches_a_flat_test_that_lets_anything_through(
+    monkeypatch: pytest.MonkeyPatch, body: dict[str, Any]
+) -> None:
+    """Plant the bug: the client's flat-body test passes every body (the
+    walk skipped); the test above sees the body go out unchecked."""
+    monkeypatch.setattr(client_core, "flat_map", lambda tree: True)
+    with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+        test_the_client_refuses_a_body_the_server_would_refuse_before_sending(body, "")

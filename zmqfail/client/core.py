@@ -65,6 +65,7 @@ from zmqfail.protocol import (
     encode_request,
     read_replies,
 )
+from zmqfail.protocol.typed import flat_map
 
 HELLO_EVERY = 0.05  # seconds between the first probes of every server while searching
 HELLO_MAX = 1.0  # the probes back off to this while nobody answers
@@ -240,8 +241,15 @@ class ClientCore:
         # answers a body nested too deep with a bad_frame of msg_id 0 (it cannot
         # read the msg_id), and a frame over the client channel's bound is
         # dropped with the connection; either way the caller saw only a timeout.
-        check_tree(body, "request body")
-        data = encode_request(s.client_id, s.next_msg_id, body, s.session)
+        # A flat body is proved by encoding it (no walk); any other is walked,
+        # and so is one the encoder refused, for the error it always gave.
+        try:
+            data = encode_request(s.client_id, s.next_msg_id, body, s.session)
+        except ProtocolError:
+            check_tree(body, "request body")
+            raise
+        if not flat_map(body):
+            check_tree(body, "request body")
         bound = MAX_FRAME_BYTES[Channel.CLIENTS]
         if len(data) > bound:
             raise ProtocolError(

@@ -211,6 +211,20 @@ def check_map(tree: dict[str, Any], what: str) -> None:
         check_decoded(tree, what)
 
 
+_STR = frozenset({str})
+
+
+def flat_map(tree: object) -> bool:
+    """True for a map of string keys and scalar values (a request body),
+    which `check_tree` lets through once an encoder has written it: only an
+    integer out of range could still be refused, and the encoder refuses it."""
+    return (
+        type(tree) is dict
+        and _STR.issuperset(map(type, tree))
+        and _FLAT.issuperset(map(type, tree.values()))
+    )
+
+
 def encode_checked(values: tuple[Any, ...], names: tuple[str, ...], what: str) -> bytes:
     """msgpack an array of ``values`` (fields ``names`` of a ``what``) with the
     shared msgspec encoder, for values an application made: ProtocolError
