@@ -396,4 +396,4 @@ def test_the_client_check_catches_a_flat_test_that_lets_anything_through(
     walk skipped); the test above sees the body go out unchecked."""
     monkeypatch.setattr(client_core, "flat_map", lambda tree: True)
     with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
-        test_the_client_refuses_a_body_the_server_would_refuse_before_sending(body, "")
+        test_the_client_refuses_a_body_the_server_would_refuse_before_sending(body, ".")
