@@ -231,7 +231,7 @@ def test_random_requests_keep_replica_equal_and_book_uncrossed(
 
 
 def test_check_catches_planted_book_bugs() -> None:
-    def fresh() -> tuple[Engine, list[Any]]:
+    def fresh() -> tuple[Engine, tuple[Any, ...]]:
         eng = Engine(OrdersConfig())
         run_random(eng, 6, 400)
         assert eng.check() == []
@@ -243,7 +243,7 @@ def test_check_catches_planted_book_bugs() -> None:
         raise AssertionError("no level with two orders")
 
     eng, order = fresh()
-    eng.orders[order[0]] = [*order[:8], "filled"]  # closed, but still on the book
+    eng.orders[order[0]] = (*order[:8], "filled")  # closed, but still on the book
     assert any(f"order {order[0]}" in line for line in eng.check())
 
     eng, order = fresh()
@@ -257,5 +257,5 @@ def test_check_catches_planted_book_bugs() -> None:
     other = "buy" if order[3] == "sell" else "sell"
     cross = 1 if other == "sell" else 10**9  # an ask below every bid, or a bid above every ask
     eng.books[order[2]].side(other).add(cross, 10**6)
-    eng.orders[10**6] = [10**6, "x", order[2], other, "limit", cross, 1, 0, "new"]
+    eng.orders[10**6] = (10**6, "x", order[2], other, "limit", cross, 1, 0, "new")
     assert any("crossed book" in line for line in eng.check())

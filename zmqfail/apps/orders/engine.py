@@ -10,13 +10,18 @@ sequence.
 
 State (all of it, and all of it in ``digest``):
 
-* ``orders``: order id -> ``[order_id, client_id, instrument, side, type,
-  price_ticks | None, qty, filled, status]``. Values are replaced, never
+* ``orders``: order id -> ``(order_id, client_id, instrument, side, type,
+  price_ticks | None, qty, filled, status)``. Values are replaced, never
   mutated in place, so a change list and the tables may share them safely.
 * ``books``: per instrument, bids and asks (``book.py``): an index of the open
   orders, rebuilt from ``orders`` on restore.
-* ``executions``: exec id -> ``[exec_id, instrument, price_ticks, qty,
-  taker_order_id, maker_order_id, taker_side]``.
+* ``executions``: exec id -> ``(exec_id, instrument, price_ticks, qty,
+  taker_order_id, maker_order_id, taker_side)``.
+* Rows (orders, executions, queued reports) are held as tuples, whatever
+  sequence ``apply`` was given: a tuple of plain values drops out of the
+  garbage collector's lists, which otherwise walk every row of a growing
+  state over and over (a third of the request path's time, docs/benchmarks.md).
+  The snapshot gives them back as lists.
 * the per-client report queues, and the counters ``next_order_id``,
   ``next_exec_id``, ``reports_dropped``. (Client sessions and their stored
   replies belong to the framework, not to the engine.)
@@ -30,8 +35,9 @@ Change ops (msgpack arrays; ``apply`` accepts lists or tuples):
   out in sequence, so the record need not say so).
 * ``["put", "executions", exec_id, execution]``, likewise for ``next_exec_id``.
 * ``["push", "reports", client_id, report]``: queue one execution report,
-  ``[exec_id, order_id, instrument, side, price_str, qty, remaining]`` (a list,
-  not a map: it is logged twice per fill; the reports op turns it into a map).
+  ``[exec_id, order_id, instrument, side, price_str, qty, remaining]`` (an
+  array, not a map: it is logged twice per fill; the reports op turns it into
+  a map).
 * ``["pop", "reports", client_id, n]``: drop the n oldest reports (delivered).
 
 Retention, so that state stays bounded in a long run. These are policies of
@@ -84,11 +90,11 @@ class Engine:
     def __init__(self, cfg: OrdersConfig) -> None:
         self.cfg = cfg
         self.prices = PriceCodec(cfg.price_decimals)
-        self.orders: dict[int, list[Any]] = {}
+        self.orders: dict[int, tuple[Any, ...]] = {}
         self.books: dict[str, Book] = {s: Book(s) for s in cfg.instruments}
-        self.executions: dict[int, list[Any]] = {}
+        self.executions: dict[int, tuple[Any, ...]] = {}
         self.closed: deque[int] = deque()  # closed order ids, oldest-closed first
-        self.reports: dict[str, deque[list[Any]]] = {}
+        self.reports: dict[str, deque[tuple[Any, ...]]] = {}
         self.next_order_id = 1
         self.next_exec_id = 1
         self.reports_dropped = 0
@@ -114,22 +120,27 @@ class Engine:
         return reject(False, BAD_REQUEST, f"unknown op {op!r}")
 
     def _new(self, client_id: str, body: dict[str, Any]) -> Outcome:
-        instrument = body.get("instrument")
+        get = body.get
+        instrument = get("instrument")
         if not isinstance(instrument, str):
             return reject(True, BAD_REQUEST, "instrument must be a string")
         book = self.books.get(instrument)
         if book is None:
             return reject(True, UNKNOWN_INSTRUMENT, f"unknown instrument {instrument!r}")
-        side = body.get("side")
-        if side != "buy" and side != "sell":
+        side = get("side")
+        if side == "buy":
+            opp = book.asks
+        elif side == "sell":
+            opp = book.bids
+        else:
             return reject(True, BAD_REQUEST, "side must be 'buy' or 'sell'")
-        otype = body.get("type")
-        qty = body.get("qty")
+        otype = get("type")
+        qty = get("qty")
         if type(qty) is not int:
             return reject(True, BAD_REQUEST, "qty must be an integer")
         if not 0 < qty <= MAX_QTY:
             return reject(True, BAD_QUANTITY, f"qty must be within 1..{MAX_QTY}")
-        raw_price = body.get("price")
+        raw_price = get("price")
         limit: int | None
         if otype == "limit":
             if not isinstance(raw_price, str):
@@ -153,21 +164,20 @@ class Engine:
         changes: list[Any] = []
         fills: list[dict[str, Any]] = []
         remaining = qty
-        opp = book.asks if side == "buy" else book.bids
         keys = opp.keys
-        if keys:
+        sign = opp.sign
+        # Keys are prices times the side's sign, best last: the order reaches
+        # every level whose key is at least its floor (a market order: all).
+        if keys and (limit is None or keys[-1] >= limit * sign):
             # Inlined rather than a method: this loop is the hot path.
+            floor = keys[0] if limit is None else limit * sign
             orders = self.orders
             levels = opp.levels
-            sign = opp.sign
             fmt = self.prices.format
             eid = self.next_exec_id
-            buy = side == "buy"
             i = len(keys) - 1
-            while remaining and i >= 0:
+            while remaining and i >= 0 and keys[i] >= floor:
                 price = keys[i] * sign
-                if limit is not None and (price > limit if buy else price < limit):
-                    break
                 pstr = fmt(price)
                 for moid in levels[price]:
                     m = orders[moid]
@@ -179,18 +189,18 @@ class Engine:
                     mleft = mqty - mfilled
                     mstatus = "partially_filled" if mleft else "filled"
                     mclient = m[1]
-                    maker = [moid, mclient, instrument, m[3], m[4], price, mqty, mfilled, mstatus]
+                    maker = (moid, mclient, instrument, m[3], m[4], price, mqty, mfilled, mstatus)
                     changes.append(["put", "orders", moid, maker])
                     changes.append(
-                        ["put", "executions", eid, [eid, instrument, price, q, oid, moid, side]]
+                        ["put", "executions", eid, (eid, instrument, price, q, oid, moid, side)]
                     )
                     changes.append(
                         ["push", "reports", client_id,
-                         [eid, oid, instrument, side, pstr, q, remaining]]
+                         (eid, oid, instrument, side, pstr, q, remaining)]
                     )  # fmt: skip
                     changes.append(
                         ["push", "reports", mclient,
-                         [eid, moid, instrument, m[3], pstr, q, mleft]]
+                         (eid, moid, instrument, m[3], pstr, q, mleft)]
                     )  # fmt: skip
                     fills.append({"exec_id": eid, "price": pstr, "qty": q, "maker_order_id": moid})
                     eid += 1
@@ -204,7 +214,7 @@ class Engine:
             status = "cancelled"  # market orders are immediate-or-cancel
         else:
             status = "partially_filled" if filled else "new"
-        order = [oid, client_id, instrument, side, otype, limit, qty, filled, status]
+        order = (oid, client_id, instrument, side, otype, limit, qty, filled, status)
         changes.append(["put", "orders", oid, order])
         result = {
             "order_id": oid,
@@ -226,7 +236,7 @@ class Engine:
             return reject(True, NOT_OWNER, f"order {oid} belongs to another client")
         if o[8] not in OPEN:
             return reject(True, ORDER_CLOSED, f"order {oid} is already {o[8]}")
-        new = [*o[:8], "cancelled"]
+        new = (*o[:8], "cancelled")
         result = {"order_id": oid, "status": "cancelled", "cancelled_qty": o[6] - o[7]}
         return Outcome(True, STATUS_OK, result, [["put", "orders", oid, new]])
 
@@ -264,26 +274,38 @@ class Engine:
         for ch in changes:
             op = ch[0]
             table = ch[1]
-            # The common ops are inlined: apply runs on every node for every write.
-            if op == "put" and table == "orders":
-                oid = ch[2]
-                order = ch[3]
-                prev = orders.get(oid)
-                orders[oid] = order
-                if prev is None and oid >= self.next_order_id:
-                    self.next_order_id = oid + 1
-                if order[8] in OPEN:
-                    if prev is None:
-                        book = self.books[order[2]]
-                        (book.bids if order[3] == "buy" else book.asks).add(order[5], oid)
-                elif prev is None or prev[8] in OPEN:
-                    if prev is not None and prev[5] is not None:
-                        book = self.books[prev[2]]
-                        (book.bids if prev[3] == "buy" else book.asks).remove(prev[5], oid)
-                    closed = self.closed
-                    closed.append(oid)
-                    if len(closed) > self._max_closed:
-                        orders.pop(closed.popleft(), None)
+            # The common ops are inlined: apply runs on every node for every
+            # write. tuple() of a tuple (the primary's rows) is that tuple.
+            if op == "put":
+                if table == "orders":
+                    oid = ch[2]
+                    order = tuple(ch[3])
+                    prev = orders.get(oid)
+                    orders[oid] = order
+                    if prev is None and oid >= self.next_order_id:
+                        self.next_order_id = oid + 1
+                    if order[8] in OPEN:
+                        if prev is None:
+                            book = self.books[order[2]]
+                            (book.bids if order[3] == "buy" else book.asks).add(order[5], oid)
+                    elif prev is None or prev[8] in OPEN:
+                        if prev is not None and prev[5] is not None:
+                            book = self.books[prev[2]]
+                            (book.bids if prev[3] == "buy" else book.asks).remove(prev[5], oid)
+                        closed = self.closed
+                        closed.append(oid)
+                        if len(closed) > self._max_closed:
+                            orders.pop(closed.popleft(), None)
+                    continue
+                if table == "executions":
+                    eid = ch[2]
+                    executions = self.executions
+                    executions[eid] = tuple(ch[3])
+                    if eid >= self.next_exec_id:
+                        self.next_exec_id = eid + 1
+                    # Exec ids are consecutive, so "the N most recent" is an id range.
+                    executions.pop(eid - self._max_closed, None)
+                    continue
             elif op == "push" and table == "reports":
                 cid = ch[2]
                 q = self.reports.get(cid)
@@ -292,18 +314,12 @@ class Engine:
                 elif len(q) >= self._max_reports:
                     q.popleft()
                     self.reports_dropped += 1
-                q.append(ch[3])
-            elif op == "put" and table == "executions":
-                eid = ch[2]
-                self.executions[eid] = ch[3]
-                if eid >= self.next_exec_id:
-                    self.next_exec_id = eid + 1
-                # Exec ids are consecutive, so "the N most recent" is an id range.
-                self.executions.pop(eid - self._max_closed, None)
+                q.append(tuple(ch[3]))
+                continue
             elif op == "pop" and table == "reports":
                 self._pop_reports(ch[2], ch[3])
-            else:
-                raise ProtocolError(f"unknown change op: {ch!r:.200}")
+                continue
+            raise ProtocolError(f"unknown change op: {ch!r:.200}")
 
     def _pop_reports(self, client_id: str, n: int) -> None:
         q = self.reports.get(client_id)

@@ -8,8 +8,9 @@ equal snapshots. The books are not stored: they are an index over the open
 orders and are rebuilt by inserting the open orders in order-id (= arrival)
 order, which reproduces every level's FIFO.
 
-The snapshot shares the (never mutated in place) order and execution values
-with the live engine: serialise it, do not edit it.
+The engine holds its rows as tuples (engine.py says why); the snapshot gives
+them as lists, what msgpack gives back, so a snapshot and its round trip
+compare equal. Restoring makes them tuples again.
 
 The digest hashes a canonical form of the whole state *including* the books,
 with every map's keys sorted, so that it is independent of dict insertion
@@ -52,10 +53,10 @@ def snapshot(eng: Engine) -> dict[str, Any]:
         "next_order_id": eng.next_order_id,
         "next_exec_id": eng.next_exec_id,
         "reports_dropped": eng.reports_dropped,
-        "orders": [orders[k] for k in sorted(orders)],
+        "orders": [list(orders[k]) for k in sorted(orders)],
         "closed": list(eng.closed),
-        "executions": [execs[k] for k in sorted(execs)],
-        "reports": [[cid, list(q)] for cid, q in sorted(eng.reports.items())],
+        "executions": [list(execs[k]) for k in sorted(execs)],
+        "reports": [[cid, [list(r) for r in q]] for cid, q in sorted(eng.reports.items())],
     }
 
 
@@ -81,7 +82,7 @@ def _load(eng: Engine, snap: dict[str, Any]) -> None:
     eng.next_exec_id = int(snap["next_exec_id"])
     eng.reports_dropped = int(snap["reports_dropped"])
     for raw in sorted(snap["orders"], key=lambda o: int(o[O_ID])):
-        order = list(raw)
+        order = tuple(raw)
         if len(order) != ORDER_FIELDS:
             raise ValueError(f"order {order!r:.100} has {len(order)} fields, not {ORDER_FIELDS}")
         oid = order[O_ID]
@@ -103,11 +104,11 @@ def _load(eng: Engine, snap: dict[str, Any]) -> None:
     floor = eng.next_exec_id - cfg.max_closed_orders
     for raw in snap["executions"]:
         if raw[0] >= floor:
-            eng.executions[raw[0]] = list(raw)
+            eng.executions[raw[0]] = tuple(raw)
     limit = cfg.max_reports_per_client
     for cid, items in snap["reports"]:
         if items:
-            q = deque(items)
+            q = deque(tuple(r) for r in items)
             while len(q) > limit:
                 q.popleft()
                 eng.reports_dropped += 1
