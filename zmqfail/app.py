@@ -40,7 +40,7 @@ import hashlib
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgpack
 
@@ -60,14 +60,17 @@ SHIPPED = {"orders": "zmqfail.apps.orders", "ledger": "zmqfail.apps.ledger"}
 DEFAULT_APP = "orders"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What executing one request would do, computed without touching the state.
 
     ``status`` is ``ok`` or ``rejected``. ``write`` False is a read-only query:
     not logged, not applied, not remembered for resends. A rejected write
     keeps ``write`` True with no changes, so the log records the refusal and a
     resend gets the same answer even if the state moved on meanwhile.
+
+    A named tuple, immutable like a frozen dataclass but built in C (a frozen
+    dataclass sets each field through object.__setattr__): one is made per
+    request, and the processor unpacks it in one step.
     """
 
     write: bool

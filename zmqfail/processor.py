@@ -134,13 +134,14 @@ class Processor:
             self.failures += 1
             result = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
             return Processed(self._reply(msg_id, STATUS_ERROR, result), 0, None)
-        lsn = self.last_lsn + 1
+        write, status, result, changes = out
         try:
-            if not out.write:
-                reply = self._reply(msg_id, out.status, out.result)
+            if not write:
+                reply = self._reply(msg_id, status, result)
             else:
+                lsn = self.last_lsn + 1
                 record = encode_record(
-                    lsn, self.epoch, client_id, msg_id, body, out.changes, out.status, out.result
+                    lsn, self.epoch, client_id, msg_id, body, changes, status, result
                 )
         except ProtocolError as exc:
             # The application answered with what the wire cannot carry (an
@@ -148,17 +149,17 @@ class Processor:
             self.failures += 1
             result = {"code": "internal", "message": f"the application's answer: {exc}"}
             return Processed(self._reply(msg_id, STATUS_ERROR, result), 0, None)
-        if out.status == STATUS_REJECTED:
+        if status == STATUS_REJECTED:
             self.rejected += 1
-        if not out.write:
+        if not write:
             return Processed(reply, self.last_lsn, None)
-        self.app.apply(out.changes)
-        store(s, self._window, msg_id, out.status, out.result)
+        self.app.apply(changes)
+        store(s, self._window, msg_id, status, result)
         self._live.move_to_end(client_id)
         self.last_lsn = lsn
-        self.last_epoch = self.epoch
+        epoch = self.last_epoch = self.epoch
         self.applied += 1
-        return Processed(self._reply(msg_id, out.status, out.result, True), lsn, record)
+        return Processed(encode_reply(msg_id, status, result, epoch, self.name, True), lsn, record)
 
     def knows_client(self, client_id: str) -> bool:
         """Has this client a session (a registration is a write in the
@@ -207,9 +208,10 @@ class Processor:
             store(s, self._window, rec.msg_id, rec.status, rec.result)
             self._live.move_to_end(cid)
         self.last_lsn = rec.lsn
-        self.last_epoch = rec.epoch
+        epoch = self.last_epoch = rec.epoch
         self.applied += 1
-        self.epoch = max(self.epoch, rec.epoch)
+        if epoch > self.epoch:
+            self.epoch = epoch
 
     # ------------------------------------------------------------- state
 
