@@ -14,6 +14,7 @@ from conftest import BUY
 from zmqfail import config
 from zmqfail.processor import Processed, Processor
 from zmqfail.protocol import STATUS_EXPIRED, STATUS_OK, Reply, SessionGrant, decode, decode_as
+from zmqfail.sessions import unpack
 from zmqfail.txlog.record import TxRecord
 
 pytestmark = pytest.mark.timeout(30)
@@ -110,7 +111,7 @@ def test_stored_replies_hit_miss_and_queries_are_not_stored() -> None:
     r = p.send("a", 1, BUY, sid)
     again = p.send("a", 1, {"op": "anything"}, sid)  # a resend: the body is not looked at
     assert again.result == r.result and p.primary.duplicates == 1
-    assert p.backup.sessions.live["a"].replies[1] == ("ok", r.result)
+    assert unpack(p.backup.sessions.live["a"].replies[1]) == ("ok", r.result)
     q = p.send("a", 2, {"op": "status", "order_id": 1}, sid)  # a query: not stored
     assert q.status == STATUS_OK and 2 not in p.primary.sessions.live["a"].replies
     assert len(p.records) == 2

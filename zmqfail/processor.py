@@ -25,7 +25,7 @@ from zmqfail.protocol import (
     SessionGrant,
     encode_reply,
 )
-from zmqfail.sessions import SessionTable, store
+from zmqfail.sessions import SessionTable, store, unpack
 from zmqfail.txlog.history import EpochHistory
 from zmqfail.txlog.record import REGISTER, TxRecord, encode_record
 
@@ -119,7 +119,8 @@ class Processor:
             # The stored reply may belong to a record not yet committed: it waits
             # behind everything written so far, never ahead of its own commit.
             self.duplicates += 1
-            return Processed(self._reply(msg_id, stored[0], stored[1], True), self.last_lsn, None)
+            status, result = unpack(stored)
+            return Processed(self._reply(msg_id, status, result, True), self.last_lsn, None)
         if msg_id <= s.evicted:
             self.stale += 1
             result = {

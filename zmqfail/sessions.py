@@ -21,6 +21,14 @@ names a session no longer in the table is refused as expired and not executed:
 the replies that would have recognised it as a resend are gone.
 
 Queries are not logged, so they do not count as activity.
+
+A stored reply is kept as its status and the MessagePack of its result: a
+tuple of a str and bytes, which the garbage collector stops tracking, where a
+result map (with the lists inside it) would be walked by every collection as
+long as it is kept, ``max_sessions x window`` of them (docs/benchmarks.md,
+"The per-request cost"). A resend and a snapshot decode it; MessagePack gives
+back what it was given (a result that reached the log is plain data), so the
+answer is the same bytes.
 """
 
 from __future__ import annotations
@@ -28,7 +36,12 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Any
 
+import msgspec
+
 from zmqfail.errors import ProtocolError
+from zmqfail.protocol.typed import encode
+
+_decode = msgspec.msgpack.Decoder().decode
 
 
 class SessionState:
@@ -39,7 +52,7 @@ class SessionState:
     def __init__(self, sid: int, nonce: int, evicted: int = 0) -> None:
         self.id = sid
         self.nonce = nonce  # the client's random number for this registration
-        self.replies: dict[int, tuple[str, dict[str, Any]]] = {}
+        self.replies: dict[int, tuple[str, bytes]] = {}  # msg_id -> (status, result packed)
         self.order: deque[int] = deque()  # msg_ids oldest first: the eviction order
         self.evicted = evicted  # highest msg_id forgotten, 0 if none
         # Highest msg_id logged in the session: what a client that was answered
@@ -94,7 +107,7 @@ class SessionTable:
             "evictions": self.evictions,
             "ended": [[cid, sid, high] for cid, (sid, high) in self.ended.items()],
             "live": [
-                [cid, s.id, s.nonce, s.evicted, [[m, *s.replies[m]] for m in s.order]]
+                [cid, s.id, s.nonce, s.evicted, [[m, *unpack(s.replies[m])] for m in s.order]]
                 for cid, s in self.live.items()
             ],
         }
@@ -131,12 +144,18 @@ def store(s: SessionState, window: int, msg_id: int, status: str, result: dict[s
         s.high = msg_id
     if msg_id not in replies:
         s.order.append(msg_id)
-    replies[msg_id] = (status, result)
+    replies[msg_id] = (status, encode(result))
     if len(s.order) > window:
         old = s.order.popleft()
         del replies[old]
         if old > s.evicted:
             s.evicted = old
+
+
+def unpack(stored: tuple[str, bytes]) -> tuple[str, dict[str, Any]]:
+    """A stored reply's status and result, as `store` was given them."""
+    result: dict[str, Any] = _decode(stored[1])
+    return stored[0], result
 
 
 def unknown_acks(session: int, acked: int, server_session: int, known: int) -> tuple[int, int]:
