@@ -1,5 +1,6 @@
 """Rewriting a node's own log: keeping only what a new primary's history
-shares, installing a primary's snapshot, and telling what was set aside.
+shares, installing a primary's snapshot, and telling what was set aside;
+and the meta record that says what the log is (`meta_record`).
 
 Both happen when a server starts to follow another one (after a takeover, a
 restart, a power loss) and its log holds records the primary's history does
@@ -18,6 +19,7 @@ from typing import Any
 from zmqfail.core.journal import Journal, SetAside, StateChange
 from zmqfail.core.log import NodeLog
 from zmqfail.core.ports import Disk
+from zmqfail.failover.state import FailoverState, Role, State
 from zmqfail.processor import Processor
 from zmqfail.txlog.history import EpochHistory, common_prefix
 from zmqfail.txlog.truncate import Cut
@@ -25,6 +27,38 @@ from zmqfail.txlog.truncate import Cut
 log = logging.getLogger("zmqfail.node")
 
 MAX_QUARANTINE_ENTRIES = 20
+
+
+def meta_record(
+    fs: FailoverState,
+    node: str,
+    cluster: str,
+    history: EpochHistory,
+    quarantined: int,
+    clean_stop: bool = False,
+) -> dict[str, Any]:
+    """What a node's meta file says of it (written at every change of these
+    facts, read at start-up). `active`: the last server known to serve was
+    this one. `alone`: and it ran alone (or stopped cleanly), so its log
+    holds every record it acknowledged: it may start as primary on its own.
+    `resync`: it served, so its log may hold records nobody else has.
+    `history`: the terms of its log. `quarantined`: records it set aside so
+    far."""
+    alone = fs.may_lead and (
+        fs.state in (State.PRIMARY_ONLY, State.BACKUP_ONLY)
+        or (clean_stop and fs.role is Role.PRIMARY)
+    )
+    return {
+        "epoch": fs.epoch,
+        "node": node,
+        "cluster": cluster,
+        "active": fs.may_lead,
+        "alone": alone,
+        "resync": fs.was_active,
+        "history": history.to_wire(),
+        "quarantined": quarantined,
+        "paused": fs.paused,
+    }
 
 
 class LocalStore:

@@ -37,7 +37,7 @@ from zmqfail.core.frontend import Frontend
 from zmqfail.core.intake import PeerIntake
 from zmqfail.core.journal import Journal
 from zmqfail.core.leader import Leader
-from zmqfail.core.local import LocalStore
+from zmqfail.core.local import LocalStore, meta_record
 from zmqfail.core.log import NodeLog
 from zmqfail.core.operator import Operator
 from zmqfail.core.peers import PauseGuard, PeerTable, PeerView, Prober
@@ -468,27 +468,9 @@ class NodeCore:
 
     # ------------------------------------------------------------- meta
     def meta(self, clean_stop: bool = False) -> dict[str, Any]:
-        """`active`: the last server known to serve was this one. `alone`: and
-        it ran alone (or stopped cleanly), so its log holds every record it
-        acknowledged: it may start as primary on its own. `resync`: it served,
-        so its log may hold records nobody else has. `history`: the terms of
-        its log. `quarantined`: records it set aside so far."""
-        fs = self.agent.fs
-        alone = fs.may_lead and (
-            fs.state in (State.PRIMARY_ONLY, State.BACKUP_ONLY)
-            or (clean_stop and fs.role is Role.PRIMARY)
-        )
-        return {
-            "epoch": fs.epoch,
-            "node": self.name,
-            "cluster": self.cfg.name,
-            "active": fs.may_lead,
-            "alone": alone,
-            "resync": fs.was_active,
-            "history": self.nlog.proc.history.to_wire(),
-            "quarantined": self.store.quarantined,
-            "paused": fs.paused,
-        }
+        history = self.nlog.proc.history
+        fs, quarantined = self.agent.fs, self.store.quarantined
+        return meta_record(fs, self.name, self.cfg.name, history, quarantined, clean_stop)
 
     def save_meta(self) -> None:
         self.disk.write_meta(self.meta())
