@@ -238,8 +238,11 @@ def test_errors_survive_pickling() -> None:
 # Unsafe seeds where servers split, the new primary's recovery signal told
 # clients of losses, and it failed before writing; the old primary, elected
 # later with its longer log, kept what clients were told is lost (found by the
-# unsafe campaign on 2026-12-01; docs/reliability.md).
-FALSE_LOSS_SEEDS = (171, 559, 612, 1279, 1966)
+# unsafe campaign on 2026-12-01; docs/reliability.md). Searched again when
+# heartbeats stopped waking the loop (they wait for the detector's tick): the
+# schedules' timing moved, and of seeds 0-2,999 only these still show it with
+# the set-aside removed.
+FALSE_LOSS_SEEDS = (97, 171, 559)
 
 
 @pytest.mark.timeout(120)
@@ -260,4 +263,4 @@ def test_a_reported_loss_is_never_undone(monkeypatch: pytest.MonkeyPatch) -> Non
         assert "split-servers" in picked and not out.violations, (seed, out.violations)
     monkeypatch.setattr(NodeCore, "_set_aside_superseded", lambda self: None)
     planted = [run_one(seed, unsafe=True)[0].violations for seed in FALSE_LOSS_SEEDS]
-    assert sum(any(v.kind == "false-loss" for v in vs) for vs in planted) >= 3, planted
+    assert sum(any(v.kind == "false-loss" for v in vs) for vs in planted) >= 2, planted

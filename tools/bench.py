@@ -27,6 +27,8 @@ Other scenarios:
              (tools/benchkit/shards.py)
   turns      the normal state with each server's loop turns timed: how much
              of the time primary and backup work at once (tools/benchkit/turns.py)
+  idle       a pair with no client: each server's CPU share at rest
+             (tools/benchkit/idle.py)
   processor  in process, no sockets: the per-request path of the active server
              (dedup, application, record, reply) and the backup's (decode, apply)
 Single flows run at 1 and 64 in flight unless --windows says otherwise.
@@ -52,6 +54,7 @@ from typing import Any
 from benchkit.alarms import bench_alarms
 from benchkit.cluster import Cluster
 from benchkit.flows import FLOWS
+from benchkit.idle import bench_idle
 from benchkit.meter import Timing
 from benchkit.procs import BenchError, Reaper, interrupt_on_signals
 from benchkit.report import format_table, plot, run_flows
@@ -224,7 +227,7 @@ def _settings(text: str) -> list[tuple[int, int]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    choices = ["compare", *FLOWS, "failover", "processor", "alarms", "shards", "turns"]
+    choices = ["compare", *FLOWS, "failover", "processor", "alarms", "shards", "turns", "idle"]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=" ".join(choices))
     ap.add_argument("--seconds", type=float, default=5.0, help="measured per row (default 5)")
@@ -285,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                         reaper, args.seconds, hogs, kills, args.detect, say=print_flush
                     )
                 ]
+            if "idle" in args.scenarios:
+                out["idle"] = bench_idle(reaper, args.seconds, print_flush)
             if "turns" in args.scenarios:
                 out["turns"] = bench_turns(reaper, windows, timing, print_flush)
             if "shards" in args.scenarios:

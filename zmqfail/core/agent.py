@@ -43,7 +43,7 @@ from zmqfail.failover.state import (
     WitnessElected,
     initial,
 )
-from zmqfail.protocol import Heartbeat, Hello
+from zmqfail.protocol import Hello
 
 log = logging.getLogger("zmqfail.failover")
 
@@ -97,7 +97,7 @@ class FailoverAgent:
         self.silent: set[str] = set()
         self.judged: dict[str, Verdict] = {}  # step 420's verdict, fed once per silence
         self._watching = ""  # the primary whose silence we judge
-        self.seen: dict[str, Heartbeat] = {}
+        self.seen: dict[str, int] = {}  # per peer, the PeerView.count last looked at
         # What we last told the machine of each peer's progress (epoch, lsn,
         # live, serving): sent again whenever any of it changes.
         self.progress: dict[str, tuple[int, int, bool, bool]] = {}
@@ -267,8 +267,8 @@ class FailoverAgent:
                 continue
             alive = view.age(now) <= self.dead_after
             serving = hb.role is Role.PRIMARY and hb.state in SERVING
-            if self.seen.get(name) is not hb:
-                self.seen[name] = hb
+            if self.seen.get(name) != view.count:
+                self.seen[name] = view.count
                 if serving:
                     # Right after our own stall, an offer may be stale (called off
                     # since): take none until fresh heartbeats had time to arrive.

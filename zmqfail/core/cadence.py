@@ -26,6 +26,10 @@ class Periodic:
         self.every = every
         self.next = now  # due at once: a starting node ticks and beats
 
+    def is_due(self, now: float) -> bool:
+        """Whether `due` would say so, without moving the deadline."""
+        return now >= self.next - TURN_SLACK
+
     def due(self, now: float) -> bool:
         """Is it due in this turn? If so, the next deadline moves on the grid."""
         if now < self.next - TURN_SLACK:

@@ -29,7 +29,7 @@ from typing import Any
 
 from zmqfail.config import ClusterConfig
 from zmqfail.core.agent import FailoverAgent
-from zmqfail.core.beats import heartbeats
+from zmqfail.core.beats import Beats
 from zmqfail.core.cadence import SLOW_TICK, Periodic
 from zmqfail.core.checkpoint import CheckpointAgent
 from zmqfail.core.follower import Follower
@@ -86,6 +86,7 @@ class NodeCore:
         self.takeovers = 0
         self.ticks = Periodic(tick, now)  # failure detection and timers
         self.beats = Periodic(self.beat_interval, now)
+        self.beat_frames = Beats()
         self.nlog = NodeLog(loaded.proc, loaded.snapshot_lsn, cfg.flush)
         self.peers = PeerTable(self.peer_names, self.dead_after)
         self.guard = PauseGuard(self.dead_after)
@@ -217,6 +218,12 @@ class NodeCore:
             self.intake.on_ack(peer)
         if ack is not None:
             self.agent.higher_epoch(ack.epoch, ack.sender, now)
+
+    def hears_beats(self, now: float) -> bool:
+        """Read the peers' heartbeats this turn? Only when the failure detector,
+        their one reader, runs: a beat waits in its socket at most a tick (the
+        detector's granularity anyway) instead of waking the loop for nothing."""
+        return self.ticks.is_due(now)
 
     def on_heartbeats(self, link: str, frames: list[bytes], now: float) -> None:
         self.intake.on_heartbeats(link, frames, now)
@@ -364,7 +371,8 @@ class NodeCore:
 
     # ---------------------------------------------------------- heartbeats
     def _beat(self, now: float) -> None:
-        self.out.beat.extend(heartbeats(self.name, self.agent.fs, self.nlog, self.leader))
+        beats = self.beat_frames.frames(self.name, self.agent.fs, self.nlog, self.leader)
+        self.out.beat.extend(beats)
 
     # --------------------------------------------------- the state machine
     def carry_out(self, action: Action) -> None:

@@ -26,6 +26,9 @@ class PeerView:
     last: Heartbeat | None = None
     history: EpochHistory = field(default_factory=EpochHistory)
     heard_at: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LINKS, 0.0))
+    # Heartbeats taken as `last` so far: what tells the failover agent a new
+    # one came (an unchanged heartbeat may be the very object decoded before).
+    count: int = 0
 
     def age(self, now: float) -> float:
         latest = max(self.heard_at.values())
@@ -45,6 +48,7 @@ class PeerTable:
         if view.last is None or hb.epoch >= view.last.epoch:
             view.last = hb
             view.history = history
+            view.count += 1
         view.heard_at[link] = now
         return True
 

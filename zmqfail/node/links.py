@@ -163,7 +163,7 @@ class Channels:
                 # One SUB, several servers: each connect dials with that peer's key.
                 self._dial(sub, repl, peer.name)
                 sub.connect(peer.link(link).heartbeat)
-            self.poller.register(sub, zmq.POLLIN)
+            # Not polled: read when the failure detector runs (NodeCore.hears_beats).
             self.pull[link], self.rep[link], self.pub[link], self.sub[link] = pull, rep, pub, sub
             for s in (pull, rep, sub):
                 self.link_of[s] = link

@@ -204,6 +204,7 @@ class Node:
             frames = ch.read_frontend()
             if frames:
                 core.on_client(frames, now)
+        hears = core.hears_beats(now)
         for link in LINKS:
             if ch.pull[link] in events:
                 records = ch.read_records(link)
@@ -213,7 +214,7 @@ class Node:
                 parts = ch.read_commit(link)
                 if parts is not None:
                     core.on_commit(link, parts, now)
-            if ch.sub[link] in events:
+            if hears:  # the SUBs are not polled: read in the detector's turns
                 beats = ch.read_heartbeats(link)
                 if beats:
                     core.on_heartbeats(link, beats, now)

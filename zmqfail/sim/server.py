@@ -112,7 +112,10 @@ class SimServer:
         if not self.up:
             return
         self.inbox.append((kind, item))
-        self.wake(self.loop.now + TURN_DELAY)
+        if not kind.startswith("beat:"):
+            # A heartbeat waits for the detector's turn, as the real shell,
+            # which does not poll its SUBs (NodeCore.hears_beats).
+            self.wake(self.loop.now + TURN_DELAY)
 
     def _async(self, fn: Callable[[NodeCore], None]) -> None:
         """A completion from the disk: handled in the next turn."""
@@ -155,6 +158,9 @@ class SimServer:
     def _turn(self, core: NodeCore, now: float) -> None:
         core.begin_turn(now)
         inbox, self.inbox = self.inbox, []
+        if not core.hears_beats(now):
+            self.inbox = [x for x in inbox if x[0].startswith("beat:")]
+            inbox = [x for x in inbox if not x[0].startswith("beat:")]
         for kind, item in self._grouped(inbox):
             if kind == "client":
                 core.on_client(item, now)
