@@ -19,7 +19,7 @@ from zmqfail.chaos import Direction
 from zmqfail.core.ports import Outbox
 from zmqfail.errors import ProtocolError
 from zmqfail.node.control import Control
-from zmqfail.node.links import CLIENTS, Channels, Faults
+from zmqfail.node.links import BEAT_HWM, CLIENTS, Channels, Faults
 
 LINKS = ("main", "failsafe")
 
@@ -203,3 +203,13 @@ def test_the_client_channel_cut_one_way(direction: Direction, heard: int, replie
     ch.carry(outbox(), 0.0)
     assert len(socks["frontend"].sent) == replied
     assert ch.undeliverable == 1 - replied
+
+
+def test_a_heartbeat_backlog_is_read_in_one_detector_turn() -> None:
+    """Heartbeats are read only when the detector runs; after a stall, every
+    beat a SUB can queue goes in that one read, so the next tick sees only
+    fresh ones (the old cap of 256 spread a full queue over four ticks)."""
+    queued = [b"h%d" % i for i in range(BEAT_HWM)]
+    ch, socks = channels(sub_main=list(queued))
+    assert ch.read_heartbeats("main") == queued
+    assert socks["sub-main"].inbox == deque()

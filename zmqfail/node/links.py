@@ -35,6 +35,11 @@ Ctx = zmq.Context[zmq.Socket[bytes]]
 Sock = zmq.Socket[bytes]
 
 MAX_FRAMES = 512  # frames taken from a socket per turn, so no channel starves
+# Heartbeats queued per SUB at most. They are read only in the detector's
+# turns (NodeCore.hears_beats), so each read takes all that can be queued:
+# after a long stall the backlog goes in one tick, not over several ticks
+# in which a peer's old beats would look like fresh ones.
+BEAT_HWM = 1000
 CLIENTS = "clients"
 WITNESS = "witness"
 
@@ -157,7 +162,7 @@ class Channels:
             pub = self._bound(zmq.PUB, ends.heartbeat, Channel.HEARTBEAT, poll=False, curve=repl)
             pub.setsockopt(zmq.SNDHWM, 100)
             sub = self._socket(zmq.SUB, Channel.HEARTBEAT)
-            sub.setsockopt(zmq.RCVHWM, 1000)
+            sub.setsockopt(zmq.RCVHWM, BEAT_HWM)
             sub.setsockopt(zmq.SUBSCRIBE, b"")
             for peer in cfg.peers(me.name):
                 # One SUB, several servers: each connect dials with that peer's key.
@@ -384,7 +389,7 @@ class Channels:
     def read_heartbeats(self, link: str) -> list[bytes]:
         sub = self.sub[link]
         got: list[bytes] = []
-        for _ in range(256):
+        for _ in range(2 * BEAT_HWM):  # what is queued, and what comes meanwhile
             try:
                 data = sub.recv(zmq.NOBLOCK)
             except zmq.Again:
