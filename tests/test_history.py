@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from zmqfail.core.replay import history_from_meta
 from zmqfail.errors import ProtocolError
-from zmqfail.txlog.history import EpochHistory, Term, common_prefix
+from zmqfail.txlog.history import EpochHistory, Term, common_prefix, rival
 from zmqfail.txlog.recovery import iter_records, recover
 from zmqfail.txlog.segments import DiskLog
 from zmqfail.txlog.snapshot import list_snapshots, write_snapshot
@@ -50,6 +50,20 @@ def test_same_epoch_number_from_two_leaders_is_two_histories() -> None:
     other = hist(A1, Term(2, "b", 44, 95))
     assert common_prefix(b_log, 120, a_again, 95) == 89
     assert common_prefix(other, 120, a_again, 95) == 89  # same epoch 2, different terms
+
+
+def test_a_rival_is_another_term_of_an_epoch_we_hold() -> None:
+    a_again = hist(A1, Term(2, "a", 33, 27))
+    b_announced = hist(A1, Term(2, "b", 44, 23))  # no record behind it yet
+    assert rival(a_again, b_announced) == Term(2, "b", 44, 23)
+    assert rival(b_announced, a_again) == Term(2, "a", 33, 27)
+    # Followers hold their leader's terms; newer or older epochs are no rivals.
+    assert rival(a_again, hist(A1)) is None
+    assert rival(hist(A1), hist(A1, Term(2, "b", 44, 23))) is None
+    assert rival(a_again, a_again.copy()) is None
+    assert rival(hist(A1, Term(3, "b", 5, 23)), a_again) is None
+    # A term from before ids (0) matches any term of its epoch.
+    assert rival(hist(Term(1, "", 0, 1)), hist(A1)) is None
 
 
 def test_a_follower_that_is_simply_behind_keeps_everything() -> None:

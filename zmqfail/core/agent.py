@@ -44,6 +44,7 @@ from zmqfail.failover.state import (
     initial,
 )
 from zmqfail.protocol import Hello
+from zmqfail.txlog.history import EpochHistory, Term, rival
 
 log = logging.getLogger("zmqfail.failover")
 
@@ -68,10 +69,12 @@ class FailoverAgent:
         journal: Journal,
         last_heard: Callable[[str], float | None],
         witness: bool = False,
+        history: Callable[[], EpochHistory] = EpochHistory,
     ) -> None:
         self.name = name
         self.journal = journal  # the failover history (memory and data dir)
         self._last_heard = last_heard  # when a peer was last heard on any path
+        self.history = history  # our log's terms: a peer's rival of one is never followed
         self.peer_names = peers
         fresh = "active" not in meta
         self.fs: FailoverState = initial(
@@ -98,6 +101,7 @@ class FailoverAgent:
         self.judged: dict[str, Verdict] = {}  # step 420's verdict, fed once per silence
         self._watching = ""  # the primary whose silence we judge
         self.seen: dict[str, int] = {}  # per peer, the PeerView.count last looked at
+        self.clashes: set[tuple[str, Term]] = set()  # rival terms reported
         # What we last told the machine of each peer's progress (epoch, lsn,
         # live, serving): sent again whenever any of it changes.
         self.progress: dict[str, tuple[int, int, bool, bool]] = {}
@@ -256,6 +260,7 @@ class FailoverAgent:
         primary last replicated to us; `full_copies`: as a primary, the backups
         holding everything we acknowledged (None when not replicating)."""
         fs = self.fs
+        history = self.history()  # our log's terms, for rivals in the peers'
         if fs.state is State.HANDOFF and now - fs.since >= HANDOFF_TIMEOUT:
             log.warning(
                 "%s: %s did not take over in time; switchover aborted", self.name, fs.handoff_to
@@ -267,6 +272,10 @@ class FailoverAgent:
                 continue
             alive = view.age(now) <= self.dead_after
             serving = hb.role is Role.PRIMARY and hb.state in SERVING
+            clash = rival(history, view.history)
+            if clash is not None and alive:
+                self._clash(name, clash, now)
+                continue  # never followed, its offers never weighed
             if self.seen.get(name) != view.count:
                 self.seen[name] = view.count
                 if serving:
@@ -402,6 +411,26 @@ class FailoverAgent:
         if fs.role is Role.BACKUP and fs.primary == sender and following:
             return OK
         return WAIT
+
+    def _clash(self, peer: str, term: Term, now: float) -> None:
+        """`peer` holds a term of an epoch we also hold, opened by another
+        leader. Leading, we step down above it (whoever leads next sets aside
+        what the two histories do not share); following, we never follow a
+        primary whose history holds it."""
+        fs = self.fs
+        if (peer, term) not in self.clashes:
+            self.clashes.add((peer, term))
+            log.critical(
+                "%s: %s's history holds epoch %d opened by %s, not the epoch %d we hold: "
+                "two leaders opened it",
+                self.name,
+                peer,
+                term.epoch,
+                term.leader,
+                term.epoch,
+            )
+        if fs.role is Role.PRIMARY and fs.state in SERVING:
+            self.feed(HigherEpoch(max(fs.epoch, term.epoch) + 1, peer), now)
 
     def higher_epoch(self, epoch: int, peer: str, now: float) -> None:
         self.feed(HigherEpoch(epoch, peer), now)

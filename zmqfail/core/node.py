@@ -49,7 +49,7 @@ from zmqfail.failover.state import Action, HigherEpoch, Role, State
 from zmqfail.processor import Processor
 from zmqfail.protocol import Goodbye
 from zmqfail.replication import LINKS
-from zmqfail.txlog.history import EpochHistory
+from zmqfail.txlog.history import EpochHistory, rival
 
 log = logging.getLogger("zmqfail.node")
 
@@ -109,6 +109,7 @@ class NodeCore:
             self.journal,
             self._last_heard,
             witness=cfg.witness is not None,
+            history=lambda: self.nlog.proc.history,
         )
         self.intake = PeerIntake(
             self.peers, self.prober, lambda: self.epoch, self.agent.higher_epoch
@@ -434,16 +435,17 @@ class NodeCore:
         self.agent.started_replicating()
 
     def _set_aside_superseded(self) -> None:
-        """Before leading: a peer that knows a newer term than any of ours (one
-        it may only have announced, with no record yet) began it on a log
-        without what we hold beyond our common prefix, and its recovery
-        signal told clients that part is lost: so we set it aside too
-        (docs/reliability.md, "Losses reported after a split")."""
-        mine = self.nlog.proc.history.last
-        newer = self.peers.newer_term(mine.epoch if mine is not None else 0)
+        """Before leading: a peer that knows a newer term than any of ours, or
+        a rival of one (its epoch, another leader), began it on a log without
+        what we hold beyond our common prefix, and its recovery signal may have
+        told clients that part is lost: so we set it aside too (reliability.md)."""
+        history = self.nlog.proc.history
+        newer = self.peers.newer_term(history.last.epoch if history.last else 0)
         if newer is not None:
-            name, epoch, view = newer
-            self._keep_shared(view, f"superseded by {name}'s epoch {epoch}")
+            self._keep_shared(newer[2], f"superseded by {newer[0]}'s epoch {newer[1]}")
+        for name, view in self.peers.views.items():
+            if (clash := rival(history, view.history)) is not None:
+                self._keep_shared(view, f"{name} holds another epoch {clash.epoch}")
 
     def _follow(self, primary: str) -> None:
         """Before mirroring a primary, keep only the part of our log its history

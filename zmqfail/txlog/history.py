@@ -138,6 +138,20 @@ class EpochHistory:
         return cls(terms)
 
 
+def rival(mine: EpochHistory, theirs: EpochHistory) -> Term | None:
+    """A term of `theirs` at the epoch of one of ours that is another term:
+    two leaders opened the same epoch (a server that led alone after a
+    restart, not knowing the epoch a peer had opened meanwhile). Epochs alone
+    cannot order them, so each side must stop trusting its own
+    (docs/reliability.md, "Losses reported after a split")."""
+    by_epoch = {t.epoch: t for t in mine.terms}
+    for t in theirs.terms:
+        m = by_epoch.get(t.epoch)
+        if m is not None and not m.same(t):
+            return t
+    return None
+
+
 def _end(terms: list[Term], i: int, last_lsn: int, open_last: bool) -> float:
     if i + 1 < len(terms):
         return terms[i + 1].first_lsn - 1
