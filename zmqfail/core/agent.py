@@ -418,18 +418,19 @@ class FailoverAgent:
         what the two histories do not share); following, we never follow a
         primary whose history holds it."""
         fs = self.fs
+        leading = fs.role is Role.PRIMARY and fs.state in SERVING
         if (peer, term) not in self.clashes:
             self.clashes.add((peer, term))
             log.critical(
-                "%s: %s's history holds epoch %d opened by %s, not the epoch %d we hold: "
-                "two leaders opened it",
+                "%s: %s's history holds epoch %d as opened by %s, ours another term of that "
+                "epoch: two leaders opened it; %s",
                 self.name,
                 peer,
                 term.epoch,
                 term.leader,
-                term.epoch,
+                "stepping down above both" if leading else f"not following {peer} while it lasts",
             )
-        if fs.role is Role.PRIMARY and fs.state in SERVING:
+        if leading:
             self.feed(HigherEpoch(max(fs.epoch, term.epoch) + 1, peer), now)
 
     def higher_epoch(self, epoch: int, peer: str, now: float) -> None:
