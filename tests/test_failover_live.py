@@ -288,9 +288,16 @@ def test_a_paused_primary_does_not_blame_its_backup_for_its_own_pause(
     # b, which was probing a (standby), follows it again once it hears it.
     b = cl.wait("b", NORMAL, role=BACKUP, timeout=10)
     assert b.epoch == a.epoch == 1, "someone took over a paused primary"
+    # a never judged b gone from the silence its own pause made.
+    assert "silent on every link" not in procs.log_text("node-a")
     # State changes only (the history also notes a start, a pause, ...).
     changes = [t.dst for t in a.transitions if t.src is not t.dst]
-    assert State.PRIMARY_ONLY not in changes[1:], f"a ran alone after its pause: {changes}"
+    if State.PRIMARY_ONLY in changes[1:]:
+        # Only as b's doing: b judged a silent (it was), probed it, found it
+        # answering (woken by then) and stood by until its links carry again,
+        # and a primary whose backup stands by runs alone. Whether b's probe
+        # or a's replication reaches b first is a race of the woken process.
+        assert "answers over the client network" in procs.log_text("node-b"), changes
 
 
 def test_switchover_to_a_backup_that_freezes_is_called_off(
