@@ -435,10 +435,9 @@ class NodeCore:
         self.agent.started_replicating()
 
     def _set_aside_superseded(self) -> None:
-        """Before leading: a peer that knows a newer term than any of ours, or
-        a rival of one (its epoch, another leader), began it on a log without
-        what we hold beyond our common prefix, and its recovery signal may have
-        told clients that part is lost: so we set it aside too (reliability.md)."""
+        """Before leading: a peer's newer term, or a rival of one of ours, began
+        on a log without our part beyond the common prefix, which its recovery
+        signal may have told clients is lost: we set that aside too."""
         history = self.nlog.proc.history
         newer = self.peers.newer_term(history.last.epoch if history.last else 0)
         if newer is not None:
