@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import cast
 
 import pytest
 from test_core import CFG, DEAD, hb, lead_alone, one_node_core
 
 from zmqfail.core.beats import Beats
 from zmqfail.core.intake import PeerIntake
+from zmqfail.core.leader import Leader
 from zmqfail.core.node import NodeCore
 from zmqfail.core.peers import PeerTable, Prober
 from zmqfail.failover.state import Event, PeerCandidate, Role, State
@@ -176,3 +178,44 @@ def test_heartbeats_never_wake_the_loop_and_wait_for_the_detectors_turn() -> Non
     assert for_beats == dict.fromkeys(cl.servers, 0)
     for server in cl.servers.values():
         assert server.core is not None and server.core.agent.fs.state is State.NORMAL
+
+
+def test_the_backups_in_sync_and_the_handoff_are_part_of_the_key() -> None:
+    """What only a leader's heartbeat says: the backups holding everything,
+    and the backup a switchover hands over to once it holds all we do."""
+
+    class Peer:
+        held = 0
+
+    class Tracker:
+        def __init__(self) -> None:
+            self.peers = {"b": Peer()}
+
+    class StubLeader:
+        def __init__(self) -> None:
+            self.tracker = Tracker()
+            self.copies: list[str] = []
+
+        def full_copies(self) -> list[str]:
+            return list(self.copies)
+
+    core, _disk, _loop = one_node_core()
+    lead_alone(core)
+    leader = StubLeader()
+    kept = Beats()
+
+    def heard() -> Heartbeat:
+        data = kept.frames(core.name, core.agent.fs, core.nlog, cast(Leader, leader))[0][1]
+        msg = decode(data)
+        assert isinstance(msg, Heartbeat)
+        return msg
+
+    assert heard().in_sync == []
+    leader.copies = ["b"]
+    assert heard().in_sync == ["b"]
+    core.agent.fs = replace(core.agent.fs, state=State.HANDOFF, handoff_to="b")
+    peer = leader.tracker.peers["b"]
+    peer.held = core.nlog.held
+    assert heard().handoff_to == "b"
+    peer.held = -1  # it no longer holds everything: not offered yet
+    assert heard().handoff_to == ""
