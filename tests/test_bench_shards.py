@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 from benchkit.meter import Meter, Timing  # noqa: E402
-from benchkit.shards import _row, cpu_seconds, format_rows  # noqa: E402
+from benchkit.procs import BenchError, cpu_seconds  # noqa: E402
+from benchkit.shards import _row, format_rows  # noqa: E402
 
 from zmqfail import config  # noqa: E402
 
@@ -69,3 +70,6 @@ def test_cpu_seconds_reads_user_and_system_time_of_the_process() -> None:
     got = cpu_seconds(os.getpid())
     assert got > 0.1
     assert got == pytest.approx(t.user + t.system, abs=0.05)
+    # A process that is gone is a BenchError naming it, not a traceback.
+    with pytest.raises(BenchError, match="process 999999999"):
+        cpu_seconds(999_999_999)

@@ -4,9 +4,7 @@ each writes its turns on a clean stop). Nothing here is timed."""
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -47,28 +45,13 @@ def test_a_short_run_traces_both_servers() -> None:
     assert lines and "turns window   8" in lines[0]
 
 
-def test_cpu_seconds_reads_this_process_and_refuses_a_missing_one() -> None:
-    """`tools/bench idle` reads /proc: its reading grows with work done, and a
-    pid with no process is a BenchError naming it, not a traceback."""
-    from benchkit.idle import cpu_seconds
-    from benchkit.procs import BenchError
-
-    before = cpu_seconds(os.getpid())
-    deadline = time.process_time() + 0.05
-    while time.process_time() < deadline:
-        pass
-    assert cpu_seconds(os.getpid()) > before
-    with pytest.raises(BenchError, match="process 999999999"):
-        cpu_seconds(999_999_999)
-
-
 @pytest.mark.process
 def test_an_idle_run_measures_both_servers() -> None:
     from benchkit.idle import bench_idle
 
     lines: list[str] = []
     with Reaper() as reaper:
-        row = bench_idle(reaper, 0.5, lines.append)
+        row = bench_idle(reaper, 1.0, lines.append)  # several clock ticks of CPU each
     assert set(row["cpu_share"]) == {"a", "b"}
     assert all(0 < v < 1 for v in row["cpu_share"].values()), row  # a live pair turns
     assert lines and lines[0].startswith("idle pair, CPU share per server: a ")

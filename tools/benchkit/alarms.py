@@ -34,7 +34,7 @@ from zmqfail.failover.state import Role, State
 
 from .cluster import Cluster, drive_client
 from .meter import Timing
-from .procs import BenchError, Reaper, check_interrupted
+from .procs import BenchError, Reaper, wait_interruptibly
 
 ALONE = frozenset({State.PRIMARY_ONLY, State.BACKUP_ONLY})
 DEFAULT_SETTINGS = [(30, 5), (30, 10), (30, 20)]  # (heartbeat_interval_ms, heartbeat_misses)
@@ -112,10 +112,7 @@ def _watch(
     replies = failovers = 0
     with cl.reaper.hogging(hogs):
         if load is None:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                check_interrupted()
-                time.sleep(0.2)
+            wait_interruptibly(seconds)
         else:
             res = load()
             replies, failovers = int(res["answered"]), int(res["failovers"])

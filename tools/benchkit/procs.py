@@ -188,6 +188,35 @@ def check_interrupted() -> None:
         raise KeyboardInterrupt(_interrupted[0])
 
 
+def wait_interruptibly(seconds: float) -> None:
+    """Sleep `seconds`, a Ctrl-C whose exception was lost still ending it."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        check_interrupted()
+        time.sleep(min(left, 0.1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError as exc:
+        raise BenchError(f"cannot read the CPU time of process {pid}: {exc}") from None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def cpu_shares(pids: dict[str, int], seconds: float) -> tuple[dict[str, float], float]:
+    """Each process's share of a core over the next `seconds` (waited here),
+    and the span measured."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    t0 = time.monotonic()
+    wait_interruptibly(seconds)
+    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    span = time.monotonic() - t0
+    return {name: (after[name] - before[name]) / span for name in pids}, span
+
+
 def result_of(
     p: mp.Process, out: mp.Queue[dict[str, Any]], deadline: float, name: str, timeout: float
 ) -> dict[str, Any]:

@@ -20,7 +20,6 @@ price of each shard.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import random
 import shutil
 import subprocess
@@ -42,20 +41,13 @@ from zmqfail.netutil import free_base_port
 from zmqfail.protocol import STATUS_OK
 
 from .meter import Meter, Timing, summarize
-from .procs import BenchError, Reaper, _reporting, result_of
+from .procs import BenchError, Reaper, _reporting, cpu_seconds, cpu_shares, result_of
 
 COUNTS = (1, 2, 4)
 CLIENTS = 2  # client processes, for every shard count
 WINDOW = 64  # requests in flight per client process, over all shards
 READY = 3.0  # seconds from forking the clients to the start: connect first
 IDLE = 2.0  # seconds of servers without load, measured before the load
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime: fields 14, 15
 
 
 def drive_sharded(
@@ -123,9 +115,8 @@ def measure(
             raise BenchError(f"{shards} shard(s) did not start: {exc}; see {d}") from None
         # What the servers cost with no load at all (heartbeats, timers):
         # the fixed part of a shard's price, apart from the per-request part.
-        idle0 = {n: cpu_seconds(p.pid) for n, p in cl.procs.items()}
-        time.sleep(IDLE)
-        idle = sum(cpu_seconds(p.pid) - idle0[n] for n, p in cl.procs.items()) / IDLE
+        shares, _span = cpu_shares({n: p.pid for n, p in cl.procs.items()}, IDLE)
+        idle = sum(shares.values())
         start_at = time.monotonic() + READY
         outs: list[mp.Queue[dict[str, Any]]] = [mp.Queue() for _ in range(clients)]
         ps = [
