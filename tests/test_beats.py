@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("quiet_logs")]
 
 def said(core: NodeCore, beats: Beats) -> list[tuple[str, Heartbeat]]:
     out = []
-    for link, data in beats.frames(core.name, core.agent.fs, core.nlog, core.leader):
+    for link, data in beats.frames(core.agent.fs, core.nlog, core.leader):
         msg = decode(data)
         assert isinstance(msg, Heartbeat)
         out.append((link, msg))
@@ -42,9 +42,9 @@ def test_heartbeat_frames_are_kept_only_while_every_field_is_unchanged() -> None
     what frames made afresh say; with no change, the very same frames go out."""
     core, _disk, _loop = one_node_core()
     t = lead_alone(core)
-    kept = Beats()
-    first = kept.frames(core.name, core.agent.fs, core.nlog, core.leader)
-    assert kept.frames(core.name, core.agent.fs, core.nlog, core.leader) is first
+    kept = Beats(core.name)
+    first = kept.frames(core.agent.fs, core.nlog, core.leader)
+    assert kept.frames(core.agent.fs, core.nlog, core.leader) is first
     fs = core.agent.fs
 
     def write() -> None:
@@ -75,10 +75,10 @@ def test_heartbeat_frames_are_kept_only_while_every_field_is_unchanged() -> None
         before = said(core, kept)
         change()
         now = said(core, kept)
-        assert now == said(core, Beats()), what  # kept == made afresh
+        assert now == said(core, Beats(core.name)), what  # kept == made afresh
         assert now != before, what  # and it did change
-        frames = kept.frames(core.name, core.agent.fs, core.nlog, core.leader)
-        assert kept.frames(core.name, core.agent.fs, core.nlog, core.leader) is frames
+        frames = kept.frames(core.agent.fs, core.nlog, core.leader)
+        assert kept.frames(core.agent.fs, core.nlog, core.leader) is frames
 
 
 def test_a_repeated_heartbeat_is_decoded_once_and_still_counts_each_time() -> None:
@@ -202,10 +202,10 @@ def test_the_backups_in_sync_and_the_handoff_are_part_of_the_key() -> None:
     core, _disk, _loop = one_node_core()
     lead_alone(core)
     leader = StubLeader()
-    kept = Beats()
+    kept = Beats(core.name)
 
     def heard() -> Heartbeat:
-        data = kept.frames(core.name, core.agent.fs, core.nlog, cast(Leader, leader))[0][1]
+        data = kept.frames(core.agent.fs, core.nlog, cast(Leader, leader))[0][1]
         msg = decode(data)
         assert isinstance(msg, Heartbeat)
         return msg

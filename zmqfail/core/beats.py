@@ -15,19 +15,20 @@ from zmqfail.replication import LINKS
 class Beats:
     """The frames of the last heartbeat, kept while what they say holds.
 
-    An idle pair beats 33 times a second per link with the same content:
-    building and encoding the two frames was a fifth of an idle node's CPU.
-    The key is every field the frames carry but the link, so a changed
-    field (an LSN, a state, a term, a vote) always encodes afresh."""
+    An idle pair beats 33 times a second per link with the same content, and
+    building and encoding the two frames was a good part of an idle node's
+    work. The key is every field the frames carry but the link and our name,
+    so a changed field (an LSN, a state, a term, a vote) encodes afresh."""
 
-    __slots__ = ("_frames", "_key")
+    __slots__ = ("_frames", "_key", "name")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name  # the server's, which never changes
         self._key: tuple[Any, ...] | None = None
         self._frames: list[tuple[str, bytes]] = []
 
     def frames(
-        self, name: str, fs: FailoverState, nlog: NodeLog, leader: Leader | None
+        self, fs: FailoverState, nlog: NodeLog, leader: Leader | None
     ) -> list[tuple[str, bytes]]:
         """One encoded heartbeat per link."""
         in_sync = leader.full_copies() if leader is not None else []
@@ -37,7 +38,7 @@ class Beats:
             if peer is not None and peer.held >= nlog.held:
                 handoff_to = fs.handoff_to  # it holds everything: it may take over now
         terms = nlog.proc.history.terms
-        head = (name, fs.role, fs.state, fs.epoch, nlog.held, nlog.committed, nlog.flushed)
+        head = (fs.role, fs.state, fs.epoch, nlog.held, nlog.committed, nlog.flushed)
         # Terms are frozen: equal tuples, equal wire form.
         tail = (tuple(in_sync), handoff_to, nlog.held_epoch, tuple(terms), fs.candidate)
         key = (head, tail, fs.granted)
@@ -48,6 +49,7 @@ class Beats:
         out = []
         for link in LINKS:
             hb = Heartbeat(
+                self.name,
                 *head,
                 link,
                 list(in_sync),

@@ -32,7 +32,7 @@ class Periodic:
 
     def due(self, now: float) -> bool:
         """Is it due in this turn? If so, the next deadline moves on the grid."""
-        if now < self.next - TURN_SLACK:
+        if not self.is_due(now):
             return False
         nxt = self.next + self.every
         self.next = nxt if nxt > now else now + self.every

@@ -41,7 +41,7 @@ class PeerIntake:
         self.said_bye: set[str] = set()
         # Heartbeats already decoded, by their bytes: a peer repeats the same
         # frame every interval while nothing changes (an idle pair), and the
-        # decode was a fifth of an idle node's CPU. Equal bytes decode alike;
+        # decode was a good part of an idle node's work. Equal bytes decode alike;
         # both objects are never changed once made.
         self._decoded: dict[bytes, tuple[Heartbeat, EpochHistory]] = {}
 

@@ -86,7 +86,7 @@ class NodeCore:
         self.takeovers = 0
         self.ticks = Periodic(tick, now)  # failure detection and timers
         self.beats = Periodic(self.beat_interval, now)
-        self.beat_frames = Beats()
+        self.beat_frames = Beats(name)
         self.nlog = NodeLog(loaded.proc, loaded.snapshot_lsn, cfg.flush)
         self.peers = PeerTable(self.peer_names, self.dead_after)
         self.guard = PauseGuard(self.dead_after)
@@ -372,8 +372,7 @@ class NodeCore:
 
     # ---------------------------------------------------------- heartbeats
     def _beat(self, now: float) -> None:
-        beats = self.beat_frames.frames(self.name, self.agent.fs, self.nlog, self.leader)
-        self.out.beat.extend(beats)
+        self.out.beat.extend(self.beat_frames.frames(self.agent.fs, self.nlog, self.leader))
 
     # --------------------------------------------------- the state machine
     def carry_out(self, action: Action) -> None:
@@ -441,7 +440,8 @@ class NodeCore:
         history = self.nlog.proc.history
         newer = self.peers.newer_term(history.last.epoch if history.last else 0)
         if newer is not None:
-            self._keep_shared(newer[2], f"superseded by {newer[0]}'s epoch {newer[1]}")
+            name, epoch, view = newer
+            self._keep_shared(view, f"superseded by {name}'s epoch {epoch}")
         for name, view in self.peers.views.items():
             if (clash := rival(history, view.history)) is not None:
                 self._keep_shared(view, f"{name} holds another epoch {clash.epoch}")
