@@ -348,7 +348,13 @@ def test_bench_against_a_pair(
     assert all(isinstance(v, float) for v in s["latency_ms"].values())
     assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"]
     assert isinstance(s["errors"], int) and isinstance(s["errors_by_kind"], dict)
-    assert isinstance(s["resends"], int) and s["failovers"] == []
+    assert isinstance(s["resends"], int) and isinstance(s["failovers"], list)
+    if s["failovers"]:
+        # On a busy machine a stall of a (or of the client) longer than the
+        # client timeout makes a client look again, and find a again: only
+        # after a request really waited that long, never on a quiet pair.
+        timeout_ms = config.load(cfg_path).failover.client_timeout_ms
+        assert s["latency_ms"]["max"] >= timeout_ms, s
     assert s["requests"] == 2000 and s["acknowledged"] == 2000 and s["errors"] == 0
     assert s["ok"] + sum(s["rejected_by_code"].values()) == 2000
     assert set(s["rejected_by_code"]) <= {"order_closed"}
