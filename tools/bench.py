@@ -29,6 +29,8 @@ Other scenarios:
              of the time primary and backup work at once (tools/benchkit/turns.py)
   idle       a pair with no client: each server's CPU share at rest
              (tools/benchkit/idle.py)
+  pauses     the normal state with each server's garbage collections timed,
+             with its own settings and each --gc setting (tools/benchkit/pauses.py)
   processor  in process, no sockets: the per-request path of the active server
              (dedup, application, record, reply) and the backup's (decode, apply)
 Single flows run at 1 and 64 in flight unless --windows says otherwise.
@@ -56,6 +58,7 @@ from benchkit.cluster import Cluster
 from benchkit.flows import FLOWS
 from benchkit.idle import bench_idle
 from benchkit.meter import Timing
+from benchkit.pauses import bench_pauses, parse_gc
 from benchkit.procs import BenchError, Reaper, interrupt_on_signals
 from benchkit.report import format_table, plot, run_flows
 from benchkit.shards import bench_shards
@@ -226,8 +229,16 @@ def _settings(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def _gc_settings(text: str) -> list[tuple[int, int, int]]:
+    try:
+        return [parse_gc(part) for part in text.split("/")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    choices = ["compare", *FLOWS, "failover", "processor", "alarms", "shards", "turns", "idle"]
+    scenarios = ["failover", "processor", "alarms", "shards", "turns", "idle", "pauses"]
+    choices = ["compare", *FLOWS, *scenarios]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=" ".join(choices))
     ap.add_argument("--seconds", type=float, default=5.0, help="measured per row (default 5)")
@@ -236,6 +247,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--kills", type=int, default=None, help="kill -9s (failover 20, alarms 5)")
     ap.add_argument(
         "--detect", type=_settings, default=None, help="alarms: e.g. 30x5,30x10,30x20 (ms x misses)"
+    )
+    ap.add_argument(
+        "--gc",
+        type=_gc_settings,
+        default=[],
+        help="pauses: collector thresholds to compare, e.g. 100000,50,1000[/700,10,10]",
     )
     ap.add_argument("--hog", type=int, default=0, metavar="N", help="also measure under N hogs")
     ap.add_argument("--json", dest="json_out", default=None, help="also write results here")
@@ -292,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
                 out["idle"] = bench_idle(reaper, args.seconds, print_flush)
             if "turns" in args.scenarios:
                 out["turns"] = bench_turns(reaper, windows, timing, print_flush)
+            if "pauses" in args.scenarios:
+                settings = [None, *args.gc]
+                pause_windows = args.windows or [64]
+                out["pauses"] = bench_pauses(reaper, pause_windows, timing, settings, print_flush)
             if "shards" in args.scenarios:
                 out["shards"] = bench_shards(reaper, timing, print_flush)
                 print(format_shards(out["shards"]), flush=True)

@@ -2,8 +2,7 @@
 or take turns?
 
 A pair in the normal state is started with every turn of each server's loop
-timed (a `sitecustomize` put on the servers' PYTHONPATH for the run wraps
-`Node._turn`; nothing in zmqfail records anything), and one closed-loop
+timed (a tracer wraps `Node._turn`: benchkit/traced.py), and one closed-loop
 client keeps a window of requests in flight as the `normal` flow does.
 Over the middle of the measured span it reports, per window: each server's
 share of the wall time spent inside turns, the share with both servers in a
@@ -19,17 +18,14 @@ machine moves them less than it moves req/s (issue 10).
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from .cluster import Cluster, drive_client
+from .cluster import drive_client
 from .meter import Timing, summarize
 from .procs import BenchError, Reaper
+from .traced import traced_pair
 
 # Installed as sitecustomize.py for the servers of the run only.
 TRACER = """
@@ -47,7 +43,7 @@ if "node" in sys.argv and "--name" in sys.argv:
     _srv.Node._turn = _turn
     def _dump():
         name = sys.argv[sys.argv.index("--name") + 1]
-        with open(os.path.join(os.environ["ZMQFAIL_TURNS_OUT"], name + ".json"), "w") as f:
+        with open(os.path.join(os.environ["ZMQFAIL_TRACE_OUT"], name + ".json"), "w") as f:
             json.dump(_turns, f)
     atexit.register(_dump)
 """
@@ -93,47 +89,21 @@ def bench_turns(
 ) -> list[dict[str, Any]]:
     rows = []
     for window in windows:
-        with tempfile.TemporaryDirectory(prefix="zmqfail-turns-") as tmp:
-            site, out = Path(tmp) / "site", Path(tmp) / "out"
-            site.mkdir()
-            out.mkdir()
-            (site / "sitecustomize.py").write_text(TRACER)
-            env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "ZMQFAIL_TURNS_OUT": ""}
-            os.environ["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(site), env["PYTHONPATH"]) if p
-            )
-            os.environ["ZMQFAIL_TURNS_OUT"] = str(out)
-            try:
-                cl = Cluster(reaper, 2, ["a", "b"])
-            finally:  # only the servers get the tracer
-                for k, v in env.items():
-                    if v:
-                        os.environ[k] = v
-                    else:
-                        os.environ.pop(k, None)
-            try:
-                primary = cl.primary()
-                t0 = time.perf_counter()
-                limit = timing.warmup + timing.seconds + timing.drain + 60
-                r = reaper.call(
-                    drive_client, cl.cfg, window, timing, 1, timeout=limit, name="turns"
-                )
-            finally:
-                cl.close()  # a clean stop: each server writes its turns
+        with traced_pair(reaper, TRACER, {}) as pair:
+            cl = pair.cluster
+            primary = cl.primary()
+            t0 = time.perf_counter()
+            limit = timing.warmup + timing.seconds + timing.drain + 60
+            r = reaper.call(drive_client, cl.cfg, window, timing, 1, timeout=limit, name="turns")
             lo, hi = t0 + timing.warmup + EDGE, t0 + timing.warmup + timing.seconds - EDGE
             if hi <= lo:
                 raise BenchError("turns: --seconds too short to leave a span to look at")
-            traces = {}
-            for name in ("a", "b"):
-                path = out / f"{name}.json"
-                if not path.exists():
-                    raise BenchError(f"turns: server {name} wrote no trace (did it stop cleanly?)")
-                traces[name] = json.loads(path.read_text())
-            backup = "b" if primary == "a" else "a"
-            row: dict[str, Any] = {"window": window, **summarize(r)}
-            row.update(summarize_turns(traces[primary], traces[backup], lo, hi))
-            say(format_turns(row))
-            rows.append(row)
+            traces = pair.stop_and_read()
+        backup = "b" if primary == "a" else "a"
+        row: dict[str, Any] = {"window": window, **summarize(r)}
+        row.update(summarize_turns(traces[primary], traces[backup], lo, hi))
+        say(format_turns(row))
+        rows.append(row)
     return rows
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import json
 import logging
 import os
@@ -90,7 +89,7 @@ def node_cmd(
     config_path: str | None, name: str | None, log_level: str, log_format: str, rate_limit: bool
 ) -> None:
     """Run one server in the foreground (SIGTERM or SIGINT: clean stop)."""
-    from zmqfail.node.server import Node
+    from zmqfail.node.server import Node, freeze_loaded, tune_collector
 
     whole = load_config(config_path, shards=True)
     if name is None:
@@ -106,9 +105,7 @@ def node_cmd(
     # The disk writer thread must get the GIL back promptly after fsync, or
     # every group commit waits out the default 5 ms switch interval.
     sys.setswitchinterval(0.0002)
-    # The tables hold many long-lived acyclic objects; frequent cyclic GC
-    # passes over them cost throughput and add latency spikes.
-    gc.set_threshold(100_000, 50, 1000)
+    tune_collector()
     node = Node(cfg, name)
     for f in handler.filters:
         if isinstance(f, logs.ContextFilter):
@@ -121,6 +118,7 @@ def node_cmd(
     signal.signal(signal.SIGINT, on_signal)
     try:
         node.open()
+        freeze_loaded()
         rc = node.run()
         # Every socket is closed; wait (at most their linger) for the last
         # frames, the goodbyes, to leave before the process does.

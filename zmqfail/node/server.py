@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import random
@@ -39,6 +40,24 @@ log = logging.getLogger("zmqfail.node")
 
 JOB_POLL = 0.005  # seconds between checks on forked children while any runs
 GOODBYE_LINGER_MS = 200  # at most this long to hand the last heartbeat links their goodbye
+# The cyclic garbage collector of a server process. A young collection walks
+# every container made since the last one that still lives: under load that
+# is mostly new table rows (tuples, untracked after this first walk). Every
+# 100,000 allocations it stopped the loop for 40-100 ms every few seconds;
+# every 2,000 a pause is a few ms, at about the same total cost
+# (`tools/bench pauses`, docs/benchmarks.md).
+GC_THRESHOLDS = (2_000, 20, 100)
+
+
+def tune_collector() -> None:
+    """For a process that runs one server: short collector pauses."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def freeze_loaded() -> None:
+    """What recovery built (tables, modules, the node) lives as long as the
+    process: no full collection walks it again (as after each snapshot)."""
+    gc.freeze()
 
 
 class Node:

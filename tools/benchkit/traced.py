@@ -1,0 +1,72 @@
+"""A pair in the normal state whose two servers run a tracer of the bench's.
+
+The tracer is a `sitecustomize` put on the servers' PYTHONPATH for their
+start only (the client and every other process of the run are left alone):
+it wraps what it measures inside the server, and on a clean stop writes
+`<name>.json` into the directory named by the environment variable
+`ZMQFAIL_TRACE_OUT`. Nothing in zmqfail records anything for the bench.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .cluster import Cluster
+from .procs import BenchError, Reaper
+
+OUT_VAR = "ZMQFAIL_TRACE_OUT"
+
+
+class TracedPair:
+    def __init__(self, cluster: Cluster, out: Path) -> None:
+        self.cluster = cluster
+        self.out = out
+
+    def stop_and_read(self) -> dict[str, Any]:
+        """Stop both servers cleanly (each writes its trace then) and read them."""
+        self.cluster.close()
+        traces = {}
+        for name in ("a", "b"):
+            path = self.out / f"{name}.json"
+            if not path.exists():
+                raise BenchError(f"server {name} wrote no trace (did it stop cleanly?)")
+            traces[name] = json.loads(path.read_text())
+        return traces
+
+
+@contextmanager
+def traced_pair(reaper: Reaper, tracer: str, env: dict[str, str]) -> Iterator[TracedPair]:
+    """Start a pair with `tracer` and `env` in its servers' environment; the
+    pair is stopped on the way out whatever happened."""
+    with tempfile.TemporaryDirectory(prefix="zmqfail-traced-") as tmp:
+        site, out = Path(tmp) / "site", Path(tmp) / "out"
+        site.mkdir()
+        out.mkdir()
+        (site / "sitecustomize.py").write_text(tracer)
+        given = {"PYTHONPATH": os.pathsep.join(p for p in (str(site), _env("PYTHONPATH")) if p)}
+        given.update(env, **{OUT_VAR: str(out)})
+        saved = {k: os.environ.get(k) for k in given}
+        os.environ.update(given)
+        try:
+            cluster = Cluster(reaper, 2, ["a", "b"])
+        finally:  # only the servers get the tracer
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        pair = TracedPair(cluster, out)
+        try:
+            yield pair
+        finally:
+            cluster.close()
+
+
+def _env(key: str) -> str:
+    return os.environ.get(key, "")
