@@ -29,6 +29,8 @@ Other scenarios:
              of the time primary and backup work at once (tools/benchkit/turns.py)
   idle       a pair with no client: each server's CPU share at rest
              (tools/benchkit/idle.py)
+  path       one request in flight through a pair, each server's wake-ups,
+             turns and sends timed: where its latency goes (tools/benchkit/path.py)
   pauses     the normal state with each server's garbage collections timed,
              with its own settings and each --gc setting (tools/benchkit/pauses.py)
   processor  in process, no sockets: the per-request path of the active server
@@ -58,6 +60,7 @@ from benchkit.cluster import Cluster
 from benchkit.flows import FLOWS
 from benchkit.idle import bench_idle
 from benchkit.meter import Timing
+from benchkit.path import bench_path
 from benchkit.pauses import bench_pauses, parse_gc
 from benchkit.procs import BenchError, Reaper, interrupt_on_signals
 from benchkit.report import format_table, plot, run_flows
@@ -237,7 +240,7 @@ def _gc_settings(text: str) -> list[tuple[int, int, int]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    scenarios = ["failover", "processor", "alarms", "shards", "turns", "idle", "pauses"]
+    scenarios = ["failover", "processor", "alarms", "shards", "turns", "idle", "pauses", "path"]
     choices = ["compare", *FLOWS, *scenarios]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=" ".join(choices))
@@ -309,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                 out["idle"] = bench_idle(reaper, args.seconds, print_flush)
             if "turns" in args.scenarios:
                 out["turns"] = bench_turns(reaper, windows, timing, print_flush)
+            if "path" in args.scenarios:
+                out["path"] = bench_path(reaper, args.seconds, args.warmup, print_flush)
             if "pauses" in args.scenarios:
                 settings = [None, *args.gc]
                 pause_windows = args.windows or [64]
