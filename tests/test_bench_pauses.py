@@ -24,10 +24,13 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_collections_inside_the_span_are_counted_by_generation() -> None:
     runs = [[0, 0.5, 0.001], [0, 1.5, 0.002], [1, 2.0, 0.006], [0, 3.9, 0.003], [2, 4.5, 0.1]]
-    s = summarize_runs(runs, 1.0, 4.0)  # the first and the last began outside
+    turns = [[0.2, 0.5], [1.2, 0.004], [3.0, 0.012]]
+    forks = [[2.5, 0.009], [4.2, 0.02]]
+    s = summarize_runs(runs, 1.0, 4.0, turns, forks)  # the first and the last began outside
     assert s["collections"] == [2, 1, 0]
     assert s["longest_ms"] == [3.0, 6.0, 0.0]
     assert s["share"] == pytest.approx(0.011 / 3, abs=1e-4)
+    assert s["turns"] == 2 and s["longest_turn_ms"] == 12.0 and s["forks_ms"] == [9.0]
 
 
 def test_settings_are_three_whole_numbers() -> None:
@@ -49,5 +52,6 @@ def test_a_short_run_times_both_servers_collections_under_their_own_settings() -
     for s in row["servers"].values():
         assert tuple(s["thresholds"]) == GC_THRESHOLDS
         assert s["collections"][0] > 0  # a loaded server collects young objects
+        assert s["turns"] > 0 and s["longest_turn_ms"] > 0, s  # its loop was timed too
     assert row["max_us"] >= row["p999_us"] >= row["p99_us"] > 0
     assert lines and "gc 2000,20,100 (own)" in lines[0]

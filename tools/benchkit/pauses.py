@@ -18,7 +18,7 @@ measured span, the longest of each, and the share of the span spent in them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from zmqfail.loadgen.histogram import Histogram
@@ -48,10 +48,28 @@ if "node" in sys.argv and "--name" in sys.argv:
         else:
             _runs.append((info["generation"], _start[0], time.thread_time() - _start[1]))
     gc.callbacks.append(_timed)
+    import zmqfail.node.server as _srv
+    _turns = []
+    _real_turn = _srv.Node._turn
+    def _turn(self, events, now):
+        t = time.perf_counter()
+        _real_turn(self, events, now)
+        _turns.append((t, time.perf_counter() - t))
+    _srv.Node._turn = _turn
+    _forks = []
+    _real_fork = os.fork
+    def _fork():
+        t = time.perf_counter()
+        pid = _real_fork()
+        if pid:
+            _forks.append((t, time.perf_counter() - t))
+        return pid
+    os.fork = _fork
     def _dump():
         name = sys.argv[sys.argv.index("--name") + 1]
         with open(os.path.join(os.environ["ZMQFAIL_TRACE_OUT"], name + ".json"), "w") as f:
-            json.dump({"thresholds": gc.get_threshold(), "runs": _runs}, f)
+            out = {"thresholds": gc.get_threshold(), "runs": _runs, "turns": _turns}
+            json.dump(dict(out, forks=_forks), f)
     atexit.register(_dump)
 """
 
@@ -68,9 +86,18 @@ def parse_gc(text: str) -> tuple[int, int, int]:
     return t[0], t[1], t[2]
 
 
-def summarize_runs(runs: list[list[float]], lo: float, hi: float) -> dict[str, Any]:
+def summarize_runs(
+    runs: Sequence[Sequence[float]],
+    lo: float,
+    hi: float,
+    turns: Sequence[Sequence[float]],
+    forks: Sequence[Sequence[float]],
+) -> dict[str, Any]:
     """Collections that began inside [lo, hi]: count and longest (ms) per
-    generation, and the share of the span they took."""
+    generation, and the share of the span they took; the longest loop turn
+    (wall time: a collection, a fork, or the machine) and the snapshot forks
+    (each fork's own time; the copy-on-write faults after it land in the
+    turns that follow)."""
     inside = [(int(g), cpu) for g, t, cpu in runs if lo <= t < hi]
     count = [sum(1 for g, _ in inside if g == gen) for gen in range(3)]
     longest = [max((cpu for g, cpu in inside if g == gen), default=0.0) * 1e3 for gen in range(3)]
@@ -78,6 +105,9 @@ def summarize_runs(runs: list[list[float]], lo: float, hi: float) -> dict[str, A
         "collections": count,
         "longest_ms": [round(x, 1) for x in longest],
         "share": round(sum(cpu for _, cpu in inside) / (hi - lo), 4),
+        "turns": sum(1 for t, _ in turns if lo <= t < hi),
+        "longest_turn_ms": round(max((d for t, d in turns if lo <= t < hi), default=0.0) * 1e3, 1),
+        "forks_ms": [round(d * 1e3, 1) for t, d in forks if lo <= t < hi],
     }
 
 
@@ -116,7 +146,7 @@ def bench_pauses(
                     raise BenchError(f"pauses: server {name} ran with {trace['thresholds']}")
                 row["servers"][name] = {
                     "thresholds": list(trace["thresholds"]),
-                    **summarize_runs(trace["runs"], lo, hi),
+                    **summarize_runs(trace["runs"], lo, hi, trace["turns"], trace["forks"]),
                 }
             say(format_pauses(row))
             rows.append(row)
@@ -134,6 +164,11 @@ def format_pauses(r: dict[str, Any]) -> str:
         lines.append(
             f"      {name}: collections {'/'.join(map(str, s['collections']))} (gen 0/1/2), "
             f"longest {'/'.join(f'{x:.1f}' for x in s['longest_ms'])} ms, "
-            f"{s['share']:.1%} of the span"
+            f"{s['share']:.1%} of the span; longest turn {s['longest_turn_ms']:.1f} ms"
+            + (
+                f"; snapshot forks {', '.join(f'{x:.1f}' for x in s['forks_ms'])} ms"
+                if s["forks_ms"]
+                else ""
+            )
         )
     return "\n".join(lines)
