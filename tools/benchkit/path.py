@@ -10,9 +10,11 @@ clocks are CLOCK_MONOTONIC, one clock for every process of the machine),
 one client process keeps one request in flight and notes when it sent each
 and when the reply came, and each request is matched to the events that
 carried it. Reported: the median of each step over the matched requests
-and of the whole; "wake" steps are the time from one process's send to the
-next process's poll returning (the ZeroMQ I/O threads of both, the kernel,
-the scheduler), the others are Python in the servers' loops.
+and of the whole; "wake" steps are the time from the end of one process's
+carry to the next process's poll returning (the ZeroMQ I/O threads of both,
+the kernel, the scheduler), the others are Python in the servers' loops. A
+frame leaves during its carry, so on a busy machine, where a carry can be
+preempted before it returns, a wake step can come out negative.
 
 Why: the per-message bare flow has the same hops and wake-ups with almost no
 Python in them, so the steps name what zmqfail adds to its latency (issue
@@ -47,21 +49,32 @@ if "node" in sys.argv and "--name" in sys.argv:
     def _polled(self, timeout=None):
         t = _clock()
         got = _poll(self, timeout)
-        _events.append(("poll", t, _clock(), len(got)))
+        _events.append(("poll", t, _clock(), 0))
         return got
     zmq.Poller.poll = _polled
-    for _name in ("_turn", "_carry"):
-        def _timed(*args, _real=getattr(_srv.Node, _name), _what=_name[1:]):
-            t = _clock()
-            _real(*args)
-            _events.append((_what, t, _clock(), 0))
-        setattr(_srv.Node, _name, _timed)
+    _real_turn = _srv.Node._turn
+    def _turn(self, events, now):
+        nlog = self.core.nlog
+        held, committed = nlog.held, nlog.committed
+        t = _clock()
+        _real_turn(self, events, now)
+        # What the turn did: 1 held a new record, 2 advanced the commit point.
+        did = (nlog.held > held) | (nlog.committed > committed) << 1
+        _events.append(("turn", t, _clock(), did))
+    _srv.Node._turn = _turn
+    _real_carry = _srv.Node._carry
+    def _carry(self, now):
+        t = _clock()
+        _real_carry(self, now)
+        _events.append(("carry", t, _clock(), 0))
+    _srv.Node._carry = _carry
     def _dump():
         name = sys.argv[sys.argv.index("--name") + 1]
         with open(os.path.join(os.environ["ZMQFAIL_TRACE_OUT"], name + ".json"), "w") as f:
             json.dump(_events[-400000:], f)
     atexit.register(_dump)
 """
+HELD, COMMITTED = 1, 2  # what a turn did (the tracer's flags)
 STEPS = (
     "client send",
     "wake: client to primary",
@@ -99,65 +112,65 @@ def one_in_flight(cfg: config.ClusterConfig, seconds: float, warmup: float) -> d
 
 
 class Trace:
-    """One server's events, searchable by time."""
+    """One server's events (poll, turn, carry, in the loop's order), searchable by time."""
 
     def __init__(self, events: Sequence[Event]) -> None:
         self.events = events
-        self.ends = [e[2] for e in events]
+        self.starts = [e[1] for e in events]
 
-    def woken_after(self, t: float) -> int | None:
-        """The first poll that returned ready sockets after `t`."""
-        i = bisect.bisect_right(self.ends, t)
-        while i < len(self.events):
-            e = self.events[i]
-            if e[0] == "poll" and e[3] > 0:
-                return i
-            i += 1
-        return None
-
-    def next_of(self, kind: str, i: int) -> int | None:
+    def turn_after(self, t: float, did: int) -> int | None:
+        """The first turn begun after `t` that did `did` (HELD or COMMITTED)."""
+        i = bisect.bisect_right(self.starts, t)
         for j in range(i, len(self.events)):
-            if self.events[j][0] == kind:
+            e = self.events[j]
+            if e[0] == "turn" and e[3] & did:
                 return j
         return None
 
-    def span(self, i: int) -> tuple[float, float]:
-        return self.events[i][1], self.events[i][2]
+    def around(self, turn: int) -> tuple[float, tuple[float, float], tuple[float, float]] | None:
+        """(when the poll before it returned, the turn, the carry after it)."""
+        ev = self.events
+        if turn < 1 or turn + 1 >= len(ev) or ev[turn - 1][0] != "poll":
+            return None
+        if ev[turn + 1][0] != "carry":
+            return None
+        return ev[turn - 1][2], (ev[turn][1], ev[turn][2]), (ev[turn + 1][1], ev[turn + 1][2])
 
 
 def match(mark: Sequence[float], p: Trace, b: Trace) -> list[float] | None:
     """The steps of one request (seconds, in STEPS order), or None when its
-    events cannot be told apart (the primary turned for something else in
-    between, or a trace ended)."""
+    chain cannot be told apart: each server's turn is known by what it did
+    (the primary's first writes the record, the backup's holds it, the
+    primary's second advances the commit point), and each must have been
+    woken after the step before it (not already running for something else)."""
     t0, t1, t_reply = mark
-    w1 = p.woken_after(t1)
-    turn1 = p.next_of("turn", w1) if w1 is not None else None
-    carry1 = p.next_of("carry", turn1) if turn1 is not None else None
-    if w1 is None or turn1 is None or carry1 is None:
+    i1 = p.turn_after(t1, HELD)
+    first = p.around(i1) if i1 is not None else None
+    if first is None:
         return None
-    wb = b.woken_after(p.span(carry1)[0])
-    bturn = b.next_of("turn", wb) if wb is not None else None
-    bcarry = b.next_of("carry", bturn) if bturn is not None else None
-    if wb is None or bturn is None or bcarry is None:
+    w1, turn1, c1 = first
+    ib = b.turn_after(c1[0], HELD)
+    mid = b.around(ib) if ib is not None else None
+    if mid is None:
         return None
-    w2 = p.woken_after(b.span(bcarry)[1])
-    turn2 = p.next_of("turn", w2) if w2 is not None else None
-    carry2 = p.next_of("carry", turn2) if turn2 is not None else None
-    if w2 is None or turn2 is None or carry2 is None:
+    wb, bturn, cb = mid
+    i2 = p.turn_after(cb[0], COMMITTED)
+    last = p.around(i2) if i2 is not None else None
+    if last is None:
         return None
-    c1, c2, cb = p.span(carry1), p.span(carry2), b.span(bcarry)
-    if c2[1] > t_reply:
-        return None  # the reply came first: those events carried something else
+    w2, turn2, c2 = last
+    if w1 < t1 or wb < c1[0] or w2 < cb[0] or c2[0] > t_reply:
+        return None  # woken for something else, or the reply came first
     return [
         t1 - t0,
-        p.span(w1)[1] - t1,
-        p.span(turn1)[1] - p.span(turn1)[0],
+        w1 - t1,
+        turn1[1] - turn1[0],
         c1[1] - c1[0],
-        b.span(wb)[1] - c1[1],
-        b.span(bturn)[1] - b.span(bturn)[0],
+        wb - c1[1],
+        bturn[1] - bturn[0],
         cb[1] - cb[0],
-        p.span(w2)[1] - cb[1],
-        p.span(turn2)[1] - p.span(turn2)[0],
+        w2 - cb[1],
+        turn2[1] - turn2[0],
         c2[1] - c2[0],
         t_reply - c2[1],
     ]
