@@ -88,7 +88,7 @@ STEPS = (
     "primary carry (reply)",
     "wake: primary to client",
 )
-Event = Sequence[Any]  # (kind, start, end, sockets ready)
+Event = Sequence[Any]  # (kind, start, end, what a turn did: HELD | COMMITTED)
 
 
 def one_in_flight(cfg: config.ClusterConfig, seconds: float, warmup: float) -> dict[str, Any]:
