@@ -64,8 +64,11 @@ def test_a_chain_that_is_not_the_requests_own_is_left_out() -> None:
     # carried something else.
     assert match((0.0, 1.0, 12.5), Trace(PRIMARY), Trace(BACKUP)) is None
     # A reply that arrives while the carry that sent it is still returning
-    # (preempted on a busy machine) is its own.
+    # (preempted on a busy machine) is its own; so is a request the primary
+    # woke for before the client's send returned.
     assert match((0.0, 1.0, 14.0), Trace(PRIMARY), Trace(BACKUP)) is not None
+    late = match((0.0, 3.5, 18.0), Trace(PRIMARY), Trace(BACKUP))
+    assert late is not None and late[1] == -0.5
     # A backup already awake (its poll returned before the primary sent)
     # did not wake for this request: its wake-up cannot be measured.
     busy = [("poll", 0.0, 4.0, 0), ("turn", 8.0, 9.0, HELD), ("carry", 9.0, 10.0, 0)]

@@ -15,8 +15,9 @@ and handing the frame to ZeroMQ); the last step includes the client's
 reading of the reply. "Wake" steps are the time from the end of one process's
 carry to the next process's poll returning (the ZeroMQ I/O threads of both,
 the kernel, the scheduler), the others are Python in the servers' loops. A
-frame leaves during its carry, so on a busy machine, where a carry can be
-preempted before it returns, a wake step can come out negative.
+frame leaves during the call that sends it, so on a busy machine, where
+that call can be preempted before it returns, a wake step can come out
+negative.
 
 Why: the per-message bare flow has the same hops and wake-ups with almost no
 Python in them, so the steps name what zmqfail adds to its latency (issue
@@ -147,7 +148,7 @@ def match(mark: Sequence[float], p: Trace, b: Trace) -> list[float] | None:
     primary's second advances the commit point), and each must have been
     woken after the step before it (not already running for something else)."""
     t0, t1, t_reply = mark
-    i1 = p.turn_after(t1, HELD)
+    i1 = p.turn_after(t0, HELD)
     first = p.around(i1) if i1 is not None else None
     if first is None:
         return None
@@ -162,7 +163,10 @@ def match(mark: Sequence[float], p: Trace, b: Trace) -> list[float] | None:
     if last is None:
         return None
     w2, turn2, c2 = last
-    if w1 < t1 or wb < c1[0] or w2 < cb[0] or c2[0] > t_reply:
+    # A frame leaves during the call that sends it: a process woke for it if
+    # it woke after that call began (the client's submit, a carry), and a
+    # reply may arrive before the carry that sent it returns.
+    if w1 < t0 or wb < c1[0] or w2 < cb[0] or c2[0] > t_reply:
         return None  # woken for something else, or the reply came first
     return [
         t1 - t0,
