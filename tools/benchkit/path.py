@@ -42,8 +42,7 @@ from .traced import traced_pair
 
 # Installed as sitecustomize.py for the servers of the run only.
 TRACER = """
-import atexit, json, os, sys, time
-if "node" in sys.argv and "--name" in sys.argv:
+if TRACING:
     import zmq
     import zmqfail.node.server as _srv
     _clock = time.perf_counter
@@ -71,11 +70,7 @@ if "node" in sys.argv and "--name" in sys.argv:
         _real_carry(self, now)
         _events.append(("carry", t, _clock(), 0))
     _srv.Node._carry = _carry
-    def _dump():
-        name = sys.argv[sys.argv.index("--name") + 1]
-        with open(os.path.join(os.environ["ZMQFAIL_TRACE_OUT"], name + ".json"), "w") as f:
-            json.dump(_events[-400000:], f)
-    atexit.register(_dump)
+    trace_at_exit(lambda: _events[-400000:])
 """
 HELD, COMMITTED = 1, 2  # what a turn did (the tracer's flags)
 STEPS = (

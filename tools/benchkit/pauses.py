@@ -36,8 +36,8 @@ GC_VAR = "ZMQFAIL_BENCH_GC"
 
 # Installed as sitecustomize.py for the servers of the run only.
 TRACER = """
-import atexit, gc, json, os, sys, time
-if "node" in sys.argv and "--name" in sys.argv:
+import gc
+if TRACING:
     _want = os.environ.get("ZMQFAIL_BENCH_GC")
     if _want:
         _t = tuple(int(x) for x in _want.split(","))
@@ -69,12 +69,9 @@ if "node" in sys.argv and "--name" in sys.argv:
             _forks.append((t, time.perf_counter() - t))
         return pid
     os.fork = _fork
-    def _dump():
-        name = sys.argv[sys.argv.index("--name") + 1]
-        with open(os.path.join(os.environ["ZMQFAIL_TRACE_OUT"], name + ".json"), "w") as f:
-            out = {"thresholds": gc.get_threshold(), "runs": _runs, "turns": _turns}
-            json.dump(dict(out, forks=_forks), f)
-    atexit.register(_dump)
+    def _trace():
+        return {"thresholds": gc.get_threshold(), "runs": _runs, "turns": _turns, "forks": _forks}
+    trace_at_exit(_trace)
 """
 
 

@@ -2,9 +2,10 @@
 
 The tracer is a `sitecustomize` put on the servers' PYTHONPATH for their
 start only (the client and every other process of the run are left alone):
-it wraps what it measures inside the server, and on a clean stop writes
-`<name>.json` into the directory named by the environment variable
-`ZMQFAIL_TRACE_OUT`. Nothing in zmqfail records anything for the bench.
+it wraps what it measures inside the server when `TRACING`, and hands
+`trace_at_exit` what to write on a clean stop (`PROLOGUE`, put before it,
+defines both): `<name>.json` in the directory named by the environment
+variable `ZMQFAIL_TRACE_OUT`. Nothing in zmqfail records anything for the bench.
 """
 
 from __future__ import annotations
@@ -21,6 +22,21 @@ from .cluster import Cluster
 from .procs import BenchError, Reaper
 
 OUT_VAR = "ZMQFAIL_TRACE_OUT"
+
+# Put before every tracer: what each needs to tell a server from any other
+# Python the run starts, and to write its trace on a clean stop.
+PROLOGUE = f"""
+import atexit, json, os, sys, time
+TRACING = "node" in sys.argv and "--name" in sys.argv  # a server's process
+
+
+def trace_at_exit(collect):
+    def dump():
+        name = sys.argv[sys.argv.index("--name") + 1]
+        with open(os.path.join(os.environ["{OUT_VAR}"], name + ".json"), "w") as f:
+            json.dump(collect(), f)
+    atexit.register(dump)
+"""
 
 
 class TracedPair:
@@ -48,7 +64,7 @@ def traced_pair(reaper: Reaper, tracer: str, env: dict[str, str]) -> Iterator[Tr
         site, out = Path(tmp) / "site", Path(tmp) / "out"
         site.mkdir()
         out.mkdir()
-        (site / "sitecustomize.py").write_text(tracer)
+        (site / "sitecustomize.py").write_text(PROLOGUE + tracer)
         given = {"PYTHONPATH": os.pathsep.join(p for p in (str(site), _env("PYTHONPATH")) if p)}
         given.update(env, **{OUT_VAR: str(out)})
         saved = {k: os.environ.get(k) for k in given}

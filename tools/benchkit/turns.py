@@ -29,8 +29,7 @@ from .traced import traced_pair
 
 # Installed as sitecustomize.py for the servers of the run only.
 TRACER = """
-import atexit, json, os, sys, time
-if "node" in sys.argv and "--name" in sys.argv:
+if TRACING:
     import zmqfail.node.server as _srv
     _turns = []
     _real = _srv.Node._turn
@@ -41,11 +40,7 @@ if "node" in sys.argv and "--name" in sys.argv:
         _real(self, events, now)
         _turns.append((t, time.perf_counter(), nlog.held - before))
     _srv.Node._turn = _turn
-    def _dump():
-        name = sys.argv[sys.argv.index("--name") + 1]
-        with open(os.path.join(os.environ["ZMQFAIL_TRACE_OUT"], name + ".json"), "w") as f:
-            json.dump(_turns, f)
-    atexit.register(_dump)
+    trace_at_exit(lambda: _turns)
 """
 EDGE = 0.3  # seconds left out at each end of the measured span
 
