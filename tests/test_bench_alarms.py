@@ -6,24 +6,21 @@ zero in docs/reliability.md means none happened, not that none was seen."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from benchkit.alarms import AlarmRow, false_alarms, format_row, tuned
+from benchkit.cluster import Cluster
+from benchkit.procs import BenchError, Reaper
+
+from zmqfail import config
+from zmqfail.client.control import call
+from zmqfail.core.journal import StateChange
+from zmqfail.core.status import NodeStatus
+from zmqfail.failover.state import Role, State
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-from benchkit.alarms import AlarmRow, false_alarms, format_row, tuned  # noqa: E402
-from benchkit.cluster import Cluster  # noqa: E402
-from benchkit.procs import BenchError, Reaper  # noqa: E402
-
-from zmqfail import config  # noqa: E402
-from zmqfail.client.control import call  # noqa: E402
-from zmqfail.core.journal import StateChange  # noqa: E402
-from zmqfail.core.status import NodeStatus  # noqa: E402
-from zmqfail.failover.state import Role, State  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,22 +4,17 @@ flow's framing, ratios and the table) and the codec study's self-check."""
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
+from benchkit import bare
+from benchkit.meter import Meter, Timing, ratio, summarize
+from benchkit.report import add_ratios, format_table
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-from benchkit import bare  # noqa: E402
-from benchkit.meter import Meter, Timing, ratio, summarize  # noqa: E402
-from benchkit.report import add_ratios, format_table  # noqa: E402
-
-from zmqfail.errors import ProtocolError  # noqa: E402
-from zmqfail.protocol import PROTOCOL_VERSION, Reply, Request  # noqa: E402
+from zmqfail.errors import ProtocolError
+from zmqfail.protocol import PROTOCOL_VERSION, Reply, Request
 
 pytestmark = pytest.mark.timeout(60)
 

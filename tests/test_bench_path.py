@@ -4,15 +4,8 @@ against a real pair. Nothing here is timed."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-from benchkit.path import (  # noqa: E402
+from benchkit.path import (
     COMMITTED,
     HELD,
     STEPS,
@@ -21,7 +14,7 @@ from benchkit.path import (  # noqa: E402
     match,
     summarize_path,
 )
-from benchkit.procs import BenchError, Reaper  # noqa: E402
+from benchkit.procs import BenchError, Reaper
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,19 +5,12 @@ would show the interpreter's 700/10/10). Nothing here is timed."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from benchkit.meter import Timing
+from benchkit.pauses import bench_pauses, parse_gc, summarize_runs
+from benchkit.procs import Reaper
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-from benchkit.meter import Timing  # noqa: E402
-from benchkit.pauses import bench_pauses, parse_gc, summarize_runs  # noqa: E402
-from benchkit.procs import Reaper  # noqa: E402
-
-from zmqfail.node.server import GC_THRESHOLDS  # noqa: E402
+from zmqfail.node.server import GC_THRESHOLDS
 
 pytestmark = pytest.mark.timeout(120)
 

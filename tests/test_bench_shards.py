@@ -5,19 +5,14 @@ is run by `tools/bench shards`, never timed in a test)."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from benchkit.meter import Meter, Timing
+from benchkit.procs import BenchError, cpu_seconds
+from benchkit.shards import _row, format_rows
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-from benchkit.meter import Meter, Timing  # noqa: E402
-from benchkit.procs import BenchError, cpu_seconds  # noqa: E402
-from benchkit.shards import _row, format_rows  # noqa: E402
-
-from zmqfail import config  # noqa: E402
+from zmqfail import config
 
 
 def client_result(replies: dict[str, list[float]], timing: Timing) -> dict[str, object]:

@@ -4,17 +4,10 @@ each writes its turns on a clean stop). Nothing here is timed."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-from benchkit.meter import Timing  # noqa: E402
-from benchkit.procs import Reaper  # noqa: E402
-from benchkit.turns import bench_turns, busy_share, overlap_share, summarize_turns  # noqa: E402
+from benchkit.meter import Timing
+from benchkit.procs import Reaper
+from benchkit.turns import bench_turns, busy_share, overlap_share, summarize_turns
 
 pytestmark = pytest.mark.timeout(120)
 

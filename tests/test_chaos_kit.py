@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import collections
 import itertools
-import sys
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
-
-from zmqfail.runcheck import History, RunCheck
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-from chaoskit.netns import real_fault  # noqa: E402
-from chaoskit.schedule import Kind, draw, kinds_for, parse_kinds  # noqa: E402
-from chaoskit.tally import (  # noqa: E402
+from chaoskit.netns import real_fault
+from chaoskit.schedule import Kind, draw, kinds_for, parse_kinds
+from chaoskit.tally import (
     Done,
     outage,
     power_ages,
@@ -27,6 +19,8 @@ from chaoskit.tally import (  # noqa: E402
     split_from_status,
     tally,
 )
+
+from zmqfail.runcheck import History, RunCheck
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from gen_diagram import DOC, render
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-from gen_diagram import DOC, render  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 
