@@ -31,6 +31,8 @@ Other scenarios:
              (tools/benchkit/idle.py)
   path       one request in flight through a pair, each server's wake-ups,
              turns and sends timed: where its latency goes (tools/benchkit/path.py)
+  cpu        the normal state with each server's loop timed in CPU time, part by
+             part, and the client's: CPU a request where (tools/benchkit/cpu.py)
   pauses     the normal state with each server's garbage collections timed,
              with its own settings and each --gc setting (tools/benchkit/pauses.py)
   processor  in process, no sockets: the per-request path of the active server
@@ -57,6 +59,7 @@ from typing import Any
 
 from benchkit.alarms import bench_alarms
 from benchkit.cluster import Cluster
+from benchkit.cpu import bench_cpu
 from benchkit.flows import FLOWS
 from benchkit.idle import bench_idle
 from benchkit.meter import Timing
@@ -240,7 +243,17 @@ def _gc_settings(text: str) -> list[tuple[int, int, int]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    scenarios = ["failover", "processor", "alarms", "shards", "turns", "idle", "pauses", "path"]
+    scenarios = [
+        "failover",
+        "processor",
+        "alarms",
+        "shards",
+        "turns",
+        "idle",
+        "pauses",
+        "path",
+        "cpu",
+    ]
     choices = ["compare", *FLOWS, *scenarios]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=" ".join(choices))
@@ -312,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                 out["idle"] = bench_idle(reaper, args.seconds, print_flush)
             if "turns" in args.scenarios:
                 out["turns"] = bench_turns(reaper, windows, timing, print_flush)
+            if "cpu" in args.scenarios:
+                out["cpu"] = bench_cpu(reaper, args.windows or [64], timing, print_flush)
             if "path" in args.scenarios:
                 out["path"] = bench_path(reaper, args.seconds, args.warmup, print_flush)
             if "pauses" in args.scenarios:

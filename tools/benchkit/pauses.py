@@ -21,16 +21,14 @@ in flight held one per server).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from zmqfail.loadgen.histogram import Histogram
 
-from .cluster import drive_client
 from .meter import Timing, summarize
 from .procs import BenchError, Reaper
-from .traced import traced_pair
+from .traced import run_loaded
 
 GC_VAR = "ZMQFAIL_BENCH_GC"
 
@@ -124,14 +122,8 @@ def bench_pauses(
     for window in windows:
         for setting in settings:
             env = {GC_VAR: ",".join(map(str, setting))} if setting else {}
-            with traced_pair(reaper, TRACER, env) as pair:
-                cl = pair.cluster
-                t0 = time.perf_counter()
-                limit = timing.warmup + timing.seconds + timing.drain + 60
-                r = reaper.call(
-                    drive_client, cl.cfg, window, timing, 1, timeout=limit, name="pauses"
-                )
-                traces = pair.stop_and_read()
+            run = run_loaded(reaper, TRACER, env, window, timing, "pauses")
+            r, traces, t0 = run.result, run.traces, run.started
             lo, hi = t0 + timing.warmup, t0 + timing.warmup + timing.seconds
             hist = Histogram.from_dict(r["hist"])
             row: dict[str, Any] = {

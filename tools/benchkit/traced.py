@@ -13,12 +13,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cluster import Cluster
+from zmqfail.config import ClusterConfig
+
+from .cluster import Cluster, drive_client
+from .meter import Timing
 from .procs import BenchError, Reaper
 
 OUT_VAR = "ZMQFAIL_TRACE_OUT"
@@ -82,6 +87,41 @@ def traced_pair(reaper: Reaper, tracer: str, env: dict[str, str]) -> Iterator[Tr
             yield pair
         finally:
             cluster.close()
+
+
+def normal_load(cfg: ClusterConfig, window: int, timing: Timing) -> dict[str, Any]:
+    """The `normal` flow's client: `window` requests in flight."""
+    return drive_client(cfg, window, timing, 1)
+
+
+@dataclass
+class LoadedRun:
+    result: dict[str, Any]  # the client's
+    traces: dict[str, Any]  # by server name
+    primary: str
+    backup: str
+    started: float  # perf_counter when the client was started
+
+
+def run_loaded(
+    reaper: Reaper,
+    tracer: str,
+    env: dict[str, str],
+    window: int,
+    timing: Timing,
+    name: str,
+    drive: Callable[[ClusterConfig, int, Timing], dict[str, Any]] = normal_load,
+) -> LoadedRun:
+    """A traced pair loaded by one client process (`drive`) for `timing`,
+    then stopped, its traces read."""
+    with traced_pair(reaper, tracer, env) as pair:
+        cl = pair.cluster
+        primary = cl.primary()
+        t0 = time.perf_counter()
+        limit = timing.warmup + timing.seconds + timing.drain + 60
+        r = reaper.call(drive, cl.cfg, window, timing, timeout=limit, name=name)
+        traces = pair.stop_and_read()
+    return LoadedRun(r, traces, primary, "b" if primary == "a" else "a", t0)
 
 
 def _env(key: str) -> str:

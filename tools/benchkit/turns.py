@@ -18,14 +18,12 @@ machine moves them less than it moves req/s (issue 10).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-from .cluster import drive_client
 from .meter import Timing, summarize
 from .procs import BenchError, Reaper
-from .traced import traced_pair
+from .traced import run_loaded
 
 # Installed as sitecustomize.py for the servers of the run only.
 TRACER = """
@@ -84,17 +82,13 @@ def bench_turns(
 ) -> list[dict[str, Any]]:
     rows = []
     for window in windows:
-        with traced_pair(reaper, TRACER, {}) as pair:
-            cl = pair.cluster
-            primary = cl.primary()
-            t0 = time.perf_counter()
-            limit = timing.warmup + timing.seconds + timing.drain + 60
-            r = reaper.call(drive_client, cl.cfg, window, timing, 1, timeout=limit, name="turns")
-            lo, hi = t0 + timing.warmup + EDGE, t0 + timing.warmup + timing.seconds - EDGE
-            if hi <= lo:
-                raise BenchError("turns: --seconds too short to leave a span to look at")
-            traces = pair.stop_and_read()
-        backup = "b" if primary == "a" else "a"
+        lo = timing.warmup + EDGE
+        hi = timing.warmup + timing.seconds - EDGE
+        if hi <= lo:
+            raise BenchError("turns: --seconds too short to leave a span to look at")
+        run = run_loaded(reaper, TRACER, {}, window, timing, "turns")
+        r, traces, primary, backup = run.result, run.traces, run.primary, run.backup
+        lo, hi = run.started + lo, run.started + hi
         row: dict[str, Any] = {"window": window, **summarize(r)}
         row.update(summarize_turns(traces[primary], traces[backup], lo, hi))
         say(format_turns(row))
