@@ -132,12 +132,16 @@ class Frontend:
                 ident, items = batch
                 first = self._next_item
                 last = min(len(items), first + self._left)
+                # Asked once for the part: nothing a request does changes it.
+                serving = self._serving()
                 for item in items[first:last]:
                     if isinstance(item, BadItem):
                         self.bad_frames += 1
                         self._send(ident, self._error(item.msg_id, "bad_frame", item.reason))
-                    else:
+                    elif serving:
                         self._on_request(ident, item)
+                    else:
+                        self._refuse(ident, item.msg_id)
                 self._left -= last - first
                 if last == len(items):
                     self._batch = None
@@ -211,8 +215,7 @@ class Frontend:
         )
 
     def _on_request(self, ident: bytes, req: AnyRequest) -> None:
-        if self._refused(ident, req.msg_id):
-            return
+        """A request, on the active server."""
         proc = self.nlog.proc
         bound = proc.sessions.window
         if self.gate.held_for(ident) >= bound and proc.is_new(
@@ -237,10 +240,13 @@ class Frontend:
         """Only the active server takes requests; the others say so."""
         if self._serving():
             return False
+        self._refuse(ident, msg_id)
+        return True
+
+    def _refuse(self, ident: bytes, msg_id: int) -> None:
         result = {"code": "not_active", "message": f"{self.name} is {self._describe()}"}
         reply = encode_reply(msg_id, STATUS_NOT_ACTIVE, result, self._epoch(), self.name)
         self._send(ident, reply)
-        return True
 
     def _take(self, ident: bytes, out: Processed) -> None:
         """Log what the request wrote; answer now or once that is committed."""
