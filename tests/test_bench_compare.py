@@ -65,6 +65,7 @@ def test_compare_measures_every_flow_and_answers_every_request(tmp_path: Path) -
         assert r["sent"] > 0 and r["answered"] == r["sent"] and r["unanswered"] == 0, r
         assert r["errors"] == 0 and r["throughput"] > 0, r
         assert 0 < r["p50_us"] <= r["p99_us"], r
+        assert r["cpu_us"] > 0, r  # every flow's processes, the client's included
         # the library's Client counts switches of server; the other drivers cannot
         client_driven = name in ("bare", "single", "normal", "disk", "curve", "pysyncobj")
         assert isinstance(r["failovers"], int) if client_driven else r["failovers"] is None
@@ -91,6 +92,9 @@ def test_hog_measures_each_row_quiet_and_under_the_hogs(tmp_path: Path) -> None:
     assert all(r["unanswered"] == 0 and r["errors"] == 0 for r in rows)
     assert rows[1]["x_quiet"] == pytest.approx(rows[1]["throughput"] / rows[0]["throughput"])
     assert "batched window   2 +2 hogs:" in text
+    # Measured under the hogs too (that they are left out of it:
+    # test_bench_shards.py::test_a_rows_cpu_is_its_flows_never_the_hogs).
+    assert rows[0]["cpu_us"] > 0 and rows[1]["cpu_us"] > 0, rows
 
 
 def _descendants(pid: int) -> set[int]:

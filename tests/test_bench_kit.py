@@ -141,7 +141,7 @@ def test_ratios_are_to_the_normal_state_at_the_same_window_and_hogs() -> None:
         _row("normal", 64, 5_000, 10_000, 20_000),
         _row("batched", 64, 50_000, 1_000, 2_000),
         _row("normal", 64, 2_500, 20_000, 80_000, hogs=2),
-        _row("batched", 64, 25_000, 2_000, 4_000, hogs=2),
+        {**_row("batched", 64, 25_000, 2_000, 4_000, hogs=2), "cpu_us": 61.4},
         _row("bare", 1, 3_000, 300, 500),  # no normal row at window 1
     ]
     add_ratios(rows)
@@ -155,7 +155,7 @@ def test_ratios_are_to_the_normal_state_at_the_same_window_and_hogs() -> None:
     lines = table.splitlines()
     assert lines[0].startswith("| flow | in flight | hogs | req/s | x normal |")
     assert (
-        "| batched | 64 | 2 | 25,000 | 10.00x | 2.00 ms | 0.10x | 4.00 ms | 0.05x | 0.50x |"
+        "| batched | 64 | 2 | 25,000 | 10.00x | 2.00 ms | 0.10x | 4.00 ms | 0.05x | 61 us | 0.50x |"
         in lines
     )
     assert lines[2].startswith("| bare | 1 | 0 | 3,000 | - | 300 us |")

@@ -5,11 +5,16 @@ is run by `tools/bench shards`, never timed in a test)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from benchkit.meter import Meter, Timing
-from benchkit.procs import BenchError, cpu_seconds
+from benchkit.procs import BenchError, Reaper, cpu_of, cpu_seconds, live_pids
+from benchkit.report import measured
 from benchkit.shards import _row, format_rows
 
 from zmqfail import config
@@ -68,3 +73,47 @@ def test_cpu_seconds_reads_user_and_system_time_of_the_process() -> None:
     # A process that is gone is a BenchError naming it, not a traceback.
     with pytest.raises(BenchError, match="process 999999999"):
         cpu_seconds(999_999_999)
+
+
+def test_reaped_children_count_and_a_flow_is_its_live_processes() -> None:
+    # A child that burns a fifth of a second and is waited for: counted
+    # with `reaped` (a server's snapshot forks), not without.
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True, timeout=30)
+    me = os.getpid()
+    t = os.times()
+    assert cpu_seconds(me, reaped=True) - cpu_seconds(me) == pytest.approx(
+        t.children_user + t.children_system, abs=0.05
+    )
+    assert t.children_user + t.children_system >= 0.15
+    with Reaper() as reaper:
+        hog = reaper.hogs(1)[0]
+        assert hog.pid is not None and live_pids(reaper) == [hog.pid]
+        pid = hog.pid
+        reaper.stop(hog)
+        assert live_pids(reaper) == []
+        assert cpu_of([pid]) == 0.0  # gone: nothing more counted
+
+
+def _idle() -> None:
+    time.sleep(120)  # a server at rest: ended by the reaper
+
+
+def test_a_rows_cpu_is_its_flows_never_the_hogs() -> None:
+    """`measured` counts the processes that ran before the hogs started:
+    here one idle "server" and no client, while a hog burns a core."""
+    with Reaper() as reaper:
+        reaper.process(_idle, name="server")
+
+        def run(window: int, timing: Timing) -> dict[str, Any]:
+            hog = reaper.procs[-1]  # started by `measured` for the row
+            assert hog.pid is not None
+            deadline = time.monotonic() + 30
+            while cpu_seconds(hog.pid) < 0.3:  # the hog has burned enough to tell
+                assert time.monotonic() < deadline, "the hog never ran"
+                time.sleep(0.01)
+            return {"answered": 1}
+
+        res, cpu = measured(reaper, run, 1, Timing(seconds=1.0), hogs=1)
+    assert res == {"answered": 1}
+    assert cpu < 0.1, cpu  # the idle server's; a hog counted would be 0.3 or more

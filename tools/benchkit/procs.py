@@ -43,8 +43,13 @@ def _child(target: Callable[..., None], args: tuple[Any, ...]) -> None:
 
 
 def _reporting(target: Callable[..., dict[str, Any]], args: tuple[Any, ...], out: Any) -> None:
+    """`target`'s result, with the CPU its process spent on it (`cpu_s`:
+    every thread, ZeroMQ's included), whatever start method made it."""
     try:
-        out.put(target(*args))
+        c = time.process_time()
+        res = target(*args)
+        res.setdefault("cpu_s", time.process_time() - c)
+        out.put(res)
     except BaseException as exc:
         out.put({"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()})
 
@@ -196,14 +201,43 @@ def wait_interruptibly(seconds: float) -> None:
         time.sleep(min(left, 0.1))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc); with
+    `reaped`, also those of its children it waited for (a server's
+    snapshot forks)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError as exc:
         raise BenchError(f"cannot read the CPU time of process {pid}: {exc}") from None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def live_pids(reaper: Reaper) -> list[int]:
+    """The processes `reaper` started that still run."""
+    alive = []
+    for p in reaper.procs:
+        if isinstance(p, subprocess.Popen):
+            if p.poll() is None:
+                alive.append(p.pid)
+        elif p.pid is not None and p.is_alive():
+            alive.append(p.pid)
+    return alive
+
+
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds so far of `pids` and their reaped children; a process
+    that ended meanwhile counts nothing more."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid, reaped=True)
+        except BenchError:
+            continue
+    return total
 
 
 def cpu_shares(pids: dict[str, int], seconds: float) -> tuple[dict[str, float], float]:

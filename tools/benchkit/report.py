@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .flows import FLOWS, open_flow
+from .flows import FLOWS, Run, open_flow
 from .meter import Timing, ratio, summarize
 from .peers import INSTALL_EXTRA, Skip
-from .procs import BenchError, Reaper
+from .procs import BenchError, Reaper, cpu_of, live_pids
 
 BASE_FLOW = "normal"  # every ratio is to zmqfail's normal state in the same run
 
@@ -36,12 +36,9 @@ def run_flows(
             with open_flow(name, reaper, workdir) as run:
                 for w in windows:
                     for n in (0, hogs) if hogs else (0,):
-                        if n:
-                            with reaper.hogging(n):
-                                res = run(w, timing)
-                        else:
-                            res = run(w, timing)
+                        res, cpu = measured(reaper, run, w, timing, n)
                         row = {"flow": name, "window": w, "hogs": n, **summarize(res)}
+                        row["cpu_us"] = cpu_per_request(cpu, res)
                         rows.append(row)
                         say(format_row(row))
         except Skip as exc:
@@ -52,6 +49,36 @@ def run_flows(
             say(f"{name:>9}: failed: {exc}")
     add_ratios(rows)
     return rows, skipped
+
+
+def measured(
+    reaper: Reaper,
+    run: Run,
+    window: int,
+    timing: Timing,
+    hogs: int,
+) -> tuple[dict[str, Any], float]:
+    """One row: the client's result, and the CPU seconds the flow spent on
+    it: the processes that ran before any hog started (the flow's servers),
+    and the client's own (`cpu_s` in its result)."""
+    servers = live_pids(reaper)
+    cpu0 = cpu_of(servers)
+    if hogs:
+        with reaper.hogging(hogs):
+            res = run(window, timing)
+            cpu = cpu_of(servers) - cpu0
+    else:
+        res = run(window, timing)
+        cpu = cpu_of(servers) - cpu0
+    return res, cpu + res.get("cpu_s", 0.0)
+
+
+def cpu_per_request(cpu_s: float, res: dict[str, Any]) -> float | None:
+    """CPU microseconds a request answered, over every process of the flow
+    (servers, their reaped children, the client; start-up and drain
+    included): on two cores, what bounds throughput."""
+    answered = res.get("answered", 0)
+    return round(cpu_s * 1e6 / answered, 1) if answered else None
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -72,6 +99,10 @@ def _us(v: float | None) -> str:
     return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} us"
 
 
+def _cpu(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f} us"
+
+
 def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
@@ -81,7 +112,7 @@ def format_row(r: dict[str, Any]) -> str:
     return (
         f"{r['flow']:>9} window {r['window']:>3}{hog}: {r['throughput']:>7,} req/s  "
         f"p50 {_us(r['p50_us']):>9}  p99 {_us(r['p99_us']):>9}  "
-        f"unanswered {r['unanswered']}  errors {r['errors']}"
+        f"CPU {_cpu(r.get('cpu_us'))}/req  unanswered {r['unanswered']}  errors {r['errors']}"
         + (f"  FAILOVERS {r['failovers']}" if r.get("failovers") else "")
     )
 
@@ -90,14 +121,14 @@ def format_table(rows: list[dict[str, Any]], skipped: list[dict[str, str]]) -> s
     """A markdown table, ready for docs/benchmarks.md."""
     hogged = any(r["hogs"] for r in rows)
     head = ["flow", "in flight"] + (["hogs"] if hogged else [])
-    head += ["req/s", "x normal", "p50", "x normal", "p99", "x normal"]
+    head += ["req/s", "x normal", "p50", "x normal", "p99", "x normal", "CPU a request"]
     head += ["x quiet"] if hogged else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: (list(FLOWS).index(r["flow"]), r["window"], r["hogs"])):
         cells = [r["flow"], str(r["window"])] + ([str(r["hogs"])] if hogged else [])
         cells += [f"{r['throughput']:,}", _x(r["x_normal_throughput"])]
         cells += [_us(r["p50_us"]), _x(r["x_normal_p50_us"])]
-        cells += [_us(r["p99_us"]), _x(r["x_normal_p99_us"])]
+        cells += [_us(r["p99_us"]), _x(r["x_normal_p99_us"]), _cpu(r.get("cpu_us"))]
         cells += [_x(r["x_quiet"])] if hogged else []
         lines.append("| " + " | ".join(cells) + " |")
     lines += [f"\n{s['flow']}: {s['status']}: {s['reason'].splitlines()[0]}" for s in skipped]
