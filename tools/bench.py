@@ -33,6 +33,9 @@ Other scenarios:
              turns and sends timed: where its latency goes (tools/benchkit/path.py)
   cpu        the normal state with each server's loop timed in CPU time, part by
              part, and the client's: CPU a request where (tools/benchkit/cpu.py)
+  rejoin     kill -9 the backup of a loaded pair, keep it down for each --down
+             seconds, start it again: how long until the pair is NORMAL
+             (tools/benchkit/rejoin.py)
   pauses     the normal state with each server's garbage collections timed,
              with its own settings and each --gc setting (tools/benchkit/pauses.py)
   processor  in process, no sockets: the per-request path of the active server
@@ -58,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from benchkit.alarms import bench_alarms
-from benchkit.cluster import Cluster
+from benchkit.cluster import Cluster, drive_until
 from benchkit.cpu import bench_cpu
 from benchkit.flows import FLOWS
 from benchkit.idle import bench_idle
@@ -66,6 +69,7 @@ from benchkit.meter import Timing
 from benchkit.path import bench_path
 from benchkit.pauses import bench_pauses, parse_gc
 from benchkit.procs import BenchError, Reaper, interrupt_on_signals
+from benchkit.rejoin import bench_rejoin
 from benchkit.report import format_table, plot, run_flows
 from benchkit.shards import bench_shards
 from benchkit.shards import format_rows as format_shards
@@ -73,9 +77,7 @@ from benchkit.turns import bench_turns
 
 from zmqfail import config
 from zmqfail.cli.demo import random_order
-from zmqfail.client.sync import Client
 from zmqfail.failover.state import Role, State
-from zmqfail.protocol import STATUS_OK
 
 ROOT = Path(__file__).resolve().parent.parent
 # `aio` is the normal state again through the asyncio client: asked for by name.
@@ -92,31 +94,6 @@ def percentile(sorted_vals: list[float], q: float) -> float:
     if not sorted_vals:
         return float("nan")
     return sorted_vals[min(len(sorted_vals) - 1, int(q * len(sorted_vals)))]
-
-
-def drive_until(cfg_path: str, window: int, stop: Any, out: Any) -> None:
-    """Closed-loop load until `stop` is set; reports every change of server as
-    (last reply from the old server, first reply from the new one)."""
-    cfg = config.load(cfg_path)
-    rng = random.Random(2)
-    switches: list[tuple[float, float, str, str]] = []
-    last_t, last_server, n, errors = 0.0, "", 0, 0
-    with Client(cfg, timeout=30.0, window=window, lost_after=60.0) as c:
-        c.connect()
-        while not stop.is_set():
-            while len(c.session.outstanding) < window:
-                c.submit(random_order(rng, config.DEFAULT_INSTRUMENTS))
-            for rep in c.poll(0.5):
-                t = time.monotonic()
-                n += 1
-                if rep.status != STATUS_OK:
-                    errors += 1
-                if last_server and rep.server != last_server:
-                    switches.append((last_t, t, last_server, rep.server))
-                last_t, last_server = t, rep.server
-        while c.session.outstanding:
-            c.poll(5.0)
-    out.put({"switches": switches, "replies": n, "errors": errors, "resends": c.session.resends})
 
 
 def bench_failover(reaper: Reaper, kills: int = 20) -> dict[str, Any]:
@@ -235,6 +212,16 @@ def _settings(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def _seconds_list(text: str) -> list[float]:
+    try:
+        out = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of seconds: {text}") from None
+    if not out or min(out) < 0:
+        raise argparse.ArgumentTypeError(f"seconds must not be negative: {text}")
+    return out
+
+
 def _gc_settings(text: str) -> list[tuple[int, int, int]]:
     try:
         return [parse_gc(part) for part in text.split("/")]
@@ -253,6 +240,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "pauses",
         "path",
         "cpu",
+        "rejoin",
     ]
     choices = ["compare", *FLOWS, *scenarios]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -263,6 +251,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--kills", type=int, default=None, help="kill -9s (failover 20, alarms 5)")
     ap.add_argument(
         "--detect", type=_settings, default=None, help="alarms: e.g. 30x5,30x10,30x20 (ms x misses)"
+    )
+    ap.add_argument(
+        "--down",
+        type=_seconds_list,
+        default=[5.0, 15.0],
+        help="rejoin: seconds the backup stays down, e.g. 5,15 (default)",
     )
     ap.add_argument(
         "--gc",
@@ -325,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                 out["idle"] = bench_idle(reaper, args.seconds, print_flush)
             if "turns" in args.scenarios:
                 out["turns"] = bench_turns(reaper, windows, timing, print_flush)
+            if "rejoin" in args.scenarios:
+                out["rejoin"] = bench_rejoin(reaper, args.down, print_flush)
             if "cpu" in args.scenarios:
                 out["cpu"] = bench_cpu(reaper, args.windows or [64], timing, print_flush)
             if "path" in args.scenarios:

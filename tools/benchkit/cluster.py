@@ -105,6 +105,31 @@ async def _aio_load(endpoints: list[str], window: int, timing: Timing, seed: int
     return {**m.result(), "failovers": len(c.failovers)}
 
 
+def drive_until(cfg_path: str, window: int, stop: Any, out: Any) -> None:
+    """Closed-loop load until `stop` is set; reports every change of server as
+    (last reply from the old server, first reply from the new one)."""
+    cfg = config.load(cfg_path)
+    rng = random.Random(2)
+    switches: list[tuple[float, float, str, str]] = []
+    last_t, last_server, n, errors = 0.0, "", 0, 0
+    with Client(cfg, timeout=30.0, window=window, lost_after=60.0) as c:
+        c.connect()
+        while not stop.is_set():
+            while len(c.session.outstanding) < window:
+                c.submit(random_order(rng, config.DEFAULT_INSTRUMENTS))
+            for rep in c.poll(0.5):
+                t = time.monotonic()
+                n += 1
+                if rep.status != STATUS_OK:
+                    errors += 1
+                if last_server and rep.server != last_server:
+                    switches.append((last_t, t, last_server, rep.server))
+                last_t, last_server = t, rep.server
+        while c.session.outstanding:
+            c.poll(5.0)
+    out.put({"switches": switches, "replies": n, "errors": errors, "resends": c.session.resends})
+
+
 class Cluster:
     """A throw-away cluster directory with some of its nodes running (through
     the library's cluster helper, the reaper holding every process). The

@@ -77,6 +77,7 @@ class Leader:
         self.tracker.epoch_start = nlog.held
         self.bad_acks = 0
         self.snapshots_sent = 0
+        self.link_resets = 0  # commits unanswered in time: the link was reset
         self.transfer: Transfer | None = None
         self._next_key = 1
         self._resets: dict[tuple[str, str], int] = {}  # (peer, link) -> resets in a row
@@ -94,6 +95,7 @@ class Leader:
                 msg = CommitRequest(self.name, self.epoch, act.lsn).encode()
                 self.out.commit.append((act.peer, act.link, msg))
             elif isinstance(act, ResetLink):
+                self.link_resets += 1
                 self._log_reset(act.peer, act.link)
                 self.out.reset.append((act.peer, act.link))
             elif isinstance(act, SendSnapshot):

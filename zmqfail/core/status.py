@@ -277,6 +277,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
         "app_failures": proc.failures,
         "repl_bad_acks": leader.bad_acks if leader else 0,
         "snapshots_sent": leader.snapshots_sent if leader else 0,
+        "link_resets": leader.link_resets if leader else 0,
         "events_refused": core.agent.refused,
         "history_errors": core.journal.errors,
         "pauses": core.guard.pauses,

@@ -58,6 +58,11 @@ COUNTERS = (
     ("flushes", "flushes", "Flushes of the transaction log"),
     ("snapshots", "snapshots", "Snapshots written"),
     ("snapshots_sent", "snapshots_sent", "Table images sent to a backup that lacked records"),
+    (
+        "link_resets",
+        "link_resets",
+        "Replication links reset: a commit went unanswered for link_timeout_ms",
+    ),
     ("quarantined", "quarantined_records", "Records set aside as held by no other server"),
     ("pauses", "pauses", "Stalls of this node's own loop longer than half the dead time"),
     (

@@ -1,0 +1,114 @@
+"""`tools/bench rejoin`: how long a failed backup takes to make the pair
+whole again, by how long it was down.
+
+While the backup is gone the primary runs alone, flushing before every
+acknowledgement, and a second failure would stop the service: the rejoin is
+the time the pair stays exposed after the failed server is back. Per
+`--down` value: a pair in the normal state under a closed-loop client (16
+in flight, the failover scenario's load); the backup is killed with SIGKILL,
+stays down that many seconds while the primary serves alone, and is started
+again. Reported: the records it was behind when it started (the primary's
+last LSN then, less the backup's before the kill), the seconds from its
+start to the pair's NORMAL on both servers (its recovery from its own disk
+included), the records the primary wrote meanwhile, and the catch-up rate
+(records the backup took in over those seconds), and the links the primary
+reset meanwhile (a commit unanswered for `link_timeout_ms`: a backup sent
+more than it holds in time). The client's replies and errors say that
+nothing failed on the way.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from zmqfail.failover.state import Role, State
+
+from .cluster import Cluster, drive_until
+from .procs import BenchError, Reaper, wait_interruptibly
+
+WINDOW = 16
+REJOIN_LIMIT = 120.0  # seconds a rejoin may take before the bench gives up on it
+
+
+def bench_rejoin(
+    reaper: Reaper, downs: list[float], say: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    rows = []
+    for down in downs:
+        row = _one(reaper, down)
+        say(format_rejoin(row))
+        rows.append(row)
+    return rows
+
+
+def _lsn(cl: Cluster, name: str) -> int:
+    st = cl.nodes.status(name)
+    if st.last_lsn is None:
+        raise BenchError(f"rejoin: {name} did not say its last LSN ({st.error})")
+    return st.last_lsn
+
+
+def _resets(cl: Cluster, name: str) -> int:
+    return cl.nodes.status(name).counters.get("link_resets", 0)
+
+
+def _one(reaper: Reaper, down: float) -> dict[str, Any]:
+    cl = Cluster(reaper, 2, ["a", "b"])
+    stop = mp.Event()
+    q: mp.Queue[dict[str, Any]] = mp.Queue()
+    driver = None
+    try:
+        primary = cl.primary()
+        backup = "b" if primary == "a" else "a"
+        cl.wait_state(backup, State.NORMAL)
+        driver = reaper.process(drive_until, str(cl.path), WINDOW, stop, q, name="rejoin client")
+        wait_interruptibly(1.0)  # the load under way
+        held = _lsn(cl, backup)
+        before = _resets(cl, primary)
+        os.killpg(cl.procs[backup].pid, signal.SIGKILL)
+        cl.kill(backup)
+        wait_interruptibly(down)
+        behind = _lsn(cl, primary) - held
+        resets = _resets(cl, primary)
+        resets_down = resets - before
+        t0 = time.monotonic()
+        cl.start(backup)
+        cl.wait_role(backup, Role.BACKUP, REJOIN_LIMIT, state=State.NORMAL)
+        cl.wait_role(primary, Role.PRIMARY, REJOIN_LIMIT, state=State.NORMAL)
+        took = time.monotonic() - t0
+        caught = _lsn(cl, backup) - held
+        resets = _resets(cl, primary) - resets
+        stop.set()
+        res = q.get(timeout=60)
+    finally:
+        stop.set()
+        if driver is not None:
+            driver.join(timeout=30)  # it ends once its replies are in
+            reaper.stop(driver)
+        cl.close()
+    return {
+        "down_s": down,
+        "behind": behind,
+        "rejoin_s": round(took, 2),
+        "written_meanwhile": caught - behind,
+        "records_per_s": round(caught / took) if took > 0 else None,
+        "link_resets": resets,
+        "link_resets_down": resets_down,
+        "replies": res["replies"],
+        "errors": res["errors"],
+    }
+
+
+def format_rejoin(r: dict[str, Any]) -> str:
+    return (
+        f"   rejoin after {r['down_s']:g} s down: {r['behind']:,} records behind, "
+        f"pair NORMAL {r['rejoin_s']:.2f} s after the backup started "
+        f"({r['written_meanwhile']:,} written meanwhile, {r['records_per_s']:,} records/s "
+        f"taken in, {r['link_resets']} link resets); "
+        f"{r['replies']:,} replies, {r['errors']} errors"
+    )
