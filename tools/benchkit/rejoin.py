@@ -11,9 +11,11 @@ again. Reported: the records it was behind when it started (the primary's
 last LSN then, less the backup's before the kill), the seconds from its
 start to the pair's NORMAL on both servers (its recovery from its own disk
 included), the records the primary wrote meanwhile, and the catch-up rate
-(records the backup took in over those seconds), and the links the primary
-reset meanwhile (a commit unanswered for `link_timeout_ms`: a backup sent
-more than it holds in time). The client's replies and errors say that
+(records the backup took in over those seconds), when it was up and
+mirroring again (SYNCING: its start and its recovery from its own disk
+before that), and the links the primary reset from then to NORMAL (a
+commit unanswered for `link_timeout_ms`: a backup sent more than it holds
+in time). The client's replies and errors say that
 nothing failed on the way.
 """
 
@@ -33,6 +35,7 @@ from .procs import BenchError, Reaper, wait_interruptibly
 
 WINDOW = 16
 REJOIN_LIMIT = 120.0  # seconds a rejoin may take before the bench gives up on it
+MIRRORING = frozenset({State.SYNCING, State.NORMAL})
 
 
 def bench_rejoin(
@@ -74,10 +77,13 @@ def _one(reaper: Reaper, down: float) -> dict[str, Any]:
         cl.kill(backup)
         wait_interruptibly(down)
         behind = _lsn(cl, primary) - held
-        resets = _resets(cl, primary)
-        resets_down = resets - before
+        resets_down = _resets(cl, primary) - before
         t0 = time.monotonic()
         cl.start(backup)
+        # Up from its own disk and mirroring again: what follows is catch-up.
+        cl.wait_for(backup, lambda st: st.state in MIRRORING, "syncing", REJOIN_LIMIT)
+        t_sync = time.monotonic()
+        resets = _resets(cl, primary)
         cl.wait_role(backup, Role.BACKUP, REJOIN_LIMIT, state=State.NORMAL)
         cl.wait_role(primary, Role.PRIMARY, REJOIN_LIMIT, state=State.NORMAL)
         took = time.monotonic() - t0
@@ -95,6 +101,7 @@ def _one(reaper: Reaper, down: float) -> dict[str, Any]:
         "down_s": down,
         "behind": behind,
         "rejoin_s": round(took, 2),
+        "syncing_after_s": round(t_sync - t0, 2),
         "written_meanwhile": caught - behind,
         "records_per_s": round(caught / took) if took > 0 else None,
         "link_resets": resets,
@@ -108,7 +115,8 @@ def format_rejoin(r: dict[str, Any]) -> str:
     return (
         f"   rejoin after {r['down_s']:g} s down: {r['behind']:,} records behind, "
         f"pair NORMAL {r['rejoin_s']:.2f} s after the backup started "
-        f"({r['written_meanwhile']:,} written meanwhile, {r['records_per_s']:,} records/s "
-        f"taken in, {r['link_resets']} link resets); "
+        f"(syncing after {r['syncing_after_s']:.2f} s; {r['written_meanwhile']:,} written "
+        f"meanwhile, {r['records_per_s']:,} records/s taken in, {r['link_resets']} link "
+        "resets while it caught up); "
         f"{r['replies']:,} replies, {r['errors']} errors"
     )
