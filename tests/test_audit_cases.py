@@ -178,6 +178,9 @@ def test_a_resyncing_old_primary_never_leads_on_votes(
         assert sa.role is BACKUP, f"a led without b's records: {sa.transitions}"
     finally:
         cl.signal("b", signal.SIGCONT)
+    # The case is over. Left in place, the delay held a's catch-up (b keeps
+    # taking load) and then, a in sync, every acknowledgement for 400 ms: 15 s.
+    delay_records(cl, "b", 0)
     cl.wait("a", NORMAL, role=BACKUP, timeout=30)  # a in sync
     wait_more(load, 300, "load after b woke")
     load.stop()
