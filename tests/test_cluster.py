@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from zmqfail import config
+from zmqfail import cluster, config
 from zmqfail.client import control
 from zmqfail.cluster import Cluster, where, whole
 from zmqfail.core.journal import SetAside, StateChange
@@ -186,6 +186,14 @@ def cfg(cluster_dir: Any) -> config.ClusterConfig:
     return config.load(cluster_dir())
 
 
+@pytest.fixture
+def quick_readings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readings of nodes that cannot answer (none runs) cut short: each would
+    take the full ASK (2 s), and a wait ends only after its reading."""
+    monkeypatch.setattr(cluster, "ASK", 0.2)
+
+
+@pytest.mark.usefixtures("quick_readings")
 def test_a_wait_fails_at_the_deadline_saying_what_the_node_is(cfg: config.ClusterConfig) -> None:
     cl = Cluster(cfg)  # nothing started: nobody answers
     with pytest.raises(Unavailable, match=r"node a did not become primary/normal within 0.3s"):
@@ -196,6 +204,7 @@ def test_a_wait_fails_at_the_deadline_saying_what_the_node_is(cfg: config.Cluste
         cl.wait_whole(timeout=0.3)
 
 
+@pytest.mark.usefixtures("quick_readings")
 def test_a_wait_fails_at_once_when_our_node_process_exits(
     cfg: config.ClusterConfig, tmp_path: Path
 ) -> None:
