@@ -1,5 +1,5 @@
-"""`tools/bench` as a user runs it: `compare` in a tiny mode (one window, one
-second a row), `--hog`, and Ctrl-C or SIGTERM in the middle of a run ending
+"""`tools/bench` as a user runs it: `compare` in a tiny mode (one window, half
+a second a row), `--hog`, and Ctrl-C or SIGTERM in the middle of a run ending
 every process the bench started. Nothing here times anything: the rows must
 have the right shape and every request must be answered."""
 
@@ -45,7 +45,7 @@ def run_bench(args: list[str], timeout: float = 200) -> tuple[int, str]:
 
 def test_compare_measures_every_flow_and_answers_every_request(tmp_path: Path) -> None:
     out, png = tmp_path / "compare.json", tmp_path / "compare.png"
-    args = ["compare", "--seconds", "1", "--warmup", "0.3", "--windows", "4"]
+    args = ["compare", "--seconds", "0.5", "--warmup", "0.2", "--windows", "4"]
     rc, text = run_bench([*args, "--json", str(out), "--plot", str(png)])
     assert rc == 0, text
     res = json.loads(out.read_text())
