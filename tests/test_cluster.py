@@ -223,6 +223,37 @@ def test_a_wait_fails_at_once_when_our_node_process_exits(
             other.wait("a", State.NORMAL, timeout=0.3)
 
 
+def test_a_node_whose_process_exited_is_unreachable_without_asking(
+    cfg: config.ClusterConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked, a dead node cost every reading of the cluster its whole timeout."""
+    asked: list[str] = []
+    real = control.node_status
+
+    def spy(node: config.NodeConfig, digest: bool = False, timeout: float = 1.0) -> NodeStatus:
+        asked.append(node.name)
+        return real(node, digest, timeout)
+
+    monkeypatch.setattr(cluster, "node_status", spy)
+    exits = fake("import sys; sys.exit(3)")
+    with Cluster(cfg, exits) as cl:
+        cl.start("a")
+        cl.procs["a"].wait(10)
+        rows = cl.statuses(timeout=0.2)
+        assert [(r.name, r.reachable) for r in rows] == [("a", False), ("b", False)]
+        assert rows[0].error == "its process exited with status 3"
+        assert asked == ["b"]  # b has no process of ours: asked, silent
+        down = cl.wait_until("a", lambda st: not st.reachable, "down", timeout=0.1)
+        assert down.error == rows[0].error and asked == ["b"]
+    # Another tool may have started the node again: then it is asked.
+    with Cluster(cfg, exits, sole_owner=False) as other:
+        other.start("a")
+        other.procs["a"].wait(10)
+        error = other.status("a", timeout=0.2).error
+        assert error is not None and error.startswith("no answer from"), error
+        assert asked == ["b", "a"]
+
+
 def test_close_and_kill_end_what_was_started(cfg: config.ClusterConfig) -> None:
     cl = Cluster(cfg, fake("import time; time.sleep(600)"))
     cl.start()  # every node of the config

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from zmqfail import config
@@ -246,13 +247,29 @@ class Cluster:
         self.close()
 
     # --------------------------------------------------------------- status
+    def _exited(self, name: str) -> str | None:
+        """Why `name` cannot answer, known without asking: the process we
+        started for it has exited, and nobody else starts it (`sole_owner`).
+        Asked, a dead node costs a reading its whole timeout, and every
+        reading of the cluster with it."""
+        p = self.procs.get(name)
+        if self.sole_owner and p is not None and p.poll() is not None:
+            return f"its process exited with status {p.returncode}"
+        return None
+
     def status(self, name: str, digest: bool = False, timeout: float = 2.0) -> NodeStatus:
         """The node's typed status; unreachable (with the reason) when it does not answer."""
+        exited = self._exited(name)
+        if exited is not None:
+            return NodeStatus.unreachable(name, exited)
         return node_status(self.cfg.node(name), digest, timeout)
 
     def statuses(self, digest: bool = False, timeout: float = 2.0) -> list[NodeStatus]:
         """Every node's status in config order, asked all at once."""
-        return cluster_status(self.cfg, digest, timeout)
+        if not any(self._exited(n.name) for n in self.cfg.nodes):
+            return cluster_status(self.cfg, digest, timeout)
+        with ThreadPoolExecutor(len(self.cfg.nodes), thread_name_prefix="status") as pool:
+            return list(pool.map(lambda n: self.status(n.name, digest, timeout), self.cfg.nodes))
 
     def primary(self, timeout: float = 2.0) -> NodeStatus | None:
         """The node serving clients at the highest epoch, if any."""
@@ -284,10 +301,9 @@ class Cluster:
         """Until `cond(status)` holds; the status that satisfied it. Raises
         Unavailable at the deadline, NodeError when our process for the node
         has exited (see `sole_owner`), each naming what the node was doing."""
-        node = self.cfg.node(name)
         deadline = time.monotonic() + timeout
         while True:
-            st = node_status(node, digest, 2 * ASK if digest else ASK)
+            st = self.status(name, digest, 2 * ASK if digest else ASK)
             if cond(st):
                 return st
             p = self.procs.get(name)
