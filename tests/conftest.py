@@ -4,6 +4,7 @@ ended by the test that started them, also on failure."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import logging
@@ -379,6 +380,16 @@ def _count_pythons(event: str, args: tuple[object, ...]) -> None:
 
 if os.environ.get("ZMQFAIL_TEST_CPU_LOG"):
     sys.addaudithook(_count_pythons)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files of few tests first, files of many last (the order within a file
+    kept). Few tests a file are the long ones (processes under load, a
+    campaign); many are quick (property and unit tests). pytest-xdist hands
+    tests out in this order, so each worker's last tests are short ones and
+    neither waits long on the other's last process test."""
+    per_file = collections.Counter(item.path for item in items)
+    items.sort(key=lambda item: per_file[item.path])
 
 
 @pytest.hookimpl(hookwrapper=True)
