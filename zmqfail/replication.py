@@ -18,9 +18,6 @@ Rules:
   repeated.
 - While on failsafe, main is probed with empty commit requests; when main
   answers again, replication moves back.
-- At most ``max_inflight`` records are pushed beyond what a backup
-  confirmed: a backup catching up gets its backlog in steps it can hold
-  before its answer times out.
 - A backup counts toward the commit point once it is close (``in_sync``,
   within ``in_sync_lag`` records): from then on nothing is acknowledged
   without it. It is a **full copy** (``full_copies``: named in heartbeats, may
@@ -101,15 +98,6 @@ class ReplicationTracker:
     ack_timeout: float = 0.1
     keepalive: float = 0.05
     max_push: int = 2000
-    # Records pushed to a backup and not yet confirmed, at most: its answer
-    # to a commit comes only once it holds every record before it, and one
-    # that does not come within `ack_timeout` resets the link and throws
-    # away what was in flight. A backup catching up used to be sent its
-    # whole backlog at once, took longer than that to hold it, and went
-    # through resets until it was as far behind as it had been down (the
-    # rejoin took as long as the outage). At 25-50 us a record (a loaded
-    # 2-core machine), 1,000 records are 25-50 ms of the backup's work.
-    max_inflight: int = 1000
     in_sync_lag: int = 500
     epoch: int = 0  # the primary's epoch ...
     epoch_start: int = 0  # ... and the LSN it began at: records after it carry `epoch`
@@ -211,10 +199,9 @@ class ReplicationTracker:
                         p.snapshot_pending = True
                         out.append(SendSnapshot(p.name, p.link))
                 else:
-                    last = min(last_lsn, p.sent + self.max_push, p.held + self.max_inflight)
-                    if last > p.sent:
-                        out.append(Push(p.name, p.link, p.sent + 1, last))
-                        p.sent = last
+                    last = min(last_lsn, p.sent + self.max_push)
+                    out.append(Push(p.name, p.link, p.sent + 1, last))
+                    p.sent = last
             for name, ls in p.links.items():
                 if ls.inflight_lsn is not None:
                     continue
