@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from conftest import run_zmqfail
 
 from zmqfail import config
+from zmqfail.cli import failovercmd
 from zmqfail.cli.health import Verdict, classify, role_words
 from zmqfail.cli.historyview import lines, merged, quarantine_lines
 from zmqfail.core.journal import SetAside, StateChange, decode_all
 from zmqfail.core.status import NodeStatus
-from zmqfail.errors import ProtocolError
+from zmqfail.errors import ProtocolError, Unavailable, ZmqfailError
 from zmqfail.failover.state import Role, State
 from zmqfail.txlog import histfile
 
@@ -257,3 +260,24 @@ def test_pause_with_every_node_down_is_one_line_naming_them(
     assert err.startswith("zmqfail: error: not paused on a (") and ", b (" in err
     assert not any(p.exists() for p in path.parent.rglob("meta.zfm"))  # nothing written
     assert os.listdir(path.parent) == ["zmqfail.toml"]
+
+
+def test_pause_asks_every_node_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead node costs `pause` one timeout, not one per node: each ask
+    waits here until the other is under way too (asked one after the
+    other, the first would wait in vain and the barrier break)."""
+    cfg = config.load_default()  # two nodes, a and b
+    both = threading.Barrier(2, timeout=10)
+
+    def ask(node: config.NodeConfig, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        both.wait()
+        if node.name == "b":
+            raise Unavailable("no answer from b")
+        return {"role": "primary", "state": "normal"}
+
+    monkeypatch.setattr(failovercmd, "ask", ask)
+    echoed: list[str] = []
+    monkeypatch.setattr(click, "echo", echoed.append)
+    with pytest.raises(ZmqfailError, match=r"not paused on b \(no answer from b\)"):
+        failovercmd._everywhere(list(cfg.nodes), "pause", "paused")
+    assert echoed == ["a: automatic failover paused (primary/normal)"]

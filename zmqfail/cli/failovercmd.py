@@ -6,6 +6,7 @@ these commands ask, wait for the outcome and say it."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import click
@@ -105,15 +106,24 @@ def _servers(config_path: str | None, shard: str | None) -> list[NodeConfig]:
     return [n for g in groups(load_config(config_path, shards=True), shard) for n in g.nodes]
 
 
+def _asked(node: NodeConfig, command: str) -> dict[str, Any] | ZmqfailError:
+    try:
+        return ask(node, command, {})
+    except ZmqfailError as exc:
+        return exc
+
+
 def _everywhere(nodes: list[NodeConfig], command: str, done: str) -> None:
     """Send `command` to every node (the pause is each node's own, kept in its
-    meta); say which answered, and fail with one line naming those that did not."""
+    meta); say which answered, and fail with one line naming those that did not.
+    Every node is asked at once: a dead one costs the command one timeout,
+    not one each (an operator pauses failover when nodes are in trouble)."""
+    with ThreadPoolExecutor(max(1, len(nodes)), thread_name_prefix="ask") as pool:
+        answers = list(pool.map(lambda n: _asked(n, command), nodes))
     missed: list[str] = []
-    for n in nodes:
-        try:
-            res = ask(n, command, {})
-        except ZmqfailError as exc:
-            missed.append(f"{n.name} ({exc})")
+    for n, res in zip(nodes, answers, strict=True):
+        if isinstance(res, ZmqfailError):
+            missed.append(f"{n.name} ({res})")
             continue
         click.echo(f"{n.name}: automatic failover {done} ({res.get('role')}/{res.get('state')})")
     if missed:
