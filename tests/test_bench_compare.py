@@ -50,6 +50,7 @@ def test_compare_measures_every_flow_and_answers_every_request(tmp_path: Path) -
     assert rc == 0, text
     res = json.loads(out.read_text())
     assert res["windows"] == [4] and len(res["load_before"]) == 3
+    assert 0 <= res["steal_share"] <= 1 and "CPU time stolen by the host" in text
     rows = {r["flow"]: r for r in res["rows"]}
     assert [s for s in res["skipped"] if s["status"] != "skipped"] == []  # no flow failed
     skipped = {s["flow"]: s["reason"] for s in res["skipped"]}

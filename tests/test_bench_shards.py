@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 from benchkit.meter import Meter, Timing
-from benchkit.procs import BenchError, Reaper, cpu_of, cpu_seconds, live_pids
+from benchkit.procs import (
+    BenchError,
+    Reaper,
+    cpu_of,
+    cpu_seconds,
+    cpu_ticks,
+    live_pids,
+    steal_share,
+)
 from benchkit.report import measured
 from benchkit.shards import _row, format_rows
 
@@ -117,3 +125,10 @@ def test_a_rows_cpu_is_its_flows_never_the_hogs() -> None:
         res, cpu = measured(reaper, run, 1, Timing(seconds=1.0), hogs=1)
     assert res == {"answered": 1}
     assert cpu < 0.1, cpu  # the idle server's; a hog counted would be 0.3 or more
+
+
+def test_the_share_of_cpu_time_the_host_stole() -> None:
+    total, stolen = cpu_ticks()
+    assert total > 0 and 0 <= stolen <= total
+    assert steal_share((1_000, 10), (1_400, 110)) == 0.25  # 100 of 400 ticks
+    assert steal_share((1_000, 10), (1_000, 10)) == 0.0  # no time passed: nothing stolen

@@ -68,7 +68,13 @@ from benchkit.idle import bench_idle
 from benchkit.meter import Timing
 from benchkit.path import bench_path
 from benchkit.pauses import bench_pauses, parse_gc
-from benchkit.procs import BenchError, Reaper, interrupt_on_signals
+from benchkit.procs import (
+    BenchError,
+    Reaper,
+    cpu_ticks,
+    interrupt_on_signals,
+    steal_share,
+)
 from benchkit.rejoin import bench_rejoin
 from benchkit.report import format_table, plot, run_flows
 from benchkit.shards import bench_shards
@@ -286,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     windows = args.windows or (COMPARE_WINDOWS if compare else [1, 64])
     timing = Timing(args.seconds, args.warmup)
     load = os.getloadavg()
+    ticks0 = cpu_ticks()
     started = datetime.datetime.now().isoformat(sep=" ", timespec="minutes")
     print(f"{started}: load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     interrupt_on_signals()
@@ -348,7 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     out["load_after"] = os.getloadavg()
+    out["steal_share"] = round(steal_share(ticks0, cpu_ticks()), 4)
     print(f"load average after: {' '.join(f'{v:.2f}' for v in out['load_after'])}")
+    # A virtual machine whose host is busy loses CPU time it never sees as
+    # load: every figure of such a run is low, CPU a request high.
+    print(f"CPU time stolen by the host during the run: {out['steal_share']:.1%}")
     if rows:
         print("\n" + format_table(rows, skipped))
     if rows and (compare or args.plot):

@@ -269,3 +269,21 @@ def result_of(
     if "error" in res:
         raise BenchError(f"{name} failed: {res['error']}\n{res['trace']}")
     return res
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(all, stolen) clock ticks of this machine's CPUs so far (Linux
+    /proc/stat): "steal" is time the hypervisor ran something else while
+    this virtual machine wanted to run."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    if fields[0] != "cpu" or len(fields) < 9:
+        raise BenchError(f"/proc/stat does not start with the cpu line: {fields[:1]}")
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(ticks), ticks[7]
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time stolen between two readings."""
+    total = after[0] - before[0]
+    return (after[1] - before[1]) / total if total > 0 else 0.0
