@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from zmqfail import config
-from zmqfail.client.control import call, cluster_status, node_status
+from zmqfail.client.control import call, cluster_status, node_status, target
 from zmqfail.config import ClusterConfig
 from zmqfail.core.status import NodeStatus
 from zmqfail.errors import ConfigError, NodeError, Unavailable
@@ -268,6 +268,8 @@ class Cluster:
         """Every node's status in config order, asked all at once."""
         if not any(self._exited(n.name) for n in self.cfg.nodes):
             return cluster_status(self.cfg, digest, timeout)
+        for n in self.cfg.nodes:
+            target(n)  # a missing operator key is a ConfigError, as in cluster_status
         with ThreadPoolExecutor(len(self.cfg.nodes), thread_name_prefix="status") as pool:
             return list(pool.map(lambda n: self.status(n.name, digest, timeout), self.cfg.nodes))
 

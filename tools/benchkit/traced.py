@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from zmqfail.config import ClusterConfig
+from zmqfail.failover.state import State
 
 from .cluster import Cluster, drive_client
 from .meter import Timing
@@ -116,6 +117,8 @@ def run_loaded(
     then stopped, its traces read."""
     with traced_pair(reaper, tracer, env) as pair:
         cl = pair.cluster
+        for name in ("a", "b"):  # the pair in the normal state before the load
+            cl.wait_state(name, State.NORMAL)
         primary = cl.primary()
         t0 = time.perf_counter()
         limit = timing.warmup + timing.seconds + timing.drain + 60
