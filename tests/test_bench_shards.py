@@ -18,6 +18,7 @@ from benchkit.procs import (
     Reaper,
     cpu_of,
     cpu_seconds,
+    cpu_since,
     cpu_ticks,
     live_pids,
     steal_share,
@@ -100,7 +101,9 @@ def test_reaped_children_count_and_a_flow_is_its_live_processes() -> None:
         pid = hog.pid
         reaper.stop(hog)
         assert live_pids(reaper) == []
-        assert cpu_of([pid]) == 0.0  # gone: nothing more counted
+        assert cpu_of([pid]) == {}  # gone: not read
+    # One that ended between two readings is left out, not subtracted.
+    assert cpu_since({1: 2.0, 2: 5.0}, {1: 2.5}) == 0.5
 
 
 def _idle() -> None:

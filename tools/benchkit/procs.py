@@ -228,16 +228,22 @@ def live_pids(reaper: Reaper) -> list[int]:
     return alive
 
 
-def cpu_of(pids: list[int]) -> float:
-    """CPU seconds so far of `pids` and their reaped children; a process
-    that ended meanwhile counts nothing more."""
-    total = 0.0
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far of each of `pids` still running, with its reaped
+    children's."""
+    out: dict[int, float] = {}
     for pid in pids:
         try:
-            total += cpu_seconds(pid, reaped=True)
+            out[pid] = cpu_seconds(pid, reaped=True)
         except BenchError:
             continue
-    return total
+    return out
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two readings by the processes in both: one
+    that ended meanwhile is left out, not counted as giving its CPU back."""
+    return sum(after[pid] - before[pid] for pid in after.keys() & before.keys())
 
 
 def cpu_shares(pids: dict[str, int], seconds: float) -> tuple[dict[str, float], float]:

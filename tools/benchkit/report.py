@@ -11,7 +11,7 @@ from typing import Any
 from .flows import FLOWS, Run, open_flow
 from .meter import Timing, ratio, summarize
 from .peers import INSTALL_EXTRA, Skip
-from .procs import BenchError, Reaper, cpu_of, live_pids
+from .procs import BenchError, Reaper, cpu_of, cpu_since, live_pids
 
 BASE_FLOW = "normal"  # every ratio is to zmqfail's normal state in the same run
 
@@ -66,10 +66,10 @@ def measured(
     if hogs:
         with reaper.hogging(hogs):
             res = run(window, timing)
-            cpu = cpu_of(servers) - cpu0
+            cpu = cpu_since(cpu0, cpu_of(servers))
     else:
         res = run(window, timing)
-        cpu = cpu_of(servers) - cpu0
+        cpu = cpu_since(cpu0, cpu_of(servers))
     return res, cpu + res.get("cpu_s", 0.0)
 
 
