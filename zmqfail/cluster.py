@@ -21,12 +21,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from zmqfail import config
-from zmqfail.client.control import call, cluster_status, node_status, target
-from zmqfail.config import ClusterConfig
+from zmqfail.client.control import call, cluster_status, node_status
+from zmqfail.config import ClusterConfig, NodeConfig
 from zmqfail.core.status import NodeStatus
 from zmqfail.errors import ConfigError, NodeError, Unavailable
 from zmqfail.failover.state import Role, State
@@ -259,19 +258,17 @@ class Cluster:
 
     def status(self, name: str, digest: bool = False, timeout: float = 2.0) -> NodeStatus:
         """The node's typed status; unreachable (with the reason) when it does not answer."""
-        exited = self._exited(name)
+        return self._read(self.cfg.node(name), digest, timeout)
+
+    def _read(self, node: NodeConfig, digest: bool, timeout: float) -> NodeStatus:
+        exited = self._exited(node.name)
         if exited is not None:
-            return NodeStatus.unreachable(name, exited)
-        return node_status(self.cfg.node(name), digest, timeout)
+            return NodeStatus.unreachable(node.name, exited)
+        return node_status(node, digest, timeout)
 
     def statuses(self, digest: bool = False, timeout: float = 2.0) -> list[NodeStatus]:
         """Every node's status in config order, asked all at once."""
-        if not any(self._exited(n.name) for n in self.cfg.nodes):
-            return cluster_status(self.cfg, digest, timeout)
-        for n in self.cfg.nodes:
-            target(n)  # a missing operator key is a ConfigError, as in cluster_status
-        with ThreadPoolExecutor(len(self.cfg.nodes), thread_name_prefix="status") as pool:
-            return list(pool.map(lambda n: self.status(n.name, digest, timeout), self.cfg.nodes))
+        return cluster_status(self.cfg, digest, timeout, read=self._read)
 
     def primary(self, timeout: float = 2.0) -> NodeStatus | None:
         """The node serving clients at the highest epoch, if any."""
