@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import multiprocessing as mp
 import os
 import random
 import signal
@@ -61,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from benchkit.alarms import bench_alarms
-from benchkit.cluster import Cluster, drive_until
+from benchkit.cluster import Cluster, load_until_stopped
 from benchkit.cpu import bench_cpu
 from benchkit.flows import FLOWS
 from benchkit.idle import bench_idle
@@ -105,30 +104,23 @@ def percentile(sorted_vals: list[float], q: float) -> float:
 def bench_failover(reaper: Reaper, kills: int = 20) -> dict[str, Any]:
     """kill -9 the primary `kills` times under steady load; outage as the client sees it."""
     cl = Cluster(reaper, 2, ["a", "b"])
-    stop = mp.Event()
-    q: mp.Queue[dict[str, Any]] = mp.Queue()
-    driver = None
     try:
         cl.wait_state("a", State.NORMAL)
-        driver = reaper.process(drive_until, str(cl.path), 16, stop, q, name="failover client")
-        time.sleep(1.0)
-        for i in range(kills):
-            primary = cl.primary()
-            backup = next(n.name for n in cl.cfg.nodes if n.name != primary)
-            os.killpg(cl.procs[primary].pid, signal.SIGKILL)
-            cl.kill(primary)
-            cl.wait_role(backup, Role.PRIMARY, 30)
-            cl.start(primary)
-            cl.wait_role(primary, Role.BACKUP, 60, state=State.NORMAL)
-            cl.wait_role(backup, Role.PRIMARY, 30, state=State.NORMAL)
-            time.sleep(0.5)
-            print(f"  kill {i + 1}/{kills}: {primary} -> {backup}", flush=True)
-        stop.set()
-        res = q.get(timeout=60)
+        with load_until_stopped(reaper, cl.path, 16, "failover client") as finish:
+            time.sleep(1.0)
+            for i in range(kills):
+                primary = cl.primary()
+                backup = next(n.name for n in cl.cfg.nodes if n.name != primary)
+                os.killpg(cl.procs[primary].pid, signal.SIGKILL)
+                cl.kill(primary)
+                cl.wait_role(backup, Role.PRIMARY, 30)
+                cl.start(primary)
+                cl.wait_role(primary, Role.BACKUP, 60, state=State.NORMAL)
+                cl.wait_role(backup, Role.PRIMARY, 30, state=State.NORMAL)
+                time.sleep(0.5)
+                print(f"  kill {i + 1}/{kills}: {primary} -> {backup}", flush=True)
+            res = finish()
     finally:
-        stop.set()
-        if driver is not None:
-            driver.join(timeout=30)
         cl.close()
     outages = sorted((b - a) * 1000 for a, b, _, _ in res["switches"])
     return {

@@ -5,13 +5,16 @@ the node works inside, so the bench keeps working while the node changes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import multiprocessing as mp
+import queue
 import random
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +131,32 @@ def drive_until(cfg_path: str, window: int, stop: Any, out: Any) -> None:
         while c.session.outstanding:
             c.poll(5.0)
     out.put({"switches": switches, "replies": n, "errors": errors, "resends": c.session.resends})
+
+
+@contextlib.contextmanager
+def load_until_stopped(
+    reaper: Reaper, cfg_path: Path, window: int, name: str
+) -> Iterator[Callable[[], dict[str, Any]]]:
+    """`drive_until` in a process of its own for the block; the block calls
+    what it is given to stop the load and get its report. The process is
+    ended on the way out whatever happened."""
+    stop = mp.Event()
+    q: mp.Queue[dict[str, Any]] = mp.Queue()
+    driver = reaper.process(drive_until, str(cfg_path), window, stop, q, name=name)
+
+    def finish() -> dict[str, Any]:
+        stop.set()
+        try:
+            return q.get(timeout=60)
+        except queue.Empty:
+            raise BenchError(f"{name} did not report within 60 s") from None
+
+    try:
+        yield finish
+    finally:
+        stop.set()
+        driver.join(timeout=30)  # it ends once its replies are in
+        reaper.stop(driver)
 
 
 class Cluster:

@@ -23,15 +23,12 @@ figures of two runs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-from zmqfail import config
-
 from .meter import Timing, summarize
 from .procs import BenchError, Reaper
-from .traced import normal_load, run_loaded
+from .traced import run_loaded
 
 # (label, depth, module, class, method): what the tracer times, in the
 # order the report prints, nested by depth. The application's own calls are
@@ -92,7 +89,6 @@ if TRACING:
             _timed(app, _meth, _label)
         _held[0] = self.core.nlog.held
         _held[2] = time.process_time()
-        self._cpu_bench_held = _held
     _srv.Node.open = _opened
     _run = _srv.Node.run
     def _ran(self):
@@ -108,15 +104,6 @@ if TRACING:
         return {{"sections": out, "records": _held[1] - _held[0], "process_s": _held[2]}}
     trace_at_exit(_trace)
 """
-
-
-def drive_and_time(cfg: config.ClusterConfig, window: int, timing: Timing) -> dict[str, Any]:
-    """The `normal` flow's client, with the CPU its whole process spent
-    (its ZeroMQ I/O thread included)."""
-    c = time.process_time()
-    r = normal_load(cfg, window, timing)
-    r["cpu_s"] = time.process_time() - c
-    return r
 
 
 def per_record(trace: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +127,7 @@ def bench_cpu(
 ) -> list[dict[str, Any]]:
     rows = []
     for window in windows:
-        run = run_loaded(reaper, TRACER, {}, window, timing, "cpu", drive_and_time)
+        run = run_loaded(reaper, TRACER, {}, window, timing, "cpu")
         r = run.result
         answered = r["answered"]
         row: dict[str, Any] = {

@@ -21,9 +21,7 @@ nothing failed on the way.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import queue
 import signal
 import time
 from collections.abc import Callable
@@ -31,7 +29,7 @@ from typing import Any
 
 from zmqfail.failover.state import Role, State
 
-from .cluster import Cluster, drive_until
+from .cluster import Cluster, load_until_stopped
 from .procs import BenchError, Reaper, wait_interruptibly
 
 WINDOW = 16
@@ -64,45 +62,35 @@ def _resets(cl: Cluster, name: str) -> int:
 
 def _one(reaper: Reaper, down: float) -> dict[str, Any]:
     cl = Cluster(reaper, 2, ["a", "b"])
-    stop = mp.Event()
-    q: mp.Queue[dict[str, Any]] = mp.Queue()
-    driver = None
     try:
         primary = cl.primary()
         backup = "b" if primary == "a" else "a"
         cl.wait_state(backup, State.NORMAL)
-        driver = reaper.process(drive_until, str(cl.path), WINDOW, stop, q, name="rejoin client")
-        wait_interruptibly(1.0)  # the load under way
-        # What survives the kill: its unflushed tail (at most flush.interval_ms
-        # of records) is lost with the process and is part of what it lacks.
-        held = _lsn(cl, backup, flushed=True)
-        before = _resets(cl, primary)
-        os.killpg(cl.procs[backup].pid, signal.SIGKILL)
-        cl.kill(backup)
-        wait_interruptibly(down)
-        behind = _lsn(cl, primary) - held
-        resets_down = _resets(cl, primary) - before
-        t0 = time.monotonic()
-        cl.start(backup)
-        # Up from its own disk and mirroring again: what follows is catch-up.
-        cl.wait_for(backup, lambda st: st.state in MIRRORING, "syncing", REJOIN_LIMIT)
-        t_sync = time.monotonic()
-        resets = _resets(cl, primary)
-        cl.wait_role(backup, Role.BACKUP, REJOIN_LIMIT, state=State.NORMAL)
-        cl.wait_role(primary, Role.PRIMARY, REJOIN_LIMIT, state=State.NORMAL)
-        took = time.monotonic() - t0
-        caught = _lsn(cl, backup) - held
-        resets = _resets(cl, primary) - resets
-        stop.set()
-        try:
-            res = q.get(timeout=60)
-        except queue.Empty:
-            raise BenchError("rejoin: the client did not report within 60 s") from None
+        with load_until_stopped(reaper, cl.path, WINDOW, "rejoin client") as finish:
+            wait_interruptibly(1.0)  # the load under way
+            # What survives the kill: its unflushed tail (at most
+            # flush.interval_ms of records) is lost with the process and is
+            # part of what it lacks.
+            held = _lsn(cl, backup, flushed=True)
+            before = _resets(cl, primary)
+            os.killpg(cl.procs[backup].pid, signal.SIGKILL)
+            cl.kill(backup)
+            wait_interruptibly(down)
+            behind = _lsn(cl, primary) - held
+            resets_down = _resets(cl, primary) - before
+            t0 = time.monotonic()
+            cl.start(backup)
+            # Up from its own disk and mirroring again: what follows is catch-up.
+            cl.wait_for(backup, lambda st: st.state in MIRRORING, "syncing", REJOIN_LIMIT)
+            t_sync = time.monotonic()
+            resets = _resets(cl, primary)
+            cl.wait_role(backup, Role.BACKUP, REJOIN_LIMIT, state=State.NORMAL)
+            cl.wait_role(primary, Role.PRIMARY, REJOIN_LIMIT, state=State.NORMAL)
+            took = time.monotonic() - t0
+            caught = _lsn(cl, backup) - held
+            resets = _resets(cl, primary) - resets
+            res = finish()
     finally:
-        stop.set()
-        if driver is not None:
-            driver.join(timeout=30)  # it ends once its replies are in
-            reaper.stop(driver)
         cl.close()
     return {
         "down_s": down,

@@ -63,11 +63,7 @@ def measured(
     and the client's own (`cpu_s` in its result)."""
     servers = live_pids(reaper)
     cpu0 = cpu_of(servers)
-    if hogs:
-        with reaper.hogging(hogs):
-            res = run(window, timing)
-            cpu = cpu_since(cpu0, cpu_of(servers))
-    else:
+    with reaper.hogging(hogs):  # none when 0
         res = run(window, timing)
         cpu = cpu_since(cpu0, cpu_of(servers))
     return res, cpu + res.get("cpu_s", 0.0)

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,18 +111,18 @@ def run_loaded(
     window: int,
     timing: Timing,
     name: str,
-    drive: Callable[[ClusterConfig, int, Timing], dict[str, Any]] = normal_load,
 ) -> LoadedRun:
-    """A traced pair loaded by one client process (`drive`) for `timing`,
-    then stopped, its traces read."""
+    """A traced pair loaded by one client process (the `normal` flow's) for
+    `timing`, then stopped, its traces read. The client's result carries the
+    CPU its process spent (`cpu_s`, benchkit.procs)."""
     with traced_pair(reaper, tracer, env) as pair:
         cl = pair.cluster
-        for name in ("a", "b"):  # the pair in the normal state before the load
-            cl.wait_state(name, State.NORMAL)
+        for node in ("a", "b"):  # the pair in the normal state before the load
+            cl.wait_state(node, State.NORMAL)
         primary = cl.primary()
         t0 = time.perf_counter()
         limit = timing.warmup + timing.seconds + timing.drain + 60
-        r = reaper.call(drive, cl.cfg, window, timing, timeout=limit, name=name)
+        r = reaper.call(normal_load, cl.cfg, window, timing, timeout=limit, name=name)
         traces = pair.stop_and_read()
     return LoadedRun(r, traces, primary, "b" if primary == "a" else "a", t0)
 
