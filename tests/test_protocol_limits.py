@@ -18,7 +18,7 @@ from zmqfail.client.control import call
 from zmqfail.client.core import ClientCore
 from zmqfail.client.session import Session
 from zmqfail.client.sync import Client
-from zmqfail.errors import ProtocolError, ZmqfailError
+from zmqfail.errors import ProtocolError, Unavailable, ZmqfailError
 from zmqfail.failover.state import Role, State
 from zmqfail.netutil import free_base_port
 from zmqfail.node.links import Channels
@@ -397,3 +397,23 @@ def test_the_client_check_catches_a_flat_test_that_lets_anything_through(
     monkeypatch.setattr(client_core, "flat_map", lambda tree: True)
     with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
         test_the_client_refuses_a_body_the_server_would_refuse_before_sending(body, ".")
+
+
+@pytest.mark.timeout(30)
+def test_a_control_call_with_no_peer_to_send_to_fails_in_time(
+    zctx: zmq.Context[zmq.Socket[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DEALER blocks a send while it has no peer: what a failed handshake
+    (an unknown key, or none, against a secured node) leaves it with. Seen
+    in CI as a call that never returned. Here ZMQ_IMMEDIATE, set on the way
+    to connect, keeps the peer from ever existing (nothing listens)."""
+    real = zmq.Socket.connect
+
+    def no_peer_yet(self: zmq.Socket[bytes], endpoint: str) -> Any:
+        self.setsockopt(zmq.IMMEDIATE, 1)
+        return real(self, endpoint)
+
+    monkeypatch.setattr(zmq.Socket, "connect", no_peer_yet)
+    endpoint = f"tcp://127.0.0.1:{free_base_port(1)}"
+    with pytest.raises(Unavailable, match="could not be sent"):
+        call(endpoint, "status", timeout=0.2, ctx=zctx)

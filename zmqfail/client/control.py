@@ -58,12 +58,21 @@ def call(
     c: zmq.Context[zmq.Socket[bytes]] = ctx or zmq.Context.instance()
     s: zmq.Socket[bytes] = c.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
+    # A DEALER blocks a send while it has no peer, and a failed handshake (a
+    # key the node does not know, or none) tears down the one it had: without
+    # a bound, such a call hung forever instead of saying no one answered.
+    s.setsockopt(zmq.SNDTIMEO, max(1, int(timeout * 1000)))
     limit_socket(s, Channel.REPLIES)
     try:
         if dial is not None:
             dial.apply(s)
         s.connect(endpoint)
-        s.send(ControlRequest(command, args or {}).encode())
+        try:
+            s.send(ControlRequest(command, args or {}).encode())
+        except zmq.Again:
+            raise Unavailable(
+                f"no answer from {endpoint} within {timeout}s (the request could not be sent)"
+            ) from None
         if not s.poll(int(timeout * 1000)):
             raise Unavailable(f"no answer from {endpoint} within {timeout}s")
         try:
