@@ -160,6 +160,28 @@ def test_follower_holds_records_of_a_known_term_and_answers_commits() -> None:
     assert (ack.status, ack.held) == (AckStatus.GAP, 3)
 
 
+def test_follower_reports_progress_not_a_gap_while_its_own_queue_holds_records() -> None:
+    """A catching-up backup reads a budget of records a turn: a commit asking
+    for records still queued unread here gets what it holds at once, with no
+    gap (a gap makes the primary push everything again, behind the queue)."""
+    r = FollowerRig()
+    r.peers.heard(hb("a"), EpochHistory([Term(1, "a", 9, 1)]), "main", 0.0)
+    r.f.new_turn()
+    r.f.on_records("main", [records(1, 3)], 0.0, more=True)
+    r.f.on_commit("main", [CommitRequest("a", 1, 9).encode()], 0.0)
+    (ack,) = r.answers()
+    assert (ack.status, ack.held) == (AckStatus.OK, 3)
+    # The queue ran dry and the records asked for never came: a gap, after the wait.
+    r.f.new_turn()
+    r.f.on_records("main", [records(4, 2)], 0.01)
+    r.f.on_commit("main", [CommitRequest("a", 1, 9).encode()], 0.01)
+    r.f.answer_pending(0.01 + 0.019)
+    assert r.out.answer == []
+    r.f.answer_pending(0.01 + 0.02)
+    (ack,) = r.answers()
+    assert (ack.status, ack.held) == (AckStatus.GAP, 5)
+
+
 def test_follower_refuses_records_of_a_term_the_primary_does_not_name() -> None:
     r = FollowerRig()
     r.peers.heard(hb("a"), EpochHistory([Term(2, "a", 9, 1)]), "main", 0.0)

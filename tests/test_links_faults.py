@@ -19,7 +19,7 @@ from zmqfail.chaos import Direction
 from zmqfail.core.ports import Outbox
 from zmqfail.errors import ProtocolError
 from zmqfail.node.control import Control
-from zmqfail.node.links import BEAT_HWM, CLIENTS, Channels, Faults
+from zmqfail.node.links import BEAT_HWM, CLIENTS, RECORDS_BUDGET, Channels, Faults
 
 LINKS = ("main", "failsafe")
 
@@ -41,6 +41,8 @@ class FakeSock:
         return [self.recv(flags)]
 
     def getsockopt(self, opt: int) -> int:
+        if opt == zmq.EVENTS:
+            return zmq.POLLIN if self.inbox else 0
         return 0
 
     def send(self, data: bytes, flags: int = 0) -> None:
@@ -134,7 +136,8 @@ def test_cut_in_loses_what_the_node_hears_and_nothing_it_sends() -> None:
         pull_main=[b"r1"], pull_failsafe=[b"r2"], sub_main=[b"h1"], sub_failsafe=[b"h2"]
     )
     ch.faults.cut_link("main", None, 0.0, Direction.IN)
-    assert ch.read_records("main") == [] and ch.read_records("failsafe") == [b"r2"]
+    assert ch.read_records("main") == ([], False)
+    assert ch.read_records("failsafe") == ([b"r2"], False)
     assert ch.read_heartbeats("main") == [] and ch.read_heartbeats("failsafe") == [b"h2"]
     assert socks["pull-main"].inbox == deque(), "drained, not left queued for after the heal"
     ch.carry(outbox(), 0.0)
@@ -150,7 +153,7 @@ def test_cut_in_loses_what_the_node_hears_and_nothing_it_sends() -> None:
 def test_cut_out_sends_nothing_and_hears_everything() -> None:
     ch, socks = channels(pull_main=[b"r1"], sub_main=[b"h1"])
     ch.faults.cut_link("main", None, 0.0, Direction.OUT)
-    assert ch.read_records("main") == [b"r1"] and ch.read_heartbeats("main") == [b"h1"]
+    assert ch.read_records("main") == ([b"r1"], False) and ch.read_heartbeats("main") == [b"h1"]
     ch.carry(outbox(), 0.0)
     for kind, frame in (("pub", "beat"), ("push", "rec"), ("req", "commit")):
         assert socks[f"{kind}-main"].sent == []
@@ -213,3 +216,17 @@ def test_a_heartbeat_backlog_is_read_in_one_detector_turn() -> None:
     ch, socks = channels(sub_main=list(queued))
     assert ch.read_heartbeats("main") == queued
     assert socks["sub-main"].inbox == deque()
+
+
+def test_records_are_read_a_budget_a_turn_and_say_when_more_wait() -> None:
+    """A catching-up backup must end its turn (and answer commits) within the
+    link timeout: records beyond the turn's budget stay queued, and the core
+    is told they wait (it reports progress instead of a gap)."""
+    big = b"r" * (RECORDS_BUDGET // 2 + 1)
+    ch, _ = channels(pull_main=[big, big, big])
+    assert ch.read_records("main") == ([big, big], True)
+    assert ch.read_records("main") == ([big], False)
+    ch, _ = channels(pull_main=[b"r"] * 64)  # the frame count ends a read too
+    assert ch.read_records("main") == ([b"r"] * 64, False)
+    ch, _ = channels(pull_main=[b"r"] * 65)
+    assert ch.read_records("main") == ([b"r"] * 64, True)

@@ -225,6 +225,25 @@ def test_first_ack_starts_pushes_in_chunks_then_commit_on_carrying_link() -> Non
     assert tr.carrying_link() == "main"
 
 
+def test_pushes_stop_at_max_ahead_beyond_what_the_backup_confirmed() -> None:
+    """A backup catching up is fed as it confirms, not handed the whole
+    backlog: its queue, and what a link reset pushes again, stay bounded."""
+    tr = make_tracker(max_push=10)
+    tr.max_ahead = 25
+    sim = SimBackup(delay_pushes=True)
+    connect(tr, [sim], T0)
+    pumped = [pump(tr, [sim], T0, 100) for _ in range(4)]
+    assert [a for acts in pumped for a in acts if isinstance(a, Push)] == [
+        Push("b1", "main", 1, 10),
+        Push("b1", "main", 11, 20),
+        Push("b1", "main", 21, 25),
+    ]
+    assert tr.peers["b1"].sent == 25
+    sim.flush()
+    sim.answer(tr, T0)  # it holds 25: the window moves
+    assert Push("b1", "main", 26, 35) in pump(tr, [sim], T0, 100)
+
+
 def test_answer_above_the_asked_lsn_moves_held_and_sent_to_it() -> None:
     tr = make_tracker(max_push=10)
     sim = SimBackup(delay_pushes=True)

@@ -97,7 +97,13 @@ class ReplicationTracker:
     peers: dict[str, PeerState]
     ack_timeout: float = 0.1
     keepalive: float = 0.05
-    max_push: int = 2000
+    max_push: int = 500
+    # Records pushed beyond what a backup confirmed, at most: a backup
+    # catching up is fed about as fast as it holds them instead of being
+    # handed the whole backlog at once (its queue, its I/O thread and a link
+    # reset all grew with it). At 20,000, a link slowed to 300 ms still
+    # carries 66,000 records a second.
+    max_ahead: int = 20_000
     in_sync_lag: int = 500
     epoch: int = 0  # the primary's epoch ...
     epoch_start: int = 0  # ... and the LSN it began at: records after it carry `epoch`
@@ -199,9 +205,10 @@ class ReplicationTracker:
                         p.snapshot_pending = True
                         out.append(SendSnapshot(p.name, p.link))
                 else:
-                    last = min(last_lsn, p.sent + self.max_push)
-                    out.append(Push(p.name, p.link, p.sent + 1, last))
-                    p.sent = last
+                    last = min(last_lsn, p.sent + self.max_push, p.held + self.max_ahead)
+                    if last > p.sent:
+                        out.append(Push(p.name, p.link, p.sent + 1, last))
+                        p.sent = last
             for name, ls in p.links.items():
                 if ls.inflight_lsn is not None:
                     continue

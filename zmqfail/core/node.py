@@ -193,6 +193,7 @@ class NodeCore:
         self.now = now
         self.guard.turn(now)
         self.frontend.new_turn()
+        self.follower.new_turn()
 
     @property
     def takes_clients(self) -> bool:
@@ -204,8 +205,8 @@ class NodeCore:
     def on_client(self, frames: list[tuple[bytes, bytes]], now: float) -> None:
         self.frontend.on_frames(frames, now)
 
-    def on_records(self, link: str, frames: list[bytes], now: float) -> None:
-        self.follower.on_records(link, frames, now)
+    def on_records(self, link: str, frames: list[bytes], now: float, more: bool = False) -> None:
+        self.follower.on_records(link, frames, now, more)
 
     def on_commit(self, link: str, parts: list[bytes], now: float) -> None:
         self.follower.on_commit(link, parts, now)

@@ -35,6 +35,14 @@ Ctx = zmq.Context[zmq.Socket[bytes]]
 Sock = zmq.Socket[bytes]
 
 MAX_FRAMES = 512  # frames taken from a socket per turn, so no channel starves
+# Replication bytes a backup takes per turn. Holding and then applying a
+# record costs it about 25 us, and a commit waits for the turn to end: 4 MiB
+# (READ_BUDGET) of records made a catching-up backup's turn 0.3-0.7 s, past
+# the primary's link timeout, and each timeout reset the link and pushed
+# everything again. 256 KiB (about 2,000 records: a full push frame) is a
+# turn of tens of ms; the rest waits in the queue and the commit answer says
+# so (core/follower.py).
+RECORDS_BUDGET = 256 << 10
 # Heartbeats queued per SUB at most. They are read only in the detector's
 # turns (NodeCore.hears_beats), so each read takes all that can be queued:
 # after a long stall the backlog goes in one tick, not over several ticks
@@ -321,12 +329,15 @@ class Channels:
             got.append((ident, payload))
         return got
 
-    def read_records(self, link: str) -> list[bytes]:
+    def read_records(self, link: str) -> tuple[list[bytes], bool]:
+        """Replication frames, and whether more wait unread (the budget)."""
         sock = self.pull[link]
         got: list[bytes] = []
-        budget = READ_BUDGET
+        budget = RECORDS_BUDGET
+        more = False
         for _ in range(64):
             if budget <= 0:
+                more = True
                 break
             try:
                 data = sock.recv(zmq.NOBLOCK)
@@ -335,7 +346,11 @@ class Channels:
             budget -= len(data)
             if link not in self.faults.deaf:
                 got.append(data)
-        return got
+        else:
+            more = True
+        if more:
+            more = bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+        return got, more
 
     def read_commit(self, link: str) -> list[bytes] | None:
         """The parts of one commit request, or None (nothing, or taken while cut).

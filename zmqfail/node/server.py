@@ -226,9 +226,9 @@ class Node:
         hears = core.hears_beats(now)
         for link in LINKS:
             if ch.pull[link] in events:
-                records = ch.read_records(link)
-                if records:
-                    core.on_records(link, records, now)
+                records, more = ch.read_records(link)
+                if records or more:
+                    core.on_records(link, records, now, more)
             if ch.rep[link] in events:
                 parts = ch.read_commit(link)
                 if parts is not None:
