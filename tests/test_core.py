@@ -182,6 +182,23 @@ def test_follower_reports_progress_not_a_gap_while_its_own_queue_holds_records()
     assert (ack.status, ack.held) == (AckStatus.GAP, 5)
 
 
+def test_one_frame_across_terms_notes_each_term_and_refuses_a_wrong_epoch() -> None:
+    """A frame's records are checked against the primary's history once a run
+    of one term, and again where its next term begins: also when that term
+    has the same epoch (another server's), which only its LSN tells apart."""
+    r = FollowerRig()
+    terms = [Term(1, "a", 9, 1), Term(1, "c", 5, 4), Term(2, "a", 6, 6)]
+    r.peers.heard(hb("a", epoch=2), EpochHistory(terms), "main", 0.0)
+    recs = [encode_record(i, 1, "c-1", i, BUY, [], "ok", {}) for i in range(1, 6)]
+    recs += [encode_record(i, 2, "c-1", i, BUY, [], "ok", {}) for i in (6, 7)]
+    r.f.on_records("main", [ReplRecords("a", 2, 1, recs).encode()], 0.0)
+    assert r.nlog.held == 7 and r.f.bad_frames == 0
+    assert r.nlog.proc.history.terms == terms
+    wrong = [encode_record(8, 1, "c-1", 8, BUY, [], "ok", {})]  # epoch 1 inside term 2
+    r.f.on_records("main", [ReplRecords("a", 2, 8, wrong).encode()], 0.0)
+    assert r.nlog.held == 7 and r.f.bad_frames == 1
+
+
 def test_follower_refuses_records_of_a_term_the_primary_does_not_name() -> None:
     r = FollowerRig()
     r.peers.heard(hb("a"), EpochHistory([Term(2, "a", 9, 1)]), "main", 0.0)

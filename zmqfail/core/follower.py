@@ -113,8 +113,12 @@ class Follower:
             return
         nlog = self.nlog
         lsn = msg.first_lsn
+        held = nlog.held
+        # The term the last record was checked against: its epoch, and the
+        # LSN its successor begins at. A run of records of one term (a catch-up
+        # frame holds hundreds) is checked against the history once.
+        epoch, until = -1, 0
         for payload in msg.records:
-            held = nlog.held
             if lsn > held + 1:
                 return  # a gap: the commit answer asks for a resend
             if lsn == held + 1:
@@ -122,21 +126,25 @@ class Follower:
                     rec = TxRecord.decode(payload)
                     if rec.lsn != lsn:
                         raise ProtocolError(f"record says lsn {rec.lsn}, frame says {lsn}")
-                    self._adopt_term(msg.sender, rec.epoch, lsn)
+                    if rec.epoch != epoch or lsn >= until:
+                        epoch, until = rec.epoch, self._adopt_term(msg.sender, rec.epoch, lsn)
                 except ProtocolError as exc:
                     self.bad_frames += 1
                     log.warning("%s: refused record %d: %s", self.name, lsn, exc)
                     return
                 nlog.hold(rec, payload)
+                held = lsn
             lsn += 1
 
-    def _adopt_term(self, sender: str, epoch: int, lsn: int) -> None:
+    def _adopt_term(self, sender: str, epoch: int, lsn: int) -> int:
         """Each record is of the term the primary's history names at its LSN; the
         first record of another term (another leader, or the same epoch number
         reached by another server) notes that term, durably, before the record
-        is acknowledged, so our history always describes our log."""
+        is acknowledged, so our history always describes our log. Returns the
+        LSN the sender's next term begins at: records before it, of the same
+        epoch, are of this term too."""
         view = self.peers.views.get(sender)
-        term = view.history.term_at(lsn) if view is not None else None
+        term, until = view.history.term_span(lsn) if view is not None else (None, None)
         if term is None or term.epoch != epoch:
             raise ProtocolError(f"no term of epoch {epoch} at lsn {lsn} in {sender}'s history")
         history = self.nlog.proc.history
@@ -144,6 +152,7 @@ class Follower:
         if last is None or not last.same(term) or last.first_lsn > lsn:
             history.adopt(term, lsn)
             self._save_meta()
+        return until if until is not None else lsn + 2**62
 
     def _on_snapshot(self, msg: SnapshotImage) -> None:
         try:

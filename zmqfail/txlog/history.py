@@ -105,12 +105,17 @@ class EpochHistory:
             self.terms.append(newest)
 
     def term_at(self, lsn: int) -> Term | None:
+        return self.term_span(lsn)[0]
+
+    def term_span(self, lsn: int) -> tuple[Term | None, int | None]:
+        """The term at `lsn`, and the LSN the next term begins at (None: no
+        later term), so a run of records can be checked against it once."""
         found = None
         for t in self.terms:
             if t.first_lsn > lsn:
-                break
+                return found, t.first_lsn
             found = t
-        return found
+        return found, None
 
     def to_wire(self) -> list[list[Any]]:
         return [t.to_wire() for t in self.terms]

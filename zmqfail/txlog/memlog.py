@@ -54,9 +54,10 @@ class MemLog:
                 raise ValueError(f"lsn must be >= 1, got {lsn}")
             self._first = lsn
             self._started = True
-        if lsn != self.next_lsn:
+        items = self._items
+        if lsn != self._first + len(items) - self._start:  # next_lsn, inlined: per record
             raise ValueError(f"append out of order: expected lsn {self.next_lsn}, got {lsn}")
-        self._items.append(payload)
+        items.append(payload)
         self._nbytes += len(payload)
 
     def get(self, lsn: int) -> bytes:
