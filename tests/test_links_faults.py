@@ -1,4 +1,4 @@
-"""A cut's direction at the edge of a node (zmqfail/node/links.py), without
+"""A cut's direction at the edge of a node (zmqfail/node/faults.py, links.py), without
 sockets: `Faults` alone, and the reading and sending paths of `Channels`
 over fake sockets that record what was sent and hand out what was queued.
 
@@ -19,7 +19,8 @@ from zmqfail.chaos import Direction
 from zmqfail.core.ports import Outbox
 from zmqfail.errors import ProtocolError
 from zmqfail.node.control import Control
-from zmqfail.node.links import BEAT_HWM, CLIENTS, RECORDS_BUDGET, Channels, Faults
+from zmqfail.node.faults import Faults
+from zmqfail.node.links import BEAT_HWM, CLIENTS, RECORDS_BUDGET, Channels
 
 LINKS = ("main", "failsafe")
 
