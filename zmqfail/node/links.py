@@ -40,9 +40,9 @@ MAX_FRAMES = 512  # frames taken from a socket per turn, so no channel starves
 # record costs it about 25 us, and a commit waits for the turn to end: 4 MiB
 # (READ_BUDGET) of records made a catching-up backup's turn 0.3-0.7 s, past
 # the primary's link timeout, and each timeout reset the link and pushed
-# everything again. 256 KiB (about 2,000 records: a full push frame) is a
-# turn of tens of ms; the rest waits in the queue and the commit answer says
-# so (core/follower.py).
+# everything again. 256 KiB (some 800 order records of 310 bytes, one or
+# two push frames of at most 500) is a turn of tens of ms; the rest waits in
+# the queue and the commit answer says so (core/follower.py).
 RECORDS_BUDGET = 256 << 10
 # Heartbeats queued per SUB at most. They are read only in the detector's
 # turns (NodeCore.hears_beats), so each read takes all that can be queued:
