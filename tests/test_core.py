@@ -143,6 +143,15 @@ def records(first: int, n: int, epoch: int = 1) -> bytes:
     return ReplRecords("a", epoch, first, recs).encode()
 
 
+def answers_gap_after_the_wait(r: FollowerRig, asked_at: float, held: int) -> None:
+    """A commit for records that never came: nothing until GAP_WAIT, then a gap."""
+    r.f.answer_pending(asked_at + 0.019)
+    assert r.out.answer == []
+    r.f.answer_pending(asked_at + 0.02)
+    (ack,) = r.answers()
+    assert (ack.status, ack.held) == (AckStatus.GAP, held)
+
+
 def test_follower_holds_records_of_a_known_term_and_answers_commits() -> None:
     r = FollowerRig()
     r.peers.heard(hb("a"), EpochHistory([Term(1, "a", 9, 1)]), "main", 0.0)
@@ -153,11 +162,7 @@ def test_follower_holds_records_of_a_known_term_and_answers_commits() -> None:
     assert (ack.status, ack.held, ack.incarnation) == (AckStatus.OK, 3, 7)
     assert r.nlog.held == 3 and r.metas == 1  # the term was stored before the answer
     r.f.on_commit("main", [CommitRequest("a", 1, 5).encode()], 1.0)
-    r.f.answer_pending(1.0 + 0.019)
-    assert r.out.answer == []
-    r.f.answer_pending(1.0 + 0.02)
-    (ack,) = r.answers()
-    assert (ack.status, ack.held) == (AckStatus.GAP, 3)
+    answers_gap_after_the_wait(r, 1.0, 3)
 
 
 def test_follower_reports_progress_not_a_gap_while_its_own_queue_holds_records() -> None:
@@ -175,11 +180,7 @@ def test_follower_reports_progress_not_a_gap_while_its_own_queue_holds_records()
     r.f.new_turn()
     r.f.on_records("main", [records(4, 2)], 0.01)
     r.f.on_commit("main", [CommitRequest("a", 1, 9).encode()], 0.01)
-    r.f.answer_pending(0.01 + 0.019)
-    assert r.out.answer == []
-    r.f.answer_pending(0.01 + 0.02)
-    (ack,) = r.answers()
-    assert (ack.status, ack.held) == (AckStatus.GAP, 5)
+    answers_gap_after_the_wait(r, 0.01, 5)
 
 
 def test_one_frame_across_terms_notes_each_term_and_refuses_a_wrong_epoch() -> None:

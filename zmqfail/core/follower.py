@@ -117,7 +117,7 @@ class Follower:
         # The term the last record was checked against: its epoch, and the
         # LSN its successor begins at. A run of records of one term (a catch-up
         # frame holds hundreds) is checked against the history once.
-        epoch, until = -1, 0
+        epoch, until = -1, None
         for payload in msg.records:
             if lsn > held + 1:
                 return  # a gap: the commit answer asks for a resend
@@ -126,7 +126,7 @@ class Follower:
                     rec = TxRecord.decode(payload)
                     if rec.lsn != lsn:
                         raise ProtocolError(f"record says lsn {rec.lsn}, frame says {lsn}")
-                    if rec.epoch != epoch or lsn >= until:
+                    if rec.epoch != epoch or (until is not None and lsn >= until):
                         epoch, until = rec.epoch, self._adopt_term(msg.sender, rec.epoch, lsn)
                 except ProtocolError as exc:
                     self.bad_frames += 1
@@ -136,13 +136,13 @@ class Follower:
                 held = lsn
             lsn += 1
 
-    def _adopt_term(self, sender: str, epoch: int, lsn: int) -> int:
+    def _adopt_term(self, sender: str, epoch: int, lsn: int) -> int | None:
         """Each record is of the term the primary's history names at its LSN; the
         first record of another term (another leader, or the same epoch number
         reached by another server) notes that term, durably, before the record
         is acknowledged, so our history always describes our log. Returns the
-        LSN the sender's next term begins at: records before it, of the same
-        epoch, are of this term too."""
+        LSN the sender's next term begins at (None: none after it): records
+        before it, of the same epoch, are of this term too."""
         view = self.peers.views.get(sender)
         term, until = view.history.term_span(lsn) if view is not None else (None, None)
         if term is None or term.epoch != epoch:
@@ -152,7 +152,7 @@ class Follower:
         if last is None or not last.same(term) or last.first_lsn > lsn:
             history.adopt(term, lsn)
             self._save_meta()
-        return until if until is not None else lsn + 2**62
+        return until
 
     def _on_snapshot(self, msg: SnapshotImage) -> None:
         try:

@@ -292,7 +292,7 @@ class NodeCore:
             nlog = self.nlog
             nlog.committed = nlog.held if fs.state is State.NORMAL else nlog.flushed
         if self.beats.due(now):
-            self._beat(now)
+            self.out.beat.extend(self.beat_frames.frames(fs, self.nlog, self.leader))
         self.checkpoint.due(now)
 
     def after_send(self) -> None:
@@ -370,10 +370,6 @@ class NodeCore:
 
     def flush_now(self) -> None:
         self.checkpoint.flush_now(self.now)
-
-    # ---------------------------------------------------------- heartbeats
-    def _beat(self, now: float) -> None:
-        self.out.beat.extend(self.beat_frames.frames(self.agent.fs, self.nlog, self.leader))
 
     # --------------------------------------------------- the state machine
     def carry_out(self, action: Action) -> None:

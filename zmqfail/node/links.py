@@ -37,7 +37,7 @@ Sock = zmq.Socket[bytes]
 
 MAX_FRAMES = 512  # frames taken from a socket per turn, so no channel starves
 # Replication bytes a backup takes per turn. Holding and then applying a
-# record costs it about 25 us, and a commit waits for the turn to end: 4 MiB
+# record costs it 40-60 us, and a commit waits for the turn to end: 4 MiB
 # (READ_BUDGET) of records made a catching-up backup's turn 0.3-0.7 s, past
 # the primary's link timeout, and each timeout reset the link and pushed
 # everything again. 256 KiB (some 800 order records of 310 bytes, one or
