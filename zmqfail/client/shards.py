@@ -17,6 +17,7 @@ two shards is two independent failovers. Replies and msg_ids are per shard:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from zmqfail.client.aio import AsyncClient
 from zmqfail.client.session import new_client_id
 from zmqfail.client.sync import Client
 from zmqfail.config import ClusterConfig
-from zmqfail.errors import RoutingError
+from zmqfail.errors import RequestTimeout, RoutingError, Unavailable
 from zmqfail.protocol import Reply
 from zmqfail.shards import ShardConfig
 
@@ -98,6 +99,8 @@ class ShardedClient:
         # Shards this client has sent to: only they are polled (the others
         # have nothing in flight, and a poll would cost each a time slice).
         self._used: dict[str, Client] = {}
+        # Replies taken while `submit` or `request` waited, for the next poll.
+        self._spill: list[tuple[str, Reply]] = []
         make = functools.partial(
             Client, client_id=self.client_id, timeout=timeout, window=window, lost_after=lost_after
         )
@@ -120,18 +123,60 @@ class ShardedClient:
 
     def request(self, body: dict[str, Any], timeout: float | None = None) -> Reply:
         """Send one request to its shard and wait for the reply (across that
-        shard's failover if need be)."""
-        return self.clients[self.router.route(body)].request(body, timeout)
+        shard's failover if need be). Every other shard sent to keeps going
+        meanwhile; their replies come from the next ``poll``."""
+        limit = self.timeout if timeout is None else timeout
+        shard, msg_id = self.submit(body)
+        deadline = time.monotonic() + limit
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RequestTimeout(
+                    f"shard {shard}: no reply to msg_id {msg_id} within {limit}s; resending "
+                    "it with the same msg_id is safe"
+                )
+            mine = None
+            for name, r in self._step_all(shard, left):
+                if name == shard and r.msg_id == msg_id:
+                    mine = r
+                else:
+                    self._spill.append((name, r))
+            if mine is not None:
+                return mine
 
     def submit(self, body: dict[str, Any]) -> tuple[str, int]:
         """Send without waiting; (shard, msg_id), msg_ids being per shard.
-        Like ``Client.submit`` it waits while that shard's window is full, and
-        the other shards are not polled meanwhile: a caller that must not
-        wait checks ``client(shard).session.outstanding`` against the window
-        first (``router.route(body)`` names the shard)."""
+        Like ``Client.submit`` it waits while that shard's window is full
+        (``RequestTimeout`` after ``timeout``), but every shard sent to keeps
+        going meanwhile: a shard failing over must not hold back the others'
+        sends, resends and failovers. What they answer comes from the next
+        ``poll``."""
         shard = self.router.route(body)
         client = self._used[shard] = self.clients[shard]
+        deadline = time.monotonic() + self.timeout
+        while len(client.session.outstanding) >= client.core.window:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RequestTimeout(
+                    f"shard {shard}: its window of {client.core.window} request(s) stayed "
+                    f"full for {self.timeout}s (no reply)"
+                )
+            self._spill += self._step_all(shard, left)
         return shard, client.submit(body)
+
+    def _step_all(self, shard: str, left: float) -> list[tuple[str, Reply]]:
+        """One round over every shard sent to: `shard` waits up to a slice of
+        `left`, the others are only stepped (their timers run, what they
+        queued leaves). Another shard's loss is not this call's to raise: the
+        next ``poll`` does."""
+        got: list[tuple[str, Reply]] = []
+        for name, c in list(self._used.items()):
+            if name == shard:
+                got += [(name, r) for r in c.poll(min(SLICE, left))]
+                continue
+            with contextlib.suppress(Unavailable):
+                got += [(name, r) for r in c.poll(0)]
+        return got
 
     def outstanding(self) -> int:
         """Requests sent and not yet answered, over every shard."""
@@ -141,6 +186,9 @@ class ShardedClient:
         """Wait up to `timeout` for replies from any shard, each with its shard.
         Every shard sent to keeps its client's timers running meanwhile."""
         deadline = time.monotonic() + timeout
+        spilt, self._spill = self._spill, []
+        if spilt:
+            return spilt
         while True:
             got = [(name, r) for name, c in self._used.items() for r in c.poll(0)]
             if got or time.monotonic() >= deadline:
