@@ -299,8 +299,11 @@ def test_every_socket_a_node_or_client_opens_has_a_frame_bound_and_hwms(
 
     def spy(real: Any) -> Any:
         def wrapped(self: zmq.Socket[bytes], endpoint: str) -> Any:
-            o = [int(self.getsockopt(x)) for x in (zmq.MAXMSGSIZE, zmq.SNDHWM, zmq.RCVHWM)]
-            seen.append((int(self.type), o[0], o[1], o[2]))
+            # Left out: a socket monitor's inproc PAIR (control calls watch
+            # their dialling), which only libzmq's own events reach.
+            if not endpoint.startswith("inproc://"):
+                o = [int(self.getsockopt(x)) for x in (zmq.MAXMSGSIZE, zmq.SNDHWM, zmq.RCVHWM)]
+                seen.append((int(self.type), o[0], o[1], o[2]))
             return real(self, endpoint)
 
         return wrapped

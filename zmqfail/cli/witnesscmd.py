@@ -38,7 +38,7 @@ def witness_status(w: WitnessConfig, timeout: float) -> dict[str, Any]:
     if w.etcd is not None:  # no process of ours to ask: the nodes' rows tell the leases
         return {"name": "witness", "endpoint": w.where, "state": "etcd"}
     try:
-        return call(w, "status", {}, timeout)
+        return call(w, "status", {}, timeout, fail_fast=True)
     except ZmqfailError as exc:
         return {
             "name": "witness",
@@ -104,7 +104,7 @@ def witness_cmd(
 
     cfg = witness_config(load_config(config_path))
     if ask:
-        row = call(cfg, "status", {}, timeout)
+        row = call(cfg, "status", {}, timeout, fail_fast=True)
         click.echo(json.dumps(row, sort_keys=True) if as_json else witness_words(row))
         return
     sys.exit(_run(cfg, log_level, log_format))
