@@ -68,6 +68,11 @@ class Unavailable(ZmqfailError):
     """No server answered before the deadline."""
 
 
+class ClientClosed(ZmqfailError):
+    """The client was closed with this request not yet answered: its outcome
+    is unknown (a new client with the same client id may resend it)."""
+
+
 class NodeError(ZmqfailError):
     """A node cannot start or keep running (port in use, data dir locked...)."""
 

@@ -31,7 +31,7 @@ from zmqfail.client.core import LossListener
 from zmqfail.client.session import ClientState
 from zmqfail.client.sync import Client, Failover
 from zmqfail.config import ClusterConfig
-from zmqfail.errors import RequestTimeout, Unavailable, ZmqfailError
+from zmqfail.errors import ClientClosed, RequestTimeout, Unavailable, ZmqfailError
 from zmqfail.protocol import Reply
 
 _Job = tuple[dict[str, Any], asyncio.Future[Reply], asyncio.AbstractEventLoop]
@@ -59,6 +59,9 @@ class AsyncClient:
         )
         self.timeout = timeout
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # Set by close(): the I/O thread ends at its next look, whatever it
+        # waits for (a server to answer, room in the window).
+        self._closing = threading.Event()
         self._futures: dict[int, tuple[asyncio.Future[Reply], asyncio.AbstractEventLoop]] = {}
         self._error: ZmqfailError | None = None
         # A byte on this pair wakes the I/O thread from its poll when work arrives.
@@ -101,6 +104,8 @@ class AsyncClient:
         return self._client.server
 
     async def request(self, body: dict[str, Any], timeout: float | None = None) -> Reply:
+        if self._closing.is_set():
+            raise ClientClosed("the client is closed")
         if self._error is not None:
             raise self._error
         loop = asyncio.get_running_loop()
@@ -116,9 +121,10 @@ class AsyncClient:
     # -------------------------------------------------------- the I/O thread
     def _run(self) -> None:
         c = self._client
+        closing = self._closing.is_set
         try:
-            c.connect(self._client.lost_after)
-            while True:
+            c.connect(self._client.lost_after, stop=closing)
+            while not closing():
                 with contextlib.suppress(BlockingIOError):
                     self._wake_r.recv(4096)  # level-triggered: drain before polling
                 while len(c.session.outstanding) < c.window:
@@ -127,7 +133,7 @@ class AsyncClient:
                     except queue.Empty:
                         break
                     if job is None:
-                        return
+                        break
                     body, fut, loop = job
                     msg_id = c.submit(body)
                     self._futures[msg_id] = (fut, loop)
@@ -136,20 +142,43 @@ class AsyncClient:
                     if entry is not None:
                         fut, loop = entry
                         loop.call_soon_threadsafe(_resolve, fut, rep)
+            self._fail_all(ClientClosed("the client was closed before this request was answered"))
         except ZmqfailError as exc:
             self._error = exc
-            for fut, loop in self._futures.values():
-                loop.call_soon_threadsafe(_fail, fut, exc)
+            self._fail_all(exc)
         finally:
             c.close()
             self._wake_r.close()
 
+    def _fail_all(self, exc: ZmqfailError) -> None:
+        """Every request not answered, sent or still queued, fails with `exc`."""
+        for fut, loop in self._futures.values():
+            loop.call_soon_threadsafe(_fail, fut, exc)
+        self._futures.clear()
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job[2].call_soon_threadsafe(_fail, job[1], exc)
+
     async def close(self) -> None:
+        """End the I/O thread and its sockets at its next look (within its
+        50 ms poll), even while it waits for a server or for room in the
+        window; whatever is unanswered then fails with ClientClosed."""
+        self._closing.set()
         self._jobs.put(None)
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
         self._wake_w.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 def _resolve(fut: asyncio.Future[Reply], rep: Reply) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -41,7 +41,7 @@ from zmqfail.client.core import (
 )
 from zmqfail.client.session import ClientState, Session
 from zmqfail.config import ClusterConfig
-from zmqfail.errors import ConfigError, RequestTimeout, Unavailable
+from zmqfail.errors import ClientClosed, ConfigError, RequestTimeout, Unavailable
 from zmqfail.protocol import Channel, Reply, limit_socket
 from zmqfail.security import Curve, Dial
 
@@ -233,15 +233,18 @@ class Client:
         return got
 
     # ------------------------------------------------------------ connecting
-    def connect(self, timeout: float | None = None) -> str:
+    def connect(self, timeout: float | None = None, stop: Callable[[], bool] | None = None) -> str:
         """Find the active server and hold a session with it; returns its name.
-        Raises Unavailable at the deadline."""
+        Raises Unavailable at the deadline, ClientClosed as soon as `stop()`
+        says so (the asyncio client's close)."""
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         core = self.core
         if core.active is None and core.state is not ClientState.FAILING_OVER:
             core.search(time.monotonic())
         while core.active is None or not self.session.session:
+            if stop is not None and stop():
+                raise ClientClosed("the client was closed while it looked for a server")
             now = time.monotonic()
             if now >= deadline:
                 core.lost()
