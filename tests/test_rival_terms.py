@@ -18,6 +18,7 @@ from zmqfail.core.node import NodeCore
 from zmqfail.failover.state import Role, State
 from zmqfail.protocol import Heartbeat
 from zmqfail.sim.campaign import run_one
+from zmqfail.sim.check import Violation
 from zmqfail.sim.disk import SimDisk
 from zmqfail.sim.loop import Loop
 from zmqfail.txlog.history import EpochHistory, Term
@@ -117,3 +118,55 @@ def test_two_leaders_of_one_epoch_tell_no_false_loss(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr("zmqfail.core.node.rival", lambda mine, theirs: None)
     out, _ = run_one(RIVAL_SEED, unsafe=True)
     assert [v.kind for v in out.violations] == ["false-loss"], out.violations
+
+
+# Another unsafe schedule (found 2026-12-02): primary a cut from everything,
+# b takes over at epoch 2; a crashes, restarts still cut off, and after the
+# heal of its isolation (b down) leads alone at epoch 2 too and tells the
+# clients that what b acknowledged is lost; then b comes back with its own
+# epoch 2. a hears the rival 17 ms after the heal and steps down; b leads at
+# epoch 3 at the end of its start-up window, keeping only what both
+# histories share, and a follows it.
+SETTLE_SEED = 406148
+
+
+def test_a_run_is_judged_only_once_the_pair_settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulator used to end a run as soon as every client had replies
+    sent since the heal, from any server: a's 17 ms of service counted, the
+    histories were checked while b was still starting, and the seed showed
+    lost writes not told, losses told but kept, and diverged tables. The
+    run now ends once one primary serves with the other server following it
+    in the normal state, and the clients have its replies."""
+    import zmqfail.core.agent as agent_mod
+    import zmqfail.sim.cluster as sim_cluster
+
+    clashes: list[tuple[str, Term]] = []
+    real_clash = agent_mod.FailoverAgent._clash
+
+    def seen(self: agent_mod.FailoverAgent, peer: str, term: Term, now: float) -> None:
+        clashes.append((peer, term))
+        real_clash(self, peer, term, now)
+
+    monkeypatch.setattr(agent_mod.FailoverAgent, "_clash", seen)
+    states: list[tuple[str | None, list[State]]] = []
+    real_check = sim_cluster.Cluster.check
+
+    def spy(self: sim_cluster.Cluster) -> list[Violation]:
+        live = [s.core.agent.fs.state for s in self.servers.values() if s.core is not None]
+        states.append((self.settled(), live))
+        return real_check(self)
+
+    monkeypatch.setattr(sim_cluster.Cluster, "check", spy)
+    out, picked = run_one(SETTLE_SEED, unsafe=True)
+    assert picked == ["isolate-primary", "crash-primary", "crash-primary"]
+    assert out.violations == []
+    assert {(peer, term.epoch, term.leader) for peer, term in clashes} == {
+        ("b", 2, "b"),  # a heard b's epoch 2
+        ("a", 2, "a"),  # b heard a's
+    }
+    assert states == [("b", [State.NORMAL, State.NORMAL])]  # judged once settled on b
+    # Planted: a's replies count whatever happens next (the old end).
+    monkeypatch.setattr(sim_cluster.Cluster, "settled", lambda self: "a")
+    out, _ = run_one(SETTLE_SEED, unsafe=True)
+    kinds = {v.kind for v in out.violations}
+    assert {"untold", "false-loss", "diverged"} <= kinds, out.violations
