@@ -7,6 +7,7 @@ simulated network, disk and clock, under seeded fault schedules.
     tools/sim --replay 1234 [--unsafe]     # one seed again, with its event trace
     tools/sim --named audit-both-links-cut # a named case
     tools/sim --seeds 500 --app ledger     # the ledger: money conserved, no transfer twice
+    tools/sim --seeds 500 --witness        # a witness elects; its faults and the split are safe
     tools/sim --named power-loss-backup-first --durability disk   # nothing lost
 
 Exits 1 when any schedule breaks an invariant (the failing seeds are listed;
@@ -31,6 +32,12 @@ def main() -> int:
     ap.add_argument("--start", type=int, default=1, help="the first seed")
     ap.add_argument("--minutes", type=float, default=None, help="run for this long instead")
     ap.add_argument("--unsafe", action="store_true", help="faults outside the safe set too")
+    ap.add_argument(
+        "--witness",
+        action="store_true",
+        help="a witness elects the primary; its loss, its cut from a server and the "
+        "servers split on every network join the safe faults",
+    )
     ap.add_argument("--workers", type=int, default=2, help="processes")
     ap.add_argument("--replay", type=int, default=None, help="run one seed, print its trace")
     ap.add_argument("--named", choices=sorted(NAMED), default=None, help="run a named case")
@@ -48,10 +55,14 @@ def main() -> int:
     if args.replay is not None or args.named is not None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         if args.named is not None:
-            out = run_named(args.named, args.start, app=args.app, durability=durability)
+            out = run_named(
+                args.named, args.start, witness=args.witness, app=args.app, durability=durability
+            )
             picked = [args.named]
         else:
-            out, picked = replay(args.replay, args.unsafe, app=args.app, durability=durability)
+            out, picked = replay(
+                args.replay, args.unsafe, args.witness, app=args.app, durability=durability
+            )
         print("\n".join(out.trace))
         print(f"faults: {', '.join(picked)}; acknowledged: {out.acked}; events: {out.events}")
         for v in out.violations:
@@ -60,10 +71,17 @@ def main() -> int:
     logging.disable(logging.CRITICAL)
     seeds = range(args.start, args.start + args.seeds)
     s = campaign(
-        seeds, args.unsafe, args.workers, args.minutes, app=args.app, durability=durability
+        seeds,
+        args.unsafe,
+        args.workers,
+        args.minutes,
+        witness=args.witness,
+        app=args.app,
+        durability=durability,
     )
     mode = "any faults (lost and split allowed)" if args.unsafe else "safe faults"
     mode += f", {args.app}, durability {durability.value}"
+    mode += ", a witness" if args.witness else ""
     print(
         f"{s.schedules} schedules ({mode}) in {s.seconds:.1f} s: {s.rate:.1f} schedules/s, "
         f"{s.sim_seconds / s.seconds:.0f} simulated s per s, {s.events / max(1, s.schedules):.0f} "
