@@ -270,6 +270,10 @@ class NodeMetrics:
         )
         self.io = TimedIO(self.fsync_seconds)
         self._asked: dict[tuple[str, str], float] = {}  # (backup, link) -> when asked
+        # Each (backup, link)'s histogram child, looked up once: `labels()`
+        # takes a lock and builds a key, and an answer is timed before the
+        # turn that takes it (on the acknowledgement's path).
+        self._rtt: dict[tuple[str, str], Any] = {}
         self._next_update = 0.0
         self._server: WSGIServer | None = None
 
@@ -326,4 +330,7 @@ class NodeMetrics:
     def answered(self, peer: str, link: str, now: float) -> None:
         t = self._asked.pop((peer, link), None)
         if t is not None:
-            self.round_trip.labels(peer, link).observe(max(0.0, now - t))
+            child = self._rtt.get((peer, link))
+            if child is None:
+                child = self._rtt[(peer, link)] = self.round_trip.labels(peer, link)
+            child.observe(max(0.0, now - t))
