@@ -101,3 +101,37 @@ def test_a_primary_acknowledging_before_its_own_flush_is_caught(
         None,
     )
     assert caught is not None
+
+
+# Found 2026-12-02 by `tools/sim --minutes 2 --start 600000 --unsafe
+# --durability disk`: the primary a, cut off, runs alone with a failing disk;
+# its backup b, paused meanwhile, judges a silent and gone before the pause
+# but cannot take over (frozen); a stops on its disk error, b wakes and hears
+# a's last heartbeat (still serving) and follows again as syncing; a restarts
+# holding less. b waited in SYNCING forever: its silence of a had been judged
+# already, so no new one was fed to move it on.
+STUCK_SEED = 600411
+
+
+def test_a_backup_following_a_primary_again_judges_its_silence_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from zmqfail.core.agent import FailoverAgent
+    from zmqfail.sim.campaign import run_one
+
+    out, picked = run_one(STUCK_SEED, unsafe=True, durability=Durability.DISK)
+    assert picked == ["isolate-primary", "disk-error", "pause-backup"]
+    assert out.violations == [], [str(v) for v in out.violations]
+    # Planted: the judged silence kept across the primary's heartbeat.
+    real = FailoverAgent.tick
+
+    def keep_judged(self: FailoverAgent, now: float, *args: object) -> None:
+        silent, judged = set(self.silent), dict(self.judged)
+        real(self, now, *args)  # type: ignore[arg-type]
+        if self.name == "b" and silent and not self.silent:
+            self.silent |= silent
+            self.judged.update(judged)
+
+    monkeypatch.setattr(FailoverAgent, "tick", keep_judged)
+    out, _ = run_one(STUCK_SEED, unsafe=True, durability=Durability.DISK)
+    assert "stuck" in {v.kind for v in out.violations}, [str(v) for v in out.violations]

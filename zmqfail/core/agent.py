@@ -294,6 +294,13 @@ class FailoverAgent:
                         hb.last_epoch,
                     )
                     self.feed(event, now)
+                    # Heard serving: any silence of it is judged afresh. The
+                    # detector may not run now (our own pause: untrusted), and
+                    # a silence judged before would never be fed again, so a
+                    # backup this made syncing waited forever for a primary
+                    # that had died (unsafe seed 600411 with "disk").
+                    self.silent.discard(name)
+                    self.judged.pop(name, None)
                 elif hb.epoch > self.fs.epoch:
                     self.feed(HigherEpoch(hb.epoch, name), now)
                 fresh = True
