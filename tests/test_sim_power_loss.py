@@ -149,7 +149,9 @@ STALE_IN_SYNC_SEEDS = (600194, 605477)
     strict=True,
     raises=AssertionError,
     reason="open: a backup believing a stale in-sync listing loses what the primary "
-    "acknowledged alone; when this passes, update docs/reliability.md and drop the mark",
+    "acknowledged alone. If this passes: fixed (update docs/reliability.md, drop the mark), "
+    "or the schedule's timing moved (find seeds that show it again: tools/sim --minutes 2 "
+    "--start 600000 --unsafe --durability disk)",
 )
 @pytest.mark.parametrize("seed", STALE_IN_SYNC_SEEDS)
 def test_a_stale_in_sync_listing_loses_nothing_with_disk(seed: int) -> None:
