@@ -19,7 +19,7 @@ from fakeserver import FakeServer
 
 from zmqfail.client.shards import ShardedClient
 from zmqfail.config import ClusterConfig, loads, render_shards
-from zmqfail.errors import RequestTimeout
+from zmqfail.errors import RequestTimeout, Unavailable
 from zmqfail.netutil import free_base_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -93,3 +93,40 @@ def test_request_waits_for_its_own_reply_and_keeps_the_others(
         assert (mine.msg_id, mine.status) == (2, "ok")
         got = sc.poll(0)
         assert [(shard, r.msg_id) for shard, r in got] == [("s2", 1)]
+
+
+def answered_and_waiting(sc: ShardedClient, shard: str) -> None:
+    """Until `shard`'s client has a reply readable, not yet read."""
+    client = sc.client(shard)
+    client.flush()
+    assert client.poller.poll(10_000), f"{shard} did not answer"
+
+
+def test_a_lost_shard_costs_the_other_shards_no_reply(
+    stuck_s1: tuple[ClusterConfig, list[FakeServer]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard's client raises Unavailable once it is lost. The round of
+    polls that meets it has already taken the replies of the shards polled
+    before it, completing them in their own clients: found by review, they
+    were dropped with the exception, in `request` (its own shard lost) and in
+    `poll` (any shard lost), and no later call could return them."""
+    cfg, _ = stuck_s1
+    with ShardedClient(cfg, timeout=5.0, window=4) as sc:
+        sc.connect(5)
+        assert sc.submit(order("XYZ")) == ("s2", 1)  # s2 is polled first in a round
+        answered_and_waiting(sc, "s2")
+
+        def lost(timeout: float, raise_on_timeout: bool = False) -> list[Any]:
+            raise Unavailable("no server answered for 30s (s1 is lost)")
+
+        monkeypatch.setattr(sc.client("s1"), "poll", lost)
+        with pytest.raises(Unavailable, match="s1 is lost"):
+            sc.request(order("ABC"))
+        assert sc.outstanding() == 2  # s1's request, and s2's reply not yet handed over
+        assert [(shard, r.msg_id) for shard, r in sc.poll(0)] == [("s2", 1)]
+        # poll itself: the lost shard raises, what s2 answered comes next.
+        assert sc.submit(order("QQQ")) == ("s2", 2)
+        answered_and_waiting(sc, "s2")
+        with pytest.raises(Unavailable, match="s1 is lost"):
+            sc.poll(0)
+        assert [(shard, r.msg_id) for shard, r in sc.poll(0)] == [("s2", 2)]

@@ -18,10 +18,9 @@ two shards is two independent failovers. Replies and msg_ids are per shard:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from zmqfail.app import RoutingKeys
@@ -170,35 +169,50 @@ class ShardedClient:
         `left`, the others are only stepped (their timers run, what they
         queued leaves). Another shard's loss is not this call's to raise: the
         next ``poll`` does."""
+        return self._round(lambda name: min(SLICE, left) if name == shard else 0.0, shard)
+
+    def _round(
+        self, wait_of: Callable[[str], float], raise_for: str | None
+    ) -> list[tuple[str, Reply]]:
+        """Poll every shard sent to, each for `wait_of(name)` seconds. A
+        shard's loss (Unavailable) is raised after the round, for `raise_for`
+        only (None: any shard), and never costs another shard's replies:
+        what the round took goes to the spill first, for the next poll (they
+        are completed in their own clients, so they would be lost)."""
         got: list[tuple[str, Reply]] = []
+        error: Unavailable | None = None
         for name, c in list(self._used.items()):
-            if name == shard:
-                got += [(name, r) for r in c.poll(min(SLICE, left))]
-                continue
-            with contextlib.suppress(Unavailable):
-                got += [(name, r) for r in c.poll(0)]
+            try:
+                got += [(name, r) for r in c.poll(wait_of(name))]
+            except Unavailable as exc:
+                if error is None and raise_for in (None, name):
+                    error = exc
+        if error is not None:
+            self._spill += got
+            raise error
         return got
 
     def outstanding(self) -> int:
-        """Requests sent and not yet answered, over every shard."""
-        return sum(len(c.session.outstanding) for c in self._used.values())
+        """Requests not yet handed to the caller, over every shard: sent and
+        unanswered, or answered and waiting for the next ``poll``."""
+        return sum(len(c.session.outstanding) for c in self._used.values()) + len(self._spill)
 
     def poll(self, timeout: float) -> list[tuple[str, Reply]]:
         """Wait up to `timeout` for replies from any shard, each with its shard.
-        Every shard sent to keeps its client's timers running meanwhile."""
+        Every shard sent to keeps its client's timers running meanwhile. A lost
+        shard raises Unavailable; what the other shards answered in that round
+        comes from the next call."""
         deadline = time.monotonic() + timeout
         spilt, self._spill = self._spill, []
         if spilt:
             return spilt
         while True:
-            got = [(name, r) for name, c in self._used.items() for r in c.poll(0)]
+            got = self._round(lambda name: 0.0, None)
             if got or time.monotonic() >= deadline:
                 return got
             if not self._used:  # nothing sent yet: nothing can come
                 time.sleep(min(SLICE, max(0.0, deadline - time.monotonic())))
-            for name, c in self._used.items():
-                wait = min(SLICE, max(0.0, deadline - time.monotonic()))
-                got += [(name, r) for r in c.poll(wait)]
+            got = self._round(lambda name: min(SLICE, max(0.0, deadline - time.monotonic())), None)
             if got:
                 return got
 
@@ -233,7 +247,14 @@ class AsyncShardedClient:
             window=window,
             lost_after=lost_after,
         )
-        self.clients: dict[str, AsyncClient] = {name: make(c) for name, c in _groups(cfg)}
+        self.clients: dict[str, AsyncClient] = {}
+        try:
+            for name, shard_cfg in _groups(cfg):
+                self.clients[name] = make(shard_cfg)
+        except BaseException:  # a later shard's keys missing, say: end the threads made
+            for c in self.clients.values():
+                c._stop()
+            raise
 
     async def request(self, body: dict[str, Any], timeout: float | None = None) -> Reply:
         return await self.clients[self.router.route(body)].request(body, timeout)
