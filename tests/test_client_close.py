@@ -22,7 +22,7 @@ from fakeserver import FakeServer
 from zmqfail.client.aio import AsyncClient
 from zmqfail.client.shards import AsyncShardedClient
 from zmqfail.config import loads, render_shards
-from zmqfail.errors import ClientClosed
+from zmqfail.errors import ClientClosed, RequestTimeout
 from zmqfail.netutil import free_base_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -110,3 +110,33 @@ def test_a_sharded_asyncio_client_closes_every_shard(tmp_path: Path) -> None:
         assert [type(o) for o in outcomes] == [ClientClosed] * 2
 
     asyncio.run(main())
+
+
+def test_close_fails_the_pending_even_after_an_earlier_event_loop_closed(
+    silent: FakeServer,
+) -> None:
+    """One client used from two `asyncio.run`s: a request of the first timed
+    out and stayed pending, and its loop is closed. Found by review: handing
+    it its ClientClosed raised in the I/O thread ('Event loop is closed'),
+    which died there, and the second loop's request waited out its own
+    timeout instead."""
+    before = io_threads()
+    c = AsyncClient([silent.endpoint], timeout=LONG, lost_after=LONG)
+
+    async def first() -> None:
+        await c.connect()
+        with pytest.raises(RequestTimeout, match="stays pending"):
+            await c.request(BODY, timeout=0.2)
+
+    async def second() -> None:
+        pending = asyncio.ensure_future(c.request(BODY))
+        await wait_for(lambda: len(silent.requests()) == 2)
+        assert await close_and_time(c) < LONG / 3
+        with pytest.raises(ClientClosed, match="before this request was answered"):
+            await asyncio.wait_for(pending, LONG / 3)
+        with pytest.raises(ClientClosed, match="the client is closed"):
+            await c.connect()
+
+    asyncio.run(first())
+    asyncio.run(second())
+    assert io_threads() == before

@@ -21,7 +21,7 @@ import contextlib
 import queue
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -92,6 +92,8 @@ class AsyncClient:
         self._client.add_loss_listener(fn)
 
     async def connect(self, timeout: float | None = None) -> str:
+        if self._closing.is_set():
+            raise ClientClosed("the client is closed")
         limit = self.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
@@ -140,8 +142,7 @@ class AsyncClient:
                 for rep in c.poll(0.05):
                     entry = self._futures.pop(rep.msg_id, None)
                     if entry is not None:
-                        fut, loop = entry
-                        loop.call_soon_threadsafe(_resolve, fut, rep)
+                        _post(entry[1], _resolve, entry[0], rep)
             self._fail_all(ClientClosed("the client was closed before this request was answered"))
         except ZmqfailError as exc:
             self._error = exc
@@ -153,7 +154,7 @@ class AsyncClient:
     def _fail_all(self, exc: ZmqfailError) -> None:
         """Every request not answered, sent or still queued, fails with `exc`."""
         for fut, loop in self._futures.values():
-            loop.call_soon_threadsafe(_fail, fut, exc)
+            _post(loop, _fail, fut, exc)
         self._futures.clear()
         while True:
             try:
@@ -161,17 +162,21 @@ class AsyncClient:
             except queue.Empty:
                 return
             if job is not None:
-                job[2].call_soon_threadsafe(_fail, job[1], exc)
+                _post(job[2], _fail, job[1], exc)
 
     async def close(self) -> None:
         """End the I/O thread and its sockets at its next look (within its
         50 ms poll), even while it waits for a server or for room in the
         window; whatever is unanswered then fails with ClientClosed."""
+        await asyncio.get_running_loop().run_in_executor(None, self._stop)
+
+    def _stop(self) -> None:
+        """close() without an event loop (a constructor cleaning up)."""
         self._closing.set()
         self._jobs.put(None)
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
-        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
+        self._thread.join(10.0)
         self._wake_w.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -179,6 +184,17 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _post(
+    loop: asyncio.AbstractEventLoop, fn: Callable[[asyncio.Future[Reply], Any], None], *args: Any
+) -> None:
+    """Hand `fn(*args)` to `loop`. A loop closed since its coroutine asked
+    (the client used from one `asyncio.run` after another) has no one left
+    waiting; raising here would end the I/O thread, and every other request
+    would wait out its timeout."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
 
 
 def _resolve(fut: asyncio.Future[Reply], rep: Reply) -> None:
@@ -189,3 +205,6 @@ def _resolve(fut: asyncio.Future[Reply], rep: Reply) -> None:
 def _fail(fut: asyncio.Future[Reply], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+        # Marked as seen: a request that timed out left its future behind,
+        # and asyncio would log each one failed at close as never retrieved.
+        fut.exception()
