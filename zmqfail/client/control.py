@@ -11,6 +11,7 @@ behind a cut cable still costs the timeout.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -89,8 +90,11 @@ class _Dialling:
                 self.why = "connection refused: nothing listens there"
 
     def close(self, s: zmq.Socket[bytes]) -> None:
-        s.disable_monitor()
-        self.mon.close(linger=0)
+        try:
+            with contextlib.suppress(zmq.ZMQError):
+                s.disable_monitor()
+        finally:
+            self.mon.close(linger=0)
 
 
 def call(
@@ -108,14 +112,16 @@ def call(
     endpoint, dial = target(where)
     c: zmq.Context[zmq.Socket[bytes]] = ctx or zmq.Context.instance()
     s: zmq.Socket[bytes] = c.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    # A DEALER blocks a send while it has no peer, and a failed handshake (a
-    # key the node does not know, or none) tears down the one it had: without
-    # a bound, such a call hung forever instead of saying no one answered.
-    s.setsockopt(zmq.SNDTIMEO, max(1, int(timeout * 1000)))
-    limit_socket(s, Channel.REPLIES)
-    dialling = _Dialling(s)
+    dialling: _Dialling | None = None
     try:
+        s.setsockopt(zmq.LINGER, 0)
+        # A DEALER blocks a send while it has no peer, and a failed handshake
+        # (a key the node does not know, or none) tears down the one it had:
+        # without a bound, such a call hung forever instead of saying no one
+        # answered.
+        s.setsockopt(zmq.SNDTIMEO, max(1, int(timeout * 1000)))
+        limit_socket(s, Channel.REPLIES)
+        dialling = _Dialling(s)
         if dial is not None:
             dial.apply(s)
         s.connect(endpoint)
@@ -136,7 +142,8 @@ def call(
             raise ControlRefused(endpoint, rep.error)
         return rep.result
     finally:
-        dialling.close(s)
+        if dialling is not None:
+            dialling.close(s)
         s.close(linger=0)
 
 
