@@ -193,15 +193,24 @@ class Cluster:
 
     def settled(self) -> str | None:
         """The primary, when one serves and every other server that is up
-        follows it in the normal state: one history to check against."""
+        follows it, at its epoch, in the normal state: one history to check
+        against."""
         primary = self.primary()
         if primary is None:
             return None
+        lead = self.servers[primary].core
+        assert lead is not None
+        epoch = lead.agent.fs.epoch
         for name, s in self.servers.items():
             if name == primary or not s.up or s.core is None:
                 continue
             fs = s.core.agent.fs
-            if fs.state is not State.NORMAL or fs.role is not Role.BACKUP:
+            if (fs.state, fs.role, fs.primary, fs.epoch) != (
+                State.NORMAL,
+                Role.BACKUP,
+                primary,
+                epoch,
+            ):
                 return None
         return primary
 
@@ -233,8 +242,13 @@ class Cluster:
             406148 of the unsafe campaign: two leaders of one epoch, one
             served 17 ms past the heal, and the run ended before the pair
             settled on the other)."""
+            core = self.servers[primary].core
+            assert core is not None
+            epoch = core.agent.fs.epoch  # its replies of this term, not of one it left
             return sum(
-                1 for a in c.acks[marks[c.id] :] if a.sent_at >= healed and a.server == primary
+                1
+                for a in c.acks[marks[c.id] :]
+                if a.sent_at >= healed and a.server == primary and a.epoch == epoch
             )
 
         def served(least: int) -> bool:
