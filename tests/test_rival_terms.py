@@ -10,6 +10,7 @@ keeps only what both histories share."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from test_core import CFG
@@ -165,8 +166,13 @@ def test_a_run_is_judged_only_once_the_pair_settled(monkeypatch: pytest.MonkeyPa
         ("a", 2, "a"),  # b heard a's
     }
     assert states == [("b", [State.NORMAL, State.NORMAL])]  # judged once settled on b
-    # Planted: a's replies count whatever happens next (the old end).
-    monkeypatch.setattr(sim_cluster.Cluster, "settled", lambda self: "a")
+
+    # Planted: the old end, any server's replies since the heal, settled or not.
+    def any_reply(self: sim_cluster.Cluster, c: Any, primary: str, healed: float, mark: int) -> int:
+        return sum(1 for a in c.acks[mark:] if a.sent_at >= healed)
+
+    monkeypatch.setattr(sim_cluster.Cluster, "settled", lambda self: "anyone")
+    monkeypatch.setattr(sim_cluster.Cluster, "resumed", any_reply)
     out, _ = run_one(SETTLE_SEED, unsafe=True)
     kinds = {v.kind for v in out.violations}
     assert {"untold", "false-loss", "diverged"} <= kinds, out.violations

@@ -220,6 +220,24 @@ class Cluster:
                 return name
         return None
 
+    def resumed(self, c: SimClient, primary: str, healed: float, mark: int) -> int:
+        """Acks `c` had (its `mark`-th on) from `primary`'s current term for
+        writes answered since the heal: a reply the old primary sent just
+        before it (still on its way) proves nothing, and stopping on it ended
+        runs before the clients had found the new primary and been told what
+        it lacks; nor does one from a server about to step down (seed 406148
+        of the unsafe campaign: two leaders of one epoch, one served 17 ms
+        past the heal, and the run ended before the pair settled on the
+        other)."""
+        core = self.servers[primary].core
+        assert core is not None
+        epoch = core.agent.fs.epoch
+        return sum(
+            1
+            for a in c.acks[mark:]
+            if a.sent_at >= healed and a.server == primary and a.epoch == epoch
+        )
+
     # ------------------------------------------------------------------ run
     def run(self, faults: Callable[[Cluster], None], until: float) -> Outcome:
         """Start, let the pair form, apply `faults` (it schedules its own
@@ -233,27 +251,11 @@ class Cluster:
         healed = loop.now
         marks = {c.id: len(c.acks) for c in self.clients}
 
-        def resumed(c: SimClient, primary: str) -> int:
-            """Acks the client had from `primary` for writes it answered
-            since the heal: a reply the old primary sent just before it
-            (still on its way) proves nothing, and stopping on it ended runs
-            before the clients had found the new primary and been told what
-            it lacks; nor does one from a server about to step down (seed
-            406148 of the unsafe campaign: two leaders of one epoch, one
-            served 17 ms past the heal, and the run ended before the pair
-            settled on the other)."""
-            core = self.servers[primary].core
-            assert core is not None
-            epoch = core.agent.fs.epoch  # its replies of this term, not of one it left
-            return sum(
-                1
-                for a in c.acks[marks[c.id] :]
-                if a.sent_at >= healed and a.server == primary and a.epoch == epoch
-            )
-
         def served(least: int) -> bool:
             p = self.settled()
-            return p is not None and all(resumed(c, p) >= least for c in self.clients)
+            return p is not None and all(
+                self.resumed(c, p, healed, marks[c.id]) >= least for c in self.clients
+            )
 
         deadline = healed + RESUME_WITHIN
         while loop.now < deadline:
