@@ -46,9 +46,9 @@ def cut_both(cl: Cluster, name: str, heal: bool = False) -> None:
         call(cl.cfg.node(name).control, "heal" if heal else "cut", {"link": link})
 
 
-def delay_records(cl: Cluster, name: str, ms: int) -> None:
+def delay_records(cl: Cluster, name: str, ms: int, seconds: float = 30) -> None:
     for link in ("main", "failsafe"):
-        call(cl.cfg.node(name).control, "delay", {"link": link, "ms": ms, "for": 30})
+        call(cl.cfg.node(name).control, "delay", {"link": link, "ms": ms, "for": seconds})
 
 
 def votes_at(cl: Cluster, name: str) -> int:
@@ -91,7 +91,9 @@ def alone_on_a_with_b_behind(
     cut_both(cl, "b")
     cl.wait("a", State.PRIMARY_ONLY, timeout=10)
     wait_more(load, 3000, "acknowledged by a alone")
-    delay_records(cl, "a", 300)
+    # For 10 s: under the load, a acknowledging alone outruns b's catch-up
+    # 300 ms behind, so b catches up only once the delay ends.
+    delay_records(cl, "a", 300, seconds=10)
     cut_both(cl, "b", heal=True)
     # b stayed "normal" (waiting, step 420) while cut off; hearing a run alone
     # it knows it is behind.
@@ -141,7 +143,9 @@ def test_a_backup_behind_is_not_in_sync_and_cannot_take_over_without_records(
         seen.append((sb.last_lsn, committed))
         return True
 
-    wait_for(b_normal, 30, "b in sync")
+    # b is in sync only once the delay ends (with a 30 s delay it was seen
+    # 30.06 s after SYNCING in a CI run, which a 30 s wait here missed).
+    wait_for(b_normal, 60, "b in sync")
     cl.kill("a")
     cl.wait("b", role=PRIMARY)  # b takes over
     wait_more(load, 300, "load on b")
