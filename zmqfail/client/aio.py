@@ -168,10 +168,11 @@ class AsyncClient:
         """End the I/O thread and its sockets at its next look (within its
         50 ms poll), even while it waits for a server or for room in the
         window; whatever is unanswered then fails with ClientClosed."""
-        await asyncio.get_running_loop().run_in_executor(None, self._stop)
+        await asyncio.get_running_loop().run_in_executor(None, self.close_now)
 
-    def _stop(self) -> None:
-        """close() without an event loop (a constructor cleaning up)."""
+    def close_now(self) -> None:
+        """close() for a caller without an event loop (a constructor cleaning
+        up after a failure); blocks up to 10 s for the I/O thread."""
         self._closing.set()
         self._jobs.put(None)
         with contextlib.suppress(OSError):

@@ -55,20 +55,14 @@ def target(where: str | NodeConfig | WitnessConfig) -> tuple[str, Dial | None]:
     return endpoint, Dial(sec.operator_pair(), sec.server_public(name))
 
 
-# What the dialling socket's monitor is asked for: enough to tell a refused
-# connection (retried before ever connecting) from a refused handshake.
-_DIAL_EVENTS = (
-    zmq.EVENT_CONNECTED
-    | zmq.EVENT_CONNECT_RETRIED
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
 _HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
+# What the dialling socket's monitor is asked for: enough to tell a refused
+# connection (retried before ever connecting) from a refused handshake.
+_DIAL_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | _HANDSHAKE_FAILED
 
 
 class _Dialling:

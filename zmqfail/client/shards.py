@@ -253,7 +253,7 @@ class AsyncShardedClient:
                 self.clients[name] = make(shard_cfg)
         except BaseException:  # a later shard's keys missing, say: end the threads made
             for c in self.clients.values():
-                c._stop()
+                c.close_now()
             raise
 
     async def request(self, body: dict[str, Any], timeout: float | None = None) -> Reply:
