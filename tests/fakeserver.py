@@ -24,6 +24,9 @@ from zmqfail.protocol import (
     encode_reply,
 )
 
+# A limit order the fake servers take (they answer without reading it).
+ORDER = {"op": "new", "instrument": "ABC", "side": "buy", "type": "limit", "qty": 1, "price": "1"}
+
 
 class FakeServer:
     """A ROUTER that says it is active, grants a session, and (when

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import zmq
-from fakeserver import FakeServer
+from fakeserver import ORDER, FakeServer
 
 from zmqfail.client.aio import AsyncClient
 from zmqfail.client.shards import AsyncShardedClient
@@ -27,7 +27,6 @@ from zmqfail.netutil import free_base_port
 
 pytestmark = pytest.mark.timeout(60)
 
-BODY = {"op": "new", "instrument": "ABC", "side": "buy", "type": "limit", "qty": 1, "price": "1"}
 LONG = 30.0  # every timeout of the clients: only close() can end these waits
 
 
@@ -61,15 +60,15 @@ def test_close_while_no_server_answers_ends_the_thread_and_fails_the_request() -
         c = AsyncClient(
             [f"tcp://127.0.0.1:{free_base_port(1)}"], timeout=LONG, lost_after=LONG
         )  # nothing listens: the thread looks for a server for LONG
-        pending = asyncio.ensure_future(c.request(BODY))
-        await asyncio.sleep(0.2)
+        pending = asyncio.ensure_future(c.request(ORDER))
+        await asyncio.sleep(0)  # one step of the loop: the request is queued
         assert not pending.done()
         assert await close_and_time(c) < LONG / 3
         assert io_threads() == before
         with pytest.raises(ClientClosed, match="closed while it looked for a server"):
             await pending
         with pytest.raises(ClientClosed, match="the client is closed"):
-            await c.request(BODY)
+            await c.request(ORDER)
 
     asyncio.run(main())
 
@@ -79,7 +78,7 @@ def test_close_with_a_full_window_fails_the_sent_and_the_queued(silent: FakeServ
         before = io_threads()
         async with AsyncClient([silent.endpoint], timeout=LONG, window=2, lost_after=LONG) as c:
             await c.connect()
-            pending = [asyncio.ensure_future(c.request({**BODY, "qty": q})) for q in (1, 2, 3)]
+            pending = [asyncio.ensure_future(c.request({**ORDER, "qty": q})) for q in (1, 2, 3)]
             await wait_for(lambda: len(silent.requests()) == 2)  # the third waits for room
             took = await close_and_time(c)
         assert took < LONG / 3
@@ -99,10 +98,11 @@ def test_a_sharded_asyncio_client_closes_every_shard(tmp_path: Path) -> None:
         async with AsyncShardedClient(cfg, timeout=LONG, lost_after=LONG) as sc:
             assert io_threads() == before + 2
             pending = [
-                asyncio.ensure_future(sc.request({**BODY, "instrument": key}))
+                asyncio.ensure_future(sc.request({**ORDER, "instrument": key}))
                 for key in ("ABC", "XYZ")  # one on each shard
             ]
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0)  # one step of the loop: both are queued
+            assert not any(p.done() for p in pending)
             t0 = time.monotonic()
         assert time.monotonic() - t0 < LONG / 3
         assert io_threads() == before
@@ -126,10 +126,10 @@ def test_close_fails_the_pending_even_after_an_earlier_event_loop_closed(
     async def first() -> None:
         await c.connect()
         with pytest.raises(RequestTimeout, match="stays pending"):
-            await c.request(BODY, timeout=0.2)
+            await c.request(ORDER, timeout=0.2)
 
     async def second() -> None:
-        pending = asyncio.ensure_future(c.request(BODY))
+        pending = asyncio.ensure_future(c.request(ORDER))
         await wait_for(lambda: len(silent.requests()) == 2)
         assert await close_and_time(c) < LONG / 3
         with pytest.raises(ClientClosed, match="before this request was answered"):

@@ -12,15 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 import zmq
-from fakeserver import FakeServer
+from fakeserver import ORDER, FakeServer
 
 from zmqfail.client.aio import AsyncClient
 from zmqfail.client.sync import Client
 from zmqfail.protocol import RequestBatch
 
 pytestmark = pytest.mark.timeout(60)
-
-BODY = {"op": "new", "instrument": "ABC", "side": "buy", "type": "limit", "qty": 1, "price": "1"}
 
 
 @pytest.fixture
@@ -35,7 +33,7 @@ def test_the_blocking_client_sends_its_submits_in_one_frame(
 ) -> None:
     with Client([server.endpoint], timeout=5, window=64, ctx=zctx) as c:
         c.connect(5)
-        ids = [c.submit({**BODY, "qty": q}) for q in range(1, 33)]
+        ids = [c.submit({**ORDER, "qty": q}) for q in range(1, 33)]
         got: list[int] = []
         while len(got) < len(ids):
             got.extend(r.msg_id for r in c.poll(5.0, raise_on_timeout=True))
@@ -49,7 +47,7 @@ def test_the_asyncio_client_batches_and_resolves_each_request(server: FakeServer
         c = AsyncClient([server.endpoint], timeout=10)
         try:
             await c.connect()
-            replies = await asyncio.gather(*(c.request({**BODY, "qty": q}) for q in range(64)))
+            replies = await asyncio.gather(*(c.request({**ORDER, "qty": q}) for q in range(64)))
             return [r.result["n"] for r in replies]
         finally:
             await c.close()
@@ -73,7 +71,7 @@ def test_a_wake_up_ends_the_poll_at_once(
     try:
         with Client([server.endpoint], timeout=5, ctx=zctx) as c:
             c.connect(5)
-            c.submit(BODY)
+            c.submit(ORDER)
             c.poller.register(r.fileno(), zmq.POLLIN)
             w.send(b"\0")
             assert c.poll(600.0, raise_on_timeout=True) == []

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import zmq
-from fakeserver import FakeServer
+from fakeserver import ORDER, FakeServer
 
 from zmqfail.client.shards import ShardedClient
 from zmqfail.config import ClusterConfig, loads, render_shards
@@ -26,8 +26,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def order(instrument: str) -> dict[str, Any]:
-    return {"op": "new", "instrument": instrument, "side": "buy", "type": "limit", "qty": 1,
-            "price": "1"}  # fmt: skip
+    return {**ORDER, "instrument": instrument}
 
 
 @pytest.fixture

@@ -8,9 +8,12 @@ No test here times anything: `tools/sim` reports speed (docs/reliability.md).
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from typing import Any
 
 import pytest
+from conftest import ROOT
 from simcheck import caught, niced_campaign
 
 from zmqfail.config import Durability
@@ -30,7 +33,7 @@ from zmqfail.failover.state import (
 )
 from zmqfail.processor import Processed, Processor
 from zmqfail.sim.campaign import allowed_unsafe, campaign, run_named, run_one
-from zmqfail.sim.schedule import ALLOWED_UNSAFE
+from zmqfail.sim.schedule import ALLOWED_UNSAFE, random_schedule
 from zmqfail.witness.logic import Witness
 
 CI_SEEDS = range(1, 2001)
@@ -269,12 +272,8 @@ def test_a_reported_loss_is_never_undone(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.timeout(120)
 def test_tools_sim_runs_a_witness_campaign_and_replays_a_witness_seed() -> None:
     """`--witness` reaches the campaign and the replay: the summary says so,
-    and a replayed seed's trace holds the witness's own faults."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
+    and a replayed seed's trace holds the witness's own faults (without the
+    flag no witness fault is ever drawn)."""
     sim = [sys.executable, str(ROOT / "tools" / "sim.py")]
     r = subprocess.run(
         [*sim, "--seeds", "8", "--witness", "--workers", "1"],
@@ -285,15 +284,12 @@ def test_tools_sim_runs_a_witness_campaign_and_replays_a_witness_seed() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "8 schedules (safe faults, orders, durability memory, a witness)" in r.stdout
     assert "violations: 0 schedule(s)" in r.stdout
-    # A seed whose schedule draws a witness fault, replayed with and without.
-    seed = next(n for n in range(1, 200) if any("witness" in f for f in witness_faults(n)[1]))
+    seed = next(
+        n
+        for n in range(1, 200)
+        if any("witness" in f for f in random_schedule(n, safe=True, witness=True)[1])
+    )
     r = subprocess.run(
         [*sim, "--replay", str(seed), "--witness"], capture_output=True, text=True, timeout=100
     )
     assert r.returncode == 0 and "witness" in r.stdout.splitlines()[-1], r.stdout
-
-
-def witness_faults(seed: int) -> tuple[Any, list[str]]:
-    from zmqfail.sim.schedule import random_schedule
-
-    return random_schedule(seed, safe=True, witness=True)

@@ -13,8 +13,9 @@ import pytest
 
 from zmqfail.client.acks import AckedWrites
 from zmqfail.config import Durability
+from zmqfail.core.agent import FailoverAgent
 from zmqfail.core.node import NodeCore
-from zmqfail.sim.campaign import campaign, run_named
+from zmqfail.sim.campaign import campaign, run_named, run_one
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -116,9 +117,6 @@ STUCK_SEED = 600411
 def test_a_backup_following_a_primary_again_judges_its_silence_afresh(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from zmqfail.core.agent import FailoverAgent
-    from zmqfail.sim.campaign import run_one
-
     out, picked = run_one(STUCK_SEED, unsafe=True, durability=Durability.DISK)
     assert picked == ["isolate-primary", "disk-error", "pause-backup"]
     assert out.violations == [], [str(v) for v in out.violations]
@@ -155,8 +153,6 @@ STALE_IN_SYNC_SEEDS = (600194, 605477)
 )
 @pytest.mark.parametrize("seed", STALE_IN_SYNC_SEEDS)
 def test_a_stale_in_sync_listing_loses_nothing_with_disk(seed: int) -> None:
-    from zmqfail.sim.campaign import run_one
-
     out, picked = run_one(seed, unsafe=True, durability=Durability.DISK)
     assert "split-servers" not in picked
     assert out.violations == [], [str(v) for v in out.violations]
