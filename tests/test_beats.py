@@ -190,6 +190,10 @@ def test_the_backups_in_sync_and_the_handoff_are_part_of_the_key() -> None:
     class Tracker:
         def __init__(self) -> None:
             self.peers = {"b": Peer()}
+            self.listing: list[tuple[str, int, int]] = []
+
+        def admitted(self) -> list[tuple[str, int, int]]:
+            return list(self.listing)
 
     class StubLeader:
         def __init__(self) -> None:
@@ -219,3 +223,8 @@ def test_the_backups_in_sync_and_the_handoff_are_part_of_the_key() -> None:
     assert heard().handoff_to == "b"
     peer.held = -1  # it no longer holds everything: not offered yet
     assert heard().handoff_to == ""
+    # The in-sync generations: a new one (an admission, a drop) is a new frame.
+    leader.tracker.listing = [("b", 7, 1)]
+    assert heard().admitted == [["b", 7, 1]]
+    leader.tracker.listing = [("b", 7, 2)]
+    assert heard().admitted == [["b", 7, 2]]

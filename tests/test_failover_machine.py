@@ -43,6 +43,7 @@ from zmqfail.failover.state import (
     Promote,
     Resume,
     Role,
+    Stalled,
     StartupDone,
     State,
     Stop,
@@ -210,6 +211,7 @@ def sample(ev: type, s: FailoverState) -> Event:
         Pause: Pause(),
         Resume: Resume(),
         HandoffTimeout: HandoffTimeout(),
+        Stalled: Stalled(),
         Stop: Stop(),
     }
     return samples[ev]
@@ -234,6 +236,7 @@ def test_event_types_are_all_known() -> None:
         Pause,
         Resume,
         HandoffTimeout,
+        Stalled,
         Stop,
     }
     assert {k[1] for k in TRANSITIONS} <= set(EVENT_TYPES)
@@ -1802,3 +1805,17 @@ def test_a_waiting_server_told_of_a_higher_epoch_asks_again_above_it() -> None:
     assert a.candidate == 2
     new, _ = go(a, HigherEpoch(2, "b"), T0 + 4)
     assert (new.epoch, new.candidate) == (2, 3)
+
+
+def test_a_normal_backup_that_stalled_syncs_until_listed_again() -> None:
+    """Its primary may have judged it gone and acknowledged alone meanwhile:
+    it keeps following, but may not take over until a fresh listing counts it
+    in sync again. A primary, or a backup not in sync, changes nothing."""
+    b = go_s(starting("b", ("a",)), PeerActive("a", 1, ("b",)), T0)
+    assert (b.state, b.role) == (State.NORMAL, Role.BACKUP)
+    stalled, actions = go(b, Stalled(), T0 + 1)
+    assert (stalled.state, stalled.primary, actions) == (State.SYNCING, "a", [])
+    again, _ = go(stalled, PeerActive("a", 1, ("b",)), T0 + 1.1)
+    assert again.state is State.NORMAL
+    for other in (normal_primary(), syncing()):
+        assert go(other, Stalled(), T0 + 3) == (other, [])

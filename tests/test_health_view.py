@@ -121,6 +121,21 @@ def test_role_words_say_what_an_operator_means() -> None:
             Verdict.DEGRADED,
             "primary a (epoch 1) runs alone; b unreachable",
         ),
+        (
+            # a dropped b while b may still believe itself in sync: a waits.
+            [
+                row(
+                    "a",
+                    "primary",
+                    "primary_only",
+                    backups={"b": {"held": 7, "leaving": True, "links_up": {}}},
+                ),
+                row("b", "backup", "standby"),
+            ],
+            Verdict.DEGRADED,
+            "primary a (epoch 1) runs alone; b standby (waiting); waiting for b to confirm "
+            "it was dropped (acknowledging nothing beyond what it holds)",
+        ),
         ([unreachable_row("a"), unreachable_row("b")], Verdict.DOWN, None),
         ([row("a", "primary", "primary_only")], Verdict.DEGRADED, "primary a (epoch 1) runs alone"),
     ],

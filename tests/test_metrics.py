@@ -76,7 +76,7 @@ def primary_status() -> NodeStatus:
         peers={
             "b": PeerSeen(heartbeat_age_ms=12.0, role=Role.BACKUP, state=State.NORMAL, stopped=True)
         },
-        backups={"b": BackupSeen(100, True, True, "main", {"main": True, "failsafe": False})},
+        backups={"b": BackupSeen(100, True, True, "main", {"main": True, "failsafe": False}, True)},
     )
 
 
@@ -104,6 +104,7 @@ EXPECTED: list[tuple[str, dict[str, str], float]] = [
     ("zmqfail_backup_held_lsn", {"backup": "b"}, 100),
     ("zmqfail_backup_lag_records", {"backup": "b"}, 20),
     ("zmqfail_backup_in_sync", {"backup": "b"}, 1),
+    ("zmqfail_backup_leaving", {"backup": "b"}, 1),
     ("zmqfail_backup_link_up", {"backup": "b", "link": "main"}, 1),
     ("zmqfail_backup_link_up", {"backup": "b", "link": "failsafe"}, 0),
     ("zmqfail_peer_heartbeat_age_seconds", {"peer": "b"}, 0.012),

@@ -62,7 +62,7 @@ SAMPLES: dict[str, Message] = {
     "reqs": RequestBatch([[6, "req", "c-1", 1, {"op": "buy"}, 9], [6, "req", "c-1", 2, {}, 9]]),
     "reps": ReplyBatch([[6, "rep", 1, "ok", {"order": 3}, 2, "a", True]]),
     "hello": Hello("c-1", "", 9, 7),
-    "welcome": Welcome("a", 3, True, 9, 5),
+    "welcome": Welcome("a", 3, True, 9, 5, 2),
     "probe": Probe("b"),
     "w_ask": WitnessAsk("b", "elect", 3, 2, 17),
     "w_answer": WitnessAnswer(False, 2, "a", 0, 17, "a holds a lease"),
@@ -87,6 +87,9 @@ SAMPLES: dict[str, Message] = {
         3,
         "b",
         3,
+        [["b", 77, 4], ["c", 78, 5]],
+        "",
+        0,
     ),
     "bye": Goodbye("a", 2),
     "ctl": ControlRequest("status", {"digest": True}),
@@ -154,8 +157,8 @@ def test_round_trip(tag: str) -> None:
 def test_frame_is_versioned_array(tag: str) -> None:
     msg = SAMPLES[tag]
     obj = msgpack.unpackb(msg.encode(), raw=False)
-    assert obj == [6, tag, *field_values(msg)]
-    assert PROTOCOL_VERSION == 6
+    assert obj == [7, tag, *field_values(msg)]
+    assert PROTOCOL_VERSION == 7
 
 
 def test_round_trip_preserves_bytes_and_nested_values() -> None:
@@ -294,6 +297,8 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("welcome", "session", True),
     ("welcome", "known", "5"),
     ("welcome", "known", None),
+    ("welcome", "gen", -1),
+    ("welcome", "gen", None),
     ("hello", "session", -1),
     ("hello", "session", False),
     ("hello", "acked", 1.5),
@@ -387,6 +392,17 @@ BAD_FIELDS: list[tuple[str, str, object]] = [
     ("hb", "in_sync", {"b": 1}),
     ("hb", "in_sync", ["b", 1]),
     ("hb", "in_sync", [b"b"]),
+    ("hb", "admitted", None),
+    ("hb", "admitted", [["b", 1]]),
+    ("hb", "admitted", [["b", 1, -1]]),
+    ("hb", "admitted", [["", 1, 1]]),
+    ("hb", "admitted", [["b", "1", 1]]),
+    ("hb", "admitted", [["b", 1, 1]] * 65),
+    ("hb", "admitted", {"b": [1, 1]}),
+    ("hb", "gen_of", 1),
+    ("hb", "gen_of", "x" * (MAX_ID_LEN + 1)),
+    ("hb", "gen", -1),
+    ("hb", "gen", "2"),
     ("ctl", "command", ""),
     ("ctl", "command", 3),
     ("ctl", "args", []),

@@ -613,7 +613,7 @@ def test_mark_lost_drops_the_backup_from_the_commit_point() -> None:
     now = run(tr, [sim], T0, 20)
     pump(tr, [sim], now, 20)
     assert tr.commit_point() == 20
-    tr.mark_lost("b1")
+    tr.mark_lost("b1", gone=True)
     assert tr.in_sync() == []
     assert tr.commit_point() is None
     assert tr.lag(20) is None
@@ -627,6 +627,68 @@ def test_mark_lost_drops_the_backup_from_the_commit_point() -> None:
     sim.answer(tr, now)
     acts = pump(tr, [sim], now, 25)
     assert pushes(acts) == [Push("b1", "main", 21, 25)]
+
+
+def test_a_drop_is_final_only_once_the_backup_confirms_it_or_is_gone() -> None:
+    """A backup dropped while it lives may still believe a listing that counts
+    it in sync: until it says it holds itself to the drop's generation (or is
+    judged gone, or a new incarnation of it answers), the commit point stays
+    at what it holds, so nothing is acknowledged that it would lack."""
+    tr = make_tracker(max_push=10)
+    sim = SimBackup()
+    connect(tr, [sim], T0)
+    now = run(tr, [sim], T0, 20)
+    pump(tr, [sim], now, 20)
+    admitted = tr.peers["b1"].gen
+    assert admitted > 0 and tr.admitted() == [("b1", tr.peers["b1"].incarnation, admitted)]
+    tr.mark_lost("b1")
+    drop = tr.peers["b1"].gen
+    assert drop > admitted and tr.leaving() == ["b1"] and tr.in_sync() == []
+    assert tr.full_copies() == []  # never named in the heartbeat's in-sync list
+    assert tr.commit_point() == 20  # the primary acknowledges nothing beyond it
+    assert not tr.confirm("b1", admitted)  # holding itself to the old listing: not yet
+    assert tr.commit_point() == 20
+    assert tr.confirm("b1", drop)
+    assert tr.commit_point() is None and tr.leaving() == []
+    assert not tr.confirm("b1", drop)  # once is enough
+    # Gone: final at once, whatever it believed.
+    tr2 = make_tracker(max_push=10)
+    sim2 = SimBackup()
+    connect(tr2, [sim2], T0)
+    now = run(tr2, [sim2], T0, 20)
+    pump(tr2, [sim2], now, 20)
+    tr2.mark_lost("b1")
+    tr2.mark_lost("b1", gone=True)
+    assert tr2.leaving() == [] and tr2.commit_point() is None
+
+
+def test_a_leaving_backup_is_released_by_a_new_incarnation_or_counted_again() -> None:
+    tr = make_tracker(max_push=10)
+    tr.on_ack("b1", "main", 0, False, T0, incarnation=5)
+    tr.pump(T0, 0, 1)
+    assert tr.in_sync() == ["b1"]
+    tr.mark_lost("b1")
+    assert tr.leaving() == ["b1"]
+    # Its answers as the same process change nothing.
+    tr.on_ack("b1", "main", 0, False, T0, waiting=True, incarnation=5)
+    assert tr.leaving() == ["b1"]
+    # A new process: the one we dropped is gone, and no listing of it fools the new one.
+    tr.on_ack("b1", "main", 0, False, T0, incarnation=6)
+    assert tr.leaving() == [] and tr.commit_point() is None
+    # A new process that does not follow us yet: the drop is final at once.
+    tr.pump(T0, 0, 1)
+    assert tr.in_sync() == ["b1"]
+    tr.on_ack("b1", "main", 0, False, T0, waiting=True, incarnation=7)
+    assert tr.in_sync() == [] and tr.leaving() == []
+    tr.on_ack("b1", "main", 0, False, T0, incarnation=6)
+    # Counted again (in sync): leaving ends, under a new generation.
+    tr.pump(T0, 0, 1)
+    gen = tr.peers["b1"].gen
+    tr.on_ack("b1", "main", 0, False, T0, waiting=True, incarnation=6)  # stops following us
+    assert tr.leaving() == ["b1"] and tr.peers["b1"].gen == gen + 1
+    tr.on_ack("b1", "main", 0, False, T0, incarnation=6)
+    tr.pump(T0, 0, 1)
+    assert tr.in_sync() == ["b1"] and tr.leaving() == [] and tr.peers["b1"].gen == gen + 2
 
 
 # ---------------------------------------------------------------- two backups

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import pytest
 
+import zmqfail.core.peers as peers
 from zmqfail.client.acks import AckedWrites
 from zmqfail.config import Durability
 from zmqfail.core.agent import FailoverAgent
 from zmqfail.core.node import NodeCore
+from zmqfail.failover.state import Event, Stalled, State
+from zmqfail.protocol import Heartbeat
+from zmqfail.replication import PeerState, ReplicationTracker
 from zmqfail.sim.campaign import campaign, run_named, run_one
 
 pytestmark = pytest.mark.timeout(300)
@@ -105,20 +109,21 @@ def test_a_primary_acknowledging_before_its_own_flush_is_caught(
 
 
 # Found 2026-12-02 by `tools/sim --minutes 2 --start 600000 --unsafe
-# --durability disk`: the primary a, cut off, runs alone with a failing disk;
-# its backup b, paused meanwhile, judges a silent and gone before the pause
-# but cannot take over (frozen); a stops on its disk error, b wakes and hears
-# a's last heartbeat (still serving) and follows again as syncing; a restarts
-# holding less. b waited in SYNCING forever: its silence of a had been judged
-# already, so no new one was fed to move it on.
-STUCK_SEED = 600411
+# --durability disk` (seed 600411): the primary a, cut off, runs alone with a
+# failing disk; its backup b, paused meanwhile, judges a silent and gone before
+# the pause but cannot take over (frozen); a stops on its disk error, b wakes
+# and hears a's last heartbeat (still serving) and follows again as syncing.
+# b waited in SYNCING forever: its silence of a had been judged already, so no
+# new one was fed to move it on. In-sync generations moved the schedules'
+# timing; of seeds 600000-602999 this one shows it again with the fix removed.
+STUCK_SEED = 600799
 
 
 def test_a_backup_following_a_primary_again_judges_its_silence_afresh(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out, picked = run_one(STUCK_SEED, unsafe=True, durability=Durability.DISK)
-    assert picked == ["isolate-primary", "disk-error", "pause-backup"]
+    assert picked == ["split-servers", "disk-error", "pause-backup"]
     assert out.violations == [], [str(v) for v in out.violations]
     # Planted: the judged silence kept across the primary's heartbeat.
     real = FailoverAgent.tick
@@ -135,24 +140,78 @@ def test_a_backup_following_a_primary_again_judges_its_silence_afresh(
     assert "stuck" in {v.kind for v in out.violations}, [str(v) for v in out.violations]
 
 
-# Open (docs/reliability.md, "Durability 'disk' under several faults"): a
-# backup reaches NORMAL from a heartbeat that still lists it in sync, sent
-# before the primary dropped it; the primary acknowledges alone, is paused,
-# and the backup takes over without those writes. 600194: the backup had
-# just restarted; 605477: the heartbeat came late after a cut healed.
-STALE_IN_SYNC_SEEDS = (600194, 605477)
+# Found by the same campaign (docs/reliability.md, "In-sync generations"): a
+# backup took over from a NORMAL it should no longer have held, and what the
+# primary had acknowledged alone was set aside. 600194 and 601332: the backup
+# had just restarted, and its primary's heartbeat still listed the process
+# before; 605477: the heartbeat came late after a cut healed, after the
+# primary had dropped it; 600537: the backup was paused, judged gone and
+# dropped, and its primary failed before it woke. (601332, the first kind too,
+# no longer loses under the old rules: the timing moved.)
+STALE_IN_SYNC_SEEDS = (600194, 600537, 605477)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="open: a backup believing a stale in-sync listing loses what the primary "
-    "acknowledged alone. If this passes: fixed (update docs/reliability.md, drop the mark), "
-    "or the schedule's timing moved (find seeds that show it again: tools/sim --minutes 2 "
-    "--start 600000 --unsafe --durability disk)",
-)
+def plant_old_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rules before in-sync generations: any listing by name makes a
+    backup NORMAL, a drop is final at once, a stall changes nothing,
+    heartbeats keep to their grid and a late one replaces a newer one."""
+    monkeypatch.setattr(NodeCore, "_beat_due", lambda self, now: self.beats.due(now))
+    monkeypatch.setattr(peers, "_sent_before", lambda hb, last: False)
+
+    def listed(self: FailoverAgent, primary: str, hb: Heartbeat) -> int | None:
+        return 1 if self.name in hb.in_sync else None
+
+    def drop(self: ReplicationTracker, p: PeerState, confirmed: bool = False) -> None:
+        real_drop(self, p, confirmed=True)
+
+    real_drop = ReplicationTracker._drop
+    real_feed = FailoverAgent.feed
+    monkeypatch.setattr(FailoverAgent, "_listed", listed)
+    monkeypatch.setattr(ReplicationTracker, "_drop", drop)
+
+    def feed(self: FailoverAgent, event: Event, now: float) -> None:
+        if not isinstance(event, Stalled):
+            real_feed(self, event, now)
+
+    monkeypatch.setattr(FailoverAgent, "feed", feed)
+
+
 @pytest.mark.parametrize("seed", STALE_IN_SYNC_SEEDS)
-def test_a_stale_in_sync_listing_loses_nothing_with_disk(seed: int) -> None:
+def test_a_stale_in_sync_listing_loses_nothing_with_disk(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out, picked = run_one(seed, unsafe=True, durability=Durability.DISK)
     assert "split-servers" not in picked
     assert out.violations == [], [str(v) for v in out.violations]
+    plant_old_rules(monkeypatch)
+    out, _ = run_one(seed, unsafe=True, durability=Durability.DISK)
+    assert "lost" in {v.kind for v in out.violations}, [str(v) for v in out.violations]
+
+
+# A backup the stall rule moved from NORMAL to SYNCING had judged its
+# primary's silence before: unless that judgement is dropped with the state,
+# it waits forever for a primary that failed (found with the rule, seed
+# 604432: a's disk fails, b is paused, a restarts holding less).
+STALLED_SILENCE_SEEDS = (604432, 604646)
+
+
+def test_a_backup_that_stalled_judges_its_primary_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for seed in STALLED_SILENCE_SEEDS:
+        out, picked = run_one(seed, unsafe=True, durability=Durability.DISK)
+        assert "pause-backup" in picked
+        assert out.violations == [], (seed, [str(v) for v in out.violations])
+    real = FailoverAgent.tick
+
+    def keep_judged(self: FailoverAgent, now: float, *args: object) -> None:
+        silent, judged, before = set(self.silent), dict(self.judged), self.fs.state
+        real(self, now, *args)  # type: ignore[arg-type]
+        if before is State.NORMAL and self.fs.state is State.SYNCING and not self.silent:
+            self.silent |= silent
+            self.judged.update(judged)
+
+    monkeypatch.setattr(FailoverAgent, "tick", keep_judged)
+    for seed in STALLED_SILENCE_SEEDS:
+        out, _ = run_one(seed, unsafe=True, durability=Durability.DISK)
+        assert "stuck" in {v.kind for v in out.violations}, (seed, out.violations)

@@ -24,6 +24,14 @@ Rules:
   take over) only once it also holds everything acknowledged before it
   counted; until then the primary still acknowledges as if alone, after its
   own flush and the backup's ack both.
+- Every admission and every drop of a backup opens a new **generation** of
+  it (one counter per primary term), named in the heartbeat with the
+  backup's incarnation. A drop is final only once the backup said it holds
+  itself to that generation (it no longer counts itself in sync: `confirm`),
+  once it is judged gone, or once a new incarnation of it answers; until
+  then it is **leaving**: the commit point still waits for what it holds,
+  so nothing is acknowledged that a backup still believing itself in sync
+  (from a heartbeat sent before the drop, say) would lack if it took over.
 """
 
 from __future__ import annotations
@@ -89,6 +97,8 @@ class PeerState:
     diverged: bool = False  # holds records we never had: needs a snapshot
     snapshot_floor: int = 0  # LSN of a snapshot sent and not yet confirmed
     must_hold: int = 0  # acknowledged before it counted: a full copy holds this
+    gen: int = 0  # generation of its last admission or drop (0: neither yet)
+    leaving: bool = False  # dropped, and may not know it yet: the commit point waits
     links: dict[str, LinkState] = field(default_factory=lambda: {n: LinkState() for n in LINKS})
 
 
@@ -107,6 +117,7 @@ class ReplicationTracker:
     in_sync_lag: int = 500
     epoch: int = 0  # the primary's epoch ...
     epoch_start: int = 0  # ... and the LSN it began at: records after it carry `epoch`
+    gen: int = 0  # the last generation opened (admissions and drops of any backup)
 
     @classmethod
     def for_peers(cls, names: list[str], **kw: float | int) -> ReplicationTracker:
@@ -130,10 +141,16 @@ class ReplicationTracker:
         ls.up = True
         ls.last_answer = now
         p.last_answer = now
+        restarted = incarnation != p.incarnation
+        if restarted and p.leaving and p.incarnation:
+            # The process we dropped is gone: no later incarnation takes a
+            # listing of it as its own.
+            p.leaving = False
         if waiting:
             # Alive, but not following us yet: its held LSN means nothing to us.
+            # (A new process: the one we counted is gone, the drop is final.)
             p.heard = False
-            p.in_sync = False
+            self._drop(p, confirmed=restarted and p.incarnation != 0)
             return
         p.heard = True
         if last_epoch is not None and last_epoch < self.epoch and held > self.epoch_start:
@@ -141,10 +158,9 @@ class ReplicationTracker:
             # the old primary never got acknowledged, and we never had. Replace
             # its state with ours.
             p.incarnation = incarnation
-            p.in_sync = False
+            self._drop(p)
             p.diverged = True
             return
-        restarted = incarnation != p.incarnation
         p.incarnation = incarnation
         if held < p.held and not restarted:
             # Within one incarnation `held` only grows: this is an older answer
@@ -156,8 +172,7 @@ class ReplicationTracker:
             # counts for commits.
             p.held = held
             p.sent = held
-            p.in_sync = False
-            p.must_hold = 0
+            self._drop(p, confirmed=True)
         elif held > p.held:
             p.held = held
         p.snapshot_floor = 0 if held >= p.snapshot_floor or gap else p.snapshot_floor
@@ -175,13 +190,41 @@ class ReplicationTracker:
         p.sent = lsn
         p.snapshot_floor = lsn
 
-    def mark_lost(self, peer: str) -> None:
-        """The failover agent decided this backup is gone: stop waiting for it."""
+    def mark_lost(self, peer: str, gone: bool = False) -> None:
+        """The failover agent stops counting this backup: at once if it is
+        `gone` (judged so on every path, or it said goodbye), else once it
+        confirms the drop (it may still believe itself in sync)."""
         p = self.peers[peer]
-        p.in_sync = False
-        p.must_hold = 0
+        self._drop(p, confirmed=gone)
         p.heard = False
         p.sent = p.held
+
+    def _drop(self, p: PeerState, confirmed: bool = False) -> None:
+        if p.in_sync:
+            self.gen += 1
+            p.gen = self.gen
+            p.leaving = not confirmed
+        elif confirmed:
+            p.leaving = False
+        p.in_sync = False
+        p.must_hold = 0
+
+    def confirm(self, peer: str, gen: int) -> bool:
+        """`peer` says it holds itself to generation `gen`: a drop at or below
+        it is final. True if this ended its leaving."""
+        p = self.peers.get(peer)
+        if p is None or not p.leaving or gen < p.gen:
+            return False
+        p.leaving = False
+        return True
+
+    def admitted(self) -> list[tuple[str, int, int]]:
+        """(backup, incarnation, generation) of every backup admitted or dropped
+        in this term: what the heartbeat lists."""
+        return [(p.name, p.incarnation, p.gen) for p in self.peers.values() if p.gen]
+
+    def leaving(self) -> list[str]:
+        return [p.name for p in self.peers.values() if p.leaving]
 
     # -------------------------------------------------------------------- pump
     def pump(
@@ -194,7 +237,10 @@ class ReplicationTracker:
             self._timeouts(p, now, out)
             if not p.in_sync and p.held >= last_lsn - self.in_sync_lag and p.heard:
                 p.in_sync = True
+                p.leaving = False  # counted again: the commit point waits for it anyway
                 p.must_hold = committed_lsn
+                self.gen += 1
+                p.gen = self.gen
             cur = p.links[p.link]
             if p.diverged and cur.up and not p.snapshot_pending:
                 p.snapshot_pending = True
@@ -238,8 +284,9 @@ class ReplicationTracker:
 
     # ------------------------------------------------------------------ queries
     def commit_point(self) -> int | None:
-        """Highest LSN every in-sync backup holds; None when no backup is in sync."""
-        helds = [p.held for p in self.peers.values() if p.in_sync]
+        """Highest LSN every in-sync or leaving backup holds; None when there
+        is none (the primary acknowledges alone)."""
+        helds = [p.held for p in self.peers.values() if p.in_sync or p.leaving]
         return min(helds) if helds else None
 
     def in_sync(self) -> list[str]:

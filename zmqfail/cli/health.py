@@ -143,6 +143,13 @@ def classify(rows: Sequence[NodeStatus]) -> Health:
             problems.append(f"{n} {node_words(r, stopped)}")
     if synced:
         problems.append(f"backup {', '.join(synced)} in sync")
+    leaving = sorted(n for n, b in (p.backups or {}).items() if b.leaving)
+    if leaving:
+        # The primary acknowledges nothing new until they say they know.
+        problems.append(
+            f"waiting for {', '.join(leaving)} to confirm it was dropped "
+            "(acknowledging nothing beyond what it holds)"
+        )
     held = [r.name for r in rows if r.failover_paused]
     if held:
         # Not protected: a failure of the primary would not be taken over.

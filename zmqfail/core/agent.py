@@ -38,12 +38,13 @@ from zmqfail.failover.state import (
     Promote,
     Resume,
     Role,
+    Stalled,
     StartupDone,
     State,
     WitnessElected,
     initial,
 )
-from zmqfail.protocol import Hello
+from zmqfail.protocol import Heartbeat, Hello
 from zmqfail.txlog.history import EpochHistory, Term, rival
 
 log = logging.getLogger("zmqfail.failover")
@@ -70,6 +71,7 @@ class FailoverAgent:
         last_heard: Callable[[str], float | None],
         witness: bool = False,
         history: Callable[[], EpochHistory] = EpochHistory,
+        incarnation: Callable[[], int] = lambda: 0,
     ) -> None:
         self.name = name
         self.journal = journal  # the failover history (memory and data dir)
@@ -106,7 +108,15 @@ class FailoverAgent:
         # live, serving): sent again whenever any of it changes.
         self.progress: dict[str, tuple[int, int, bool, bool]] = {}
         self.last_in_sync: tuple[str, ...] | None = None
+        # In-sync generations (docs/reliability.md): the primary and epoch we
+        # track them for, the newest it told us of ourselves, and the one our
+        # NORMAL stands on. `incarnation`: our process's, as our acks name it.
+        self._incarnation = incarnation
+        self.gen_from: tuple[str, int] = ("", 0)
+        self.gen_seen = 0
+        self.gen_normal = 0
         self.refused = 0
+        self._pauses = 0  # our own pauses (PauseGuard.pauses) already fed as Stalled
         self._told_held_start = False  # logged once: start-up waits for a resume
         if self.fs.paused:
             log.warning(
@@ -259,6 +269,18 @@ class FailoverAgent:
         """Timers and detection (at most every few ms). `repl_heard_at`: when our
         primary last replicated to us; `full_copies`: as a primary, the backups
         holding everything we acknowledged (None when not replicating)."""
+        if guard.pauses != self._pauses:
+            # Before this turn's heartbeats: a fresh listing may count us in
+            # sync again at once; a stale one (sent before a drop) may not.
+            self._pauses = guard.pauses
+            before = self.fs.state
+            self.feed(Stalled(), now)
+            if self.fs.state is not before:
+                # A silence judged before is void in the new state: it is fed
+                # again (else a backup this made syncing would wait forever
+                # for a primary that had failed: unsafe seed 604432, "disk").
+                self.silent.clear()
+                self.judged.clear()
         fs = self.fs
         history = self.history()  # our log's terms, for rivals in the peers'
         if fs.state is State.HANDOFF and now - fs.since >= HANDOFF_TIMEOUT:
@@ -284,16 +306,25 @@ class FailoverAgent:
                     handoff = (
                         hb.handoff_to if hb.state is State.HANDOFF and guard.trusted(now) else ""
                     )
+                    gen = self._listed(name, hb)
+                    in_sync = tuple(hb.in_sync)
+                    if gen is None:
+                        # Not a listing of this process at a generation we may
+                        # still take: whatever it says of us, we are not in sync.
+                        in_sync = tuple(n for n in in_sync if n != self.name)
                     event = PeerActive(
                         name,
                         hb.epoch,
-                        tuple(hb.in_sync),
+                        in_sync,
                         handoff,
                         hb.last_lsn,
                         hb.committed_lsn,
                         hb.last_epoch,
                     )
                     self.feed(event, now)
+                    fs = self.fs
+                    if fs.state is State.NORMAL and fs.primary == name and gen is not None:
+                        self.gen_normal = gen
                     # Heard serving: any silence of it is judged afresh. The
                     # detector may not run now (our own pause: untrusted), and
                     # a silence judged before would never be fed again, so a
@@ -401,6 +432,47 @@ class FailoverAgent:
         else:
             self.silent.discard(primary)
             self.judged.pop(primary, None)
+
+    # ------------------------------------------------------ in-sync generations
+    def _listed(self, primary: str, hb: Heartbeat) -> int | None:
+        """The generation at which `primary`'s heartbeat counts this process
+        in sync, if we may take it: it names our incarnation, and no newer
+        generation of ours came from that primary at that epoch (a newer one
+        means it dropped or re-admitted us since it sent this). Notes the
+        generation it gives us either way."""
+        mine = next((e for e in hb.admitted if e[0] == self.name), None)
+        if mine is None:
+            return None
+        _name, incarnation, gen = mine
+        fresh = self.note_gen(primary, hb.epoch, gen)
+        if self.name not in hb.in_sync or incarnation != self._incarnation() or not fresh:
+            return None
+        return int(gen)
+
+    def note_gen(self, primary: str, epoch: int, gen: int) -> bool:
+        """`primary`, leading at `epoch`, told us our generation is `gen` (a
+        heartbeat, or its answer to our probe). False if we heard a newer one."""
+        if (primary, epoch) != self.gen_from:
+            if epoch < self.gen_from[1]:
+                return False
+            self.gen_from, self.gen_seen, self.gen_normal = (primary, epoch), 0, 0
+        if gen < self.gen_seen:
+            return False
+        self.gen_seen = gen
+        return True
+
+    def held_gen(self) -> tuple[str, int]:
+        """The primary and the generation we hold ourselves to, for our
+        heartbeat and probe answers: the one our NORMAL stands on while we are
+        its NORMAL backup, else the newest it told us. A primary that dropped
+        us acknowledges alone only once this reaches the drop."""
+        primary, epoch = self.gen_from
+        fs = self.fs
+        if not primary or epoch != fs.epoch:
+            return "", 0
+        if fs.role is Role.BACKUP and fs.state is State.NORMAL and fs.primary == primary:
+            return primary, self.gen_normal
+        return primary, self.gen_seen
 
     def accept(self, sender: str, epoch: int, now: float) -> str:
         """May records and commits from `sender` at `epoch` be taken?"""

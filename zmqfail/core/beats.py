@@ -28,10 +28,16 @@ class Beats:
         self._frames: list[tuple[str, bytes]] = []
 
     def frames(
-        self, fs: FailoverState, nlog: NodeLog, leader: Leader | None
+        self,
+        fs: FailoverState,
+        nlog: NodeLog,
+        leader: Leader | None,
+        held_gen: tuple[str, int] = ("", 0),
     ) -> list[tuple[str, bytes]]:
-        """One encoded heartbeat per link."""
+        """One encoded heartbeat per link. `held_gen`: as a backup, the primary
+        and the in-sync generation we hold ourselves to."""
         in_sync = leader.full_copies() if leader is not None else []
+        admitted = tuple(leader.tracker.admitted()) if leader is not None else ()
         handoff_to = ""
         if fs.state is State.HANDOFF and leader is not None:
             peer = leader.tracker.peers.get(fs.handoff_to)
@@ -41,7 +47,7 @@ class Beats:
         head = (fs.role, fs.state, fs.epoch, nlog.held, nlog.committed, nlog.flushed)
         # Terms are frozen: equal tuples, equal wire form.
         tail = (tuple(in_sync), handoff_to, nlog.held_epoch, tuple(terms), fs.candidate)
-        key = (head, tail, fs.granted)
+        key = (head, tail, fs.granted, admitted, held_gen)
         if key == self._key:
             return self._frames
         history = [t.to_wire() for t in terms]
@@ -59,6 +65,8 @@ class Beats:
                 fs.candidate,
                 granted_to,
                 granted_epoch,
+                [list(a) for a in admitted],
+                *held_gen,
             )
             out.append((link, hb.encode()))
         self._key, self._frames = key, out

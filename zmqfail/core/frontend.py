@@ -69,6 +69,7 @@ class Frontend:
         epoch: Callable[[], int],
         describe: Callable[[], str],
         vote: Callable[[bytes, Hello], bool],
+        probe_gen: Callable[[str], int] = lambda _asker: 0,
     ) -> None:
         self.name = name
         self.nlog = nlog
@@ -78,6 +79,7 @@ class Frontend:
         self._epoch = epoch
         self._describe = describe  # () -> "backup/normal", for not_active replies
         self._vote = vote  # (ident, hello) -> counted as a vote
+        self._probe_gen = probe_gen  # (asking server) -> the in-sync generation between us
         self.clients: dict[bytes, float] = {}  # identities seen, for the recovery signal
         self.requests = 0
         self.replies = 0
@@ -184,9 +186,9 @@ class Frontend:
             # no recovery signal for it.
             clients.pop(ident, None)
             self.probes += 1
-            self.out.client.append(
-                (ident, Welcome(self.name, self._epoch(), self._serving()).encode())
-            )
+            gen = self._probe_gen(msg.server)
+            welcome = Welcome(self.name, self._epoch(), self._serving(), gen=gen)
+            self.out.client.append((ident, welcome.encode()))
         else:
             self.bad_frames += 1
             self._send(ident, self._error(0, "unexpected", f"{msg.TYPE} not expected"))

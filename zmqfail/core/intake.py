@@ -30,11 +30,13 @@ class PeerIntake:
         prober: Prober,
         epoch: Callable[[], int],
         higher_epoch: Callable[[int, str, float], None],
+        peer_gen: Callable[[str, int, int], None] = lambda _p, _e, _g: None,
     ) -> None:
         self.peers = peers
         self.prober = prober
         self._epoch = epoch  # ours now: an answer above it means someone took over
         self._higher_epoch = higher_epoch
+        self._peer_gen = peer_gen  # (peer, its epoch, the generation its answer names)
         self.bad_frames = 0
         # Peers whose last word was a clean stop: read by the status and the
         # words of the leader's "running alone" line, by no failover rule.
@@ -90,6 +92,7 @@ class PeerIntake:
                 self.bad_frames += 1
                 continue
             self.prober.answered(peer, now)
+            self._peer_gen(peer, welcome.epoch, welcome.gen)
             if welcome.epoch > self._epoch():
                 # Someone took over while we could not hear it on the links.
                 self._higher_epoch(welcome.epoch, peer, now)

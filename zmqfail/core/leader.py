@@ -218,6 +218,7 @@ class Leader:
         hb_age: dict[str, float],
         verdict: Callable[[str], Verdict | None],
         said_bye: set[str],
+        unanswered: Callable[[str], bool],
     ) -> None:
         """Step 280: stop waiting for a counted backup silent on every path (no
         answer and no heartbeat for the dead time), once our probe over the
@@ -231,14 +232,26 @@ class Leader:
         way (one-way loss, a half-broken cable) and nothing could be
         acknowledged until the cut heals. Its fresh heartbeats are the
         verdict: it lives, as a backup at our epoch (a higher one in them
-        makes us step down first)."""
+        makes us step down first).
+
+        A backup dropped while it may still count itself in sync (it lives:
+        stalled, or answering the probe) is only *leaving*: nothing more is
+        acknowledged alone until it confirms (`confirm`) or is judged gone
+        here (`unanswered`: our probe had no answer for the dead time)."""
         tracker = self.tracker
-        for name in tracker.in_sync():
+        leaving = set(tracker.leaving())
+        for name in [*tracker.in_sync(), *leaving]:
             silent = tracker.silent_for(name, now)
+            if name in leaving:
+                quiet = silent > dead_after and hb_age[name] > dead_after
+                if quiet and (unanswered(name) or name in said_bye):
+                    log.warning("%s: dropped backup %s is gone; running alone", self.name, name)
+                    tracker.mark_lost(name, gone=True)
+                continue
             if silent > STALLED * dead_after and hb_age[name] <= dead_after:
                 log.warning(
                     "%s: backup %s answers no commit for %.0f ms though its heartbeats "
-                    "arrive (one-way loss?); running alone",
+                    "arrive (one-way loss?); running alone once it confirms the drop",
                     self.name,
                     name,
                     silent * 1000,
@@ -251,15 +264,37 @@ class Leader:
                     continue
                 if name in said_bye:
                     log.info("%s: backup %s stopped cleanly; running alone", self.name, name)
-                else:
-                    how = "answers on the client network" if seen is Verdict.REACHABLE else "gone"
+                elif seen is Verdict.REACHABLE:
                     log.warning(
-                        "%s: backup %s silent on every link (%s); running alone",
+                        "%s: backup %s silent on every link but answers on the client "
+                        "network; running alone once it confirms the drop",
                         self.name,
                         name,
-                        how,
                     )
-                tracker.mark_lost(name)
+                else:
+                    log.warning(
+                        "%s: backup %s silent on every link (gone); running alone",
+                        self.name,
+                        name,
+                    )
+                tracker.mark_lost(name, gone=seen is Verdict.GONE or name in said_bye)
+
+    def confirm(self, peer: str, gen: int) -> None:
+        """`peer` holds itself to generation `gen` (its heartbeat, or its answer
+        to our probe): a drop it knows of is final."""
+        if self.tracker.confirm(peer, gen):
+            log.info(
+                "%s: dropped backup %s no longer counts itself in sync (generation %d); "
+                "running alone",
+                self.name,
+                peer,
+                gen,
+            )
+
+    def gen_of(self, peer: str) -> int:
+        """The generation of `peer` here: what our answer to its probe carries."""
+        p = self.tracker.peers.get(peer)
+        return p.gen if p is not None else 0
 
     def lag(self) -> int | None:
         return self.tracker.lag(self.nlog.held)

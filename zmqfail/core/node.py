@@ -110,10 +110,12 @@ class NodeCore:
             self._last_heard,
             witness=cfg.witness is not None,
             history=lambda: self.nlog.proc.history,
+            incarnation=lambda: self.incarnation,
         )
         self.intake = PeerIntake(
-            self.peers, self.prober, lambda: self.epoch, self.agent.higher_epoch
+            self.peers, self.prober, lambda: self.epoch, self.agent.higher_epoch, self._peer_gen
         )
+        self._beat_gen = 0  # the leader's generation our last heartbeat carried
         prior = meta.get("quarantined", 0)
         self.store = LocalStore(
             name,
@@ -137,6 +139,7 @@ class NodeCore:
             lambda: self.epoch,
             lambda: f"{self.agent.fs.role.value}/{self.agent.fs.state.value}",
             lambda ident, hello: self.agent.vote(ident, hello, self.nlog.proc.knows_client),
+            self._probe_gen,
         )
         self.follower = Follower(
             name,
@@ -177,7 +180,27 @@ class NodeCore:
     def _release_alone(self, lsn: int) -> None:
         """What a completed flush alone releases: only under the lease."""
         if self._lease_holds(self.now):
-            self.frontend.commit(lsn)
+            point = self.leader.commit_point() if self.leader is not None else None
+            # A dropped backup that may still count itself in sync holds the
+            # replies to what it holds (replication.py, "leaving").
+            self.frontend.commit(lsn if point is None else min(lsn, point))
+
+    def _peer_gen(self, peer: str, epoch: int, gen: int) -> None:
+        """A peer's answer to our probe named an in-sync generation: as a
+        primary, the one our dropped backup holds itself to; as a backup, the
+        one our primary gives us."""
+        if self.leader is not None:
+            if epoch == self.epoch:
+                self.leader.confirm(peer, gen)
+        elif gen:
+            self.agent.note_gen(peer, epoch, gen)
+
+    def _probe_gen(self, asker: str) -> int:
+        """What our answer to `asker`'s probe says of the generation between us."""
+        if self.leader is not None:
+            return self.leader.gen_of(asker)
+        primary, gen = self.agent.held_gen()
+        return gen if primary == asker else 0
 
     def wall(self) -> float:
         return self.now + self.wall_offset
@@ -291,9 +314,21 @@ class NodeCore:
         elif fs.role is Role.BACKUP:
             nlog = self.nlog
             nlog.committed = nlog.held if fs.state is State.NORMAL else nlog.flushed
-        if self.beats.due(now):
-            self.out.beat.extend(self.beat_frames.frames(fs, self.nlog, self.leader))
+        if self._beat_due(now):
+            frames = self.beat_frames.frames(fs, self.nlog, self.leader, self.agent.held_gen())
+            self.out.beat.extend(frames)
         self.checkpoint.due(now)
+
+    def _beat_due(self, now: float) -> bool:
+        """On the heartbeat grid, and at once when a new in-sync generation
+        (a backup admitted or dropped) is to be told: a dropped backup learns
+        it with the least delay, and a stalled one finds it waiting."""
+        gen = self.leader.tracker.gen if self.leader is not None else 0
+        due = self.beats.due(now)
+        if gen == self._beat_gen:
+            return due
+        self._beat_gen = gen
+        return True
 
     def after_send(self) -> None:
         """After the shell sent what the turn decided: keep a backup's tables
@@ -331,8 +366,17 @@ class NodeCore:
                 self.out.probe.append(peer)
         if leader is not None and self.guard.trusted(now):
             verdict = prober.verdict
+            for peer in leader.tracker.leaving():
+                hb = self.peers.last(peer)
+                if hb is not None and hb.epoch == self.epoch and hb.gen_of == self.name:
+                    leader.confirm(peer, hb.gen)
             leader.mark_lost_silent(
-                now, self.dead_after, ages, lambda p: verdict(p, now), self.intake.said_bye
+                now,
+                self.dead_after,
+                ages,
+                lambda p: verdict(p, now),
+                self.intake.said_bye,
+                lambda p: prober.unanswered(p, now),
             )
         full = leader.full_copies() if leader is not None else None
         self.agent.tick(now, self.peers, self.guard, self.follower.last_heard, full, prober)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from zmqfail.failover.state import Role
 from zmqfail.protocol import Heartbeat
 from zmqfail.replication import LINKS
 from zmqfail.txlog.history import EpochHistory
@@ -35,6 +36,24 @@ class PeerView:
         return now - latest if latest else float("inf")
 
 
+def _sent_before(hb: Heartbeat, last: Heartbeat) -> bool:
+    """Whether `hb` was sent before `last` in one primary's term: its in-sync
+    generations only grow there, so one with an older newest generation came
+    late on the other link and must not undo what `last` said. (A restarted
+    process is another story: it no longer leads in that term.)"""
+    return (
+        hb.role is Role.PRIMARY
+        and last.role is Role.PRIMARY
+        and hb.epoch == last.epoch
+        and hb.history[-1:] == last.history[-1:]
+        and _newest_gen(hb) < _newest_gen(last)
+    )
+
+
+def _newest_gen(hb: Heartbeat) -> int:
+    return max((entry[2] for entry in hb.admitted), default=0)
+
+
 class PeerTable:
     def __init__(self, names: tuple[str, ...], dead_after: float) -> None:
         self.views: dict[str, PeerView] = {n: PeerView() for n in names}
@@ -45,7 +64,8 @@ class PeerTable:
         view = self.views.get(hb.name)
         if view is None:
             return False
-        if view.last is None or hb.epoch >= view.last.epoch:
+        last = view.last
+        if last is None or (hb.epoch >= last.epoch and not _sent_before(hb, last)):
             view.last = hb
             view.history = history
             view.count += 1
@@ -140,6 +160,17 @@ class Prober:
         if name in self.answered_at:
             self.answered_at[name] = now
             self.answers += 1
+
+    def unanswered(self, name: str, now: float) -> bool:
+        """Probed for the dead time, and no answer within the last dead time:
+        gone now, whatever it answered earlier in its silence (a dropped
+        backup that answered and then died is not waited for forever)."""
+        since = self.since.get(name)
+        return (
+            since is not None
+            and now - since >= self.dead_after
+            and now - self.answered_at[name] >= self.dead_after
+        )
 
     def verdict(self, name: str, now: float) -> Verdict | None:
         since = self.since.get(name)

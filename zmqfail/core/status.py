@@ -66,6 +66,9 @@ class BackupSeen:
     full_copy: bool = False  # holds every acknowledged record: may take over
     link: str = "main"
     links_up: dict[str, bool] = field(default_factory=dict)
+    # Dropped, and has not yet said it knows (replication.py): nothing is
+    # acknowledged beyond what it holds until it does, or is judged gone.
+    leaving: bool = False
 
 
 @dataclass(slots=True)
@@ -239,6 +242,7 @@ def _backup(name: str, b: object) -> BackupSeen:
         r.flag("full_copy"),
         link=r.text("link") or "main",
         links_up=dict(ups),
+        leaving=r.flag("leaving"),
     )
 
 
@@ -306,6 +310,7 @@ def build_status(core: NodeCore, now: float) -> NodeStatus:
                 p.name in full,
                 p.link,
                 {lk: ls.up for lk, ls in p.links.items()},
+                p.leaving,
             )
             for p in leader.tracker.peers.values()
         }

@@ -176,6 +176,14 @@ class HandoffTimeout:
 
 
 @dataclass(frozen=True, slots=True)
+class Stalled:
+    """Our own loop did not run for more than half the dead time (SIGSTOP, a
+    long stall). A primary may have judged us gone meanwhile and acknowledged
+    alone what we lack: a NORMAL backup is in sync again only once a fresh
+    listing says so (docs/reliability.md, "In-sync generations")."""
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     pass
 
@@ -198,6 +206,7 @@ Event = (
     | Pause
     | Resume
     | HandoffTimeout
+    | Stalled
     | Stop
 )
 

@@ -174,14 +174,21 @@ def _backups(st: NodeStatus) -> Iterable[Metric]:
     up = GaugeMetricFamily(
         f"{NS}_backup_link_up", "1 if the replication link answers", labels=["backup", "link"]
     )
+    leaving = GaugeMetricFamily(
+        f"{NS}_backup_leaving",
+        "1 if the backup was dropped and has not yet confirmed it: the primary "
+        "acknowledges nothing beyond what it holds",
+        labels=["backup"],
+    )
     last = st.last_lsn or 0
     for name, b in sorted(st.backups.items()):
         held.add_metric([name], float(b.held))
         lag.add_metric([name], float(max(0, last - b.held)))
         sync.add_metric([name], 1.0 if b.full_copy else 0.0)
+        leaving.add_metric([name], 1.0 if b.leaving else 0.0)
         for link, ok in sorted(b.links_up.items()):
             up.add_metric([name, link], 1.0 if ok else 0.0)
-    yield from (held, lag, sync, up)
+    yield from (held, lag, sync, leaving, up)
 
 
 def _peers(st: NodeStatus) -> Iterable[Metric]:

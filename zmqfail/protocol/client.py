@@ -160,7 +160,15 @@ class Hello(Message):
 class Welcome(Message):
     """Server -> client: answer to Hello; ``active`` says whether it takes requests.
     ``session`` is the live session the server holds for the client (0: none)
-    and ``known`` the highest msg_id logged in it (0: none)."""
+    and ``known`` the highest msg_id logged in it (0: none).
+
+    Also the answer to a peer's `Probe`, where ``gen`` is the in-sync
+    generation between the two servers as the answerer knows it: a primary
+    answering its backup gives the backup's generation, a backup answering
+    its primary the generation it holds itself to (0: none, and always 0 to
+    a client). It is how a pair whose replication links are both cut agrees
+    that the backup no longer counts itself in sync before the primary
+    acknowledges alone."""
 
     TYPE: ClassVar[str] = "welcome"
     server: str
@@ -168,6 +176,7 @@ class Welcome(Message):
     active: bool
     session: int = 0
     known: int = 0
+    gen: int = 0
 
     def validate(self) -> None:
         _check_id(self.server, "server")
@@ -175,6 +184,7 @@ class Welcome(Message):
         _check(isinstance(self.active, bool), "active must be a boolean")
         _check_uint(self.session, "session")
         _check_uint(self.known, "known")
+        _check_uint(self.gen, "gen")
 
 
 @_register

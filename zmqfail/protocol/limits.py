@@ -16,7 +16,11 @@ import zmq
 #    answered, `welcome` and `recovered` what the server knows of that session.
 # 6: batches on the client channel: `reqs` (a client's requests in one frame)
 #    and `reps` (the replies one client is owed in one frame).
-PROTOCOL_VERSION = 6
+# 7: in-sync generations: a primary's heartbeat lists every backup it admitted
+#    or dropped with that backup's incarnation and generation (`admitted`), a
+#    backup's names the newest generation it holds itself to (`gen_of`, `gen`),
+#    and `welcome` carries it (`gen`) in answer to a peer's probe.
+PROTOCOL_VERSION = 7
 
 # Reply statuses. "ok" and "rejected" are final answers of the application;
 # the others say the request was not processed here. After "stale" and

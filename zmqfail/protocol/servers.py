@@ -4,7 +4,7 @@ commit requests and their acks, heartbeats and goodbyes."""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from zmqfail.errors import ProtocolError
@@ -20,6 +20,9 @@ from zmqfail.protocol.base import (
     _register,
 )
 from zmqfail.protocol.limits import MAX_ID_LEN
+
+# Backups a heartbeat may list in `admitted`: a cluster has a handful of servers.
+MAX_ADMITTED = 64
 
 
 @_register
@@ -137,9 +140,24 @@ class Heartbeat(Message):
     candidate: int  # the epoch the sender asks to lead at (0: it does not ask)
     grant_to: str  # whom the sender lets lead ("" for nobody) ...
     grant_epoch: int  # ... at this epoch
+    # As a primary: [backup, incarnation, generation] for every backup it
+    # admitted in sync or dropped since, the generation counting both. A
+    # backup counts itself in sync only from a listing of its own incarnation
+    # at a generation no older than any it heard: a heartbeat sent before the
+    # primary dropped it, delivered late or to a restarted process, no longer
+    # makes it NORMAL (docs/reliability.md, "In-sync generations").
+    admitted: list[Any] = field(default_factory=list)
+    # As a backup: the primary ``gen_of`` at our epoch, and the newest
+    # generation of it we hold ourselves to (the one we are NORMAL under,
+    # else the newest we heard). A primary that dropped us waits for it.
+    gen_of: str = ""
+    gen: int = 0
 
     def validate(self) -> None:
         _check_history(self.history)
+        _check_admitted(self.admitted)
+        _check(isinstance(self.gen_of, str) and len(self.gen_of) <= MAX_ID_LEN, "bad gen_of")
+        _check_uint(self.gen, "gen")
         _check_uint(self.last_epoch, "last_epoch")
         _check_uint(self.candidate, "candidate")
         _check_uint(self.grant_epoch, "grant_epoch")
@@ -157,6 +175,21 @@ class Heartbeat(Message):
         for name in ("epoch", "last_lsn", "committed_lsn", "flushed_lsn"):
             _check_uint(getattr(self, name), name)
         _check(self.link in ("main", "failsafe"), "link must be main or failsafe")
+
+
+def _check_admitted(admitted: Any) -> None:
+    _check(
+        isinstance(admitted, list) and len(admitted) <= MAX_ADMITTED,
+        f"admitted must be a list of at most {MAX_ADMITTED} entries",
+    )
+    for entry in admitted:
+        _check(
+            isinstance(entry, list) and len(entry) == 3,
+            "an admitted entry is [name, incarnation, generation]",
+        )
+        _check_id(entry[0], "admitted name")
+        _check_uint(entry[1], "admitted incarnation")
+        _check_uint(entry[2], "admitted generation")
 
 
 @_register
