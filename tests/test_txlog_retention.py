@@ -19,6 +19,7 @@ from conftest import StartNode
 from zmqfail import config
 from zmqfail.cli.logcmd import log_group
 from zmqfail.errors import ConfigError
+from zmqfail.runcheck import trail_complete
 from zmqfail.txlog.frames import list_segments, log_dir
 from zmqfail.txlog.record import TxRecord
 from zmqfail.txlog.recovery import iter_records, recover, verify
@@ -322,3 +323,22 @@ def test_a_running_node_archives_and_dump_shows_all(
     assert got == list(range(1, len(got) + 1)) and len(got) >= load.count()
     clients = {TxRecord.decode(p).msg_id for _lsn, p in iter_records(d)}
     assert set(load.acked) <= clients  # every acknowledged order is in the audit trail
+
+
+def test_a_trail_is_complete_only_from_lsn_1_without_a_gap(tmp_path: Path) -> None:
+    """What the run checker asks before it calls a write missing from a
+    node's log lost: whether the log and archive reach back to LSN 1 with
+    nothing skipped (else the write may be inside a snapshot it caught up
+    from, and is only unverified)."""
+    whole, late, gappy = tmp_path / "whole", tmp_path / "late", tmp_path / "gappy"
+    for d in (whole, gappy):
+        write_log(d, 1, 60)
+        snapshots(d, (20, 40, 55), ARCHIVE)
+    write_log(late, 30, 60)
+    archived = list_segments(gappy / ARCHIVE_DIRNAME)
+    archived[1].path.unlink()
+    assert trail_complete(whole, 55) and trail_complete(whole, 60)
+    assert not trail_complete(whole, 61)  # it does not reach there
+    assert not trail_complete(late, 55)
+    assert not trail_complete(gappy, 55)
+    assert trail_complete(gappy, archived[1].first_lsn - 1)  # before the gap

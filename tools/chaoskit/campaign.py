@@ -248,9 +248,9 @@ def check(directory: Path) -> Verdict:
         )
     if res.unverified:
         notes.append(
-            f"{res.unverified} acknowledged write(s) predate the final primary's log (it "
-            "caught up from its peer's snapshot, which keeps only each session's last "
-            "replies): not judged one by one"
+            f"{res.unverified} acknowledged write(s) are not in the final primary's log "
+            "and archive, which skip records (it caught up from its peer's snapshot, which "
+            "keeps only each session's last replies): not judged one by one"
         )
     samples = [(float(t), int(n)) for t, n in raw["samples"]]
     rows = tally(faults, history, res, samples, kinds)
