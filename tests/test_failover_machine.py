@@ -43,11 +43,11 @@ from zmqfail.failover.state import (
     Promote,
     Resume,
     Role,
-    Stalled,
     StartupDone,
     State,
     Stop,
     Switchover,
+    Unlisted,
     WitnessElected,
     initial,
 )
@@ -211,7 +211,7 @@ def sample(ev: type, s: FailoverState) -> Event:
         Pause: Pause(),
         Resume: Resume(),
         HandoffTimeout: HandoffTimeout(),
-        Stalled: Stalled(),
+        Unlisted: Unlisted(),
         Stop: Stop(),
     }
     return samples[ev]
@@ -236,7 +236,7 @@ def test_event_types_are_all_known() -> None:
         Pause,
         Resume,
         HandoffTimeout,
-        Stalled,
+        Unlisted,
         Stop,
     }
     assert {k[1] for k in TRANSITIONS} <= set(EVENT_TYPES)
@@ -1813,9 +1813,9 @@ def test_a_normal_backup_that_stalled_syncs_until_listed_again() -> None:
     in sync again. A primary, or a backup not in sync, changes nothing."""
     b = go_s(starting("b", ("a",)), PeerActive("a", 1, ("b",)), T0)
     assert (b.state, b.role) == (State.NORMAL, Role.BACKUP)
-    stalled, actions = go(b, Stalled(), T0 + 1)
+    stalled, actions = go(b, Unlisted(), T0 + 1)
     assert (stalled.state, stalled.primary, actions) == (State.SYNCING, "a", [])
     again, _ = go(stalled, PeerActive("a", 1, ("b",)), T0 + 1.1)
     assert again.state is State.NORMAL
     for other in (normal_primary(), syncing()):
-        assert go(other, Stalled(), T0 + 3) == (other, [])
+        assert go(other, Unlisted(), T0 + 3) == (other, [])

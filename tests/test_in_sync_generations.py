@@ -12,9 +12,12 @@ from dataclasses import replace
 import pytest
 from test_rival_terms import core_of, turns
 
+from zmqfail.config import Durability
 from zmqfail.core.node import NodeCore
 from zmqfail.failover.state import Role, State
 from zmqfail.protocol import Heartbeat, Probe, Welcome, decode
+from zmqfail.replication import LINKS
+from zmqfail.sim.cluster import SETTLE, Cluster
 from zmqfail.txlog.history import EpochHistory
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("quiet_logs")]
@@ -101,22 +104,73 @@ def test_a_drop_told_in_a_probe_answer_ends_normal_and_is_reported() -> None:
     assert (hb.gen_of, hb.gen) == ("a", 2)
 
 
-def test_a_backup_that_stalled_is_normal_again_only_from_a_fresh_listing() -> None:
+def test_a_backup_that_stalled_is_normal_again_only_under_its_new_incarnation() -> None:
     """600537: b was paused; a judged it gone and acknowledged alone, then
-    failed. b must not take over on the listing it held before its pause."""
+    failed. b must not take over on the listing it held before its pause,
+    nor on one that waited in its socket meanwhile (the review's case):
+    a stall makes it another incarnation, which no listing before names."""
     b = backup()
     t = hear(b, listing(b, 1, True), 0.01)
     assert state(b) is State.NORMAL
+    before = b.incarnation
+    queued = listing(b, 1, True)  # sent before a dropped it, read after the pause
     t += b.dead_after  # our own loop stood still
     b.begin_turn(t)
-    b.end_turn(t)
-    assert b.guard.pauses == 1
-    t = max(t, b.ticks.next)
-    b.begin_turn(t)
+    assert b.guard.pauses == 1 and b.incarnation != before
+    b.on_heartbeats("main", [queued], t)
     b.end_turn(t)
     assert state(b) is State.SYNCING
-    hear(b, listing(b, 1, True), t)
+    t = hear(b, queued, t)
+    assert state(b) is State.SYNCING
+    beat = b.beat_frames.frames(b.agent.fs, b.nlog, None, b.agent.held_gen(), b.incarnation)
+    assert decode_hb(beat[0][1]).incarnation == b.incarnation  # what a learns it by
+    hear(b, listing(b, 1, True), t)  # a lists the new incarnation: in sync again
     assert state(b) is State.NORMAL
+
+
+def one_way(c: Cluster, nets: tuple[str, ...]) -> None:
+    """Cut what a sends b on these networks (b to a still flows)."""
+    for net in nets:
+        c.cut("a", "b", net, both=False)
+
+
+def test_a_stalled_backup_takes_no_listing_queued_during_its_pause() -> None:
+    """The review's scripted case (2026-12-02): b paused, a -> b cut on both
+    links one way, a judges b gone, acknowledges alone and crashes; b wakes
+    with a's listing from before the drop in its socket. With a stall only
+    leaving NORMAL (no new incarnation), b was NORMAL again at once, took
+    over, and the 20 writes were lost."""
+
+    def faults(c: Cluster) -> None:
+        t0 = c.loop.now + 0.2
+        c.loop.at(t0, lambda: c.pause("b"))
+        c.loop.at(t0 + 0.15, lambda: one_way(c, LINKS))
+        c.loop.at(t0 + 1.0, lambda: c.crash("a"))
+        c.loop.at(t0 + 1.05, lambda: c.resume("b"))
+
+    for seed in (1, 2):
+        out = Cluster(seed, durability=Durability.DISK).run(faults, until=SETTLE + 3.0)
+        assert out.violations == [], (seed, [str(v) for v in out.violations])
+        assert out.acked > 20
+
+
+def test_a_primary_runs_alone_through_a_one_way_cut_from_a_stalled_backup() -> None:
+    """The review's liveness case: a -> b cut on every network, b paused at
+    the cut. b can neither hear a nor take over; a drops it as leaving and
+    never hears its generation, but b's heartbeats name its new incarnation
+    (the stall renewed it): the process a dropped is gone, a runs alone."""
+    acks: list[int] = []
+
+    def faults(c: Cluster) -> None:
+        t0 = c.loop.now + 0.2
+        c.loop.at(t0, lambda: one_way(c, (*LINKS, "clients")))
+        c.loop.at(t0, lambda: c.pause("b"))
+        c.loop.at(t0 + 0.2, lambda: c.resume("b"))
+        for t in (t0 + 1.0, t0 + 2.2):
+            c.loop.at(t, lambda: acks.append(sum(len(cl.acks) for cl in c.clients)))
+
+    Cluster(1, durability=Durability.DISK).run(faults, until=SETTLE + 2.5)
+    assert acks[1] > acks[0], f"no acknowledgement for 1.2 s of the cut: {acks}"
 
 
 def test_the_peer_table_keeps_the_newer_of_one_terms_heartbeats() -> None:
@@ -134,3 +188,19 @@ def test_the_peer_table_keeps_the_newer_of_one_terms_heartbeats() -> None:
     restarted = replace(old, role=Role.BACKUP, state=State.STARTING, admitted=[])
     table.heard(restarted, EpochHistory(), "main", 1.02)
     assert table.last("a") is restarted
+
+
+def test_without_a_new_incarnation_both_scripted_cases_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: a stall (or a snapshot, a cut) only leaves NORMAL and keeps
+    the incarnation, as in the first version of the rule: the queued listing
+    makes b NORMAL again (writes lost), and a never learns that the process
+    it dropped is gone (no acknowledgement through the cut)."""
+    monkeypatch.setattr(NodeCore, "_renew", lambda self: self.agent.renewed())
+    for case in (
+        test_a_stalled_backup_takes_no_listing_queued_during_its_pause,
+        test_a_primary_runs_alone_through_a_one_way_cut_from_a_stalled_backup,
+    ):
+        with pytest.raises(AssertionError):
+            case()

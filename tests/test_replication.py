@@ -662,6 +662,28 @@ def test_a_drop_is_final_only_once_the_backup_confirms_it_or_is_gone() -> None:
     assert tr2.leaving() == [] and tr2.commit_point() is None
 
 
+def test_a_drop_is_final_at_once_for_a_backup_never_a_full_copy_or_renewed() -> None:
+    """A backup counted but still short of what was acknowledged before it
+    counted was never listed in sync at this generation: its drop is final.
+    A leaving one whose heartbeat names another incarnation is another
+    process (restarted, resynchronised, stalled): final too."""
+    tr = make_tracker(max_push=10)
+    tr.on_ack("b1", "main", 0, False, T0, incarnation=5)
+    tr.pump(T0, 0, 1, committed_lsn=3)  # counted at once; 3 acknowledged before it
+    assert tr.in_sync() == ["b1"] and tr.full_copies() == []
+    tr.mark_lost("b1")
+    assert tr.leaving() == [] and tr.commit_point() is None
+    tr.on_ack("b1", "main", 3, False, T0, incarnation=5)
+    tr.pump(T0, 3, 1, committed_lsn=3)
+    assert tr.full_copies() == ["b1"]
+    tr.mark_lost("b1")
+    assert tr.leaving() == ["b1"]
+    assert not tr.renewed("b1", 5) and not tr.renewed("b1", 0)  # the same process, or unknown
+    assert tr.leaving() == ["b1"]
+    assert tr.renewed("b1", 9)
+    assert tr.leaving() == [] and tr.commit_point() is None
+
+
 def test_a_leaving_backup_is_released_by_a_new_incarnation_or_counted_again() -> None:
     tr = make_tracker(max_push=10)
     tr.on_ack("b1", "main", 0, False, T0, incarnation=5)

@@ -16,7 +16,7 @@ from zmqfail.client.acks import AckedWrites
 from zmqfail.config import Durability
 from zmqfail.core.agent import FailoverAgent
 from zmqfail.core.node import NodeCore
-from zmqfail.failover.state import Event, Stalled, State
+from zmqfail.failover.state import Event, State, Unlisted
 from zmqfail.protocol import Heartbeat
 from zmqfail.replication import PeerState, ReplicationTracker
 from zmqfail.sim.campaign import campaign, run_named, run_one
@@ -170,7 +170,7 @@ def plant_old_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ReplicationTracker, "_drop", drop)
 
     def feed(self: FailoverAgent, event: Event, now: float) -> None:
-        if not isinstance(event, Stalled):
+        if not isinstance(event, Unlisted):
             real_feed(self, event, now)
 
     monkeypatch.setattr(FailoverAgent, "feed", feed)

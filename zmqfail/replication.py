@@ -203,11 +203,25 @@ class ReplicationTracker:
         if p.in_sync:
             self.gen += 1
             p.gen = self.gen
-            p.leaving = not confirmed
+            # Leaving only if it was a full copy under this admission: else
+            # no heartbeat ever listed it in sync at this generation, and
+            # older listings it holds itself past (it confirmed those drops,
+            # or is another incarnation since).
+            p.leaving = not confirmed and p.held >= p.must_hold
         elif confirmed:
             p.leaving = False
         p.in_sync = False
         p.must_hold = 0
+
+    def renewed(self, peer: str, incarnation: int) -> bool:
+        """`peer` is now `incarnation` (its heartbeat says so): if it is
+        leaving and that is not the process we dropped, the drop is final.
+        True if this ended its leaving."""
+        p = self.peers.get(peer)
+        if p is None or not p.leaving or not incarnation or incarnation == p.incarnation:
+            return False
+        p.leaving = False
+        return True
 
     def confirm(self, peer: str, gen: int) -> bool:
         """`peer` says it holds itself to generation `gen`: a drop at or below

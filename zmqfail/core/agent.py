@@ -38,9 +38,9 @@ from zmqfail.failover.state import (
     Promote,
     Resume,
     Role,
-    Stalled,
     StartupDone,
     State,
+    Unlisted,
     WitnessElected,
     initial,
 )
@@ -116,7 +116,7 @@ class FailoverAgent:
         self.gen_seen = 0
         self.gen_normal = 0
         self.refused = 0
-        self._pauses = 0  # our own pauses (PauseGuard.pauses) already fed as Stalled
+        self._renewed = False  # our incarnation changed: Unlisted before any other event
         self._told_held_start = False  # logged once: start-up waits for a resume
         if self.fs.paused:
             log.warning(
@@ -125,7 +125,28 @@ class FailoverAgent:
             )
 
     # ------------------------------------------------------------- feeding
+    def renewed(self) -> None:
+        """Our incarnation changed: the next event (or tick) is preceded by
+        Unlisted. Not fed here: the change may happen while an event is being
+        carried out (a FOLLOW that cuts our log)."""
+        self._renewed = True
+
+    def _unlist(self, now: float) -> None:
+        if not self._renewed:
+            return
+        self._renewed = False
+        before = self.fs.state
+        self.feed(Unlisted(), now)
+        if self.fs.state is not before:
+            # A silence judged before is void in the new state: it is fed
+            # again (else a backup this made syncing would wait forever for a
+            # primary that had failed: unsafe seed 604432, "disk").
+            self.silent.clear()
+            self.judged.clear()
+
     def feed(self, event: Event, now: float) -> None:
+        if not isinstance(event, Unlisted):
+            self._unlist(now)
         if (self.fs.state, type(event)) not in TRANSITIONS:
             # Not an error (observations arrive in every state), but never
             # silent: the table says this state does not take it.
@@ -269,18 +290,7 @@ class FailoverAgent:
         """Timers and detection (at most every few ms). `repl_heard_at`: when our
         primary last replicated to us; `full_copies`: as a primary, the backups
         holding everything we acknowledged (None when not replicating)."""
-        if guard.pauses != self._pauses:
-            # Before this turn's heartbeats: a fresh listing may count us in
-            # sync again at once; a stale one (sent before a drop) may not.
-            self._pauses = guard.pauses
-            before = self.fs.state
-            self.feed(Stalled(), now)
-            if self.fs.state is not before:
-                # A silence judged before is void in the new state: it is fed
-                # again (else a backup this made syncing would wait forever
-                # for a primary that had failed: unsafe seed 604432, "disk").
-                self.silent.clear()
-                self.judged.clear()
+        self._unlist(now)  # before this turn's heartbeats
         fs = self.fs
         history = self.history()  # our log's terms, for rivals in the peers'
         if fs.state is State.HANDOFF and now - fs.since >= HANDOFF_TIMEOUT:

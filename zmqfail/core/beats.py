@@ -33,9 +33,11 @@ class Beats:
         nlog: NodeLog,
         leader: Leader | None,
         held_gen: tuple[str, int] = ("", 0),
+        incarnation: int = 0,
     ) -> list[tuple[str, bytes]]:
         """One encoded heartbeat per link. `held_gen`: as a backup, the primary
-        and the in-sync generation we hold ourselves to."""
+        and the in-sync generation we hold ourselves to; `incarnation`: our
+        process's."""
         in_sync = leader.full_copies() if leader is not None else []
         admitted = tuple(leader.tracker.admitted()) if leader is not None else ()
         handoff_to = ""
@@ -47,7 +49,7 @@ class Beats:
         head = (fs.role, fs.state, fs.epoch, nlog.held, nlog.committed, nlog.flushed)
         # Terms are frozen: equal tuples, equal wire form.
         tail = (tuple(in_sync), handoff_to, nlog.held_epoch, tuple(terms), fs.candidate)
-        key = (head, tail, fs.granted, admitted, held_gen)
+        key = (head, tail, fs.granted, admitted, held_gen, incarnation)
         if key == self._key:
             return self._frames
         history = [t.to_wire() for t in terms]
@@ -67,6 +69,7 @@ class Beats:
                 granted_epoch,
                 [list(a) for a in admitted],
                 *held_gen,
+                incarnation,
             )
             out.append((link, hb.encode()))
         self._key, self._frames = key, out

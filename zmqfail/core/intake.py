@@ -38,8 +38,10 @@ class PeerIntake:
         self._higher_epoch = higher_epoch
         self._peer_gen = peer_gen  # (peer, its epoch, the generation its answer names)
         self.bad_frames = 0
-        # Peers whose last word was a clean stop: read by the status and the
-        # words of the leader's "running alone" line, by no failover rule.
+        # Peers whose last word was a clean stop: read by the status, the
+        # words of the leader's "running alone" line, and the leader's drop
+        # of a silent backup (final at once: a stopped process believes no
+        # listing of it in sync).
         self.said_bye: set[str] = set()
         # Heartbeats already decoded, by their bytes: a peer repeats the same
         # frame every interval while nothing changes (an idle pair), and the

@@ -291,6 +291,17 @@ class Leader:
                 gen,
             )
 
+    def renewed(self, peer: str, incarnation: int) -> None:
+        """`peer`'s heartbeat names its incarnation: another than the one we
+        dropped takes no listing of that one, so the drop is final."""
+        if self.tracker.renewed(peer, incarnation):
+            log.info(
+                "%s: dropped backup %s is another process now (restarted, resynchronised "
+                "or stalled); running alone",
+                self.name,
+                peer,
+            )
+
     def gen_of(self, peer: str) -> int:
         """The generation of `peer` here: what our answer to its probe carries."""
         p = self.tracker.peers.get(peer)

@@ -214,7 +214,14 @@ class NodeCore:
     # --------------------------------------------------------------- inputs
     def begin_turn(self, now: float) -> None:
         self.now = now
+        pauses = self.guard.pauses
         self.guard.turn(now)
+        if self.guard.pauses != pauses:
+            # Our loop stood still: a primary may have judged us gone and
+            # acknowledged alone. Before anything is answered this turn, we
+            # are another process to it, and no listing of the one before
+            # (some may wait in our sockets) makes us NORMAL.
+            self._renew()
         self.frontend.new_turn()
         self.follower.new_turn()
 
@@ -315,7 +322,8 @@ class NodeCore:
             nlog = self.nlog
             nlog.committed = nlog.held if fs.state is State.NORMAL else nlog.flushed
         if self._beat_due(now):
-            frames = self.beat_frames.frames(fs, self.nlog, self.leader, self.agent.held_gen())
+            held = self.agent.held_gen()
+            frames = self.beat_frames.frames(fs, self.nlog, self.leader, held, self.incarnation)
             self.out.beat.extend(frames)
         self.checkpoint.due(now)
 
@@ -368,7 +376,10 @@ class NodeCore:
             verdict = prober.verdict
             for peer in leader.tracker.leaving():
                 hb = self.peers.last(peer)
-                if hb is not None and hb.epoch == self.epoch and hb.gen_of == self.name:
+                if hb is None:
+                    continue
+                leader.renewed(peer, hb.incarnation)
+                if hb.epoch == self.epoch and hb.gen_of == self.name:
                     leader.confirm(peer, hb.gen)
             leader.mark_lost_silent(
                 now,
@@ -409,8 +420,15 @@ class NodeCore:
                 exc,
             )
             self.store.cut_to(lsn - 1, "does not apply", self.acked_lsn)
-            self.incarnation = self.rng.getrandbits(48)
+            self._renew()
             self.save_meta()
+
+    def _renew(self) -> None:
+        """A new incarnation: commit answers of it are not late answers of the
+        one before, and no primary's listing of the one before counts (the
+        failover agent leaves NORMAL: Unlisted)."""
+        self.incarnation = self.rng.getrandbits(48)
+        self.agent.renewed()
 
     def flush_now(self) -> None:
         self.checkpoint.flush_now(self.now)
@@ -503,7 +521,7 @@ class NodeCore:
             return
         self._apply_held()
         if self.store.keep_common_prefix(view.history, view.last.last_lsn, why, self.acked_lsn):
-            self.incarnation = self.rng.getrandbits(48)  # held went down
+            self._renew()  # held went down
 
     def _install(self, lsn: int, epoch: int, state: dict[str, Any], history: EpochHistory) -> None:
         self._apply_held()
@@ -513,7 +531,7 @@ class NodeCore:
             self.follower.bad_frames += 1
             log.warning("%s: refused a snapshot: %s", self.name, exc)
             return
-        self.incarnation = self.rng.getrandbits(48)  # held changed: not a late answer
+        self._renew()  # held changed: not a late answer
         self.save_meta()
 
     # ------------------------------------------------------------- meta

@@ -104,11 +104,11 @@ from zmqfail.failover.state import (
     Result,
     Resume,
     Role,
-    Stalled,
     StartupDone,
     State,
     Stop,
     Switchover,
+    Unlisted,
     WitnessElected,
 )
 
@@ -357,10 +357,11 @@ def _stop(s: FailoverState, e: Event, now: float) -> Result:
     return _to(s, State.STOPPED, now), [Action.STOP]
 
 
-def _stalled(s: FailoverState, e: Event, now: float) -> Result:
-    """Our loop stood still: as a backup we may have been judged gone and
-    dropped, and our primary may have acknowledged alone since. We may take
-    over only once it lists us in sync again (we keep following it)."""
+def _unlisted(s: FailoverState, e: Event, now: float) -> Result:
+    """Our incarnation changed (a stall, a snapshot installed, our log cut):
+    as a backup we may have been judged gone and dropped, and our primary may
+    have acknowledged alone since. We may take over only once it lists our new
+    incarnation in sync (we keep following it)."""
     if s.role is Role.BACKUP and s.state is State.NORMAL:
         return _to(s, State.SYNCING, now), []
     return s, []
@@ -441,8 +442,8 @@ TRANSITIONS: dict[tuple[State, type], tuple[Handler, tuple[State, ...]]] = {
         for st in _MAYBE_PRIMARY
     },
     **{(st, Stop): (_stop, (State.STOPPED,)) for st in ALL_LIVE},
-    (State.NORMAL, Stalled): (_stalled, (State.NORMAL, State.SYNCING)),
-    **{(st, Stalled): (_ignore, (st,)) for st in ALL_LIVE if st is not State.NORMAL},
+    (State.NORMAL, Unlisted): (_unlisted, (State.NORMAL, State.SYNCING)),
+    **{(st, Unlisted): (_ignore, (st,)) for st in ALL_LIVE if st is not State.NORMAL},
     # Observations that change nothing in these states, listed so they are legal.
     **{
         (st, PeerSilent): (_ignore, (st,))

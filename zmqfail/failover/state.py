@@ -176,11 +176,13 @@ class HandoffTimeout:
 
 
 @dataclass(frozen=True, slots=True)
-class Stalled:
-    """Our own loop did not run for more than half the dead time (SIGSTOP, a
-    long stall). A primary may have judged us gone meanwhile and acknowledged
-    alone what we lack: a NORMAL backup is in sync again only once a fresh
-    listing says so (docs/reliability.md, "In-sync generations")."""
+class Unlisted:
+    """Our process identity (the incarnation our commit answers and heartbeats
+    carry) changed: our loop stood still (SIGSTOP, a long stall: a primary may
+    have judged us gone and acknowledged alone meanwhile), or we installed a
+    snapshot or cut our log. No listing of the identity before counts any
+    more: a NORMAL backup is in sync again only once its primary lists the
+    new one (docs/reliability.md, "In-sync generations")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +208,7 @@ Event = (
     | Pause
     | Resume
     | HandoffTimeout
-    | Stalled
+    | Unlisted
     | Stop
 )
 

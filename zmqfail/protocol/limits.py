@@ -19,7 +19,8 @@ import zmq
 # 7: in-sync generations: a primary's heartbeat lists every backup it admitted
 #    or dropped with that backup's incarnation and generation (`admitted`), a
 #    backup's names the newest generation it holds itself to (`gen_of`, `gen`),
-#    and `welcome` carries it (`gen`) in answer to a peer's probe.
+#    every heartbeat its sender's `incarnation`, and `welcome` carries the
+#    generation (`gen`) in answer to a peer's probe.
 PROTOCOL_VERSION = 7
 
 # Reply statuses. "ok" and "rejected" are final answers of the application;

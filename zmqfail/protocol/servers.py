@@ -152,12 +152,18 @@ class Heartbeat(Message):
     # else the newest we heard). A primary that dropped us waits for it.
     gen_of: str = ""
     gen: int = 0
+    # The sender's process incarnation (as its commit answers give it): a
+    # primary waiting for a dropped backup's word ends the wait on another
+    # one (the process it dropped is gone, or cut its log, or stood still:
+    # it takes no listing of the one before).
+    incarnation: int = 0
 
     def validate(self) -> None:
         _check_history(self.history)
         _check_admitted(self.admitted)
         _check(isinstance(self.gen_of, str) and len(self.gen_of) <= MAX_ID_LEN, "bad gen_of")
         _check_uint(self.gen, "gen")
+        _check_uint(self.incarnation, "incarnation")
         _check_uint(self.last_epoch, "last_epoch")
         _check_uint(self.candidate, "candidate")
         _check_uint(self.grant_epoch, "grant_epoch")
