@@ -7,6 +7,7 @@ holds itself to the drop, or is gone. The open loss these close was found by
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import pytest
@@ -16,7 +17,7 @@ from zmqfail.config import Durability
 from zmqfail.core.node import NodeCore
 from zmqfail.failover.state import Role, State
 from zmqfail.protocol import Heartbeat, Probe, Welcome, decode
-from zmqfail.replication import LINKS
+from zmqfail.replication import LINKS, ReplicationTracker
 from zmqfail.sim.cluster import SETTLE, Cluster
 from zmqfail.txlog.history import EpochHistory
 
@@ -204,3 +205,62 @@ def test_without_a_new_incarnation_both_scripted_cases_fail(
     ):
         with pytest.raises(AssertionError):
             case()
+
+
+def stale_heartbeat_case(seed: int) -> list[str]:
+    """The second review's case (2026-12-02): b -> a main slowed by 3 s; b
+    stalls and renews; a learns the new incarnation from a failsafe answer
+    and lists it; then a -> b slows more and more, so b never hears the
+    drop; a's commits time out and it drops b as leaving. a's last heartbeat
+    of b is a late one of the incarnation before: taken for "another
+    process", it ended the wait, a acknowledged alone and crashed, and b,
+    NORMAL under its new listing, took over without those writes."""
+    dropped: list[float] = []
+
+    def faults(c: Cluster) -> None:
+        net = c.net
+        t0 = c.loop.now + 0.2
+        t1, t2 = t0 + 3.5, t0 + 4.1
+        c.loop.at(t0, lambda: net.delay.__setitem__(("b", "a", "main"), 3.0))
+        c.loop.at(t1, lambda: c.pause("b"))
+        c.loop.at(t1 + 0.2, lambda: c.resume("b"))
+
+        def ramp(d: float) -> None:
+            for n in LINKS:
+                net.delay[("a", "b", n)] = d
+
+        for k in range(1, 25):
+            c.loop.at(t2 + 0.1 * (k - 1), functools.partial(ramp, 0.1 * k))
+
+        def watch() -> None:
+            a = c.servers["a"].core
+            if a is None or a.leader is None or dropped or c.loop.now <= t2:
+                return
+            if not a.leader.tracker.peers["b"].in_sync:
+                dropped.append(c.loop.now)
+                c.loop.at(c.loop.now + 0.5, lambda: c.crash("a"))
+
+        for i in range(100):
+            c.loop.at(t2 + 0.05 * i, watch)
+
+    out = Cluster(seed, durability=Durability.DISK).run(faults, until=SETTLE + 12.0)
+    assert dropped, "a never dropped b: the case no longer happens"
+    return [str(v) for v in out.violations]
+
+
+def test_a_late_heartbeat_of_an_earlier_renewal_does_not_end_leaving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for seed in (1, 2):
+        assert stale_heartbeat_case(seed) == [], seed
+    # Planted: any other incarnation ends the wait (the rule of 4da59bd).
+
+    def unordered(self: ReplicationTracker, peer: str, incarnation: int) -> bool:
+        p = self.peers[peer]
+        if not p.leaving or not incarnation or incarnation == p.incarnation:
+            return False
+        p.leaving = False
+        return True
+
+    monkeypatch.setattr(ReplicationTracker, "renewed", unordered)
+    assert any("lost" in v for seed in (1, 2) for v in stale_heartbeat_case(seed))

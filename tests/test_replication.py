@@ -680,8 +680,38 @@ def test_a_drop_is_final_at_once_for_a_backup_never_a_full_copy_or_renewed() -> 
     assert tr.leaving() == ["b1"]
     assert not tr.renewed("b1", 5) and not tr.renewed("b1", 0)  # the same process, or unknown
     assert tr.leaving() == ["b1"]
-    assert tr.renewed("b1", 9)
+    assert tr.renewed("b1", 6)
     assert tr.leaving() == [] and tr.commit_point() is None
+
+
+def test_a_late_answer_of_an_earlier_renewal_is_neither_news_nor_a_restart() -> None:
+    """A backup's incarnation counts its renewals (a stall, a snapshot, a cut
+    log) under its process's nonce. Its answer sent before a renewal may come
+    after one sent since, on the other link: the second review saw it taken
+    for a restart that lost the RAM log (b dropped at once and resynchronised
+    for nothing; a little further behind, and the primary would have
+    acknowledged alone while b still counted itself in sync)."""
+    old, new = 5 << 16, (5 << 16) + 1
+    tr = make_tracker(max_push=10)
+    tr.on_ack("b1", "main", 0, False, T0, incarnation=old)
+    tr.pump(T0, 38, 1)
+    tr.on_ack("b1", "main", 38, False, T0, incarnation=old)
+    tr.pump(T0, 38, 1)
+    assert tr.full_copies() == ["b1"]
+    gen = tr.gen
+    tr.on_ack("b1", "failsafe", 42, False, T0 + 0.1, incarnation=new)
+    tr.on_ack("b1", "main", 38, False, T0 + 0.11, incarnation=old)  # late
+    assert tr.gen == gen and tr.in_sync() == ["b1"] and tr.peers["b1"].incarnation == new
+    assert tr.peers["b1"].held == 42
+    # Leaving: a late heartbeat of the old renewal proves nothing; a later
+    # renewal, or another process, ends the wait.
+    tr.mark_lost("b1")
+    assert not tr.renewed("b1", old) and tr.leaving() == ["b1"]
+    assert tr.renewed("b1", new + 1) and tr.leaving() == []
+    tr.on_ack("b1", "main", 42, False, T0 + 0.2, incarnation=new + 1)
+    tr.pump(T0 + 0.2, 42, 1)
+    tr.mark_lost("b1")
+    assert tr.renewed("b1", 7 << 16)  # restarted
 
 
 def test_a_leaving_backup_is_released_by_a_new_incarnation_or_counted_again() -> None:

@@ -39,6 +39,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 LINKS = ("main", "failsafe")
+# An incarnation is a process's random nonce above RENEWAL_BITS bits that
+# count its renewals (a stall, a snapshot installed, a cut log): two of one
+# process are ordered, two of different processes are not.
+RENEWAL_BITS = 16
+
+
+def same_process(a: int, b: int) -> bool:
+    return a >> RENEWAL_BITS == b >> RENEWAL_BITS
+
+
+def later_renewal(a: int, b: int) -> bool:
+    """Whether incarnation `a` is a later renewal of the process `b` is of."""
+    return same_process(a, b) and a > b
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +154,10 @@ class ReplicationTracker:
         ls.up = True
         ls.last_answer = now
         p.last_answer = now
+        if p.incarnation and later_renewal(p.incarnation, incarnation):
+            # Sent by this process before its latest renewal, late on the
+            # other link: nothing new, and no restart.
+            return
         restarted = incarnation != p.incarnation
         if restarted and p.leaving and p.incarnation:
             # The process we dropped is gone: no later incarnation takes a
@@ -214,11 +231,16 @@ class ReplicationTracker:
         p.must_hold = 0
 
     def renewed(self, peer: str, incarnation: int) -> bool:
-        """`peer` is now `incarnation` (its heartbeat says so): if it is
-        leaving and that is not the process we dropped, the drop is final.
-        True if this ended its leaving."""
+        """`peer`'s heartbeat names `incarnation`: if it is leaving and that is
+        a later renewal of the process we dropped, or another process (it
+        restarted: a process's connections, and what was in flight on them,
+        end with it), it takes no listing of the one we dropped, and the drop
+        is final. An earlier renewal of the same process is a heartbeat that
+        came late, and proves nothing. True if this ended the wait."""
         p = self.peers.get(peer)
         if p is None or not p.leaving or not incarnation or incarnation == p.incarnation:
+            return False
+        if same_process(incarnation, p.incarnation) and incarnation < p.incarnation:
             return False
         p.leaving = False
         return True

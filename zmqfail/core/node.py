@@ -48,10 +48,11 @@ from zmqfail.errors import ProtocolError
 from zmqfail.failover.state import Action, HigherEpoch, Role, State
 from zmqfail.processor import Processor
 from zmqfail.protocol import Goodbye
-from zmqfail.replication import LINKS
+from zmqfail.replication import LINKS, RENEWAL_BITS
 from zmqfail.txlog.history import EpochHistory, rival
 
 log = logging.getLogger("zmqfail.node")
+RENEWAL_MASK = (1 << RENEWAL_BITS) - 1
 
 
 class NodeCore:
@@ -79,7 +80,9 @@ class NodeCore:
         self.dead_after = fo.heartbeat_interval_ms * fo.heartbeat_misses / 1000.0
         self.beat_interval = fo.heartbeat_interval_ms / 1000.0
         self.peer_names = tuple(p.name for p in cfg.peers(name))
-        self.incarnation = self.rng.getrandbits(48)
+        # A random nonce of this process, its renewals counted below it
+        # (replication.RENEWAL_BITS): a peer orders two of ours.
+        self.incarnation = self.rng.getrandbits(32) << RENEWAL_BITS
         self.exit_code = 0
         self.stopping = False
         self.acked_lsn: int | None = None  # highest LSN we acknowledged as primary
@@ -427,7 +430,11 @@ class NodeCore:
         """A new incarnation: commit answers of it are not late answers of the
         one before, and no primary's listing of the one before counts (the
         failover agent leaves NORMAL: Unlisted)."""
-        self.incarnation = self.rng.getrandbits(48)
+        count = (self.incarnation & RENEWAL_MASK) + 1
+        if count > RENEWAL_MASK:  # 65,535 renewals: start as another process
+            self.incarnation = self.rng.getrandbits(32) << RENEWAL_BITS
+        else:
+            self.incarnation = self.incarnation & ~RENEWAL_MASK | count
         self.agent.renewed()
 
     def flush_now(self) -> None:
