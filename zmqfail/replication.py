@@ -41,8 +41,10 @@ from dataclasses import dataclass, field
 LINKS = ("main", "failsafe")
 # An incarnation is a process's random nonce above RENEWAL_BITS bits that
 # count its renewals (a stall, a snapshot installed, a cut log): two of one
-# process are ordered, two of different processes are not.
-RENEWAL_BITS = 16
+# process are ordered, two of different processes are not. 32 bits: a
+# process never runs out of renewals (the third review showed a wrap to a
+# new nonce read as another process).
+RENEWAL_BITS = 32
 
 
 def same_process(a: int, b: int) -> bool:
@@ -232,15 +234,15 @@ class ReplicationTracker:
 
     def renewed(self, peer: str, incarnation: int) -> bool:
         """`peer`'s heartbeat names `incarnation`: if it is leaving and that is
-        a later renewal of the process we dropped, or another process (it
-        restarted: a process's connections, and what was in flight on them,
-        end with it), it takes no listing of the one we dropped, and the drop
-        is final. An earlier renewal of the same process is a heartbeat that
-        came late, and proves nothing. True if this ended the wait."""
+        a later renewal of the process we dropped, it takes no listing of the
+        one we dropped, and the drop is final. Another process's proves
+        nothing: the last heartbeat we hold may be older than the commit
+        answers that told us the incarnation we dropped (a restarted backup
+        whose answers came and heartbeats did not: the third review's loss);
+        a new process's own commit answers end the wait (`on_ack`). True if
+        this ended it."""
         p = self.peers.get(peer)
-        if p is None or not p.leaving or not incarnation or incarnation == p.incarnation:
-            return False
-        if same_process(incarnation, p.incarnation) and incarnation < p.incarnation:
+        if p is None or not p.leaving or not later_renewal(incarnation, p.incarnation):
             return False
         p.leaving = False
         return True

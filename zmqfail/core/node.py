@@ -431,7 +431,7 @@ class NodeCore:
         one before, and no primary's listing of the one before counts (the
         failover agent leaves NORMAL: Unlisted)."""
         count = (self.incarnation & RENEWAL_MASK) + 1
-        if count > RENEWAL_MASK:  # 65,535 renewals: start as another process
+        if count > RENEWAL_MASK:  # 4 billion renewals: never, in practice
             self.incarnation = self.rng.getrandbits(32) << RENEWAL_BITS
         else:
             self.incarnation = self.incarnation & ~RENEWAL_MASK | count
