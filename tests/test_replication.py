@@ -713,6 +713,26 @@ def test_a_late_answer_of_an_earlier_renewal_is_neither_news_nor_a_restart() -> 
     assert tr.renewed("b1", new + 1) and tr.leaving() == []
 
 
+def test_a_late_answer_of_a_crashed_process_is_not_a_new_restart() -> None:
+    """Fourth review: the backup's process X crashed right after answering on
+    a slowed main link; its successor Y answered on failsafe and was counted;
+    X's late answer, holding less, was taken for a restart, the backup was
+    dropped at once, and the primary acknowledged alone what Y lacked."""
+    x, y = 3 << RENEWAL_BITS, 8 << RENEWAL_BITS
+    tr = make_tracker(max_push=10)
+    tr.on_ack("b1", "main", 0, False, T0, incarnation=x)
+    tr.pump(T0, 30, 1)
+    tr.on_ack("b1", "main", 30, False, T0, incarnation=x)
+    tr.on_ack("b1", "failsafe", 40, False, T0 + 0.1, incarnation=y)  # Y after a restart
+    tr.pump(T0 + 0.1, 40, 1)
+    assert tr.full_copies() == ["b1"]
+    gen = tr.gen
+    tr.on_ack("b1", "main", 25, False, T0 + 0.2, incarnation=x)  # X's, late
+    assert tr.full_copies() == ["b1"] and tr.gen == gen
+    assert tr.peers["b1"].incarnation == y and tr.peers["b1"].held == 40
+    assert tr.commit_point() == 40
+
+
 def test_a_leaving_backup_is_released_by_a_new_incarnation_or_counted_again() -> None:
     tr = make_tracker(max_push=10)
     tr.on_ack("b1", "main", 0, False, T0, incarnation=5)

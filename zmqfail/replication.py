@@ -45,6 +45,7 @@ LINKS = ("main", "failsafe")
 # process never runs out of renewals (the third review showed a wrap to a
 # new nonce read as another process).
 RENEWAL_BITS = 32
+MAX_RETIRED = 64  # process nonces remembered per backup
 
 
 def same_process(a: int, b: int) -> bool:
@@ -114,6 +115,9 @@ class PeerState:
     must_hold: int = 0  # acknowledged before it counted: a full copy holds this
     gen: int = 0  # generation of its last admission or drop (0: neither yet)
     leaving: bool = False  # dropped, and may not know it yet: the commit point waits
+    # Process nonces of incarnations it had before its current one: their
+    # answers, late on a slowed link, are not a new restart (fourth review).
+    retired: set[int] = field(default_factory=set)
     links: dict[str, LinkState] = field(default_factory=lambda: {n: LinkState() for n in LINKS})
 
 
@@ -160,7 +164,17 @@ class ReplicationTracker:
             # Sent by this process before its latest renewal, late on the
             # other link: nothing new, and no restart.
             return
+        if incarnation >> RENEWAL_BITS in p.retired:
+            # Sent by a process before the current one (it crashed, another
+            # started), late on a slowed link: taken for a restart holding
+            # less, it dropped the backup at once and the primary
+            # acknowledged alone what the current process lacked.
+            return
         restarted = incarnation != p.incarnation
+        if restarted and p.incarnation and not same_process(incarnation, p.incarnation):
+            if len(p.retired) >= MAX_RETIRED:
+                p.retired.clear()  # a restart loop: forget the oldest nonces
+            p.retired.add(p.incarnation >> RENEWAL_BITS)
         if restarted and p.leaving and p.incarnation:
             # The process we dropped is gone: no later incarnation takes a
             # listing of it as its own.
